@@ -1,0 +1,49 @@
+/**
+ * qvm's error hierarchy: errors are values that carry their exit code, thrown deep and turned into
+ * one line on stderr at the single boundary in `main.ts`.
+ */
+
+/** Exit codes, as documented in `qvm --help` and README.md. */
+export const ExitCode = {
+  ok: 0,
+  failure: 1,
+  timeout: 2,
+  invalid: 3,
+  permission: 4,
+} as const;
+
+/** A failure the user should see as one line; `exitCode` is what the process exits with. */
+export class QvmError extends Error {
+  exitCode: number = ExitCode.failure;
+  /** Optional extra lines (e.g. QEMU's own stderr) printed after the message. */
+  detail?: string;
+  constructor(message: string, options?: { detail?: string; cause?: unknown }) {
+    super(message, { cause: options?.cause });
+    this.name = "QvmError";
+    this.detail = options?.detail;
+  }
+}
+
+/** Bad input: unknown command or flag, malformed config, bad name or value. Exit 3. */
+export class UsageError extends QvmError {
+  override exitCode: number = ExitCode.invalid;
+  override name = "UsageError";
+}
+
+/** The named VM, file or object does not exist. Exit 3. */
+export class NotFoundError extends QvmError {
+  override exitCode: number = ExitCode.invalid;
+  override name = "NotFoundError";
+}
+
+/** A wait ran out of time (boot, QMP, stop). Exit 2. */
+export class TimeoutError extends QvmError {
+  override exitCode: number = ExitCode.timeout;
+  override name = "TimeoutError";
+}
+
+/** The OS refused access (file modes, /dev/kvm, another user's process). Exit 4. */
+export class PermissionError extends QvmError {
+  override exitCode: number = ExitCode.permission;
+  override name = "PermissionError";
+}

@@ -1,0 +1,11 @@
+/** The state module: the SQLite store and where qvm's files live. */
+export {
+  type NewVm,
+  type StatusFields,
+  SQL,
+  StateStore,
+  type StoredStatus,
+  type VmRecord,
+} from "./store.ts";
+export { databasePath, type Dirs, ensurePrivateDir, resolveDirs } from "./paths.ts";
+export { LATEST_VERSION, MIGRATIONS } from "./schema.ts";

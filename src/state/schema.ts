@@ -1,0 +1,46 @@
+/**
+ * The state database's schema as a list of forward migrations. `schema_version` holds the highest
+ * applied version; a database newer than this program is refused rather than guessed at.
+ */
+
+/** One forward step; `sql` runs inside the migration's transaction. */
+export interface Migration {
+  version: number;
+  description: string;
+  sql: string;
+}
+
+/** Every migration, oldest first. Append; never edit a released step. */
+export const MIGRATIONS: readonly Migration[] = [
+  {
+    version: 1,
+    description: "vm_instances with maqet's columns and indexes",
+    sql: `
+      CREATE TABLE vm_instances (
+        id TEXT PRIMARY KEY,
+        name TEXT UNIQUE NOT NULL,
+        config_path TEXT,
+        config_data TEXT NOT NULL CHECK (json_valid(config_data)),
+        status TEXT NOT NULL DEFAULT 'created',
+        pid INTEGER,
+        qmp_socket_path TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+      );
+      CREATE INDEX idx_vm_status ON vm_instances(status);
+      CREATE INDEX idx_vm_pid ON vm_instances(pid);
+    `,
+  },
+  {
+    version: 2,
+    description: "how a VM last ended, and the files qvm created for it",
+    sql: `
+      ALTER TABLE vm_instances ADD COLUMN stop_reason TEXT;
+      ALTER TABLE vm_instances ADD COLUMN created_files TEXT NOT NULL DEFAULT '[]'
+        CHECK (json_valid(created_files));
+    `,
+  },
+];
+
+/** The version a fully migrated database has. */
+export const LATEST_VERSION: number = MIGRATIONS[MIGRATIONS.length - 1].version;

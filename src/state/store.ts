@@ -1,0 +1,357 @@
+/**
+ * The SQLite state store: one file, WAL, every id-or-name lookup as two prepared, reused, indexed
+ * statements (primary key first, then the unique name index). Writes run in `BEGIN IMMEDIATE`.
+ */
+import { DatabaseSync, type SQLInputValue, type StatementSync } from "node:sqlite";
+import { NotFoundError, QvmError, UsageError } from "../errors.ts";
+import type { VmConfig } from "../config/types.ts";
+import { LATEST_VERSION, MIGRATIONS } from "./schema.ts";
+
+/** Statuses stored in the database; `paused`/`unresponsive` are derived on read, never stored. */
+export type StoredStatus = "created" | "starting" | "running" | "stopping" | "stopped" | "failed";
+
+/** One VM as the database knows it. */
+export interface VmRecord {
+  id: string;
+  name: string;
+  configPath: string | null;
+  config: VmConfig;
+  status: StoredStatus;
+  pid: number | null;
+  qmpSocketPath: string | null;
+  createdAt: string;
+  updatedAt: string;
+  /** How the VM last ended (e.g. `guest-shutdown`, `crashed`, `stop:acpi`), null if never. */
+  stopReason: string | null;
+  /** Files qvm itself created for this VM (disks), the only ones `rm --delete-storage` removes. */
+  createdFiles: string[];
+}
+
+/** Fields a status change may set alongside the status. */
+export interface StatusFields {
+  pid?: number | null;
+  qmpSocketPath?: string | null;
+  stopReason?: string | null;
+}
+
+/** What `insert` needs; `id` defaults to a new random UUID. */
+export interface NewVm {
+  id?: string;
+  name: string;
+  configPath?: string | null;
+  config: VmConfig;
+}
+
+const SET_STATUS = `UPDATE vm_instances SET status = ?,
+  pid = CASE WHEN ? THEN ? ELSE pid END,
+  qmp_socket_path = CASE WHEN ? THEN ? ELSE qmp_socket_path END,
+  stop_reason = CASE WHEN ? THEN ? ELSE stop_reason END,
+  updated_at = ?`;
+const SET_CONFIG = "UPDATE vm_instances SET config_data = ?, config_path = ?, name = ?, updated_at = ?";
+
+/**
+ * Every statement the store prepares (once, at open). Lookups come in pairs, by id (primary key)
+ * and by name (unique index); tests check that each one's plan is a SEARCH.
+ */
+export const SQL = {
+  byId: "SELECT * FROM vm_instances WHERE id = ?",
+  byName: "SELECT * FROM vm_instances WHERE name = ?",
+  all: "SELECT * FROM vm_instances ORDER BY name",
+  allByStatus: "SELECT * FROM vm_instances WHERE status = ? ORDER BY name",
+  insert: `INSERT INTO vm_instances (id, name, config_path, config_data, created_at, updated_at)
+    VALUES (?, ?, ?, ?, ?, ?)`,
+  statusById: `${SET_STATUS} WHERE id = ?`,
+  statusByName: `${SET_STATUS} WHERE name = ?`,
+  configById: `${SET_CONFIG} WHERE id = ?`,
+  configByName: `${SET_CONFIG} WHERE name = ?`,
+  deleteById: "DELETE FROM vm_instances WHERE id = ?",
+  deleteByName: "DELETE FROM vm_instances WHERE name = ?",
+  addFileById: `UPDATE vm_instances SET created_files = json_insert(created_files, '$[#]', ?),
+    updated_at = ? WHERE id = ?`,
+} as const;
+
+const SQLITE_HEADER = "SQLite format 3\0";
+const BUSY_TIMEOUT_MS = 10_000;
+
+interface Row {
+  id: string;
+  name: string;
+  config_path: string | null;
+  config_data: string;
+  status: StoredStatus;
+  pid: number | null;
+  qmp_socket_path: string | null;
+  created_at: string;
+  updated_at: string;
+  stop_reason: string | null;
+  created_files: string;
+}
+
+function toRecord(row: Row): VmRecord {
+  return {
+    id: row.id,
+    name: row.name,
+    configPath: row.config_path,
+    config: JSON.parse(row.config_data),
+    status: row.status,
+    pid: row.pid,
+    qmpSocketPath: row.qmp_socket_path,
+    createdAt: row.created_at,
+    updatedAt: row.updated_at,
+    stopReason: row.stop_reason,
+    createdFiles: JSON.parse(row.created_files),
+  };
+}
+
+/** Refuses a file that exists, is not empty, and is not an SQLite database; never writes to it. */
+function assertSqliteFile(path: string): void {
+  let file: Deno.FsFile;
+  try {
+    file = Deno.openSync(path, { read: true });
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return;
+    throw new QvmError(`cannot open state database ${path}: ${(err as Error).message}`);
+  }
+  try {
+    const head = new Uint8Array(16);
+    const n = file.readSync(head) ?? 0;
+    if (n === 0) return;
+    if (new TextDecoder().decode(head.subarray(0, n)) !== SQLITE_HEADER) {
+      throw new QvmError(`${path} is not an SQLite database (left untouched)`);
+    }
+  } finally {
+    file.close();
+  }
+}
+
+function isUniqueViolation(err: unknown): boolean {
+  return err instanceof Error && /UNIQUE constraint failed/.test(err.message);
+}
+
+/** The state store; open one per process with `StateStore.open` and close it when done. */
+export class StateStore {
+  readonly path: string;
+  readonly db: DatabaseSync;
+  #byId: StatementSync;
+  #byName: StatementSync;
+  #all: StatementSync;
+  #allByStatus: StatementSync;
+  #insert: StatementSync;
+  #statusById: StatementSync;
+  #statusByName: StatementSync;
+  #configById: StatementSync;
+  #configByName: StatementSync;
+  #deleteById: StatementSync;
+  #deleteByName: StatementSync;
+  #addFileById: StatementSync;
+  #begin: StatementSync;
+  #commit: StatementSync;
+  #rollback: StatementSync;
+
+  private constructor(path: string, db: DatabaseSync) {
+    this.path = path;
+    this.db = db;
+    this.#byId = db.prepare(SQL.byId);
+    this.#byName = db.prepare(SQL.byName);
+    this.#all = db.prepare(SQL.all);
+    this.#allByStatus = db.prepare(SQL.allByStatus);
+    this.#insert = db.prepare(SQL.insert);
+    this.#statusById = db.prepare(SQL.statusById);
+    this.#statusByName = db.prepare(SQL.statusByName);
+    this.#configById = db.prepare(SQL.configById);
+    this.#configByName = db.prepare(SQL.configByName);
+    this.#deleteById = db.prepare(SQL.deleteById);
+    this.#deleteByName = db.prepare(SQL.deleteByName);
+    this.#addFileById = db.prepare(SQL.addFileById);
+    this.#begin = db.prepare("BEGIN IMMEDIATE");
+    this.#commit = db.prepare("COMMIT");
+    this.#rollback = db.prepare("ROLLBACK");
+  }
+
+  /**
+   * Opens (creating if absent) the database at `path`, sets the pragmas and applies pending
+   * migrations, backing the file up first. A file that is not SQLite is refused untouched.
+   */
+  static open(path: string): StateStore {
+    assertSqliteFile(path);
+    let db: DatabaseSync;
+    try {
+      db = new DatabaseSync(path);
+      db.exec(`PRAGMA busy_timeout = ${BUSY_TIMEOUT_MS}`);
+      db.exec("PRAGMA journal_mode = WAL");
+      db.exec("PRAGMA synchronous = NORMAL");
+      db.exec("PRAGMA foreign_keys = ON");
+    } catch (err) {
+      throw new QvmError(`cannot open state database ${path}: ${(err as Error).message}`);
+    }
+    try {
+      migrate(db, path);
+      return new StateStore(path, db);
+    } catch (err) {
+      db.close();
+      throw err;
+    }
+  }
+
+  /** Runs `fn` in a `BEGIN IMMEDIATE` transaction: all of it commits, or none of it. */
+  transaction<T>(fn: () => T): T {
+    this.#begin.run();
+    try {
+      const result = fn();
+      this.#commit.run();
+      return result;
+    } catch (err) {
+      this.#rollback.run();
+      throw err;
+    }
+  }
+
+  /** The VM with this id, else the VM with this name, else undefined. */
+  get(idOrName: string): VmRecord | undefined {
+    const row = (this.#byId.get(idOrName) ?? this.#byName.get(idOrName)) as Row | undefined;
+    return row ? toRecord(row) : undefined;
+  }
+
+  /** Like `get`, but a missing VM is a NotFoundError (exit 3). */
+  require(idOrName: string): VmRecord {
+    const vm = this.get(idOrName);
+    if (!vm) throw new NotFoundError(`no VM with id or name '${idOrName}'`);
+    return vm;
+  }
+
+  /** Every VM, by name; only those with `status` when given. */
+  list(options?: { status?: string }): VmRecord[] {
+    const rows = options?.status === undefined
+      ? this.#all.all()
+      : this.#allByStatus.all(options.status);
+    return (rows as unknown as Row[]).map(toRecord);
+  }
+
+  /** Adds a VM; a taken name is a UsageError and writes nothing. */
+  insert(vm: NewVm): VmRecord {
+    const id = vm.id ?? crypto.randomUUID();
+    const now = new Date().toISOString();
+    try {
+      this.transaction(() =>
+        this.#insert.run(id, vm.name, vm.configPath ?? null, JSON.stringify(vm.config), now, now)
+      );
+    } catch (err) {
+      if (isUniqueViolation(err)) {
+        throw new UsageError(`a VM named '${vm.name}' already exists`);
+      }
+      throw err;
+    }
+    return this.require(id);
+  }
+
+  /** Sets a VM's status (and optionally pid, QMP socket, stop reason); false if no such VM. */
+  updateStatus(idOrName: string, status: StoredStatus, fields: StatusFields = {}): boolean {
+    const params: SQLInputValue[] = [
+      status,
+      "pid" in fields ? 1 : 0,
+      fields.pid ?? null,
+      "qmpSocketPath" in fields ? 1 : 0,
+      fields.qmpSocketPath ?? null,
+      "stopReason" in fields ? 1 : 0,
+      fields.stopReason ?? null,
+      new Date().toISOString(),
+    ];
+    return this.#writeByIdOrName(this.#statusById, this.#statusByName, params, idOrName);
+  }
+
+  /** Replaces a VM's config (and its name, taken from the config); false if no such VM. */
+  updateConfig(idOrName: string, config: VmConfig, options?: { configPath?: string | null }) {
+    const current = this.require(idOrName);
+    const name = config.name ?? current.name;
+    const params: SQLInputValue[] = [
+      JSON.stringify(config),
+      options?.configPath === undefined ? current.configPath : options.configPath,
+      name,
+      new Date().toISOString(),
+    ];
+    try {
+      return this.#writeByIdOrName(this.#configById, this.#configByName, params, current.id);
+    } catch (err) {
+      if (isUniqueViolation(err)) throw new UsageError(`a VM named '${name}' already exists`);
+      throw err;
+    }
+  }
+
+  /** Deletes a VM's row; false if no such VM. */
+  remove(idOrName: string): boolean {
+    return this.#writeByIdOrName(this.#deleteById, this.#deleteByName, [], idOrName);
+  }
+
+  /** Records a file qvm created for the VM, so only such files are ever deleted with it. */
+  addCreatedFile(id: string, file: string): void {
+    this.transaction(() => this.#addFileById.run(file, new Date().toISOString(), id));
+  }
+
+  /** Closes the database. */
+  close(): void {
+    if (this.db.isOpen) this.db.close();
+  }
+
+  #writeByIdOrName(
+    byId: StatementSync,
+    byName: StatementSync,
+    params: SQLInputValue[],
+    idOrName: string,
+  ): boolean {
+    return this.transaction(() => {
+      if (byId.run(...params, idOrName).changes > 0) return true;
+      return byName.run(...params, idOrName).changes > 0;
+    });
+  }
+}
+
+function currentVersion(db: DatabaseSync): number {
+  const tables = new Set(
+    (db.prepare("SELECT name FROM sqlite_master WHERE type = 'table'").all() as { name: string }[])
+      .map((r) => r.name),
+  );
+  if (tables.has("schema_version")) {
+    const row = db.prepare("SELECT max(version) AS v FROM schema_version").get() as {
+      v: number | null;
+    };
+    return row.v ?? 0;
+  }
+  // A maqet database has vm_instances but no schema_version: it is our version 1.
+  return tables.has("vm_instances") ? 1 : 0;
+}
+
+function backupPath(path: string, version: number): string {
+  const stamp = new Date().toISOString().replace(/[:.]/g, "-");
+  return `${path}.v${version}-${stamp}.bak`;
+}
+
+/** Applies pending migrations in one IMMEDIATE transaction; a failure leaves the old database. */
+function migrate(db: DatabaseSync, path: string): void {
+  let version = currentVersion(db);
+  if (version > LATEST_VERSION) {
+    throw new QvmError(
+      `state database ${path} has schema v${version}, newer than this qvm understands (v${LATEST_VERSION})`,
+    );
+  }
+  if (version === LATEST_VERSION) return;
+  if (version > 0 && path !== ":memory:") {
+    const backup = backupPath(path, version);
+    db.prepare("VACUUM INTO ?").run(backup);
+  }
+  db.exec("BEGIN IMMEDIATE");
+  try {
+    version = currentVersion(db); // another process may have migrated while we waited
+    db.exec("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)");
+    for (const step of MIGRATIONS) {
+      if (step.version <= version) continue;
+      db.exec(step.sql);
+      db.prepare("INSERT INTO schema_version (version) VALUES (?)").run(step.version);
+    }
+    db.exec("COMMIT");
+  } catch (err) {
+    db.exec("ROLLBACK");
+    throw new QvmError(
+      `migrating state database ${path} failed (left unchanged): ${(err as Error).message}`,
+    );
+  }
+}

@@ -1,0 +1,2 @@
+/** qvm's version, printed by `qvm --version`. */
+export const VERSION = "0.1.0";
