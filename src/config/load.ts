@@ -1,0 +1,176 @@
+/**
+ * Reading one YAML config file: size limit, YAML errors as `FILE:LINE:COL: message`, per-file checks,
+ * and relative paths resolved against the file's folder. The `yaml` package is loaded lazily, so
+ * only commands that read YAML pay its start-up cost.
+ */
+
+import { dirname, isAbsolute, resolve } from "node:path";
+import { NotFoundError, PermissionError, QvmError, UsageError } from "../errors.ts";
+import { checkSingletons, checkStorageNames } from "./_checks.ts";
+import { isMap, kindOf } from "./_util.ts";
+import { argumentOption } from "./argv.ts";
+import type { ArgumentItem } from "./types.ts";
+
+/** The largest config file qvm reads: 1 MiB. */
+export const MAX_CONFIG_BYTES = 1024 * 1024;
+
+/** Options of `loadConfigFile`; `warn` receives YAML warnings as `FILE:LINE:COL: message`. */
+export interface LoadOptions {
+  /** Called once per non-fatal finding, with a one-line message. */
+  warn?: (message: string) => void;
+}
+
+/** `arguments` options whose (string) value is a file path. */
+const PATH_OPTIONS = new Set(["kernel", "initrd", "bios", "dtb", "pflash"]);
+
+function osReason(error: unknown): string {
+  const message = error instanceof Error ? error.message : String(error);
+  // Deno appends the operation and path ("...: open '/x'"); the caller already names the file.
+  return message.replace(/: [a-z]+ '.*'$/s, "").split("\n")[0];
+}
+
+function fileError(path: string, error: unknown): QvmError {
+  if (error instanceof Deno.errors.NotFound) {
+    return new NotFoundError(`${path}: no such config file`, { cause: error });
+  }
+  if (error instanceof Deno.errors.PermissionDenied || error instanceof Deno.errors.NotCapable) {
+    return new PermissionError(`${path}: cannot read config: ${osReason(error)}`, { cause: error });
+  }
+  return new UsageError(`${path}: cannot read config: ${osReason(error)}`, { cause: error });
+}
+
+function tooLarge(path: string): UsageError {
+  return new UsageError(`${path}: config is larger than 1 MiB`);
+}
+
+/** Reads at most 1 MiB (+1 byte to notice more), even from a pipe or a file that grows. */
+async function readText(path: string): Promise<string> {
+  let file: Deno.FsFile | undefined;
+  let bytes: Uint8Array;
+  try {
+    const info = await Deno.stat(path);
+    if (info.isDirectory) throw new UsageError(`${path}: is a folder, not a config file`);
+    if (info.size > MAX_CONFIG_BYTES) throw tooLarge(path);
+    file = await Deno.open(path, { read: true });
+    const buffer = new Uint8Array(MAX_CONFIG_BYTES + 1);
+    let length = 0;
+    while (length < buffer.length) {
+      const n = await file.read(buffer.subarray(length));
+      if (n === null) break;
+      length += n;
+    }
+    if (length > MAX_CONFIG_BYTES) throw tooLarge(path);
+    bytes = buffer.subarray(0, length);
+  } catch (error) {
+    if (error instanceof QvmError) throw error;
+    throw fileError(path, error);
+  } finally {
+    file?.close();
+  }
+  try {
+    return new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+  } catch (error) {
+    throw new UsageError(`${path}: config is not valid UTF-8 text`, { cause: error });
+  }
+}
+
+function firstLine(message: string): string {
+  return message.split("\n")[0].trim();
+}
+
+/** Loads the `yaml` package on first use; a broken install is a plain failure (exit 1). */
+async function importYaml(): Promise<typeof import("yaml")> {
+  try {
+    return await import("yaml");
+  } catch (error) {
+    const reason = firstLine(error instanceof Error ? error.message : String(error));
+    throw new QvmError(`cannot load the yaml package: ${reason}`, { cause: error });
+  }
+}
+
+async function parseYaml(path: string, source: string, options?: LoadOptions): Promise<unknown> {
+  const { LineCounter, parseDocument } = await importYaml();
+  const lineCounter = new LineCounter();
+  const doc = parseDocument(source, { lineCounter, prettyErrors: false, uniqueKeys: true });
+  const where = (offset: number) => {
+    const { line, col } = lineCounter.linePos(offset);
+    return `${path}:${line}:${col}`;
+  };
+  if (doc.errors.length > 0) {
+    const [first, ...more] = doc.errors;
+    const detail = more.map((e) => `${where(e.pos[0])}: ${firstLine(e.message)}`).join("\n");
+    throw new UsageError(`${where(first.pos[0])}: ${firstLine(first.message)}`, {
+      detail: detail === "" ? undefined : detail,
+    });
+  }
+  for (const warning of doc.warnings) {
+    options?.warn?.(`${where(warning.pos[0])}: ${firstLine(warning.message)}`);
+  }
+  try {
+    return doc.toJS({ maxAliasCount: 100 });
+  } catch (error) {
+    const message = error instanceof Error ? error.message : String(error);
+    throw new UsageError(`${path}: ${firstLine(message)}`, { cause: error });
+  }
+}
+
+function resolved(dir: string, value: unknown): unknown {
+  return typeof value === "string" && value !== "" && !isAbsolute(value)
+    ? resolve(dir, value)
+    : value;
+}
+
+/** Resolves relative paths in place (the object is our own freshly parsed copy). */
+function resolvePaths(config: Record<string, unknown>, dir: string): void {
+  if (typeof config.binary === "string" && config.binary.includes("/")) {
+    config.binary = resolved(dir, config.binary);
+  }
+  if (Array.isArray(config.storage)) {
+    for (const item of config.storage) {
+      if (!isMap(item)) continue;
+      for (const key of ["file", "backing_file", "path"]) {
+        if (key in item) item[key] = resolved(dir, item[key]);
+      }
+    }
+  }
+  if (Array.isArray(config.arguments)) {
+    for (const item of config.arguments) {
+      if (!isMap(item) || Object.keys(item).length === 0) continue;
+      const key = Object.keys(item)[0];
+      const option = argumentOption(item as ArgumentItem);
+      if (PATH_OPTIONS.has(option)) item[key] = resolved(dir, item[key]);
+      if (option !== "drive") continue;
+      const value = item[key];
+      if (isMap(value) && "file" in value) value.file = resolved(dir, value.file);
+      if ("file" in item && key !== "file") item.file = resolved(dir, item.file);
+    }
+  }
+}
+
+/**
+ * Reads one YAML config file into a raw map (not yet validated): at most 1 MiB, top level a map
+ * (an empty file is an empty map), no duplicate storage names or singleton arguments, relative
+ * paths resolved against the file's folder. Errors name the file (and line and column for YAML).
+ */
+export async function loadConfigFile(
+  path: string,
+  options?: LoadOptions,
+): Promise<Record<string, unknown>> {
+  const source = await readText(path);
+  const value = await parseYaml(path, source, options);
+  if (value === null || value === undefined) return {};
+  if (!isMap(value)) {
+    throw new UsageError(
+      `${path}: the top level must be a map of config keys, not ${kindOf(value)}`,
+    );
+  }
+  try {
+    checkStorageNames(value);
+    checkSingletons(value);
+  } catch (error) {
+    if (error instanceof UsageError) throw new UsageError(`${path}: ${error.message}`);
+    throw error;
+  }
+  resolvePaths(value, dirname(resolve(path)));
+  return value;
+}

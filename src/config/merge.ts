@@ -1,0 +1,128 @@
+/**
+ * Merging raw configs (several files left to right, then CLI flags on top). Pure: inputs are never
+ * changed. Runs before validation, so it tolerates any shape and leaves the judging to `validate`.
+ */
+
+import { clone, isMap, setKey } from "./_util.ts";
+import { argumentId, argumentOption, SHORTHAND_OPTIONS, SINGLETON_OPTIONS } from "./argv.ts";
+import type { ArgumentItem } from "./types.ts";
+
+function optionOf(item: unknown): string | undefined {
+  if (typeof item === "string" || isMap(item)) return argumentOption(item as ArgumentItem);
+  return undefined;
+}
+
+function idOf(item: unknown): string | undefined {
+  return isMap(item) ? argumentId(item as ArgumentItem) : undefined;
+}
+
+function own(map: Record<string, unknown>, key: string): unknown {
+  return Object.hasOwn(map, key) ? map[key] : undefined;
+}
+
+/** Maps deep-merge, lists concatenate, anything else is replaced; `undefined` in `over` is "not given". */
+function mergeValue(base: unknown, over: unknown): unknown {
+  if (isMap(base) && isMap(over)) {
+    const out = clone(base);
+    for (const [key, value] of Object.entries(over)) {
+      if (value !== undefined) setKey(out, key, mergeValue(own(out, key), value));
+    }
+    return out;
+  }
+  if (Array.isArray(base) && Array.isArray(over)) return [...clone(base), ...clone(over)];
+  return clone(over);
+}
+
+/* Gives each unnamed storage item (no `name`, or `name: null`) the name `storage<i>`, where `i` is
+ * its 0-based position in its own file's list — the same default `validateConfig` would give it. */
+function nameStorage(storage: unknown[]): unknown[] {
+  return storage.map((item, i) => {
+    if (!isMap(item) || (item.name !== undefined && item.name !== null)) return clone(item);
+    const { name: _unused, ...rest } = item;
+    return { name: `storage${i}`, ...clone(rest) };
+  });
+}
+
+function isVirtfs(item: Record<string, unknown>): boolean {
+  return item.type === "virtfs";
+}
+
+function mergeStorage(base: unknown[], over: unknown[]): unknown[] {
+  const out = nameStorage(base);
+  for (const item of nameStorage(over)) {
+    const at = isMap(item)
+      ? out.findIndex((earlier) => isMap(earlier) && earlier.name === item.name)
+      : -1;
+    if (at < 0) {
+      out.push(item);
+      continue;
+    }
+    const earlier = out[at] as Record<string, unknown>;
+    const overItem = item as Record<string, unknown>;
+    const kindChanges = overItem.type !== undefined && isVirtfs(earlier) !== isVirtfs(overItem);
+    out[at] = kindChanges ? overItem : mergeValue(earlier, overItem);
+  }
+  return out;
+}
+
+function mergeArguments(base: unknown[], over: unknown[]): unknown[] {
+  const out = clone(base);
+  for (const item of over) {
+    const option = optionOf(item);
+    const id = idOf(item);
+    const at = option === undefined
+      ? -1
+      : base.findIndex((earlier) =>
+        optionOf(earlier) === option &&
+        (SINGLETON_OPTIONS.has(option) || (id !== undefined && idOf(earlier) === id))
+      );
+    if (at < 0) out.push(clone(item));
+    else out[at] = clone(item);
+  }
+  return out;
+}
+
+/**
+ * Merges `over` on top of `base` (both raw configs) per the spec: maps deep-merge, scalars replace,
+ * `arguments` merge by option key, `storage` merges by `name`, other lists concatenate.
+ *
+ * - `arguments`: an item of `over` replaces (in place) the first item of `base` with the same option
+ *   key when that key is a singleton (`display`, `vga`, `m`, `smp`, `machine`, `cpu`, `kernel`,
+ *   `initrd`, `append`) or when both carry the same `id` sub-option; otherwise it is appended.
+ * - A top-level shorthand and its option are one setting (`memory`/`m`, `cpu`/`smp`,
+ *   `display`/`display`, `vga`/`vga`): whichever `over` gives removes the other spelling from `base`.
+ * - `storage`: unnamed items are first named `storage<i>` by their position in their own list (so
+ *   the second unnamed disk of an override patches the second unnamed disk of the base); then items
+ *   with the same name deep-merge, unless `over` changes the kind (disk vs virtfs), which replaces
+ *   the item; new names are appended.
+ */
+export function mergeConfigs(
+  base: Record<string, unknown>,
+  over: Record<string, unknown>,
+): Record<string, unknown> {
+  const out: Record<string, unknown> = clone(base);
+  if (Array.isArray(out.storage)) out.storage = nameStorage(out.storage);
+  for (const [key, value] of Object.entries(over)) {
+    if (value === undefined) continue;
+    if (key === "arguments" && Array.isArray(out.arguments) && Array.isArray(value)) {
+      out.arguments = mergeArguments(out.arguments, value);
+    } else if (key === "storage" && Array.isArray(out.storage) && Array.isArray(value)) {
+      out.storage = mergeStorage(out.storage, value);
+    } else if (key === "storage" && Array.isArray(value)) {
+      out.storage = nameStorage(value);
+    } else {
+      setKey(out, key, mergeValue(own(out, key), value));
+    }
+  }
+  const overArguments = Array.isArray(over.arguments) ? over.arguments : [];
+  for (const [key, option] of SHORTHAND_OPTIONS) {
+    const overHasKey = over[key] !== undefined;
+    const overHasOption = overArguments.some((item) => optionOf(item) === option);
+    if (overHasKey && !overHasOption && Array.isArray(out.arguments)) {
+      out.arguments = out.arguments.filter((item) => optionOf(item) !== option);
+    } else if (overHasOption && !overHasKey) {
+      delete out[key];
+    }
+  }
+  return out;
+}

@@ -1,0 +1,49 @@
+/**
+ * The config module: load YAML files, merge them, validate the result into a `VmConfig`, and build
+ * QEMU options from it. Other folders import from here only.
+ */
+
+import { loadConfigFile } from "./load.ts";
+import { mergeConfigs } from "./merge.ts";
+import { validateConfig } from "./validate.ts";
+import type { VmConfig } from "./types.ts";
+
+export type {
+  ArgumentItem,
+  ArgValue,
+  DiskInterface,
+  DiskStorage,
+  StorageItem,
+  VirtfsStorage,
+  VmConfig,
+} from "./types.ts";
+export {
+  argumentArgv,
+  argumentId,
+  argumentOption,
+  configArgv,
+  diskFile,
+  escapeValue,
+  SINGLETON_OPTIONS,
+} from "./argv.ts";
+export { loadConfigFile, type LoadOptions, MAX_CONFIG_BYTES } from "./load.ts";
+export { mergeConfigs } from "./merge.ts";
+export { looksLikeId, NAME_PATTERN, validateName } from "./name.ts";
+export { validateConfig, type ValidateOptions } from "./validate.ts";
+
+/**
+ * Loads config files, merges them left to right (onto `base`, a VM's current config, for `apply`),
+ * merges `overrides` (CLI flags such as `{name, memory, cpu, binary}`; `undefined` means not
+ * given) on top, and validates the result. Nothing is written: callers persist only what this
+ * returns, so a bad config changes nothing.
+ */
+export async function loadConfigs(
+  paths: string[],
+  overrides: Record<string, unknown>,
+  options?: { warn?: (message: string) => void; base?: VmConfig },
+): Promise<VmConfig> {
+  let merged: Record<string, unknown> = options?.base ? { ...options.base } : {};
+  for (const path of paths) merged = mergeConfigs(merged, await loadConfigFile(path, options));
+  merged = mergeConfigs(merged, overrides);
+  return validateConfig(merged, options);
+}

@@ -1,0 +1,58 @@
+/** The shapes of a VM's configuration, as validated and stored in `vm_instances.config_data`. */
+
+/** A value inside a structured `arguments` item (YAML scalars, lists and maps). */
+export type ArgValue =
+  | null
+  | string
+  | number
+  | boolean
+  | ArgValue[]
+  | { [key: string]: ArgValue };
+
+/** One `arguments` item: `"flag"` or a map whose first key is the option. */
+export type ArgumentItem = string | { [key: string]: ArgValue };
+
+/** Disk interfaces qvm knows how to attach. */
+export type DiskInterface = "virtio" | "sata" | "ide" | "scsi" | "none";
+
+/** A disk image: created with `qemu-img create` on first start when missing. */
+export interface DiskStorage {
+  name: string;
+  type: "qcow2" | "raw";
+  /** Absolute path; absent means qvm's default under the data dir (see `diskFile`). */
+  file?: string;
+  /** Size with unit, e.g. `10G`. */
+  size: string;
+  interface: DiskInterface;
+  backing_file?: string;
+  backing_format?: string;
+}
+
+/** A host folder shared with the guest over 9p. */
+export interface VirtfsStorage {
+  name: string;
+  type: "virtfs";
+  path: string;
+  mount_tag: string;
+  security_model: "passthrough" | "mapped-xattr" | "mapped-file" | "none";
+  readonly: boolean;
+}
+
+/** One `storage` item. */
+export type StorageItem = DiskStorage | VirtfsStorage;
+
+/** A validated VM configuration; every path in it is absolute. */
+export interface VmConfig {
+  name?: string;
+  binary?: string;
+  /** `-m` value as given, e.g. `1G` or `512M`. */
+  memory?: string;
+  /** `-smp` value. */
+  cpu?: number;
+  display?: string;
+  vga?: string;
+  arguments: ArgumentItem[];
+  /** Raw argv appended as is. */
+  args: string[];
+  storage: StorageItem[];
+}

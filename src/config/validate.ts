@@ -1,0 +1,360 @@
+/**
+ * Validating a raw (merged) config into a `VmConfig`: checks every type and value, fills defaults
+ * and normalizes sizes. Every error is one UsageError line naming the offending key and value.
+ */
+
+import { isAbsolute } from "node:path";
+import { UsageError } from "../errors.ts";
+import { checkSingletons } from "./_checks.ts";
+import { isMap, kindOf, show } from "./_util.ts";
+import { argumentOption } from "./argv.ts";
+import { validateName } from "./name.ts";
+import type {
+  ArgumentItem,
+  ArgValue,
+  DiskInterface,
+  DiskStorage,
+  StorageItem,
+  VirtfsStorage,
+  VmConfig,
+} from "./types.ts";
+
+/** Options of `validateConfig`; `warn` receives non-fatal findings such as unknown keys. */
+export interface ValidateOptions {
+  /** Called once per non-fatal finding, with a one-line message. */
+  warn?: (message: string) => void;
+}
+
+const KNOWN_KEYS = new Set([
+  "name",
+  "binary",
+  "memory",
+  "cpu",
+  "display",
+  "vga",
+  "args",
+  "arguments",
+  "storage",
+]);
+const DISK_KEYS = new Set([
+  "name",
+  "type",
+  "file",
+  "size",
+  "interface",
+  "backing_file",
+  "backing_format",
+]);
+const VIRTFS_KEYS = new Set(["name", "type", "path", "mount_tag", "security_model", "readonly"]);
+const INTERFACES: readonly DiskInterface[] = ["virtio", "sata", "ide", "scsi", "none"];
+const SECURITY_MODELS: readonly VirtfsStorage["security_model"][] = [
+  "passthrough",
+  "mapped-xattr",
+  "mapped-file",
+  "none",
+];
+/** Options that would take a VM out of qvm's hands (it must find and identify its QEMU). */
+const MANAGED_OPTIONS = new Set(["daemonize", "pidfile", "uuid"]);
+const KEY_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
+const STORAGE_NAME_PATTERN = /^[A-Za-z][A-Za-z0-9._-]{0,62}$/;
+const AHCI_PORTS = 6;
+
+function given(value: unknown): boolean {
+  return value !== undefined && value !== null;
+}
+
+/** Normalizes `512m` → `512M`; a bare number gets `bareUnit`. Undefined when not a positive size. */
+function parseSize(value: unknown, bareUnit: string): string | undefined {
+  let text: string;
+  if (typeof value === "number" && Number.isSafeInteger(value)) text = String(value);
+  else if (typeof value === "string") text = value;
+  else return undefined;
+  const match = /^(\d+)([KMGT])?$/i.exec(text);
+  if (!match) return undefined;
+  const digits = match[1].replace(/^0+/, "");
+  if (digits === "") return undefined;
+  return digits + (match[2]?.toUpperCase() ?? bareUnit);
+}
+
+/** A non-empty string; `where` (e.g. " for storage 'hdd'") follows the value in messages. */
+function text(key: string, value: unknown, where = ""): string {
+  if (value === "") throw new UsageError(`invalid ${key} ''${where}: cannot be empty`);
+  if (typeof value !== "string") {
+    throw new UsageError(
+      `invalid ${key} ${show(value)}${where}: expected a string, got ${kindOf(value)}`,
+    );
+  }
+  return value;
+}
+
+function memoryOf(value: unknown): string {
+  const size = parseSize(value, "M");
+  if (size === undefined) {
+    throw new UsageError(`invalid memory ${show(value)}: use a size like 512M or 2G`);
+  }
+  return size;
+}
+
+function cpuOf(value: unknown): number {
+  const n = typeof value === "string" && /^\d+$/.test(value) ? Number(value) : value;
+  if (typeof n !== "number" || !Number.isInteger(n) || n < 1 || n > 1024) {
+    throw new UsageError(`invalid cpu ${show(value)}: use a whole number from 1 to 1024`);
+  }
+  return n;
+}
+
+function argsOf(value: unknown): string[] {
+  if (!Array.isArray(value)) {
+    throw new UsageError(
+      `invalid args ${show(value)}: expected a list of strings, got ${kindOf(value)}`,
+    );
+  }
+  return value.map((arg, i) => {
+    if (typeof arg === "string") {
+      if (MANAGED_OPTIONS.has(arg.replace(/^--?/, "")) && arg.startsWith("-")) {
+        throw new UsageError(`invalid args[${i}] ${show(arg)}: this option is managed by qvm`);
+      }
+      return arg;
+    }
+    if (typeof arg === "number" && Number.isFinite(arg)) return String(arg);
+    throw new UsageError(`invalid args[${i}] ${show(arg)}: expected a string, got ${kindOf(arg)}`);
+  });
+}
+
+function checkKey(where: string, key: string): void {
+  const bare = key.replace(/^--?/, "");
+  if (!KEY_PATTERN.test(bare)) {
+    throw new UsageError(
+      `invalid key ${show(key)} in ${where}: use letters, digits, '.', '_' and '-'`,
+    );
+  }
+}
+
+/** Checks a value inside an `arguments` map; `inList` forbids lists of lists (no QEMU spelling). */
+function argValueOf(where: string, value: unknown, inList: boolean): ArgValue {
+  if (value === null || typeof value === "string" || typeof value === "boolean") return value;
+  if (typeof value === "number") {
+    if (Number.isFinite(value)) return value;
+    throw new UsageError(`invalid value ${show(value)} in ${where}: not a finite number`);
+  }
+  if (Array.isArray(value)) {
+    if (inList) {
+      throw new UsageError(`invalid value ${show(value)} in ${where}: a list inside a list`);
+    }
+    return value.map((element) => {
+      if (element === null) {
+        throw new UsageError(`invalid value ${show(value)} in ${where}: a list item is empty`);
+      }
+      return argValueOf(where, element, true);
+    });
+  }
+  if (isMap(value)) {
+    const out: { [key: string]: ArgValue } = {};
+    for (const [key, inner] of Object.entries(value)) {
+      checkKey(where, key);
+      out[key] = argValueOf(where, inner, false);
+    }
+    return out;
+  }
+  throw new UsageError(`invalid value ${show(value)} in ${where}: unsupported ${kindOf(value)}`);
+}
+
+function argumentOf(item: unknown, i: number): ArgumentItem {
+  const where = `arguments[${i}]`;
+  let checked: ArgumentItem;
+  if (typeof item === "string") {
+    if (/\s/.test(item)) {
+      throw new UsageError(
+        `invalid ${where} ${show(item)}: a string item is a flag; write a map like {m: 2G} ` +
+          "for an option with a value",
+      );
+    }
+    if (item.replace(/^--?/, "") === "") throw new UsageError(`invalid ${where}: an empty flag`);
+    checkKey(where, item);
+    checked = item;
+  } else if (isMap(item)) {
+    if (Object.keys(item).length === 0) {
+      throw new UsageError(`invalid ${where}: an empty map (its first key is the option)`);
+    }
+    checked = argValueOf(where, item, false) as { [key: string]: ArgValue };
+  } else {
+    throw new UsageError(
+      `invalid ${where} ${show(item)}: expected a string or a map, got ${kindOf(item)}`,
+    );
+  }
+  const option = argumentOption(checked);
+  if (MANAGED_OPTIONS.has(option)) {
+    throw new UsageError(
+      `invalid ${where}: option '${option}' is managed by qvm and cannot be set`,
+    );
+  }
+  return checked;
+}
+
+function argumentsOf(value: unknown): ArgumentItem[] {
+  if (!Array.isArray(value)) {
+    throw new UsageError(`invalid arguments ${show(value)}: expected a list, got ${kindOf(value)}`);
+  }
+  return value.map(argumentOf);
+}
+
+function choice<T extends string>(
+  value: unknown,
+  choices: readonly T[],
+  message: (shown: string) => string,
+): T {
+  if (typeof value === "string" && (choices as readonly string[]).includes(value)) {
+    return value as T;
+  }
+  throw new UsageError(message(show(value)));
+}
+
+function absolutePath(key: string, value: unknown, where: string): string {
+  const path = text(key, value, where);
+  if (!isAbsolute(path)) {
+    throw new UsageError(`invalid ${key} ${show(path)}${where}: must be an absolute path`);
+  }
+  return path;
+}
+
+function diskOf(item: Record<string, unknown>, name: string, type: "qcow2" | "raw"): DiskStorage {
+  const where = ` for storage '${name}'`;
+  const size = given(item.size) ? parseSize(item.size, "") : "10G";
+  if (size === undefined) {
+    throw new UsageError(
+      `invalid size ${show(item.size)}${where}: use a size like 10G or 512M`,
+    );
+  }
+  const iface = given(item.interface)
+    ? choice(
+      item.interface,
+      INTERFACES,
+      (shown) => `unknown interface ${shown}${where} (expected virtio, sata, ide, scsi or none)`,
+    )
+    : "virtio";
+  const file = given(item.file) ? absolutePath("file", item.file, where) : undefined;
+  const backing = given(item.backing_file)
+    ? absolutePath("backing_file", item.backing_file, where)
+    : undefined;
+  const format = given(item.backing_format)
+    ? text("backing_format", item.backing_format, where)
+    : undefined;
+  if (format !== undefined && backing === undefined) {
+    throw new UsageError(
+      `invalid storage '${name}': backing_format is set but backing_file is not`,
+    );
+  }
+  return {
+    name,
+    type,
+    ...(file === undefined ? {} : { file }),
+    size,
+    interface: iface,
+    ...(backing === undefined ? {} : { backing_file: backing }),
+    ...(format === undefined ? {} : { backing_format: format }),
+  };
+}
+
+function virtfsOf(item: Record<string, unknown>, name: string): VirtfsStorage {
+  const where = ` for storage '${name}'`;
+  if (!given(item.path)) throw new UsageError(`invalid storage '${name}': virtfs needs a 'path'`);
+  if (!given(item.mount_tag)) {
+    throw new UsageError(`invalid storage '${name}': virtfs needs a 'mount_tag'`);
+  }
+  const readonly = given(item.readonly) ? item.readonly : false;
+  if (typeof readonly !== "boolean") {
+    throw new UsageError(`invalid readonly ${show(readonly)}${where}: use true or false`);
+  }
+  return {
+    name,
+    type: "virtfs",
+    path: absolutePath("path", item.path, where),
+    mount_tag: text("mount_tag", item.mount_tag, where),
+    security_model: given(item.security_model)
+      ? choice(
+        item.security_model,
+        SECURITY_MODELS,
+        (shown) =>
+          `unknown security_model ${shown}${where} ` +
+          "(expected passthrough, mapped-xattr, mapped-file or none)",
+      )
+      : "mapped-xattr",
+    readonly,
+  };
+}
+
+function storageItemOf(item: unknown, i: number, warn: (message: string) => void): StorageItem {
+  if (!isMap(item)) {
+    throw new UsageError(
+      `invalid storage[${i}] ${show(item)}: expected a map, got ${kindOf(item)}`,
+    );
+  }
+  const name = given(item.name) ? item.name : `storage${i}`;
+  if (typeof name !== "string" || !STORAGE_NAME_PATTERN.test(name)) {
+    throw new UsageError(
+      `invalid storage name ${
+        show(name)
+      }: use a letter, then up to 62 letters, digits, '.', '_' or '-'`,
+    );
+  }
+  const type = given(item.type) ? item.type : "qcow2";
+  if (type !== "qcow2" && type !== "raw" && type !== "virtfs") {
+    throw new UsageError(`unknown storage type ${show(type)} (expected qcow2, raw or virtfs)`);
+  }
+  const known = type === "virtfs" ? VIRTFS_KEYS : DISK_KEYS;
+  for (const key of Object.keys(item)) {
+    if (!known.has(key)) warn(`unknown storage key ${show(key)} in '${name}' (ignored)`);
+  }
+  return type === "virtfs" ? virtfsOf(item, name) : diskOf(item, name, type);
+}
+
+function storageOf(value: unknown, warn: (message: string) => void): StorageItem[] {
+  if (!Array.isArray(value)) {
+    throw new UsageError(`invalid storage ${show(value)}: expected a list, got ${kindOf(value)}`);
+  }
+  const storage = value.map((item, i) => storageItemOf(item, i, warn));
+  const seen = new Set<string>();
+  for (const item of storage) {
+    if (seen.has(item.name)) throw new UsageError(`duplicate storage name '${item.name}'`);
+    seen.add(item.name);
+  }
+  const sata = storage.filter((item) => item.type !== "virtfs" && item.interface === "sata");
+  if (sata.length > AHCI_PORTS) {
+    throw new UsageError(`too many sata disks (${sata.length}): the AHCI controller has 6 ports`);
+  }
+  return storage;
+}
+
+/**
+ * Checks a raw config (YAML or merged) and returns it as a `VmConfig` with defaults filled in.
+ * Throws a one-line UsageError for the first problem; unknown top-level keys only `warn`.
+ * `null` values mean "not set".
+ */
+export function validateConfig(
+  raw: Record<string, unknown>,
+  options?: ValidateOptions,
+): VmConfig {
+  const warn = options?.warn ?? (() => {});
+  if (!isMap(raw)) {
+    throw new UsageError(`invalid config ${show(raw)}: expected a map of keys, got ${kindOf(raw)}`);
+  }
+  for (const key of Object.keys(raw)) {
+    if (!KNOWN_KEYS.has(key) && raw[key] !== undefined) {
+      warn(`unknown config key ${show(key)} (ignored)`);
+    }
+  }
+  const name = typeof raw.name === "number" ? String(raw.name) : raw.name;
+  const config: VmConfig = {
+    ...(given(name) ? { name: validateName(name as string) } : {}),
+    ...(given(raw.binary) ? { binary: text("binary", raw.binary) } : {}),
+    ...(given(raw.memory) ? { memory: memoryOf(raw.memory) } : {}),
+    ...(given(raw.cpu) ? { cpu: cpuOf(raw.cpu) } : {}),
+    ...(given(raw.display) ? { display: text("display", raw.display) } : {}),
+    ...(given(raw.vga) ? { vga: text("vga", raw.vga) } : {}),
+    arguments: given(raw.arguments) ? argumentsOf(raw.arguments) : [],
+    args: given(raw.args) ? argsOf(raw.args) : [],
+    storage: given(raw.storage) ? storageOf(raw.storage, warn) : [],
+  };
+  checkSingletons({ ...raw, arguments: config.arguments });
+  return config;
+}
