@@ -32,8 +32,9 @@ Deno.test("a new database gets the latest schema, WAL and the documented pragmas
     assert.equal(get("PRAGMA foreign_keys"), 1);
     assert.ok(Number(get("PRAGMA busy_timeout")) >= 5000);
     assert.equal(get("SELECT max(version) FROM schema_version"), LATEST_VERSION);
-    const indexes = (store.db.prepare("PRAGMA index_list(vm_instances)").all() as { name: string }[])
-      .map((r) => r.name);
+    const indexes =
+      (store.db.prepare("PRAGMA index_list(vm_instances)").all() as { name: string }[])
+        .map((r) => r.name);
     assert.ok(indexes.includes("idx_vm_status"));
     assert.ok(indexes.includes("idx_vm_pid"));
   });
@@ -41,19 +42,40 @@ Deno.test("a new database gets the latest schema, WAL and the documented pragmas
 
 Deno.test("every id-or-name lookup statement is an index SEARCH, never a SCAN", async () => {
   await withStore((store) => {
-    for (const key of ["byId", "byName", "statusById", "statusByName", "configById", "configByName", "deleteById", "deleteByName", "addFileById", "allByStatus"] as const) {
+    for (
+      const key of [
+        "byId",
+        "byName",
+        "statusById",
+        "statusByName",
+        "configById",
+        "configByName",
+        "deleteById",
+        "deleteByName",
+        "addFileById",
+        "allByStatus",
+      ] as const
+    ) {
       const details = plan(store.db, SQL[key]);
       assert.ok(details.some((d) => d.startsWith("SEARCH")), `${key}: ${details}`);
       assert.ok(!details.some((d) => d.startsWith("SCAN")), `${key}: ${details}`);
     }
-    assert.match(plan(store.db, SQL.byId).join(), /USING INDEX sqlite_autoindex_vm_instances_1 \(id=\?\)/);
-    assert.match(plan(store.db, SQL.byName).join(), /USING INDEX sqlite_autoindex_vm_instances_2 \(name=\?\)/);
+    assert.match(
+      plan(store.db, SQL.byId).join(),
+      /USING INDEX sqlite_autoindex_vm_instances_1 \(id=\?\)/,
+    );
+    assert.match(
+      plan(store.db, SQL.byName).join(),
+      /USING INDEX sqlite_autoindex_vm_instances_2 \(name=\?\)/,
+    );
   });
 });
 
 Deno.test("the forced full-scan form the benchmark compares against really is a SCAN", async () => {
   await withStore((store) => {
-    assert.deepEqual(plan(store.db, "SELECT * FROM vm_instances WHERE ? IN (id, name)"), ["SCAN vm_instances"]);
+    assert.deepEqual(plan(store.db, "SELECT * FROM vm_instances WHERE ? IN (id, name)"), [
+      "SCAN vm_instances",
+    ]);
   });
 });
 
@@ -67,14 +89,20 @@ Deno.test("a VM is found by id and by name, and a missing one is undefined", asy
     assert.equal(store.get("web1")?.configPath, "/x/web1.yaml");
     assert.equal(store.get("web1")?.status, "created");
     assert.equal(store.get("nope"), undefined);
-    assert.throws(() => store.require("nope"), (e: QvmError) => e.exitCode === 3 && /no VM with id or name 'nope'/.test(e.message));
+    assert.throws(
+      () => store.require("nope"),
+      (e: QvmError) => e.exitCode === 3 && /no VM with id or name 'nope'/.test(e.message),
+    );
   });
 });
 
 Deno.test("a duplicate name is a usage error and writes nothing", async () => {
   await withStore((store) => {
     store.insert({ name: "web1", config: CONFIG });
-    assert.throws(() => store.insert({ name: "web1", config: CONFIG }), (e) => e instanceof UsageError && /already exists/.test(e.message));
+    assert.throws(
+      () => store.insert({ name: "web1", config: CONFIG }),
+      (e) => e instanceof UsageError && /already exists/.test(e.message),
+    );
     assert.equal(store.list().length, 1);
   });
 });
@@ -82,12 +110,18 @@ Deno.test("a duplicate name is a usage error and writes nothing", async () => {
 Deno.test("status, pid and stop reason update by id or by name", async () => {
   await withStore((store) => {
     const vm = store.insert({ name: "web1", config: CONFIG });
-    assert.equal(store.updateStatus("web1", "running", { pid: 4242, qmpSocketPath: "/run/x.qmp" }), true);
+    assert.equal(
+      store.updateStatus("web1", "running", { pid: 4242, qmpSocketPath: "/run/x.qmp" }),
+      true,
+    );
     let got = store.require(vm.id);
     assert.equal(got.status, "running");
     assert.equal(got.pid, 4242);
     assert.equal(got.qmpSocketPath, "/run/x.qmp");
-    assert.equal(store.updateStatus(vm.id, "stopped", { pid: null, stopReason: "guest shutdown" }), true);
+    assert.equal(
+      store.updateStatus(vm.id, "stopped", { pid: null, stopReason: "guest shutdown" }),
+      true,
+    );
     got = store.require("web1");
     assert.equal(got.status, "stopped");
     assert.equal(got.pid, null);
@@ -139,7 +173,10 @@ Deno.test("a file that is not SQLite is refused and left byte-for-byte untouched
     const path = join(dir, "qvm.db");
     const bytes = new TextEncoder().encode("name: not a database\n".repeat(100));
     await Deno.writeFile(path, bytes);
-    assert.throws(() => StateStore.open(path), (e) => e instanceof QvmError && /is not an SQLite database/.test(e.message));
+    assert.throws(
+      () => StateStore.open(path),
+      (e) => e instanceof QvmError && /is not an SQLite database/.test(e.message),
+    );
     assert.deepEqual(await Deno.readFile(path), bytes);
     assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name), ["qvm.db"]);
   } finally {
@@ -149,10 +186,14 @@ Deno.test("a file that is not SQLite is refused and left byte-for-byte untouched
 
 function makeMaqetDb(path: string, extraSql = ""): void {
   const db = new DatabaseSync(path);
-  db.exec(`CREATE TABLE vm_instances (id TEXT PRIMARY KEY, name TEXT UNIQUE NOT NULL, config_path TEXT,
+  db.exec(
+    `CREATE TABLE vm_instances (id TEXT PRIMARY KEY, name TEXT UNIQUE NOT NULL, config_path TEXT,
     config_data TEXT NOT NULL, status TEXT NOT NULL DEFAULT 'created', pid INTEGER, qmp_socket_path TEXT,
-    created_at TEXT NOT NULL, updated_at TEXT NOT NULL); ${extraSql}`);
-  db.prepare("INSERT INTO vm_instances (id, name, config_data, created_at, updated_at) VALUES (?, ?, ?, ?, ?)")
+    created_at TEXT NOT NULL, updated_at TEXT NOT NULL); ${extraSql}`,
+  );
+  db.prepare(
+    "INSERT INTO vm_instances (id, name, config_data, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
+  )
     .run("11111111-2222-4333-8444-555555555555", "old", JSON.stringify(CONFIG), "t", "t");
   db.close();
 }
@@ -173,9 +214,13 @@ Deno.test("a maqet (v1) database migrates forward, keeps its rows, and is backed
     const backups = [...Deno.readDirSync(dir)].map((e) => e.name).filter((n) => n.endsWith(".bak"));
     assert.equal(backups.length, 1);
     const backup = new DatabaseSync(join(dir, backups[0]));
-    const cols = (backup.prepare("PRAGMA table_info(vm_instances)").all() as { name: string }[]).map((c) => c.name);
+    const cols = (backup.prepare("PRAGMA table_info(vm_instances)").all() as { name: string }[])
+      .map((c) => c.name);
     assert.ok(!cols.includes("stop_reason"), "the backup is the old schema");
-    assert.equal((backup.prepare("SELECT name FROM vm_instances").get() as { name: string }).name, "old");
+    assert.equal(
+      (backup.prepare("SELECT name FROM vm_instances").get() as { name: string }).name,
+      "old",
+    );
     backup.close();
   } finally {
     await Deno.remove(dir, { recursive: true });
@@ -188,13 +233,23 @@ Deno.test("a migration that fails leaves the old database as it was", async () =
     const path = join(dir, "qvm.db");
     // A column v2 wants to add already exists, so v2's ALTER TABLE fails mid-migration.
     makeMaqetDb(path, "ALTER TABLE vm_instances ADD COLUMN created_files TEXT;");
-    assert.throws(() => StateStore.open(path), (e) => e instanceof QvmError && /left unchanged/.test(e.message));
+    assert.throws(
+      () => StateStore.open(path),
+      (e) => e instanceof QvmError && /left unchanged/.test(e.message),
+    );
     const db = new DatabaseSync(path);
-    const tables = (db.prepare("SELECT name FROM sqlite_master WHERE type='table'").all() as { name: string }[]).map((t) => t.name);
+    const tables =
+      (db.prepare("SELECT name FROM sqlite_master WHERE type='table'").all() as { name: string }[])
+        .map((t) => t.name);
     assert.deepEqual(tables, ["vm_instances"]);
-    const cols = (db.prepare("PRAGMA table_info(vm_instances)").all() as { name: string }[]).map((c) => c.name);
+    const cols = (db.prepare("PRAGMA table_info(vm_instances)").all() as { name: string }[]).map((
+      c,
+    ) => c.name);
     assert.ok(!cols.includes("stop_reason"));
-    assert.equal((db.prepare("SELECT count(*) AS n FROM vm_instances").get() as { n: number }).n, 1);
+    assert.equal(
+      (db.prepare("SELECT count(*) AS n FROM vm_instances").get() as { n: number }).n,
+      1,
+    );
     db.close();
   } finally {
     await Deno.remove(dir, { recursive: true });
@@ -221,7 +276,9 @@ Deno.test("two processes writing at once both succeed", async () => {
     const path = join(dir, "qvm.db");
     StateStore.open(path).close();
     const script = `
-      import { StateStore } from ${JSON.stringify(new URL("../src/state/mod.ts", import.meta.url).href)};
+      import { StateStore } from ${
+      JSON.stringify(new URL("../src/state/mod.ts", import.meta.url).href)
+    };
       const store = StateStore.open(${JSON.stringify(path)});
       const tag = Deno.args[0];
       for (let i = 0; i < 200; i++) {
@@ -233,7 +290,10 @@ Deno.test("two processes writing at once both succeed", async () => {
     const file = join(dir, "writer.ts");
     await Deno.writeTextFile(file, script);
     const run = (tag: string) =>
-      new Deno.Command(Deno.execPath(), { args: ["run", "-A", "--quiet", file, tag], stderr: "piped" }).output();
+      new Deno.Command(Deno.execPath(), {
+        args: ["run", "-A", "--quiet", file, tag],
+        stderr: "piped",
+      }).output();
     const [a, b] = await Promise.all([run("a"), run("b")]);
     assert.equal(a.code, 0, new TextDecoder().decode(a.stderr));
     assert.equal(b.code, 0, new TextDecoder().decode(b.stderr));

@@ -1,9 +1,9 @@
 /** The state module: the SQLite store and where qvm's files live. */
 export {
   type NewVm,
-  type StatusFields,
   SQL,
   StateStore,
+  type StatusFields,
   type StoredStatus,
   type VmRecord,
 } from "./store.ts";

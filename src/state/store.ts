@@ -47,7 +47,8 @@ const SET_STATUS = `UPDATE vm_instances SET status = ?,
   qmp_socket_path = CASE WHEN ? THEN ? ELSE qmp_socket_path END,
   stop_reason = CASE WHEN ? THEN ? ELSE stop_reason END,
   updated_at = ?`;
-const SET_CONFIG = "UPDATE vm_instances SET config_data = ?, config_path = ?, name = ?, updated_at = ?";
+const SET_CONFIG =
+  "UPDATE vm_instances SET config_data = ?, config_path = ?, name = ?, updated_at = ?";
 
 /**
  * Every statement the store prepares (once, at open). Lookups come in pairs, by id (primary key)

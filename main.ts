@@ -1,0 +1,113 @@
+/**
+ * qvm's entry point: global flags, dispatch to one lazily loaded command, and the single place
+ * where errors become one line on stderr and an exit code.
+ */
+import { Context } from "./src/cli/context.ts";
+import { COMMANDS, findCommand } from "./src/cli/registry.ts";
+import { formatHelp, GLOBAL_OPTIONS, parseCommandArgs, selectSubcommand } from "./src/cli/spec.ts";
+import { ExitCode, QvmError, UsageError } from "./src/errors.ts";
+import { resolveDirs } from "./src/state/paths.ts";
+import { VERSION } from "./src/version.ts";
+
+function mainHelp(): string {
+  const width = Math.max(...COMMANDS.map((c) => c.name.length));
+  const global = Object.entries(GLOBAL_OPTIONS).map(([name, o]) =>
+    `  --${name}${o.type === "string" ? ` ${o.value}` : ""}`.padEnd(22) + o.description
+  );
+  return [
+    "Usage: qvm <command> [arguments] [options]",
+    "",
+    "qvm manages QEMU virtual machines: state in SQLite, QEMU detached, QMP over unix sockets.",
+    "",
+    "Commands:",
+    ...COMMANDS.map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`),
+    "",
+    "Global options:",
+    ...global,
+    "  -V, --version".padEnd(22) + "print qvm's version",
+    "",
+    "Exit codes: 0 ok, 1 failure, 2 timeout, 3 invalid input or not found, 4 permission.",
+    "Run 'qvm <command> --help' for a command's arguments.",
+  ].join("\n");
+}
+
+/** Splits argv into leading global flags, the command name, and the rest. */
+function splitCommand(argv: string[]): { command?: string; rest: string[] } {
+  const rest: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    if (!arg.startsWith("-")) {
+      return { command: arg, rest: [...rest, ...argv.slice(i + 1)] };
+    }
+    rest.push(arg);
+    const name = arg.replace(/^--?/, "");
+    if (GLOBAL_OPTIONS[name]?.type === "string" && !arg.includes("=") && i + 1 < argv.length) {
+      rest.push(argv[++i]);
+    }
+  }
+  return { rest };
+}
+
+async function run(argv: string[]): Promise<number> {
+  const { command, rest } = splitCommand(argv);
+  if (!command) {
+    if (rest.includes("--version") || rest.includes("-V")) {
+      console.log(`qvm ${VERSION}`);
+      return ExitCode.ok;
+    }
+    const unknown = rest.find((a) => !["--help", "-h", "--json", "--debug"].includes(a));
+    if (unknown && rest.includes("--help") === false && rest.includes("-h") === false) {
+      throw new UsageError(`missing command (see 'qvm --help')`);
+    }
+    console.log(mainHelp());
+    return rest.length === 0 ? ExitCode.invalid : ExitCode.ok;
+  }
+  const entry = findCommand(command);
+  if (!entry) throw new UsageError(`unknown command '${command}' (see 'qvm --help')`);
+  const module = await entry.load();
+  const args = parseCommandArgs(module.spec, rest);
+  if (args.values.help) {
+    const chosen = selectSubcommand(module.spec, rest);
+    console.log(formatHelp(chosen.spec, chosen.path));
+    return ExitCode.ok;
+  }
+  const ctx = new Context({
+    dirs: resolveDirs({
+      dataDir: args.values["data-dir"] as string | undefined,
+      runtimeDir: args.values["runtime-dir"] as string | undefined,
+    }),
+    json: args.values.json === true,
+    debug: args.values.debug === true,
+  });
+  try {
+    return (await module.run(ctx, args)) ?? ExitCode.ok;
+  } finally {
+    ctx.close();
+  }
+}
+
+/** Runs qvm with `argv` and returns the exit code; errors become one line on stderr. */
+export async function main(argv: string[]): Promise<number> {
+  const debug = argv.includes("--debug");
+  try {
+    return await run(argv);
+  } catch (err) {
+    if (err instanceof QvmError) {
+      console.error(`qvm: ${err.message}`);
+      if (err.detail) console.error(err.detail.trimEnd());
+      if (debug) console.error(err.stack);
+      return err.exitCode;
+    }
+    if (err instanceof Deno.errors.PermissionDenied) {
+      console.error(`qvm: permission denied: ${(err as Error).message}`);
+      return ExitCode.permission;
+    }
+    console.error(`qvm: internal error: ${(err as Error)?.message ?? err}`);
+    if (debug) console.error((err as Error)?.stack);
+    return ExitCode.failure;
+  }
+}
+
+if (import.meta.main) {
+  Deno.exit(await main(Deno.args));
+}

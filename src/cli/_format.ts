@@ -1,0 +1,31 @@
+/** Output helpers shared by the listing commands: aligned tables and status colours. */
+import { useColor } from "./context.ts";
+
+const COLORS: Record<string, string> = {
+  running: "32",
+  paused: "33",
+  starting: "36",
+  stopping: "36",
+  unresponsive: "31",
+  failed: "31",
+};
+
+const ESC = String.fromCharCode(27);
+const ANSI = new RegExp(`${ESC}\\[[0-9;]*m`, "g");
+
+/** `status`, coloured on a TTY (never with NO_COLOR). */
+export function paintStatus(status: string): string {
+  const code = COLORS[status];
+  return code && useColor() ? `${ESC}[${code}m${status}${ESC}[0m` : status;
+}
+
+/** Rows as an aligned text table; `header` first. Colour codes do not count toward widths. */
+export function table(header: string[], rows: string[][]): string {
+  const visible = (s: string) => s.replace(ANSI, "").length;
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => visible(r[i] ?? ""))));
+  const line = (cells: string[]) =>
+    cells.map((c, i) => i === cells.length - 1 ? c : c + " ".repeat(widths[i] - visible(c))).join(
+      "  ",
+    ).trimEnd();
+  return [line(header), ...rows.map(line)].join("\n");
+}

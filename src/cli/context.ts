@@ -1,0 +1,62 @@
+/** What every command receives: resolved folders, output mode, and a lazily opened state store. */
+import { databasePath, type Dirs, ensurePrivateDir, StateStore } from "../state/mod.ts";
+
+const encoder = new TextEncoder();
+
+/** The per-run context handed to each command's `run`. */
+export class Context {
+  readonly dirs: Dirs;
+  readonly json: boolean;
+  readonly debug: boolean;
+  #store?: StateStore;
+
+  constructor(options: { dirs: Dirs; json: boolean; debug: boolean }) {
+    this.dirs = options.dirs;
+    this.json = options.json;
+    this.debug = options.debug;
+  }
+
+  /** The state store, opened (and the data dir created, mode 0700) on first use. */
+  get store(): StateStore {
+    if (!this.#store) {
+      ensurePrivateDir(this.dirs.dataDir);
+      this.#store = StateStore.open(databasePath(this.dirs.dataDir));
+    }
+    return this.#store;
+  }
+
+  /** Writes a line (or several) to stdout. */
+  out(text: string): void {
+    writeAll(Deno.stdout, encoder.encode(text.endsWith("\n") ? text : `${text}\n`));
+  }
+
+  /** Writes `value` as pretty JSON to stdout. */
+  outJson(value: unknown): void {
+    this.out(JSON.stringify(value, null, 2));
+  }
+
+  /** A warning on stderr; never changes the exit code. */
+  warn(message: string): void {
+    writeAll(Deno.stderr, encoder.encode(`qvm: warning: ${message}\n`));
+  }
+
+  /** A progress or info line on stderr (kept off stdout so scripts can parse it). */
+  note(message: string): void {
+    writeAll(Deno.stderr, encoder.encode(`${message}\n`));
+  }
+
+  /** Closes what the run opened. */
+  close(): void {
+    this.#store?.close();
+  }
+}
+
+function writeAll(sink: { writeSync(p: Uint8Array): number }, bytes: Uint8Array): void {
+  let offset = 0;
+  while (offset < bytes.length) offset += sink.writeSync(bytes.subarray(offset));
+}
+
+/** True when stdout is a terminal and colours are allowed (`NO_COLOR` unset). */
+export function useColor(): boolean {
+  return Deno.stdout.isTerminal() && !Deno.env.get("NO_COLOR");
+}

@@ -1,0 +1,69 @@
+/** `qvm info`: a VM's configuration summary (what it would run with), without touching QEMU. */
+import type { Context } from "./context.ts";
+import type { CommandSpec, ParsedArgs } from "./spec.ts";
+import type { VmRecord } from "../state/mod.ts";
+import type { Dirs } from "../state/mod.ts";
+import { diskFile } from "../config/mod.ts";
+import { vmPaths } from "../vm/paths.ts";
+
+/** The command's arguments and flags. */
+export const spec: CommandSpec = {
+  name: "info",
+  summary: "show a VM's configuration summary",
+  positionals: [{ name: "VM", description: "id or name", complete: "vm" }],
+  options: {},
+  examples: ["qvm info web1", "qvm info web1 --json"],
+};
+
+/** The summary as a JSON-ready object with stable keys. */
+export function summarize(dirs: Dirs, vm: VmRecord): Record<string, unknown> {
+  const c = vm.config;
+  const diskDir = vmPaths(dirs, vm.id).diskDir;
+  return {
+    id: vm.id,
+    name: vm.name,
+    config_path: vm.configPath,
+    binary: c.binary ?? "qemu-system-x86_64",
+    memory: c.memory ?? null,
+    cpu: c.cpu ?? null,
+    display: c.display ?? null,
+    vga: c.vga ?? null,
+    arguments: c.arguments.length,
+    args: c.args.length,
+    storage: c.storage.map((s) =>
+      s.type === "virtfs" ? { name: s.name, type: s.type, path: s.path, mount_tag: s.mount_tag } : {
+        name: s.name,
+        type: s.type,
+        file: diskFile(s, diskDir),
+        size: s.size,
+        interface: s.interface,
+      }
+    ),
+  };
+}
+
+/** Prints the summary as `key: value` lines or JSON. */
+export function run(ctx: Context, args: ParsedArgs): number {
+  const vm = ctx.store.require(args.positionals[0]);
+  const info = summarize(ctx.dirs, vm);
+  if (ctx.json) {
+    ctx.outJson(info);
+    return 0;
+  }
+  const lines: string[] = [];
+  for (const [key, value] of Object.entries(info)) {
+    if (key === "storage") continue;
+    lines.push(`${key}: ${value ?? "-"}`);
+  }
+  const storage = info.storage as Record<string, unknown>[];
+  lines.push(`storage: ${storage.length === 0 ? "none" : ""}`.trimEnd());
+  for (const s of storage) {
+    lines.push(
+      s.type === "virtfs"
+        ? `  ${s.name}: virtfs ${s.path} (tag ${s.mount_tag})`
+        : `  ${s.name}: ${s.type} ${s.size} ${s.interface} ${s.file}`,
+    );
+  }
+  ctx.out(lines.join("\n"));
+  return 0;
+}

@@ -1,0 +1,67 @@
+/**
+ * The command table: names and one-line summaries, with each command's module loaded only when
+ * that command runs (start-up cost stays at what the chosen command imports).
+ */
+import type { Context } from "./context.ts";
+import type { CommandSpec, ParsedArgs } from "./spec.ts";
+
+/** What each `src/cli/<command>.ts` exports. */
+export interface CommandModule {
+  spec: CommandSpec;
+  run(ctx: Context, args: ParsedArgs): Promise<number | void> | number | void;
+}
+
+/** One row of the table. */
+export interface CommandEntry {
+  name: string;
+  summary: string;
+  load(): Promise<CommandModule>;
+}
+
+/** Every command, in the order `qvm --help` lists them. */
+export const COMMANDS: readonly CommandEntry[] = [
+  {
+    name: "add",
+    summary: "define a new VM from YAML configs and flags",
+    load: () => import("./add.ts"),
+  },
+  {
+    name: "apply",
+    summary: "merge configs into a VM (creating it if absent)",
+    load: () => import("./apply.ts"),
+  },
+  { name: "ls", summary: "list VMs and their real status", load: () => import("./ls.ts") },
+  { name: "status", summary: "show one VM's status", load: () => import("./status.ts") },
+  { name: "info", summary: "show a VM's configuration summary", load: () => import("./info.ts") },
+  {
+    name: "inspect",
+    summary: "show everything about a VM, process included",
+    load: () => import("./inspect.ts"),
+  },
+  {
+    name: "start",
+    summary: "start a VM (QEMU detached, QMP on a unix socket)",
+    load: () => import("./start.ts"),
+  },
+  {
+    name: "stop",
+    summary: "stop a VM gracefully, escalating until it is gone",
+    load: () => import("./stop.ts"),
+  },
+  { name: "logs", summary: "print a VM's serial console log", load: () => import("./logs.ts") },
+  {
+    name: "console",
+    summary: "attach to a VM's serial console (Ctrl-] detaches)",
+    load: () => import("./console.ts"),
+  },
+  {
+    name: "rm",
+    summary: "remove VMs (storage kept unless --delete-storage)",
+    load: () => import("./rm.ts"),
+  },
+];
+
+/** The entry for `name`, or undefined. */
+export function findCommand(name: string): CommandEntry | undefined {
+  return COMMANDS.find((c) => c.name === name);
+}

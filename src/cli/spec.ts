@@ -1,0 +1,205 @@
+/**
+ * The declarative command table's types, the pure argument parser built on `node:util` parseArgs,
+ * and the help text generated from the same table (completions read it too).
+ */
+import { parseArgs } from "node:util";
+import { UsageError } from "../errors.ts";
+
+/** What a value completes to in shell completions. */
+export type Completion = "vm" | "file" | "dir" | readonly string[];
+
+/** One `--flag` of a command. */
+export interface OptionSpec {
+  type: "string" | "boolean";
+  short?: string;
+  multiple?: boolean;
+  /** Placeholder shown in help, e.g. `SIZE`. */
+  value?: string;
+  description: string;
+  complete?: Completion;
+}
+
+/** One positional argument of a command. */
+export interface PositionalSpec {
+  name: string;
+  description: string;
+  optional?: boolean;
+  variadic?: boolean;
+  complete?: Completion;
+}
+
+/** A command (or subcommand) as help, parsing and completions see it. */
+export interface CommandSpec {
+  name: string;
+  summary: string;
+  description?: string;
+  positionals: readonly PositionalSpec[];
+  options: Readonly<Record<string, OptionSpec>>;
+  examples?: readonly string[];
+  /** `qvm qmp run ...`: the first positional picks one of these. */
+  subcommands?: readonly CommandSpec[];
+}
+
+/** Parsed arguments of one command invocation. */
+export interface ParsedArgs {
+  /** Subcommand path below the command, e.g. `["run"]` for `qvm qmp run`. */
+  subcommand?: string;
+  positionals: string[];
+  values: Record<string, string | boolean | string[] | undefined>;
+}
+
+/** Flags every command accepts, before or after the command name. */
+export const GLOBAL_OPTIONS: Readonly<Record<string, OptionSpec>> = {
+  "data-dir": {
+    type: "string",
+    value: "DIR",
+    description: "state and disks (default $QVM_DATA_DIR, $XDG_DATA_HOME/qvm, ~/.local/share/qvm)",
+    complete: "dir",
+  },
+  "runtime-dir": {
+    type: "string",
+    value: "DIR",
+    description: "sockets, pid files, locks (default $QVM_RUNTIME_DIR, $XDG_RUNTIME_DIR/qvm)",
+    complete: "dir",
+  },
+  json: { type: "boolean", description: "machine-readable output with stable keys" },
+  debug: { type: "boolean", description: "show stack traces and QEMU command lines" },
+  help: { type: "boolean", short: "h", description: "show help" },
+};
+
+function toParseArgsOptions(options: Readonly<Record<string, OptionSpec>>) {
+  const out: Record<string, { type: "string" | "boolean"; short?: string; multiple?: boolean }> =
+    {};
+  for (const [name, spec] of Object.entries(options)) {
+    out[name] = { type: spec.type };
+    if (spec.short) out[name].short = spec.short;
+    if (spec.multiple) out[name].multiple = true;
+  }
+  return out;
+}
+
+/** Turns parseArgs' TypeErrors into one-line UsageErrors. */
+function rephrase(err: unknown, command: string): never {
+  const message = (err as Error).message ?? String(err);
+  const unknown = message.match(/Unknown option '([^']+)'/);
+  if (unknown) throw new UsageError(`${command}: unknown option '${unknown[1]}'`);
+  const missing = message.match(/Option '(?:-\w, )?(--[\w-]+)[^']*' argument missing/);
+  if (missing) throw new UsageError(`${command}: option '${missing[1]}' needs a value`);
+  const positional = message.match(/Unexpected argument '([^']+)'/);
+  if (positional) throw new UsageError(`${command}: unexpected argument '${positional[1]}'`);
+  throw new UsageError(`${command}: ${message.split("\n")[0]}`);
+}
+
+/** Picks the subcommand spec named by the first positional, if the command has subcommands. */
+export function selectSubcommand(
+  spec: CommandSpec,
+  args: readonly string[],
+): { spec: CommandSpec; rest: string[]; path: string } {
+  if (!spec.subcommands) return { spec, rest: [...args], path: spec.name };
+  const index = args.findIndex((a) => !a.startsWith("-"));
+  if (index === -1) {
+    if (args.includes("--help") || args.includes("-h")) {
+      return { spec, rest: [...args], path: spec.name };
+    }
+    throw new UsageError(
+      `${spec.name}: missing subcommand (${spec.subcommands.map((s) => s.name).join(", ")})`,
+    );
+  }
+  const sub = spec.subcommands.find((s) => s.name === args[index]);
+  if (!sub) {
+    throw new UsageError(
+      `${spec.name}: unknown subcommand '${args[index]}' (${
+        spec.subcommands.map((s) => s.name).join(", ")
+      })`,
+    );
+  }
+  const rest = [...args.slice(0, index), ...args.slice(index + 1)];
+  return { spec: sub, rest, path: `${spec.name} ${sub.name}` };
+}
+
+/**
+ * Parses a command's arguments against its spec (plus the global flags): unknown flags, missing
+ * and surplus positionals are UsageErrors naming the command.
+ */
+export function parseCommandArgs(spec: CommandSpec, args: readonly string[]): ParsedArgs {
+  const chosen = selectSubcommand(spec, args);
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: chosen.rest,
+      options: toParseArgsOptions({ ...GLOBAL_OPTIONS, ...chosen.spec.options }),
+      allowPositionals: true,
+      strict: true,
+    });
+  } catch (err) {
+    rephrase(err, `qvm ${chosen.path}`);
+  }
+  const values = parsed.values as ParsedArgs["values"];
+  const positionals = parsed.positionals;
+  if (!values.help && !chosen.spec.subcommands) {
+    const required = chosen.spec.positionals.filter((p) => !p.optional);
+    if (positionals.length < required.length) {
+      const missing = required[positionals.length];
+      throw new UsageError(`qvm ${chosen.path}: missing argument ${missing.name}`);
+    }
+    const variadic = chosen.spec.positionals.some((p) => p.variadic);
+    if (!variadic && positionals.length > chosen.spec.positionals.length) {
+      const extra = positionals[chosen.spec.positionals.length];
+      throw new UsageError(`qvm ${chosen.path}: unexpected argument '${extra}'`);
+    }
+  }
+  return {
+    subcommand: chosen.spec === spec ? undefined : chosen.spec.name,
+    positionals,
+    values,
+  };
+}
+
+function optionLabel(name: string, spec: OptionSpec): string {
+  const short = spec.short ? `-${spec.short}, ` : "";
+  const value = spec.type === "string" ? ` ${spec.value ?? "VALUE"}` : "";
+  return `${short}--${name}${value}`;
+}
+
+function positionalLabel(p: PositionalSpec): string {
+  const core = p.variadic ? `${p.name}...` : p.name;
+  return p.optional ? `[${core}]` : core;
+}
+
+function columns(rows: [string, string][]): string[] {
+  const width = Math.max(...rows.map(([a]) => a.length), 0);
+  return rows.map(([a, b]) => `  ${a.padEnd(width)}  ${b}`);
+}
+
+/** The help text of a command (or subcommand, given its full path like `qmp run`). */
+export function formatHelp(spec: CommandSpec, path: string = spec.name): string {
+  const lines: string[] = [];
+  if (spec.subcommands) {
+    lines.push(`Usage: qvm ${path} <subcommand> [options]`, "", spec.summary);
+    if (spec.description) lines.push("", spec.description);
+    lines.push("", "Subcommands:");
+    lines.push(...columns(spec.subcommands.map((s) => [s.name, s.summary])));
+    lines.push("", `Run 'qvm ${path} <subcommand> --help' for details.`);
+    return lines.join("\n");
+  }
+  const usage = spec.positionals.map(positionalLabel).join(" ");
+  lines.push(`Usage: qvm ${path}${usage ? ` ${usage}` : ""} [options]`, "", spec.summary);
+  if (spec.description) lines.push("", spec.description);
+  if (spec.positionals.length > 0) {
+    lines.push("", "Arguments:");
+    lines.push(...columns(spec.positionals.map((p) => [p.name, p.description])));
+  }
+  const own = Object.entries(spec.options);
+  if (own.length > 0) {
+    lines.push("", "Options:");
+    lines.push(...columns(own.map(([n, o]) => [optionLabel(n, o), o.description])));
+  }
+  lines.push("", "Global options:");
+  lines.push(
+    ...columns(Object.entries(GLOBAL_OPTIONS).map(([n, o]) => [optionLabel(n, o), o.description])),
+  );
+  if (spec.examples?.length) {
+    lines.push("", "Examples:", ...spec.examples.map((e) => `  ${e}`));
+  }
+  return lines.join("\n");
+}

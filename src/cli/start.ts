@@ -1,0 +1,70 @@
+/** `qvm start`: launch a VM's QEMU detached and wait until it is ready. */
+import type { Context } from "./context.ts";
+import type { CommandSpec, ParsedArgs } from "./spec.ts";
+import { UsageError } from "../errors.ts";
+import { launchArgv, shellQuote } from "../qemu/launch.ts";
+import { vmPaths } from "../vm/paths.ts";
+import { parseWaitFor, startVm } from "../vm/start.ts";
+
+/** The command's arguments and flags. */
+export const spec: CommandSpec = {
+  name: "start",
+  summary: "start a VM (QEMU detached, QMP on a unix socket)",
+  description:
+    "Missing disks are created first (existing files are never overwritten). If QEMU fails or the\n" +
+    "wait times out, no process is left behind and the VM is marked failed.",
+  positionals: [{ name: "VM", description: "id or name", complete: "vm" }],
+  options: {
+    "wait-for": {
+      type: "string",
+      value: "WHAT",
+      description: "process, qmp (default), or serial:TEXT (text on the serial console)",
+      complete: ["process", "qmp", "serial:"],
+    },
+    timeout: { type: "string", value: "S", description: "seconds to wait (default 60)" },
+    "dry-run": { type: "boolean", description: "print the exact QEMU command line; start nothing" },
+  },
+  examples: ["qvm start web1", "qvm start web1 --wait-for 'serial:login:' --timeout 120"],
+};
+
+/** Parses `--timeout S` (seconds, > 0). */
+export function parseTimeout(value: unknown, fallback: number): number {
+  if (value === undefined) return fallback;
+  const n = Number(value);
+  if (typeof value !== "string" || !Number.isFinite(n) || n <= 0) {
+    throw new UsageError(`invalid --timeout '${value}': give seconds, e.g. 30`);
+  }
+  return n;
+}
+
+/** Starts the VM; prints its pid (or the command line with --dry-run). */
+export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
+  const waitFor = parseWaitFor((args.values["wait-for"] as string | undefined) ?? "qmp");
+  if (!waitFor) {
+    throw new UsageError(
+      `invalid --wait-for '${args.values["wait-for"]}': use process, qmp or serial:TEXT`,
+    );
+  }
+  const timeoutS = parseTimeout(args.values.timeout, 60);
+  const vm = ctx.store.require(args.positionals[0]);
+  if (args.values["dry-run"]) {
+    const argv = launchArgv(vm, vmPaths(ctx.dirs, vm.id));
+    if (ctx.json) ctx.outJson({ id: vm.id, name: vm.name, argv });
+    else ctx.out(shellQuote(argv));
+    return 0;
+  }
+  const started = await startVm(ctx, vm, { waitFor, timeoutS });
+  if (ctx.debug) ctx.note(shellQuote(started.argv));
+  for (const disk of started.createdDisks) ctx.note(`created disk ${disk}`);
+  if (ctx.json) {
+    ctx.outJson({
+      id: started.vm.id,
+      name: started.vm.name,
+      status: "running",
+      pid: started.vm.pid,
+    });
+  } else {
+    ctx.out(`started ${started.vm.name} (pid ${started.vm.pid})`);
+  }
+  return 0;
+}

@@ -1,0 +1,37 @@
+/** `qvm status`: one VM's real status, reconciled with its QEMU process. */
+import type { Context } from "./context.ts";
+import type { CommandSpec, ParsedArgs } from "./spec.ts";
+import { observe } from "../vm/observe.ts";
+import { paintStatus } from "./_format.ts";
+
+/** The command's arguments and flags. */
+export const spec: CommandSpec = {
+  name: "status",
+  summary: "show one VM's status",
+  positionals: [{ name: "VM", description: "id or name", complete: "vm" }],
+  options: {},
+  examples: ["qvm status web1", "qvm status web1 --json"],
+};
+
+/** Prints the status (and how the VM last ended), or a JSON object. */
+export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
+  const seen = await observe(ctx, ctx.store.require(args.positionals[0]));
+  const { vm } = seen;
+  const live = seen.status !== "stopped" && seen.status !== "failed" && seen.status !== "created";
+  if (ctx.json) {
+    ctx.outJson({
+      id: vm.id,
+      name: vm.name,
+      status: seen.status,
+      pid: live ? vm.pid : null,
+      qemu_status: seen.qemuStatus ?? null,
+      stop_reason: vm.stopReason,
+    });
+    return 0;
+  }
+  let line = `${vm.name}: ${paintStatus(seen.status)}`;
+  if (live && vm.pid) line += ` (pid ${vm.pid})`;
+  else if (vm.stopReason) line += ` (last ended: ${vm.stopReason})`;
+  ctx.out(line);
+  return 0;
+}

@@ -1,0 +1,64 @@
+/** qemu-img: creating missing disks (never overwriting) and reading image facts. */
+import { QvmError } from "../errors.ts";
+import type { DiskStorage } from "../config/types.ts";
+
+/** Runs qemu-img with `args`; a non-zero exit is a QvmError carrying qemu-img's own message. */
+export async function qemuImg(args: string[]): Promise<string> {
+  let output;
+  try {
+    output = await new Deno.Command("qemu-img", { args, stdout: "piped", stderr: "piped" })
+      .output();
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) {
+      throw new QvmError("qemu-img not found: install qemu-utils");
+    }
+    throw err;
+  }
+  const stdout = new TextDecoder().decode(output.stdout);
+  if (!output.success) {
+    const stderr = new TextDecoder().decode(output.stderr).trim();
+    throw new QvmError(stderr.split("\n").pop()?.replace(/^qemu-img: /, "") || "qemu-img failed", {
+      detail: stderr,
+    });
+  }
+  return stdout;
+}
+
+/** The `qemu-img create` argv for a disk at `file`. */
+export function createArgs(disk: DiskStorage, file: string): string[] {
+  const args = ["create", "-q", "-f", disk.type];
+  if (disk.backing_file) {
+    args.push("-b", disk.backing_file, "-F", disk.backing_format ?? "qcow2");
+  }
+  args.push("--", file, disk.size);
+  return args;
+}
+
+/**
+ * Creates the disk at `file` unless something is already there; true if it created it. The file
+ * is first claimed with an exclusive create, so an existing file is never overwritten.
+ */
+export async function createDiskIfMissing(disk: DiskStorage, file: string): Promise<boolean> {
+  try {
+    Deno.openSync(file, { write: true, createNew: true, mode: 0o600 }).close();
+  } catch (err) {
+    if (err instanceof Deno.errors.AlreadyExists) return false;
+    const reason = (err as Error).message.replace(/, open '.*'$/, "").replace(
+      / \(os error \d+\)/,
+      "",
+    );
+    throw new QvmError(`cannot create disk '${disk.name}' at ${file}: ${reason}`);
+  }
+  try {
+    await qemuImg(createArgs(disk, file));
+  } catch (err) {
+    Deno.removeSync(file);
+    if (err instanceof QvmError) {
+      throw new QvmError(`cannot create disk '${disk.name}' at ${file}: ${err.message}`, {
+        detail: err.detail,
+      });
+    }
+    throw err;
+  }
+  return true;
+}

@@ -1,0 +1,61 @@
+/**
+ * The full QEMU command line for a VM: its config's options plus what qvm manages (detached with a
+ * pid file, two QMP sockets, serial console on a socket with a log, `-uuid`, `-name`, KVM with TCG
+ * fallback). Pure: the same VM and paths give the same argv.
+ */
+import { argumentOption, configArgv } from "../config/mod.ts";
+import type { VmConfig } from "../config/types.ts";
+import type { VmPaths } from "../vm/paths.ts";
+
+/** The binary used when a config names none. */
+export const DEFAULT_BINARY = "qemu-system-x86_64";
+
+/** Escapes a value for a QEMU `key=value,...` option (commas double). */
+function escapeValue(value: string): string {
+  return value.replaceAll(",", ",,");
+}
+
+function optionsIn(config: VmConfig): Set<string> {
+  const seen = new Set(config.arguments.map(argumentOption));
+  for (const arg of config.args) if (arg.startsWith("-")) seen.add(arg.replace(/^-+/, ""));
+  return seen;
+}
+
+/** argv (binary first) to launch VM `id` named `name` with `config`, files at `paths`. */
+export function launchArgv(
+  vm: { id: string; name: string; config: VmConfig },
+  paths: VmPaths,
+): string[] {
+  const given = optionsIn(vm.config);
+  const argv = [vm.config.binary ?? DEFAULT_BINARY, "-D", paths.qemuLog];
+  argv.push(...configArgv(vm.config, { diskDir: paths.diskDir }));
+  argv.push("-name", escapeValue(vm.name), "-uuid", vm.id);
+  argv.push("-daemonize", "-pidfile", paths.pidFile);
+  argv.push("-qmp", `unix:${escapeValue(paths.qmpSocket)},server=on,wait=off`);
+  argv.push("-qmp", `unix:${escapeValue(paths.monitorSocket)},server=on,wait=off`);
+  if (!given.has("serial") && !given.has("nographic")) {
+    argv.push(
+      "-chardev",
+      `socket,id=qvm-serial,path=${escapeValue(paths.serialSocket)},server=on,wait=off,` +
+        `logfile=${escapeValue(paths.serialLog)},logappend=on`,
+      "-serial",
+      "chardev:qvm-serial",
+    );
+  }
+  if (!given.has("display") && !given.has("nographic") && vm.config.display === undefined) {
+    argv.push("-display", "none");
+  }
+  const accelerated = given.has("accel") || given.has("enable-kvm") ||
+    vm.config.arguments.some((a) =>
+      typeof a === "object" && argumentOption(a) === "machine" &&
+      JSON.stringify(a).includes("accel")
+    );
+  if (!accelerated) argv.push("-accel", "kvm", "-accel", "tcg");
+  return argv;
+}
+
+/** `argv` as one shell-pasteable line (for `start --dry-run`). */
+export function shellQuote(argv: readonly string[]): string {
+  return argv.map((a) => /^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replaceAll("'", `'\\''`)}'`)
+    .join(" ");
+}

@@ -1,0 +1,31 @@
+/** The files qvm keeps for one VM: sockets, pid file and lock in the runtime dir; logs and disks in the data dir. */
+import { join } from "node:path";
+import type { Dirs } from "../state/mod.ts";
+
+/** Every path belonging to one VM. */
+export interface VmPaths {
+  /** QMP for commands (one client at a time, others wait). */
+  qmpSocket: string;
+  /** A second QMP monitor kept for status reads, so `ls` never queues behind a long command. */
+  monitorSocket: string;
+  serialSocket: string;
+  pidFile: string;
+  lockFile: string;
+  serialLog: string;
+  qemuLog: string;
+  diskDir: string;
+}
+
+/** The paths of VM `id` under `dirs`; pure, nothing is created. */
+export function vmPaths(dirs: Dirs, id: string): VmPaths {
+  return {
+    qmpSocket: join(dirs.runtimeDir, `${id}.qmp`),
+    monitorSocket: join(dirs.runtimeDir, `${id}.mon`),
+    serialSocket: join(dirs.runtimeDir, `${id}.serial`),
+    pidFile: join(dirs.runtimeDir, `${id}.pid`),
+    lockFile: join(dirs.runtimeDir, `${id}.lock`),
+    serialLog: join(dirs.dataDir, "logs", `${id}.serial.log`),
+    qemuLog: join(dirs.dataDir, "logs", `${id}.qemu.log`),
+    diskDir: join(dirs.dataDir, "disks", id),
+  };
+}

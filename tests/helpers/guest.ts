@@ -1,0 +1,77 @@
+/** Test helpers for real guests: a VM config for the cached test guest, and a QEMU reaper. */
+import { ensureGuest, GUEST_READY_MARKER } from "../fixture/mod.ts";
+import type { QvmEnv } from "./qvm.ts";
+
+export { GUEST_READY_MARKER };
+
+/** `start` flags that wait until the guest has booted. */
+export const WAIT_READY = ["--wait-for", `serial:${GUEST_READY_MARKER}`, "--timeout", "60"];
+
+/** Writes a YAML config for the test guest (TCG; `acpi: false` ignores power-off) and returns its path. */
+export async function guestConfig(
+  env: QvmEnv,
+  options: { name: string; acpi?: boolean; extra?: string },
+): Promise<string> {
+  const guest = await ensureGuest();
+  const initrd = options.acpi === false ? guest.initrdNoAcpi : guest.initrdAcpi;
+  const yaml = [
+    `name: ${options.name}`,
+    "memory: 192M",
+    "arguments:",
+    "  - accel: tcg",
+    `  - kernel: ${guest.kernel}`,
+    `  - initrd: ${initrd}`,
+    `  - append: "${guest.append}"`,
+    "  - no-reboot",
+    options.extra ?? "",
+  ].join("\n");
+  return await env.file(`${options.name}.yaml`, yaml);
+}
+
+/** Pids of live processes whose command line mentions `needle` (e.g. a test's temp root). */
+export function pidsMentioning(needle: string): number[] {
+  const pids: number[] = [];
+  for (const entry of Deno.readDirSync("/proc")) {
+    if (!/^\d+$/.test(entry.name)) continue;
+    try {
+      const cmdline = Deno.readTextFileSync(`/proc/${entry.name}/cmdline`);
+      if (cmdline.includes(needle) && cmdline.includes("qemu-system")) {
+        pids.push(Number(entry.name));
+      }
+    } catch { /* gone */ }
+  }
+  return pids;
+}
+
+/** Kills every QEMU started under `env` (for `finally`), then removes the env. */
+export async function reap(env: QvmEnv): Promise<void> {
+  for (const pid of pidsMentioning(env.root)) {
+    try {
+      Deno.kill(pid, "SIGKILL");
+    } catch { /* already gone */ }
+  }
+  await env.cleanup();
+}
+
+/** Waits until `check` is true or `ms` pass; returns the last result. */
+export async function eventually(
+  check: () => boolean | Promise<boolean>,
+  ms = 10_000,
+): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    if (await check()) return true;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return await check();
+}
+
+/** True if `pid` is alive (and not a zombie). */
+export function alive(pid: number): boolean {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    return !/^\d+ \(.*\) Z/.test(stat);
+  } catch {
+    return false;
+  }
+}

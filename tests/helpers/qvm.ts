@@ -1,0 +1,100 @@
+/** Test helpers: run the real qvm CLI in a subprocess against a private data and runtime dir. */
+import { join } from "node:path";
+import { DatabaseSync } from "node:sqlite";
+
+const MAIN = new URL("../../main.ts", import.meta.url).pathname;
+
+/** What one qvm invocation did. */
+export interface QvmResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** A throwaway qvm home: data dir, runtime dir, and a way to run qvm against them. */
+export class QvmEnv {
+  readonly root: string;
+  readonly dataDir: string;
+  readonly runtimeDir: string;
+
+  private constructor(root: string) {
+    this.root = root;
+    this.dataDir = join(root, "data");
+    this.runtimeDir = join(root, "run");
+  }
+
+  /** Makes the temp folders (short paths: unix sockets allow 107 bytes). */
+  static async create(): Promise<QvmEnv> {
+    return new QvmEnv(await Deno.makeTempDir({ dir: "/tmp", prefix: "qvmt-" }));
+  }
+
+  /** Runs `qvm ARGS...`; `stdin` text is piped in when given. */
+  async run(
+    args: string[],
+    options: { stdin?: string; env?: Record<string, string> } = {},
+  ): Promise<QvmResult> {
+    const command = new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", "--quiet", MAIN, ...args],
+      env: {
+        QVM_DATA_DIR: this.dataDir,
+        QVM_RUNTIME_DIR: this.runtimeDir,
+        NO_COLOR: "1",
+        ...options.env,
+      },
+      stdin: options.stdin === undefined ? "null" : "piped",
+      stdout: "piped",
+      stderr: "piped",
+    });
+    const child = command.spawn();
+    if (options.stdin !== undefined) {
+      const writer = child.stdin.getWriter();
+      await writer.write(new TextEncoder().encode(options.stdin));
+      await writer.close();
+    }
+    const out = await child.output();
+    const decoder = new TextDecoder();
+    return {
+      code: out.code,
+      stdout: decoder.decode(out.stdout),
+      stderr: decoder.decode(out.stderr),
+    };
+  }
+
+  /** Runs qvm and fails the test (with its stderr) unless it exits 0; returns stdout. */
+  async ok(args: string[]): Promise<string> {
+    const result = await this.run(args);
+    if (result.code !== 0) {
+      throw new Error(`qvm ${args.join(" ")} exited ${result.code}: ${result.stderr}`);
+    }
+    return result.stdout;
+  }
+
+  /** Every row of the state database as JSON text (empty string if there is no database). */
+  snapshot(): string {
+    const path = join(this.dataDir, "qvm.db");
+    try {
+      Deno.statSync(path);
+    } catch {
+      return "";
+    }
+    const db = new DatabaseSync(path, { readOnly: true });
+    try {
+      return JSON.stringify(db.prepare("SELECT * FROM vm_instances ORDER BY id").all());
+    } finally {
+      db.close();
+    }
+  }
+
+  /** Writes a file under the env's root and returns its path. */
+  async file(name: string, text: string): Promise<string> {
+    const path = join(this.root, name);
+    await Deno.mkdir(join(path, ".."), { recursive: true });
+    await Deno.writeTextFile(path, text);
+    return path;
+  }
+
+  /** Removes everything (call in `finally`). */
+  async cleanup(): Promise<void> {
+    await Deno.remove(this.root, { recursive: true }).catch(() => {});
+  }
+}
