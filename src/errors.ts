@@ -47,3 +47,9 @@ export class PermissionError extends QvmError {
   override exitCode: number = ExitCode.permission;
   override name = "PermissionError";
 }
+
+/** The command needs a running VM and this one is not. Exit 3. */
+export class NotRunningError extends QvmError {
+  override exitCode: number = ExitCode.invalid;
+  override name = "NotRunningError";
+}

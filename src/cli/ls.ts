@@ -28,6 +28,7 @@ export const spec: CommandSpec = {
       description: `only VMs with this status (${STATUSES.join(", ")})`,
       complete: STATUSES,
     },
+    quiet: { type: "boolean", short: "q", description: "print only VM names, one per line" },
   },
   examples: ["qvm ls", "qvm ls --status running --json"],
 };
@@ -38,8 +39,16 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
   if (wanted !== undefined && !(STATUSES as readonly string[]).includes(wanted)) {
     throw new UsageError(`ls: unknown status '${wanted}' (expected ${STATUSES.join(", ")})`);
   }
-  const seen = await observeAll(ctx, ctx.store.list());
+  const all = ctx.store.listBrief();
+  // Names alone (for completions) need no reconciling unless a status filter asks for it.
+  const seen = args.values.quiet && wanted === undefined
+    ? all.map((vm) => ({ vm, status: vm.status }))
+    : await observeAll(ctx, all);
   const shown = wanted === undefined ? seen : seen.filter((o) => o.status === wanted);
+  if (args.values.quiet) {
+    if (shown.length > 0) ctx.out(shown.map((o) => o.vm.name).join("\n"));
+    return 0;
+  }
   if (ctx.json) {
     ctx.outJson(shown.map((o) => ({
       id: o.vm.id,

@@ -5,6 +5,7 @@ export {
   StateStore,
   type StatusFields,
   type StoredStatus,
+  type VmBrief,
   type VmRecord,
 } from "./store.ts";
 export { databasePath, type Dirs, ensurePrivateDir, resolveDirs } from "./paths.ts";

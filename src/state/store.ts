@@ -27,6 +27,9 @@ export interface VmRecord {
   createdFiles: string[];
 }
 
+/** The few columns a listing needs; the config is not parsed. */
+export type VmBrief = Pick<VmRecord, "id" | "name" | "status" | "pid">;
+
 /** Fields a status change may set alongside the status. */
 export interface StatusFields {
   pid?: number | null;
@@ -58,6 +61,7 @@ export const SQL = {
   byId: "SELECT * FROM vm_instances WHERE id = ?",
   byName: "SELECT * FROM vm_instances WHERE name = ?",
   all: "SELECT * FROM vm_instances ORDER BY name",
+  allBrief: "SELECT id, name, status, pid FROM vm_instances ORDER BY name",
   allByStatus: "SELECT * FROM vm_instances WHERE status = ? ORDER BY name",
   insert: `INSERT INTO vm_instances (id, name, config_path, config_data, created_at, updated_at)
     VALUES (?, ?, ?, ?, ?, ?)`,
@@ -137,6 +141,7 @@ export class StateStore {
   #byName: StatementSync;
   #all: StatementSync;
   #allByStatus: StatementSync;
+  #allBrief: StatementSync;
   #insert: StatementSync;
   #statusById: StatementSync;
   #statusByName: StatementSync;
@@ -156,6 +161,7 @@ export class StateStore {
     this.#byName = db.prepare(SQL.byName);
     this.#all = db.prepare(SQL.all);
     this.#allByStatus = db.prepare(SQL.allByStatus);
+    this.#allBrief = db.prepare(SQL.allBrief);
     this.#insert = db.prepare(SQL.insert);
     this.#statusById = db.prepare(SQL.statusById);
     this.#statusByName = db.prepare(SQL.statusByName);
@@ -226,6 +232,11 @@ export class StateStore {
       ? this.#all.all()
       : this.#allByStatus.all(options.status);
     return (rows as unknown as Row[]).map(toRecord);
+  }
+
+  /** Every VM's id, name, status and pid, by name: what `ls` needs, without parsing configs. */
+  listBrief(): VmBrief[] {
+    return this.#allBrief.all() as unknown as VmBrief[];
   }
 
   /** Adds a VM; a taken name is a UsageError and writes nothing. */
