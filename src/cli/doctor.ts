@@ -1,0 +1,289 @@
+/**
+ * `qvm doctor`: checks the QEMU binaries, KVM, qvm's folders, the database, leftovers in the
+ * runtime dir, VMs wrongly marked live and stray QEMU processes; `--fix` repairs what it safely
+ * can (folder modes, leftovers, dead VMs) and never kills a process.
+ */
+import { resolve } from "node:path";
+import type { Context } from "./context.ts";
+import { useColor } from "./context.ts";
+import type { CommandSpec, ParsedArgs } from "./spec.ts";
+import { QvmError } from "../errors.ts";
+import { databasePath } from "../state/mod.ts";
+import { DEFAULT_BINARY } from "../qemu/launch.ts";
+import { findQemuWithUuid, readCmdline } from "../qemu/process.ts";
+import { findBinary } from "../vm/start.ts";
+import { tidyRuntime } from "../vm/upkeep.ts";
+import {
+  actionFinding,
+  type DirFacts,
+  type Finding,
+  findingJson,
+  formatFinding,
+  judgeDir,
+  summarize,
+} from "./_findings.ts";
+
+/** The command's arguments and flags. */
+export const spec: CommandSpec = {
+  name: "doctor",
+  summary: "check QEMU, KVM, folders, the database and stray QEMU processes",
+  description:
+    "Each finding says what is wrong, why it matters, and the fix. --fix sets folder modes to\n" +
+    "0700, removes stale runtime files and settles VMs whose QEMU is gone (as 'qvm cleanup'\n" +
+    "does); it never kills a process. Exit 0 when no problems remain (warnings allowed), 1\n" +
+    "otherwise.",
+  positionals: [],
+  options: {
+    fix: { type: "boolean", description: "repair what can be repaired safely" },
+  },
+  examples: ["qvm doctor", "qvm doctor --fix", "qvm doctor --json"],
+};
+
+async function binaryFinding(check: string, binary: string, pkg: string): Promise<Finding> {
+  const why = check === "qemu_img"
+    ? "qvm needs it to create disks, take snapshots and read images"
+    : "qvm cannot start a VM without it";
+  let output;
+  try {
+    output = await new Deno.Command(binary, {
+      args: ["--version"],
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+  } catch (err) {
+    if (!(err instanceof Deno.errors.NotFound) && !(err instanceof Deno.errors.PermissionDenied)) {
+      throw err;
+    }
+    return { check, status: "problem", what: `${binary} not found`, why, fix: `install ${pkg}` };
+  }
+  const text = new TextDecoder().decode(output.success ? output.stdout : output.stderr);
+  const first = text.split("\n").find((l) => l.trim() !== "")?.trim() ?? "";
+  if (!output.success) {
+    return {
+      check,
+      status: "problem",
+      what: `${binary} --version failed: ${first || `exit status ${output.code}`}`,
+      why,
+      fix: `reinstall ${pkg}`,
+    };
+  }
+  return { check, status: "ok", what: `${binary}: ${first}`, why: null, fix: null };
+}
+
+function kvmFinding(): Finding {
+  const check = "kvm";
+  const why = "without KVM guests run under TCG emulation, many times slower";
+  try {
+    Deno.openSync("/dev/kvm", { read: true, write: true }).close();
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) {
+      return {
+        check,
+        status: "warning",
+        what: "/dev/kvm does not exist",
+        why,
+        fix: "enable virtualization in the firmware and load kvm_intel or kvm_amd",
+      };
+    }
+    return {
+      check,
+      status: "warning",
+      what: `/dev/kvm cannot be opened read/write (${(err as Error).name})`,
+      why,
+      fix: "add your user to the kvm group (then log in again)",
+    };
+  }
+  return {
+    check,
+    status: "ok",
+    what: "/dev/kvm exists and opens read/write (whether guests run well on it shows only when " +
+      "one starts)",
+    why: null,
+    fix: null,
+  };
+}
+
+function canWrite(dir: string): boolean {
+  try {
+    const probe = Deno.makeTempFileSync({ dir, prefix: ".qvm-doctor-" });
+    Deno.removeSync(probe);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function dirFacts(path: string): DirFacts {
+  try {
+    const info = Deno.statSync(path);
+    return {
+      path,
+      exists: true,
+      isDirectory: info.isDirectory,
+      mode: info.mode ?? 0o700,
+      uid: info.uid,
+      writable: info.isDirectory && canWrite(path),
+    };
+  } catch (err) {
+    if (!(err instanceof Deno.errors.NotFound)) throw err;
+    return { path, exists: false, isDirectory: false, mode: 0, uid: null, writable: false };
+  }
+}
+
+/** Checks a folder and, with `fix`, sets its mode to 0700 when that is what is wrong. */
+function dirFindings(check: "data_dir" | "runtime_dir", path: string, fix: boolean): Finding[] {
+  return judgeDir(check, dirFacts(path), Deno.uid() ?? 0).map((f) => {
+    if (!fix || f.repair !== "chmod") return f;
+    try {
+      Deno.chmodSync(path, 0o700);
+      return { ...f, status: "fixed", fix: `chmod 700 ${path}` };
+    } catch (err) {
+      return { ...f, what: `${f.what} (chmod failed: ${(err as Error).message})` };
+    }
+  });
+}
+
+function databaseFindings(ctx: Context): Finding[] {
+  const check = "database";
+  const path = databasePath(ctx.dirs.dataDir);
+  const fix = `restore a backup (${path}.v*.bak) or recover it: sqlite3 ${path} .recover`;
+  const why = "qvm's record of your VMs may be wrong or lost";
+  const results: string[] = [];
+  for (const pragma of ["integrity_check", "quick_check"]) {
+    const rows = ctx.store.db.prepare(`PRAGMA ${pragma}`).all() as Record<string, string>[];
+    const lines = rows.map((r) => String(Object.values(r)[0]));
+    if (lines.length !== 1 || lines[0] !== "ok") {
+      results.push(`${pragma}: ${lines.slice(0, 3).join("; ")}`);
+    }
+  }
+  if (results.length > 0) {
+    return [{ check, status: "problem", what: `database ${path} fails ${results[0]}`, why, fix }];
+  }
+  return [{
+    check,
+    status: "ok",
+    what: `database ${path}: integrity_check and quick_check ok`,
+    why: null,
+    fix: null,
+  }];
+}
+
+/** Binaries named by VMs' own `binary:` keys that are not there. */
+function vmBinaryFindings(ctx: Context): Finding[] {
+  const users = new Map<string, string[]>();
+  for (const vm of ctx.store.list()) {
+    const binary = vm.config.binary;
+    if (!binary || binary === DEFAULT_BINARY) continue;
+    users.set(binary, [...users.get(binary) ?? [], vm.name]);
+  }
+  return [...users].filter(([binary]) => !findBinary(binary)).map(([binary, names]) => ({
+    check: "vm_binary",
+    status: "problem",
+    what: `QEMU binary '${binary}' of VM ${names.map((n) => `'${n}'`).join(", ")} not found`,
+    why: "those VMs cannot start",
+    fix: "install it, or change the VM's binary: with 'qvm apply'",
+  }));
+}
+
+async function upkeepFindings(ctx: Context, fix: boolean): Promise<Finding[]> {
+  const fixed = fix ? (await tidyRuntime(ctx, { dryRun: false })).actions : [];
+  const remaining = await tidyRuntime(ctx, { dryRun: true });
+  const findings = [
+    ...fixed.map((a) => actionFinding(a, true)),
+    ...remaining.actions.map((a) => actionFinding(a, false)),
+    ...remaining.busy.map((name): Finding => ({
+      check: "runtime_files",
+      status: "warning",
+      what: `VM '${name}' is busy: another qvm command holds its lock, so it was not checked`,
+      why: "its leftovers (if any) stay until it is checked again",
+      fix: "run qvm doctor again when that command has finished",
+    })),
+  ];
+  const all = [...fixed, ...remaining.actions];
+  if (!all.some((a) => a.action === "remove")) {
+    findings.push({
+      check: "runtime_files",
+      status: "ok",
+      what: `no stale sockets, pid files or locks in ${ctx.dirs.runtimeDir}`,
+      why: null,
+      fix: null,
+    });
+  }
+  if (!all.some((a) => a.action === "settle")) {
+    findings.push({
+      check: "vm_status",
+      status: "ok",
+      what: "every VM marked live has its QEMU",
+      why: null,
+      fix: null,
+    });
+  }
+  return findings;
+}
+
+/** Live QEMUs that use this runtime dir and carry a `-uuid` the database does not know. */
+function orphanFindings(ctx: Context): Finding[] {
+  const mark = `${resolve(ctx.dirs.runtimeDir)}/`;
+  const findings: Finding[] = [];
+  for (const [pid, uuid] of findQemuWithUuid()) {
+    if (!readCmdline(pid)?.some((arg) => arg.includes(mark))) continue;
+    if (ctx.store.get(uuid)?.id === uuid) continue;
+    findings.push({
+      check: "orphaned_qemu",
+      status: "problem",
+      what: `QEMU process ${pid} (-uuid ${uuid}) uses ${ctx.dirs.runtimeDir} but no VM has that id`,
+      why: "qvm will never stop it: it keeps its memory, CPU and disk images",
+      fix: `kill ${pid} once you are sure it is not needed (doctor --fix does not kill processes)`,
+    });
+  }
+  if (findings.length > 0) return findings;
+  return [{
+    check: "orphaned_qemu",
+    status: "ok",
+    what: "no QEMU process of an unknown VM uses this runtime dir",
+    why: null,
+    fix: null,
+  }];
+}
+
+/** Runs every check (repairing with --fix), prints findings; exit 1 if problems remain. */
+export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
+  const fix = args.values.fix === true;
+  const findings: Finding[] = [
+    ...await Promise.all([
+      binaryFinding("qemu_system", DEFAULT_BINARY, "qemu-system-x86 (apt-get install ...)"),
+      binaryFinding("qemu_img", "qemu-img", "qemu-utils (apt-get install qemu-utils)"),
+    ]),
+    kvmFinding(),
+    ...dirFindings("data_dir", ctx.dirs.dataDir, fix),
+    ...dirFindings("runtime_dir", ctx.dirs.runtimeDir, fix),
+  ];
+  let storeOk = true;
+  try {
+    findings.push(...databaseFindings(ctx));
+  } catch (err) {
+    if (!(err instanceof QvmError)) throw err;
+    storeOk = false;
+    findings.push({
+      check: "database",
+      status: "problem",
+      what: err.message,
+      why: "qvm cannot read its VMs, so the checks that need them were skipped",
+      fix: `move ${databasePath(ctx.dirs.dataDir)} aside and restore a backup`,
+    });
+  }
+  if (storeOk) {
+    findings.push(...vmBinaryFindings(ctx));
+    findings.push(...await upkeepFindings(ctx, fix));
+    findings.push(...orphanFindings(ctx));
+  }
+  const problems = findings.filter((f) => f.status === "problem").length;
+  if (ctx.json) {
+    ctx.outJson({ checks: findings.map(findingJson) });
+  } else {
+    const fancy = useColor();
+    ctx.out([...findings.map((f) => formatFinding(f, fancy)), summarize(findings)].join("\n"));
+  }
+  return problems > 0 ? 1 : 0;
+}

@@ -1,0 +1,207 @@
+/**
+ * Housekeeping shared by `cleanup` and `doctor --fix`: find runtime files (sockets, pid files,
+ * locks) left by QEMUs that are gone or by VMs no longer in the database, and VMs still marked
+ * live whose QEMU is gone; remove and settle them under each VM's lock. A live QEMU's files and a
+ * held lock are never touched.
+ */
+import { join } from "node:path";
+import type { Context } from "../cli/context.ts";
+import { TimeoutError } from "../errors.ts";
+import type { VmRecord } from "../state/mod.ts";
+import { findQemuWithUuid, isOurQemu } from "../qemu/process.ts";
+import { acquireLock, isLocked } from "./lock.ts";
+import { observe } from "./observe.ts";
+import { vmPaths } from "./paths.ts";
+
+/** The kinds of file qvm keeps per VM in the runtime dir (`<id>.<kind>`). */
+export type RuntimeKind = "qmp" | "mon" | "serial" | "pid" | "lock";
+
+/** One file in the runtime dir that belongs to VM `id`. */
+export interface RuntimeFile {
+  id: string;
+  kind: RuntimeKind;
+  path: string;
+}
+
+const RUNTIME_FILE = /^(.+)\.(qmp|mon|serial|pid|lock)$/;
+const LIVE = new Set(["starting", "running", "stopping"]);
+
+/** The VM id and kind of a runtime dir entry named `name`, or undefined if it is not qvm's. */
+export function parseRuntimeFile(name: string): { id: string; kind: RuntimeKind } | undefined {
+  const match = name.match(RUNTIME_FILE);
+  return match ? { id: match[1], kind: match[2] as RuntimeKind } : undefined;
+}
+
+/** What a runtime file is, in words: `socket`, `pid file` or `lock file`. */
+export function describeKind(kind: RuntimeKind): string {
+  return kind === "pid" ? "pid file" : kind === "lock" ? "lock file" : "socket";
+}
+
+/** One thing cleanup does (or, in a dry run, would do); the shape `cleanup --json` prints. */
+export interface UpkeepAction {
+  action: "remove" | "settle";
+  /** The file removed (for `remove`), else null. */
+  path: string | null;
+  /** The VM's name, or its id when the database does not know it. */
+  vm: string | null;
+  reason: string;
+}
+
+/** What is known about one VM id when planning: its files, its row, its QEMU and its lock. */
+export interface VmFacts {
+  id: string;
+  files: readonly RuntimeFile[];
+  vm?: Pick<VmRecord, "name" | "status" | "pid">;
+  /** A live process carries `-uuid <id>`: its files are in use, whatever the database says. */
+  qemuAlive: boolean;
+  /** Another qvm command holds the VM's lock: it is busy, so nothing may be touched. */
+  lockHeld: boolean;
+}
+
+/**
+ * Plans what to do for one VM id (pure). A VM's own lock file is kept: it is its lock, not a
+ * leftover (removing it while another command waits on it could let two commands in at once);
+ * a lock file of a VM that no longer exists is removed.
+ */
+export function planUpkeep(facts: VmFacts): { actions: UpkeepAction[]; busy: boolean } {
+  if (facts.qemuAlive) return { actions: [], busy: false };
+  const actions: UpkeepAction[] = [];
+  const { vm } = facts;
+  if (vm && LIVE.has(vm.status)) {
+    actions.push({
+      action: "settle",
+      path: null,
+      vm: vm.name,
+      reason: `marked ${vm.status} but its QEMU${vm.pid ? ` (pid ${vm.pid})` : ""} is gone`,
+    });
+  }
+  for (const file of facts.files) {
+    if (file.kind === "lock" && vm) continue;
+    actions.push({
+      action: "remove",
+      path: file.path,
+      vm: vm?.name ?? facts.id,
+      reason: vm ? `VM '${vm.name}' is not running` : `no VM with id '${facts.id}' exists`,
+    });
+  }
+  if (facts.lockHeld && actions.length > 0) return { actions: [], busy: true };
+  return { actions, busy: false };
+}
+
+/** Every qvm runtime file in `runtimeDir`, grouped by VM id (a missing folder has none). */
+export function runtimeFiles(runtimeDir: string): Map<string, RuntimeFile[]> {
+  const byId = new Map<string, RuntimeFile[]>();
+  let entries: Deno.DirEntry[];
+  try {
+    entries = [...Deno.readDirSync(runtimeDir)];
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return byId;
+    throw err;
+  }
+  for (const entry of entries.sort((a, b) => a.name.localeCompare(b.name))) {
+    const parsed = parseRuntimeFile(entry.name);
+    if (!parsed || entry.isDirectory) continue;
+    const list = byId.get(parsed.id) ?? [];
+    list.push({ ...parsed, path: join(runtimeDir, entry.name) });
+    byId.set(parsed.id, list);
+  }
+  return byId;
+}
+
+/** What a cleanup pass did (or would do), and the VMs it left alone because they were busy. */
+export interface UpkeepResult {
+  actions: UpkeepAction[];
+  /** VMs (names, or ids) whose lock another qvm command held. */
+  busy: string[];
+}
+
+function vmWithId(ctx: Context, id: string): VmRecord | undefined {
+  const vm = ctx.store.get(id);
+  return vm?.id === id ? vm : undefined; // a file named after a VM's *name* is not that VM's
+}
+
+function exists(path: string): boolean {
+  try {
+    Deno.lstatSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function removeFile(path: string): void {
+  try {
+    Deno.removeSync(path);
+  } catch (err) {
+    if (!(err instanceof Deno.errors.NotFound)) throw err;
+  }
+}
+
+/** Re-plans under the VM's lock (a start may have finished meanwhile) and carries it out. */
+async function applyUnderLock(
+  ctx: Context,
+  id: string,
+  options: { files: RuntimeFile[]; liveUuids: ReadonlySet<string> },
+): Promise<UpkeepAction[]> {
+  const vm = vmWithId(ctx, id);
+  const files = options.files.filter((f) => exists(f.path));
+  const qemuAlive = options.liveUuids.has(id) || (vm !== undefined && isOurQemu(vm.pid, id));
+  const { actions } = planUpkeep({ id, files, vm, qemuAlive, lockHeld: false });
+  const done: UpkeepAction[] = [];
+  for (const action of actions) {
+    if (action.action === "settle" && vm) {
+      const seen = await observe(ctx, vm, { qmp: false, locked: true });
+      if (seen.status === vm.status) continue;
+      const how = seen.vm.stopReason ? ` (${seen.vm.stopReason})` : "";
+      done.push({ ...action, reason: `${action.reason}; now ${seen.status}${how}` });
+    } else if (action.path) {
+      removeFile(action.path);
+      done.push(action);
+    }
+  }
+  return done;
+}
+
+/**
+ * Finds stale runtime files and VMs wrongly marked live; unless `dryRun`, removes and settles
+ * them, each VM under its lock (taken without waiting: a busy VM is skipped and reported).
+ */
+export async function tidyRuntime(
+  ctx: Context,
+  options: { dryRun: boolean },
+): Promise<UpkeepResult> {
+  const byId = runtimeFiles(ctx.dirs.runtimeDir);
+  for (const vm of ctx.store.listBrief()) {
+    if (LIVE.has(vm.status) && !byId.has(vm.id)) byId.set(vm.id, []);
+  }
+  const liveUuids = new Set(findQemuWithUuid().values());
+  const result: UpkeepResult = { actions: [], busy: [] };
+  for (const [id, files] of [...byId].sort(([a], [b]) => a.localeCompare(b))) {
+    const vm = vmWithId(ctx, id);
+    const lockFile = vmPaths(ctx.dirs, id).lockFile;
+    const qemuAlive = liveUuids.has(id) || (vm !== undefined && isOurQemu(vm.pid, id));
+    const plan = planUpkeep({ id, files, vm, qemuAlive, lockHeld: isLocked(lockFile) });
+    if (plan.busy) result.busy.push(vm?.name ?? id);
+    if (options.dryRun || plan.actions.length === 0) {
+      result.actions.push(...plan.actions);
+      continue;
+    }
+    let lock;
+    try {
+      lock = await acquireLock(lockFile, { timeoutMs: 0, what: `VM '${vm?.name ?? id}'` });
+    } catch (err) {
+      if (!(err instanceof TimeoutError)) throw err;
+      result.busy.push(vm?.name ?? id);
+      continue;
+    }
+    try {
+      result.actions.push(...await applyUnderLock(ctx, id, { files, liveUuids }));
+      // The lock of a VM that no longer exists goes too (taking it may have created it); it is
+      // unlinked while held, so no other command can be holding it at that moment.
+      if (!vmWithId(ctx, id)) removeFile(lockFile);
+    } finally {
+      lock.release();
+    }
+  }
+  return result;
+}
