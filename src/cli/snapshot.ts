@@ -1,0 +1,199 @@
+/**
+ * `qvm snapshot create|load|list|delete`: internal snapshots of a VM's qcow2 drives, offline with
+ * qemu-img while it is stopped, live over QMP (VM state included) while it runs.
+ */
+import type { Context } from "./context.ts";
+import type { CommandSpec, OptionSpec, ParsedArgs, PositionalSpec } from "./spec.ts";
+import {
+  formatDate,
+  formatVmClock,
+  listSnapshots,
+  type SnapshotAction,
+  type SnapshotListing,
+  type SnapshotOutcome,
+  snapshotVm,
+} from "../vm/snapshot.ts";
+import { table } from "./_format.ts";
+import { formatSize } from "./_size.ts";
+import { parseTimeout } from "./start.ts";
+
+const DEFAULT_TIMEOUT_S = 300;
+
+const vmArg: PositionalSpec = { name: "VM", description: "id or name", complete: "vm" };
+const nameArg: PositionalSpec = { name: "NAME", description: "snapshot name" };
+
+const drive: OptionSpec = {
+  type: "string",
+  value: "D",
+  description: "only this drive (a storage item's name); default: every qcow2 drive",
+};
+const live: OptionSpec = {
+  type: "boolean",
+  description: "insist on the live path (error if the VM is not running)",
+};
+const timeout: OptionSpec = {
+  type: "string",
+  value: "S",
+  description: `seconds to wait for locks and for each live job (default ${DEFAULT_TIMEOUT_S})`,
+};
+
+const MODES =
+  "Without --live, a running VM gets a live snapshot (QMP jobs, QEMU >= 6.0, VM state\n" +
+  "saved too) and a stopped VM an offline one ('qemu-img snapshot', disks only). Raw drives\n" +
+  "cannot hold snapshots: they are skipped (with a warning) unless named with --drive (an error).";
+
+/** The command's subcommands and their arguments. */
+export const spec: CommandSpec = {
+  name: "snapshot",
+  summary: "create, load, list or delete disk snapshots (offline or live)",
+  description: MODES,
+  positionals: [],
+  options: {},
+  subcommands: [
+    {
+      name: "create",
+      summary: "take snapshot NAME of the VM's qcow2 drives",
+      description: MODES +
+        "\nA live snapshot keeps the VM state on the first drive (or --drive).\n" +
+        "An existing NAME is an error unless --overwrite (which deletes it first).",
+      positionals: [vmArg, nameArg],
+      options: {
+        drive,
+        live,
+        overwrite: { type: "boolean", description: "replace a snapshot of the same name" },
+        timeout,
+      },
+      examples: [
+        "qvm snapshot create web1 before-upgrade",
+        "qvm snapshot create web1 base --drive hdd",
+      ],
+    },
+    {
+      name: "load",
+      summary: "revert the VM's qcow2 drives (and, live, its running state) to snapshot NAME",
+      description: MODES + "\nA live load needs a snapshot taken live (one with VM state).",
+      positionals: [vmArg, nameArg],
+      options: { drive, live, timeout },
+      examples: ["qvm snapshot load web1 before-upgrade"],
+    },
+    {
+      name: "list",
+      summary: "list each qcow2 drive's snapshots: name, id, VM state size, date",
+      description: "A running VM's snapshots are read over QMP (what QEMU sees); a stopped VM's\n" +
+        "with 'qemu-img info -U'.",
+      positionals: [vmArg],
+      options: { drive, live },
+      examples: ["qvm snapshot list web1", "qvm snapshot list web1 --json"],
+    },
+    {
+      name: "delete",
+      summary: "delete snapshot NAME from the VM's qcow2 drives",
+      description: MODES,
+      positionals: [vmArg, nameArg],
+      options: { drive, live, timeout },
+      examples: ["qvm snapshot delete web1 before-upgrade"],
+    },
+  ],
+  examples: [
+    "qvm snapshot create web1 before",
+    "qvm snapshot list web1",
+    "qvm snapshot load web1 before",
+  ],
+};
+
+const PAST: Readonly<Record<SnapshotAction, string>> = {
+  create: "created",
+  load: "loaded",
+  delete: "deleted",
+};
+
+/** One line per drive and action, e.g. `created snapshot 'before' on hdd (live, VM state)`. */
+export function formatOutcome(outcome: SnapshotOutcome, name: string): string {
+  return outcome.done.map((d) => {
+    const how = outcome.mode === "live" ? (d.vmState ? " (live, VM state)" : " (live)") : "";
+    return `${PAST[d.action]} snapshot '${name}' on ${d.drive}${how}`;
+  }).join("\n");
+}
+
+/** The `--json` shape of a create/load/delete. */
+export function outcomeJson(outcome: SnapshotOutcome, name: string): Record<string, unknown> {
+  return {
+    id: outcome.vm.id,
+    vm: outcome.vm.name,
+    mode: outcome.mode,
+    snapshot: name,
+    actions: outcome.done.map((d) => ({ action: d.action, drive: d.drive, vm_state: d.vmState })),
+    skipped: outcome.skipped,
+  };
+}
+
+/** The `--json` shape of a listing (dates in ISO 8601 UTC). */
+export function listingJson(listing: SnapshotListing): Record<string, unknown> {
+  return {
+    id: listing.vm.id,
+    vm: listing.vm.name,
+    mode: listing.mode,
+    drives: listing.drives.map((d) => ({
+      drive: d.drive,
+      file: d.file,
+      snapshots: d.snapshots.map((s) => ({
+        name: s.name,
+        id: s.id,
+        vm_state_size: s.vmStateSize,
+        date: new Date(s.dateMs).toISOString(),
+        vm_clock_ns: s.vmClockNs,
+      })),
+    })),
+  };
+}
+
+/** A listing as a table (one row per drive and snapshot) and a line for drives without any. */
+export function formatListing(listing: SnapshotListing): string {
+  const rows = listing.drives.flatMap((d) =>
+    d.snapshots.map((s) => [
+      d.drive,
+      s.name,
+      s.id,
+      formatSize(s.vmStateSize),
+      formatDate(s.dateMs),
+      formatVmClock(s.vmClockNs),
+    ])
+  );
+  const empty = listing.drives.filter((d) => d.snapshots.length === 0).map((d) => d.drive);
+  const lines: string[] = [];
+  if (rows.length > 0) {
+    lines.push(table(["DRIVE", "NAME", "ID", "VM STATE", "DATE", "VM CLOCK"], rows));
+  }
+  if (empty.length > 0) lines.push(`no snapshots on ${empty.join(", ")}`);
+  return lines.join("\n");
+}
+
+/** Runs the chosen subcommand and prints what it did (or the listing). */
+export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
+  const vm = ctx.store.require(args.positionals[0]);
+  const driveName = args.values.drive as string | undefined;
+  if (args.subcommand === "list") {
+    const listing = await listSnapshots(ctx, vm, {
+      drive: driveName,
+      live: args.values.live === true,
+    });
+    if (ctx.json) ctx.outJson(listingJson(listing));
+    else ctx.out(formatListing(listing));
+    return 0;
+  }
+  const name = args.positionals[1];
+  const outcome = await snapshotVm(ctx, vm, {
+    action: args.subcommand as SnapshotAction,
+    name,
+    drive: driveName,
+    live: args.values.live === true,
+    overwrite: args.values.overwrite === true,
+    timeoutS: parseTimeout(args.values.timeout, DEFAULT_TIMEOUT_S),
+  });
+  for (const skipped of outcome.skipped) {
+    ctx.warn(`skipped raw drive '${skipped}' (snapshots need qcow2)`);
+  }
+  if (ctx.json) ctx.outJson(outcomeJson(outcome, name));
+  else ctx.out(formatOutcome(outcome, name));
+  return 0;
+}

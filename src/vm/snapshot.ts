@@ -1,0 +1,463 @@
+/**
+ * Snapshots of a VM's qcow2 drives: offline with `qemu-img snapshot` while the VM is stopped, live
+ * with QMP `snapshot-save` / `snapshot-load` / `snapshot-delete` jobs (QEMU >= 6.0, VM state
+ * included) while it runs. Every change runs under the VM's lock and a lock per disk image.
+ */
+import { createHash } from "node:crypto";
+import { join, resolve } from "node:path";
+import type { Context } from "../cli/context.ts";
+import { NotFoundError, NotRunningError, QvmError, TimeoutError, UsageError } from "../errors.ts";
+import { diskFile } from "../config/mod.ts";
+import type { DiskStorage } from "../config/types.ts";
+import type { Dirs, VmRecord } from "../state/mod.ts";
+import { qemuImg } from "../qemu/img.ts";
+import type { QmpClient } from "../qemu/qmp.ts";
+import { acquireLock, type VmLock } from "./lock.ts";
+import { observe } from "./observe.ts";
+import { vmPaths } from "./paths.ts";
+import { QMP_TIMEOUT_MS } from "./qmp_session.ts";
+import {
+  parseSnapshots,
+  planSteps,
+  rawDriveMessage,
+  selectDrives,
+  type SnapshotAction,
+  type SnapshotInfo,
+  type SnapshotStep,
+  validateSnapshotName,
+  vmStateDrive,
+} from "./_snapshot.ts";
+
+export type { SnapshotAction, SnapshotInfo } from "./_snapshot.ts";
+export { formatDate, formatVmClock } from "./_snapshot.ts";
+
+/** Whether an operation went through qemu-img (VM stopped) or QMP jobs (VM running). */
+export type SnapshotMode = "offline" | "live";
+
+/** What `snapshot create|load|delete` was asked to do. */
+export interface SnapshotRequest {
+  action: SnapshotAction;
+  name: string;
+  /** A storage item's name; all qcow2 drives when absent. */
+  drive?: string;
+  /** Require the live path (a running VM). */
+  live?: boolean;
+  /** `create`: replace a snapshot of the same name. */
+  overwrite?: boolean;
+  /** Bound on each lock wait and each live job. */
+  timeoutS: number;
+}
+
+/** One action done on one drive. */
+export interface SnapshotDone {
+  action: SnapshotAction;
+  drive: string;
+  /** The drive holds (or held) the VM state of this live snapshot. */
+  vmState: boolean;
+}
+
+/** What a `create|load|delete` did. */
+export interface SnapshotOutcome {
+  vm: VmRecord;
+  mode: SnapshotMode;
+  done: SnapshotDone[];
+  /** Raw drives passed over (no `--drive` given). */
+  skipped: string[];
+}
+
+/** One drive's snapshots, for `list`. */
+export interface DriveSnapshots {
+  drive: string;
+  file: string;
+  snapshots: SnapshotInfo[];
+}
+
+/** What `list` found. */
+export interface SnapshotListing {
+  vm: VmRecord;
+  mode: SnapshotMode;
+  drives: DriveSnapshots[];
+}
+
+/**
+ * The lock file of the disk image at `file`, shared by every VM that uses that image: named from
+ * a hash of its real path (the file itself if it exists), in a folder of the runtime dir.
+ */
+export function diskLockPath(dirs: Dirs, file: string): string {
+  let real = resolve(file);
+  try {
+    real = Deno.realPathSync(file);
+  } catch { /* not there yet: its absolute path */ }
+  const hash = createHash("sha256").update(real).digest("hex").slice(0, 24);
+  return join(dirs.runtimeDir, "disk-locks", `${hash}.lock`);
+}
+
+function onDrive(drive: string, err: unknown): unknown {
+  if (!(err instanceof QvmError) || err instanceof UsageError || err instanceof NotFoundError) {
+    return err;
+  }
+  const wrapped = new QvmError(`drive '${drive}': ${err.message}`, {
+    detail: err.detail,
+    cause: err,
+  });
+  wrapped.exitCode = err.exitCode;
+  return wrapped;
+}
+
+/** The snapshots of a stopped VM's drive, read with `qemu-img info` (`share`: with -U). */
+async function imageSnapshots(
+  drive: DiskStorage,
+  file: string,
+  options: { share: boolean },
+): Promise<SnapshotInfo[]> {
+  try {
+    Deno.statSync(file);
+  } catch (err) {
+    if (!(err instanceof Deno.errors.NotFound)) throw err;
+    throw new NotFoundError(
+      `drive '${drive.name}' has no image yet at ${file} (qvm start creates it)`,
+    );
+  }
+  let info;
+  try {
+    info = JSON.parse(
+      await qemuImg(["info", ...(options.share ? ["-U"] : []), "--output=json", file]),
+    );
+  } catch (err) {
+    throw onDrive(drive.name, err);
+  }
+  if (info.format !== "qcow2") throw new UsageError(rawDriveMessage(drive.name, info.format));
+  return parseSnapshots(info);
+}
+
+/** A qcow2 drive as the running QEMU has it: its format node and its snapshots. */
+interface AttachedDrive {
+  node: string;
+  snapshots: SnapshotInfo[];
+}
+
+interface BlockInfo {
+  device: string;
+  inserted?: { "node-name": string; drv: string; image?: unknown };
+}
+
+/**
+ * Finds each drive's block node in the running VM: qvm attaches drives with `-drive id=<name>`,
+ * so `query-block` lists them under device `<name>`, format node in `inserted.node-name`.
+ */
+async function attachedDrives(
+  client: QmpClient,
+  drives: readonly DiskStorage[],
+): Promise<Map<string, AttachedDrive>> {
+  const blocks = await client.execute<BlockInfo[]>("query-block");
+  const found = new Map<string, AttachedDrive>();
+  for (const drive of drives) {
+    const inserted = blocks.find((b) => b.device === drive.name)?.inserted;
+    if (!inserted) {
+      throw new QvmError(
+        `drive '${drive.name}' is not attached to the running VM (added to its config after start?)`,
+      );
+    }
+    if (inserted.drv !== "qcow2") throw new UsageError(rawDriveMessage(drive.name, inserted.drv));
+    found.set(drive.name, {
+      node: inserted["node-name"],
+      snapshots: parseSnapshots(inserted.image),
+    });
+  }
+  return found;
+}
+
+async function connectQmp(ctx: Context, vm: VmRecord): Promise<QmpClient> {
+  const { QmpClient } = await import("../qemu/qmp.ts");
+  return await QmpClient.connect(vmPaths(ctx.dirs, vm.id).qmpSocket, {
+    timeoutMs: QMP_TIMEOUT_MS,
+  });
+}
+
+const JOB_COMMANDS: Readonly<Record<SnapshotAction, string>> = {
+  create: "snapshot-save",
+  load: "snapshot-load",
+  delete: "snapshot-delete",
+};
+
+/** Bytes in `file` (0 if missing), to read what QEMU logs from there on. */
+function fileSize(file: string): number {
+  try {
+    return Deno.statSync(file).size;
+  } catch {
+    return 0;
+  }
+}
+
+/** What QEMU wrote to its log after byte `offset`, trimmed ("" if nothing or unreadable). */
+function logSince(file: string, offset: number): string {
+  try {
+    const bytes = Deno.readFileSync(file);
+    return new TextDecoder().decode(bytes.subarray(Math.min(offset, bytes.length))).trim();
+  } catch {
+    return "";
+  }
+}
+
+interface JobInfo {
+  id: string;
+  status: string;
+  error?: string;
+}
+
+/**
+ * Runs one snapshot job and waits until it concludes (JOB_STATUS_CHANGE), then reads its
+ * `error` from `query-jobs` and dismisses it. A job error is a QvmError with QEMU's words; what
+ * QEMU logged meanwhile (often the real reason, e.g. a RAM size mismatch) becomes its detail.
+ */
+async function runJob(
+  client: QmpClient,
+  op: SnapshotAction,
+  options: { args: Record<string, unknown>; timeoutMs: number; qemuLog: string },
+): Promise<void> {
+  const command = JOB_COMMANDS[op];
+  const logOffset = fileSize(options.qemuLog);
+  const jobId = `qvm-${op}-${crypto.randomUUID().slice(0, 8)}`;
+  const since = client.events.length;
+  try {
+    await client.execute(command, { "job-id": jobId, ...options.args });
+  } catch (err) {
+    if ((err as { qmpClass?: string }).qmpClass === "CommandNotFound") {
+      throw new QvmError(
+        `live snapshots need QEMU 6.0 or newer (no QMP ${command}); stop the VM to snapshot offline`,
+      );
+    }
+    throw err;
+  }
+  try {
+    await client.waitForEvent("JOB_STATUS_CHANGE", {
+      since,
+      timeoutMs: options.timeoutMs,
+      match: (e) => e.data?.id === jobId && e.data?.status === "concluded",
+    });
+  } catch (err) {
+    if (!(err instanceof TimeoutError)) throw err;
+    throw new TimeoutError(
+      `${command} job '${jobId}' still running after ${Math.round(options.timeoutMs / 1000)} s ` +
+        `(QEMU carries on with it; see 'query-jobs')`,
+    );
+  }
+  const jobs = await client.execute<JobInfo[]>("query-jobs");
+  await client.execute("job-dismiss", { id: jobId });
+  const error = jobs.find((j) => j.id === jobId)?.error;
+  if (error !== undefined) {
+    const detail = logSince(options.qemuLog, logOffset);
+    throw new QvmError(`${command} failed: ${error}`, { detail: detail || undefined });
+  }
+}
+
+async function qemuStatus(client: QmpClient): Promise<string> {
+  return (await client.execute<{ status: string }>("query-status")).status;
+}
+
+async function liveAction(
+  ctx: Context,
+  vm: VmRecord,
+  options: { request: SnapshotRequest; drives: DiskStorage[] },
+): Promise<SnapshotDone[]> {
+  const { request, drives } = options;
+  const client = await connectQmp(ctx, vm);
+  try {
+    const attached = await attachedDrives(client, drives);
+    const existing = new Map([...attached].map(([name, a]) => [name, a.snapshots]));
+    const steps = planSteps(request.action, request.name, {
+      existing,
+      overwrite: request.overwrite,
+    });
+    const stateDrive = request.action === "delete"
+      ? undefined
+      : vmStateDrive(request.action, request.name, existing);
+    const wasRunning = request.action === "load" && (await qemuStatus(client)) === "running";
+    const done: SnapshotDone[] = [];
+    for (const step of steps) {
+      const args: Record<string, unknown> = {
+        tag: request.name,
+        devices: step.drives.map((d) => attached.get(d)!.node),
+      };
+      if (step.op !== "delete") args.vmstate = attached.get(stateDrive!)!.node;
+      for (let i = 0; i < step.times; i++) {
+        try {
+          await runJob(client, step.op, {
+            args,
+            timeoutMs: request.timeoutS * 1000,
+            qemuLog: vmPaths(ctx.dirs, vm.id).qemuLog,
+          });
+        } catch (err) {
+          // QEMU stops the VM to load a snapshot and leaves it stopped when the load fails.
+          if (wasRunning && err instanceof QvmError && (await qemuStatus(client)) !== "running") {
+            err.message += `; the VM is left paused ('qvm qmp resume ${vm.name}' resumes it)`;
+          }
+          throw err;
+        }
+      }
+      for (const drive of step.drives) {
+        done.push({
+          action: step.op,
+          drive,
+          vmState: step.op !== "delete" && drive === stateDrive,
+        });
+      }
+    }
+    return done;
+  } finally {
+    client.close();
+    await client.closed;
+  }
+}
+
+const IMG_FLAGS: Readonly<Record<SnapshotAction, string>> = {
+  create: "-c",
+  load: "-a",
+  delete: "-d",
+};
+
+async function offlineAction(
+  ctx: Context,
+  vm: VmRecord,
+  options: { request: SnapshotRequest; drives: DiskStorage[] },
+): Promise<SnapshotDone[]> {
+  const { request, drives } = options;
+  const diskDir = vmPaths(ctx.dirs, vm.id).diskDir;
+  const files = new Map(drives.map((d) => [d.name, diskFile(d, diskDir)]));
+  const existing = new Map<string, SnapshotInfo[]>();
+  // Without -U: a QEMU (of another VM) holding the image fails here, before anything changes.
+  for (const drive of drives) {
+    existing.set(drive.name, await imageSnapshots(drive, files.get(drive.name)!, { share: false }));
+  }
+  const steps: SnapshotStep[] = planSteps(request.action, request.name, {
+    existing,
+    overwrite: request.overwrite,
+  });
+  const done: SnapshotDone[] = [];
+  for (const step of steps) {
+    for (const drive of step.drives) {
+      for (let i = 0; i < step.times; i++) {
+        // Only as many deletes as this drive has copies (duplicates come from outside qvm).
+        const copies = existing.get(drive)!.filter((s) => s.name === request.name).length;
+        if (step.op === "delete" && i >= copies) break;
+        try {
+          await qemuImg(["snapshot", IMG_FLAGS[step.op], request.name, files.get(drive)!]);
+        } catch (err) {
+          throw onDrive(drive, err);
+        }
+      }
+      done.push({ action: step.op, drive, vmState: false });
+    }
+  }
+  return done;
+}
+
+async function takeLocks(
+  ctx: Context,
+  vm: VmRecord,
+  options: { drives: DiskStorage[]; timeoutMs: number; held: VmLock[] },
+): Promise<void> {
+  const diskDir = vmPaths(ctx.dirs, vm.id).diskDir;
+  const byLock = new Map<string, string>();
+  for (const drive of options.drives) {
+    const file = diskFile(drive, diskDir);
+    byLock.set(diskLockPath(ctx.dirs, file), file);
+  }
+  for (const [path, file] of [...byLock].sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0)) {
+    options.held.push(
+      await acquireLock(path, { timeoutMs: options.timeoutMs, what: `disk image ${file}` }),
+    );
+  }
+}
+
+/**
+ * Creates, loads or deletes snapshot `request.name` on the VM's qcow2 drives: live (QMP jobs) if
+ * its QEMU runs, offline (qemu-img) if not; `request.live` demands live. Errors before any change
+ * when a snapshot to load/delete is missing or one to create exists (without `overwrite`).
+ *
+ * Locks: the VM's own lock is the one `start` holds while it creates disks and launches QEMU, so
+ * an offline snapshot and a start of this VM exclude each other, and `stop` waits for a live job.
+ * An image can be shared by several VMs (configs with the same `file:`), whose VM locks do not
+ * exclude each other, so each image also gets its own lock (named from a hash of its real path),
+ * taken after the VM lock in sorted order so two VMs sharing two images cannot deadlock. A start
+ * of the other VM takes no image lock, but QEMU's image locking covers that: qemu-img then fails
+ * with "Failed to get write lock" rather than writing under a running QEMU.
+ */
+export async function snapshotVm(
+  ctx: Context,
+  vm: VmRecord,
+  request: SnapshotRequest,
+): Promise<SnapshotOutcome> {
+  if (request.action === "create") validateSnapshotName(request.name);
+  selectDrives(vm.name, vm.config.storage, request.drive); // fail fast, before any lock wait
+  const timeoutMs = request.timeoutS * 1000;
+  const held: VmLock[] = [
+    await acquireLock(vmPaths(ctx.dirs, vm.id).lockFile, { timeoutMs, what: `VM '${vm.name}'` }),
+  ];
+  try {
+    const seen = await observe(ctx, ctx.store.require(vm.id), { qmp: false, locked: true });
+    vm = seen.vm;
+    const { drives, skipped } = selectDrives(vm.name, vm.config.storage, request.drive);
+    const live = seen.status === "running";
+    if (request.live && !live) {
+      throw new NotRunningError(
+        `VM '${vm.name}' is not running (status: ${seen.status}): --live needs a running VM`,
+      );
+    }
+    await takeLocks(ctx, vm, { drives, timeoutMs, held });
+    const done = live
+      ? await liveAction(ctx, vm, { request, drives })
+      : await offlineAction(ctx, vm, { request, drives });
+    return { vm, mode: live ? "live" : "offline", done, skipped: skipped.map((d) => d.name) };
+  } finally {
+    for (const lock of held.reverse()) lock.release();
+  }
+}
+
+/**
+ * The snapshots of the VM's qcow2 drives (or `drive`): from QMP `query-block` when its QEMU runs
+ * (what QEMU itself sees), else from `qemu-img info -U`. Reads only, so no lock is taken.
+ */
+export async function listSnapshots(
+  ctx: Context,
+  vm: VmRecord,
+  options: { drive?: string; live?: boolean } = {},
+): Promise<SnapshotListing> {
+  const { drives } = selectDrives(vm.name, vm.config.storage, options.drive);
+  const seen = await observe(ctx, vm, { qmp: false });
+  vm = seen.vm;
+  const diskDir = vmPaths(ctx.dirs, vm.id).diskDir;
+  if (seen.status === "running") {
+    const client = await connectQmp(ctx, vm);
+    try {
+      const attached = await attachedDrives(client, drives);
+      return {
+        vm,
+        mode: "live",
+        drives: drives.map((d) => ({
+          drive: d.name,
+          file: diskFile(d, diskDir),
+          snapshots: attached.get(d.name)!.snapshots,
+        })),
+      };
+    } finally {
+      client.close();
+      await client.closed;
+    }
+  }
+  if (options.live) {
+    throw new NotRunningError(
+      `VM '${vm.name}' is not running (status: ${seen.status}): --live needs a running VM`,
+    );
+  }
+  const listed: DriveSnapshots[] = [];
+  for (const drive of drives) {
+    const file = diskFile(drive, diskDir);
+    listed.push({
+      drive: drive.name,
+      file,
+      snapshots: await imageSnapshots(drive, file, { share: true }),
+    });
+  }
+  return { vm, mode: "offline", drives: listed };
+}
