@@ -59,6 +59,36 @@ export const COMMANDS: readonly CommandEntry[] = [
     summary: "remove VMs (storage kept unless --delete-storage)",
     load: () => import("./rm.ts"),
   },
+  {
+    name: "qmp",
+    summary: "talk to a running VM over QMP (run, keys, type, screendump, ...)",
+    load: () => import("./qmp.ts"),
+  },
+  {
+    name: "snapshot",
+    summary: "create, load, list or delete disk snapshots (offline or live)",
+    load: () => import("./snapshot.ts"),
+  },
+  {
+    name: "storage",
+    summary: "list, verify, or find orphaned disk images",
+    load: () => import("./storage.ts"),
+  },
+  {
+    name: "cleanup",
+    summary: "remove stale sockets, pid files and locks; settle dead VMs",
+    load: () => import("./cleanup.ts"),
+  },
+  {
+    name: "doctor",
+    summary: "check QEMU, KVM, folders, the database and stray QEMU processes",
+    load: () => import("./doctor.ts"),
+  },
+  {
+    name: "completions",
+    summary: "print shell completions (bash, zsh, fish)",
+    load: () => import("./completions.ts"),
+  },
 ];
 
 /** The entry for `name`, or undefined. */
