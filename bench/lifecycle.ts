@@ -1,0 +1,203 @@
+/**
+ * Lifecycle benchmarks, measured side by side in one run with the real test guest under TCG:
+ * `qvm start` against a bare `qemu-system-x86_64 -daemonize` of the same command line (both until
+ * QMP answers), and `qvm ls --json` over 10,000 VMs of which 10 are running. Prints markdown.
+ */
+import { join } from "node:path";
+import { StateStore } from "../src/state/mod.ts";
+import { QmpClient } from "../src/qemu/qmp.ts";
+import { ensureGuest, GUEST_READY_MARKER } from "../tests/fixture/mod.ts";
+
+const MAIN = new URL("../main.ts", import.meta.url).pathname;
+
+interface Timing {
+  median: number;
+  min: number;
+}
+
+function stats(samples: number[]): Timing {
+  const sorted = [...samples].sort((a, b) => a - b);
+  return { median: sorted[Math.floor(sorted.length / 2)], min: sorted[0] };
+}
+
+async function qvm(env: Record<string, string>, args: string[]): Promise<string> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "--quiet", MAIN, ...args],
+    env,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  if (!out.success) {
+    throw new Error(`qvm ${args.join(" ")}: ${new TextDecoder().decode(out.stderr)}`);
+  }
+  return new TextDecoder().decode(out.stdout);
+}
+
+async function guestYaml(dir: string, name: string): Promise<string> {
+  const guest = await ensureGuest();
+  const path = join(dir, `${name}.yaml`);
+  await Deno.writeTextFile(
+    path,
+    [
+      `name: ${name}`,
+      "memory: 128M",
+      "arguments:",
+      "  - accel: tcg",
+      `  - kernel: ${guest.kernel}`,
+      `  - initrd: ${guest.initrdAcpi}`,
+      `  - append: "${guest.append}"`,
+      "",
+    ].join("\n"),
+  );
+  return path;
+}
+
+function killPidFile(path: string): void {
+  try {
+    Deno.kill(Number(Deno.readTextFileSync(path).trim()), "SIGKILL");
+  } catch { /* gone */ }
+}
+
+async function bareStart(argv: string[], qmpSocket: string): Promise<number> {
+  const started = performance.now();
+  const out = await new Deno.Command(argv[0], { args: argv.slice(1), stderr: "piped" }).output();
+  if (!out.success) throw new Error(new TextDecoder().decode(out.stderr));
+  const client = await QmpClient.connect(qmpSocket, { timeoutMs: 10_000 });
+  const elapsed = performance.now() - started;
+  client.close();
+  await client.closed;
+  return elapsed;
+}
+
+/** `qvm start` vs bare QEMU of the same argv, alternating, `rounds` times each. */
+export async function startOverhead(rounds = 7): Promise<string> {
+  const root = await Deno.makeTempDir({ dir: "/tmp", prefix: "qvmb-" });
+  const env = { QVM_DATA_DIR: join(root, "d"), QVM_RUNTIME_DIR: join(root, "r") };
+  try {
+    await qvm(env, ["add", await guestYaml(root, "b1")]);
+    const dry = JSON.parse(await qvm(env, ["start", "b1", "--dry-run", "--json"]));
+    const inspect = JSON.parse(await qvm(env, ["inspect", "b1"]));
+    // The bare run uses the same argv with its own pid file and sockets, in a sibling folder.
+    const bareDir = join(root, "bare");
+    await Deno.mkdir(bareDir);
+    await Deno.mkdir(join(bareDir, "logs"));
+    const rewrite = (a: string) =>
+      a.replaceAll(env.QVM_RUNTIME_DIR, bareDir).replaceAll(env.QVM_DATA_DIR, bareDir);
+    const bareArgv = (dry.argv as string[]).map(rewrite);
+    const bareQmp = rewrite(inspect.process.qmp_socket);
+    const bare: number[] = [];
+    const ours: number[] = [];
+    const empty: number[] = [];
+    const emptyScript = join(root, "empty.ts");
+    await Deno.writeTextFile(emptyScript, "");
+    for (let i = 0; i < rounds; i++) {
+      bare.push(await bareStart(bareArgv, bareQmp));
+      killPidFile(rewrite(inspect.process.pid_file));
+      let t = performance.now();
+      await qvm(env, ["start", "b1", "--wait-for", "qmp"]);
+      ours.push(performance.now() - t);
+      await qvm(env, ["stop", "b1", "--force"]);
+      t = performance.now();
+      await new Deno.Command(Deno.execPath(), { args: ["run", "-A", "--quiet", emptyScript] })
+        .output();
+      empty.push(performance.now() - t);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    const b = stats(bare), o = stats(ours), e = stats(empty);
+    const overhead = o.median - b.median;
+    return [
+      "### `qvm start` vs bare `qemu-system-x86_64 -daemonize` (until QMP answers)",
+      "",
+      `${rounds} alternating rounds each; the test guest under TCG; same command line.`,
+      "",
+      "| run | median ms | min ms |",
+      "| --- | ---: | ---: |",
+      `| bare QEMU -daemonize + QMP greeting | ${b.median.toFixed(0)} | ${b.min.toFixed(0)} |`,
+      `| qvm start --wait-for qmp | ${o.median.toFixed(0)} | ${o.min.toFixed(0)} |`,
+      `| deno run of an empty script (process start-up floor) | ${e.median.toFixed(0)} | ${
+        e.min.toFixed(0)
+      } |`,
+      "",
+      `qvm's overhead: ${overhead.toFixed(0)} ms (median), of which Deno's own start-up is ` +
+      `${e.median.toFixed(0)} ms; without it, ${(overhead - e.median).toFixed(0)} ms.`,
+      `Target ≤ 100 ms: ${overhead <= 100 ? "PASS" : "FAIL"} (whole process); ` +
+      `${overhead - e.median <= 100 ? "PASS" : "FAIL"} (qvm's own work).`,
+    ].join("\n");
+  } finally {
+    for (const name of ["b1"]) await qvm(env, ["stop", name, "--force"]).catch(() => {});
+    await Deno.remove(root, { recursive: true }).catch(() => {});
+  }
+}
+
+/** `qvm ls --json` over 10,000 defined VMs of which `live` are running real guests. */
+export async function lsWithRunning(
+  options = { total: 10_000, live: 10, rounds: 9 },
+): Promise<string> {
+  const root = await Deno.makeTempDir({ dir: "/tmp", prefix: "qvmb-" });
+  const env = { QVM_DATA_DIR: join(root, "d"), QVM_RUNTIME_DIR: join(root, "r") };
+  const names: string[] = [];
+  try {
+    for (let i = 0; i < options.live; i++) {
+      names.push(`live-${i}`);
+      await qvm(env, ["add", await guestYaml(root, `live-${i}`)]);
+    }
+    const store = StateStore.open(join(env.QVM_DATA_DIR, "qvm.db"));
+    const insert = store.db.prepare(
+      `INSERT INTO vm_instances (id, name, config_data, created_at, updated_at)
+       VALUES (?, ?, ?, ?, ?)`,
+    );
+    const config = JSON.stringify({ memory: "1G", cpu: 2, arguments: [], args: [], storage: [] });
+    store.transaction(() => {
+      for (let i = options.live; i < options.total; i++) {
+        const now = new Date().toISOString();
+        insert.run(crypto.randomUUID(), `vm-${String(i).padStart(6, "0")}`, config, now, now);
+      }
+    });
+    store.close();
+    // Idle guests (booted to their shell), as a host running ten VMs usually has.
+    for (const n of names) {
+      await qvm(env, [
+        "start",
+        n,
+        "--wait-for",
+        `serial:${GUEST_READY_MARKER}`,
+        "--timeout",
+        "120",
+      ]);
+    }
+    const samples: number[] = [];
+    let running = 0;
+    for (let i = 0; i < options.rounds; i++) {
+      const t = performance.now();
+      const out = await qvm(env, ["ls", "--json"]);
+      samples.push(performance.now() - t);
+      running = JSON.parse(out).filter((v: { status: string }) => v.status === "running").length;
+    }
+    const s = stats(samples);
+    return [
+      `### \`qvm ls --json\` with ${
+        options.total.toLocaleString("en")
+      } VMs, ${options.live} running`,
+      "",
+      "The running guests have booted and sit idle at their shell; each is asked `query-status`.",
+      "",
+      `| runs | median ms | min ms | running VMs seen |`,
+      "| ---: | ---: | ---: | ---: |",
+      `| ${options.rounds} | ${s.median.toFixed(0)} | ${s.min.toFixed(0)} | ${running} |`,
+      "",
+      `Target ≤ 300 ms: ${s.median <= 300 ? "PASS" : "FAIL"} (whole process, median).`,
+    ].join("\n");
+  } finally {
+    await Promise.all(names.map((n) => qvm(env, ["stop", n, "--force"]).catch(() => {})));
+    await Deno.remove(root, { recursive: true }).catch(() => {});
+  }
+}
+
+/** Both lifecycle sections, as markdown. */
+export async function lifecycleSections(): Promise<string> {
+  return `${await startOverhead()}\n\n${await lsWithRunning()}`;
+}
+
+if (import.meta.main) {
+  console.log(await lifecycleSections());
+}

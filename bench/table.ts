@@ -1,0 +1,320 @@
+/**
+ * `deno run -A bench/table.ts [--quick] [--out PATH]`: measures the state matrix (get by id, get by
+ * name, update status, update config, remove × 10…100,000 VMs × ours / or / scan) with its own
+ * timing loop, prints the markdown table, the query plans and the target verdicts, times
+ * `qvm status` end to end against an empty `deno run`, and writes everything, including a
+ * comparison with the seed's claims generated from the numbers, to `bench/RESULTS.md`.
+ *
+ * `--quick`: sizes 10, 100, 1,000 and short time boxes; writes a file only when `--out` is given.
+ * `QVM_BENCH_SIZES=10,100` overrides the sizes in either mode.
+ */
+import { parseArgs } from "node:util";
+import { fileURLToPath } from "node:url";
+import { SQL } from "../src/state/mod.ts";
+import {
+  benchSizes,
+  createPopulation,
+  disposePopulation,
+  makeOperation,
+  OPERATIONS,
+  type Population,
+  queryPlan,
+  REMOVE_METHOD,
+  type Variant,
+  VARIANTS,
+  variantStatements,
+  WRITE_KEY_METHOD,
+} from "./_state_fixture.ts";
+import { measureInterleaved, type TimeBox } from "./_state_timing.ts";
+import { measureStatusE2e, type StatusE2e } from "./_status_e2e.ts";
+import { lifecycleSections } from "./lifecycle.ts";
+import {
+  cellKey,
+  describeMachine,
+  e2eMarkdown,
+  e2eVerdict,
+  floorMarkdown,
+  type FloorRow,
+  fmtCount,
+  fmtUs,
+  formatVerdict,
+  lookupPlans,
+  type Machine,
+  type Matrix,
+  methodMarkdown,
+  type PlannedStatement,
+  type PlanSet,
+  planTable,
+  resultsTable,
+  seedComparison,
+  type StateRun,
+  stateVerdicts,
+  type Verdict,
+} from "./_state_report.ts";
+
+/** How the table script runs. */
+export interface TableOptions {
+  quick: boolean;
+  /** Where to write the report; undefined means print only. */
+  out?: string;
+  sizes: number[];
+  box: TimeBox;
+  /** Alternating runs of each command in the end-to-end comparison. */
+  e2eRuns: number;
+}
+
+const FULL_BOX: TimeBox = { boxMs: 800, rounds: 8, warmupMs: 50 };
+const QUICK_BOX: TimeBox = { boxMs: 120, rounds: 3, warmupMs: 20 };
+const E2E_VMS = 10_000;
+const DEFAULT_OUT = fileURLToPath(new URL("./RESULTS.md", import.meta.url));
+
+/** Parses `--quick`, `--out PATH` and `--help`; sizes come from `$QVM_BENCH_SIZES` or the mode. */
+export function parseTableArgs(argv: string[]): TableOptions | undefined {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      quick: { type: "boolean" },
+      out: { type: "string" },
+      help: { type: "boolean", short: "h" },
+    },
+    strict: true,
+  });
+  if (values.help) return undefined;
+  const quick = values.quick ?? false;
+  return {
+    quick,
+    out: values.out ?? (quick ? undefined : DEFAULT_OUT),
+    sizes: benchSizes(quick ? [10, 100, 1_000] : undefined),
+    box: quick ? QUICK_BOX : FULL_BOX,
+    e2eRuns: quick ? 5 : 15,
+  };
+}
+
+function progress(message: string): void {
+  console.error(`… ${message}`);
+}
+
+function measureSize(population: Population, box: TimeBox, matrix: Matrix): void {
+  for (const operation of OPERATIONS) {
+    progress(`${operation}, ${fmtCount(population.size)} VMs`);
+    const fns = Object.fromEntries(
+      VARIANTS.map((variant) => [variant, makeOperation(population, { operation, variant })]),
+    ) as Record<Variant, () => void>;
+    matrix.cells.set(cellKey(operation, population.size), measureInterleaved(fns, box));
+  }
+}
+
+function planStatements(population: Population): Record<Variant, PlannedStatement[]> {
+  const result = {} as Record<Variant, PlannedStatement[]>;
+  for (const variant of VARIANTS) {
+    result[variant] = Object.entries(variantStatements(variant)).flatMap(([kind, sqls]) =>
+      sqls.map((sql) => ({ kind, sql: oneLine(sql), plan: queryPlan(population.store, sql) }))
+    );
+  }
+  return result;
+}
+
+function oneLine(sql: string): string {
+  return sql.replace(/\s+/g, " ").trim();
+}
+
+/**
+ * What ours' get and update status are made of, on `population`: any statement call, a read
+ * transaction, the primary-key search, the row object, the JSON parsing; an empty write
+ * transaction, one UPDATE by id, and the id-miss-then-name UPDATE the table measures.
+ */
+function measureFloor(population: Population, box: TimeBox): FloorRow[] {
+  const { store, ids, names, order } = population;
+  const one = store.db.prepare("SELECT 1");
+  const version = store.db.prepare("SELECT version FROM schema_version");
+  const idOnly = store.db.prepare("SELECT id FROM vm_instances WHERE id = ?");
+  const row = store.db.prepare(SQL.byId);
+  let cursor = 0;
+  const next = () => order[cursor++ % order.length];
+  const flip = () => (cursor % 2 ? "running" : "stopped");
+  const reads = measureInterleaved({
+    "`SELECT 1`: a statement call that reads no table": () => one.get(),
+    "`SELECT version FROM schema_version`: + a read transaction on the WAL database": () =>
+      version.get(),
+    "`SELECT id … WHERE id = ?`: + the primary-key search": () => idOnly.get(ids[next()]),
+    "`SELECT * … WHERE id = ?`: + the whole row as an object": () => row.get(ids[next()]),
+    "`StateStore.get(id)`: + parsing the two JSON columns (ours, get by id)": () =>
+      store.get(ids[next()]),
+  }, box);
+  store.db.exec("BEGIN");
+  const inTxn = measureInterleaved({
+    "`SELECT * … WHERE id = ?` inside one open read transaction (no per-call BEGIN)": () =>
+      row.get(ids[next()]),
+  }, box);
+  store.db.exec("COMMIT");
+  const writes = measureInterleaved({
+    "`BEGIN IMMEDIATE` + `COMMIT` with nothing in between": () => store.transaction(() => 0),
+    "`StateStore.updateStatus(id)`: one UPDATE, found by id": () =>
+      store.updateStatus(ids[next()], flip()),
+    "`StateStore.updateStatus(name)`: id UPDATE misses, name UPDATE hits (ours in the table)": () =>
+      store.updateStatus(names[next()], flip()),
+  }, box);
+  return [reads, inTxn, writes].flatMap((group) =>
+    Object.entries(group).map(([label, m]) => ({ label, usPerOp: m.usPerOp }))
+  );
+}
+
+function samePlans(a: Record<Variant, PlannedStatement[]>, b: Record<Variant, PlannedStatement[]>) {
+  return JSON.stringify(a) === JSON.stringify(b);
+}
+
+/** Measures every size in turn (one database open at a time) and the plans and floor on the largest. */
+function measureState(options: TableOptions, machine: Machine): StateRun {
+  const matrix: Matrix = { sizes: options.sizes, cells: new Map() };
+  let plans: PlanSet | undefined;
+  let floor: StateRun["floor"] = { size: 0, rows: [] };
+  const largest = Math.max(...options.sizes);
+  for (const size of options.sizes) {
+    progress(`building a ${fmtCount(size)}-VM database`);
+    const population = createPopulation(size);
+    try {
+      const variants = planStatements(population);
+      const same = plans === undefined ||
+        (plans.sameAtEverySize && samePlans(plans.variants, variants));
+      if (size === largest || !plans) plans = { size, sameAtEverySize: same, variants };
+      else plans.sameAtEverySize = same;
+      measureSize(population, options.box, matrix);
+      if (size === largest) {
+        progress(`cost floor, ${fmtCount(size)} VMs`);
+        floor = { size, rows: measureFloor(population, options.box) };
+      }
+    } finally {
+      disposePopulation(population);
+    }
+  }
+  return { machine, quick: options.quick, box: options.box, matrix, plans: plans!, floor };
+}
+
+function sqliteVersion(): string {
+  const population = createPopulation(1);
+  try {
+    const row = population.store.db.prepare("SELECT sqlite_version() AS v").get() as { v: string };
+    return row.v;
+  } finally {
+    disposePopulation(population);
+  }
+}
+
+// ─────────────────────────────── EXTENSION POINT: lifecycle benchmarks ───────────────────────────────
+/**
+ * Further report sections, run after the state tables and `qvm status`, printed and written in
+ * order. The lifecycle benchmarks plug in here: `qvm start` against a bare
+ * `qemu-system-x86_64 -daemonize` of the same VM, and `qvm ls --json` with 10,000 VMs of which 10
+ * run. A source returns one section's markdown (with its own `###` headings and verdict lines),
+ * e.g. `lifecycleSections` of `bench/lifecycle.ts`: add `lifecycleSections` to this list.
+ */
+export const EXTRA_SECTIONS: ((options: TableOptions) => Promise<string>)[] = [
+  () => lifecycleSections(),
+];
+
+async function extraSections(options: TableOptions): Promise<string[]> {
+  const sections: string[] = [];
+  for (const source of EXTRA_SECTIONS) sections.push(await source(options));
+  return sections;
+}
+// ─────────────────────────────── end of extension point ───────────────────────────────
+
+function header(run: StateRun, options: TableOptions): string {
+  const m = run.machine;
+  return [
+    `# qvm state benchmarks, ${m.date.slice(0, 10)}`,
+    "",
+    `Generated by \`deno run -A bench/table.ts${options.quick ? " --quick" : ""}\` at ${m.date}; ` +
+    "do not edit by hand, re-run the script.",
+    "",
+    "| machine | |",
+    "| --- | --- |",
+    `| CPU | ${m.cpu} |`,
+    `| cores | ${m.cores} |`,
+    `| Deno | ${m.deno} (V8 ${m.v8}) |`,
+    `| SQLite | ${m.sqlite} (\`node:sqlite\`) |`,
+  ].join("\n");
+}
+
+function report(parts: {
+  run: StateRun;
+  options: TableOptions;
+  verdicts: Verdict[];
+  e2e: StatusE2e;
+  extra: string[];
+}): string {
+  const { run, options, verdicts, e2e, extra } = parts;
+  const sections = [
+    header(run, options),
+    `## Method\n\n${methodMarkdown(run, { remove: REMOVE_METHOD, writeKey: WRITE_KEY_METHOD })}`,
+    `## Results (µs per operation; ratios against ours)\n\n${resultsTable(run.matrix)}`,
+    `## Query plans (EXPLAIN QUERY PLAN, ${fmtCount(run.plans.size)} VMs)\n\n` +
+    `${lookupPlans(run.plans)}\n\nEvery statement each variant runs:\n\n${planTable(run.plans)}`,
+    `## Where the time goes (ours)\n\n${floorMarkdown(run.floor)}`,
+    `## Targets\n\n\`\`\`\n${verdicts.map(formatVerdict).join("\n")}\n\`\`\``,
+    `## End to end: \`qvm status\` with ${fmtCount(e2e.vms)} VMs\n\n${e2eMarkdown(e2e)}`,
+    ...(extra.length ? [`## Lifecycle\n\n${extra.join("\n\n")}`] : []),
+    `## How the seed's claims compare\n\n${seedComparison(run)}`,
+  ];
+  return `${sections.join("\n\n")}\n`;
+}
+
+function printState(run: StateRun, verdicts: Verdict[]): void {
+  console.log(`\n${resultsTable(run.matrix)}\n`);
+  console.log(`Query plans (${fmtCount(run.plans.size)} VMs):\n`);
+  for (const variant of VARIANTS) {
+    for (const s of run.plans.variants[variant].filter((p) => p.kind.startsWith("get"))) {
+      console.log(`${variant}: ${s.sql}\n${s.plan.map((l) => `    ${l}`).join("\n")}`);
+    }
+  }
+  console.log(`\nWhere the time goes (${fmtCount(run.floor.size)} VMs):`);
+  for (const row of run.floor.rows) {
+    console.log(`  ${fmtUs(row.usPerOp).padStart(8)} µs  ${row.label}`);
+  }
+  console.log("");
+  for (const v of verdicts) console.log(formatVerdict(v));
+}
+
+/** Runs `deno fmt` on the written report, so `deno fmt --check` (the `check` task) stays clean. */
+async function formatMarkdown(path: string): Promise<void> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["fmt", "--quiet", path],
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  if (!out.success) {
+    console.error(`deno fmt ${path} failed: ${new TextDecoder().decode(out.stderr).trim()}`);
+  }
+}
+
+async function main(argv: string[]): Promise<number> {
+  const options = parseTableArgs(argv);
+  if (!options) {
+    console.log("Usage: deno run -A bench/table.ts [--quick] [--out PATH]  (env QVM_BENCH_SIZES)");
+    return 0;
+  }
+  const machine = describeMachine(sqliteVersion());
+  const run = measureState(options, machine);
+  const verdicts = stateVerdicts(run.matrix);
+  printState(run, verdicts);
+  progress(`end to end: qvm status with ${fmtCount(E2E_VMS)} VMs, ${options.e2eRuns} runs each`);
+  const e2e = await measureStatusE2e({ vms: E2E_VMS, runs: options.e2eRuns });
+  const e2eCheck = e2eVerdict(e2e);
+  console.log(`\n${e2eMarkdown(e2e)}\n\n${formatVerdict(e2eCheck)}`);
+  if (e2e.skipped) console.error(`end-to-end comparison skipped: ${e2e.skipped}`);
+  const extra = await extraSections(options);
+  for (const section of extra) console.log(`\n${section}`);
+  const markdown = report({ run, options, verdicts: [...verdicts, e2eCheck], e2e, extra });
+  if (options.out) {
+    await Deno.writeTextFile(options.out, markdown);
+    await formatMarkdown(options.out);
+    console.log(`\nwrote ${options.out}`);
+  } else {
+    console.log("\n(--quick: report not written; pass --out PATH to write it)");
+  }
+  return 0;
+}
+
+if (import.meta.main) {
+  Deno.exit(await main(Deno.args));
+}
