@@ -14,6 +14,7 @@ import {
   type StoredStatus,
   type VmRecord,
 } from "../src/state/mod.ts";
+import { type Row, toRecord } from "../src/state/store.ts";
 import type { VmConfig } from "../src/config/mod.ts";
 
 /** The sizes the seed's tables use, plus 100,000. */
@@ -200,37 +201,6 @@ function oursAccess(store: StateStore): Access {
     updateStatus: (key, status) => store.updateStatus(key, status),
     updateConfig: (key, config) => store.updateConfig(key, config),
     remove: (key) => store.remove(key),
-  };
-}
-
-interface Row {
-  id: string;
-  name: string;
-  config_path: string | null;
-  config_data: string;
-  status: StoredStatus;
-  pid: number | null;
-  qmp_socket_path: string | null;
-  created_at: string;
-  updated_at: string;
-  stop_reason: string | null;
-  created_files: string;
-}
-
-/** The same conversion `StateStore.get` does (both JSON columns parsed), so reads cost alike. */
-function toRecord(row: Row): VmRecord {
-  return {
-    id: row.id,
-    name: row.name,
-    configPath: row.config_path,
-    config: JSON.parse(row.config_data),
-    status: row.status,
-    pid: row.pid,
-    qmpSocketPath: row.qmp_socket_path,
-    createdAt: row.created_at,
-    updatedAt: row.updated_at,
-    stopReason: row.stop_reason,
-    createdFiles: JSON.parse(row.created_files),
   };
 }
 

@@ -78,7 +78,8 @@ export const SQL = {
 const SQLITE_HEADER = "SQLite format 3\0";
 const BUSY_TIMEOUT_MS = 10_000;
 
-interface Row {
+/** A `vm_instances` row as SQLite returns it. */
+export interface Row {
   id: string;
   name: string;
   config_path: string | null;
@@ -92,7 +93,8 @@ interface Row {
   created_files: string;
 }
 
-function toRecord(row: Row): VmRecord {
+/** A row as a VmRecord, both JSON columns parsed (what every read returns). */
+export function toRecord(row: Row): VmRecord {
   return {
     id: row.id,
     name: row.name,
