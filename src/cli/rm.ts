@@ -5,7 +5,7 @@ import { QvmError, UsageError } from "../errors.ts";
 import type { VmRecord } from "../state/mod.ts";
 import { observe } from "../vm/observe.ts";
 import { acquireLock } from "../vm/lock.ts";
-import { vmPaths } from "../vm/paths.ts";
+import { removeQuietly, runtimeFiles, vmPaths } from "../vm/paths.ts";
 
 /** The command's arguments and flags. */
 export const spec: CommandSpec = {
@@ -37,15 +37,6 @@ function confirm(question: string): boolean {
   return answer !== null && /^y(es)?$/i.test(answer.trim());
 }
 
-function removeQuietly(path: string): boolean {
-  try {
-    Deno.removeSync(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /** Removes one VM's row and files; storage only when asked and only what qvm created. */
 async function removeOne(ctx: Context, vm: VmRecord, args: ParsedArgs): Promise<string[]> {
   const paths = vmPaths(ctx.dirs, vm.id);
@@ -61,9 +52,7 @@ async function removeOne(ctx: Context, vm: VmRecord, args: ParsedArgs): Promise<
       await stopVm(ctx, seen.vm, { force: true, locked: true });
     }
     ctx.store.remove(vm.id);
-    for (const file of [paths.qmpSocket, paths.monitorSocket, paths.serialSocket, paths.pidFile]) {
-      removeQuietly(file);
-    }
+    runtimeFiles(paths).forEach(removeQuietly);
     removeQuietly(paths.serialLog);
     removeQuietly(paths.qemuLog);
     if (args.values["delete-storage"]) {

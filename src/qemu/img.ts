@@ -2,8 +2,18 @@
 import { QvmError } from "../errors.ts";
 import type { DiskStorage } from "../config/types.ts";
 
-/** Runs qemu-img with `args`; a non-zero exit is a QvmError carrying qemu-img's own message. */
-export async function qemuImg(args: string[]): Promise<string> {
+/** What `qemu-img` printed and how it exited. */
+export interface ImgRun {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * Runs qemu-img and returns its output whatever the exit code (`check` exits 2 or 3 with a
+ * report); only a missing qemu-img is an error.
+ */
+export async function runQemuImg(args: string[]): Promise<ImgRun> {
   let output;
   try {
     output = await new Deno.Command("qemu-img", { args, stdout: "piped", stderr: "piped" })
@@ -14,14 +24,24 @@ export async function qemuImg(args: string[]): Promise<string> {
     }
     throw err;
   }
-  const stdout = new TextDecoder().decode(output.stdout);
-  if (!output.success) {
-    const stderr = new TextDecoder().decode(output.stderr).trim();
+  const decoder = new TextDecoder();
+  return {
+    code: output.code,
+    stdout: decoder.decode(output.stdout),
+    stderr: decoder.decode(output.stderr),
+  };
+}
+
+/** Runs qemu-img with `args`; a non-zero exit is a QvmError carrying qemu-img's own message. */
+export async function qemuImg(args: string[]): Promise<string> {
+  const run = await runQemuImg(args);
+  if (run.code !== 0) {
+    const stderr = run.stderr.trim();
     throw new QvmError(stderr.split("\n").pop()?.replace(/^qemu-img: /, "") || "qemu-img failed", {
       detail: stderr,
     });
   }
-  return stdout;
+  return run.stdout;
 }
 
 /** The `qemu-img create` argv for a disk at `file`. */

@@ -29,3 +29,18 @@ export function vmPaths(dirs: Dirs, id: string): VmPaths {
     diskDir: join(dirs.dataDir, "disks", id),
   };
 }
+
+/** The files a running QEMU of this VM has (sockets, pid file): stale once it is gone. */
+export function runtimeFiles(paths: VmPaths): string[] {
+  return [paths.pidFile, paths.qmpSocket, paths.monitorSocket, paths.serialSocket];
+}
+
+/** Removes `path` if it is there; true if it removed it. Never recursive. */
+export function removeQuietly(path: string): boolean {
+  try {
+    Deno.removeSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}

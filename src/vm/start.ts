@@ -14,7 +14,7 @@ import { launchArgv } from "../qemu/launch.ts";
 import { isOurQemu, readPidFile, signalOurQemu } from "../qemu/process.ts";
 import { acquireLock } from "./lock.ts";
 import { observe } from "./observe.ts";
-import { type VmPaths, vmPaths } from "./paths.ts";
+import { removeQuietly, runtimeFiles, type VmPaths, vmPaths } from "./paths.ts";
 
 /** What `start --wait-for` waits for. */
 export type WaitFor = { kind: "process" } | { kind: "qmp" } | { kind: "serial"; text: string };
@@ -44,12 +44,6 @@ export function findBinary(binary: string): string | undefined {
   return undefined;
 }
 
-function removeQuietly(path: string): void {
-  try {
-    Deno.removeSync(path);
-  } catch { /* already gone */ }
-}
-
 function fileSize(path: string): number {
   try {
     return Deno.statSync(path).size;
@@ -74,9 +68,7 @@ async function killLeftover(vm: VmRecord, paths: VmPaths): Promise<void> {
       await new Promise((r) => setTimeout(r, 20));
     }
   }
-  for (const file of [paths.pidFile, paths.qmpSocket, paths.monitorSocket, paths.serialSocket]) {
-    removeQuietly(file);
-  }
+  runtimeFiles(paths).forEach(removeQuietly);
 }
 
 async function waitForSerial(
@@ -184,9 +176,7 @@ async function launch(
   }
   ensurePrivateDir(ctx.dirs.runtimeDir);
   ensurePrivateDir(dirname(paths.serialLog));
-  for (const file of [paths.pidFile, paths.qmpSocket, paths.monitorSocket, paths.serialSocket]) {
-    removeQuietly(file);
-  }
+  runtimeFiles(paths).forEach(removeQuietly);
   const createdDisks: string[] = [];
   ctx.store.updateStatus(vm.id, "starting", {
     pid: null,

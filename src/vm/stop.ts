@@ -9,7 +9,7 @@ import { QvmError } from "../errors.ts";
 import { isOurQemu, signalOurQemu } from "../qemu/process.ts";
 import { acquireLock } from "./lock.ts";
 import { observe } from "./observe.ts";
-import { vmPaths } from "./paths.ts";
+import { removeQuietly, runtimeFiles, vmPaths } from "./paths.ts";
 
 /** One escalation step. */
 export type StopStep = "acpi" | "quit" | "sigterm" | "sigkill";
@@ -151,11 +151,7 @@ export async function stopVm(
       pid: null,
       stopReason: `stopped by qvm (${STEP_LABELS[step]})`,
     });
-    for (const file of [paths.pidFile, paths.qmpSocket, paths.monitorSocket, paths.serialSocket]) {
-      try {
-        Deno.removeSync(file);
-      } catch { /* QEMU removed it */ }
-    }
+    runtimeFiles(paths).forEach(removeQuietly); // QEMU removes most itself
     return { vm: ctx.store.require(vm.id), step };
   } finally {
     lock?.release();

@@ -3,6 +3,7 @@
  * image (read with `-U`, so a running VM's disk can be inspected), whether it is intact, and which
  * files in qvm's disk folder no VM references. Reads only: nothing here writes or deletes.
  */
+import { type ImgRun, runQemuImg } from "../qemu/img.ts";
 import { join, resolve } from "node:path";
 import { QvmError } from "../errors.ts";
 import { diskFile } from "../config/mod.ts";
@@ -28,37 +29,6 @@ export function storageEntries(vms: readonly VmRecord[], dirs: Dirs): StorageEnt
   );
 }
 
-/** What `qemu-img` printed and how it exited. */
-export interface ImgRun {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-/**
- * Runs qemu-img and returns its output whatever the exit code (`check` exits 2 or 3 with a
- * report); only a missing qemu-img is an error.
- */
-export async function runQemuImg(args: string[]): Promise<ImgRun> {
-  let output;
-  try {
-    output = await new Deno.Command("qemu-img", { args, stdout: "piped", stderr: "piped" })
-      .output();
-  } catch (err) {
-    if (err instanceof Deno.errors.NotFound) {
-      throw new QvmError("qemu-img not found: install qemu-utils");
-    }
-    throw err;
-  }
-  const decoder = new TextDecoder();
-  return {
-    code: output.code,
-    stdout: decoder.decode(output.stdout),
-    stderr: decoder.decode(output.stderr),
-  };
-}
-
-/** qemu-img's last message line, without its `qemu-img: ` prefix. */
 function imgMessage(run: ImgRun): string {
   const lines = run.stderr.trim().split("\n").filter((l) => l.trim() !== "");
   const last = lines.find((l) => l.startsWith("qemu-img: ")) ?? lines.at(-1);
