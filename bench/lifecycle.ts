@@ -124,7 +124,7 @@ export async function startOverhead(rounds = 7): Promise<string> {
       `${overhead - e.median <= 100 ? "PASS" : "FAIL"} (qvm's own work).`,
     ].join("\n");
   } finally {
-    for (const name of ["b1"]) await qvm(env, ["stop", name, "--force"]).catch(() => {});
+    await qvm(env, ["stop", "b1", "--force"]).catch(() => {});
     await Deno.remove(root, { recursive: true }).catch(() => {});
   }
 }

@@ -1,17 +1,8 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { QvmEnv } from "./helpers/qvm.ts";
+import { withEnv } from "./helpers/qvm.ts";
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
-
-async function withEnv(fn: (env: QvmEnv) => Promise<void>) {
-  const env = await QvmEnv.create();
-  try {
-    await fn(env);
-  } finally {
-    await env.cleanup();
-  }
-}
 
 Deno.test("add prints a new UUID; ls, status, info and inspect show the VM by id and by name", async () => {
   await withEnv(async (env) => {

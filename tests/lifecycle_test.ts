@@ -1,25 +1,15 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
-import { QvmEnv } from "./helpers/qvm.ts";
+import { QvmEnv, withEnv } from "./helpers/qvm.ts";
 import {
   alive,
   eventually,
   GUEST_READY_MARKER,
   guestConfig,
   pidsMentioning,
-  reap,
   WAIT_READY,
 } from "./helpers/guest.ts";
-
-async function withEnv(fn: (env: QvmEnv) => Promise<void>) {
-  const env = await QvmEnv.create();
-  try {
-    await fn(env);
-  } finally {
-    await reap(env);
-  }
-}
 
 async function status(env: QvmEnv, vm: string) {
   return JSON.parse(await env.ok(["status", vm, "--json"]));

@@ -1,19 +1,10 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { QvmEnv, type QvmResult } from "./helpers/qvm.ts";
-import { eventually, guestConfig, reap, WAIT_READY } from "./helpers/guest.ts";
+import { QvmEnv, type QvmResult, withEnv } from "./helpers/qvm.ts";
+import { eventually, guestConfig, WAIT_READY } from "./helpers/guest.ts";
 
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
 const KEY_LEFTSHIFT = 42;
-
-async function withEnv(fn: (env: QvmEnv) => Promise<void>) {
-  const env = await QvmEnv.create();
-  try {
-    await fn(env);
-  } finally {
-    await reap(env);
-  }
-}
 
 /** Adds the test guest as `name`, boots it until its shell is up, and returns its id. */
 async function bootGuest(env: QvmEnv, name: string): Promise<string> {

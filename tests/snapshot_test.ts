@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { dirname, join } from "node:path";
-import { QvmEnv } from "./helpers/qvm.ts";
-import { guestConfig, reap, WAIT_READY } from "./helpers/guest.ts";
+import { QvmEnv, withEnv } from "./helpers/qvm.ts";
+import { guestConfig, WAIT_READY } from "./helpers/guest.ts";
 import {
   formatDate,
   formatVmClock,
@@ -199,15 +199,6 @@ Deno.test("a listing prints one row per drive and snapshot, and names drives wit
 
 // ---------------------------------------------------------------------------------------------
 // Real qemu-img and QEMU
-
-async function withEnv(fn: (env: QvmEnv) => Promise<void>) {
-  const env = await QvmEnv.create();
-  try {
-    await fn(env);
-  } finally {
-    await reap(env);
-  }
-}
 
 async function tool(name: string, args: string[]): Promise<{ code: number; out: string }> {
   const out = await new Deno.Command(name, { args, stdout: "piped", stderr: "piped" }).output();

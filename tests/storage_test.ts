@@ -1,20 +1,11 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { QvmEnv } from "./helpers/qvm.ts";
-import { guestConfig, reap } from "./helpers/guest.ts";
+import { exists, QvmEnv, withEnv } from "./helpers/qvm.ts";
+import { guestConfig } from "./helpers/guest.ts";
 import { checkVerdict, mapLimit, parseImageInfo, referencedFiles } from "../src/vm/storage.ts";
 import { formatSize } from "../src/cli/_size.ts";
 
 const MiB = 1024 * 1024;
-
-async function withEnv(fn: (env: QvmEnv) => Promise<void>) {
-  const env = await QvmEnv.create();
-  try {
-    await fn(env);
-  } finally {
-    await reap(env);
-  }
-}
 
 async function addVm(env: QvmEnv, name: string, extra: string): Promise<string> {
   return JSON.parse(await env.ok(["add", await guestConfig(env, { name, extra }), "--json"])).id;
@@ -28,15 +19,6 @@ async function qemuImg(...args: string[]): Promise<void> {
 
 function diskPath(env: QvmEnv, id: string, file: string): string {
   return join(env.dataDir, "disks", id, file);
-}
-
-function exists(path: string): boolean {
-  try {
-    Deno.lstatSync(path);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 interface LsRow {

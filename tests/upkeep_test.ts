@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
-import { QvmEnv } from "./helpers/qvm.ts";
-import { alive, eventually, guestConfig, reap } from "./helpers/guest.ts";
+import { exists, QvmEnv, withEnv } from "./helpers/qvm.ts";
+import { alive, eventually, guestConfig } from "./helpers/guest.ts";
 import { parseRuntimeFile, planUpkeep, type RuntimeFile } from "../src/vm/upkeep.ts";
 import {
   actionFinding,
@@ -13,24 +13,6 @@ import {
   summarize,
 } from "../src/cli/_findings.ts";
 import { describeAction } from "../src/cli/cleanup.ts";
-
-async function withEnv(fn: (env: QvmEnv) => Promise<void>) {
-  const env = await QvmEnv.create();
-  try {
-    await fn(env);
-  } finally {
-    await reap(env);
-  }
-}
-
-function exists(path: string): boolean {
-  try {
-    Deno.lstatSync(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /** A real unix socket file nobody listens on: what a QEMU killed with SIGKILL leaves behind. */
 function staleSocket(path: string): void {

@@ -1,6 +1,8 @@
 /** Test helpers for real guests: a VM config for the cached test guest, and a QEMU reaper. */
 import { ensureGuest, GUEST_READY_MARKER } from "../fixture/mod.ts";
-import type { QvmEnv } from "./qvm.ts";
+import { pidsMentioning, type QvmEnv } from "./qvm.ts";
+
+export { pidsMentioning };
 
 export { GUEST_READY_MARKER };
 
@@ -26,31 +28,6 @@ export async function guestConfig(
     options.extra ?? "",
   ].join("\n");
   return await env.file(`${options.name}.yaml`, yaml);
-}
-
-/** Pids of live processes whose command line mentions `needle` (e.g. a test's temp root). */
-export function pidsMentioning(needle: string): number[] {
-  const pids: number[] = [];
-  for (const entry of Deno.readDirSync("/proc")) {
-    if (!/^\d+$/.test(entry.name)) continue;
-    try {
-      const cmdline = Deno.readTextFileSync(`/proc/${entry.name}/cmdline`);
-      if (cmdline.includes(needle) && cmdline.includes("qemu-system")) {
-        pids.push(Number(entry.name));
-      }
-    } catch { /* gone */ }
-  }
-  return pids;
-}
-
-/** Kills every QEMU started under `env` (for `finally`), then removes the env. */
-export async function reap(env: QvmEnv): Promise<void> {
-  for (const pid of pidsMentioning(env.root)) {
-    try {
-      Deno.kill(pid, "SIGKILL");
-    } catch { /* already gone */ }
-  }
-  await env.cleanup();
 }
 
 /** Waits until `check` is true or `ms` pass; returns the last result. */

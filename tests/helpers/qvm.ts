@@ -93,8 +93,48 @@ export class QvmEnv {
     return path;
   }
 
-  /** Removes everything (call in `finally`). */
+  /** Kills every QEMU started under this env, then removes everything (call in `finally`). */
   async cleanup(): Promise<void> {
+    for (const pid of pidsMentioning(this.root)) {
+      try {
+        Deno.kill(pid, "SIGKILL");
+      } catch { /* already gone */ }
+    }
     await Deno.remove(this.root, { recursive: true }).catch(() => {});
+  }
+}
+
+/** Pids of live QEMU processes whose command line mentions `needle` (e.g. a test's temp root). */
+export function pidsMentioning(needle: string): number[] {
+  const pids: number[] = [];
+  for (const entry of Deno.readDirSync("/proc")) {
+    if (!/^\d+$/.test(entry.name)) continue;
+    try {
+      const cmdline = Deno.readTextFileSync(`/proc/${entry.name}/cmdline`);
+      if (cmdline.includes(needle) && cmdline.includes("qemu-system")) {
+        pids.push(Number(entry.name));
+      }
+    } catch { /* gone */ }
+  }
+  return pids;
+}
+
+/** Runs `fn` with a fresh env and always cleans it up, killing any QEMU it started. */
+export async function withEnv(fn: (env: QvmEnv) => Promise<void>): Promise<void> {
+  const env = await QvmEnv.create();
+  try {
+    await fn(env);
+  } finally {
+    await env.cleanup();
+  }
+}
+
+/** True if something (file, socket, link) is at `path`. */
+export function exists(path: string): boolean {
+  try {
+    Deno.lstatSync(path);
+    return true;
+  } catch {
+    return false;
   }
 }
