@@ -298,9 +298,10 @@ const perFileRows: [string, string, string][] = [
     "argument 'kernel' is given twice (it may appear once)",
   ],
   [
-    "memory given as a key and as an argument",
-    "memory: 1G\narguments:\n  - {m: 2G}\n",
-    "memory is given twice: as 'memory' and as argument 'm' (keep one)",
+    "a key that is a qvm command",
+    "name: a\nstart:\n  wait_for: qmp\n",
+    "config key 'start' is a qvm command, not a VM setting: run 'qvm start VM' instead " +
+    "(a config holds VM settings only)",
   ],
 ];
 
@@ -339,7 +340,8 @@ Deno.test("loadConfigs merges files left to right, then overrides, then validate
       arguments: [{ machine: "q35" }, "nographic"],
       args: [],
       storage: [
-        { name: "storage0", type: "qcow2", size: "20G", interface: "virtio" },
+        { name: "storage0", type: "qcow2", size: "10G", interface: "virtio" },
+        { name: "storage1", type: "qcow2", size: "20G", interface: "virtio" },
         { name: "data", type: "raw", size: "10G", interface: "virtio" },
       ],
     });

@@ -143,27 +143,30 @@ const rows: [string, Raw, Raw, Raw][] = [
     { storage: [{ name: "hdd" }, { name: "data", type: "raw" }] },
   ],
   [
-    "unnamed storage items are named storage<i> by position before merging",
+    "unnamed storage items are never merged: each is another disk",
     { storage: [{ size: "10G" }, { size: "5G" }] },
     { storage: [{ interface: "sata" }, { size: "8G" }] },
     {
-      storage: [
-        { name: "storage0", size: "10G", interface: "sata" },
-        { name: "storage1", size: "8G" },
-      ],
+      storage: [{ size: "10G" }, { size: "5G" }, { interface: "sata" }, { size: "8G" }],
     },
   ],
   [
-    "an unnamed override item patches a base item named storage<i> at the same position",
+    "an unnamed override item is appended even when a base item is named storage0",
     { storage: [{ name: "storage0", size: "10G" }] },
     { storage: [{ size: "30G" }] },
-    { storage: [{ name: "storage0", size: "30G" }] },
+    { storage: [{ name: "storage0", size: "10G" }, { size: "30G" }] },
   ],
   [
     "a null name counts as unnamed",
     { storage: [{ name: null, size: "1G" }] },
-    { storage: [] },
-    { storage: [{ name: "storage0", size: "1G" }] },
+    { storage: [{ name: null, size: "2G" }] },
+    { storage: [{ name: null, size: "1G" }, { name: null, size: "2G" }] },
+  ],
+  [
+    "a type written in capitals still counts as virtfs when merging",
+    { storage: [{ name: "s", type: "VIRTFS", path: "/srv" }] },
+    { storage: [{ name: "s", readonly: true }] },
+    { storage: [{ name: "s", type: "VIRTFS", path: "/srv", readonly: true }] },
   ],
   [
     "changing the kind of a storage item (disk to virtfs) replaces it",
@@ -178,10 +181,10 @@ const rows: [string, Raw, Raw, Raw][] = [
     { storage: [{ name: "s", size: "10G", type: "raw" }] },
   ],
   [
-    "storage given only by the override is named too",
+    "storage given only by the override is taken as it is",
     {},
     { storage: [{ size: "1G" }] },
-    { storage: [{ name: "storage0", size: "1G" }] },
+    { storage: [{ size: "1G" }] },
   ],
 ];
 

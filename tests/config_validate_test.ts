@@ -269,11 +269,6 @@ const errorRows: [string, Raw, string][] = [
     "invalid key 'dev ice' in arguments[0]: use letters, digits, '.', '_' and '-'",
   ],
   [
-    "a list inside a list in arguments",
-    { arguments: [{ boot: [["c"]] }] },
-    `invalid value '["c"]' in arguments[0]: a list inside a list`,
-  ],
-  [
     "an infinite number in arguments",
     { arguments: [{ smp: Infinity }] },
     "invalid value 'Infinity' in arguments[0]: not a finite number",
@@ -287,26 +282,6 @@ const errorRows: [string, Raw, string][] = [
     "a singleton argument given twice",
     { arguments: [{ machine: "pc" }, { machine: "q35" }] },
     "argument 'machine' is given twice (it may appear once)",
-  ],
-  [
-    "memory and an m argument",
-    { memory: "1G", arguments: [{ m: "2G" }] },
-    "memory is given twice: as 'memory' and as argument 'm' (keep one)",
-  ],
-  [
-    "cpu and an smp argument",
-    { cpu: 2, arguments: [{ smp: 4 }] },
-    "cpu is given twice: as 'cpu' and as argument 'smp' (keep one)",
-  ],
-  [
-    "display and a display argument",
-    { display: "none", arguments: [{ display: "gtk" }] },
-    "display is given twice: as 'display' and as argument 'display' (keep one)",
-  ],
-  [
-    "vga and a vga argument",
-    { vga: "std", arguments: ["vga"] },
-    "vga is given twice: as 'vga' and as argument 'vga' (keep one)",
   ],
   [
     "storage that is not a list",
@@ -379,11 +354,6 @@ const errorRows: [string, Raw, string][] = [
     "invalid storage 'share': virtfs needs a 'path'",
   ],
   [
-    "a virtfs share without mount_tag",
-    { storage: [{ name: "share", type: "virtfs", path: "/srv" }] },
-    "invalid storage 'share': virtfs needs a 'mount_tag'",
-  ],
-  [
     "an empty mount_tag",
     { storage: [{ name: "share", type: "virtfs", path: "/srv", mount_tag: "" }] },
     "invalid mount_tag '' for storage 'share': cannot be empty",
@@ -400,8 +370,8 @@ const errorRows: [string, Raw, string][] = [
   ],
   [
     "a readonly that is not a boolean",
-    { storage: [{ name: "s", type: "virtfs", path: "/srv", mount_tag: "t", readonly: "yes" }] },
-    "invalid readonly 'yes' for storage 's': use true or false",
+    { storage: [{ name: "s", type: "virtfs", path: "/srv", mount_tag: "t", readonly: "maybe" }] },
+    "invalid readonly 'maybe' for storage 's': use true or false",
   ],
 ];
 

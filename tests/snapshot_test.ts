@@ -17,7 +17,7 @@ import { formatListing, listingJson } from "../src/cli/snapshot.ts";
 import { acquireLock } from "../src/vm/lock.ts";
 import { vmPaths } from "../src/vm/paths.ts";
 import { NotFoundError, UsageError } from "../src/errors.ts";
-import type { StorageItem } from "../src/config/types.ts";
+import type { StorageItem } from "../src/config/mod.ts";
 import type { VmRecord } from "../src/state/mod.ts";
 
 // ---------------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@ import { DatabaseSync } from "node:sqlite";
 import { join } from "node:path";
 import { LATEST_VERSION, SQL, StateStore } from "../src/state/mod.ts";
 import { QvmError, UsageError } from "../src/errors.ts";
-import type { VmConfig } from "../src/config/types.ts";
+import type { VmConfig } from "../src/config/mod.ts";
 
 const CONFIG: VmConfig = { memory: "1G", cpu: 2, arguments: [], args: [], storage: [] };
 

@@ -1,7 +1,7 @@
 /** Config flags shared by `add` and `apply` (`--name`, `--memory`, `--cpu`, `--binary`). */
 import type { Context } from "./context.ts";
 import type { OptionSpec, ParsedArgs } from "./spec.ts";
-import type { VmConfig } from "../config/types.ts";
+import type { VmConfig } from "../config/mod.ts";
 
 /** The flags that set config keys on top of the YAML files. */
 export const configFlagOptions: Record<string, OptionSpec> = {

@@ -5,7 +5,7 @@
 import type { Context } from "./context.ts";
 import type { CommandSpec, ParsedArgs } from "./spec.ts";
 import { QvmError } from "../errors.ts";
-import type { DiskStorage } from "../config/types.ts";
+import type { DiskStorage } from "../config/mod.ts";
 import type { VmRecord } from "../state/mod.ts";
 import { isOurQemu } from "../qemu/process.ts";
 import {

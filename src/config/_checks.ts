@@ -2,8 +2,38 @@
 
 import { UsageError } from "../errors.ts";
 import { isMap, show } from "./_util.ts";
-import { argumentOption, SHORTHAND_OPTIONS, SINGLETON_OPTIONS } from "./argv.ts";
+import { argumentOption, SHORTHAND_OPTIONS, SINGLETON_OPTIONS } from "./arguments.ts";
 import type { ArgumentItem } from "./types.ts";
+
+/**
+ * qvm's commands. A config key spelled like one (`start:`, `stop:`, as old maqet configs had) is a
+ * command someone meant to run, not a VM setting; `storage` is both and stays a setting.
+ */
+export const COMMAND_KEYS: ReadonlySet<string> = new Set([
+  "add",
+  "apply",
+  "start",
+  "stop",
+  "rm",
+  "ls",
+  "status",
+  "info",
+  "inspect",
+  "logs",
+  "console",
+  "qmp",
+  "snapshot",
+  "cleanup",
+  "doctor",
+  "completions",
+  "ssh",
+  "exec",
+  "ip",
+  "ports",
+  "clone",
+  "export",
+  "import-libvirt",
+]);
 
 function options(raw: Record<string, unknown>): string[] {
   if (!Array.isArray(raw.arguments)) return [];
@@ -12,26 +42,67 @@ function options(raw: Record<string, unknown>): string[] {
     .map((item) => argumentOption(item as ArgumentItem));
 }
 
-/**
- * Throws a UsageError when a singleton option appears twice in `arguments`, or both as a top-level
- * key and as an argument (`memory` and `{m: ...}`). Tolerates malformed shapes.
- */
+/** Throws a UsageError when a top-level key is a qvm command (maqet refuses these too). */
+export function checkCommandKeys(raw: Record<string, unknown>): void {
+  for (const key of Object.keys(raw)) {
+    if (COMMAND_KEYS.has(key)) {
+      throw new UsageError(
+        `config key '${key}' is a qvm command, not a VM setting: run 'qvm ${key} VM' instead ` +
+          "(a config holds VM settings only)",
+      );
+    }
+  }
+}
+
+/** Throws a UsageError when a singleton option appears twice in `arguments`. Tolerates bad shapes. */
 export function checkSingletons(raw: Record<string, unknown>): void {
   const seen = new Set<string>();
-  const given = options(raw);
-  for (const option of given) {
+  for (const option of options(raw)) {
     if (SINGLETON_OPTIONS.has(option) && seen.has(option)) {
       throw new UsageError(`argument ${show(option)} is given twice (it may appear once)`);
     }
     seen.add(option);
   }
+}
+
+function given(value: unknown): boolean {
+  return value !== undefined && value !== null;
+}
+
+/**
+ * A top-level key and its option in `arguments` (`memory: 4G` and `{m: 2G}`) both set one thing.
+ * maqet emits both, in the order of the config's keys, and QEMU keeps the last; so does qvm: the
+ * spelling whose key comes later in the map wins, the other is dropped with a warning. Returns a
+ * shallow copy when something was dropped.
+ */
+export function settleShorthands(
+  raw: Record<string, unknown>,
+  warn: (message: string) => void,
+): Record<string, unknown> {
+  if (!Array.isArray(raw.arguments)) return raw;
+  let out = raw;
+  const keys = Object.keys(raw);
   for (const [key, option] of SHORTHAND_OPTIONS) {
-    if (raw[key] !== undefined && raw[key] !== null && seen.has(option)) {
-      throw new UsageError(
-        `${key} is given twice: as '${key}' and as argument '${option}' (keep one)`,
-      );
+    if (!given(raw[key])) continue;
+    const items = (out.arguments as unknown[]).filter((item) =>
+      (typeof item === "string" || isMap(item)) && argumentOption(item as ArgumentItem) === option
+    );
+    if (items.length === 0) continue;
+    const argumentsLater = keys.indexOf("arguments") > keys.indexOf(key);
+    const shownArg = show(items.at(-1));
+    const shownKey = `'${key}: ${String(raw[key])}'`;
+    out = { ...out };
+    if (argumentsLater) {
+      delete out[key];
+    } else {
+      out.arguments = (out.arguments as unknown[]).filter((item) => !items.includes(item));
     }
+    warn(
+      `${key} is given twice, as ${shownKey} and as argument ${shownArg}; QEMU uses the later ` +
+        `one, so qvm keeps ${argumentsLater ? shownArg : shownKey}`,
+    );
   }
+  return out;
 }
 
 /** The effective name of each storage item: its `name`, else `storage<i>` by position. */

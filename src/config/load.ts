@@ -4,12 +4,16 @@
  * only commands that read YAML pay its start-up cost.
  */
 
-import { dirname, isAbsolute, resolve } from "node:path";
+import { dirname, resolve } from "node:path";
 import { NotFoundError, PermissionError, QvmError, UsageError } from "../errors.ts";
-import { checkSingletons, checkStorageNames } from "./_checks.ts";
+import {
+  checkCommandKeys,
+  checkSingletons,
+  checkStorageNames,
+  settleShorthands,
+} from "./_checks.ts";
 import { isMap, kindOf } from "./_util.ts";
-import { argumentOption } from "./argv.ts";
-import type { ArgumentItem } from "./types.ts";
+import { resolveConfigPaths } from "./paths.ts";
 
 /** The largest config file qvm reads: 1 MiB. */
 export const MAX_CONFIG_BYTES = 1024 * 1024;
@@ -19,9 +23,6 @@ export interface LoadOptions {
   /** Called once per non-fatal finding, with a one-line message. */
   warn?: (message: string) => void;
 }
-
-/** `arguments` options whose (string) value is a file path. */
-const PATH_OPTIONS = new Set(["kernel", "initrd", "bios", "dtb", "pflash"]);
 
 function osReason(error: unknown): string {
   const message = error instanceof Error ? error.message : String(error);
@@ -114,42 +115,10 @@ async function parseYaml(path: string, source: string, options?: LoadOptions): P
   }
 }
 
-function resolved(dir: string, value: unknown): unknown {
-  return typeof value === "string" && value !== "" && !isAbsolute(value)
-    ? resolve(dir, value)
-    : value;
-}
-
-/** Resolves relative paths in place (the object is our own freshly parsed copy). */
-function resolvePaths(config: Record<string, unknown>, dir: string): void {
-  if (typeof config.binary === "string" && config.binary.includes("/")) {
-    config.binary = resolved(dir, config.binary);
-  }
-  if (Array.isArray(config.storage)) {
-    for (const item of config.storage) {
-      if (!isMap(item)) continue;
-      for (const key of ["file", "backing_file", "path"]) {
-        if (key in item) item[key] = resolved(dir, item[key]);
-      }
-    }
-  }
-  if (Array.isArray(config.arguments)) {
-    for (const item of config.arguments) {
-      if (!isMap(item) || Object.keys(item).length === 0) continue;
-      const key = Object.keys(item)[0];
-      const option = argumentOption(item as ArgumentItem);
-      if (PATH_OPTIONS.has(option)) item[key] = resolved(dir, item[key]);
-      if (option !== "drive") continue;
-      const value = item[key];
-      if (isMap(value) && "file" in value) value.file = resolved(dir, value.file);
-      if ("file" in item && key !== "file") item.file = resolved(dir, item.file);
-    }
-  }
-}
-
 /**
  * Reads one YAML config file into a raw map (not yet validated): at most 1 MiB, top level a map
- * (an empty file is an empty map), no duplicate storage names or singleton arguments, relative
+ * (an empty file is an empty map), no qvm command as a key, no duplicate storage names or singleton
+ * arguments, a key and its option in `arguments` settled (the later wins, with a warning), relative
  * paths resolved against the file's folder. Errors name the file (and line and column for YAML).
  */
 export async function loadConfigFile(
@@ -164,13 +133,16 @@ export async function loadConfigFile(
       `${path}: the top level must be a map of config keys, not ${kindOf(value)}`,
     );
   }
+  let settled: Record<string, unknown>;
   try {
+    checkCommandKeys(value);
     checkStorageNames(value);
     checkSingletons(value);
+    settled = settleShorthands(value, (message) => options?.warn?.(`${path}: ${message}`));
   } catch (error) {
     if (error instanceof UsageError) throw new UsageError(`${path}: ${error.message}`);
     throw error;
   }
-  resolvePaths(value, dirname(resolve(path)));
-  return value;
+  resolveConfigPaths(settled, dirname(resolve(path)));
+  return settled;
 }

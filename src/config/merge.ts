@@ -4,7 +4,7 @@
  */
 
 import { clone, isMap, setKey } from "./_util.ts";
-import { argumentId, argumentOption, SHORTHAND_OPTIONS, SINGLETON_OPTIONS } from "./argv.ts";
+import { argumentId, argumentOption, SHORTHAND_OPTIONS, SINGLETON_OPTIONS } from "./arguments.ts";
 import type { ArgumentItem } from "./types.ts";
 
 function optionOf(item: unknown): string | undefined {
@@ -33,34 +33,30 @@ function mergeValue(base: unknown, over: unknown): unknown {
   return clone(over);
 }
 
-/* Gives each unnamed storage item (no `name`, or `name: null`) the name `storage<i>`, where `i` is
- * its 0-based position in its own file's list — the same default `validateConfig` would give it. */
-function nameStorage(storage: unknown[]): unknown[] {
-  return storage.map((item, i) => {
-    if (!isMap(item) || (item.name !== undefined && item.name !== null)) return clone(item);
-    const { name: _unused, ...rest } = item;
-    return { name: `storage${i}`, ...clone(rest) };
-  });
+function named(item: unknown): item is Record<string, unknown> & { name: unknown } {
+  return isMap(item) && item.name !== undefined && item.name !== null;
 }
 
 function isVirtfs(item: Record<string, unknown>): boolean {
-  return item.type === "virtfs";
+  return typeof item.type === "string" && item.type.toLowerCase() === "virtfs";
 }
 
+/* Named items of `over` patch the base item of the same name; unnamed items are always new disks
+ * (validation names them `storage<i>` by their place in the merged list, as maqet does). */
 function mergeStorage(base: unknown[], over: unknown[]): unknown[] {
-  const out = nameStorage(base);
-  for (const item of nameStorage(over)) {
-    const at = isMap(item)
-      ? out.findIndex((earlier) => isMap(earlier) && earlier.name === item.name)
+  const out = clone(base);
+  for (const item of over) {
+    const at = named(item)
+      ? out.findIndex((earlier) => named(earlier) && earlier.name === item.name)
       : -1;
     if (at < 0) {
-      out.push(item);
+      out.push(clone(item));
       continue;
     }
     const earlier = out[at] as Record<string, unknown>;
     const overItem = item as Record<string, unknown>;
     const kindChanges = overItem.type !== undefined && isVirtfs(earlier) !== isVirtfs(overItem);
-    out[at] = kindChanges ? overItem : mergeValue(earlier, overItem);
+    out[at] = kindChanges ? clone(overItem) : mergeValue(earlier, overItem);
   }
   return out;
 }
@@ -91,25 +87,21 @@ function mergeArguments(base: unknown[], over: unknown[]): unknown[] {
  *   `initrd`, `append`) or when both carry the same `id` sub-option; otherwise it is appended.
  * - A top-level shorthand and its option are one setting (`memory`/`m`, `cpu`/`smp`,
  *   `display`/`display`, `vga`/`vga`): whichever `over` gives removes the other spelling from `base`.
- * - `storage`: unnamed items are first named `storage<i>` by their position in their own list (so
- *   the second unnamed disk of an override patches the second unnamed disk of the base); then items
- *   with the same name deep-merge, unless `over` changes the kind (disk vs virtfs), which replaces
- *   the item; new names are appended.
+ * - `storage`: an item of `over` with a `name` deep-merges into the base item of that name, unless
+ *   it changes the kind (disk vs virtfs), which replaces the item; every other item, unnamed ones
+ *   included, is appended (validation names unnamed items `storage<i>` by position, like maqet).
  */
 export function mergeConfigs(
   base: Record<string, unknown>,
   over: Record<string, unknown>,
 ): Record<string, unknown> {
   const out: Record<string, unknown> = clone(base);
-  if (Array.isArray(out.storage)) out.storage = nameStorage(out.storage);
   for (const [key, value] of Object.entries(over)) {
     if (value === undefined) continue;
     if (key === "arguments" && Array.isArray(out.arguments) && Array.isArray(value)) {
       out.arguments = mergeArguments(out.arguments, value);
     } else if (key === "storage" && Array.isArray(out.storage) && Array.isArray(value)) {
       out.storage = mergeStorage(out.storage, value);
-    } else if (key === "storage" && Array.isArray(value)) {
-      out.storage = nameStorage(value);
     } else {
       setKey(out, key, mergeValue(own(out, key), value));
     }

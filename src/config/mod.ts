@@ -1,6 +1,6 @@
 /**
- * The config module: load YAML files, merge them, validate the result into a `VmConfig`, and build
- * QEMU options from it. Other folders import from here only.
+ * The config module: load YAML files, merge them, validate the result into a `VmConfig`, resolve
+ * its paths. Other folders import from here only; QEMU's argv is built in `qemu/argv.ts`.
  */
 
 import { loadConfigFile } from "./load.ts";
@@ -18,14 +18,15 @@ export type {
   VmConfig,
 } from "./types.ts";
 export {
-  argumentArgv,
   argumentId,
   argumentOption,
-  configArgv,
-  diskFile,
-  escapeValue,
+  bareFlag,
+  SHORTHAND_OPTIONS,
   SINGLETON_OPTIONS,
-} from "./argv.ts";
+  stripDashes,
+} from "./arguments.ts";
+export { COMMAND_KEYS } from "./_checks.ts";
+export { diskFile, PATH_KEYS, PATH_OPTIONS, SYSTEM_FOLDERS, systemFolderOf } from "./paths.ts";
 export { loadConfigFile, type LoadOptions, MAX_CONFIG_BYTES } from "./load.ts";
 export { mergeConfigs } from "./merge.ts";
 export { looksLikeId, NAME_PATTERN, validateName } from "./name.ts";

@@ -26,6 +26,8 @@ export interface DiskStorage {
   interface: DiskInterface;
   backing_file?: string;
   backing_format?: string;
+  /** Extra `-drive` sub-options (maqet's `options:` map), e.g. `{cache: "none"}`. */
+  options?: Record<string, string>;
 }
 
 /** A host folder shared with the guest over 9p. */
@@ -36,6 +38,8 @@ export interface VirtfsStorage {
   mount_tag: string;
   security_model: "passthrough" | "mapped-xattr" | "mapped-file" | "none";
   readonly: boolean;
+  /** Extra `-virtfs` sub-options (maqet's `options:` map). */
+  options?: Record<string, string>;
 }
 
 /** One `storage` item. */

@@ -5,10 +5,11 @@
 
 import { isAbsolute } from "node:path";
 import { UsageError } from "../errors.ts";
-import { checkSingletons } from "./_checks.ts";
+import { checkCommandKeys, checkSingletons, settleShorthands } from "./_checks.ts";
 import { isMap, kindOf, show } from "./_util.ts";
-import { argumentOption } from "./argv.ts";
+import { argumentOption, bareFlag } from "./arguments.ts";
 import { validateName } from "./name.ts";
+import { pathExists, systemFolderOf } from "./paths.ts";
 import type {
   ArgumentItem,
   ArgValue,
@@ -46,6 +47,9 @@ const DISK_KEYS = new Set([
   "backing_format",
 ]);
 const VIRTFS_KEYS = new Set(["name", "type", "path", "mount_tag", "security_model", "readonly"]);
+/** Sub-options qvm writes itself on a disk's `-drive` / a share's `-virtfs`; `options:` can't set them. */
+const MANAGED_DRIVE_KEYS = new Set(["format", "if", "id"]);
+const MANAGED_VIRTFS_KEYS = new Set(["id", "local", "fsdriver"]);
 const INTERFACES: readonly DiskInterface[] = ["virtio", "sata", "ide", "scsi", "none"];
 const SECURITY_MODELS: readonly VirtfsStorage["security_model"][] = [
   "passthrough",
@@ -130,29 +134,26 @@ function checkKey(where: string, key: string): void {
   }
 }
 
-/** Checks a value inside an `arguments` map; `inList` forbids lists of lists (no QEMU spelling). */
-function argValueOf(where: string, value: unknown, inList: boolean): ArgValue {
+/** Checks a value inside an `arguments` map; a list inside a list is flattened when written. */
+function argValueOf(where: string, value: unknown): ArgValue {
   if (value === null || typeof value === "string" || typeof value === "boolean") return value;
   if (typeof value === "number") {
     if (Number.isFinite(value)) return value;
     throw new UsageError(`invalid value ${show(value)} in ${where}: not a finite number`);
   }
   if (Array.isArray(value)) {
-    if (inList) {
-      throw new UsageError(`invalid value ${show(value)} in ${where}: a list inside a list`);
-    }
     return value.map((element) => {
       if (element === null) {
         throw new UsageError(`invalid value ${show(value)} in ${where}: a list item is empty`);
       }
-      return argValueOf(where, element, true);
+      return argValueOf(where, element);
     });
   }
   if (isMap(value)) {
     const out: { [key: string]: ArgValue } = {};
     for (const [key, inner] of Object.entries(value)) {
       checkKey(where, key);
-      out[key] = argValueOf(where, inner, false);
+      out[key] = argValueOf(where, inner);
     }
     return out;
   }
@@ -176,7 +177,7 @@ function argumentOf(item: unknown, i: number): ArgumentItem {
     if (Object.keys(item).length === 0) {
       throw new UsageError(`invalid ${where}: an empty map (its first key is the option)`);
     }
-    checked = argValueOf(where, item, false) as { [key: string]: ArgValue };
+    checked = argValueOf(where, item) as { [key: string]: ArgValue };
   } else {
     throw new UsageError(
       `invalid ${where} ${show(item)}: expected a string or a map, got ${kindOf(item)}`,
@@ -191,11 +192,27 @@ function argumentOf(item: unknown, i: number): ArgumentItem {
   return checked;
 }
 
-function argumentsOf(value: unknown): ArgumentItem[] {
+/** Checks the items; a bare flag given again (`enable-kvm` in two files) is kept once. */
+function argumentsOf(value: unknown, warn: (message: string) => void): ArgumentItem[] {
   if (!Array.isArray(value)) {
     throw new UsageError(`invalid arguments ${show(value)}: expected a list, got ${kindOf(value)}`);
   }
-  return value.map(argumentOf);
+  const flags = new Set<string>();
+  const items: ArgumentItem[] = [];
+  for (const [i, raw] of value.entries()) {
+    const item = argumentOf(raw, i);
+    const flag = bareFlag(item);
+    if (flag !== undefined && flags.has(flag)) continue;
+    if (flag !== undefined) flags.add(flag);
+    if (argumentOption(item) === "nographic") {
+      warn(
+        "nographic: qvm runs QEMU detached, where -nographic is refused; the VM runs headless " +
+          "(-display none) with its serial console on 'qvm console'",
+      );
+    }
+    items.push(item);
+  }
+  return items;
 }
 
 function choice<T extends string>(
@@ -203,8 +220,9 @@ function choice<T extends string>(
   choices: readonly T[],
   message: (shown: string) => string,
 ): T {
-  if (typeof value === "string" && (choices as readonly string[]).includes(value)) {
-    return value as T;
+  const lower = typeof value === "string" ? value.toLowerCase() : value;
+  if (typeof lower === "string" && (choices as readonly string[]).includes(lower)) {
+    return lower as T;
   }
   throw new UsageError(message(show(value)));
 }
@@ -217,8 +235,72 @@ function absolutePath(key: string, value: unknown, where: string): string {
   return path;
 }
 
-function diskOf(item: Record<string, unknown>, name: string, type: "qcow2" | "raw"): DiskStorage {
+/** `readonly` and friends: true/false, or the YAML 1.1 words maqet's parser read as booleans. */
+function flagOf(key: string, value: unknown, where: string): boolean {
+  if (typeof value === "boolean") return value;
+  const word = typeof value === "string" ? value.toLowerCase() : undefined;
+  if (word === "yes" || word === "on" || word === "true") return true;
+  if (word === "no" || word === "off" || word === "false") return false;
+  throw new UsageError(`invalid ${key} ${show(value)}${where}: use true or false`);
+}
+
+/** Extra `-drive`/`-virtfs` sub-options from a storage item's `options:` map, as text. */
+function extraOf(key: string, value: unknown, where: string): string {
+  if (typeof value === "boolean") return value ? "on" : "off";
+  if (typeof value === "number" && Number.isFinite(value)) return String(value);
+  if (typeof value === "string") return value;
+  throw new UsageError(
+    `invalid options.${key} ${show(value)}${where}: expected a string, number or true/false`,
+  );
+}
+
+/**
+ * maqet's `options:` form of a storage item: known keys (`mount_tag`, `size`, ...) are read as if
+ * written at the top level (both places with different values is an error); any other key is an
+ * extra sub-option of the item's `-drive` or `-virtfs`.
+ */
+function liftOptions(
+  item: Record<string, unknown>,
+  known: ReadonlySet<string>,
+  managed: ReadonlySet<string>,
+  where: string,
+): { item: Record<string, unknown>; extras: Record<string, string> } {
+  const extras: Record<string, string> = {};
+  if (!given(item.options)) return { item, extras };
+  if (!isMap(item.options)) {
+    throw new UsageError(
+      `invalid options ${show(item.options)}${where}: expected a map, got ${kindOf(item.options)}`,
+    );
+  }
+  const lifted: Record<string, unknown> = { ...item };
+  delete lifted.options;
+  for (const [key, value] of Object.entries(item.options)) {
+    if (!given(value)) continue;
+    if (known.has(key) && key !== "name" && key !== "type") {
+      if (given(item[key]) && item[key] !== value) {
+        throw new UsageError(
+          `invalid storage${where.replace(" for storage", "")}: ${key} is given twice, ` +
+            `as ${show(item[key])} and as options.${key} ${show(value)}`,
+        );
+      }
+      lifted[key] = value;
+    } else if (managed.has(key) || known.has(key)) {
+      throw new UsageError(`invalid options.${key}${where}: qvm sets '${key}' itself`);
+    } else {
+      if (!KEY_PATTERN.test(key)) {
+        throw new UsageError(
+          `invalid key ${show(key)} in options${where}: use letters, digits, '.', '_' and '-'`,
+        );
+      }
+      extras[key] = extraOf(key, value, where);
+    }
+  }
+  return { item: lifted, extras };
+}
+
+function diskOf(raw: Record<string, unknown>, name: string, type: "qcow2" | "raw"): DiskStorage {
   const where = ` for storage '${name}'`;
+  const { item, extras } = liftOptions(raw, DISK_KEYS, MANAGED_DRIVE_KEYS, where);
   const size = given(item.size) ? parseSize(item.size, "") : "10G";
   if (size === undefined) {
     throw new UsageError(
@@ -233,6 +315,15 @@ function diskOf(item: Record<string, unknown>, name: string, type: "qcow2" | "ra
     )
     : "virtio";
   const file = given(item.file) ? absolutePath("file", item.file, where) : undefined;
+  if (file !== undefined) {
+    const folder = systemFolderOf(file);
+    if (folder !== undefined && !pathExists(file)) {
+      throw new UsageError(
+        `refusing to create disk '${name}' at ${show(file)}: ${folder} is a system folder ` +
+          "(an image that already exists there may be used; new disks go elsewhere)",
+      );
+    }
+  }
   const backing = given(item.backing_file)
     ? absolutePath("backing_file", item.backing_file, where)
     : undefined;
@@ -252,24 +343,19 @@ function diskOf(item: Record<string, unknown>, name: string, type: "qcow2" | "ra
     interface: iface,
     ...(backing === undefined ? {} : { backing_file: backing }),
     ...(format === undefined ? {} : { backing_format: format }),
+    ...(Object.keys(extras).length === 0 ? {} : { options: extras }),
   };
 }
 
-function virtfsOf(item: Record<string, unknown>, name: string): VirtfsStorage {
+function virtfsOf(raw: Record<string, unknown>, name: string): VirtfsStorage {
   const where = ` for storage '${name}'`;
+  const { item, extras } = liftOptions(raw, VIRTFS_KEYS, MANAGED_VIRTFS_KEYS, where);
   if (!given(item.path)) throw new UsageError(`invalid storage '${name}': virtfs needs a 'path'`);
-  if (!given(item.mount_tag)) {
-    throw new UsageError(`invalid storage '${name}': virtfs needs a 'mount_tag'`);
-  }
-  const readonly = given(item.readonly) ? item.readonly : false;
-  if (typeof readonly !== "boolean") {
-    throw new UsageError(`invalid readonly ${show(readonly)}${where}: use true or false`);
-  }
   return {
     name,
     type: "virtfs",
     path: absolutePath("path", item.path, where),
-    mount_tag: text("mount_tag", item.mount_tag, where),
+    mount_tag: given(item.mount_tag) ? text("mount_tag", item.mount_tag, where) : name,
     security_model: given(item.security_model)
       ? choice(
         item.security_model,
@@ -279,7 +365,8 @@ function virtfsOf(item: Record<string, unknown>, name: string): VirtfsStorage {
           "(expected passthrough, mapped-xattr, mapped-file or none)",
       )
       : "mapped-xattr",
-    readonly,
+    readonly: given(item.readonly) ? flagOf("readonly", item.readonly, where) : false,
+    ...(Object.keys(extras).length === 0 ? {} : { options: extras }),
   };
 }
 
@@ -297,13 +384,18 @@ function storageItemOf(item: unknown, i: number, warn: (message: string) => void
       }: use a letter, then up to 62 letters, digits, '.', '_' or '-'`,
     );
   }
-  const type = given(item.type) ? item.type : "qcow2";
+  const typeGiven = given(item.type) ? item.type : "qcow2";
+  const type = typeof typeGiven === "string" ? typeGiven.toLowerCase() : typeGiven;
   if (type !== "qcow2" && type !== "raw" && type !== "virtfs") {
-    throw new UsageError(`unknown storage type ${show(type)} (expected qcow2, raw or virtfs)`);
+    throw new UsageError(
+      `unknown storage type ${show(typeGiven)} (expected qcow2, raw or virtfs)`,
+    );
   }
   const known = type === "virtfs" ? VIRTFS_KEYS : DISK_KEYS;
   for (const key of Object.keys(item)) {
-    if (!known.has(key)) warn(`unknown storage key ${show(key)} in '${name}' (ignored)`);
+    if (!known.has(key) && key !== "options") {
+      warn(`unknown storage key ${show(key)} in '${name}' (ignored)`);
+    }
   }
   return type === "virtfs" ? virtfsOf(item, name) : diskOf(item, name, type);
 }
@@ -327,17 +419,22 @@ function storageOf(value: unknown, warn: (message: string) => void): StorageItem
 
 /**
  * Checks a raw config (YAML or merged) and returns it as a `VmConfig` with defaults filled in.
- * Throws a one-line UsageError for the first problem; unknown top-level keys only `warn`.
+ * Throws a one-line UsageError for the first problem (a qvm command as a key is one); unknown
+ * top-level keys, a setting given both as a key and in `arguments`, and `nographic` only `warn`.
  * `null` values mean "not set".
  */
 export function validateConfig(
-  raw: Record<string, unknown>,
+  input: Record<string, unknown>,
   options?: ValidateOptions,
 ): VmConfig {
   const warn = options?.warn ?? (() => {});
-  if (!isMap(raw)) {
-    throw new UsageError(`invalid config ${show(raw)}: expected a map of keys, got ${kindOf(raw)}`);
+  if (!isMap(input)) {
+    throw new UsageError(
+      `invalid config ${show(input)}: expected a map of keys, got ${kindOf(input)}`,
+    );
   }
+  checkCommandKeys(input);
+  const raw = settleShorthands(input, warn);
   for (const key of Object.keys(raw)) {
     if (!KNOWN_KEYS.has(key) && raw[key] !== undefined) {
       warn(`unknown config key ${show(key)} (ignored)`);
@@ -351,10 +448,10 @@ export function validateConfig(
     ...(given(raw.cpu) ? { cpu: cpuOf(raw.cpu) } : {}),
     ...(given(raw.display) ? { display: text("display", raw.display) } : {}),
     ...(given(raw.vga) ? { vga: text("vga", raw.vga) } : {}),
-    arguments: given(raw.arguments) ? argumentsOf(raw.arguments) : [],
+    arguments: given(raw.arguments) ? argumentsOf(raw.arguments, warn) : [],
     args: given(raw.args) ? argsOf(raw.args) : [],
     storage: given(raw.storage) ? storageOf(raw.storage, warn) : [],
   };
-  checkSingletons({ ...raw, arguments: config.arguments });
+  checkSingletons({ arguments: config.arguments });
   return config;
 }

@@ -1,6 +1,6 @@
 /** qemu-img: creating missing disks (never overwriting) and reading image facts. */
 import { QvmError } from "../errors.ts";
-import type { DiskStorage } from "../config/types.ts";
+import type { DiskStorage } from "../config/mod.ts";
 
 /** What `qemu-img` printed and how it exited. */
 export interface ImgRun {

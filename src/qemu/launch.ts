@@ -1,19 +1,15 @@
 /**
  * The full QEMU command line for a VM: its config's options plus what qvm manages (detached with a
  * pid file, two QMP sockets, serial console on a socket with a log, `-uuid`, `-name`, KVM with TCG
- * fallback). Pure: the same VM and paths give the same argv.
+ * fallback). Pure: the same VM and paths give the same argv. A config's `-nographic` means a
+ * headless VM here (QEMU refuses it with `-daemonize`): no display, serial on `qvm console`.
  */
-import { argumentOption, configArgv } from "../config/mod.ts";
-import type { VmConfig } from "../config/types.ts";
+import { argumentOption, type VmConfig } from "../config/mod.ts";
 import type { VmPaths } from "../vm/paths.ts";
+import { configArgv, escapeOptionValue } from "./argv.ts";
 
 /** The binary used when a config names none. */
 export const DEFAULT_BINARY = "qemu-system-x86_64";
-
-/** Escapes a value for a QEMU `key=value,...` option (commas double). */
-function escapeValue(value: string): string {
-  return value.replaceAll(",", ",,");
-}
 
 function optionsIn(config: VmConfig): Set<string> {
   const seen = new Set(config.arguments.map(argumentOption));
@@ -29,20 +25,20 @@ export function launchArgv(
   const given = optionsIn(vm.config);
   const argv = [vm.config.binary ?? DEFAULT_BINARY, "-D", paths.qemuLog];
   argv.push(...configArgv(vm.config, { diskDir: paths.diskDir }));
-  argv.push("-name", escapeValue(vm.name), "-uuid", vm.id);
+  argv.push("-name", escapeOptionValue(vm.name), "-uuid", vm.id);
   argv.push("-daemonize", "-pidfile", paths.pidFile);
-  argv.push("-qmp", `unix:${escapeValue(paths.qmpSocket)},server=on,wait=off`);
-  argv.push("-qmp", `unix:${escapeValue(paths.monitorSocket)},server=on,wait=off`);
-  if (!given.has("serial") && !given.has("nographic")) {
+  argv.push("-qmp", `unix:${escapeOptionValue(paths.qmpSocket)},server=on,wait=off`);
+  argv.push("-qmp", `unix:${escapeOptionValue(paths.monitorSocket)},server=on,wait=off`);
+  if (!given.has("serial")) {
     argv.push(
       "-chardev",
-      `socket,id=qvm-serial,path=${escapeValue(paths.serialSocket)},server=on,wait=off,` +
-        `logfile=${escapeValue(paths.serialLog)},logappend=on`,
+      `socket,id=qvm-serial,path=${escapeOptionValue(paths.serialSocket)},server=on,wait=off,` +
+        `logfile=${escapeOptionValue(paths.serialLog)},logappend=on`,
       "-serial",
       "chardev:qvm-serial",
     );
   }
-  if (!given.has("display") && !given.has("nographic") && vm.config.display === undefined) {
+  if (!given.has("display") && vm.config.display === undefined) {
     argv.push("-display", "none");
   }
   const accelerated = given.has("accel") || given.has("enable-kvm") ||

@@ -4,7 +4,7 @@
  */
 import { DatabaseSync, type SQLInputValue, type StatementSync } from "node:sqlite";
 import { NotFoundError, QvmError, UsageError } from "../errors.ts";
-import type { VmConfig } from "../config/types.ts";
+import type { VmConfig } from "../config/mod.ts";
 import { LATEST_VERSION, MIGRATIONS } from "./schema.ts";
 
 /** Statuses stored in the database; `paused`/`unresponsive` are derived on read, never stored. */

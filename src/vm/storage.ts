@@ -7,7 +7,7 @@ import { type ImgRun, runQemuImg } from "../qemu/img.ts";
 import { join, resolve } from "node:path";
 import { QvmError } from "../errors.ts";
 import { diskFile } from "../config/mod.ts";
-import type { DiskStorage, StorageItem } from "../config/types.ts";
+import type { DiskStorage, StorageItem } from "../config/mod.ts";
 import type { Dirs, VmRecord } from "../state/mod.ts";
 import { vmPaths } from "./paths.ts";
 

@@ -1,16 +1,15 @@
 import assert from "node:assert/strict";
 import {
-  argumentArgv,
   argumentId,
   type ArgumentItem,
   argumentOption,
-  configArgv,
   diskFile,
   type DiskStorage,
   type StorageItem,
   validateConfig,
   type VmConfig,
 } from "../src/config/mod.ts";
+import { argumentArgv, configArgv, escapeOptionValue } from "../src/qemu/argv.ts";
 
 function config(partial: Partial<VmConfig>): VmConfig {
   return { arguments: [], args: [], storage: [], ...partial };
@@ -40,9 +39,24 @@ const argumentRows: [string, ArgumentItem, string[]][] = [
     ["-blockdev", "driver=qcow2,file.driver=file,file.filename=/d.img"],
   ],
   [
-    "lists inside a map use indexed dotted keys",
+    "a list inside a map repeats its key, the form QEMU reads as a list",
     { object: { id: "x", list: ["a", "b"] } },
-    ["-object", "id=x,list.0=a,list.1=b"],
+    ["-object", "id=x,list=a,list=b"],
+  ],
+  [
+    "an empty map under a key is the bare key",
+    { display: { gtk: {} } },
+    ["-display", "gtk"],
+  ],
+  [
+    "a list of maps under a key gives dotted keys",
+    { k: "v", a: [{ b: 1 }, { c: 2 }] },
+    ["-k", "v,a.b=1,a.c=2"],
+  ],
+  [
+    "a list inside a list is flattened",
+    { boot: [["c", "d"], "n"] },
+    ["-boot", "c,d,n"],
   ],
   [
     "further keys of a map are sub-options of the first",
@@ -131,8 +145,13 @@ const configRows: [string, Partial<VmConfig>, string[]][] = [
   ["vga becomes -vga", { vga: "virtio" }, ["-vga", "virtio"]],
   [
     "arguments become options in order",
-    { arguments: ["nographic", { machine: "q35" }] },
-    ["-nographic", "-machine", "q35"],
+    { arguments: ["no-reboot", { machine: "q35" }] },
+    ["-no-reboot", "-machine", "q35"],
+  ],
+  [
+    "nographic is left out (qvm runs the VM headless with its serial on qvm console)",
+    { arguments: ["nographic", { "-nographic": null }], args: ["-nographic", "-S"] },
+    ["-S"],
   ],
   ["args are appended raw", { args: ["-S", "-boot", "menu=on"] }, ["-S", "-boot", "menu=on"]],
   [
@@ -225,7 +244,7 @@ const configRows: [string, Partial<VmConfig>, string[]][] = [
     {
       args: ["-S"],
       storage: [disk({ name: "hdd" })],
-      arguments: ["nographic"],
+      arguments: ["no-reboot"],
       vga: "std",
       display: "none",
       cpu: 2,
@@ -240,7 +259,7 @@ const configRows: [string, Partial<VmConfig>, string[]][] = [
       "none",
       "-vga",
       "std",
-      "-nographic",
+      "-no-reboot",
       "-drive",
       "file=/d/hdd.qcow2,format=qcow2,if=virtio,id=hdd",
       "-S",
@@ -300,4 +319,9 @@ Deno.test("a maqet-style config builds the expected QEMU options", () => {
     "-drive",
     "file=/var/lib/qvm/disks/hdd.qcow2,format=qcow2,if=virtio,id=hdd",
   ]);
+});
+
+Deno.test("escapeOptionValue doubles commas and leaves everything else", () => {
+  assert.equal(escapeOptionValue("/vm/a,b,,c.img"), "/vm/a,,b,,,,c.img");
+  assert.equal(escapeOptionValue("plain=text"), "plain=text");
 });

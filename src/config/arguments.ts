@@ -1,0 +1,88 @@
+/**
+ * What identifies an `arguments` item when configs are merged and checked: its option key, its
+ * `id`, whether it is a bare flag. Pure; building QEMU's argv from items is `qemu/argv.ts`'s job.
+ */
+
+import { isMap } from "./_util.ts";
+import type { ArgumentItem } from "./types.ts";
+
+/** `arguments` options that may appear once; a later config's item replaces an earlier one. */
+export const SINGLETON_OPTIONS: ReadonlySet<string> = new Set([
+  "display",
+  "vga",
+  "m",
+  "smp",
+  "machine",
+  "cpu",
+  "kernel",
+  "initrd",
+  "append",
+]);
+
+/** Top-level keys that are shorthands for an `arguments` option: `[key, option]`. */
+export const SHORTHAND_OPTIONS: ReadonlyArray<readonly [string, string]> = [
+  ["memory", "m"],
+  ["cpu", "smp"],
+  ["display", "display"],
+  ["vga", "vga"],
+];
+
+/** An option name without its leading dashes (`-enable-kvm` and `enable-kvm` are one option). */
+export function stripDashes(option: string): string {
+  return option.replace(/^--?/, "");
+}
+
+/**
+ * The option key of an `arguments` item: the flag itself, or the first key of a map, without
+ * leading dashes (`"-nographic"` and `"nographic"` are the same option). Used to merge and check items.
+ */
+export function argumentOption(item: ArgumentItem): string {
+  if (typeof item === "string") return stripDashes(item);
+  const first = Object.keys(item)[0];
+  return first === undefined ? "" : stripDashes(first);
+}
+
+/**
+ * The option of an item that is a bare flag (`"enable-kvm"`, `-enable-kvm`, `{enable-kvm: null}`),
+ * else undefined. A flag given twice means the same as once.
+ */
+export function bareFlag(item: ArgumentItem): string | undefined {
+  if (typeof item === "string") return stripDashes(item);
+  const keys = Object.keys(item);
+  return keys.length === 1 && item[keys[0]] === null ? stripDashes(keys[0]) : undefined;
+}
+
+/** Finds `id=X` among the comma-separated parts of a raw option string (`,,` is an escaped comma). */
+function idInText(text: string): string | undefined {
+  for (const part of text.split(/(?<!,),(?!,)/)) {
+    if (part.startsWith("id=")) return part.slice(3).replaceAll(",,", ",");
+  }
+  return undefined;
+}
+
+/**
+ * The `id` sub-option of an `arguments` item, wherever it is written (`{netdev: user, id: n0}`,
+ * `{device: {driver: x, id: n0}}`, `{netdev: "user,id=n0"}`), or undefined. Used to merge items.
+ */
+export function argumentId(item: ArgumentItem): string | undefined {
+  if (typeof item === "string") return undefined;
+  const [first, ...rest] = Object.keys(item);
+  if (first === undefined) return undefined;
+  if (rest.includes("id") && item.id !== null) return String(item.id);
+  const value = item[first];
+  if (isMap(value)) {
+    return value.id === undefined || value.id === null ? undefined : String(value.id);
+  }
+  if (typeof value === "string") return idInText(value);
+  if (Array.isArray(value)) {
+    for (const element of value) {
+      const found = typeof element === "string"
+        ? idInText(element)
+        : isMap(element) && element.id !== undefined && element.id !== null
+        ? String(element.id)
+        : undefined;
+      if (found !== undefined) return found;
+    }
+  }
+  return undefined;
+}

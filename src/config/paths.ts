@@ -1,0 +1,240 @@
+/**
+ * Paths in configs: relative paths resolve against the config file's folder (top-level keys,
+ * storage items, path-valued QEMU options and sub-options, raw `args`), the default place of a
+ * disk, and the system folders where qvm never creates a disk.
+ */
+
+import { existsSync, realpathSync } from "node:fs";
+import { dirname, isAbsolute, join, resolve } from "node:path";
+import { stripDashes } from "./arguments.ts";
+import { isMap } from "./_util.ts";
+import type { DiskStorage } from "./types.ts";
+
+/** Options whose whole value is a file or folder path (`-kernel ./vmlinuz`, `-cdrom ./x.iso`). */
+export const PATH_OPTIONS: ReadonlySet<string> = new Set([
+  "kernel",
+  "initrd",
+  "bios",
+  "dtb",
+  "pflash",
+  "cdrom",
+  "hda",
+  "hdb",
+  "hdc",
+  "hdd",
+  "fda",
+  "fdb",
+  "sd",
+  "mtdblock",
+  "L",
+  "readconfig",
+  "mem-path",
+]);
+
+/** Sub-option keys whose value is a path (`file=`, `path=`, ...); the last dotted part counts. */
+export const PATH_KEYS: ReadonlySet<string> = new Set([
+  "file",
+  "filename",
+  "path",
+  "logfile",
+  "script",
+  "downscript",
+  "romfile",
+  "mem-path",
+  "dir",
+  "smb",
+  "tftp",
+  "cancel-path",
+  "splash",
+]);
+
+/** Options whose value is not QEMU option text (a kernel command line, a snapshot tag, a URI). */
+const NOT_OPTION_TEXT = new Set(["append", "loadvm", "incoming", "name", "uuid"]);
+
+/** Keys that, for one option, name something other than a file (`-blockdev file=NODE`). */
+const NOT_PATHS: Record<string, ReadonlySet<string>> = {
+  blockdev: new Set(["file", "backing"]),
+};
+
+/** `script=no` is "no script", not a file called `no`. */
+const NOT_A_FILE: Record<string, ReadonlySet<string>> = {
+  script: new Set(["no"]),
+  downscript: new Set(["no"]),
+};
+
+/** A value that names a relative file: not empty, not absolute, not `proto:...` (nbd:, json:, ...). */
+function isRelativePath(value: unknown): value is string {
+  return typeof value === "string" && value !== "" && !isAbsolute(value) &&
+    !/^[A-Za-z][A-Za-z0-9+.-]*:/.test(value);
+}
+
+function resolvedPath(dir: string, value: unknown): unknown {
+  return isRelativePath(value) ? resolve(dir, value) : value;
+}
+
+function isPathKey(option: string, key: string): boolean {
+  if (NOT_PATHS[option]?.has(key)) return false;
+  return PATH_KEYS.has(key.split(".").at(-1) ?? key);
+}
+
+function resolvedSub(dir: string, option: string, key: string, value: unknown): unknown {
+  const last = key.split(".").at(-1) ?? key;
+  if (typeof value === "string" && NOT_A_FILE[last]?.has(value)) return value;
+  return isPathKey(option, key) ? resolvedPath(dir, value) : value;
+}
+
+/** Splits QEMU option text at single commas (`,,` is a literal comma and stays in its part). */
+function splitOptionText(text: string): string[] {
+  const parts: string[] = [];
+  let current = "";
+  for (let i = 0; i < text.length; i++) {
+    if (text[i] === "," && text[i + 1] === ",") {
+      current += ",,";
+      i++;
+    } else if (text[i] === ",") {
+      parts.push(current);
+      current = "";
+    } else {
+      current += text[i];
+    }
+  }
+  parts.push(current);
+  return parts;
+}
+
+/** Resolves the path-valued `key=value` parts of QEMU option text (`file=./d.qcow2,if=virtio`). */
+function resolveOptionText(dir: string, option: string, text: string): string {
+  return splitOptionText(text).map((part) => {
+    const at = part.indexOf("=");
+    if (at <= 0) return part;
+    const key = part.slice(0, at);
+    const value = part.slice(at + 1).replaceAll(",,", ",");
+    const out = resolvedSub(dir, option, key, value);
+    return out === value ? part : `${key}=${String(out).replaceAll(",", ",,")}`;
+  }).join(",");
+}
+
+/** Resolves paths in a sub-option's value: maps by dotted key, lists element by element. */
+function resolveSub(dir: string, option: string, key: string, value: unknown): unknown {
+  if (Array.isArray(value)) return value.map((element) => resolveSub(dir, option, key, element));
+  if (isMap(value)) {
+    for (const [k, v] of Object.entries(value)) {
+      value[k] = resolveSub(dir, option, key === "" ? k : `${key}.${k}`, v);
+    }
+    return value;
+  }
+  return key === "" ? value : resolvedSub(dir, option, key, value);
+}
+
+/** Resolves an option's first value: a path option's path, else paths inside its option text. */
+function resolveHead(dir: string, option: string, value: unknown): unknown {
+  if (PATH_OPTIONS.has(option)) return resolvedPath(dir, value);
+  if (NOT_OPTION_TEXT.has(option)) return value;
+  if (typeof value === "string") return resolveOptionText(dir, option, value);
+  if (Array.isArray(value)) return value.map((element) => resolveHead(dir, option, element));
+  return resolveSub(dir, option, "", value);
+}
+
+function resolveArguments(dir: string, items: unknown[]): void {
+  for (const item of items) {
+    if (!isMap(item)) continue;
+    const [first, ...rest] = Object.keys(item);
+    if (first === undefined) continue;
+    const option = stripDashes(first);
+    item[first] = resolveHead(dir, option, item[first]);
+    for (const key of rest) item[key] = resolveSub(dir, option, key, item[key]);
+  }
+}
+
+/** Raw `args`: the value after a path option, and path keys in the option text after any other. */
+function resolveArgs(dir: string, args: unknown[]): void {
+  for (let i = 0; i + 1 < args.length; i++) {
+    const flag = args[i];
+    const value = args[i + 1];
+    if (typeof flag !== "string" || !flag.startsWith("-") || typeof value !== "string") continue;
+    if (value.startsWith("-")) continue;
+    args[i + 1] = resolveHead(dir, stripDashes(flag), value);
+    i++;
+  }
+}
+
+const STORAGE_PATH_KEYS = ["file", "backing_file", "path"];
+
+/**
+ * Resolves relative paths of one raw config in place against `dir` (the config file's folder):
+ * `binary` (when it has a slash), storage `file`/`backing_file`/`path` (also under `options:`),
+ * path options (`kernel`, `cdrom`, `hda`, ...), path-valued sub-options (`file=`, `path=`, ...)
+ * in every spelling, and the same in raw `args`. Values that are not paths are left alone.
+ */
+export function resolveConfigPaths(config: Record<string, unknown>, dir: string): void {
+  if (typeof config.binary === "string" && config.binary.includes("/")) {
+    config.binary = resolvedPath(dir, config.binary);
+  }
+  if (Array.isArray(config.storage)) {
+    for (const item of config.storage) {
+      if (!isMap(item)) continue;
+      for (const map of [item, item.options]) {
+        if (!isMap(map)) continue;
+        for (const key of STORAGE_PATH_KEYS) {
+          if (key in map) map[key] = resolvedPath(dir, map[key]);
+        }
+      }
+    }
+  }
+  if (Array.isArray(config.arguments)) resolveArguments(dir, config.arguments);
+  if (Array.isArray(config.args)) resolveArgs(dir, config.args);
+}
+
+/** The image file of a disk: its `file`, else `<diskDir>/<name>.<type>` under qvm's data dir. */
+export function diskFile(disk: DiskStorage, diskDir: string): string {
+  return disk.file ?? join(diskDir, `${disk.name}.${disk.type}`);
+}
+
+/** Host folders where qvm never creates a disk image (it would be created as whoever runs qvm). */
+export const SYSTEM_FOLDERS: readonly string[] = [
+  "/etc",
+  "/usr",
+  "/bin",
+  "/sbin",
+  "/lib",
+  "/lib32",
+  "/lib64",
+  "/libx32",
+  "/boot",
+  "/proc",
+  "/sys",
+  "/dev",
+];
+
+function under(path: string): string | undefined {
+  return SYSTEM_FOLDERS.find((folder) => path === folder || path.startsWith(`${folder}/`));
+}
+
+/** The real path of `path`'s nearest existing ancestor joined with the rest (symlinks followed). */
+function realish(path: string): string {
+  let head = path;
+  const tail: string[] = [];
+  while (head !== dirname(head)) {
+    try {
+      return join(realpathSync(head), ...tail.reverse());
+    } catch {
+      tail.push(head.slice(dirname(head).length).replace(/^\//, ""));
+      head = dirname(head);
+    }
+  }
+  return path;
+}
+
+/**
+ * The system folder (`/etc`, `/usr`, `/bin`, `/boot`, `/proc`, `/sys`, `/dev`, ...) that holds
+ * `path`, directly or through a symlink, or undefined.
+ */
+export function systemFolderOf(path: string): string | undefined {
+  const lexical = resolve(path);
+  return under(lexical) ?? under(realish(lexical));
+}
+
+/** True when something (file, device, link) exists at `path`. */
+export function pathExists(path: string): boolean {
+  return existsSync(path);
+}

@@ -1,0 +1,143 @@
+/**
+ * Building QEMU options from a validated config. Pure: the parts qvm manages itself (binary,
+ * -daemonize, -qmp, -uuid, -name, -serial, -accel) are added by `launch.ts`.
+ *
+ * `arguments` items follow maqet's rules, except where maqet's output is something QEMU 7.2
+ * rejects: a list-valued sub-option repeats its key (`hostfwd=A,hostfwd=B`), and `true`/`false`
+ * are written `on`/`off`.
+ */
+
+import {
+  type ArgumentItem,
+  argumentOption,
+  type ArgValue,
+  diskFile,
+  type StorageItem,
+  stripDashes,
+  type VirtfsStorage,
+  type VmConfig,
+} from "../config/mod.ts";
+
+/**
+ * Escapes one value inside a QEMU `key=value,...` option: a literal comma is written `,,`.
+ * The only escaping qvm does; every file path, name and sub-option value goes through it.
+ */
+export function escapeOptionValue(value: string): string {
+  return value.replaceAll(",", ",,");
+}
+
+function scalarText(value: string | number | boolean): string {
+  if (typeof value === "boolean") return value ? "on" : "off";
+  return String(value);
+}
+
+function isEmpty(value: ArgValue | undefined): boolean {
+  if (value === null || value === undefined) return true;
+  return typeof value === "object" && !Array.isArray(value) && Object.keys(value).length === 0;
+}
+
+/**
+ * `key=value` parts for one sub-option. Nothing or an empty map is the bare key (`gtk`); a map
+ * gives dotted keys (`x.y=1`); a list repeats the key once per element (`hostfwd=A,hostfwd=B`).
+ */
+function subOptions(key: string, value: ArgValue | undefined): string[] {
+  if (isEmpty(value)) return key === "" ? [] : [key];
+  if (Array.isArray(value)) return value.flatMap((element) => subOptions(key, element));
+  if (typeof value === "object" && value !== null) {
+    return Object.entries(value).flatMap(([k, v]) => subOptions(key === "" ? k : `${key}.${k}`, v));
+  }
+  const text = escapeOptionValue(scalarText(value as string | number | boolean));
+  return key === "" ? [text] : [`${key}=${text}`];
+}
+
+/** The parts of an option's first value: scalars are raw option text, maps `k=v`, lists flatten. */
+function headParts(value: ArgValue): string[] {
+  if (value === null) return [];
+  if (Array.isArray(value)) return value.flatMap(headParts);
+  if (typeof value === "object") return subOptions("", value);
+  return [scalarText(value)];
+}
+
+/**
+ * The argv for one `arguments` item: `"flag"` → `-flag`; `{k: null}` or `{k: {}}` → `-k`;
+ * `{k: v}` → `-k v`; `{k: [a, b]}` → `-k a,b`; `{k: {a: 1}}` → `-k a=1`; further keys of a map
+ * are `k=v` sub-options of the first.
+ */
+export function argumentArgv(item: ArgumentItem): string[] {
+  if (typeof item === "string") return [`-${stripDashes(item)}`];
+  const [first, ...rest] = Object.keys(item);
+  if (first === undefined) return [];
+  const parts = headParts(item[first]);
+  for (const key of rest) parts.push(...subOptions(key, item[key]));
+  const flag = `-${stripDashes(first)}`;
+  return parts.length === 0 ? [flag] : [flag, parts.join(",")];
+}
+
+/** True for `-nographic`, which qvm turns into a headless VM with the serial on `qvm console`. */
+export function isNographic(option: string): boolean {
+  return stripDashes(option) === "nographic";
+}
+
+function extraParts(options: Record<string, string> | undefined): string[] {
+  return Object.entries(options ?? {}).map(([k, v]) => `${k}=${escapeOptionValue(v)}`);
+}
+
+function virtfsArgv(share: VirtfsStorage): string[] {
+  const parts = [
+    "local",
+    `path=${escapeOptionValue(share.path)}`,
+    `mount_tag=${escapeOptionValue(share.mount_tag)}`,
+    `security_model=${share.security_model}`,
+    `id=${escapeOptionValue(share.name)}`,
+  ];
+  if (share.readonly) parts.push("readonly=on");
+  parts.push(...extraParts(share.options));
+  return ["-virtfs", parts.join(",")];
+}
+
+/** `-drive`/`-device`/`-virtfs` options for the storage list; controllers are added once. */
+export function storageArgv(storage: StorageItem[], diskDir: string): string[] {
+  const argv: string[] = [];
+  let sataDisks = 0;
+  let scsiDisks = 0;
+  for (const item of storage) {
+    if (item.type === "virtfs") {
+      argv.push(...virtfsArgv(item));
+      continue;
+    }
+    const iface = item.interface === "virtio" || item.interface === "ide" ? item.interface : "none";
+    const file = escapeOptionValue(diskFile(item, diskDir));
+    const id = escapeOptionValue(item.name);
+    const drive = [`file=${file}`, `format=${item.type}`, `if=${iface}`, `id=${id}`];
+    argv.push("-drive", [...drive, ...extraParts(item.options)].join(","));
+    if (item.interface === "sata") {
+      if (sataDisks === 0) argv.push("-device", "ahci,id=ahci0");
+      argv.push("-device", `ide-hd,drive=${id},bus=ahci0.${sataDisks}`);
+      sataDisks++;
+    } else if (item.interface === "scsi") {
+      if (scsiDisks === 0) argv.push("-device", "virtio-scsi-pci,id=scsi0");
+      argv.push("-device", `scsi-hd,drive=${id},bus=scsi0.0`);
+      scsiDisks++;
+    }
+  }
+  return argv;
+}
+
+/**
+ * The QEMU options for a validated config, in order: memory, cpu, display, vga, `arguments`,
+ * storage, then raw `args`. `-nographic` is left out (see `isNographic`). Pure; `diskDir` is where
+ * disks without a `file` live.
+ */
+export function configArgv(config: VmConfig, options: { diskDir: string }): string[] {
+  const argv: string[] = [];
+  if (config.memory !== undefined) argv.push("-m", config.memory);
+  if (config.cpu !== undefined) argv.push("-smp", String(config.cpu));
+  if (config.display !== undefined) argv.push("-display", config.display);
+  if (config.vga !== undefined) argv.push("-vga", config.vga);
+  for (const item of config.arguments) {
+    if (!isNographic(argumentOption(item))) argv.push(...argumentArgv(item));
+  }
+  argv.push(...storageArgv(config.storage, options.diskDir));
+  argv.push(...config.args.filter((arg) => !(arg.startsWith("-") && isNographic(arg))));
+  return argv;
+}
