@@ -6,7 +6,7 @@ import { Context } from "./src/cli/context.ts";
 import { COMMANDS, findCommand } from "./src/cli/registry.ts";
 import { formatHelp, GLOBAL_OPTIONS, parseCommandArgs, selectSubcommand } from "./src/cli/spec.ts";
 import { ExitCode, QvmError, UsageError } from "./src/errors.ts";
-import { resolveDirs } from "./src/state/paths.ts";
+import { refuseUnsafeDirs, resolveDirs } from "./src/state/paths.ts";
 import { VERSION } from "./src/version.ts";
 
 function mainHelp(): string {
@@ -31,13 +31,19 @@ function mainHelp(): string {
   ].join("\n");
 }
 
-/** Splits argv into leading global flags, the command name, and the rest. */
-function splitCommand(argv: string[]): { command?: string; rest: string[] } {
+/**
+ * Splits argv into the command name and the rest. Global flags given before the command move
+ * after its own arguments (before any `--`), so `qvm --data-dir D storage ls` finds subcommand `ls`.
+ */
+export function splitCommand(argv: string[]): { command?: string; rest: string[] } {
   const rest: string[] = [];
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     if (!arg.startsWith("-")) {
-      return { command: arg, rest: [...rest, ...argv.slice(i + 1)] };
+      const after = argv.slice(i + 1);
+      const end = after.indexOf("--");
+      if (end === -1) return { command: arg, rest: [...after, ...rest] };
+      return { command: arg, rest: [...after.slice(0, end), ...rest, ...after.slice(end)] };
     }
     rest.push(arg);
     const name = arg.replace(/^--?/, "");
@@ -71,13 +77,16 @@ async function run(argv: string[]): Promise<number> {
     console.log(formatHelp(chosen.spec, chosen.path));
     return ExitCode.ok;
   }
+  const dirs = resolveDirs({
+    dataDir: args.values["data-dir"] as string | undefined,
+    runtimeDir: args.values["runtime-dir"] as string | undefined,
+  });
+  if (!module.reportsUnsafeDirs) refuseUnsafeDirs(dirs);
   const ctx = new Context({
-    dirs: resolveDirs({
-      dataDir: args.values["data-dir"] as string | undefined,
-      runtimeDir: args.values["runtime-dir"] as string | undefined,
-    }),
+    dirs,
     json: args.values.json === true,
     debug: args.values.debug === true,
+    readOnly: entry.readOnly === true,
   });
   try {
     return (await module.run(ctx, args)) ?? ExitCode.ok;

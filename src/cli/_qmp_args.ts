@@ -52,12 +52,17 @@ export function parseProperties(
   return props;
 }
 
-/** Parses `--hold-time MS` (a whole number of milliseconds, 0 or more). */
+/** The longest `--hold-time` qvm passes to QEMU: one minute. */
+const MAX_HOLD_MS = 60_000;
+
+/** Parses `--hold-time MS` (a whole number of milliseconds, 0 to 60000). */
 export function parseHoldTime(value: unknown, fallback?: number): number | undefined {
   if (value === undefined) return fallback;
   const n = Number(value);
-  if (typeof value !== "string" || !/^\d+$/.test(value.trim()) || !Number.isSafeInteger(n)) {
-    throw new UsageError(`invalid --hold-time '${value}': give milliseconds, e.g. 100`);
+  if (typeof value !== "string" || !/^\d+$/.test(value.trim()) || !(n <= MAX_HOLD_MS)) {
+    throw new UsageError(
+      `invalid --hold-time '${value}': give whole milliseconds from 0 to ${MAX_HOLD_MS}`,
+    );
   }
   return n;
 }

@@ -2,10 +2,9 @@
 import type { Context } from "./context.ts";
 import type { CommandSpec, ParsedArgs } from "./spec.ts";
 import { QvmError, UsageError } from "../errors.ts";
-import type { VmRecord } from "../state/mod.ts";
-import { observe } from "../vm/observe.ts";
-import { acquireLock } from "../vm/lock.ts";
-import { removeQuietly, runtimeFiles, vmPaths } from "../vm/paths.ts";
+import { Deadline } from "../vm/env.ts";
+import { isLive, observe } from "../vm/observe.ts";
+import { removeVm } from "../vm/remove.ts";
 
 /** The command's arguments and flags. */
 export const spec: CommandSpec = {
@@ -13,7 +12,8 @@ export const spec: CommandSpec = {
   summary: "remove VMs (storage kept unless --delete-storage)",
   description:
     "Every named VM is checked before any is removed. Running VMs need --force, which stops them\n" +
-    "at once. --delete-storage deletes only disk files qvm itself created. On a terminal, qvm asks\n" +
+    "at once. --delete-storage deletes only disk files qvm itself created, and keeps any that\n" +
+    "another VM's config names as a disk or backing file. On a terminal, qvm asks\n" +
     "before removing unless --yes.",
   positionals: [{
     name: "VM",
@@ -31,38 +31,13 @@ export const spec: CommandSpec = {
   examples: ["qvm rm web1", "qvm rm --all --force --yes"],
 };
 
+/** How long removing one VM may take, waiting for its lock and stopping it included. */
+const RM_WAIT_MS = 30_000;
+
 function confirm(question: string): boolean {
   if (!Deno.stdin.isTerminal() || !Deno.stdout.isTerminal()) return true;
   const answer = prompt(`${question} [y/N]`);
   return answer !== null && /^y(es)?$/i.test(answer.trim());
-}
-
-/** Removes one VM's row and files; storage only when asked and only what qvm created. */
-async function removeOne(ctx: Context, vm: VmRecord, args: ParsedArgs): Promise<string[]> {
-  const paths = vmPaths(ctx.dirs, vm.id);
-  const lock = await acquireLock(paths.lockFile, { timeoutMs: 30_000, what: `VM '${vm.name}'` });
-  const deleted: string[] = [];
-  try {
-    const seen = await observe(ctx, ctx.store.require(vm.id), { qmp: false, locked: true });
-    if (seen.status === "running" || seen.status === "stopping" || seen.status === "starting") {
-      if (!args.values.force) {
-        throw new QvmError(`VM '${vm.name}' is ${seen.status}: use --force to stop and remove it`);
-      }
-      const { stopVm } = await import("../vm/stop.ts");
-      await stopVm(ctx, seen.vm, { force: true, locked: true });
-    }
-    ctx.store.remove(vm.id);
-    runtimeFiles(paths).forEach(removeQuietly);
-    removeQuietly(paths.serialLog);
-    removeQuietly(paths.qemuLog);
-    if (args.values["delete-storage"]) {
-      for (const file of vm.createdFiles) if (removeQuietly(file)) deleted.push(file);
-      removeQuietly(paths.diskDir); // only if empty: never a recursive delete
-    }
-  } finally {
-    lock.release();
-  }
-  return deleted;
 }
 
 /** Checks every VM first, then removes them one by one; prints what was removed. */
@@ -79,7 +54,7 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
   if (!args.values.force) {
     for (const vm of vms) {
       const seen = await observe(ctx, vm, { qmp: false });
-      if (seen.status === "running" || seen.status === "starting" || seen.status === "stopping") {
+      if (isLive(seen.status)) {
         throw new QvmError(`VM '${vm.name}' is ${seen.status}: use --force to stop and remove it`);
       }
     }
@@ -94,8 +69,18 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
   }
   const removed = [];
   for (const vm of vms) {
-    const deletedFiles = await removeOne(ctx, vm, args);
-    removed.push({ id: vm.id, name: vm.name, deleted_files: deletedFiles });
+    const { deleted, kept } = await removeVm(ctx, vm, {
+      deadline: Deadline.in(RM_WAIT_MS),
+      force: args.values.force === true,
+      deleteStorage: args.values["delete-storage"] === true,
+    });
+    for (const { file, reason } of kept) ctx.note(`kept ${file}: ${reason}`);
+    removed.push({
+      id: vm.id,
+      name: vm.name,
+      deleted_files: deleted,
+      kept_files: kept.map(({ file, reason }) => ({ file, reason })),
+    });
     if (!ctx.json) ctx.out(`removed ${vm.name}`);
   }
   if (ctx.json) ctx.outJson(removed);

@@ -90,13 +90,33 @@ function rephrase(err: unknown, command: string): never {
   throw new UsageError(`${command}: ${message.split("\n")[0]}`);
 }
 
+/** Where the subcommand is in `args`: the first word that is neither a flag nor a flag's value. */
+function subcommandIndex(spec: CommandSpec, args: readonly string[]): number {
+  const takesValue = (flag: string): boolean => {
+    const name = flag.replace(/^--?/, "");
+    const all = [GLOBAL_OPTIONS, spec.options, ...(spec.subcommands ?? []).map((s) => s.options)];
+    return all.some((options) =>
+      Object.entries(options ?? {}).some(([long, o]) =>
+        o.type === "string" && (long === name || (o.short !== undefined && o.short === name))
+      )
+    );
+  };
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i];
+    if (arg === "--") return -1;
+    if (!arg.startsWith("-") || arg === "-") return i;
+    if (!arg.includes("=") && takesValue(arg)) i++;
+  }
+  return -1;
+}
+
 /** Picks the subcommand spec named by the first positional, if the command has subcommands. */
 export function selectSubcommand(
   spec: CommandSpec,
   args: readonly string[],
 ): { spec: CommandSpec; rest: string[]; path: string } {
   if (!spec.subcommands) return { spec, rest: [...args], path: spec.name };
-  const index = args.findIndex((a) => !a.startsWith("-"));
+  const index = subcommandIndex(spec, args);
   if (index === -1) {
     if (args.includes("--help") || args.includes("-h")) {
       return { spec, rest: [...args], path: spec.name };

@@ -4,6 +4,7 @@ import type { CommandSpec, ParsedArgs } from "./spec.ts";
 import { UsageError } from "../errors.ts";
 import { launchArgv, shellQuote } from "../qemu/launch.ts";
 import { vmPaths } from "../vm/paths.ts";
+import { Deadline, MAX_WAIT_S } from "../vm/env.ts";
 import { parseWaitFor, startVm } from "../vm/start.ts";
 
 /** The command's arguments and flags. */
@@ -27,12 +28,14 @@ export const spec: CommandSpec = {
   examples: ["qvm start web1", "qvm start web1 --wait-for 'serial:login:' --timeout 120"],
 };
 
-/** Parses `--timeout S` (seconds, > 0). */
+/** Parses `--timeout S`: seconds, from 0.1 to one day (a longer wait overflows timers). */
 export function parseTimeout(value: unknown, fallback: number): number {
   if (value === undefined) return fallback;
-  const n = Number(value);
-  if (typeof value !== "string" || !Number.isFinite(n) || n <= 0) {
-    throw new UsageError(`invalid --timeout '${value}': give seconds, e.g. 30`);
+  const n = typeof value === "string" && /^\s*\d*\.?\d+\s*$/.test(value) ? Number(value) : NaN;
+  if (!(n >= 0.1 && n <= MAX_WAIT_S)) {
+    throw new UsageError(
+      `invalid --timeout '${value}': give seconds from 0.1 to ${MAX_WAIT_S}, e.g. 30`,
+    );
   }
   return n;
 }
@@ -53,7 +56,7 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
     else ctx.out(shellQuote(argv));
     return 0;
   }
-  const started = await startVm(ctx, vm, { waitFor, timeoutS });
+  const started = await startVm(ctx, vm, { waitFor, deadline: Deadline.in(timeoutS * 1000) });
   if (ctx.debug) ctx.note(shellQuote(started.argv));
   for (const disk of started.createdDisks) ctx.note(`created disk ${disk}`);
   if (ctx.json) {

@@ -1,14 +1,44 @@
 /**
  * Per-VM locks (flock on `<runtime>/<id>.lock`): every state change of one VM runs under it, so
  * two concurrent `start`s give one QEMU. The kernel drops the lock if qvm dies.
+ *
+ * A lock file may be unlinked by its holder (`rm` removes a VM's lock file while holding it). A
+ * waiter that then wins the flock on the unlinked inode would hold a lock nobody else can see, so
+ * after each win the open file is compared with what the path names now, and on a mismatch the
+ * waiter starts over with the new file.
  */
 import { TimeoutError } from "../errors.ts";
 import { ensurePrivateDir } from "../state/mod.ts";
-import { dirname } from "node:path";
 
 /** A held lock; release it with `release()` (or let the process exit). */
 export interface VmLock {
   release(): void;
+  /** Removes the lock file while it is still held (for a VM that no longer exists), then releases. */
+  releaseAndRemove(): void;
+}
+
+function parentOf(path: string): string {
+  return path.slice(0, Math.max(path.lastIndexOf("/"), 1));
+}
+
+/** True if `file` (open) is still the file at `path`. */
+function stillAt(file: Deno.FsFile, path: string): boolean {
+  try {
+    const held = file.statSync();
+    const now = Deno.lstatSync(path);
+    return now.isFile && held.ino === now.ino && held.dev === now.dev;
+  } catch {
+    return false;
+  }
+}
+
+function openLockFile(path: string): Deno.FsFile {
+  try {
+    // An existing symlink at the path is refused: the lock file is opened, never followed.
+    const info = Deno.lstatSync(path);
+    if (info.isSymlink) Deno.removeSync(path);
+  } catch { /* absent: created below */ }
+  return Deno.openSync(path, { read: true, write: true, create: true, mode: 0o600 });
 }
 
 /** Waits up to `timeoutMs` for the lock at `path`; TimeoutError names `what` if it stays taken. */
@@ -16,25 +46,49 @@ export async function acquireLock(
   path: string,
   options: { timeoutMs: number; what: string },
 ): Promise<VmLock> {
-  ensurePrivateDir(dirname(path));
-  const file = await Deno.open(path, { read: true, write: true, create: true, mode: 0o600 });
-  const deadline = Date.now() + options.timeoutMs;
+  ensurePrivateDir(parentOf(path));
+  const deadline = Date.now() + Math.max(options.timeoutMs, 0);
   let delay = 5;
-  while (!(await file.tryLock(true))) {
-    if (Date.now() >= deadline) {
+  for (;;) {
+    const file = openLockFile(path);
+    let won = false;
+    try {
+      won = await file.tryLock(true);
+    } catch (err) {
       file.close();
+      throw err;
+    }
+    if (won && stillAt(file, path)) return heldLock(file, path);
+    file.close(); // lost, or won a lock file its holder has just removed: try again
+    if (won) continue;
+    if (Date.now() >= deadline) {
       throw new TimeoutError(`${options.what} is busy: another qvm command holds its lock`);
     }
     await new Promise((r) => setTimeout(r, delay));
     delay = Math.min(delay * 2, 50);
   }
+}
+
+function heldLock(file: Deno.FsFile, path: string): VmLock {
+  let released = false;
+  const release = () => {
+    if (released) return;
+    released = true;
+    try {
+      file.unlockSync();
+    } finally {
+      file.close();
+    }
+  };
   return {
-    release() {
-      try {
-        file.unlockSync();
-      } finally {
-        file.close();
+    release,
+    releaseAndRemove() {
+      if (!released && stillAt(file, path)) {
+        try {
+          Deno.removeSync(path);
+        } catch { /* already gone */ }
       }
+      release();
     },
   };
 }

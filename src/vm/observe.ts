@@ -1,24 +1,51 @@
 /**
  * Truthful status: every read reconciles the database with reality. A VM is running only while its
- * pid is alive and carries our `-uuid`; QMP `query-status` (short timeout) tells paused or
- * unresponsive; a QEMU that is gone is recorded as stopped, with how it ended.
+ * pid is alive and is this VM's QEMU; QMP `query-status` (short timeout) tells paused, unresponsive
+ * or a fault state; a QEMU that is gone is recorded as stopped, with how it ended. A QEMU of the VM
+ * that the database does not know about (a `start` killed at the wrong moment) is found by its pid
+ * file or by scanning for its `-uuid`, and adopted.
  */
-import type { Context } from "../cli/context.ts";
-import type { StateStore, VmBrief, VmRecord } from "../state/mod.ts";
-import { isOurQemu, readPidFile } from "../qemu/process.ts";
+import type { StoredStatus, VmBrief, VmRecord } from "../state/mod.ts";
+import { findQemuWithUuid, isOurQemu, readPidFile } from "../qemu/process.ts";
+import type { VmEnv } from "./env.ts";
 import { isLocked } from "./lock.ts";
 import { vmPaths } from "./paths.ts";
+import { qmpOnce } from "./qmp_session.ts";
 
-/** A status as qvm reports it: the stored ones plus the derived `paused` and `unresponsive`. */
+/**
+ * A status as qvm reports it: the stored ones plus the derived `paused`, `unresponsive` and QEMU's
+ * fault run states (`internal-error`, `guest-panicked`, `shutdown`: the guest powered off but
+ * QEMU was told not to exit).
+ */
 export type ObservedStatus =
-  | "created"
-  | "starting"
-  | "running"
+  | StoredStatus
   | "paused"
   | "unresponsive"
-  | "stopping"
-  | "stopped"
-  | "failed";
+  | "internal-error"
+  | "guest-panicked"
+  | "shutdown";
+
+/** QEMU run states in which the guest cannot go on by itself. */
+export const FAULT_STATES: ReadonlySet<string> = new Set([
+  "internal-error",
+  "guest-panicked",
+  "shutdown",
+]);
+
+/** Every status `ls --status` accepts, in the order qvm shows them. */
+export const STATUSES: readonly ObservedStatus[] = [
+  "created",
+  "starting",
+  "running",
+  "paused",
+  "unresponsive",
+  "internal-error",
+  "guest-panicked",
+  "shutdown",
+  "stopping",
+  "stopped",
+  "failed",
+];
 
 /** What a read found out about one VM. */
 export interface Observation {
@@ -28,88 +55,172 @@ export interface Observation {
   qemuStatus?: string;
 }
 
-const LIVE_STATUSES = new Set(["starting", "running", "stopping"]);
+const STORED_LIVE: ReadonlySet<string> = new Set(["starting", "running", "stopping"]);
+
+/**
+ * True if `status` (stored or observed) means a QEMU of the VM is, or may be, there: the one
+ * definition every command uses to refuse, stop or settle.
+ */
+export function isLive(status: string): boolean {
+  return status !== "created" && status !== "stopped" && status !== "failed";
+}
+
+/** The reason `observe` records for a start that was killed before its QEMU ran. */
+export const START_INTERRUPTED = "start interrupted";
+
+/** Shutdown causes QEMU traces (`qemu_system_shutdown_request reason=N`, QEMU's ShutdownCause). */
+const SHUTDOWN_CAUSES: Readonly<Record<string, string>> = {
+  "1": "QEMU error",
+  "2": "QMP quit",
+  "3": "QMP system_reset",
+  "4": "killed by a signal",
+  "5": "closed from QEMU's window",
+  "6": "guest shutdown",
+  "7": "guest reset",
+  "8": "guest panic",
+  "9": "reset by a device",
+  "10": "snapshot load",
+};
 
 /** Why a QEMU that is gone ended, read from what it left behind. */
-export function endReason(ctx: Context, vm: VmRecord): string {
-  const paths = vmPaths(ctx.dirs, vm.id);
+export function endReason(env: VmEnv, vm: VmRecord): string {
+  const paths = vmPaths(env.dirs, vm.id);
   let log = "";
   try {
-    log = Deno.readTextFileSync(paths.qemuLog).slice(-4096);
+    log = Deno.readTextFileSync(paths.qemuLog).slice(-8192);
   } catch { /* no log: fall through */ }
   const signal = log.match(/terminating on signal (\d+)/);
   if (signal) return `killed (signal ${signal[1]})`;
+  const causes = [...log.matchAll(/qemu_system_shutdown_request reason=(\d+)/g)];
+  const cause = causes.at(-1)?.[1];
+  if (cause !== undefined && SHUTDOWN_CAUSES[cause] && cause !== "0") {
+    const what = SHUTDOWN_CAUSES[cause];
+    return cause === "2" ? `QMP quit (not by qvm stop)` : what;
+  }
   // QEMU removes its pid file on an orderly exit (guest power-off, quit); a crash or SIGKILL leaves it.
   if (readPidFile(paths.pidFile) === vm.pid) return "crashed or killed (SIGKILL)";
   return "guest shutdown";
 }
 
+let scanned: { at: number; found: Map<number, string> } | undefined;
+
+/** The processes carrying a `-uuid`, scanned at most every 200 ms (or now, when `fresh`). */
+function qemuProcesses(fresh: boolean): Map<number, string> {
+  if (fresh || !scanned || Date.now() - scanned.at > 200) {
+    scanned = { at: Date.now(), found: findQemuWithUuid() };
+  }
+  return scanned.found;
+}
+
+/**
+ * The pid of a live QEMU of VM `id` that its row may not know: its pid file first, then a scan of
+ * the process table for `-uuid id`. Undefined if there is none.
+ */
+export function findQemuOf(env: VmEnv, id: string, options: { fresh?: boolean } = {}) {
+  const fromFile = readPidFile(vmPaths(env.dirs, id).pidFile);
+  if (fromFile && isOurQemu(fromFile, id)) return fromFile;
+  for (const [pid, uuid] of qemuProcesses(options.fresh === true)) {
+    if (uuid === id && isOurQemu(pid, id)) return pid;
+  }
+  return undefined;
+}
+
 async function askQemu(socket: string, timeoutMs: number): Promise<string | undefined> {
-  const { QmpClient } = await import("../qemu/qmp.ts");
-  let client;
   try {
-    client = await QmpClient.connect(socket, { timeoutMs, retry: false });
-    const reply = await client.execute<{ status: string }>("query-status", undefined, {
+    const reply = await qmpOnce<{ status: string }>(socket, "query-status", {
       timeoutMs,
+      retry: false,
     });
     return reply.status;
   } catch {
     return undefined;
-  } finally {
-    client?.close();
   }
 }
 
-function settle(store: StateStore, vm: VmRecord, status: "stopped" | "failed", reason: string) {
-  store.updateStatus(vm.id, status, { pid: null, stopReason: reason });
-  return store.require(vm.id);
+function statusFromQemu(qemuStatus: string): ObservedStatus {
+  if (qemuStatus === "running") return "running";
+  if (FAULT_STATES.has(qemuStatus)) return qemuStatus as ObservedStatus;
+  return "paused";
+}
+
+function settle(env: VmEnv, vm: VmRecord, status: "stopped" | "failed", reason: string) {
+  env.store.updateStatus(vm.id, status, { pid: null, stopReason: reason });
+  return env.store.require(vm.id);
+}
+
+/** Records `pid` as the VM's running QEMU. */
+function adopt(env: VmEnv, vm: VmRecord, pid: number): VmRecord {
+  env.store.updateStatus(vm.id, "running", {
+    pid,
+    qmpSocketPath: vmPaths(env.dirs, vm.id).qmpSocket,
+    stopReason: null,
+  });
+  return env.store.require(vm.id);
+}
+
+/** Options of one observation. */
+export interface ObserveOptions {
+  /** Bound of the QMP question, so a wedged VM cannot hold up the caller (default 1 s). */
+  timeoutMs?: number;
+  /** Ask QEMU for its run state (default true). */
+  qmp?: boolean;
+  /** The caller holds the VM's lock, so a held lock means no other command is busy. */
+  locked?: boolean;
+  /** Look for an unknown QEMU of the VM even when its row says it is not running. */
+  thorough?: boolean;
 }
 
 /**
- * Observes one VM and writes back what changed (a dead QEMU becomes `stopped` with its end
- * reason). `timeoutMs` bounds the QMP question, so a wedged VM cannot hold up the caller;
- * `locked` says the caller holds the VM's lock, so a held lock means no other command is busy.
+ * Observes one VM and writes back what changed: a dead QEMU becomes `stopped` with its end
+ * reason, a QEMU the row does not know is adopted.
  */
 export async function observe(
-  ctx: Context,
+  env: VmEnv,
   vm: VmRecord,
-  options: { timeoutMs?: number; qmp?: boolean; locked?: boolean } = {},
+  options: ObserveOptions = {},
 ): Promise<Observation> {
-  const paths = vmPaths(ctx.dirs, vm.id);
+  const paths = vmPaths(env.dirs, vm.id);
   const busy = () => !options.locked && isLocked(paths.lockFile);
-  if (isOurQemu(vm.pid, vm.id)) {
-    if ((vm.status === "stopping" || vm.status === "starting") && busy()) {
-      return { vm, status: vm.status };
+  if (!isOurQemu(vm.pid, vm.id)) {
+    const mayRun = STORED_LIVE.has(vm.status) || vm.stopReason === START_INTERRUPTED ||
+      options.thorough === true;
+    if (!mayRun) return { vm, status: vm.status };
+    // Marked live but no QEMU at its pid: a start/stop in progress holds the lock.
+    if (STORED_LIVE.has(vm.status) && busy()) return { vm, status: vm.status };
+    const found = findQemuOf(env, vm.id, { fresh: options.locked === true });
+    if (found === undefined) {
+      if (!STORED_LIVE.has(vm.status)) return { vm, status: vm.status };
+      if (vm.pid === null) {
+        const ended = settle(env, vm, "failed", START_INTERRUPTED);
+        return { vm: ended, status: "failed" };
+      }
+      const ended = settle(env, vm, "stopped", endReason(env, vm));
+      return { vm: ended, status: "stopped" };
     }
-    if (vm.status !== "running") {
-      ctx.store.updateStatus(vm.id, "running");
-      vm = ctx.store.require(vm.id);
-    }
-    if (options.qmp === false) return { vm, status: "running" };
-    const qemuStatus = await askQemu(paths.monitorSocket, options.timeoutMs ?? 1000);
-    if (qemuStatus === undefined) return { vm, status: "unresponsive" };
-    return { vm, status: qemuStatus === "running" ? "running" : "paused", qemuStatus };
+    vm = adopt(env, vm, found);
+  } else if (vm.status === "stopping" || vm.status === "starting") {
+    if (busy()) return { vm, status: vm.status };
   }
-  if (!LIVE_STATUSES.has(vm.status)) return { vm, status: vm.status as ObservedStatus };
-  // Marked live but no QEMU of ours: a start/stop in progress holds the lock; otherwise it ended.
-  if (busy()) return { vm, status: vm.status as ObservedStatus };
-  if (vm.pid === null) {
-    const ended = settle(ctx.store, vm, "failed", "start interrupted");
-    return { vm: ended, status: "failed" };
+  if (vm.status !== "running") {
+    env.store.updateStatus(vm.id, "running");
+    vm = env.store.require(vm.id);
   }
-  const ended = settle(ctx.store, vm, "stopped", endReason(ctx, vm));
-  return { vm: ended, status: "stopped" };
+  if (options.qmp === false) return { vm, status: "running" };
+  const qemuStatus = await askQemu(paths.monitorSocket, options.timeoutMs ?? 1000);
+  if (qemuStatus === undefined) return { vm, status: "unresponsive" };
+  return { vm, status: statusFromQemu(qemuStatus), qemuStatus };
 }
 
 /** True if a VM's stored state claims a process, so only a look at the machine can settle it. */
-export function needsCheck(vm: VmBrief): boolean {
-  return vm.pid !== null || LIVE_STATUSES.has(vm.status);
+export function needsCheck(vm: VmBrief & { stopReason?: string | null }): boolean {
+  return vm.pid !== null || STORED_LIVE.has(vm.status);
 }
 
 /** A brief VM's status as a listing shows it. */
 export interface BriefObservation {
   vm: VmBrief;
   status: ObservedStatus;
+  qemuStatus?: string;
 }
 
 /**
@@ -117,12 +228,12 @@ export interface BriefObservation {
  * process are taken as stored (nothing to check), so listing 10,000 VMs costs what the live do.
  */
 export function observeAll(
-  ctx: Context,
+  env: VmEnv,
   vms: readonly VmBrief[],
   options: { timeoutMs?: number } = {},
 ): Promise<BriefObservation[]> {
   return Promise.all(vms.map((vm) => {
     if (!needsCheck(vm)) return { vm, status: vm.status as ObservedStatus };
-    return observe(ctx, ctx.store.require(vm.id), options);
+    return observe(env, env.store.require(vm.id), options);
   }));
 }

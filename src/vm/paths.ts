@@ -1,6 +1,9 @@
 /** The files qvm keeps for one VM: sockets, pid file and lock in the runtime dir; logs and disks in the data dir. */
-import { join } from "node:path";
 import type { Dirs } from "../state/mod.ts";
+
+function join(dir: string, ...names: string[]): string {
+  return `${dir.endsWith("/") ? dir.slice(0, -1) : dir}/${names.join("/")}`;
+}
 
 /** Every path belonging to one VM. */
 export interface VmPaths {

@@ -3,8 +3,6 @@
  * record the pid, and wait for what the caller asked (process, QMP, or text on the serial console).
  * Any failure leaves no QEMU behind, marks the VM `failed`, and carries QEMU's own message.
  */
-import { dirname } from "node:path";
-import type { Context } from "../cli/context.ts";
 import { NotFoundError, QvmError, TimeoutError } from "../errors.ts";
 import { diskFile } from "../config/mod.ts";
 import type { VmRecord } from "../state/mod.ts";
@@ -12,9 +10,12 @@ import { ensurePrivateDir } from "../state/mod.ts";
 import { createDiskIfMissing } from "../qemu/img.ts";
 import { launchArgv } from "../qemu/launch.ts";
 import { isOurQemu, readPidFile, signalOurQemu } from "../qemu/process.ts";
-import { acquireLock } from "./lock.ts";
-import { observe } from "./observe.ts";
+import type { Deadline, VmEnv } from "./env.ts";
+import { withVm } from "./guard.ts";
+import { FAULT_STATES, findQemuOf, isLive } from "./observe.ts";
+import { qmpOnce, withQmpSocket } from "./qmp_session.ts";
 import { removeQuietly, runtimeFiles, type VmPaths, vmPaths } from "./paths.ts";
+import { prepareQemuFiles } from "./safe_files.ts";
 
 /** What `start --wait-for` waits for. */
 export type WaitFor = { kind: "process" } | { kind: "qmp" } | { kind: "serial"; text: string };
@@ -60,10 +61,12 @@ function tailOf(path: string, lines = 8): string {
   }
 }
 
-/** Kills whatever QEMU of this VM a failed start left, waiting until it is gone. */
-async function killLeftover(vm: VmRecord, paths: VmPaths): Promise<void> {
-  const pid = readPidFile(paths.pidFile);
-  if (pid && signalOurQemu(pid, vm.id, "SIGKILL")) {
+/** Kills whatever QEMU of this VM a failed start left (by pid file or by scan), until it is gone. */
+async function killLeftover(env: VmEnv, vm: VmRecord, paths: VmPaths): Promise<void> {
+  for (let round = 0; round < 3; round++) {
+    const pid = findQemuOf(env, vm.id, { fresh: true });
+    if (pid === undefined) break;
+    signalOurQemu(pid, vm.id, "SIGKILL");
     for (let i = 0; i < 100 && isOurQemu(pid, vm.id); i++) {
       await new Promise((r) => setTimeout(r, 20));
     }
@@ -71,14 +74,59 @@ async function killLeftover(vm: VmRecord, paths: VmPaths): Promise<void> {
   runtimeFiles(paths).forEach(removeQuietly);
 }
 
+/** QEMU's error from its log: the first line that is not a warning; warnings are the detail. */
+export function qemuError(log: string): { message?: string; detail?: string } {
+  const lines = log.split("\n").map((l) => l.trimEnd()).filter((l) => l.trim() !== "");
+  const strip = (line: string) => line.replace(/^[^:\s]*qemu[^:\s]*: /, "");
+  const errors = lines.filter((l) => !/(^|: )warning: /i.test(l) && !/^qemu_system_/.test(l));
+  const message = errors.length > 0 ? strip(errors[0]) : undefined;
+  const rest = lines.filter((l) => l !== errors[0]);
+  return { message, detail: rest.length > 0 ? rest.join("\n") : undefined };
+}
+
+/** Fails fast when QEMU sits in a run state it cannot leave by itself (KVM failure, panic). */
+async function checkRunState(paths: VmPaths): Promise<void> {
+  let state: string | undefined;
+  try {
+    state = (await qmpOnce<{ status: string }>(paths.monitorSocket, "query-status", {
+      timeoutMs: 500,
+      retry: false,
+    })).status;
+  } catch {
+    return; // not answering yet: the wait goes on
+  }
+  if (!FAULT_STATES.has(state)) return;
+  if (state === "internal-error") {
+    let kvm = false;
+    try {
+      kvm = (await qmpOnce<{ enabled: boolean }>(paths.monitorSocket, "query-kvm", {
+        timeoutMs: 500,
+        retry: false,
+      })).enabled;
+    } catch { /* unknown: say it generally */ }
+    if (kvm) {
+      throw new QvmError(
+        "KVM failed to run the guest (QEMU run state internal-error); set accel tcg in the " +
+          "config (arguments: [{accel: tcg}]) to run it without KVM",
+      );
+    }
+    throw new QvmError(
+      "the guest stopped with an emulation failure (QEMU run state internal-error)",
+    );
+  }
+  if (state === "guest-panicked") throw new QvmError("the guest panicked while booting");
+  throw new QvmError("the guest powered off while booting (QEMU run state shutdown)");
+}
+
 async function waitForSerial(
   paths: VmPaths,
-  check: { text: string; pid: number; id: string; deadline: number; offset: number },
+  check: { text: string; pid: number; id: string; deadline: Deadline; offset: number },
 ): Promise<void> {
   let offset = check.offset;
   let carry = "";
+  let lastStateCheck = 0;
   const decoder = new TextDecoder();
-  while (Date.now() < check.deadline) {
+  while (!check.deadline.expired) {
     try {
       const file = await Deno.open(paths.serialLog, { read: true });
       try {
@@ -100,6 +148,10 @@ async function waitForSerial(
     if (!isOurQemu(check.pid, check.id)) {
       throw new QvmError(`QEMU exited before '${check.text}' appeared on the serial console`);
     }
+    if (Date.now() - lastStateCheck >= 500) {
+      lastStateCheck = Date.now();
+      await checkRunState(paths);
+    }
     await new Promise((r) => setTimeout(r, 50));
   }
   throw new TimeoutError(`'${check.text}' did not appear on the serial console in time`);
@@ -108,7 +160,7 @@ async function waitForSerial(
 async function waitUntilReady(
   vm: VmRecord,
   paths: VmPaths,
-  options: { waitFor: WaitFor; pid: number; deadline: number; serialOffset: number },
+  options: { waitFor: WaitFor; pid: number; deadline: Deadline; serialOffset: number },
 ): Promise<void> {
   const { waitFor, pid, deadline } = options;
   if (waitFor.kind === "process") return;
@@ -117,12 +169,10 @@ async function waitUntilReady(
     await waitForSerial(paths, { text: waitFor.text, pid, id: vm.id, deadline, offset });
     return;
   }
-  const { QmpClient } = await import("../qemu/qmp.ts");
-  const client = await QmpClient.connect(paths.qmpSocket, {
-    timeoutMs: Math.max(options.deadline - Date.now(), 1),
+  await withQmpSocket(paths.qmpSocket, () => Promise.resolve(), {
+    timeoutMs: Math.max(deadline.remainingMs(), 1),
   });
-  client.close();
-  await client.closed;
+  await checkRunState(paths);
 }
 
 /** Result of a start, for printing. */
@@ -133,52 +183,44 @@ export interface Started {
 }
 
 /**
- * Starts `vm` (already looked up) and waits per `waitFor` until `timeoutS` has passed. Throws a
- * QvmError (exit 1), NotFoundError (binary, exit 3) or TimeoutError (exit 2) after cleaning up.
+ * Starts `vm` (already looked up) and waits per `waitFor` until `deadline`. Throws a QvmError
+ * (exit 1), NotFoundError (binary, exit 3) or TimeoutError (exit 2) after cleaning up. A QEMU of
+ * this VM that is already there (even one the database lost track of) is adopted, never doubled.
  */
-export async function startVm(
-  ctx: Context,
+export function startVm(
+  env: VmEnv,
   vm: VmRecord,
-  options: { waitFor: WaitFor; timeoutS: number },
+  options: { waitFor: WaitFor; deadline: Deadline },
 ): Promise<Started> {
-  const paths = vmPaths(ctx.dirs, vm.id);
-  const deadline = Date.now() + options.timeoutS * 1000;
-  const lock = await acquireLock(paths.lockFile, {
-    timeoutMs: options.timeoutS * 1000,
-    what: `VM '${vm.name}'`,
-  });
-  try {
-    const seen = await observe(ctx, ctx.store.require(vm.id), { qmp: false, locked: true });
-    vm = seen.vm;
-    if (seen.status === "running") {
-      throw new QvmError(`VM '${vm.name}' is already running (pid ${vm.pid})`);
+  return withVm(env, vm, { deadline: options.deadline }, (seen) => {
+    if (isLive(seen.status)) {
+      throw new QvmError(`VM '${seen.vm.name}' is already running (pid ${seen.vm.pid})`);
     }
-    return await launch(ctx, vm, { paths, deadline, waitFor: options.waitFor });
-  } finally {
-    lock.release();
-  }
+    const paths = vmPaths(env.dirs, vm.id);
+    return launch(env, seen.vm, { paths, deadline: options.deadline, waitFor: options.waitFor });
+  });
 }
 
 async function launch(
-  ctx: Context,
+  env: VmEnv,
   vm: VmRecord,
-  options: { paths: VmPaths; deadline: number; waitFor: WaitFor },
+  options: { paths: VmPaths; deadline: Deadline; waitFor: WaitFor },
 ): Promise<Started> {
   const { paths } = options;
   const argv = launchArgv(vm, paths);
   const fail = (reason: string) =>
-    ctx.store.updateStatus(vm.id, "failed", { pid: null, stopReason: reason });
+    env.store.updateStatus(vm.id, "failed", { pid: null, stopReason: reason });
   if (!findBinary(argv[0])) {
     fail("QEMU binary not found");
     throw new NotFoundError(
       `QEMU binary '${argv[0]}' not found (install qemu-system-x86 or set binary:)`,
     );
   }
-  ensurePrivateDir(ctx.dirs.runtimeDir);
-  ensurePrivateDir(dirname(paths.serialLog));
+  ensurePrivateDir(env.dirs.runtimeDir);
+  ensurePrivateDir(paths.serialLog.slice(0, paths.serialLog.lastIndexOf("/")));
   runtimeFiles(paths).forEach(removeQuietly);
   const createdDisks: string[] = [];
-  ctx.store.updateStatus(vm.id, "starting", {
+  env.store.updateStatus(vm.id, "starting", {
     pid: null,
     stopReason: null,
     qmpSocketPath: paths.qmpSocket,
@@ -187,13 +229,13 @@ async function launch(
     for (const disk of vm.config.storage) {
       if (disk.type === "virtfs") continue;
       const file = diskFile(disk, paths.diskDir);
-      if (!disk.file) ensurePrivateDir(paths.diskDir);
+      if (!disk.file) ensurePrivateDir(paths.diskDir, { within: env.dirs.dataDir });
       if (await createDiskIfMissing(disk, file)) {
-        ctx.store.addCreatedFile(vm.id, file);
+        env.store.addCreatedFile(vm.id, file);
         createdDisks.push(file);
       }
     }
-    Deno.writeTextFileSync(paths.qemuLog, "");
+    prepareQemuFiles(paths);
     const serialOffset = fileSize(paths.serialLog);
     const child = await new Deno.Command("/bin/sh", {
       args: ["-c", 'exec "$0" "$@" 2>>"$QVM_QEMU_LOG"', ...argv],
@@ -203,10 +245,9 @@ async function launch(
       stderr: "null",
     }).output();
     if (!child.success) {
-      const log = tailOf(paths.qemuLog);
-      const first = log.split("\n").find((l) => l.trim()) ?? `exit status ${child.code}`;
-      throw new QvmError(`QEMU failed to start: ${first.replace(/^[^:]*qemu[^:]*: /, "")}`, {
-        detail: log.includes("\n") ? log : undefined,
+      const { message, detail } = qemuError(tailOf(paths.qemuLog, 20));
+      throw new QvmError(`QEMU failed to start: ${message ?? `exit status ${child.code}`}`, {
+        detail,
       });
     }
     const pid = readPidFile(paths.pidFile);
@@ -215,16 +256,16 @@ async function launch(
         `QEMU exited right after starting: ${tailOf(paths.qemuLog, 1) || "no message"}`,
       );
     }
-    ctx.store.updateStatus(vm.id, "running", { pid, qmpSocketPath: paths.qmpSocket });
+    env.store.updateStatus(vm.id, "running", { pid, qmpSocketPath: paths.qmpSocket });
     await waitUntilReady(vm, paths, {
       waitFor: options.waitFor,
       pid,
       deadline: options.deadline,
       serialOffset,
     });
-    return { vm: ctx.store.require(vm.id), argv, createdDisks };
+    return { vm: env.store.require(vm.id), argv, createdDisks };
   } catch (err) {
-    await killLeftover(vm, paths);
+    await killLeftover(env, vm, paths);
     fail(err instanceof QvmError ? err.message : String(err));
     throw err;
   }

@@ -1,18 +1,22 @@
 /**
  * Stopping a VM by escalation: ACPI power-off, then QMP `quit`, then SIGTERM, then SIGKILL, each
- * given its share of the timeout; `--force` goes straight to SIGKILL. Signals go only to a pid that
- * is still this VM's QEMU. The step that ended the VM is returned and recorded.
+ * given its share of the command's deadline; `--force` goes straight to SIGKILL. The run state is
+ * watched as well as the pid: a paused guest cannot answer ACPI (straight to quit), and one that
+ * has powered off while QEMU stays up (`no-shutdown`) is quit at once. QMP goes to the command
+ * socket, or to the status socket when that one is gone. Signals go only to a pid that is still
+ * this VM's QEMU. The step that ended the VM is returned and recorded.
  */
-import type { Context } from "../cli/context.ts";
 import type { VmRecord } from "../state/mod.ts";
 import { QvmError } from "../errors.ts";
 import { isOurQemu, signalOurQemu } from "../qemu/process.ts";
-import { acquireLock } from "./lock.ts";
-import { observe } from "./observe.ts";
-import { removeQuietly, runtimeFiles, vmPaths } from "./paths.ts";
+import type { Deadline, VmEnv } from "./env.ts";
+import { withVm } from "./guard.ts";
+import { findQemuOf, isLive, type Observation } from "./observe.ts";
+import { removeQuietly, runtimeFiles, type VmPaths, vmPaths } from "./paths.ts";
+import { qmpOnce } from "./qmp_session.ts";
 
-/** One escalation step. */
-export type StopStep = "acpi" | "quit" | "sigterm" | "sigkill";
+/** One escalation step; `poweroff` means the guest had powered off and QEMU was told to quit. */
+export type StopStep = "acpi" | "poweroff" | "quit" | "sigterm" | "sigkill";
 
 /** A step and how long to wait, after taking it, for QEMU to be gone. */
 export interface PlannedStep {
@@ -23,6 +27,7 @@ export interface PlannedStep {
 /** Human words for each step, as `stop` prints them. */
 export const STEP_LABELS: Readonly<Record<StopStep, string>> = {
   acpi: "ACPI power-off",
+  poweroff: "guest power-off",
   quit: "QMP quit",
   sigterm: "SIGTERM",
   sigkill: "SIGKILL",
@@ -48,54 +53,82 @@ export interface Stopped {
   vm: VmRecord;
   /** The step that ended QEMU, or `null` if it was not running. */
   step: StopStep | null;
+  /** Set when QEMU was stopped but the database could not record it (e.g. a full disk). */
+  unrecorded?: string;
 }
 
-async function waitGone(pid: number, id: string, ms: number): Promise<boolean> {
-  const deadline = Date.now() + ms;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** QEMU's run state over QMP (status socket first: it is never held by a long command). */
+async function runState(paths: VmPaths, timeoutMs: number): Promise<string | undefined> {
+  try {
+    return (await qmpOnce<{ status: string }>(paths.monitorSocket, "query-status", {
+      timeoutMs: Math.max(Math.min(timeoutMs, 1000), 50),
+      retry: false,
+    })).status;
+  } catch {
+    return undefined;
+  }
+}
+
+function socketExists(path: string): boolean {
+  try {
+    return Deno.lstatSync(path).isSocket === true;
+  } catch {
+    return false;
+  }
+}
+
+/** Sends `command` on the command socket, or on the status socket if that one is gone or stuck. */
+async function sendQmp(paths: VmPaths, command: string, budgetMs: number): Promise<void> {
+  const timeoutMs = Math.max(Math.min(budgetMs, 5000), 100);
+  if (socketExists(paths.qmpSocket)) {
+    try {
+      await qmpOnce(paths.qmpSocket, command, { timeoutMs: Math.min(timeoutMs, 2000) });
+      return;
+    } catch { /* busy or broken: the status socket takes the same commands */ }
+  }
+  await qmpOnce(paths.monitorSocket, command, { timeoutMs, retry: false });
+}
+
+/** Waits until QEMU `pid` is gone (true) or `ms` passes; with `watch`, also until a run state. */
+async function waitGone(
+  pid: number,
+  id: string,
+  options: { ms: number; paths?: VmPaths },
+): Promise<boolean | "shutdown"> {
+  const end = Date.now() + options.ms;
+  let nextLook = Date.now() + 250;
   while (isOurQemu(pid, id)) {
-    if (Date.now() >= deadline) return false;
-    await new Promise((r) => setTimeout(r, 25));
+    if (Date.now() >= end) return false;
+    if (options.paths && Date.now() >= nextLook) {
+      nextLook = Date.now() + 250;
+      if (await runState(options.paths, 500) === "shutdown") return "shutdown";
+    }
+    await sleep(25);
   }
   return true;
-}
-
-async function qmpCommand(
-  socket: string,
-  { command, timeoutMs }: { command: string; timeoutMs: number },
-): Promise<void> {
-  const { QmpClient } = await import("../qemu/qmp.ts");
-  const client = await QmpClient.connect(socket, { timeoutMs });
-  try {
-    await client.execute(command, undefined, { timeoutMs });
-  } finally {
-    client.close();
-    await client.closed;
-  }
 }
 
 /** Takes one step; false if it could not be taken (QMP unreachable, pid no longer ours). */
 async function take(
   step: StopStep,
-  vm: VmRecord,
-  options: { budgetMs: number; socket: string },
+  vm: { id: string; pid: number },
+  options: { budgetMs: number; paths: VmPaths },
 ): Promise<boolean> {
-  const pid = vm.pid!;
-  const { socket, budgetMs } = options;
   try {
     switch (step) {
       case "acpi":
-        await qmpCommand(socket, {
-          command: "system_powerdown",
-          timeoutMs: Math.min(budgetMs, 5000),
-        });
+        await sendQmp(options.paths, "system_powerdown", options.budgetMs);
         return true;
+      case "poweroff":
       case "quit":
-        await qmpCommand(socket, { command: "quit", timeoutMs: Math.min(budgetMs, 5000) });
+        await sendQmp(options.paths, "quit", options.budgetMs);
         return true;
       case "sigterm":
-        return signalOurQemu(pid, vm.id, "SIGTERM");
+        return signalOurQemu(vm.pid, vm.id, "SIGTERM");
       case "sigkill":
-        return signalOurQemu(pid, vm.id, "SIGKILL");
+        return signalOurQemu(vm.pid, vm.id, "SIGKILL");
     }
   } catch {
     return false;
@@ -104,56 +137,91 @@ async function take(
 
 /** Runs the plan against a live QEMU; returns the step after which it was gone. */
 async function escalate(
-  vm: VmRecord,
-  options: { plan: PlannedStep[]; socket: string },
+  vm: { id: string; pid: number },
+  options: { plan: PlannedStep[]; paths: VmPaths },
 ): Promise<StopStep | null> {
-  const pid = vm.pid!;
-  for (const { step, waitMs } of options.plan) {
+  const { pid } = vm;
+  const plan = [...options.plan];
+  for (let i = 0; i < plan.length; i++) {
+    let { step, waitMs } = plan[i];
     const started = Date.now();
-    if (!isOurQemu(pid, vm.id)) return step;
-    const taken = await take(step, vm, { budgetMs: waitMs, socket: options.socket });
+    if (!isOurQemu(pid, vm.id)) return i === 0 ? step : plan[i - 1].step;
+    if (step === "acpi") {
+      const state = await runState(options.paths, waitMs);
+      if (state === "shutdown") {
+        step = "poweroff";
+      } else if (state !== undefined && state !== "running") {
+        // Paused (or stuck): the guest cannot answer ACPI; its share goes to quit.
+        plan[i + 1] = { ...plan[i + 1], waitMs: plan[i + 1].waitMs + waitMs };
+        continue;
+      }
+    }
+    const taken = await take(step, vm, { budgetMs: waitMs, paths: options.paths });
     if (!taken && isOurQemu(pid, vm.id)) continue;
-    if (await waitGone(pid, vm.id, Math.max(waitMs - (Date.now() - started), 0))) return step;
+    const left = Math.max(waitMs - (Date.now() - started), 0);
+    const gone = await waitGone(pid, vm.id, {
+      ms: left,
+      paths: step === "acpi" ? options.paths : undefined,
+    });
+    if (gone === true) return step;
+    if (gone === "shutdown") {
+      // Powered off with QEMU told to stay: end it now, reporting the guest's own power-off.
+      plan.splice(i + 1, 0, { step: "poweroff", waitMs: plan[i + 1]?.waitMs ?? 1000 });
+    }
   }
   return null;
 }
 
-/**
- * Stops `vm`, escalating per `planStop`; `locked` means the caller already holds the VM's lock.
- * A VM that is not running is left as it is (step `null`).
- */
-export async function stopVm(
-  ctx: Context,
-  vm: VmRecord,
-  options: { timeoutS?: number; force?: boolean; locked?: boolean } = {},
-): Promise<Stopped> {
-  const paths = vmPaths(ctx.dirs, vm.id);
-  const timeoutS = options.timeoutS ?? 30;
-  const lock = options.locked
-    ? undefined
-    : await acquireLock(paths.lockFile, { timeoutMs: timeoutS * 1000, what: `VM '${vm.name}'` });
+/** Runs a store write; returns its error message instead of throwing, so a stop goes on. */
+function tryWrite(write: () => unknown): string | undefined {
   try {
-    const seen = await observe(ctx, ctx.store.require(vm.id), { qmp: false, locked: true });
-    if (seen.status !== "running" && seen.status !== "stopping" && seen.status !== "starting") {
-      return { vm: seen.vm, step: null };
-    }
-    ctx.store.updateStatus(vm.id, "stopping");
-    const step = await escalate(seen.vm, {
-      plan: planStop(timeoutS, options),
-      socket: paths.qmpSocket,
-    });
-    if (step === null) {
-      // Not even SIGKILL ended it (e.g. stuck in the kernel): say so, keep it marked running.
-      ctx.store.updateStatus(vm.id, "running");
-      throw new QvmError(`VM '${vm.name}' (pid ${seen.vm.pid}) did not exit, even after SIGKILL`);
-    }
-    ctx.store.updateStatus(vm.id, "stopped", {
+    write();
+    return undefined;
+  } catch (err) {
+    return (err as Error).message;
+  }
+}
+
+/**
+ * Stops the VM seen under its lock (`withVm`), within `deadline`. A VM that is not running is left
+ * as it is (step `null`). If the database cannot record the stop, QEMU is stopped all the same
+ * and `unrecorded` says why.
+ */
+export async function stopLocked(
+  env: VmEnv,
+  seen: Observation,
+  options: { deadline: Deadline; force?: boolean },
+): Promise<Stopped> {
+  const { vm } = seen;
+  const paths = vmPaths(env.dirs, vm.id);
+  const pid = isOurQemu(vm.pid, vm.id) ? vm.pid! : findQemuOf(env, vm.id, { fresh: true });
+  if (!isLive(seen.status) || pid === undefined) return { vm, step: null };
+  let unrecorded = tryWrite(() => env.store.updateStatus(vm.id, "stopping"));
+  const step = await escalate({ id: vm.id, pid }, {
+    plan: planStop(options.deadline.remainingMs() / 1000, options),
+    paths,
+  });
+  if (step === null) {
+    // Not even SIGKILL ended it (e.g. stuck in the kernel): say so, keep it marked running.
+    tryWrite(() => env.store.updateStatus(vm.id, "running"));
+    throw new QvmError(`VM '${vm.name}' (pid ${pid}) did not exit, even after SIGKILL`);
+  }
+  unrecorded ??= tryWrite(() =>
+    env.store.updateStatus(vm.id, "stopped", {
       pid: null,
       stopReason: `stopped by qvm (${STEP_LABELS[step]})`,
-    });
-    runtimeFiles(paths).forEach(removeQuietly); // QEMU removes most itself
-    return { vm: ctx.store.require(vm.id), step };
-  } finally {
-    lock?.release();
-  }
+    })
+  );
+  runtimeFiles(paths).forEach(removeQuietly); // QEMU removes most itself
+  if (unrecorded !== undefined) return { vm, step, unrecorded };
+  return { vm: env.store.require(vm.id), step };
+}
+
+/** Stops `vm` under its lock, escalating per `planStop` within `deadline`. */
+export function stopVm(
+  env: VmEnv,
+  vm: VmRecord,
+  options: { deadline: Deadline; force?: boolean },
+): Promise<Stopped> {
+  return withVm(env, vm, { deadline: options.deadline }, (seen) => stopLocked(env, seen, options));
 }

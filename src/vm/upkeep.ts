@@ -4,13 +4,13 @@
  * live whose QEMU is gone; remove and settle them under each VM's lock. A live QEMU's files and a
  * held lock are never touched.
  */
-import { join } from "node:path";
-import type { Context } from "../cli/context.ts";
 import { TimeoutError } from "../errors.ts";
 import type { VmRecord } from "../state/mod.ts";
 import { findQemuWithUuid, isOurQemu } from "../qemu/process.ts";
+import { Deadline, type VmEnv } from "./env.ts";
+import { VmRemovedError, withVm } from "./guard.ts";
 import { acquireLock, isLocked } from "./lock.ts";
-import { observe } from "./observe.ts";
+import { isLive } from "./observe.ts";
 import { vmPaths } from "./paths.ts";
 
 /** The kinds of file qvm keeps per VM in the runtime dir (`<id>.<kind>`). */
@@ -24,7 +24,6 @@ export interface RuntimeFile {
 }
 
 const RUNTIME_FILE = /^(.+)\.(qmp|mon|serial|pid|lock)$/;
-const LIVE = new Set(["starting", "running", "stopping"]);
 
 /** The VM id and kind of a runtime dir entry named `name`, or undefined if it is not qvm's. */
 export function parseRuntimeFile(name: string): { id: string; kind: RuntimeKind } | undefined {
@@ -67,7 +66,7 @@ export function planUpkeep(facts: VmFacts): { actions: UpkeepAction[]; busy: boo
   if (facts.qemuAlive) return { actions: [], busy: false };
   const actions: UpkeepAction[] = [];
   const { vm } = facts;
-  if (vm && LIVE.has(vm.status)) {
+  if (vm && isLive(vm.status)) {
     actions.push({
       action: "settle",
       path: null,
@@ -102,7 +101,7 @@ export function runtimeFiles(runtimeDir: string): Map<string, RuntimeFile[]> {
     const parsed = parseRuntimeFile(entry.name);
     if (!parsed || entry.isDirectory) continue;
     const list = byId.get(parsed.id) ?? [];
-    list.push({ ...parsed, path: join(runtimeDir, entry.name) });
+    list.push({ ...parsed, path: `${runtimeDir}/${entry.name}` });
     byId.set(parsed.id, list);
   }
   return byId;
@@ -115,8 +114,8 @@ export interface UpkeepResult {
   busy: string[];
 }
 
-function vmWithId(ctx: Context, id: string): VmRecord | undefined {
-  const vm = ctx.store.get(id);
+function vmWithId(env: VmEnv, id: string): VmRecord | undefined {
+  const vm = env.store.get(id);
   return vm?.id === id ? vm : undefined; // a file named after a VM's *name* is not that VM's
 }
 
@@ -137,29 +136,76 @@ function removeFile(path: string): void {
   }
 }
 
-/** Re-plans under the VM's lock (a start may have finished meanwhile) and carries it out. */
-async function applyUnderLock(
-  ctx: Context,
+/** Removes the planned files (re-checked: a start may have finished meanwhile). */
+function removePlanned(actions: readonly UpkeepAction[]): UpkeepAction[] {
+  const done: UpkeepAction[] = [];
+  for (const action of actions) {
+    if (action.action !== "remove" || !action.path || !exists(action.path)) continue;
+    removeFile(action.path);
+    done.push(action);
+  }
+  return done;
+}
+
+/** Settles and tidies a known VM through the one locked path (the guard observes and settles). */
+function tidyKnown(
+  env: VmEnv,
+  vm: VmRecord,
+  options: { files: RuntimeFile[]; liveUuids: ReadonlySet<string> },
+): Promise<UpkeepAction[]> {
+  return withVm(env, vm, { deadline: Deadline.in(0) }, (seen) => {
+    const done: UpkeepAction[] = [];
+    if (seen.vm.status !== vm.status) {
+      const how = seen.vm.stopReason ? ` (${seen.vm.stopReason})` : "";
+      const { actions } = planUpkeep({
+        id: vm.id,
+        files: [],
+        vm,
+        qemuAlive: false,
+        lockHeld: false,
+      });
+      for (const action of actions) {
+        done.push({ ...action, reason: `${action.reason}; now ${seen.vm.status}${how}` });
+      }
+    }
+    const qemuAlive = options.liveUuids.has(vm.id) || isOurQemu(seen.vm.pid, vm.id) ||
+      isLive(seen.vm.status);
+    const files = options.files.filter((f) => exists(f.path));
+    const { actions } = planUpkeep({ id: vm.id, files, vm: seen.vm, qemuAlive, lockHeld: false });
+    done.push(...removePlanned(actions));
+    return Promise.resolve(done);
+  });
+}
+
+/** Removes the files of an id no VM has, under that id's lock; the lock file goes last, held. */
+async function tidyUnknown(
+  env: VmEnv,
   id: string,
   options: { files: RuntimeFile[]; liveUuids: ReadonlySet<string> },
 ): Promise<UpkeepAction[]> {
-  const vm = vmWithId(ctx, id);
-  const files = options.files.filter((f) => exists(f.path));
-  const qemuAlive = options.liveUuids.has(id) || (vm !== undefined && isOurQemu(vm.pid, id));
-  const { actions } = planUpkeep({ id, files, vm, qemuAlive, lockHeld: false });
-  const done: UpkeepAction[] = [];
-  for (const action of actions) {
-    if (action.action === "settle" && vm) {
-      const seen = await observe(ctx, vm, { qmp: false, locked: true });
-      if (seen.status === vm.status) continue;
-      const how = seen.vm.stopReason ? ` (${seen.vm.stopReason})` : "";
-      done.push({ ...action, reason: `${action.reason}; now ${seen.status}${how}` });
-    } else if (action.path) {
-      removeFile(action.path);
-      done.push(action);
+  const lockFile = vmPaths(env.dirs, id).lockFile;
+  const lock = await acquireLock(lockFile, { timeoutMs: 0, what: `VM '${id}'` });
+  try {
+    if (vmWithId(env, id)) return []; // defined meanwhile
+    const files = options.files.filter((f) => exists(f.path) && f.path !== lockFile);
+    const qemuAlive = options.liveUuids.has(id);
+    const { actions } = planUpkeep({ id, files, qemuAlive, lockHeld: false });
+    const done = removePlanned(actions);
+    const hadLock = options.files.some((f) => f.path === lockFile);
+    // Taking the lock may have created its file: it goes too, while held, so no command waits on it.
+    if (!qemuAlive) lock.releaseAndRemove();
+    if (!qemuAlive && hadLock) {
+      done.push({
+        action: "remove",
+        path: lockFile,
+        vm: id,
+        reason: `no VM with id '${id}' exists`,
+      });
     }
+    return done;
+  } finally {
+    lock.release();
   }
-  return done;
 }
 
 /**
@@ -167,18 +213,18 @@ async function applyUnderLock(
  * them, each VM under its lock (taken without waiting: a busy VM is skipped and reported).
  */
 export async function tidyRuntime(
-  ctx: Context,
+  env: VmEnv,
   options: { dryRun: boolean },
 ): Promise<UpkeepResult> {
-  const byId = runtimeFiles(ctx.dirs.runtimeDir);
-  for (const vm of ctx.store.listBrief()) {
-    if (LIVE.has(vm.status) && !byId.has(vm.id)) byId.set(vm.id, []);
+  const byId = runtimeFiles(env.dirs.runtimeDir);
+  for (const vm of env.store.listBrief()) {
+    if (isLive(vm.status) && !byId.has(vm.id)) byId.set(vm.id, []);
   }
   const liveUuids = new Set(findQemuWithUuid().values());
   const result: UpkeepResult = { actions: [], busy: [] };
   for (const [id, files] of [...byId].sort(([a], [b]) => a.localeCompare(b))) {
-    const vm = vmWithId(ctx, id);
-    const lockFile = vmPaths(ctx.dirs, id).lockFile;
+    const vm = vmWithId(env, id);
+    const lockFile = vmPaths(env.dirs, id).lockFile;
     const qemuAlive = liveUuids.has(id) || (vm !== undefined && isOurQemu(vm.pid, id));
     const plan = planUpkeep({ id, files, vm, qemuAlive, lockHeld: isLocked(lockFile) });
     if (plan.busy) result.busy.push(vm?.name ?? id);
@@ -186,21 +232,15 @@ export async function tidyRuntime(
       result.actions.push(...plan.actions);
       continue;
     }
-    let lock;
     try {
-      lock = await acquireLock(lockFile, { timeoutMs: 0, what: `VM '${vm?.name ?? id}'` });
+      const done = vm
+        ? await tidyKnown(env, vm, { files, liveUuids })
+        : await tidyUnknown(env, id, { files, liveUuids });
+      result.actions.push(...done);
     } catch (err) {
+      if (err instanceof VmRemovedError) continue;
       if (!(err instanceof TimeoutError)) throw err;
       result.busy.push(vm?.name ?? id);
-      continue;
-    }
-    try {
-      result.actions.push(...await applyUnderLock(ctx, id, { files, liveUuids }));
-      // The lock of a VM that no longer exists goes too (taking it may have created it); it is
-      // unlinked while held, so no other command can be holding it at that moment.
-      if (!vmWithId(ctx, id)) removeFile(lockFile);
-    } finally {
-      lock.release();
     }
   }
   return result;
