@@ -1,0 +1,494 @@
+/**
+ * maqet configs run unchanged: config files in, QEMU options (or exit 3) out. Each row is one rule
+ * of maqet's format; `@` in an expected argument stands for the folder of the config files.
+ */
+import assert from "node:assert/strict";
+import { loadConfigs } from "../src/config/mod.ts";
+import { QvmError } from "../src/errors.ts";
+import { configArgv } from "../src/qemu/argv.ts";
+import { launchArgv } from "../src/qemu/launch.ts";
+import { vmPaths } from "../src/vm/paths.ts";
+import { guestConfig, WAIT_READY } from "./helpers/guest.ts";
+import { withEnv } from "./helpers/qvm.ts";
+
+interface Row {
+  /** The rule, as it reads in maqet's docs or code. */
+  rule: string;
+  /** Config files, merged left to right (`add A.yaml B.yaml`). */
+  files: string[];
+  /** The QEMU options built from them (qvm's own parts left out); `@` is the config folder. */
+  argv?: string[];
+  /** Or: the UsageError (exit 3) message it is refused with. */
+  refused?: RegExp;
+  /** A warning that must be given. */
+  warns?: RegExp;
+}
+
+const rows: Row[] = [
+  // Storage items without a name are named by position in the merged list and all kept.
+  {
+    rule: "an unnamed disk in each of two files gives two disks, storage0 and storage1",
+    files: ["storage:\n  - size: 1G\n", "storage:\n  - size: 2G\n"],
+    argv: [
+      "-drive",
+      "file=/d/storage0.qcow2,format=qcow2,if=virtio,id=storage0",
+      "-drive",
+      "file=/d/storage1.qcow2,format=qcow2,if=virtio,id=storage1",
+    ],
+  },
+  {
+    rule: "named items merge by name while unnamed ones are appended by position",
+    files: [
+      "storage:\n  - {name: hdd, interface: ide}\n  - {size: 1G}\n",
+      "storage:\n  - {name: hdd, type: raw}\n  - {size: 2G}\n  - {size: 3G, type: raw}\n",
+    ],
+    argv: [
+      "-drive",
+      "file=/d/hdd.raw,format=raw,if=ide,id=hdd",
+      "-drive",
+      "file=/d/storage1.qcow2,format=qcow2,if=virtio,id=storage1",
+      "-drive",
+      "file=/d/storage2.qcow2,format=qcow2,if=virtio,id=storage2",
+      "-drive",
+      "file=/d/storage3.raw,format=raw,if=virtio,id=storage3",
+    ],
+  },
+  {
+    rule: "an unnamed item whose positional name is taken by a named one is a duplicate",
+    files: ["storage:\n  - {size: 1G}\n", "storage:\n  - {name: storage0, size: 2G}\n"],
+    refused: /duplicate storage name 'storage0'/,
+  },
+
+  // maqet's options: form of storage items.
+  {
+    rule: "a virtfs item's options: map gives mount_tag, security_model and readonly",
+    files: [
+      "storage:\n  - name: share\n    type: virtfs\n    path: ./share\n    options:\n" +
+      "      mount_tag: host0\n      security_model: none\n      readonly: true\n",
+    ],
+    argv: [
+      "-virtfs",
+      "local,path=@/share,mount_tag=host0,security_model=none,id=share,readonly=on",
+    ],
+  },
+  {
+    rule: "a virtfs item without mount_tag uses its name as the tag",
+    files: ["storage:\n  - {name: data, type: virtfs, path: /srv/data}\n"],
+    argv: [
+      "-virtfs",
+      "local,path=/srv/data,mount_tag=data,security_model=mapped-xattr,id=data",
+    ],
+  },
+  {
+    rule: "an unnamed virtfs item's tag is its positional name",
+    files: ["storage:\n  - {type: virtfs, path: /srv}\n"],
+    argv: ["-virtfs", "local,path=/srv,mount_tag=storage0,security_model=mapped-xattr,id=storage0"],
+  },
+  {
+    rule: "a disk's options: map may hold its known keys and extra -drive sub-options",
+    files: [
+      "storage:\n  - name: hdd\n    options: {interface: ide, cache: none, discard: unmap, " +
+      "file: ./hdd.qcow2}\n",
+    ],
+    argv: ["-drive", "file=@/hdd.qcow2,format=qcow2,if=ide,id=hdd,cache=none,discard=unmap"],
+  },
+  {
+    rule: "options: may not set what qvm writes itself (format, if, id)",
+    files: ["storage:\n  - name: hdd\n    options: {format: raw}\n"],
+    refused: /options\.format for storage 'hdd': qvm sets 'format' itself/,
+  },
+  {
+    rule: "a key given both at the top and under options: with different values is refused",
+    files: [
+      "storage:\n  - {name: s, type: virtfs, path: /srv, mount_tag: a, options: {mount_tag: b}}\n",
+    ],
+    refused: /mount_tag is given twice/,
+  },
+
+  // Relative paths inside option text resolve against the config's folder.
+  {
+    rule: "file= in a -drive string",
+    files: ['arguments:\n  - drive: "file=./disk.qcow2,if=virtio"\n'],
+    argv: ["-drive", "file=@/disk.qcow2,if=virtio"],
+  },
+  {
+    rule: "file= in a -drive map, and in a further key of the item",
+    files: [
+      "arguments:\n  - drive: {file: ./a.qcow2, if: virtio}\n" +
+      "  - {drive: null, file: b.img, format: raw, if: ide}\n",
+    ],
+    argv: ["-drive", "file=@/a.qcow2,if=virtio", "-drive", "file=@/b.img,format=raw,if=ide"],
+  },
+  {
+    rule: "file= in a -drive list, with an escaped comma in the name",
+    files: ["arguments:\n  - drive: ['file=./a,,b.img', if=ide]\n"],
+    argv: ["-drive", "file=@/a,,b.img,if=ide"],
+  },
+  {
+    rule: "a chardev's path= in a string and as a further key",
+    files: [
+      'arguments:\n  - chardev: "socket,id=c0,path=./c0.sock,server=on,wait=off"\n' +
+      "  - {chardev: socket, id: c1, path: sub/c1.sock, server: true, wait: false}\n",
+    ],
+    argv: [
+      "-chardev",
+      "socket,id=c0,path=@/c0.sock,server=on,wait=off",
+      "-chardev",
+      "socket,id=c1,path=@/sub/c1.sock,server=on,wait=off",
+    ],
+  },
+  {
+    rule: "dotted path keys (file.filename=) resolve; a -blockdev file= naming a node does not",
+    files: [
+      "arguments:\n  - blockdev: {driver: file, node-name: f0, filename: ./a.img}\n" +
+      "  - blockdev: {driver: qcow2, node-name: q0, file: f0}\n" +
+      '  - drive: "file.driver=file,file.filename=./b.img,if=none,id=b"\n',
+    ],
+    argv: [
+      "-blockdev",
+      "driver=file,node-name=f0,filename=@/a.img",
+      "-blockdev",
+      "driver=qcow2,node-name=q0,file=f0",
+      "-drive",
+      "file.driver=file,file.filename=@/b.img,if=none,id=b",
+    ],
+  },
+  {
+    rule: "other path keys: logfile=, script=, romfile=, mem-path=",
+    files: [
+      "arguments:\n  - {chardev: file, id: log0, path: ./out.txt, logfile: ./log.txt}\n" +
+      "  - {netdev: tap, id: t0, script: ./up.sh, downscript: 'no'}\n" +
+      "  - {device: e1000, romfile: ./efi.rom}\n" +
+      "  - object: {qom-type: memory-backend-file, id: m0, size: 64M, mem-path: ./mem}\n",
+    ],
+    argv: [
+      "-chardev",
+      "file,id=log0,path=@/out.txt,logfile=@/log.txt",
+      "-netdev",
+      "tap,id=t0,script=@/up.sh,downscript=no",
+      "-device",
+      "e1000,romfile=@/efi.rom",
+      "-object",
+      "qom-type=memory-backend-file,id=m0,size=64M,mem-path=@/mem",
+    ],
+  },
+  {
+    rule: "values that are not paths are left alone (loadvm, incoming, append, URIs, absolute)",
+    files: [
+      "arguments:\n  - loadvm: snap1\n  - incoming: 'defer'\n  - append: 'root=./x file=./y'\n" +
+      '  - drive: "file=nbd:localhost:10809,if=virtio"\n  - drive: {file: /abs/a.img}\n' +
+      '  - netdev: "user,id=n0,hostfwd=tcp::2222-:22"\n',
+    ],
+    argv: [
+      "-loadvm",
+      "snap1",
+      "-incoming",
+      "defer",
+      "-append",
+      "root=./x file=./y",
+      "-drive",
+      "file=nbd:localhost:10809,if=virtio",
+      "-drive",
+      "file=/abs/a.img",
+      "-netdev",
+      "user,id=n0,hostfwd=tcp::2222-:22",
+    ],
+  },
+  {
+    rule: "raw args: the value after a path option and path keys in option text",
+    files: ['args: ["-drive", "file=./raw.img,format=raw", "-cdrom", "x.iso", "-S"]\n'],
+    argv: ["-drive", "file=@/raw.img,format=raw", "-cdrom", "@/x.iso", "-S"],
+  },
+
+  // Path options: the whole value is a path.
+  {
+    rule: "cdrom, hda-hdd, fda/fdb, sd and mtdblock resolve like kernel and initrd",
+    files: [
+      "arguments:\n  - cdrom: ./install.iso\n  - hda: a.img\n  - hdb: ./b.img\n  - hdc: c.img\n" +
+      "  - hdd: d.img\n  - fda: ./floppy.img\n  - fdb: f2.img\n  - sd: ./card.img\n" +
+      "  - mtdblock: ./flash.img\n  - kernel: ./vmlinuz\n  - initrd: initrd.cpio\n",
+    ],
+    argv: [
+      "-cdrom",
+      "@/install.iso",
+      "-hda",
+      "@/a.img",
+      "-hdb",
+      "@/b.img",
+      "-hdc",
+      "@/c.img",
+      "-hdd",
+      "@/d.img",
+      "-fda",
+      "@/floppy.img",
+      "-fdb",
+      "@/f2.img",
+      "-sd",
+      "@/card.img",
+      "-mtdblock",
+      "@/flash.img",
+      "-kernel",
+      "@/vmlinuz",
+      "-initrd",
+      "@/initrd.cpio",
+    ],
+  },
+
+  // Empty nested maps and list-valued sub-options.
+  {
+    rule: "an empty nested map is a bare value: {display: {gtk: {}}} is -display gtk",
+    files: ["arguments:\n  - display: {gtk: {}}\n"],
+    argv: ["-display", "gtk"],
+  },
+  {
+    rule: "an empty first key followed by sub-options: {display: {gtk: {}, zoom-to-fit: on}}",
+    files: ["arguments:\n  - display: {gtk: {}, zoom-to-fit: on}\n"],
+    argv: ["-display", "gtk,zoom-to-fit=on"],
+  },
+  {
+    rule: "a list-valued sub-option repeats its key: hostfwd=A,hostfwd=B",
+    files: [
+      "arguments:\n  - netdev: user\n    id: n0\n    hostfwd: ['tcp::2222-:22', 'tcp::8080-:80']\n",
+    ],
+    argv: ["-netdev", "user,id=n0,hostfwd=tcp::2222-:22,hostfwd=tcp::8080-:80"],
+  },
+  {
+    rule: "a list inside the option's map repeats its key too",
+    files: ["arguments:\n  - netdev: {type: user, id: n0, hostfwd: ['tcp::1-:1', 'udp::2-:2']}\n"],
+    argv: ["-netdev", "type=user,id=n0,hostfwd=tcp::1-:1,hostfwd=udp::2-:2"],
+  },
+
+  // Flags given twice.
+  {
+    rule: "a bare flag given in two files is written once",
+    files: ["arguments:\n  - enable-kvm\n", "arguments:\n  - enable-kvm\n  - no-reboot\n"],
+    argv: ["-enable-kvm", "-no-reboot"],
+  },
+  {
+    rule: "a flag spelled three ways in one file is written once",
+    files: ["arguments:\n  - no-reboot\n  - -no-reboot\n  - {no-reboot: null}\n"],
+    argv: ["-no-reboot"],
+  },
+  {
+    rule: "options with values are not flags: two -device items stay two",
+    files: ["arguments:\n  - device: virtio-rng-pci\n  - device: virtio-rng-pci\n"],
+    argv: ["-device", "virtio-rng-pci", "-device", "virtio-rng-pci"],
+  },
+
+  // A top-level key and the same option in arguments: QEMU keeps the later one.
+  {
+    rule: "memory before arguments: the {m: ...} argument comes later and wins",
+    files: ["memory: 4G\narguments:\n  - m: 2G\n"],
+    argv: ["-m", "2G"],
+    warns: /memory is given twice.*QEMU uses the later one, so qvm keeps '\{"m":"2G"\}'/,
+  },
+  {
+    rule: "arguments before memory: the memory key comes later and wins",
+    files: ["arguments:\n  - m: 2G\nmemory: 4G\n"],
+    argv: ["-m", "4G"],
+    warns: /memory is given twice.*so qvm keeps 'memory: 4G'/,
+  },
+  {
+    rule: "display given as a key and as an argument",
+    files: ["display: none\narguments:\n  - display: {gtk: {}}\n"],
+    argv: ["-display", "gtk"],
+    warns: /display is given twice/,
+  },
+  {
+    rule: "cpu and smp, and vga both ways",
+    files: ["arguments:\n  - smp: 4\n  - vga: std\ncpu: 2\nvga: none\n"],
+    argv: ["-smp", "2", "-vga", "none"],
+    warns: /cpu is given twice/,
+  },
+  {
+    rule: "across files the later file wins whichever way it spells it",
+    files: ["memory: 4G\n", "arguments:\n  - m: 1G\n"],
+    argv: ["-m", "1G"],
+  },
+
+  // Case-insensitive words.
+  {
+    rule: "type: QCOW2, Raw and VirtFS in any case",
+    files: [
+      "storage:\n  - {name: a, type: QCOW2}\n  - {name: b, type: Raw, interface: IDE}\n" +
+      "  - {name: c, type: VirtFS, path: /srv, security_model: None}\n",
+    ],
+    argv: [
+      "-drive",
+      "file=/d/a.qcow2,format=qcow2,if=virtio,id=a",
+      "-drive",
+      "file=/d/b.raw,format=raw,if=ide,id=b",
+      "-virtfs",
+      "local,path=/srv,mount_tag=c,security_model=none,id=c",
+    ],
+  },
+  {
+    rule: "readonly: yes (a boolean to maqet's YAML parser) is true",
+    files: ["storage:\n  - {name: s, type: virtfs, path: /srv, readonly: yes}\n"],
+    argv: ["-virtfs", "local,path=/srv,mount_tag=s,security_model=mapped-xattr,id=s,readonly=on"],
+  },
+
+  // Keys that are commands.
+  ...["start", "stop", "add", "rm", "snapshot", "qmp"].map((key): Row => ({
+    rule: `a '${key}:' key is a command, not a setting, and is refused`,
+    files: [`name: vm1\n${key}:\n  timeout: 10\n`],
+    refused: new RegExp(`config key '${key}' is a qvm command, not a VM setting`),
+  })),
+
+  // Disks in system folders.
+  ...["/etc", "/usr/lib", "/bin", "/sbin", "/boot", "/proc", "/sys", "/dev"].map((folder): Row => ({
+    rule: `a new disk in ${folder} is refused`,
+    files: [`storage:\n  - {name: hdd, file: ${folder}/qvm-test-disk.qcow2}\n`],
+    refused: new RegExp(`refusing to create disk 'hdd' at '${folder}/qvm-test-disk\\.qcow2'`),
+  })),
+  {
+    rule: "an existing file in a system folder may be used when named explicitly",
+    files: ["storage:\n  - {name: null0, type: raw, file: /dev/null, interface: ide}\n"],
+    argv: ["-drive", "file=/dev/null,format=raw,if=ide,id=null0"],
+  },
+
+  // nographic.
+  {
+    rule: "nographic is left out: qvm runs the VM headless, serial on its console",
+    files: ["arguments:\n  - nographic\n  - no-reboot\n"],
+    argv: ["-no-reboot"],
+    warns: /nographic: .*headless \(-display none\).*'qvm console'/,
+  },
+];
+
+async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "qvm-maqet-" });
+  try {
+    await fn(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+async function build(dir: string, files: string[], warn: (m: string) => void): Promise<string[]> {
+  const paths: string[] = [];
+  for (const [i, text] of files.entries()) {
+    paths.push(`${dir}/vm${i}.yaml`);
+    await Deno.writeTextFile(paths[i], text);
+  }
+  const config = await loadConfigs(paths, {}, { warn });
+  return configArgv(config, { diskDir: "/d" });
+}
+
+for (const row of rows) {
+  Deno.test(`maqet config: ${row.rule}`, async () => {
+    await withDir(async (dir) => {
+      const warnings: string[] = [];
+      const attempt = build(dir, row.files, (m) => warnings.push(m));
+      if (row.refused) {
+        await assert.rejects(attempt, (error: unknown) => {
+          assert.ok(error instanceof QvmError, String(error));
+          assert.equal(error.exitCode, 3);
+          assert.match(error.message, row.refused!);
+          return true;
+        });
+        return;
+      }
+      const expected = row.argv!.map((arg) => arg.replaceAll("@", dir));
+      assert.deepEqual(await attempt, expected);
+      if (row.warns) assert.ok(warnings.some((w) => row.warns!.test(w)), warnings.join("\n"));
+    });
+  });
+}
+
+Deno.test("a disk in a folder that is a symlink to a system folder is refused too", async () => {
+  await withDir(async (dir) => {
+    await Deno.symlink("/etc", `${dir}/conf`);
+    await assert.rejects(
+      build(dir, ["storage:\n  - {name: hdd, file: ./conf/x.qcow2}\n"], () => {}),
+      /refusing to create disk 'hdd' at .*: \/etc is a system folder/,
+    );
+  });
+});
+
+Deno.test("a nographic VM gets qvm's serial console and no display", async () => {
+  await withDir(async (dir) => {
+    await Deno.writeTextFile(`${dir}/vm.yaml`, "arguments:\n  - nographic\n");
+    const config = await loadConfigs([`${dir}/vm.yaml`], {});
+    const paths = vmPaths({ dataDir: "/data", runtimeDir: "/run/qvm" }, crypto.randomUUID());
+    const argv = launchArgv(
+      { id: "0b7f1f7e-0000-4000-8000-000000000000", name: "x", config },
+      paths,
+    );
+    assert.ok(!argv.includes("-nographic"));
+    assert.deepEqual(argv.slice(argv.indexOf("-display"), argv.indexOf("-display") + 2), [
+      "-display",
+      "none",
+    ]);
+    assert.equal(argv[argv.indexOf("-serial") + 1], "chardev:qvm-serial");
+  });
+});
+
+Deno.test("qvm add refuses a config key that is a command with exit 3 and says why", async () => {
+  await withEnv(async (env) => {
+    const path = await env.file("old.yaml", "name: old\nstart:\n  wait_for: qmp\n");
+    const result = await env.run(["add", path]);
+    assert.equal(result.code, 3);
+    assert.match(result.stderr, /config key 'start' is a qvm command, not a VM setting/);
+    assert.equal(env.snapshot(), "");
+  });
+});
+
+Deno.test("qvm add refuses to create a disk under /etc with exit 3", async () => {
+  await withEnv(async (env) => {
+    const path = await env.file("etc.yaml", "storage:\n  - {name: hdd, file: /etc/qvm-x.qcow2}\n");
+    const result = await env.run(["add", path]);
+    assert.equal(result.code, 3);
+    assert.match(result.stderr, /\/etc is a system folder/);
+  });
+});
+
+/** A TCP port nothing listens on right now. */
+function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  listener.close();
+  return port;
+}
+
+Deno.test({
+  name: "a nographic VM with two port forwards from a list boots; --dry-run --json is its argv",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    await withEnv(async (env) => {
+      const [ssh, web] = [freePort(), freePort()];
+      const extra = [
+        "  - nographic",
+        "  - netdev: user",
+        "    id: n0",
+        `    hostfwd: ['tcp:127.0.0.1:${ssh}-:22', 'tcp:127.0.0.1:${web}-:80']`,
+        "  - device: {driver: virtio-net-pci, netdev: n0}",
+      ].join("\n");
+      const path = await guestConfig(env, { name: "fwd", extra });
+      await env.ok(["add", path]);
+      const dry = JSON.parse(await env.ok(["start", "fwd", "--dry-run", "--json"]));
+      const forwards =
+        `user,id=n0,hostfwd=tcp:127.0.0.1:${ssh}-:22,hostfwd=tcp:127.0.0.1:${web}-:80`;
+      assert.equal(dry.argv[dry.argv.indexOf("-netdev") + 1], forwards);
+
+      await env.ok(["start", "fwd", ...WAIT_READY]);
+      const status = JSON.parse(await env.ok(["status", "fwd", "--json"]));
+      const cmdline = Deno.readTextFileSync(`/proc/${status.pid}/cmdline`).split("\0");
+      assert.deepEqual(cmdline.slice(1, -1), dry.argv.slice(1));
+      for (const port of [ssh, web]) {
+        const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+        conn.close();
+      }
+      const usernet = await env.ok([
+        "qmp",
+        "run",
+        "fwd",
+        "human-monitor-command",
+        '{"command-line": "info usernet"}',
+      ]);
+      assert.match(usernet, new RegExp(`HOST_FORWARD.*127\\.0\\.0\\.1\\s+${ssh}\\s.*22`));
+      assert.match(usernet, new RegExp(`HOST_FORWARD.*127\\.0\\.0\\.1\\s+${web}\\s.*80`));
+    });
+  },
+});
