@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { QmpClient, QmpError } from "../src/qemu/qmp.ts";
-import { QvmError, TimeoutError } from "../src/errors.ts";
+import { measureJson, QmpClient, QmpError } from "../src/qemu/qmp.ts";
+import { QvmError, TimeoutError, UsageError } from "../src/errors.ts";
 
 interface Vm {
   dir: string;
@@ -449,4 +449,163 @@ Deno.test("execute times out with TimeoutError when no reply comes", async () =>
     await assert.rejects(qmp.execute("slow", {}, { timeoutMs: 100 }), TimeoutError);
     assert.equal(await qmp.execute("fast"), 42);
   });
+});
+
+Deno.test("a 128 MB reply is read in one pass, well within a 30 s timeout", async () => {
+  // Scanning the whole buffer again on every read made this take minutes.
+  const text = "0123456789abcdef€ü"; // Multi-byte characters end up split across reads.
+  const pattern = new TextEncoder().encode(text);
+  const copies = Math.ceil(128 * 1024 * 1024 / pattern.length);
+  await withFakeQmp(async (session) => {
+    const request = await session.receive();
+    const body = new Uint8Array(copies * pattern.length);
+    for (let i = 0; i < body.length; i += pattern.length) body.set(pattern, i);
+    await session.send('{"return": {"blob": "');
+    await session.send(body);
+    await session.send(`"}, "id": "${request.id}"}\r\n`);
+  }, async (qmp) => {
+    const reply = await qmp.execute<{ blob: string }>("big", undefined, { timeoutMs: 30_000 });
+    assert.equal(reply.blob.length, copies * text.length);
+    assert.ok(reply.blob.startsWith(text.repeat(3)) && reply.blob.endsWith(text.repeat(3)));
+  });
+});
+
+Deno.test("QEMU's query-qmp-schema (a large reply) arrives whole", async () => {
+  await withQemu((vm) =>
+    withClient(vm, async (qmp) => {
+      const schema = await qmp.execute<{ name: string; "meta-type": string }[]>(
+        "query-qmp-schema",
+        undefined,
+        { timeoutMs: 30_000 },
+      );
+      assert.ok(schema.length > 500, `${schema.length} entries`);
+      assert.ok(schema.some((e) => e.name === "query-status" && e["meta-type"] === "command"));
+      assert.equal((await qmp.execute<{ status: string }>("query-status")).status, "prelaunch");
+    })
+  );
+});
+
+Deno.test("an error reply without an id answers the first command still in flight", async () => {
+  const readError = { class: "GenericError", desc: "JSON parse error, bad request" };
+  await withFakeQmp(async (session) => {
+    const a = await session.receive();
+    const b = await session.receive();
+    await session.send(JSON.stringify({ error: readError }) + "\r\n");
+    await session.send(JSON.stringify({ return: b.execute, id: b.id }) + "\r\n");
+    assert.equal(a.execute, "a");
+  }, async (qmp) => {
+    const [a, b] = await Promise.allSettled([
+      qmp.execute("a", undefined, { timeoutMs: 20_000 }),
+      qmp.execute("b", undefined, { timeoutMs: 20_000 }),
+    ]);
+    assert.equal(a.status, "rejected");
+    assert.ok(a.reason instanceof QmpError, String(a.reason));
+    assert.equal(a.reason.message, "JSON parse error, bad request");
+    assert.equal(a.reason.command, "a");
+    assert.deepEqual(b, { status: "fulfilled", value: "b" });
+  });
+});
+
+Deno.test("an id-less error for a command that timed out is not taken for a later one", async () => {
+  await withFakeQmp(async (session) => {
+    await session.receive(); // "slow": its caller gives up before QEMU answers.
+    const next = await session.receive();
+    await session.send(JSON.stringify({ error: { class: "GenericError", desc: "late" } }) + "\n");
+    await session.send(JSON.stringify({ return: "fine", id: next.id }) + "\n");
+    const third = await session.receive();
+    await session.send(JSON.stringify({ error: { class: "GenericError", desc: "bad" } }) + "\n");
+    assert.equal(third.execute, "third");
+  }, async (qmp) => {
+    await assert.rejects(qmp.execute("slow", undefined, { timeoutMs: 100 }), TimeoutError);
+    assert.equal(await qmp.execute("next", undefined, { timeoutMs: 20_000 }), "fine");
+    await assert.rejects(
+      qmp.execute("third", undefined, { timeoutMs: 20_000 }),
+      (error) => error instanceof QmpError && error.message === "bad",
+    );
+  });
+});
+
+Deno.test("a request QEMU cannot read fails at once with QEMU's reason, and the session goes on", async () => {
+  await withQemu((vm) =>
+    withClient(vm, async (qmp) => {
+      // A lone surrogate is valid for JSON.stringify but not for QEMU, which then cannot see the id.
+      for (
+        const [text, reason] of [["\ud800", /not a valid Unicode character/], ["\uffff", /UTF-8/]]
+      ) {
+        await assert.rejects(
+          qmp.execute("qom-list", { path: text }, { timeoutMs: 20_000 }),
+          (error) => {
+            assert.ok(error instanceof QmpError, String(error));
+            assert.match(error.message, /^JSON parse error/);
+            assert.match(error.message, reason as RegExp);
+            assert.equal(error.command, "qom-list");
+            return true;
+          },
+        );
+      }
+      assert.equal((await qmp.execute<{ status: string }>("query-status")).status, "prelaunch");
+    })
+  );
+});
+
+/** A QMP arguments object whose `path` is `levels` arrays deep (the object itself is one more). */
+function nested(levels: number): Record<string, unknown> {
+  return JSON.parse(`{"path": ${"[".repeat(levels)}${"]".repeat(levels)}}`);
+}
+
+Deno.test("arguments nested deeper than QEMU reads are refused before sending; the limit itself passes", async () => {
+  await withQemu((vm) =>
+    withClient(vm, async (qmp) => {
+      // QEMU reads 1024 levels counting the request object, so arguments may be 1023 deep.
+      await assert.rejects(
+        qmp.execute("qom-list", nested(1022), { timeoutMs: 20_000 }),
+        (error) => error instanceof QmpError && /expected: string/.test(error.message),
+      );
+      for (const levels of [1023, 5000, 200_000]) {
+        await assert.rejects(
+          qmp.execute("qom-list", nested(levels), { timeoutMs: 20_000 }),
+          (error) => {
+            assert.ok(error instanceof UsageError, String(error));
+            assert.equal(error.exitCode, 3);
+            assert.match(
+              error.message,
+              new RegExp(`nested ${levels + 1} levels deep.*at most 1023`),
+            );
+            return true;
+          },
+        );
+      }
+      // Nothing was sent, so nothing is left to answer: the next command gets its own reply.
+      assert.equal((await qmp.execute<{ status: string }>("query-status")).status, "prelaunch");
+    })
+  );
+});
+
+Deno.test("a request with more JSON tokens than QEMU reads is refused before sending", async () => {
+  await withQemu((vm) =>
+    withClient(vm, async (qmp) => {
+      // 2^21 tokens is QEMU's limit: `[0,0,...]` has two per element.
+      await assert.rejects(
+        qmp.execute("qom-list", { path: new Array(1024 * 1024).fill(0) }, { timeoutMs: 20_000 }),
+        (error) =>
+          error instanceof UsageError &&
+          /JSON tokens; QEMU reads at most 2097152/.test(error.message),
+      );
+      assert.equal((await qmp.execute<{ status: string }>("query-status")).status, "prelaunch");
+    })
+  );
+});
+
+Deno.test("measureJson counts nesting and tokens as QEMU's reader does", () => {
+  const table: [string, number, number][] = [
+    ["{}", 1, 2],
+    ['{"a":1}', 1, 5],
+    ['{"a":[1,2,{"b":null}]}', 3, 15],
+    ['{"s":"x\\"{[\\\\"}', 1, 5],
+    ["[ true , false , -1.5e+3 ]", 1, 7],
+    ['"{[]}"', 0, 1],
+  ];
+  for (const [text, depth, tokens] of table) {
+    assert.deepEqual(measureJson(text), { depth, tokens }, text);
+  }
 });

@@ -19,7 +19,7 @@
  * waits for the greeting for whatever remains of its timeout instead of failing.
  */
 
-import { NotFoundError, PermissionError, QvmError, TimeoutError } from "../errors.ts";
+import { NotFoundError, PermissionError, QvmError, TimeoutError, UsageError } from "../errors.ts";
 
 /** An asynchronous QMP event, e.g. `{"event": "STOP", "timestamp": {...}}`. */
 export interface QmpEvent {
@@ -77,8 +77,102 @@ export class QmpError extends QvmError {
   }
 }
 
+/**
+ * QEMU's limits on one incoming JSON message (its `json-streamer.c`): nesting of objects and arrays
+ * together, number of tokens, and total bytes of tokens. QEMU answers a request over any of them
+ * with a cascade of errors that carry no `id`, so {@linkcode QmpClient.execute} refuses such a
+ * request before sending it.
+ */
+export const QMP_INPUT_LIMITS = { nesting: 1024, tokens: 2 * 1024 * 1024, bytes: 64 * 1024 * 1024 };
+
+/** The shape of a JSON text as QEMU's reader counts it: deepest nesting and number of tokens. */
+export function measureJson(text: string): { depth: number; tokens: number } {
+  let depth = 0;
+  let deepest = 0;
+  let tokens = 0;
+  const n = text.length;
+  let i = 0;
+  while (i < n) {
+    const c = text.charCodeAt(i);
+    if (c === QUOTE) {
+      tokens++;
+      i++;
+      while (i < n) {
+        const d = text.charCodeAt(i);
+        if (d === BACKSLASH) i += 2;
+        else if (d === QUOTE) break;
+        else i++;
+      }
+      i++;
+    } else if (c === 0x7b || c === 0x5b) { // { [
+      tokens++;
+      if (++depth > deepest) deepest = depth;
+      i++;
+    } else if (c === 0x7d || c === 0x5d) { // } ]
+      tokens++;
+      depth--;
+      i++;
+    } else if (c === 0x2c || c === 0x3a) { // , :
+      tokens++;
+      i++;
+    } else if (c === 0x20 || c === 0x09 || c === 0x0a || c === 0x0d) {
+      i++;
+    } else { // A number, true, false or null: one token up to the next delimiter.
+      tokens++;
+      while (i < n && !DELIMITERS.has(text.charCodeAt(i))) i++;
+    }
+  }
+  return { depth: deepest, tokens };
+}
+
+/**
+ * The request line for `message`, or a UsageError (exit 3) when QEMU could not read it: nested
+ * deeper than QEMU allows, too many tokens, or too many bytes. Depth is reported for the
+ * command's arguments, one level below the request itself.
+ */
+export function encodeRequest(
+  message: { execute: string; arguments?: unknown; id: string },
+): string {
+  let text: string;
+  try {
+    text = JSON.stringify(message);
+  } catch (error) {
+    throw new UsageError(`cannot encode QMP ${message.execute} arguments: ${errorMessage(error)}`);
+  }
+  const { depth, tokens } = measureJson(text);
+  const limits = QMP_INPUT_LIMITS;
+  if (depth > limits.nesting) {
+    throw new UsageError(
+      `QMP ${message.execute} arguments are nested ${depth - 1} levels deep; QEMU reads at most ` +
+        `${limits.nesting - 1}`,
+    );
+  }
+  if (tokens > limits.tokens) {
+    throw new UsageError(
+      `QMP ${message.execute} request has ${tokens} JSON tokens; QEMU reads at most ` +
+        `${limits.tokens}`,
+    );
+  }
+  // Bytes are counted only when they might matter: UTF-8 has at most 3 bytes per UTF-16 unit.
+  if (text.length * 3 >= limits.bytes) {
+    const bytes = new TextEncoder().encode(text).length;
+    if (bytes >= limits.bytes) {
+      throw new UsageError(
+        `QMP ${message.execute} request is ${bytes} bytes; QEMU reads less than ` +
+          `${limits.bytes / 1024 / 1024} MiB per request`,
+      );
+    }
+  }
+  return text;
+}
+
+const QUOTE = 0x22;
+const BACKSLASH = 0x5c;
+const DELIMITERS = new Set([0x7b, 0x5b, 0x7d, 0x5d, 0x2c, 0x3a, 0x20, 0x09, 0x0a, 0x0d, QUOTE]);
 const CLOSED_MESSAGE = "QMP connection closed";
 const RETRY_INTERVAL_MS = 50;
+const READ_CHUNK = 256 * 1024;
+const NEWLINE = 0x0a;
 
 interface Pending {
   command: string;
@@ -105,6 +199,12 @@ export class QmpClient {
   #greeting?: QmpGreeting;
   #greetingWaiter?: { resolve: () => void; reject: (error: Error) => void };
   #pending = new Map<string, Pending>();
+  /**
+   * Ids of the commands sent and not yet answered, in the order sent, including those whose caller
+   * gave up waiting. QEMU answers in that order, so an error without an id (QEMU could not read
+   * the request, so it never saw the id) answers the first of them.
+   */
+  #inFlight: string[] = [];
   #waiters = new Set<Waiter>();
   #nextId = 0;
   #writeChain: Promise<void> = Promise.resolve();
@@ -198,9 +298,14 @@ export class QmpClient {
     }
     const timeoutMs = options.timeoutMs ?? 10_000;
     const id = `qvm-${++this.#nextId}`;
-    const message = args === undefined
-      ? { execute: command, id }
-      : { execute: command, arguments: args, id };
+    let text: string;
+    try {
+      text = encodeRequest(
+        args === undefined ? { execute: command, id } : { execute: command, arguments: args, id },
+      );
+    } catch (error) {
+      return Promise.reject(error);
+    }
     return new Promise<T>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.#pending.delete(id);
@@ -212,7 +317,9 @@ export class QmpClient {
         reject,
         timer,
       });
-      this.#write(JSON.stringify(message) + "\n").catch((error) => {
+      this.#inFlight.push(id);
+      this.#write(text + "\n").catch((error) => {
+        this.#answered(id, { through: false });
         // If the socket went away, the read loop settles the command (quit resolves).
         if (this.#isClosed || this.#closeRequested) return;
         this.#settle(id, (p) => p.reject(new QvmError(`QMP write failed: ${errorMessage(error)}`)));
@@ -295,21 +402,39 @@ export class QmpClient {
     return done;
   }
 
+  /**
+   * Reads newline-delimited messages. Only the bytes of each new read are searched for the end of a
+   * message, and a message is decoded once, when complete: a reply of many megabytes costs time in
+   * proportion to its size. (UTF-8 never has a 0x0A byte inside a character, so splitting bytes at
+   * newlines never splits a character.)
+   */
   async #readLoop(): Promise<void> {
     const decoder = new TextDecoder();
-    const buffer = new Uint8Array(64 * 1024);
-    let text = "";
+    const buffer = new Uint8Array(READ_CHUNK);
+    let partial: Uint8Array[] = [];
+    let partialLength = 0;
     let reason = CLOSED_MESSAGE;
     try {
       while (true) {
         const n = await this.#conn.read(buffer);
         if (n === null) break;
-        text += decoder.decode(buffer.subarray(0, n), { stream: true });
+        let start = 0;
         let newline: number;
-        while ((newline = text.indexOf("\n")) >= 0) {
-          const line = text.slice(0, newline).trim();
-          text = text.slice(newline + 1);
-          if (line !== "") this.#dispatch(line);
+        while ((newline = buffer.subarray(start, n).indexOf(NEWLINE)) >= 0) {
+          const end = start + newline;
+          let line: Uint8Array = buffer.subarray(start, end);
+          if (partialLength > 0) {
+            line = concat([...partial, line], partialLength + line.length);
+            partial = [];
+            partialLength = 0;
+          }
+          const text = decoder.decode(line).trim();
+          if (text !== "") this.#dispatch(text);
+          start = end + 1;
+        }
+        if (start < n) {
+          partial.push(buffer.slice(start, n));
+          partialLength += n - start;
         }
       }
     } catch (error) {
@@ -347,19 +472,29 @@ export class QmpClient {
         }
       }
     } else if (typeof message.id === "string") {
-      // Replies without an id only answer unparsable requests, which this client never sends.
+      this.#answered(message.id, { through: true });
       if ("error" in message) {
-        const error = message.error as { class?: string; desc?: string };
-        this.#settle(message.id, (p) =>
-          p.reject(
-            new QmpError(error?.class ?? "GenericError", error?.desc ?? "QMP error", {
-              command: p.command,
-            }),
-          ));
+        this.#settle(message.id, (p) => p.reject(qmpError(message.error, p.command)));
       } else if ("return" in message) {
         this.#settle(message.id, (p) => p.resolve(message.return));
       }
+    } else if (!("id" in message) && "error" in message) {
+      // QEMU could not read a request (a parse error): it answers in order, so the first
+      // command still unanswered is the one.
+      const id = this.#inFlight.shift();
+      if (id !== undefined) this.#settle(id, (p) => p.reject(qmpError(message.error, p.command)));
     }
+  }
+
+  /**
+   * Forgets `id` as in flight. QEMU answers in order, so with `through` the commands sent before
+   * it are answered too.
+   */
+  #answered(id: string, { through }: { through: boolean }): void {
+    const at = this.#inFlight.indexOf(id);
+    if (at < 0) return;
+    if (through) this.#inFlight.splice(0, at + 1);
+    else this.#inFlight.splice(at, 1);
   }
 
   #settle(id: string, how: (pending: Pending) => void): void {
@@ -408,6 +543,25 @@ function connectError(path: string, error: unknown): QvmError {
     return new NotFoundError(`no QMP socket at ${path}`, { cause: error });
   }
   return new QvmError(`cannot connect to QMP socket ${path}: ${reason}`, { cause: error });
+}
+
+function qmpError(error: unknown, command: string): QmpError {
+  const { class: qmpClass, desc } = (error ?? {}) as { class?: unknown; desc?: unknown };
+  return new QmpError(
+    typeof qmpClass === "string" ? qmpClass : "GenericError",
+    typeof desc === "string" ? desc : "QMP error",
+    { command },
+  );
+}
+
+function concat(chunks: Uint8Array[], length: number): Uint8Array {
+  const whole = new Uint8Array(length);
+  let offset = 0;
+  for (const chunk of chunks) {
+    whole.set(chunk, offset);
+    offset += chunk.length;
+  }
+  return whole;
 }
 
 function errorMessage(error: unknown): string {
