@@ -1,8 +1,8 @@
 /**
- * The declarative command table's types, the pure argument parser built on `node:util` parseArgs,
- * and the help text generated from the same table (completions read it too).
+ * The declarative command table's types, the pure argument parser that reads it, and the help text
+ * generated from the same table (completions read it too). The parser is our own, a few dozen
+ * lines: `node:util` would add its whole module's start-up cost to every command.
  */
-import { parseArgs } from "node:util";
 import { UsageError } from "../errors.ts";
 
 /** What a value completes to in shell completions. */
@@ -67,27 +67,100 @@ export const GLOBAL_OPTIONS: Readonly<Record<string, OptionSpec>> = {
   help: { type: "boolean", short: "h", description: "show help" },
 };
 
-function toParseArgsOptions(options: Readonly<Record<string, OptionSpec>>) {
-  const out: Record<string, { type: "string" | "boolean"; short?: string; multiple?: boolean }> =
-    {};
-  for (const [name, spec] of Object.entries(options)) {
-    out[name] = { type: spec.type };
-    if (spec.short) out[name].short = spec.short;
-    if (spec.multiple) out[name].multiple = true;
-  }
-  return out;
+/** What `tokenize` needs to know about the flags one invocation accepts. */
+interface FlagTable {
+  long: Map<string, OptionSpec>;
+  /** Short letter → long name. */
+  short: Map<string, string>;
 }
 
-/** Turns parseArgs' TypeErrors into one-line UsageErrors. */
-function rephrase(err: unknown, command: string): never {
-  const message = (err as Error).message ?? String(err);
-  const unknown = message.match(/Unknown option '([^']+)'/);
-  if (unknown) throw new UsageError(`${command}: unknown option '${unknown[1]}'`);
-  const missing = message.match(/Option '(?:-\w, )?(--[\w-]+)[^']*' argument missing/);
-  if (missing) throw new UsageError(`${command}: option '${missing[1]}' needs a value`);
-  const positional = message.match(/Unexpected argument '([^']+)'/);
-  if (positional) throw new UsageError(`${command}: unexpected argument '${positional[1]}'`);
-  throw new UsageError(`${command}: ${message.split("\n")[0]}`);
+function flagTable(options: Readonly<Record<string, OptionSpec>>): FlagTable {
+  const table: FlagTable = { long: new Map(), short: new Map() };
+  for (const name in options) {
+    const spec = options[name];
+    table.long.set(name, spec);
+    if (spec.short) table.short.set(spec.short, name);
+  }
+  return table;
+}
+
+/** True for a word that would be read as a flag, so it cannot silently be a flag's value. */
+function looksLikeFlag(word: string): boolean {
+  return word.length > 1 && word[0] === "-";
+}
+
+/**
+ * Splits `args` into flag values and positionals, strictly: `--flag=value`, `--flag value`,
+ * `-f`, grouped `-fy`, `-xVALUE`; everything after `--` is positional; an unknown flag, a value
+ * given to a boolean flag, or a missing value is a UsageError naming `command`. A repeated flag
+ * keeps its last value (all of them when the flag is `multiple`).
+ */
+function tokenize(
+  args: readonly string[],
+  options: { flags: FlagTable; command: string },
+): { values: ParsedArgs["values"]; positionals: string[] } {
+  const { flags, command } = options;
+  const values: ParsedArgs["values"] = Object.create(null);
+  const positionals: string[] = [];
+  const set = (name: string, value: string | boolean) => {
+    if (flags.long.get(name)!.multiple) {
+      const list = values[name];
+      values[name] = Array.isArray(list) ? [...list, String(value)] : [String(value)];
+    } else {
+      values[name] = value;
+    }
+  };
+  /** The value of string flag `shown` from `args[i + 1]`; returns the index consumed. */
+  const takeNext = (name: string, shown: string, i: number): number => {
+    const next = args[i + 1];
+    if (next === undefined) throw new UsageError(`${command}: option '${shown}' needs a value`);
+    if (looksLikeFlag(next)) {
+      throw new UsageError(
+        `${command}: option '${shown}' needs a value (write ${shown}=${next} for a value ` +
+          "that starts with '-')",
+      );
+    }
+    set(name, next);
+    return i + 1;
+  };
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i];
+    if (arg === "--") {
+      for (let j = i + 1; j < args.length; j++) positionals.push(args[j]);
+      break;
+    }
+    if (arg.length < 2 || arg[0] !== "-") {
+      positionals.push(arg);
+    } else if (arg[1] === "-") {
+      const eq = arg.indexOf("=");
+      const name = eq === -1 ? arg.slice(2) : arg.slice(2, eq);
+      const shown = name ? `--${name}` : arg;
+      const spec = flags.long.get(name);
+      if (!spec) throw new UsageError(`${command}: unknown option '${shown}'`);
+      if (spec.type === "boolean") {
+        if (eq !== -1) throw new UsageError(`${command}: option '${shown}' takes no value`);
+        set(name, true);
+      } else if (eq !== -1) {
+        set(name, arg.slice(eq + 1));
+      } else {
+        i = takeNext(name, shown, i);
+      }
+    } else {
+      for (let k = 1; k < arg.length; k++) {
+        const name = flags.short.get(arg[k]);
+        if (name === undefined) throw new UsageError(`${command}: unknown option '-${arg[k]}'`);
+        if (flags.long.get(name)!.type === "boolean") {
+          set(name, true);
+        } else if (k + 1 < arg.length) {
+          set(name, arg.slice(k + 1));
+          break;
+        } else {
+          i = takeNext(name, `--${name}`, i);
+        }
+      }
+    }
+  }
+  return { values, positionals };
 }
 
 /** Where the subcommand is in `args`: the first word that is neither a flag nor a flag's value. */
@@ -143,19 +216,10 @@ export function selectSubcommand(
  */
 export function parseCommandArgs(spec: CommandSpec, args: readonly string[]): ParsedArgs {
   const chosen = selectSubcommand(spec, args);
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: chosen.rest,
-      options: toParseArgsOptions({ ...GLOBAL_OPTIONS, ...chosen.spec.options }),
-      allowPositionals: true,
-      strict: true,
-    });
-  } catch (err) {
-    rephrase(err, `qvm ${chosen.path}`);
-  }
-  const values = parsed.values as ParsedArgs["values"];
-  const positionals = parsed.positionals;
+  const { values, positionals } = tokenize(chosen.rest, {
+    flags: flagTable({ ...GLOBAL_OPTIONS, ...chosen.spec.options }),
+    command: `qvm ${chosen.path}`,
+  });
   if (!values.help && !chosen.spec.subcommands) {
     const required = chosen.spec.positionals.filter((p) => !p.optional);
     if (positionals.length < required.length) {
