@@ -142,7 +142,7 @@ Deno.test("cleanup plans: live QEMU untouched, unknown VM fully removed, own loc
   });
 });
 
-Deno.test("a folder is judged by existence, type, owner, writability and mode 0700", () => {
+Deno.test("a folder is judged by lstat: refused if a link, not ours or writable by others; else mode 0700", () => {
   const good: DirFacts = {
     path: "/q",
     exists: true,
@@ -153,20 +153,35 @@ Deno.test("a folder is judged by existence, type, owner, writability and mode 07
   };
   const verdicts = (facts: Partial<DirFacts>) =>
     judgeDir("runtime_dir", { ...good, ...facts }, 1000).map((f) =>
-      `${f.status}: ${f.what}${f.repair ? ` [${f.repair}]` : ""}`
+      `${f.status}: ${f.what}${f.repair ? ` [${f.repair}]` : ""}${f.refused ? " [refused]" : ""}`
     );
   assert.deepEqual(verdicts({}), ["ok: runtime dir /q: yours, writable, mode 0700"]);
   assert.deepEqual(verdicts({ exists: false }), [
     "ok: runtime dir /q does not exist yet (qvm creates it, mode 0700, when needed)",
   ]);
-  assert.deepEqual(verdicts({ isDirectory: false }), ["problem: runtime dir /q is not a folder"]);
   assert.deepEqual(verdicts({ mode: 0o755 }), [
     "problem: runtime dir /q has mode 0755, not 0700 [chmod]",
   ]);
-  assert.deepEqual(verdicts({ uid: 0, writable: false, mode: 0o40777 }), [
-    "problem: runtime dir /q belongs to uid 0, not to you (uid 1000)",
+  assert.deepEqual(verdicts({ writable: false, mode: 0o40755 }), [
     "problem: runtime dir /q is not writable",
-    "problem: runtime dir /q has mode 0777, not 0700 [chmod]",
+    "problem: runtime dir /q has mode 0755, not 0700 [chmod]",
+  ]);
+  // Refused folders are never repaired: no chmod through a link, of someone else's or an open one.
+  assert.deepEqual(verdicts({ uid: 0, writable: false, mode: 0o40777 }), [
+    "problem: runtime dir /q belongs to uid 0, not to you (uid 1000) [refused]",
+    "problem: runtime dir /q has mode 0777: others can write to it [refused]",
+  ]);
+  assert.deepEqual(verdicts({ uid: 0 }), [
+    "problem: runtime dir /q belongs to uid 0, not to you (uid 1000) [refused]",
+  ]);
+  assert.deepEqual(verdicts({ mode: 0o770 }), [
+    "problem: runtime dir /q has mode 0770: others can write to it [refused]",
+  ]);
+  assert.deepEqual(verdicts({ isSymlink: true, isDirectory: false }), [
+    "problem: runtime dir /q is a symbolic link [refused]",
+  ]);
+  assert.deepEqual(verdicts({ isDirectory: false }), [
+    "problem: runtime dir /q is not a folder [refused]",
   ]);
   assert.match(
     judgeDir("data_dir", { ...good, isDirectory: false }, 1000)[0].fix!,

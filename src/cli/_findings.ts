@@ -16,6 +16,8 @@ export interface Finding {
   fix: string | null;
   /** What `--fix` can do about it itself (never printed). */
   repair?: "chmod";
+  /** A folder qvm refuses to use (symlink, someone else's, writable by others): exit 4. */
+  refused?: boolean;
 }
 
 /** The JSON shape of a finding: `{check, status, what, why, fix}`. */
@@ -59,10 +61,14 @@ export function summarize(findings: readonly Finding[]): string {
   return others.length > 0 ? `no problems found (${others.join(", ")})` : "no problems found";
 }
 
-/** What `doctor` saw of a folder (`exists: false` leaves the rest unused). */
+/** What `doctor` saw of a folder, by lstat (`exists: false` leaves the rest unused). */
 export interface DirFacts {
   path: string;
+  /** How findings name it; default `data dir PATH` or `runtime dir PATH` after the check. */
+  label?: string;
   exists: boolean;
+  /** The path itself is a symbolic link (never followed); `isDirectory` is then false. */
+  isSymlink?: boolean;
   isDirectory: boolean;
   /** Permission bits, e.g. 0o700. */
   mode: number;
@@ -76,14 +82,29 @@ function octal(mode: number): string {
 
 /**
  * Judges a data or runtime folder (pure): it must be a folder we own, can write, with mode 0700.
- * A missing one is fine: qvm creates it (0700) when it first needs it.
+ * A missing one is fine: qvm creates it (0700) when it first needs it. A symlink, another user's
+ * folder, or one writable by group or others is refused: qvm never uses it and `--fix` never
+ * touches it (only a folder of ours that is merely readable by others gets a chmod).
  */
 export function judgeDir(
   check: "data_dir" | "runtime_dir",
   facts: DirFacts,
   myUid: number,
 ): Finding[] {
-  const label = `${check === "data_dir" ? "data" : "runtime"} dir ${facts.path}`;
+  const label = facts.label ?? `${check === "data_dir" ? "data" : "runtime"} dir ${facts.path}`;
+  const flag = `--${check.replace("_", "-")}`;
+  if (facts.isSymlink) {
+    return [{
+      check,
+      status: "problem",
+      what: `${label} is a symbolic link`,
+      why: "whoever controls the link decides where your VMs' files go; qvm refuses to use it " +
+        "and doctor --fix does not touch it",
+      fix:
+        `remove the link (qvm then creates a private folder), or point qvm elsewhere with ${flag}`,
+      refused: true,
+    }];
+  }
   if (!facts.exists) {
     return [{
       check,
@@ -99,7 +120,8 @@ export function judgeDir(
       status: "problem",
       what: `${label} is not a folder`,
       why: "qvm cannot keep its files there, so every command that needs it fails",
-      fix: `move it away, or point qvm elsewhere with --${check.replace("_", "-")}`,
+      fix: `move it away, or point qvm elsewhere with ${flag}`,
+      refused: true,
     }];
   }
   const findings: Finding[] = [];
@@ -110,8 +132,21 @@ export function judgeDir(
       what: `${label} belongs to uid ${facts.uid}, not to you (uid ${myUid})`,
       why: "its owner controls your VMs' sockets and disks; qvm refuses to use it",
       fix: `chown ${myUid} ${facts.path} (doctor --fix does not change owners)`,
+      refused: true,
     });
   }
+  if ((facts.mode & 0o022) !== 0) {
+    findings.push({
+      check,
+      status: "problem",
+      what: `${label} has mode ${octal(facts.mode)}: others can write to it`,
+      why: "anyone could plant links or files among your VMs' files; qvm refuses to use it",
+      fix: `check what is in it, then chmod 700 ${facts.path} (doctor --fix does not touch it)`,
+      refused: true,
+    });
+    return findings;
+  }
+  if (findings.length > 0) return findings;
   if (!facts.writable) {
     findings.push({
       check,

@@ -3,12 +3,12 @@
  * runtime dir, VMs wrongly marked live and stray QEMU processes; `--fix` repairs what it safely
  * can (folder modes, leftovers, dead VMs) and never kills a process.
  */
-import { resolve } from "node:path";
+import { join, resolve } from "node:path";
 import type { Context } from "./context.ts";
 import { useColor } from "./context.ts";
 import type { CommandSpec, ParsedArgs } from "./spec.ts";
-import { QvmError } from "../errors.ts";
-import { databasePath } from "../state/mod.ts";
+import { ExitCode, QvmError } from "../errors.ts";
+import { databasePath, unsafeDirReason } from "../state/mod.ts";
 import { DEFAULT_BINARY } from "../qemu/launch.ts";
 import { findQemuWithUuid, readCmdline } from "../qemu/process.ts";
 import { findBinary } from "../vm/start.ts";
@@ -23,6 +23,9 @@ import {
   summarize,
 } from "./_findings.ts";
 
+/** doctor reports an unsafe data or runtime dir as a finding (and exits 4) rather than refusing. */
+export const reportsUnsafeDirs = true;
+
 /** The command's arguments and flags. */
 export const spec: CommandSpec = {
   name: "doctor",
@@ -30,8 +33,9 @@ export const spec: CommandSpec = {
   description:
     "Each finding says what is wrong, why it matters, and the fix. --fix sets folder modes to\n" +
     "0700, removes stale runtime files and settles VMs whose QEMU is gone (as 'qvm cleanup'\n" +
-    "does); it never kills a process. Exit 0 when no problems remain (warnings allowed), 1\n" +
-    "otherwise.",
+    "does); it never kills a process. A data or runtime dir that is a symlink, someone else's,\n" +
+    "or writable by others is reported, never touched, and the other checks are skipped. Exit\n" +
+    "0 when no problems remain (warnings allowed), 4 for such a folder, 1 otherwise.",
   positionals: [],
   options: {
     fix: { type: "boolean", description: "repair what can be repaired safely" },
@@ -114,34 +118,57 @@ function canWrite(dir: string): boolean {
   }
 }
 
-function dirFacts(path: string): DirFacts {
+/** What lstat says of `path` (a link is never followed); writability is probed only if safe. */
+function dirFacts(path: string, label?: string): DirFacts {
   try {
-    const info = Deno.statSync(path);
+    const info = Deno.lstatSync(path);
+    const safe = unsafeDirReason(info, Deno.uid()) === undefined;
     return {
       path,
+      label,
       exists: true,
+      isSymlink: info.isSymlink,
       isDirectory: info.isDirectory,
       mode: info.mode ?? 0o700,
       uid: info.uid,
-      writable: info.isDirectory && canWrite(path),
+      writable: safe && canWrite(path),
     };
   } catch (err) {
     if (!(err instanceof Deno.errors.NotFound)) throw err;
-    return { path, exists: false, isDirectory: false, mode: 0, uid: null, writable: false };
+    return { path, label, exists: false, isDirectory: false, mode: 0, uid: null, writable: false };
   }
 }
 
-/** Checks a folder and, with `fix`, sets its mode to 0700 when that is what is wrong. */
-function dirFindings(check: "data_dir" | "runtime_dir", path: string, fix: boolean): Finding[] {
-  return judgeDir(check, dirFacts(path), Deno.uid() ?? 0).map((f) => {
+/** The folders qvm makes inside the data dir and the runtime dir. */
+const SUBFOLDERS = { data_dir: ["logs", "disks"], runtime_dir: ["disk-locks"] } as const;
+
+/** Judges one folder; with `fix`, sets one of ours to mode 0700 when that is what is wrong. */
+function judgeAndFix(check: "data_dir" | "runtime_dir", facts: DirFacts, fix: boolean): Finding[] {
+  return judgeDir(check, facts, Deno.uid() ?? 0).map((f) => {
     if (!fix || f.repair !== "chmod") return f;
     try {
-      Deno.chmodSync(path, 0o700);
-      return { ...f, status: "fixed", fix: `chmod 700 ${path}` };
+      // Checked again right before the chmod: only a real folder of ours is ever changed.
+      if (unsafeDirReason(Deno.lstatSync(facts.path), Deno.uid()) !== undefined) return f;
+      Deno.chmodSync(facts.path, 0o700);
+      return { ...f, status: "fixed", fix: `chmod 700 ${facts.path}` };
     } catch (err) {
       return { ...f, what: `${f.what} (chmod failed: ${(err as Error).message})` };
     }
   });
+}
+
+/**
+ * Checks a folder and the folders qvm makes in it. A refused folder (symlink, someone else's,
+ * writable by others) is never touched, and nothing inside it is looked at.
+ */
+function dirFindings(check: "data_dir" | "runtime_dir", path: string, fix: boolean): Finding[] {
+  const top = judgeAndFix(check, dirFacts(path), fix);
+  if (top.some((f) => f.refused)) return top;
+  const subs = SUBFOLDERS[check].flatMap((name) => {
+    const facts = dirFacts(join(path, name), `${name} folder ${join(path, name)}`);
+    return facts.exists ? judgeAndFix(check, facts, fix) : [];
+  });
+  return [...top, ...subs.filter((f) => f.status !== "ok")];
 }
 
 function databaseFindings(ctx: Context): Finding[] {
@@ -259,9 +286,10 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
     ...dirFindings("data_dir", ctx.dirs.dataDir, fix),
     ...dirFindings("runtime_dir", ctx.dirs.runtimeDir, fix),
   ];
-  let storeOk = true;
+  const refused = findings.filter((f) => f.refused);
+  let storeOk = refused.length === 0;
   try {
-    findings.push(...databaseFindings(ctx));
+    if (storeOk) findings.push(...databaseFindings(ctx));
   } catch (err) {
     if (!(err instanceof QvmError)) throw err;
     storeOk = false;
@@ -284,6 +312,10 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
   } else {
     const fancy = useColor();
     ctx.out([...findings.map((f) => formatFinding(f, fancy)), summarize(findings)].join("\n"));
+  }
+  if (refused.length > 0) {
+    ctx.note(`qvm: ${refused[0].what}; qvm refuses to use it (the other checks were skipped)`);
+    return ExitCode.permission;
   }
   return problems > 0 ? 1 : 0;
 }

@@ -9,6 +9,8 @@ import type { CommandSpec, ParsedArgs } from "./spec.ts";
 export interface CommandModule {
   spec: CommandSpec;
   run(ctx: Context, args: ParsedArgs): Promise<number | void> | number | void;
+  /** True for a command that reports unsafe data/runtime dirs itself instead of being refused. */
+  reportsUnsafeDirs?: boolean;
 }
 
 /** One row of the table. */

@@ -1,6 +1,15 @@
 /**
- * Process checks that keep qvm from ever signalling a pid that is not its QEMU: a pid counts as
- * ours only while `/proc/<pid>/cmdline` carries `-uuid <id>`.
+ * Process checks that keep qvm from ever signalling a pid that is not its QEMU. A pid counts as
+ * VM `id`'s QEMU only while all of these hold:
+ * - it is alive and not a zombie (`/proc/<pid>/stat` state is not Z or X);
+ * - its executable, read from the `/proc/<pid>/exe` link (which, unlike argv[0], a process cannot
+ *   fake), is a QEMU binary: named `qemu-system-*` or `qemu-kvm`, or the VM's configured binary,
+ *   and owned by root or the current user (another user's copy of any program under that name is
+ *   not a QEMU of ours);
+ * - its argv has `-uuid` followed by exactly `id` (the last `-uuid` wins, as in QEMU).
+ * When the exe link cannot be read (another user's process we may not inspect), the process is
+ * not ours: QEMU runs as the user who ran qvm, so qvm can always read its own QEMU's link, and
+ * argv[0] alone is never trusted.
  */
 
 /** The argv of a live process, or undefined if it is gone (or a zombie, whose cmdline is empty). */
@@ -14,24 +23,99 @@ export function readCmdline(pid: number): string[] | undefined {
   }
 }
 
-/** True if `cmdline` is a QEMU started for VM `id` (it has `-uuid <id>`). */
-export function cmdlineHasUuid(cmdline: readonly string[], id: string): boolean {
-  for (let i = 0; i < cmdline.length - 1; i++) {
-    if (cmdline[i] === "-uuid" && cmdline[i + 1] === id) return true;
+/** The `-uuid` a QEMU argv carries (the last one, as QEMU takes the last), or undefined. */
+export function cmdlineUuid(cmdline: readonly string[]): string | undefined {
+  let uuid: string | undefined;
+  for (let i = 1; i < cmdline.length - 1; i++) {
+    if (cmdline[i] === "-uuid" || cmdline[i] === "--uuid") uuid = cmdline[++i];
   }
-  return false;
+  return uuid;
 }
 
-/** True if `pid` is alive and is the QEMU of VM `id`. */
-export function isOurQemu(pid: number | null | undefined, id: string): boolean {
-  if (!pid || pid <= 0) return false;
+/** True if `cmdline` is a QEMU started for VM `id`: its `-uuid` is exactly `id`. */
+export function cmdlineHasUuid(cmdline: readonly string[], id: string): boolean {
+  return cmdlineUuid(cmdline) === id;
+}
+
+/** The executable of a live process (`/proc/<pid>/exe`), or undefined if it cannot be read. */
+export function readExe(pid: number): string | undefined {
+  try {
+    // A binary replaced on disk (a package upgrade) shows as "PATH (deleted)".
+    return Deno.readLinkSync(`/proc/${pid}/exe`).replace(/ \(deleted\)$/, "");
+  } catch {
+    return undefined;
+  }
+}
+
+/** True if `pid` exists and is not a zombie (a dead process its parent has not reaped yet). */
+export function isLive(pid: number): boolean {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
+    return state !== "Z" && state !== "X" && state !== "x";
+  } catch {
+    return false;
+  }
+}
+
+function basename(path: string): string {
+  return path.slice(path.lastIndexOf("/") + 1);
+}
+
+function realPath(path: string): string | undefined {
+  try {
+    return Deno.realPathSync(path);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * True if `exe` (an absolute, resolved path) is a QEMU binary: named `qemu-system-*` or
+ * `qemu-kvm`, or the same file as `binary` (a VM's configured QEMU, as a path or a name on PATH).
+ */
+export function isQemuExe(exe: string, binary?: string): boolean {
+  const name = basename(exe);
+  if (/^qemu-system-[\w.+-]+$/.test(name) || name === "qemu-kvm") return true;
+  if (!binary) return false;
+  if (!binary.includes("/")) {
+    if (name === binary) return true;
+    const dirs = (Deno.env.get("PATH") ?? "/usr/bin:/bin").split(":").filter(Boolean);
+    return dirs.some((dir) => realPath(`${dir}/${binary}`) === exe);
+  }
+  return realPath(binary) === exe;
+}
+
+/** True if the file `pid` runs (even one since deleted) belongs to root or the current user. */
+function trustedExe(pid: number): boolean {
+  try {
+    const owner = Deno.statSync(`/proc/${pid}/exe`).uid;
+    return owner === null || owner === 0 || owner === Deno.uid();
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * True if `pid` is alive (not a zombie), runs a QEMU binary (by its exe link; `binary` is the VM's
+ * configured one, if any) and carries `-uuid` exactly `id`.
+ */
+export function isOurQemu(pid: number | null | undefined, id: string, binary?: string): boolean {
+  if (!pid || !Number.isInteger(pid) || pid <= 0) return false;
+  const exe = readExe(pid);
+  if (exe === undefined || !isQemuExe(exe, binary) || !trustedExe(pid)) return false;
   const cmdline = readCmdline(pid);
-  return cmdline !== undefined && cmdlineHasUuid(cmdline, id);
+  return cmdline !== undefined && cmdlineHasUuid(cmdline, id) && isLive(pid);
 }
 
 /** Sends `signal` to `pid` only if it is still VM `id`'s QEMU; returns whether it was sent. */
-export function signalOurQemu(pid: number, id: string, signal: Deno.Signal): boolean {
-  if (!isOurQemu(pid, id)) return false;
+export function signalOurQemu(
+  pid: number,
+  id: string,
+  signal: Deno.Signal,
+  binary?: string,
+): boolean {
+  if (!isOurQemu(pid, id, binary)) return false;
   try {
     Deno.kill(pid, signal);
     return true;
@@ -50,15 +134,22 @@ export function readPidFile(path: string): number | undefined {
   }
 }
 
-/** Every live process whose cmdline carries `-uuid X`, as pid → uuid (for doctor and cleanup). */
-export function findQemuWithUuid(): Map<number, string> {
+/**
+ * Every live QEMU process (by its exe link, as in `isOurQemu`; `binaries` adds VMs' configured
+ * ones) that carries a `-uuid`, as pid → uuid (for doctor and cleanup).
+ */
+export function findQemuWithUuid(binaries: readonly string[] = []): Map<number, string> {
   const found = new Map<number, string>();
   for (const entry of Deno.readDirSync("/proc")) {
     if (!/^\d+$/.test(entry.name)) continue;
-    const cmdline = readCmdline(Number(entry.name));
-    if (!cmdline) continue;
-    const at = cmdline.indexOf("-uuid");
-    if (at !== -1 && at + 1 < cmdline.length) found.set(Number(entry.name), cmdline[at + 1]);
+    const pid = Number(entry.name);
+    const exe = readExe(pid);
+    if (exe === undefined) continue;
+    if (!isQemuExe(exe) && !binaries.some((binary) => isQemuExe(exe, binary))) continue;
+    if (!trustedExe(pid)) continue;
+    const cmdline = readCmdline(pid);
+    const uuid = cmdline && cmdlineUuid(cmdline);
+    if (uuid !== undefined && isLive(pid)) found.set(pid, uuid);
   }
   return found;
 }

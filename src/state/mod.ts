@@ -8,5 +8,13 @@ export {
   type VmBrief,
   type VmRecord,
 } from "./store.ts";
-export { databasePath, type Dirs, ensurePrivateDir, resolveDirs } from "./paths.ts";
+export {
+  checkDir,
+  databasePath,
+  type Dirs,
+  ensurePrivateDir,
+  refuseUnsafeDirs,
+  resolveDirs,
+  unsafeDirReason,
+} from "./paths.ts";
 export { LATEST_VERSION, MIGRATIONS } from "./schema.ts";

@@ -1,0 +1,271 @@
+/**
+ * A pid is a VM's QEMU only when its executable (the /proc exe link, which a process cannot fake)
+ * is a QEMU binary owned by root or us, it is not a zombie, and its argv has `-uuid` followed by
+ * exactly the VM's id. Real processes throughout: a fake that copies QEMU's argv, another user's
+ * copy of a program under QEMU's name, a bare QEMU, a zombie QEMU.
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { DatabaseSync } from "node:sqlite";
+import {
+  cmdlineHasUuid,
+  cmdlineUuid,
+  findQemuWithUuid,
+  isLive,
+  isOurQemu,
+  isQemuExe,
+  readCmdline,
+} from "../src/qemu/process.ts";
+import { type QvmEnv, withEnv } from "./helpers/qvm.ts";
+import { alive, eventually } from "./helpers/guest.ts";
+
+const ID = "0d3c8f9e-5a41-4c1b-9f4e-2b7d6a1e8c55";
+
+/** Records `pid` as VM `name`'s running QEMU, in the database and in its pid file. */
+function claim(env: QvmEnv, name: string, pid: number): void {
+  const db = new DatabaseSync(join(env.dataDir, "qvm.db"));
+  try {
+    db.prepare("UPDATE vm_instances SET status = 'running', pid = ? WHERE name = ?").run(pid, name);
+    const { id } = db.prepare("SELECT id FROM vm_instances WHERE name = ?").get(name) as {
+      id: string;
+    };
+    Deno.mkdirSync(env.runtimeDir, { recursive: true, mode: 0o700 });
+    Deno.writeTextFileSync(join(env.runtimeDir, `${id}.pid`), `${pid}\n`);
+  } finally {
+    db.close();
+  }
+}
+
+/**
+ * A process that is not QEMU but whose argv is QEMU's: `argv0` and then `args` (it waits on its
+ * stdin, so closing or killing it leaves nothing behind). `exe` is the program it really runs.
+ */
+async function impostor(
+  options: { argv0: string; args: string[]; exe?: string },
+): Promise<{ pid: number; stop(): Promise<void> }> {
+  const child = new Deno.Command("bash", {
+    args: [
+      "-c",
+      'exec -a "$0" "$QVM_TEST_EXE" -c "read line; :" "$@"',
+      options.argv0,
+      ...options.args,
+    ],
+    env: { QVM_TEST_EXE: options.exe ?? "/bin/sh" },
+    stdin: "piped",
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  const pid = child.pid;
+  const ready = await eventually(() => readCmdline(pid)?.[0] === options.argv0, 5000);
+  assert.ok(ready, "the impostor started");
+  return {
+    pid,
+    async stop() {
+      try {
+        child.kill("SIGKILL");
+      } catch { /* gone */ }
+      await child.status;
+    },
+  };
+}
+
+Deno.test("the -uuid of an argv is the value after the last -uuid, matched exactly", () => {
+  const qemu = "qemu-system-x86_64";
+  assert.equal(cmdlineUuid([qemu, "-m", "1G", "-uuid", ID, "-daemonize"]), ID);
+  assert.equal(cmdlineUuid([qemu, "--uuid", ID]), ID);
+  assert.equal(cmdlineUuid([qemu, "-uuid", "a", "-uuid", ID]), ID, "QEMU takes the last");
+  assert.equal(cmdlineUuid([qemu, "-uuid"]), undefined);
+  assert.equal(cmdlineUuid(["-uuid", ID]), undefined, "argv[0] is the program, not an option");
+  assert.ok(cmdlineHasUuid([qemu, "-uuid", ID], ID));
+  for (
+    const argv of [
+      [qemu, "-uuid", `${ID}0`],
+      [qemu, "-uuid", ID.slice(0, -1)],
+      [qemu, "-uuid", ID.toUpperCase()],
+      [qemu, `-uuid ${ID}`],
+      [qemu, "-append", `-uuid ${ID}`],
+      [qemu, "-name", `x-uuid ${ID}`],
+      [qemu, "-uuid", ID, "-uuid", crypto.randomUUID()],
+      [qemu, "-uuid=" + ID],
+    ]
+  ) {
+    assert.ok(!cmdlineHasUuid(argv, ID), argv.join(" "));
+  }
+});
+
+Deno.test("a QEMU binary is named qemu-system-* or qemu-kvm, or is the VM's configured binary", () => {
+  assert.ok(isQemuExe("/usr/bin/qemu-system-x86_64"));
+  assert.ok(isQemuExe("/opt/q/bin/qemu-system-aarch64"));
+  assert.ok(isQemuExe("/usr/libexec/qemu-kvm"));
+  assert.ok(!isQemuExe("/usr/bin/sleep"));
+  assert.ok(!isQemuExe("/usr/bin/qemu-img"));
+  assert.ok(!isQemuExe("/tmp/qemu-system-x86_64/sh"));
+  assert.ok(!isQemuExe("/usr/bin/my-qemu-system-x86_64"));
+  const sh = Deno.realPathSync("/bin/sh");
+  assert.ok(isQemuExe(sh, "/bin/sh"), "the configured binary, by its real path");
+  assert.ok(isQemuExe(sh, "sh"), "the configured binary, by name on PATH");
+  assert.ok(!isQemuExe(sh, "/bin/true"));
+});
+
+Deno.test("a process faking QEMU's argv at a VM's recorded pid is never signalled and is not running", async () => {
+  await withEnv(async (env) => {
+    const id = JSON.parse(await env.ok(["add", "--empty", "--name", "v1", "--json"])).id;
+    const fake = await impostor({
+      argv0: "qemu-system-x86_64",
+      args: [
+        ...["-name", "v1", "-uuid", id, "-daemonize"],
+        ...["-pidfile", join(env.runtimeDir, `${id}.pid`)],
+        ...["-qmp", `unix:${join(env.runtimeDir, `${id}.qmp`)},server=on,wait=off`],
+      ],
+    });
+    try {
+      assert.ok(!isOurQemu(fake.pid, id), "argv[0] is not the executable");
+      assert.ok(!findQemuWithUuid().has(fake.pid));
+
+      claim(env, "v1", fake.pid);
+      const status = JSON.parse(await env.ok(["status", "v1", "--json"]));
+      assert.notEqual(status.status, "running");
+      claim(env, "v1", fake.pid);
+      const ls = JSON.parse(await env.ok(["ls", "--json"]));
+      assert.notEqual(ls[0].status, "running");
+
+      claim(env, "v1", fake.pid);
+      await env.run(["stop", "v1", "--force"]);
+      assert.ok(alive(fake.pid), "stop --force left the impostor alone");
+      claim(env, "v1", fake.pid);
+      await env.run(["stop", "v1", "--timeout", "2"]);
+      assert.ok(alive(fake.pid), "stop left the impostor alone");
+
+      claim(env, "v1", fake.pid);
+      const start = await env.run(["start", "v1", "--dry-run"]);
+      assert.equal(start.code, 0, start.stderr);
+
+      claim(env, "v1", fake.pid);
+      const rm = await env.run(["rm", "v1", "--force", "--yes"]);
+      assert.equal(rm.code, 0, rm.stderr);
+      assert.ok(alive(fake.pid), "rm --force left the impostor alone");
+
+      // With the VM gone, it is not a QEMU of an unknown VM either.
+      const doctor = await env.run(["doctor"]);
+      assert.ok(!doctor.stdout.includes(`process ${fake.pid} `), doctor.stdout);
+      await env.run(["cleanup"]);
+      assert.ok(alive(fake.pid), "cleanup left the impostor alone");
+    } finally {
+      await fake.stop();
+    }
+  });
+});
+
+Deno.test({
+  name: "another user's copy of a program named qemu-system-x86_64 is not a QEMU of ours",
+  ignore: Deno.uid() !== 0,
+  async fn() {
+    await withEnv(async (env) => {
+      const id = JSON.parse(await env.ok(["add", "--empty", "--name", "v2", "--json"])).id;
+      const copy = join(env.root, "bin", "qemu-system-x86_64");
+      Deno.mkdirSync(join(env.root, "bin"));
+      Deno.copyFileSync(Deno.realPathSync("/bin/sh"), copy);
+      Deno.chmodSync(copy, 0o755);
+      Deno.chownSync(copy, 65534, 65534);
+      const fake = await impostor({ argv0: copy, exe: copy, args: ["-uuid", id] });
+      try {
+        assert.equal(Deno.readLinkSync(`/proc/${fake.pid}/exe`), copy);
+        assert.ok(!isOurQemu(fake.pid, id));
+        claim(env, "v2", fake.pid);
+        await env.run(["stop", "v2", "--force"]);
+        assert.ok(alive(fake.pid), "stop --force left it alone");
+        assert.notEqual(JSON.parse(await env.ok(["status", "v2", "--json"])).status, "running");
+        // The same copy owned by us would count: the rule is the owner, not the path.
+        Deno.chownSync(copy, 0, 0);
+        assert.ok(isOurQemu(fake.pid, id));
+      } finally {
+        await fake.stop();
+      }
+    });
+  },
+});
+
+if (Deno.uid() !== 0) {
+  console.log("skipped: another user's qemu-system-x86_64 copy (needs root to chown)");
+}
+
+/**
+ * Starts a bare, paused QEMU with `-uuid id` and returns its pid. Without `reaper` it daemonizes;
+ * with one it runs in the background of a shell that then becomes `sleep`, which never reaps it.
+ */
+async function bareQemu(
+  env: QvmEnv,
+  id: string,
+  reaper?: { child?: Deno.ChildProcess },
+): Promise<number> {
+  const pidFile = join(env.root, `${id}.pid`);
+  const argv = [
+    "qemu-system-x86_64",
+    ...["-accel", "tcg", "-display", "none", "-S", "-m", "32", "-nodefaults"],
+    ...["-uuid", id, "-pidfile", pidFile],
+  ];
+  if (reaper === undefined) {
+    const out = await new Deno.Command(argv[0], {
+      args: [...argv.slice(1), "-daemonize"],
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+    assert.ok(out.success, new TextDecoder().decode(out.stderr));
+  } else {
+    reaper.child = new Deno.Command("sh", {
+      args: ["-c", '"$@" & exec sleep 60', "sh", ...argv],
+      stdout: "null",
+      stderr: "null",
+    }).spawn();
+  }
+  assert.ok(
+    await eventually(() => {
+      try {
+        return Number(Deno.readTextFileSync(pidFile).trim()) > 0;
+      } catch {
+        return false;
+      }
+    }),
+  );
+  return Number(Deno.readTextFileSync(pidFile).trim());
+}
+
+Deno.test("a real QEMU counts only for its exact -uuid; a zombie QEMU does not count", async () => {
+  await withEnv(async (env) => {
+    const pid = await bareQemu(env, ID);
+    try {
+      assert.ok(isOurQemu(pid, ID));
+      assert.equal(findQemuWithUuid().get(pid), ID);
+      assert.ok(!isOurQemu(pid, ID.slice(0, -1)));
+      assert.ok(!isOurQemu(pid, crypto.randomUUID()));
+    } finally {
+      Deno.kill(pid, "SIGKILL");
+    }
+    const other = crypto.randomUUID();
+    const reaper: { child?: Deno.ChildProcess } = {};
+    const zombie = await bareQemu(env, other, reaper);
+    try {
+      assert.ok(isOurQemu(zombie, other));
+      Deno.kill(zombie, "SIGKILL");
+      assert.ok(await eventually(() => !isLive(zombie)), "a killed, unreaped QEMU is not live");
+      assert.ok(!isOurQemu(zombie, other));
+      assert.ok(!findQemuWithUuid().has(zombie));
+    } finally {
+      try {
+        Deno.kill(zombie, "SIGKILL");
+      } catch { /* gone */ }
+      try {
+        reaper.child?.kill("SIGKILL");
+      } catch { /* gone */ }
+      await reaper.child?.status;
+    }
+  });
+});
+
+Deno.test("a live process is live; a reaped one is not", async () => {
+  assert.ok(isLive(Deno.pid));
+  const child = new Deno.Command("true").spawn();
+  const pid = child.pid;
+  await child.status;
+  assert.ok(!isLive(pid));
+});
