@@ -39,8 +39,11 @@ const timeout: OptionSpec = {
 
 const MODES =
   "Without --live, a running VM gets a live snapshot (QMP jobs, QEMU >= 6.0, VM state\n" +
-  "saved too) and a stopped VM an offline one ('qemu-img snapshot', disks only). Raw drives\n" +
-  "cannot hold snapshots: they are skipped (with a warning) unless named with --drive (an error).";
+  "saved too) and a stopped VM an offline one ('qemu-img snapshot', disks only).\n" +
+  "A snapshot with VM state covers every writable drive or is refused: a raw writable drive,\n" +
+  "or --drive leaving one out, would keep newer data under the older memory it brings back\n" +
+  "(read-only drives, cdroms and virtfs shares do not count). Disk-only snapshots (offline,\n" +
+  "or live with --disk-only) skip raw drives with a warning; --drive names one drive.";
 
 /** The command's subcommands and their arguments. */
 export const spec: CommandSpec = {
@@ -55,23 +58,30 @@ export const spec: CommandSpec = {
       summary: "take snapshot NAME of the VM's qcow2 drives",
       description: MODES +
         "\nA live snapshot keeps the VM state on the first drive (or --drive).\n" +
-        "An existing NAME is an error unless --overwrite (which deletes it first).",
+        "An existing NAME is an error unless --overwrite (which deletes it first).\n" +
+        "NAME: at most 255 bytes in UTF-8 (QEMU cuts longer names), no spaces, not all digits.",
       positionals: [vmArg, nameArg],
       options: {
         drive,
         live,
+        "disk-only": {
+          type: "boolean",
+          description: "running VM: snapshot the drives without VM state (need not cover them all)",
+        },
         overwrite: { type: "boolean", description: "replace a snapshot of the same name" },
         timeout,
       },
       examples: [
         "qvm snapshot create web1 before-upgrade",
-        "qvm snapshot create web1 base --drive hdd",
+        "qvm snapshot create web1 base --drive hdd --disk-only",
       ],
     },
     {
       name: "load",
       summary: "revert the VM's qcow2 drives (and, live, its running state) to snapshot NAME",
-      description: MODES + "\nA live load needs a snapshot taken live (one with VM state).",
+      description: MODES + "\nA live load needs a snapshot taken live (one with VM state), on\n" +
+        "every writable drive. If QEMU fails the load, the drives are already rolled back but the\n" +
+        "memory is not: reset or stop the VM, or load another snapshot (which runs it on).",
       positionals: [vmArg, nameArg],
       options: { drive, live, timeout },
       examples: ["qvm snapshot load web1 before-upgrade"],
@@ -188,6 +198,7 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
     drive: driveName,
     live: args.values.live === true,
     overwrite: args.values.overwrite === true,
+    diskOnly: args.values["disk-only"] === true,
     timeoutS: parseTimeout(args.values.timeout, DEFAULT_TIMEOUT_S),
   });
   for (const skipped of outcome.skipped) {

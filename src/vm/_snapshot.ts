@@ -4,7 +4,7 @@
  * the steps of an action from the snapshots that already exist. No I/O here.
  */
 import { NotFoundError, UsageError } from "../errors.ts";
-import type { DiskStorage, StorageItem } from "../config/types.ts";
+import type { DiskStorage, StorageItem } from "../config/mod.ts";
 
 /** What `snapshot create|load|delete` does. */
 export type SnapshotAction = "create" | "load" | "delete";
@@ -70,22 +70,37 @@ export function selectDrives(
   return { drives, skipped: disks.filter((d) => d.type !== "qcow2") };
 }
 
+/** The longest snapshot name QEMU keeps, in UTF-8 bytes (qemu-img and snapshot-save cut the rest). */
+export const MAX_SNAPSHOT_NAME_BYTES = 255;
+
+/** The problem with the length or encoding of a snapshot name, if any. */
+function nameSizeProblem(name: string): string | undefined {
+  if (!name.isWellFormed()) return "it is not valid Unicode (a lone surrogate)";
+  const bytes = new TextEncoder().encode(name).length;
+  if (bytes <= MAX_SNAPSHOT_NAME_BYTES) return undefined;
+  return `it is ${bytes} bytes in UTF-8 and QEMU keeps at most ${MAX_SNAPSHOT_NAME_BYTES} ` +
+    "(it would cut the name)";
+}
+
 /**
- * Checks a name for a new snapshot: not empty, at most 128 characters, no spaces or control
- * characters, no leading `-`, and not all digits (qemu-img would take it for a snapshot id).
+ * Checks a snapshot name. Every action: valid Unicode and at most 255 UTF-8 bytes, the most QEMU
+ * keeps (a longer name would be cut and then never found by the name given). `create` also: not
+ * empty, no spaces or control characters, no leading `-`, not all digits (qemu-img would take it
+ * for a snapshot id).
  */
-export function validateSnapshotName(name: string): void {
-  const problem = name === ""
-    ? "it is empty"
-    : name.length > 128
-    ? "it is longer than 128 characters"
-    : /[\s\p{Cc}]/u.test(name)
-    ? "it contains spaces or control characters"
-    : name.startsWith("-")
-    ? "it starts with '-'"
-    : /^\d+$/.test(name)
-    ? "it is all digits, which qemu-img takes for a snapshot id"
-    : undefined;
+export function validateSnapshotName(name: string, action: SnapshotAction = "create"): void {
+  const problem = nameSizeProblem(name) ??
+    (action !== "create"
+      ? undefined
+      : name === ""
+      ? "it is empty"
+      : /[\s\p{Cc}]/u.test(name)
+      ? "it contains spaces or control characters"
+      : name.startsWith("-")
+      ? "it starts with '-'"
+      : /^\d+$/.test(name)
+      ? "it is all digits, which qemu-img takes for a snapshot id"
+      : undefined);
   if (problem) throw new UsageError(`invalid snapshot name '${name}': ${problem}`);
 }
 
@@ -107,6 +122,116 @@ export function parseSnapshots(image: unknown): SnapshotInfo[] {
     dateMs: num(s["date-sec"]) * 1000 + Math.floor(num(s["date-nsec"]) / 1e6),
     vmClockNs: num(s["vm-clock-sec"]) * 1e9 + num(s["vm-clock-nsec"]),
   }));
+}
+
+/** A block device of the running QEMU with a medium in it (one entry of QMP `query-block`). */
+export interface BlockDevice {
+  /** The drive's id (`-drive id=`; qvm uses the storage item's name), else its qdev path. */
+  device: string;
+  /** Its format node, which snapshot jobs name. */
+  node: string;
+  /** The format driver (`qcow2`, `raw`, ...). */
+  format: string;
+  readOnly: boolean;
+  snapshots: SnapshotInfo[];
+}
+
+/** The block devices in a QMP `query-block` reply that have a medium (empty cdroms are left out). */
+export function parseBlockDevices(blocks: unknown): BlockDevice[] {
+  if (!Array.isArray(blocks)) return [];
+  const devices: BlockDevice[] = [];
+  for (const block of blocks) {
+    const inserted = block?.inserted;
+    if (!inserted) continue;
+    devices.push({
+      device: String(block.device || block.qdev || inserted["node-name"] || "?"),
+      node: String(inserted["node-name"] ?? ""),
+      format: String(inserted.drv ?? ""),
+      readOnly: inserted.ro === true,
+      snapshots: parseSnapshots(inserted.image),
+    });
+  }
+  return devices;
+}
+
+function quoted(names: readonly string[]): string {
+  return names.map((n) => `'${n}'`).join(", ");
+}
+
+function drivesWord(names: readonly string[]): string {
+  return names.length > 1 ? `drives ${quoted(names)} are` : `drive ${quoted(names)} is`;
+}
+
+/**
+ * The drives a snapshot with VM state uses on a running VM: every writable drive, because loading
+ * it puts back the guest's memory, and a drive left out would keep newer data under older memory
+ * (a split the guest cannot survive). So a writable raw drive, a writable drive outside the VM's
+ * storage list, or a `drive` that leaves another writable drive out is refused, with the way out.
+ * Read-only drives and cdroms do not count; virtfs shares are no block devices. Returns the
+ * storage names in storage order; throws UsageError (exit 3) before anything has run.
+ */
+export function vmStateDrives(
+  vmName: string,
+  options: {
+    action: "create" | "load";
+    storage: readonly StorageItem[];
+    devices: readonly BlockDevice[];
+    drive?: string;
+  },
+): string[] {
+  const { action, devices, drive } = options;
+  const disks = diskList(options.storage);
+  const writable = devices.filter((d) => !d.readOnly);
+  const rule = action === "create"
+    ? "a snapshot with VM state must include every writable drive, or loading it would put " +
+      "the guest's memory back over newer data on the others"
+    : "a load with VM state must roll back every writable drive with the memory, or the guest " +
+      "would find newer data on the others under older memory";
+  const otherwise = action === "create"
+    ? "take a disk-only snapshot (no VM state) with --disk-only"
+    : "stop the VM and load the snapshot offline (disks only)";
+  if (drive !== undefined) {
+    const left = writable.filter((d) => d.device !== drive).map((d) => d.device);
+    if (left.length > 0) {
+      const what = `${left.length > 1 ? "drives" : "drive"} ${quoted(left)}`;
+      throw new UsageError(
+        `--drive ${drive} leaves out writable ${what} of VM '${vmName}': ${rule}; ` +
+          `leave out --drive, or ${
+            action === "create"
+              ? `take a disk-only snapshot of '${drive}' with --disk-only`
+              : otherwise
+          }`,
+      );
+    }
+    return [drive];
+  }
+  const known = new Set(disks.map((d) => d.name));
+  const foreign = writable.filter((d) => !known.has(d.device)).map((d) => d.device);
+  if (foreign.length > 0) {
+    throw new UsageError(
+      `${drivesWord(foreign)} writable but not in the storage list of VM '${vmName}': ${rule}; ` +
+        `make ${foreign.length > 1 ? "them" : "it"} read-only, or ${otherwise}`,
+    );
+  }
+  const raw = writable.filter((d) => d.format !== "qcow2");
+  if (raw.length > 0) {
+    const formats = [...new Set(raw.map((d) => d.format))].join("/");
+    throw new UsageError(
+      `${drivesWord(raw.map((d) => d.device))} writable and ${formats}, which cannot hold ` +
+        `snapshots: ${rule}; make ${raw.length > 1 ? "them" : "it"} read-only, convert ` +
+        `${raw.length > 1 ? "them" : "it"} to qcow2, or ${otherwise}`,
+    );
+  }
+  const readOnly = new Set(devices.filter((d) => d.readOnly).map((d) => d.device));
+  const drives = disks.filter((d) => d.type === "qcow2" && !readOnly.has(d.name)).map((d) =>
+    d.name
+  );
+  if (drives.length === 0) {
+    throw new UsageError(
+      `VM '${vmName}' has no writable qcow2 drive to hold the VM state (snapshots need qcow2)`,
+    );
+  }
+  return drives;
 }
 
 /** One step of a plan: `op` with snapshot `name` on `drives`, `times` times (duplicates). */
@@ -152,8 +277,11 @@ export function planSteps(
 
 /**
  * The drive that holds (for `load`) or will hold (for `create`) the VM state of a live snapshot:
- * for `create` the first drive; for `load` the drive whose snapshot `name` has VM state. A
- * disk-only snapshot (taken offline) cannot be loaded into a running VM: that is an error.
+ * for `create` the first drive; for `load` the drive whose snapshot `name` has VM state. A load is
+ * refused (UsageError) when no drive's snapshot has VM state (a disk-only snapshot cannot be
+ * loaded into a running VM), or when another drive's snapshot of that name was not taken with
+ * that VM state (its date and guest clock differ): it would put a disk under memory it was never
+ * with. QEMU uses the first snapshot of a name on each drive, and so does this.
  */
 export function vmStateDrive(
   action: "create" | "load",
@@ -162,17 +290,43 @@ export function vmStateDrive(
 ): string {
   const drives = [...existing.keys()];
   if (action === "create") return drives[0];
-  const holder = drives.find((d) =>
-    (existing.get(d) ?? []).some((s) => s.name === name && s.vmStateSize > 0)
-  );
+  const first = (d: string) => (existing.get(d) ?? []).find((s) => s.name === name);
+  const holder = drives.find((d) => (first(d)?.vmStateSize ?? 0) > 0);
   if (holder === undefined) {
     throw new UsageError(
       `snapshot '${name}' on drive${drives.length > 1 ? "s" : ""} ${
-        drives.map((d) => `'${d}'`).join(", ")
-      } holds no VM state (taken offline?): stop the VM to load it offline`,
+        quoted(drives)
+      } holds no VM state (a disk-only snapshot): stop the VM to load it offline`,
+    );
+  }
+  const state = first(holder)!;
+  const apart = drives.find((d) => {
+    const s = first(d);
+    return s !== undefined && (s.dateMs !== state.dateMs || s.vmClockNs !== state.vmClockNs);
+  });
+  if (apart !== undefined) {
+    throw new UsageError(
+      `snapshot '${name}' on drive '${apart}' was not taken together with its VM state on ` +
+        `drive '${holder}': loading it would put that disk under memory it was never with; ` +
+        "stop the VM to load the drives offline (disks only), or delete and retake the snapshot",
     );
   }
   return holder;
+}
+
+/**
+ * What went wrong, from qemu-img's stderr: its last error line (`qemu-img: ...`), not a hint after
+ * it such as "Is another process using the image [...]?". A lock failure says who may hold the
+ * image. Undefined when stderr has no error line.
+ */
+export function imgFailure(stderr: string): string | undefined {
+  const lines = stderr.split("\n").map((l) => l.trim()).filter((l) => l.startsWith("qemu-img: "));
+  const line = lines.at(-1)?.slice("qemu-img: ".length);
+  if (line === undefined || line === "") return undefined;
+  if (/Failed to get .*lock/.test(line)) {
+    return `${line} (another process, such as a running QEMU, is using the image)`;
+  }
+  return line;
 }
 
 /** A guest clock in nanoseconds as `HH:MM:SS.mmm`, like `qemu-img snapshot -l`. */

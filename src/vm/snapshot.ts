@@ -8,15 +8,19 @@ import { join, resolve } from "node:path";
 import type { Context } from "../cli/context.ts";
 import { NotFoundError, NotRunningError, QvmError, TimeoutError, UsageError } from "../errors.ts";
 import { diskFile } from "../config/mod.ts";
-import type { DiskStorage } from "../config/types.ts";
+import type { DiskStorage } from "../config/mod.ts";
 import type { Dirs, VmRecord } from "../state/mod.ts";
 import { qemuImg } from "../qemu/img.ts";
 import type { QmpClient } from "../qemu/qmp.ts";
 import { acquireLock, type VmLock } from "./lock.ts";
 import { observe } from "./observe.ts";
+import { isOurQemu } from "../qemu/process.ts";
 import { vmPaths } from "./paths.ts";
 import { QMP_TIMEOUT_MS } from "./qmp_session.ts";
 import {
+  type BlockDevice,
+  imgFailure,
+  parseBlockDevices,
   parseSnapshots,
   planSteps,
   rawDriveMessage,
@@ -26,6 +30,7 @@ import {
   type SnapshotStep,
   validateSnapshotName,
   vmStateDrive,
+  vmStateDrives,
 } from "./_snapshot.ts";
 
 export type { SnapshotAction, SnapshotInfo } from "./_snapshot.ts";
@@ -44,6 +49,11 @@ export interface SnapshotRequest {
   live?: boolean;
   /** `create`: replace a snapshot of the same name. */
   overwrite?: boolean;
+  /**
+   * `create` on a running VM: snapshot the drives only, without VM state, so that it need not
+   * cover every writable drive. Offline snapshots are disk-only whatever this says.
+   */
+  diskOnly?: boolean;
   /** Bound on each lock wait and each live job. */
   timeoutS: number;
 }
@@ -96,7 +106,9 @@ function onDrive(drive: string, err: unknown): unknown {
   if (!(err instanceof QvmError) || err instanceof UsageError || err instanceof NotFoundError) {
     return err;
   }
-  const wrapped = new QvmError(`drive '${drive}': ${err.message}`, {
+  // qemu-img's last stderr line may be a hint; the error line says what went wrong.
+  const failure = imgFailure(err.detail ?? "") ?? err.message;
+  const wrapped = new QvmError(`drive '${drive}': ${failure}`, {
     detail: err.detail,
     cause: err,
   });
@@ -136,35 +148,31 @@ interface AttachedDrive {
   snapshots: SnapshotInfo[];
 }
 
-interface BlockInfo {
-  device: string;
-  inserted?: { "node-name": string; drv: string; image?: unknown };
-}
-
 /**
- * Finds each drive's block node in the running VM: qvm attaches drives with `-drive id=<name>`,
- * so `query-block` lists them under device `<name>`, format node in `inserted.node-name`.
+ * Finds each drive (a storage item's name) among the running VM's block devices: qvm attaches
+ * drives with `-drive id=<name>`, so `query-block` lists them under device `<name>`.
  */
-async function attachedDrives(
-  client: QmpClient,
-  drives: readonly DiskStorage[],
-): Promise<Map<string, AttachedDrive>> {
-  const blocks = await client.execute<BlockInfo[]>("query-block");
+function attachedDrives(
+  devices: readonly BlockDevice[],
+  drives: readonly string[],
+): Map<string, AttachedDrive> {
   const found = new Map<string, AttachedDrive>();
   for (const drive of drives) {
-    const inserted = blocks.find((b) => b.device === drive.name)?.inserted;
-    if (!inserted) {
+    const device = devices.find((d) => d.device === drive);
+    if (!device) {
       throw new QvmError(
-        `drive '${drive.name}' is not attached to the running VM (added to its config after start?)`,
+        `drive '${drive}' is not attached to the running VM (added to its config after start?)`,
       );
     }
-    if (inserted.drv !== "qcow2") throw new UsageError(rawDriveMessage(drive.name, inserted.drv));
-    found.set(drive.name, {
-      node: inserted["node-name"],
-      snapshots: parseSnapshots(inserted.image),
-    });
+    if (device.format !== "qcow2") throw new UsageError(rawDriveMessage(drive, device.format));
+    found.set(drive, { node: device.node, snapshots: device.snapshots });
   }
   return found;
+}
+
+/** The running VM's block devices that have a medium, from QMP `query-block`. */
+async function blockDevices(client: QmpClient): Promise<BlockDevice[]> {
+  return parseBlockDevices(await client.execute("query-block"));
 }
 
 async function connectQmp(ctx: Context, vm: VmRecord): Promise<QmpClient> {
@@ -197,6 +205,11 @@ function logSince(file: string, offset: number): string {
   } catch {
     return "";
   }
+}
+
+/** A snapshot job that QEMU ran and that ended in an error (QEMU's words in the message). */
+class JobFailure extends QvmError {
+  override name = "JobFailure";
 }
 
 interface JobInfo {
@@ -247,7 +260,7 @@ async function runJob(
   const error = jobs.find((j) => j.id === jobId)?.error;
   if (error !== undefined) {
     const detail = logSince(options.qemuLog, logOffset);
-    throw new QvmError(`${command} failed: ${error}`, { detail: detail || undefined });
+    throw new JobFailure(`${command} failed: ${error}`, { detail: detail || undefined });
   }
 }
 
@@ -255,45 +268,110 @@ async function qemuStatus(client: QmpClient): Promise<string> {
   return (await client.execute<{ status: string }>("query-status")).status;
 }
 
+/**
+ * Takes a disk-only snapshot of a running VM's drives (no VM state): one QMP `transaction` of
+ * `blockdev-snapshot-internal-sync`, so every drive is snapshotted at the same point or none is.
+ */
+async function diskOnlySnapshot(
+  client: QmpClient,
+  options: { name: string; nodes: string[] },
+): Promise<void> {
+  try {
+    await client.execute("transaction", {
+      actions: options.nodes.map((node) => ({
+        type: "blockdev-snapshot-internal-sync",
+        data: { device: node, name: options.name },
+      })),
+    });
+  } catch (err) {
+    if ((err as { qmpClass?: string }).qmpClass === undefined) throw err;
+    throw new JobFailure(`blockdev-snapshot-internal-sync failed: ${(err as Error).message}`);
+  }
+}
+
+/**
+ * The error to report when a live step failed. If QEMU is gone, that is what happened (whatever
+ * QMP error the step saw); the VM is recorded as stopped. If a load job failed, QEMU has rolled
+ * the drives back but not the memory: the guest must not run on, so the way out is a reset, a
+ * stop or another snapshot.
+ */
+async function liveFailure(
+  ctx: Context,
+  vm: VmRecord,
+  options: { err: unknown; op: SnapshotAction; name: string; logOffset: number },
+): Promise<unknown> {
+  const { err, op, name } = options;
+  const qemuLog = vmPaths(ctx.dirs, vm.id).qemuLog;
+  if (!isOurQemu(vm.pid, vm.id)) {
+    const seen = await observe(ctx, ctx.store.require(vm.id), { qmp: false, locked: true });
+    const how = seen.vm.stopReason ? ` (${seen.vm.stopReason})` : "";
+    const after: Record<SnapshotAction, string> = {
+      load: `its drives may be partly rolled back to '${name}': load '${name}' offline ` +
+        `('qvm snapshot load ${vm.name} ${name}') to put every drive back to it, or start it ` +
+        "as it is",
+      create: `snapshot '${name}' may be left on some drives ('qvm snapshot list ${vm.name}')`,
+      delete: `snapshot '${name}' may be left on some drives ('qvm snapshot list ${vm.name}')`,
+    };
+    const lines = [logSince(qemuLog, options.logOffset), `qvm saw: ${(err as Error).message}`];
+    return new QvmError(
+      `QEMU exited during ${JOB_COMMANDS[op]} of snapshot '${name}'${how}: the VM is stopped; ` +
+        after[op],
+      { detail: lines.filter((l) => l !== "").join("\n"), cause: err },
+    );
+  }
+  if (op === "load" && err instanceof JobFailure) {
+    err.message += `; the drives of VM '${vm.name}' were rolled back to '${name}' but its ` +
+      "memory was not, so the guest must not run on as it is: reset it " +
+      `('qvm qmp run ${vm.name} system_reset'), stop it ('qvm stop ${vm.name}'), or load ` +
+      `another snapshot ('qvm snapshot load ${vm.name} OTHER')`;
+  }
+  return err;
+}
+
 async function liveAction(
   ctx: Context,
   vm: VmRecord,
   options: { request: SnapshotRequest; drives: DiskStorage[] },
 ): Promise<SnapshotDone[]> {
-  const { request, drives } = options;
+  const { request } = options;
+  const qemuLog = vmPaths(ctx.dirs, vm.id).qemuLog;
+  const logOffset = fileSize(qemuLog);
   const client = await connectQmp(ctx, vm);
+  let op: SnapshotAction = request.action;
   try {
-    const attached = await attachedDrives(client, drives);
+    const devices = await blockDevices(client);
+    // A live load always brings back VM state; a live create does unless --disk-only.
+    const withState = request.action === "load" ||
+      (request.action === "create" && request.diskOnly !== true);
+    const names = withState
+      ? vmStateDrives(vm.name, {
+        action: request.action as "create" | "load",
+        storage: vm.config.storage,
+        devices,
+        drive: request.drive,
+      })
+      : options.drives.map((d) => d.name);
+    const attached = attachedDrives(devices, names);
     const existing = new Map([...attached].map(([name, a]) => [name, a.snapshots]));
     const steps = planSteps(request.action, request.name, {
       existing,
       overwrite: request.overwrite,
     });
-    const stateDrive = request.action === "delete"
-      ? undefined
-      : vmStateDrive(request.action, request.name, existing);
-    const wasRunning = request.action === "load" && (await qemuStatus(client)) === "running";
+    const stateDrive = withState
+      ? vmStateDrive(request.action as "create" | "load", request.name, existing)
+      : undefined;
     const done: SnapshotDone[] = [];
     for (const step of steps) {
-      const args: Record<string, unknown> = {
-        tag: request.name,
-        devices: step.drives.map((d) => attached.get(d)!.node),
-      };
-      if (step.op !== "delete") args.vmstate = attached.get(stateDrive!)!.node;
+      op = step.op;
+      const nodes = step.drives.map((d) => attached.get(d)!.node);
       for (let i = 0; i < step.times; i++) {
-        try {
-          await runJob(client, step.op, {
-            args,
-            timeoutMs: request.timeoutS * 1000,
-            qemuLog: vmPaths(ctx.dirs, vm.id).qemuLog,
-          });
-        } catch (err) {
-          // QEMU stops the VM to load a snapshot and leaves it stopped when the load fails.
-          if (wasRunning && err instanceof QvmError && (await qemuStatus(client)) !== "running") {
-            err.message += `; the VM is left paused ('qvm qmp resume ${vm.name}' resumes it)`;
-          }
-          throw err;
+        if (step.op === "create" && !withState) {
+          await diskOnlySnapshot(client, { name: request.name, nodes });
+          continue;
         }
+        const args: Record<string, unknown> = { tag: request.name, devices: nodes };
+        if (step.op !== "delete") args.vmstate = attached.get(stateDrive!)!.node;
+        await runJob(client, step.op, { args, timeoutMs: request.timeoutS * 1000, qemuLog });
       }
       for (const drive of step.drives) {
         done.push({
@@ -303,7 +381,14 @@ async function liveAction(
         });
       }
     }
+    // QEMU resumes a guest after a load only if it was running; one left stopped by a failed
+    // load ("restore-vm") now has memory and drives that match again, so it runs on.
+    if (request.action === "load" && (await qemuStatus(client)) === "restore-vm") {
+      await client.execute("cont");
+    }
     return done;
+  } catch (err) {
+    throw await liveFailure(ctx, vm, { err, op, name: request.name, logOffset });
   } finally {
     client.close();
     await client.closed;
@@ -388,7 +473,10 @@ export async function snapshotVm(
   vm: VmRecord,
   request: SnapshotRequest,
 ): Promise<SnapshotOutcome> {
-  if (request.action === "create") validateSnapshotName(request.name);
+  validateSnapshotName(request.name, request.action);
+  if (request.diskOnly && request.action !== "create") {
+    throw new UsageError(`--disk-only is for 'snapshot create' (not ${request.action})`);
+  }
   selectDrives(vm.name, vm.config.storage, request.drive); // fail fast, before any lock wait
   const timeoutMs = request.timeoutS * 1000;
   const held: VmLock[] = [
@@ -430,7 +518,7 @@ export async function listSnapshots(
   if (seen.status === "running") {
     const client = await connectQmp(ctx, vm);
     try {
-      const attached = await attachedDrives(client, drives);
+      const attached = attachedDrives(await blockDevices(client), drives.map((d) => d.name));
       return {
         vm,
         mode: "live",
