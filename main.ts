@@ -2,7 +2,7 @@
  * qvm's entry point: global flags, dispatch to one lazily loaded command, and the single place
  * where errors become one line on stderr and an exit code.
  */
-import { Context } from "./src/cli/context.ts";
+import { Context, OutputClosed } from "./src/cli/context.ts";
 import { COMMANDS, findCommand } from "./src/cli/registry.ts";
 import { formatHelp, GLOBAL_OPTIONS, parseCommandArgs, selectSubcommand } from "./src/cli/spec.ts";
 import { ExitCode, QvmError, UsageError } from "./src/errors.ts";
@@ -101,6 +101,7 @@ export async function main(argv: string[]): Promise<number> {
   try {
     return await run(argv);
   } catch (err) {
+    if (err instanceof OutputClosed) return ExitCode.ok;
     if (err instanceof QvmError) {
       console.error(`qvm: ${err.message}`);
       if (err.detail) console.error(err.detail.trimEnd());

@@ -53,3 +53,24 @@ export class NotRunningError extends QvmError {
   override exitCode: number = ExitCode.invalid;
   override name = "NotRunningError";
 }
+
+/**
+ * The state database could not be written (no space, I/O error, read-only data dir); nothing was
+ * changed. Exit 1, or 4 when the cause is a permission or a read-only file system. Catch it where
+ * an action must go on although its record cannot be written (e.g. `stop` still stops QEMU).
+ */
+export class StateWriteError extends QvmError {
+  override name = "StateWriteError";
+  constructor(
+    message: string,
+    options?: { detail?: string; cause?: unknown; permission?: boolean },
+  ) {
+    super(message, options);
+    if (options?.permission) this.exitCode = ExitCode.permission;
+  }
+}
+
+/** The state database is damaged, or missing while qvm's backups hold VMs: `qvm doctor` explains. Exit 1. */
+export class StateDamagedError extends QvmError {
+  override name = "StateDamagedError";
+}

@@ -9,7 +9,7 @@ import { configArgv } from "../src/qemu/argv.ts";
 import { launchArgv } from "../src/qemu/launch.ts";
 import { vmPaths } from "../src/vm/paths.ts";
 import { guestConfig, WAIT_READY } from "./helpers/guest.ts";
-import { withEnv } from "./helpers/qvm.ts";
+import { exists, withEnv } from "./helpers/qvm.ts";
 
 interface Row {
   /** The rule, as it reads in maqet's docs or code. */
@@ -112,12 +112,20 @@ const rows: Row[] = [
     argv: ["-drive", "file=@/disk.qcow2,if=virtio"],
   },
   {
-    rule: "file= in a -drive map, and in a further key of the item",
+    rule: "path= in an -fsdev map, file= in a -drive map and in a further key of the item",
     files: [
-      "arguments:\n  - drive: {file: ./a.qcow2, if: virtio}\n" +
+      "arguments:\n  - fsdev: {fsdriver: local, id: fs0, path: ./share, security_model: none}\n" +
+      "  - drive: {file: ./a.qcow2, if: virtio}\n" +
       "  - {drive: null, file: b.img, format: raw, if: ide}\n",
     ],
-    argv: ["-drive", "file=@/a.qcow2,if=virtio", "-drive", "file=@/b.img,format=raw,if=ide"],
+    argv: [
+      "-fsdev",
+      "fsdriver=local,id=fs0,path=@/share,security_model=none",
+      "-drive",
+      "file=@/a.qcow2,if=virtio",
+      "-drive",
+      "file=@/b.img,format=raw,if=ide",
+    ],
   },
   {
     rule: "file= in a -drive list, with an escaped comma in the name",
@@ -173,13 +181,16 @@ const rows: Row[] = [
     ],
   },
   {
-    rule: "values that are not paths are left alone (loadvm, incoming, append, URIs, absolute)",
+    rule: "only paths resolve: loadvm, incoming, append, URIs and absolute paths stay as written",
     files: [
-      "arguments:\n  - loadvm: snap1\n  - incoming: 'defer'\n  - append: 'root=./x file=./y'\n" +
+      'arguments:\n  - chardev: "pipe,id=p0,path=fifo"\n' +
+      "  - loadvm: snap1\n  - incoming: 'defer'\n  - append: 'root=./x file=./y'\n" +
       '  - drive: "file=nbd:localhost:10809,if=virtio"\n  - drive: {file: /abs/a.img}\n' +
       '  - netdev: "user,id=n0,hostfwd=tcp::2222-:22"\n',
     ],
     argv: [
+      "-chardev",
+      "pipe,id=p0,path=@/fifo",
       "-loadvm",
       "snap1",
       "-incoming",
@@ -260,19 +271,17 @@ const rows: Row[] = [
 
   // Flags given twice.
   {
-    rule: "a bare flag given in two files is written once",
-    files: ["arguments:\n  - enable-kvm\n", "arguments:\n  - enable-kvm\n  - no-reboot\n"],
-    argv: ["-enable-kvm", "-no-reboot"],
+    rule: "a bare flag given in two files is written once; options with values stay as given",
+    files: [
+      "arguments:\n  - enable-kvm\n  - device: virtio-rng-pci\n",
+      "arguments:\n  - enable-kvm\n  - no-reboot\n  - device: virtio-rng-pci\n",
+    ],
+    argv: ["-enable-kvm", "-device", "virtio-rng-pci", "-no-reboot", "-device", "virtio-rng-pci"],
   },
   {
     rule: "a flag spelled three ways in one file is written once",
     files: ["arguments:\n  - no-reboot\n  - -no-reboot\n  - {no-reboot: null}\n"],
     argv: ["-no-reboot"],
-  },
-  {
-    rule: "options with values are not flags: two -device items stay two",
-    files: ["arguments:\n  - device: virtio-rng-pci\n  - device: virtio-rng-pci\n"],
-    argv: ["-device", "virtio-rng-pci", "-device", "virtio-rng-pci"],
   },
 
   // A top-level key and the same option in arguments: QEMU keeps the later one.
@@ -302,7 +311,7 @@ const rows: Row[] = [
   },
   {
     rule: "across files the later file wins whichever way it spells it",
-    files: ["memory: 4G\n", "arguments:\n  - m: 1G\n"],
+    files: ["memory: 4G\narguments:\n  - m: 3G\n", "memory: 2G\n", "arguments:\n  - m: 1G\n"],
     argv: ["-m", "1G"],
   },
 
@@ -341,11 +350,6 @@ const rows: Row[] = [
     files: [`storage:\n  - {name: hdd, file: ${folder}/qvm-test-disk.qcow2}\n`],
     refused: new RegExp(`refusing to create disk 'hdd' at '${folder}/qvm-test-disk\\.qcow2'`),
   })),
-  {
-    rule: "an existing file in a system folder may be used when named explicitly",
-    files: ["storage:\n  - {name: null0, type: raw, file: /dev/null, interface: ide}\n"],
-    argv: ["-drive", "file=/dev/null,format=raw,if=ide,id=null0"],
-  },
 
   // nographic.
   {
@@ -396,6 +400,20 @@ for (const row of rows) {
   });
 }
 
+Deno.test("an existing image in a system folder may be named; a new one beside it may not", async () => {
+  await withDir(async (dir) => {
+    const existing = "storage:\n  - {name: null0, type: raw, file: /dev/null, interface: ide}\n";
+    assert.deepEqual(await build(dir, [existing], () => {}), [
+      "-drive",
+      "file=/dev/null,format=raw,if=ide,id=null0",
+    ]);
+    await assert.rejects(
+      build(dir, [existing + "  - {name: new0, type: raw, file: /dev/qvm-new0.img}\n"], () => {}),
+      /refusing to create disk 'new0' at '\/dev\/qvm-new0\.img': \/dev is a system folder/,
+    );
+  });
+});
+
 Deno.test("a disk in a folder that is a symlink to a system folder is refused too", async () => {
   await withDir(async (dir) => {
     await Deno.symlink("/etc", `${dir}/conf`);
@@ -440,6 +458,27 @@ Deno.test("qvm add refuses to create a disk under /etc with exit 3", async () =>
     const result = await env.run(["add", path]);
     assert.equal(result.code, 3);
     assert.match(result.stderr, /\/etc is a system folder/);
+  });
+});
+
+Deno.test("qvm start refuses to create a disk whose folder has become a system folder", async () => {
+  await withEnv(async (env) => {
+    const place = `${env.root}/place`;
+    await Deno.mkdir(`${env.root}/disks`);
+    await Deno.symlink(`${env.root}/disks`, place);
+    const name = `qvm-test-${crypto.randomUUID()}.qcow2`;
+    const extra = `storage:\n  - {name: hdd, file: ${place}/${name}, size: 1M}`;
+    await env.ok(["add", await guestConfig(env, { name: "moved", extra })]);
+    await Deno.remove(place);
+    await Deno.symlink("/etc", place);
+    try {
+      const result = await env.run(["start", "moved"]);
+      assert.equal(result.code, 3);
+      assert.match(result.stderr, /refusing to create disk 'hdd' .*\/etc is a system folder/);
+      assert.equal(exists(`/etc/${name}`), false);
+    } finally {
+      await Deno.remove(`/etc/${name}`).catch(() => {});
+    }
   });
 });
 

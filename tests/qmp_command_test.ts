@@ -397,6 +397,8 @@ Deno.test("qmp arguments are checked before the VM is looked at", async () => {
   await withEnv(async (env) => {
     const cases: [string[], RegExp][] = [
       [["run", "ghost", "x", "{"], /invalid JSON-ARGS/],
+      [["run", "ghost", "x", deepArgs(1023)], /invalid JSON-ARGS: .* 1024 levels deep.* 1023/],
+      [["run", "ghost", "x", deepArgs(50_000)], /invalid JSON-ARGS: .* 50001 levels deep/],
       [["keys", "ghost", "ctrl-alt-delet"], /unknown key 'delet'/],
       [["keys", "ghost", "a", "--hold-time", "soon"], /invalid --hold-time 'soon'/],
       [["type", "ghost", "😀"], /cannot type '😀' \(U\+1F600\) at position 1/],
@@ -407,5 +409,81 @@ Deno.test("qmp arguments are checked before the VM is looked at", async () => {
       [["keys", "ghost"], /missing argument KEY/],
     ];
     for (const [args, message] of cases) assertFails(await env.run(["qmp", ...args]), 3, message);
+  });
+});
+
+/** JSON-ARGS whose `path` is `levels` arrays deep (the object itself is one level more). */
+function deepArgs(levels: number): string {
+  return `{"path": ${"[".repeat(levels)}${"]".repeat(levels)}}`;
+}
+
+/** Runs `qvm ARGS | head -c 100` in bash; qvm's exit code (PIPESTATUS) and its stderr. */
+async function runIntoHead(env: QvmEnv, args: string[]): Promise<QvmResult> {
+  const out = await new Deno.Command("bash", {
+    args: [
+      "-c",
+      '"$@" 2>"$QVM_ERR" | head -c 100 >/dev/null; echo "${PIPESTATUS[0]}"',
+      "bash",
+      Deno.execPath(),
+      ...["run", "-A", "--quiet", MAIN, ...args],
+    ],
+    env: {
+      QVM_DATA_DIR: env.dataDir,
+      QVM_RUNTIME_DIR: env.runtimeDir,
+      NO_COLOR: "1",
+      QVM_ERR: join(env.root, "head.err"),
+    },
+    stdin: "null",
+  }).output();
+  return {
+    code: Number(new TextDecoder().decode(out.stdout).trim()),
+    stdout: "",
+    stderr: await Deno.readTextFile(join(env.root, "head.err")),
+  };
+}
+
+Deno.test("qmp run: a request QEMU cannot read fails at once with QEMU's reason, exit 1", async () => {
+  await withEnv(async (env) => {
+    await env.ok(["add", await guestConfig(env, { name: "u1" })]);
+    await env.ok(["start", "u1", "--wait-for", "qmp"]);
+    // A lone surrogate: valid JSON for qvm, but QEMU cannot read the request (so it sees no id).
+    for (
+      const [args, reason] of [
+        ['{"path": "\\ud800"}', /\\ud800 is not a valid Unicode character/],
+        ['{"path": "\\uffff"}', /invalid UTF-8 sequence/],
+      ] as const
+    ) {
+      assertFails(
+        await env.run(["qmp", "run", "u1", "qom-list", args, "--timeout", "20"]),
+        1,
+        new RegExp(`QMP qom-list failed: GenericError: JSON parse error, ${reason.source}`),
+      );
+    }
+    // QEMU's limit on nesting is refused before anything is sent; one level less reaches QEMU.
+    assertFails(
+      await env.run(["qmp", "run", "u1", "qom-list", deepArgs(1023), "--timeout", "20"]),
+      3,
+      /invalid JSON-ARGS: QMP qom-list arguments are nested 1024 levels deep; QEMU reads at most 1023/,
+    );
+    assertFails(
+      await env.run(["qmp", "run", "u1", "qom-list", deepArgs(1022), "--timeout", "20"]),
+      1,
+      /QMP qom-list failed: GenericError: Invalid parameter type for 'path', expected: string/,
+    );
+    assert.equal(JSON.parse(await env.ok(["qmp", "run", "u1", "query-status"])).status, "running");
+  });
+});
+
+Deno.test("qmp run into a reader that stops early (| head) exits 0 quietly", async () => {
+  await withEnv(async (env) => {
+    await env.ok(["add", await guestConfig(env, { name: "h1" })]);
+    await env.ok(["start", "h1", "--wait-for", "qmp"]);
+    // The schema is far larger than a pipe's buffer, so qvm is still writing when head leaves.
+    for (const extra of [[], ["--json"]]) {
+      const result = await runIntoHead(env, ["qmp", "run", "h1", "query-qmp-schema", ...extra]);
+      assert.equal(result.stderr, "");
+      assert.equal(result.code, 0);
+    }
+    assert.equal(JSON.parse(await env.ok(["qmp", "run", "h1", "query-status"])).status, "running");
   });
 });

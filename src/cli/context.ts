@@ -27,7 +27,7 @@ export class Context {
 
   /** Writes a line (or several) to stdout. */
   out(text: string): void {
-    writeAll(Deno.stdout, encoder.encode(text.endsWith("\n") ? text : `${text}\n`));
+    writeOut(encoder.encode(text.endsWith("\n") ? text : `${text}\n`));
   }
 
   /** Writes `value` as pretty JSON to stdout. */
@@ -48,6 +48,21 @@ export class Context {
   /** Closes what the run opened. */
   close(): void {
     this.#store?.close();
+  }
+}
+
+/** stdout's reader went away (`qvm ... | head`): a normal end for a CLI, so qvm exits 0 quietly. */
+export class OutputClosed extends Error {
+  override name = "OutputClosed";
+}
+
+/** Writes all of `bytes` to stdout; throws OutputClosed once nobody reads it any more. */
+export function writeOut(bytes: Uint8Array): void {
+  try {
+    writeAll(Deno.stdout, bytes);
+  } catch (error) {
+    if (error instanceof Deno.errors.BrokenPipe) throw new OutputClosed();
+    throw error;
   }
 }
 

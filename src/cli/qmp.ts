@@ -5,7 +5,7 @@
 import type { Context } from "./context.ts";
 import type { CommandSpec, OptionSpec, ParsedArgs, PositionalSpec } from "./spec.ts";
 import { QvmError, TimeoutError, UsageError } from "../errors.ts";
-import { type QmpClient, QmpError, type QmpEvent } from "../qemu/qmp.ts";
+import { encodeRequest, type QmpClient, QmpError, type QmpEvent } from "../qemu/qmp.ts";
 import { parseChord, qmpKeys, textKeys } from "../qemu/keys.ts";
 import type { VmRecord } from "../state/mod.ts";
 import { withQmp } from "../vm/qmp_session.ts";
@@ -227,6 +227,13 @@ async function runCommand(
   { session, timeoutMs }: SessionOptions,
 ): Promise<number> {
   const qmpArgs = parseJsonArgs(jsonArgs);
+  try {
+    // What QEMU could not read is refused here, before the VM is looked at.
+    encodeRequest({ execute: command, arguments: qmpArgs, id: "qvm-0" });
+  } catch (error) {
+    if (error instanceof UsageError) throw new UsageError(`invalid JSON-ARGS: ${error.message}`);
+    throw error;
+  }
   const result = await session((client) => call(client, command, { args: qmpArgs, timeoutMs }));
   // `quit` has no reply: QEMU closes the connection instead.
   ctx.outJson(result ?? {});

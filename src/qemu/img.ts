@@ -1,6 +1,6 @@
 /** qemu-img: creating missing disks (never overwriting) and reading image facts. */
-import { QvmError } from "../errors.ts";
-import type { DiskStorage } from "../config/mod.ts";
+import { QvmError, UsageError } from "../errors.ts";
+import { type DiskStorage, systemFolderOf } from "../config/mod.ts";
 
 /** What `qemu-img` printed and how it exited. */
 export interface ImgRun {
@@ -56,9 +56,22 @@ export function createArgs(disk: DiskStorage, file: string): string[] {
 
 /**
  * Creates the disk at `file` unless something is already there; true if it created it. The file
- * is first claimed with an exclusive create, so an existing file is never overwritten.
+ * is first claimed with an exclusive create, so an existing file is never overwritten; nothing is
+ * ever created in a system folder (`/etc`, `/usr`, ..., also through a symlink).
  */
 export async function createDiskIfMissing(disk: DiskStorage, file: string): Promise<boolean> {
+  const folder = systemFolderOf(file);
+  if (folder !== undefined) {
+    try {
+      Deno.statSync(file);
+      return false;
+    } catch {
+      throw new UsageError(
+        `refusing to create disk '${disk.name}' at '${file}': ${folder} is a system folder ` +
+          "(an image that already exists there may be used; new disks go elsewhere)",
+      );
+    }
+  }
   try {
     Deno.openSync(file, { write: true, createNew: true, mode: 0o600 }).close();
   } catch (err) {
