@@ -112,6 +112,19 @@ export async function main(argv: string[]): Promise<number> {
       console.error(`qvm: permission denied: ${(err as Error).message}`);
       return ExitCode.permission;
     }
+    const message = (err as Error)?.message ?? "";
+    if (/\(os error 30\)/.test(message)) {
+      console.error(
+        `qvm: read-only file system: ${message.replace(/^.*\(os error 30\):?\s*/, "")}`,
+      );
+      return ExitCode.permission;
+    }
+    if (/\(os error (28|122)\)/.test(message)) {
+      console.error(
+        `qvm: no space left on the device: ${message.replace(/^.*\(os error \d+\):?\s*/, "")}`,
+      );
+      return ExitCode.failure;
+    }
     console.error(`qvm: internal error: ${(err as Error)?.message ?? err}`);
     if (debug) console.error((err as Error)?.stack);
     return ExitCode.failure;

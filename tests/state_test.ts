@@ -1,8 +1,17 @@
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { join } from "node:path";
-import { LATEST_VERSION, SQL, StateStore } from "../src/state/mod.ts";
-import { QvmError, UsageError } from "../src/errors.ts";
+import {
+  BACKUP_GENERATIONS,
+  BACKUP_INTERVAL_MS,
+  LATEST_VERSION,
+  listBackups,
+  readVms,
+  SQL,
+  StateStore,
+} from "../src/state/mod.ts";
+import { takeBackup } from "../src/state/backup.ts";
+import { QvmError, StateWriteError, UsageError } from "../src/errors.ts";
 import type { VmConfig } from "../src/config/mod.ts";
 
 const CONFIG: VmConfig = { memory: "1G", cpu: 2, arguments: [], args: [], storage: [] };
@@ -307,4 +316,83 @@ Deno.test("two processes writing at once both succeed", async () => {
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("a write that runs out of space is one StateWriteError, leaves no transaction, and the next write works", async () => {
+  await withStore((store) => {
+    const vm = store.insert({ name: "a", config: CONFIG });
+    const pages = (store.db.prepare("PRAGMA page_count").get() as { page_count: number })
+      .page_count;
+    store.db.exec(`PRAGMA max_page_count = ${pages}`); // SQLite's own "database or disk is full"
+    const big = { ...CONFIG, args: ["x".repeat(200_000)] };
+    for (
+      const write of [
+        () => store.insert({ name: "big", config: big }),
+        () => store.updateConfig("a", big),
+      ]
+    ) {
+      assert.throws(write, (e: Error) =>
+        e instanceof StateWriteError && e.exitCode === 1 &&
+        /^no space left on the data dir /.test(e.message));
+      assert.equal(store.db.isTransaction, false);
+    }
+    assert.equal(store.get("big"), undefined);
+    assert.deepEqual(store.get("a")?.config.args, []);
+    assert.equal(store.updateStatus(vm.id, "stopped", { stopReason: "test" }), true);
+    store.db.exec("PRAGMA max_page_count = 1073741823");
+    store.insert({ name: "b", config: CONFIG });
+    assert.deepEqual(store.list().map((v) => v.name), ["a", "b"]);
+    const check = store.db.prepare("PRAGMA integrity_check").get() as { integrity_check: string };
+    assert.equal(check.integrity_check, "ok");
+  });
+});
+
+Deno.test("closing a store that added, changed or removed a VM refreshes its backup; reads take none", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "qvm-state-" });
+  const path = join(dir, "qvm.db");
+  try {
+    let store = StateStore.open(path);
+    store.list();
+    store.updateStatus("nope", "stopped");
+    store.close();
+    assert.deepEqual(listBackups(path), []);
+    for (const name of ["a", "b"]) {
+      store = StateStore.open(path);
+      store.insert({ name, config: CONFIG });
+      store.close();
+    }
+    const backups = listBackups(path);
+    assert.equal(backups.length, 1);
+    assert.deepEqual(readVms(backups[0].path).map((vm) => vm.name), ["a", "b"]);
+    store = StateStore.open(path);
+    store.remove("a");
+    store.close();
+    assert.deepEqual(readVms(listBackups(path)[0].path).map((vm) => vm.name), ["b"]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("backups start a new generation at most once per interval and keep the newest few", async () => {
+  await withStore((store) => {
+    const start = Date.parse("2026-01-01T00:00:00Z");
+    const first = takeBackup(store.db, store.path, start);
+    assert.equal(takeBackup(store.db, store.path, start + 60_000), first, "refreshed in place");
+    const taken = [first];
+    for (let i = 1; i <= BACKUP_GENERATIONS + 2; i++) {
+      taken.push(takeBackup(store.db, store.path, start + i * BACKUP_INTERVAL_MS));
+    }
+    assert.equal(new Set(taken).size, taken.length, "each interval is a new file");
+    const kept = listBackups(store.path).map((b) => b.path);
+    assert.deepEqual(
+      kept,
+      taken.slice(-BACKUP_GENERATIONS).reverse(),
+      "newest first, oldest pruned",
+    );
+    assert.ok(kept.every((p) => p.startsWith(join(store.path, "..", "backups"))));
+    assert.ok(
+      ![...Deno.readDirSync(join(store.path, "..", "backups"))]
+        .some((e) => e.name.endsWith(".tmp")),
+    );
+  });
 });

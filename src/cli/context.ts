@@ -8,19 +8,22 @@ export class Context {
   readonly dirs: Dirs;
   readonly json: boolean;
   readonly debug: boolean;
+  /** The command only reads the database (it still works on a read-only or full data dir). */
+  readonly readOnly: boolean;
   #store?: StateStore;
 
-  constructor(options: { dirs: Dirs; json: boolean; debug: boolean }) {
+  constructor(options: { dirs: Dirs; json: boolean; debug: boolean; readOnly?: boolean }) {
     this.dirs = options.dirs;
     this.json = options.json;
     this.debug = options.debug;
+    this.readOnly = options.readOnly === true;
   }
 
   /** The state store, opened (and the data dir created, mode 0700) on first use. */
   get store(): StateStore {
     if (!this.#store) {
       ensurePrivateDir(this.dirs.dataDir);
-      this.#store = StateStore.open(databasePath(this.dirs.dataDir));
+      this.#store = StateStore.open(databasePath(this.dirs.dataDir), { readOnly: this.readOnly });
     }
     return this.#store;
   }

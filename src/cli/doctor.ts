@@ -8,7 +8,7 @@ import type { Context } from "./context.ts";
 import { useColor } from "./context.ts";
 import type { CommandSpec, ParsedArgs } from "./spec.ts";
 import { ExitCode, QvmError } from "../errors.ts";
-import { databasePath, unsafeDirReason } from "../state/mod.ts";
+import { unsafeDirReason } from "../state/mod.ts";
 import { DEFAULT_BINARY } from "../qemu/launch.ts";
 import { findQemuWithUuid, readCmdline } from "../qemu/process.ts";
 import { findBinary } from "../vm/start.ts";
@@ -22,6 +22,7 @@ import {
   judgeDir,
   summarize,
 } from "./_findings.ts";
+import { databaseFindings } from "./_db_findings.ts";
 
 /** doctor reports an unsafe data or runtime dir as a finding (and exits 4) rather than refusing. */
 export const reportsUnsafeDirs = true;
@@ -171,31 +172,6 @@ function dirFindings(check: "data_dir" | "runtime_dir", path: string, fix: boole
   return [...top, ...subs.filter((f) => f.status !== "ok")];
 }
 
-function databaseFindings(ctx: Context): Finding[] {
-  const check = "database";
-  const path = databasePath(ctx.dirs.dataDir);
-  const fix = `restore a backup (${path}.v*.bak) or recover it: sqlite3 ${path} .recover`;
-  const why = "qvm's record of your VMs may be wrong or lost";
-  const results: string[] = [];
-  for (const pragma of ["integrity_check", "quick_check"]) {
-    const rows = ctx.store.db.prepare(`PRAGMA ${pragma}`).all() as Record<string, string>[];
-    const lines = rows.map((r) => String(Object.values(r)[0]));
-    if (lines.length !== 1 || lines[0] !== "ok") {
-      results.push(`${pragma}: ${lines.slice(0, 3).join("; ")}`);
-    }
-  }
-  if (results.length > 0) {
-    return [{ check, status: "problem", what: `database ${path} fails ${results[0]}`, why, fix }];
-  }
-  return [{
-    check,
-    status: "ok",
-    what: `database ${path}: integrity_check and quick_check ok`,
-    why: null,
-    fix: null,
-  }];
-}
-
 /** Binaries named by VMs' own `binary:` keys that are not there. */
 function vmBinaryFindings(ctx: Context): Finding[] {
   const users = new Map<string, string[]>();
@@ -288,23 +264,28 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
   ];
   const refused = findings.filter((f) => f.refused);
   let storeOk = refused.length === 0;
-  try {
-    if (storeOk) findings.push(...databaseFindings(ctx));
-  } catch (err) {
-    if (!(err instanceof QvmError)) throw err;
-    storeOk = false;
-    findings.push({
-      check: "database",
-      status: "problem",
-      what: err.message,
-      why: "qvm cannot read its VMs, so the checks that need them were skipped",
-      fix: `move ${databasePath(ctx.dirs.dataDir)} aside and restore a backup`,
-    });
+  let canFix = fix;
+  if (storeOk) {
+    const database = databaseFindings(ctx);
+    findings.push(...database.findings);
+    storeOk = database.usable;
+    canFix = fix && database.writable;
   }
   if (storeOk) {
-    findings.push(...vmBinaryFindings(ctx));
-    findings.push(...await upkeepFindings(ctx, fix));
-    findings.push(...orphanFindings(ctx));
+    try {
+      findings.push(...vmBinaryFindings(ctx));
+      findings.push(...await upkeepFindings(ctx, canFix));
+      findings.push(...orphanFindings(ctx));
+    } catch (err) {
+      if (!(err instanceof QvmError)) throw err;
+      findings.push({
+        check: "database",
+        status: "problem",
+        what: err.message,
+        why: "the checks that need qvm's VMs could not finish",
+        fix: "run qvm doctor again; if this stays, see the database findings above",
+      });
+    }
   }
   const problems = findings.filter((f) => f.status === "problem").length;
   if (ctx.json) {

@@ -17,6 +17,8 @@ export interface CommandModule {
 export interface CommandEntry {
   name: string;
   summary: string;
+  /** The command only reads the database, so it works on a read-only (or full) data dir. */
+  readOnly?: boolean;
   load(): Promise<CommandModule>;
 }
 
@@ -32,12 +34,28 @@ export const COMMANDS: readonly CommandEntry[] = [
     summary: "merge configs into a VM (creating it if absent)",
     load: () => import("./apply.ts"),
   },
-  { name: "ls", summary: "list VMs and their real status", load: () => import("./ls.ts") },
-  { name: "status", summary: "show one VM's status", load: () => import("./status.ts") },
-  { name: "info", summary: "show a VM's configuration summary", load: () => import("./info.ts") },
+  {
+    name: "ls",
+    summary: "list VMs and their real status",
+    readOnly: true,
+    load: () => import("./ls.ts"),
+  },
+  {
+    name: "status",
+    summary: "show one VM's status",
+    readOnly: true,
+    load: () => import("./status.ts"),
+  },
+  {
+    name: "info",
+    summary: "show a VM's configuration summary",
+    readOnly: true,
+    load: () => import("./info.ts"),
+  },
   {
     name: "inspect",
     summary: "show everything about a VM, process included",
+    readOnly: true,
     load: () => import("./inspect.ts"),
   },
   {
@@ -50,10 +68,16 @@ export const COMMANDS: readonly CommandEntry[] = [
     summary: "stop a VM gracefully, escalating until it is gone",
     load: () => import("./stop.ts"),
   },
-  { name: "logs", summary: "print a VM's serial console log", load: () => import("./logs.ts") },
+  {
+    name: "logs",
+    summary: "print a VM's serial console log",
+    readOnly: true,
+    load: () => import("./logs.ts"),
+  },
   {
     name: "console",
     summary: "attach to a VM's serial console (Ctrl-] detaches)",
+    readOnly: true,
     load: () => import("./console.ts"),
   },
   {
@@ -64,6 +88,7 @@ export const COMMANDS: readonly CommandEntry[] = [
   {
     name: "qmp",
     summary: "talk to a running VM over QMP (run, keys, type, screendump, ...)",
+    readOnly: true,
     load: () => import("./qmp.ts"),
   },
   {
@@ -74,6 +99,7 @@ export const COMMANDS: readonly CommandEntry[] = [
   {
     name: "storage",
     summary: "list, verify, or find orphaned disk images",
+    readOnly: true,
     load: () => import("./storage.ts"),
   },
   {

@@ -1,6 +1,7 @@
 /** The state module: the SQLite store and where qvm's files live. */
 export {
   type NewVm,
+  type OpenOptions,
   SQL,
   StateStore,
   type StatusFields,
@@ -18,3 +19,13 @@ export {
   unsafeDirReason,
 } from "./paths.ts";
 export { LATEST_VERSION, MIGRATIONS } from "./schema.ts";
+export {
+  type Backup,
+  BACKUP_GENERATIONS,
+  BACKUP_INTERVAL_MS,
+  backupFolder,
+  countVms,
+  listBackups,
+  readVms,
+} from "./backup.ts";
+export { probeDatabaseWrite } from "./_faults.ts";

@@ -1,11 +1,21 @@
 /**
  * The SQLite state store: one file, WAL, every id-or-name lookup as two prepared, reused, indexed
  * statements (primary key first, then the unique name index). Writes run in `BEGIN IMMEDIATE`.
+ * SQLite's failures surface as one line (full disk, read-only data dir, damaged file); a database
+ * that cannot be written is still opened read-only, so reads (and `stop`) keep working.
  */
 import { DatabaseSync, type SQLInputValue, type StatementSync } from "node:sqlite";
-import { NotFoundError, QvmError, UsageError } from "../errors.ts";
+import {
+  NotFoundError,
+  QvmError,
+  StateDamagedError,
+  StateWriteError,
+  UsageError,
+} from "../errors.ts";
 import type { VmConfig } from "../config/mod.ts";
 import { LATEST_VERSION, MIGRATIONS } from "./schema.ts";
+import { faultOf, translateFault } from "./_faults.ts";
+import { countVms, listBackups, takeBackup } from "./backup.ts";
 
 /** Statuses stored in the database; `paused`/`unresponsive` are derived on read, never stored. */
 export type StoredStatus = "created" | "starting" | "running" | "stopping" | "stopped" | "failed";
@@ -110,26 +120,79 @@ export function toRecord(row: Row): VmRecord {
   };
 }
 
-/** Refuses a file that exists, is not empty, and is not an SQLite database; never writes to it. */
+/**
+ * Refuses a file that exists, is not empty, and is not an SQLite database; never writes to it.
+ * A missing or empty file is a new database, unless qvm's backups hold VMs: then it was lost.
+ */
 function assertSqliteFile(path: string): void {
   let file: Deno.FsFile;
   try {
     file = Deno.openSync(path, { read: true });
   } catch (err) {
-    if (err instanceof Deno.errors.NotFound) return;
+    if (err instanceof Deno.errors.NotFound) return refuseLostDatabase(path, "missing");
+    if (err instanceof Deno.errors.PermissionDenied) {
+      throw new StateWriteError(`cannot read the state database ${path}: permission denied`, {
+        permission: true,
+      });
+    }
     throw new QvmError(`cannot open state database ${path}: ${(err as Error).message}`);
   }
+  let n: number;
   try {
     const head = new Uint8Array(16);
-    const n = file.readSync(head) ?? 0;
-    if (n === 0) return;
-    if (new TextDecoder().decode(head.subarray(0, n)) !== SQLITE_HEADER) {
+    n = file.readSync(head) ?? 0;
+    if (n > 0 && new TextDecoder().decode(head.subarray(0, n)) !== SQLITE_HEADER) {
       throw new QvmError(`${path} is not an SQLite database (left untouched)`);
     }
   } finally {
     file.close();
   }
+  if (n === 0) refuseLostDatabase(path, "empty");
 }
+
+/** A missing or empty database is never taken as "no VMs" while the latest backup holds some. */
+function refuseLostDatabase(path: string, state: "missing" | "empty"): void {
+  if (path === ":memory:") return;
+  const latest = listBackups(path)[0];
+  if (!latest) return;
+  let count: number;
+  try {
+    count = countVms(latest.path);
+  } catch {
+    return;
+  }
+  if (count === 0) return;
+  throw new StateDamagedError(
+    `the state database ${path} is ${state}, but qvm's latest backup ${latest.path} holds ` +
+      `${count} VM${count === 1 ? "" : "s"}: run 'qvm doctor' for how to restore it`,
+  );
+}
+
+/** `file:` URI for `path` opened immutable: no -shm, no locks, nothing written (WAL ignored). */
+function immutableUri(path: string): string {
+  return `file:${encodeURI(path).replace(/\?/g, "%3F").replace(/#/g, "%23")}?immutable=1`;
+}
+
+/** True if `path`'s write-ahead log holds frames (which an immutable open would not see). */
+function walHasFrames(path: string): boolean {
+  try {
+    return Deno.statSync(`${path}-wal`).size > 0;
+  } catch {
+    return false;
+  }
+}
+
+/** What `StateStore.open` may be told about the command using it. */
+export interface OpenOptions {
+  /**
+   * The command only reads: when the database cannot be written (read-only or full data dir),
+   * status corrections found while reading are kept in memory instead of failing the command.
+   */
+  readOnly?: boolean;
+}
+
+/** A status change kept in memory by a read-only command whose database cannot be written. */
+type StatusOverlay = Partial<Pick<Row, "status" | "pid" | "qmp_socket_path" | "stop_reason">>;
 
 function isUniqueViolation(err: unknown): boolean {
   return err instanceof Error && /UNIQUE constraint failed/.test(err.message);
@@ -139,6 +202,12 @@ function isUniqueViolation(err: unknown): boolean {
 export class StateStore {
   readonly path: string;
   readonly db: DatabaseSync;
+  /** Why this store cannot write (it was opened read-only); undefined when it can. */
+  readonly cannotWrite?: StateWriteError;
+  #readOnlyCommand: boolean;
+  #overlay?: Map<string, StatusOverlay>;
+  /** A VM was added, changed or removed: the database is backed up on close. */
+  #changed = false;
   #byId: StatementSync;
   #byName: StatementSync;
   #all: StatementSync;
@@ -156,9 +225,15 @@ export class StateStore {
   #commit: StatementSync;
   #rollback: StatementSync;
 
-  private constructor(path: string, db: DatabaseSync) {
+  private constructor(
+    path: string,
+    db: DatabaseSync,
+    options: OpenOptions & { cannotWrite?: StateWriteError },
+  ) {
     this.path = path;
     this.db = db;
+    this.cannotWrite = options.cannotWrite;
+    this.#readOnlyCommand = options.readOnly === true;
     this.#byId = db.prepare(SQL.byId);
     this.#byName = db.prepare(SQL.byName);
     this.#all = db.prepare(SQL.all);
@@ -179,11 +254,13 @@ export class StateStore {
 
   /**
    * Opens (creating if absent) the database at `path`, sets the pragmas and applies pending
-   * migrations, backing the file up first. A file that is not SQLite is refused untouched.
+   * migrations, backing the file up first. A file that is not SQLite is refused untouched. When
+   * the data dir is full or read-only the database is opened read-only: reads work, and every
+   * write throws `cannotWrite` (a read-only command keeps status corrections in memory).
    */
-  static open(path: string): StateStore {
+  static open(path: string, options: OpenOptions = {}): StateStore {
     assertSqliteFile(path);
-    let db: DatabaseSync;
+    let db: DatabaseSync | undefined;
     try {
       db = new DatabaseSync(path);
       db.exec(`PRAGMA busy_timeout = ${BUSY_TIMEOUT_MS}`);
@@ -191,34 +268,94 @@ export class StateStore {
       db.exec("PRAGMA synchronous = NORMAL");
       db.exec("PRAGMA foreign_keys = ON");
     } catch (err) {
+      if (db?.isOpen) db.close();
+      const failure = translateFault(err, path);
+      if (failure instanceof StateWriteError && path !== ":memory:") {
+        return StateStore.#openReadOnly(path, failure, options);
+      }
+      if (failure instanceof QvmError) throw failure;
       throw new QvmError(`cannot open state database ${path}: ${(err as Error).message}`);
     }
     try {
       migrate(db, path);
-      return new StateStore(path, db);
+      return new StateStore(path, db, options);
     } catch (err) {
       db.close();
       throw err;
     }
   }
 
-  /** Runs `fn` in a `BEGIN IMMEDIATE` transaction: all of it commits, or none of it. */
+  /**
+   * Opens a database that cannot be written: plainly read-only when its -shm can be used, else
+   * immutable (only when its write-ahead log is empty, so nothing committed is missed).
+   */
+  static #openReadOnly(path: string, failure: StateWriteError, options: OpenOptions): StateStore {
+    for (const target of [path, immutableUri(path)]) {
+      if (target !== path && walHasFrames(path)) break;
+      let db: DatabaseSync | undefined;
+      try {
+        db = new DatabaseSync(target, { readOnly: true });
+        db.exec(`PRAGMA busy_timeout = ${BUSY_TIMEOUT_MS}`);
+        if (currentVersion(db) !== LATEST_VERSION) throw failure; // cannot migrate it
+        return new StateStore(path, db, { ...options, cannotWrite: failure });
+      } catch (err) {
+        if (db?.isOpen) db.close();
+        if (err === failure) throw failure;
+        const fault = translateFault(err, path);
+        if (fault instanceof StateDamagedError) throw fault;
+      }
+    }
+    throw failure;
+  }
+
+  /**
+   * Runs `fn` in a `BEGIN IMMEDIATE` transaction: all of it commits, or none of it. SQLite's
+   * failures (full disk, I/O error, read-only file) come out as one-line StateWriteErrors.
+   */
   transaction<T>(fn: () => T): T {
-    this.#begin.run();
+    if (this.cannotWrite) throw this.cannotWrite;
+    try {
+      this.#begin.run();
+    } catch (err) {
+      throw translateFault(err, this.path);
+    }
     try {
       const result = fn();
       this.#commit.run();
       return result;
     } catch (err) {
-      this.#rollback.run();
-      throw err;
+      // SQLite rolls back by itself on some failures (a full disk, an I/O error): never roll
+      // back a transaction that is no longer there.
+      if (this.db.isTransaction) {
+        try {
+          this.#rollback.run();
+        } catch { /* the original failure is what matters */ }
+      }
+      throw translateFault(err, this.path);
     }
+  }
+
+  /** Runs a read; SQLite's failures (a damaged file, an I/O error) come out as one line. */
+  #read<T>(fn: () => T): T {
+    try {
+      return fn();
+    } catch (err) {
+      throw translateFault(err, this.path);
+    }
+  }
+
+  /** `row` with the status changes this run kept in memory (a read-only command only). */
+  #overlaid<T extends { id: string }>(row: T): T {
+    const change = this.#overlay?.get(row.id);
+    return change ? { ...row, ...change } : row;
   }
 
   /** The VM with this id, else the VM with this name, else undefined. */
   get(idOrName: string): VmRecord | undefined {
-    const row = (this.#byId.get(idOrName) ?? this.#byName.get(idOrName)) as Row | undefined;
-    return row ? toRecord(row) : undefined;
+    const row = this.#read(() =>
+      (this.#byId.get(idOrName) ?? this.#byName.get(idOrName)) as Row | undefined
+    );
+    return row ? toRecord(this.#overlay ? this.#overlaid(row) : row) : undefined;
   }
 
   /** Like `get`, but a missing VM is a NotFoundError (exit 3). */
@@ -230,15 +367,22 @@ export class StateStore {
 
   /** Every VM, by name; only those with `status` when given. */
   list(options?: { status?: string }): VmRecord[] {
-    const rows = options?.status === undefined
-      ? this.#all.all()
-      : this.#allByStatus.all(options.status);
+    if (this.#overlay) {
+      const all = (this.#read(() => this.#all.all()) as unknown as Row[])
+        .map((row) => this.#overlaid(row));
+      const wanted = options?.status;
+      return all.filter((row) => wanted === undefined || row.status === wanted).map(toRecord);
+    }
+    const rows = this.#read(() =>
+      options?.status === undefined ? this.#all.all() : this.#allByStatus.all(options.status)
+    );
     return (rows as unknown as Row[]).map(toRecord);
   }
 
   /** Every VM's id, name, status and pid, by name: what `ls` needs, without parsing configs. */
   listBrief(): VmBrief[] {
-    return this.#allBrief.all() as unknown as VmBrief[];
+    const rows = this.#read(() => this.#allBrief.all()) as unknown as VmBrief[];
+    return this.#overlay ? rows.map((row) => this.#overlaid(row)) : rows;
   }
 
   /** Adds a VM; a taken name is a UsageError and writes nothing. */
@@ -249,6 +393,7 @@ export class StateStore {
       this.transaction(() =>
         this.#insert.run(id, vm.name, vm.configPath ?? null, JSON.stringify(vm.config), now, now)
       );
+      this.#changed = true;
     } catch (err) {
       if (isUniqueViolation(err)) {
         throw new UsageError(`a VM named '${vm.name}' already exists`);
@@ -258,8 +403,34 @@ export class StateStore {
     return this.require(id);
   }
 
-  /** Sets a VM's status (and optionally pid, QMP socket, stop reason); false if no such VM. */
+  /**
+   * Sets a VM's status (and optionally pid, QMP socket, stop reason); false if no such VM. In a
+   * read-only command whose database cannot be written, the change is kept in memory for this run.
+   */
   updateStatus(idOrName: string, status: StoredStatus, fields: StatusFields = {}): boolean {
+    if (this.#readOnlyCommand) {
+      try {
+        return this.#setStatus(idOrName, status, fields);
+      } catch (err) {
+        if (!(err instanceof StateWriteError)) throw err;
+        return this.#rememberStatus(idOrName, status, fields);
+      }
+    }
+    return this.#setStatus(idOrName, status, fields);
+  }
+
+  #rememberStatus(idOrName: string, status: StoredStatus, fields: StatusFields): boolean {
+    const vm = this.get(idOrName);
+    if (!vm) return false;
+    const change: StatusOverlay = { ...this.#overlay?.get(vm.id), status };
+    if ("pid" in fields) change.pid = fields.pid ?? null;
+    if ("qmpSocketPath" in fields) change.qmp_socket_path = fields.qmpSocketPath ?? null;
+    if ("stopReason" in fields) change.stop_reason = fields.stopReason ?? null;
+    (this.#overlay ??= new Map()).set(vm.id, change);
+    return true;
+  }
+
+  #setStatus(idOrName: string, status: StoredStatus, fields: StatusFields): boolean {
     const params: SQLInputValue[] = [
       status,
       "pid" in fields ? 1 : 0,
@@ -284,7 +455,14 @@ export class StateStore {
       new Date().toISOString(),
     ];
     try {
-      return this.#writeByIdOrName(this.#configById, this.#configByName, params, current.id);
+      const changed = this.#writeByIdOrName(
+        this.#configById,
+        this.#configByName,
+        params,
+        current.id,
+      );
+      this.#changed ||= changed;
+      return changed;
     } catch (err) {
       if (isUniqueViolation(err)) throw new UsageError(`a VM named '${name}' already exists`);
       throw err;
@@ -293,17 +471,30 @@ export class StateStore {
 
   /** Deletes a VM's row; false if no such VM. */
   remove(idOrName: string): boolean {
-    return this.#writeByIdOrName(this.#deleteById, this.#deleteByName, [], idOrName);
+    const removed = this.#writeByIdOrName(this.#deleteById, this.#deleteByName, [], idOrName);
+    this.#changed ||= removed;
+    return removed;
   }
 
   /** Records a file qvm created for the VM, so only such files are ever deleted with it. */
   addCreatedFile(id: string, file: string): void {
     this.transaction(() => this.#addFileById.run(file, new Date().toISOString(), id));
+    this.#changed = true;
   }
 
-  /** Closes the database. */
+  /**
+   * Closes the database, first refreshing its backup if this run added, changed or removed a VM
+   * (best effort: a backup that cannot be written leaves the older ones; doctor reports their age).
+   */
   close(): void {
-    if (this.db.isOpen) this.db.close();
+    if (!this.db.isOpen) return;
+    if (this.#changed && this.path !== ":memory:") {
+      this.#changed = false;
+      try {
+        takeBackup(this.db, this.path);
+      } catch { /* the command itself succeeded; doctor shows how old the backups are */ }
+    }
+    this.db.close();
   }
 
   #writeByIdOrName(
@@ -348,11 +539,15 @@ function migrate(db: DatabaseSync, path: string): void {
     );
   }
   if (version === LATEST_VERSION) return;
-  if (version > 0 && path !== ":memory:") {
-    const backup = backupPath(path, version);
-    db.prepare("VACUUM INTO ?").run(backup);
+  try {
+    if (version > 0 && path !== ":memory:") {
+      const backup = backupPath(path, version);
+      db.prepare("VACUUM INTO ?").run(backup);
+    }
+    db.exec("BEGIN IMMEDIATE");
+  } catch (err) {
+    throw translateFault(err, path);
   }
-  db.exec("BEGIN IMMEDIATE");
   try {
     version = currentVersion(db); // another process may have migrated while we waited
     db.exec("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)");
@@ -363,7 +558,8 @@ function migrate(db: DatabaseSync, path: string): void {
     }
     db.exec("COMMIT");
   } catch (err) {
-    db.exec("ROLLBACK");
+    if (db.isTransaction) db.exec("ROLLBACK");
+    if (faultOf(err)) throw translateFault(err, path);
     throw new QvmError(
       `migrating state database ${path} failed (left unchanged): ${(err as Error).message}`,
     );

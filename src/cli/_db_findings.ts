@@ -1,0 +1,227 @@
+/**
+ * `doctor`'s database checks: can it be opened and read, does it pass `integrity_check`, can it be
+ * written (space, read-only data dir), how old its backups are, and whether it lost VMs (fewer
+ * than its latest backup, or runtime files of VMs it does not know). Every way out is spelled out:
+ * restore a backup, or salvage with `sqlite3 .recover`.
+ */
+import type { Context } from "./context.ts";
+import type { Finding } from "./_findings.ts";
+import { ExitCode, QvmError, StateDamagedError, type StateWriteError } from "../errors.ts";
+import {
+  backupFolder,
+  databasePath,
+  listBackups,
+  probeDatabaseWrite,
+  readVms,
+  type StateStore,
+} from "../state/mod.ts";
+import { parseRuntimeFile } from "../vm/upkeep.ts";
+
+/** What the database checks found, and whether the checks that need the VMs can run. */
+export interface DatabaseReport {
+  findings: Finding[];
+  /** The VMs can be read: the other checks may use the store. */
+  usable: boolean;
+  /** The database can be written: `--fix` may change it. */
+  writable: boolean;
+}
+
+const CHECK = "database";
+
+function plural(n: number, word: string): string {
+  return `${n} ${word}${n === 1 ? "" : "s"}`;
+}
+
+/**
+ * The way out for a damaged or lost database: the exact commands that put the latest backup in
+ * place (when there is one), and `sqlite3 .recover` to salvage what is still readable.
+ */
+export function recoveryAdvice(path: string): string {
+  const latest = listBackups(path)[0];
+  const salvage =
+    `salvage what is readable: sqlite3 ${path} .recover | sqlite3 ${path}.recovered ` +
+    `(then put ${path}.recovered in its place the same way)`;
+  if (!latest) return `no backup exists yet in ${backupFolder(path)}; ${salvage}`;
+  return `restore qvm's latest backup (written ${latest.writtenAt.toISOString()}): ` +
+    `mv ${path} ${path}.damaged; rm -f ${path}-wal ${path}-shm; cp ${latest.path} ${path} ` +
+    `-- or ${salvage}`;
+}
+
+function integrityFailure(store: StateStore): string | undefined {
+  for (const pragma of ["integrity_check", "quick_check"]) {
+    let lines: string[];
+    try {
+      const rows = store.db.prepare(`PRAGMA ${pragma}`).all() as Record<string, string>[];
+      lines = rows.map((r) => String(Object.values(r)[0]));
+    } catch (err) {
+      return `${pragma}: ${(err as Error).message}`;
+    }
+    if (lines.length !== 1 || lines[0] !== "ok") {
+      return `${pragma}: ${lines.slice(0, 3).join("; ")}`;
+    }
+  }
+  return undefined;
+}
+
+function writeFinding(path: string, cannot: StateWriteError): Finding {
+  if (cannot.exitCode === ExitCode.permission) {
+    return {
+      check: CHECK,
+      status: "warning",
+      what: cannot.message,
+      why: "VMs can be listed and inspected, but not added, changed, started, stopped or removed",
+      fix: `make the data dir writable again (e.g. mount -o remount,rw, or its permissions); ` +
+        `${path} itself is intact: do not restore a backup`,
+    };
+  }
+  return {
+    check: CHECK,
+    status: "problem",
+    what: cannot.message,
+    why: "qvm cannot record changes: adding, starting, stopping or removing VMs fails",
+    fix: `free some space on the file system of ${path} (the database itself is intact)`,
+  };
+}
+
+/** The latest backup against the live database: a backup with more VMs means VMs were lost. */
+function backupFindings(path: string, live: Set<string>): Finding[] {
+  const backups = listBackups(path);
+  const latest = backups[0];
+  if (!latest) {
+    return [{
+      check: CHECK,
+      status: "ok",
+      what: `no backups yet in ${backupFolder(path)} (qvm makes one after each command that ` +
+        "adds, changes or removes a VM)",
+      why: null,
+      fix: null,
+    }];
+  }
+  let saved: { id: string; name: string }[];
+  try {
+    saved = readVms(latest.path);
+  } catch (err) {
+    return [{
+      check: CHECK,
+      status: "warning",
+      what: `the latest backup ${latest.path} cannot be read: ${(err as Error).message}`,
+      why: "it could not be used to restore the database",
+      fix: `remove it; an older one (${plural(backups.length - 1, "more backup")}) stays`,
+    }];
+  }
+  const missing = saved.filter((vm) => !live.has(vm.id));
+  if (live.size < saved.length && missing.length > 0) {
+    const names = missing.slice(0, 5).map((vm) => `'${vm.name}'`).join(", ");
+    return [{
+      check: CHECK,
+      status: "problem",
+      what: `database ${path} holds ${plural(live.size, "VM")}, but its latest backup ` +
+        `${latest.path} (written ${latest.writtenAt.toISOString()}) holds ${saved.length}; ` +
+        `missing: ${names}${missing.length > 5 ? ", ..." : ""}`,
+      why: "qvm refreshes that backup after every change it makes, so these VMs were lost from " +
+        "the database outside qvm (or the backup after a removal could not be written)",
+      fix: recoveryAdvice(path),
+    }];
+  }
+  return [{
+    check: CHECK,
+    status: "ok",
+    what: `${plural(backups.length, "backup")} in ${backupFolder(path)}; the latest (written ` +
+      `${latest.writtenAt.toISOString()}) holds ${plural(saved.length, "VM")}`,
+    why: null,
+    fix: null,
+  }];
+}
+
+/** Sockets and pid files in the runtime dir of VMs the database does not know. */
+function unknownVmFindings(ctx: Context, path: string, live: Set<string>): Finding[] {
+  const unknown = new Set<string>();
+  try {
+    for (const entry of Deno.readDirSync(ctx.dirs.runtimeDir)) {
+      const file = parseRuntimeFile(entry.name);
+      // A lock file may outlive its VM on purpose; sockets and pid files never do.
+      if (file && file.kind !== "lock" && !live.has(file.id)) unknown.add(file.id);
+    }
+  } catch { /* no runtime dir: nothing left behind */ }
+  if (unknown.size === 0) return [];
+  let inBackup: { id: string; name: string }[] = [];
+  const latest = listBackups(path)[0];
+  try {
+    if (latest) inBackup = readVms(latest.path).filter((vm) => unknown.has(vm.id));
+  } catch { /* an unreadable backup is reported on its own */ }
+  const ids = [...unknown].slice(0, 3).join(", ") + (unknown.size > 3 ? ", ..." : "");
+  const known = inBackup.length > 0
+    ? `; the latest backup holds ${plural(inBackup.length, "of them")} (` +
+      inBackup.slice(0, 3).map((vm) => `'${vm.name}'`).join(", ") + ")"
+    : "";
+  return [{
+    check: CHECK,
+    status: "problem",
+    what: `runtime files in ${ctx.dirs.runtimeDir} belong to ${plural(unknown.size, "VM")} the ` +
+      `database does not know: ${ids}${known}`,
+    why: "qvm removes a VM's sockets and pid file with the VM, so the database may have lost VMs",
+    fix: inBackup.length > 0
+      ? recoveryAdvice(path)
+      : "if no VM is missing, these are leftovers: qvm cleanup (or qvm doctor --fix)",
+  }];
+}
+
+/** Every database check; never throws for a database that is damaged, lost, full or read-only. */
+export function databaseFindings(ctx: Context): DatabaseReport {
+  const path = databasePath(ctx.dirs.dataDir);
+  let store: StateStore;
+  try {
+    store = ctx.store;
+  } catch (err) {
+    if (!(err instanceof QvmError)) throw err;
+    const damaged = err instanceof StateDamagedError;
+    const finding: Finding = {
+      check: CHECK,
+      status: "problem",
+      what: err.message.replace(/: run 'qvm doctor'.*$/, ""),
+      why: "qvm cannot read its VMs, so the checks that need them were skipped",
+      fix: damaged ? recoveryAdvice(path) : `move ${path} aside and restore a backup`,
+    };
+    return { findings: [finding], usable: false, writable: false };
+  }
+  const failure = integrityFailure(store);
+  if (failure) {
+    return {
+      findings: [{
+        check: CHECK,
+        status: "problem",
+        what: `database ${path} fails ${failure}`,
+        why: "qvm's record of your VMs may be wrong or lost; commands that read it fail",
+        fix: recoveryAdvice(path),
+      }],
+      usable: false,
+      writable: false,
+    };
+  }
+  const findings: Finding[] = [{
+    check: CHECK,
+    status: "ok",
+    what: `database ${path}: integrity_check and quick_check ok`,
+    why: null,
+    fix: null,
+  }];
+  const cannot = store.cannotWrite ?? probeDatabaseWrite(path);
+  if (cannot) findings.push(writeFinding(path, cannot));
+  let live: Set<string>;
+  try {
+    live = new Set(store.listBrief().map((vm) => vm.id));
+  } catch (err) {
+    if (!(err instanceof QvmError)) throw err;
+    findings.push({
+      check: CHECK,
+      status: "problem",
+      what: err.message,
+      why: "qvm cannot read its VMs, so the checks that need them were skipped",
+      fix: recoveryAdvice(path),
+    });
+    return { findings, usable: false, writable: false };
+  }
+  findings.push(...backupFindings(path, live));
+  findings.push(...unknownVmFindings(ctx, path, live));
+  return { findings, usable: true, writable: cannot === undefined };
+}
