@@ -237,6 +237,13 @@ Deno.test("a live load that QEMU fails says the drives were rolled back and neve
     assert.match(detail.join("\n"), /mismatch: pc\.ram/);
     assert.deepEqual(await qmp(env, vm.id, "query-jobs"), []);
     assert.equal((await qmp<{ status: string }>(env, vm.id, "query-status")).status, "restore-vm");
+    // Nor is that split state saved as a new snapshot with VM state.
+    await fails(
+      env,
+      ["snapshot", "create", "grown", "split"],
+      3,
+      /^qvm: VM 'grown' is held stopped after a failed snapshot load: its memory does not match its drives/m,
+    );
 
     // Loading another snapshot brings memory and drive back together, and the guest runs on.
     assert.equal(

@@ -351,6 +351,14 @@ async function liveAction(
         drive: request.drive,
       })
       : options.drives.map((d) => d.name);
+    // After a failed load the memory does not match the drives: saving it would keep that split.
+    if (withState && request.action === "create" && (await qemuStatus(client)) === "restore-vm") {
+      throw new UsageError(
+        `VM '${vm.name}' is held stopped after a failed snapshot load: its memory does not ` +
+          "match its drives, so a snapshot with VM state would keep that; reset it, stop it, " +
+          "or load another snapshot first (or take a disk-only snapshot with --disk-only)",
+      );
+    }
     const attached = attachedDrives(devices, names);
     const existing = new Map([...attached].map(([name, a]) => [name, a.snapshots]));
     const steps = planSteps(request.action, request.name, {
