@@ -236,6 +236,18 @@ Deno.test("dangling links and hard links at a VM's log files create and change n
   });
 });
 
+Deno.test("logs --follow of a VM never started does not create the target of a planted link", async () => {
+  await withEnv(async (env) => {
+    const id = JSON.parse(await env.ok(["add", "--empty", "--name", "s4", "--json"])).id;
+    Deno.mkdirSync(join(env.dataDir, "logs"), { mode: 0o700 });
+    const victim = plantLink(env, join(env.dataDir, "logs", `${id}.serial.log`), null);
+    const res = await env.run(["logs", "s4", "--follow"]);
+    assert.equal(res.code, 0, res.stderr);
+    assert.ok(!exists(victim), "the link's target was not created");
+    assert.ok(Deno.lstatSync(join(env.dataDir, "logs", `${id}.serial.log`)).isFile);
+  });
+});
+
 Deno.test("start refuses (exit 4) a symlinked logs or disks folder and writes nothing there", async () => {
   await withEnv(async (env) => {
     const storage = "storage:\n  - name: d0\n    size: 16M";

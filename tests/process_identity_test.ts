@@ -97,6 +97,7 @@ Deno.test("a QEMU binary is named qemu-system-* or qemu-kvm, or is the VM's conf
   assert.ok(isQemuExe("/usr/bin/qemu-system-x86_64"));
   assert.ok(isQemuExe("/opt/q/bin/qemu-system-aarch64"));
   assert.ok(isQemuExe("/usr/libexec/qemu-kvm"));
+  assert.ok(isQemuExe("/nix/store/x-qemu-7.2/bin/.qemu-system-x86_64-wrapped"));
   assert.ok(!isQemuExe("/usr/bin/sleep"));
   assert.ok(!isQemuExe("/usr/bin/qemu-img"));
   assert.ok(!isQemuExe("/tmp/qemu-system-x86_64/sh"));

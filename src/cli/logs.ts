@@ -4,6 +4,8 @@ import type { CommandSpec, ParsedArgs } from "./spec.ts";
 import { NotFoundError } from "../errors.ts";
 import { isOurQemu } from "../qemu/process.ts";
 import { vmPaths } from "../vm/paths.ts";
+import { ensurePlainFile } from "../vm/safe_files.ts";
+import { ensurePrivateDir } from "../state/mod.ts";
 
 /** The command's arguments and flags. */
 export const spec: CommandSpec = {
@@ -35,7 +37,9 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
       if (!args.values.follow) {
         throw new NotFoundError(`VM '${vm.name}' has no log yet (never started)`);
       }
-      await Deno.writeTextFile(path, "", { append: true });
+      // Made as a plain file of ours: a link planted at the path is removed, never followed.
+      ensurePrivateDir(path.slice(0, path.lastIndexOf("/")));
+      ensurePlainFile(path);
       file = await Deno.open(path, { read: true });
     } else throw err;
   }

@@ -76,7 +76,8 @@ function realPath(path: string): string | undefined {
  */
 export function isQemuExe(exe: string, binary?: string): boolean {
   const name = basename(exe);
-  if (/^qemu-system-[\w.+-]+$/.test(name) || name === "qemu-kvm") return true;
+  // A leading dot: wrappers such as Nix exec `.qemu-system-x86_64-wrapped`.
+  if (/^\.?qemu-system-[\w.+-]+$/.test(name) || name === "qemu-kvm") return true;
   if (!binary) return false;
   if (!binary.includes("/")) {
     if (name === binary) return true;
