@@ -325,3 +325,42 @@ Deno.test("escapeOptionValue doubles commas and leaves everything else", () => {
   assert.equal(escapeOptionValue("/vm/a,b,,c.img"), "/vm/a,,b,,,,c.img");
   assert.equal(escapeOptionValue("plain=text"), "plain=text");
 });
+
+async function sourcesUnder(folder: string): Promise<{ path: string; text: string }[]> {
+  const root = new URL(`../${folder}/`, import.meta.url);
+  const out: { path: string; text: string }[] = [];
+  for await (const entry of Deno.readDir(root)) {
+    const url = new URL(entry.name, root);
+    if (entry.isDirectory) out.push(...await sourcesUnder(`${folder}/${entry.name}`));
+    else if (entry.name.endsWith(".ts")) {
+      out.push({ path: `${folder}/${entry.name}`, text: await Deno.readTextFile(url) });
+    }
+  }
+  return out;
+}
+
+Deno.test("QEMU option values are escaped in one place, qemu/argv.ts", async () => {
+  for (const { path, text } of await sourcesUnder("src")) {
+    if (path === "src/qemu/argv.ts") continue;
+    assert.doesNotMatch(text, /replaceAll\(\s*",",\s*",,"\s*\)/, path);
+    assert.doesNotMatch(
+      text,
+      /function\s+(configArgv|storageArgv|virtfsArgv|escape\w*Value)\b/,
+      path,
+    );
+  }
+});
+
+Deno.test("code outside src/config reaches the config module only through config/mod.ts", async () => {
+  const sources = [
+    ...await sourcesUnder("src"),
+    ...await sourcesUnder("tests"),
+    ...await sourcesUnder("bench"),
+  ];
+  for (const { path, text } of sources) {
+    if (path.startsWith("src/config/")) continue;
+    for (const match of text.matchAll(/from\s+["']([^"']*\/config\/[^"']+)["']/g)) {
+      assert.match(match[1], /\/config\/mod\.ts$/, `${path} imports ${match[1]}`);
+    }
+  }
+});

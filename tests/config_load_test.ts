@@ -368,10 +368,10 @@ Deno.test("loadConfigs with no files validates the overrides alone", async () =>
 
 Deno.test("loadConfigs passes unknown-key warnings to warn", async () => {
   await withTempDir(async (dir) => {
-    await Deno.writeTextFile(`${dir}/vm.yaml`, "memory: 1G\nnetwork: user\n");
+    await Deno.writeTextFile(`${dir}/vm.yaml`, "memory: 1G\nnics: user\n");
     const warnings: string[] = [];
     await loadConfigs([`${dir}/vm.yaml`], {}, { warn: (m) => warnings.push(m) });
-    assert.deepEqual(warnings, ["unknown config key 'network' (ignored)"]);
+    assert.deepEqual(warnings, ["unknown config key 'nics' (ignored)"]);
   });
 });
 

@@ -531,3 +531,12 @@ Deno.test({
     });
   },
 });
+
+Deno.test("every qvm command is a config key that is refused, except storage", async () => {
+  const { COMMANDS } = await import("../src/cli/registry.ts");
+  const { COMMAND_KEYS } = await import("../src/config/mod.ts");
+  const missing = COMMANDS.map((c) => c.name).filter((n) =>
+    n !== "storage" && !COMMAND_KEYS.has(n)
+  );
+  assert.deepEqual(missing, []);
+});

@@ -3,6 +3,7 @@
  * `id`, whether it is a bare flag. Pure; building QEMU's argv from items is `qemu/argv.ts`'s job.
  */
 
+import { splitOptionText } from "../qemu/argv.ts";
 import { isMap } from "./_util.ts";
 import type { ArgumentItem } from "./types.ts";
 
@@ -52,12 +53,9 @@ export function bareFlag(item: ArgumentItem): string | undefined {
   return keys.length === 1 && item[keys[0]] === null ? stripDashes(keys[0]) : undefined;
 }
 
-/** Finds `id=X` among the comma-separated parts of a raw option string (`,,` is an escaped comma). */
+/** Finds `id=X` among the parts of QEMU option text (`,,` is an escaped comma). */
 function idInText(text: string): string | undefined {
-  for (const part of text.split(/(?<!,),(?!,)/)) {
-    if (part.startsWith("id=")) return part.slice(3).replaceAll(",,", ",");
-  }
-  return undefined;
+  return splitOptionText(text).find((part) => part.startsWith("id="))?.slice(3);
 }
 
 /**

@@ -6,6 +6,7 @@
 
 import { existsSync, realpathSync } from "node:fs";
 import { dirname, isAbsolute, join, resolve } from "node:path";
+import { escapeOptionValue, splitOptionText } from "../qemu/argv.ts";
 import { stripDashes } from "./arguments.ts";
 import { isMap } from "./_util.ts";
 import type { DiskStorage } from "./types.ts";
@@ -83,35 +84,14 @@ function resolvedSub(dir: string, option: string, key: string, value: unknown): 
   return isPathKey(option, key) ? resolvedPath(dir, value) : value;
 }
 
-/** Splits QEMU option text at single commas (`,,` is a literal comma and stays in its part). */
-function splitOptionText(text: string): string[] {
-  const parts: string[] = [];
-  let current = "";
-  for (let i = 0; i < text.length; i++) {
-    if (text[i] === "," && text[i + 1] === ",") {
-      current += ",,";
-      i++;
-    } else if (text[i] === ",") {
-      parts.push(current);
-      current = "";
-    } else {
-      current += text[i];
-    }
-  }
-  parts.push(current);
-  return parts;
-}
-
 /** Resolves the path-valued `key=value` parts of QEMU option text (`file=./d.qcow2,if=virtio`). */
 function resolveOptionText(dir: string, option: string, text: string): string {
   return splitOptionText(text).map((part) => {
     const at = part.indexOf("=");
     if (at <= 0) return part;
     const key = part.slice(0, at);
-    const value = part.slice(at + 1).replaceAll(",,", ",");
-    const out = resolvedSub(dir, option, key, value);
-    return out === value ? part : `${key}=${String(out).replaceAll(",", ",,")}`;
-  }).join(",");
+    return `${key}=${resolvedSub(dir, option, key, part.slice(at + 1))}`;
+  }).map(escapeOptionValue).join(",");
 }
 
 /** Resolves paths in a sub-option's value: maps by dotted key, lists element by element. */

@@ -26,6 +26,28 @@ export function escapeOptionValue(value: string): string {
   return value.replaceAll(",", ",,");
 }
 
+/**
+ * Splits QEMU option text (`file=a,,b.img,if=virtio`) into its parts at single commas; `,,` is a
+ * literal comma and comes back as `,`. `parts.map(escapeOptionValue).join(",")` gives the text back.
+ */
+export function splitOptionText(text: string): string[] {
+  const parts: string[] = [];
+  let current = "";
+  for (let i = 0; i < text.length; i++) {
+    if (text[i] !== ",") {
+      current += text[i];
+    } else if (text[i + 1] === ",") {
+      current += ",";
+      i++;
+    } else {
+      parts.push(current);
+      current = "";
+    }
+  }
+  parts.push(current);
+  return parts;
+}
+
 function scalarText(value: string | number | boolean): string {
   if (typeof value === "boolean") return value ? "on" : "off";
   return String(value);
