@@ -239,8 +239,11 @@ Deno.test("a damaged database: every command points to qvm doctor; doctor explai
 
 Deno.test("a database truncated to 0 bytes or deleted is not taken as 'no VMs'", async () => {
   await withEnv(async (env) => {
-    await addEmpty(env, "a");
+    const aId = await addEmpty(env, "a");
     await addEmpty(env, "b");
+    // What a running VM leaves in the runtime dir: evidence of a VM the database should know.
+    Deno.mkdirSync(env.runtimeDir, { recursive: true, mode: 0o700 });
+    Deno.writeTextFileSync(join(env.runtimeDir, `${aId}.pid`), "999999\n");
     for (const damage of ["truncate", "delete"]) {
       if (damage === "truncate") Deno.truncateSync(dbPath(env), 0);
       else Deno.removeSync(dbPath(env));
@@ -254,6 +257,9 @@ Deno.test("a database truncated to 0 bytes or deleted is not taken as 'no VMs'",
       assert.equal(code, 1);
       const found = checks.find((c) => c.check === "database" && c.status === "problem")!;
       assert.match(found.what, damage === "truncate" ? /is empty/ : /is missing/);
+      const files = checks.find((c) => c.check === "database" && /runtime files/.test(c.what));
+      assert.ok(files, JSON.stringify(checks));
+      assert.match(files.what, /the latest backup holds 1 of them \('a'\)/);
       if (damage === "truncate") {
         assert.equal(Deno.statSync(dbPath(env)).size, 0, "nothing was written over it");
       }

@@ -133,8 +133,17 @@ function backupFindings(path: string, live: Set<string>): Finding[] {
   }];
 }
 
-/** Sockets and pid files in the runtime dir of VMs the database does not know. */
-function unknownVmFindings(ctx: Context, path: string, live: Set<string>): Finding[] {
+/**
+ * Sockets and pid files in the runtime dir of VMs the database does not know. With a readable
+ * database they are reported here only when the latest backup holds those VMs (otherwise the
+ * runtime check reports them as leftovers); with a lost database, always.
+ */
+function unknownVmFindings(
+  ctx: Context,
+  path: string,
+  options: { live: Set<string>; lost: boolean },
+): Finding[] {
+  const live = options.live;
   const unknown = new Set<string>();
   try {
     for (const entry of Deno.readDirSync(ctx.dirs.runtimeDir)) {
@@ -149,6 +158,7 @@ function unknownVmFindings(ctx: Context, path: string, live: Set<string>): Findi
   try {
     if (latest) inBackup = readVms(latest.path).filter((vm) => unknown.has(vm.id));
   } catch { /* an unreadable backup is reported on its own */ }
+  if (inBackup.length === 0 && !options.lost) return [];
   const ids = [...unknown].slice(0, 3).join(", ") + (unknown.size > 3 ? ", ..." : "");
   const known = inBackup.length > 0
     ? `; the latest backup holds ${plural(inBackup.length, "of them")} (` +
@@ -182,7 +192,8 @@ export function databaseFindings(ctx: Context): DatabaseReport {
       why: "qvm cannot read its VMs, so the checks that need them were skipped",
       fix: damaged ? recoveryAdvice(path) : `move ${path} aside and restore a backup`,
     };
-    return { findings: [finding], usable: false, writable: false };
+    const lost = damaged ? unknownVmFindings(ctx, path, { live: new Set(), lost: true }) : [];
+    return { findings: [finding, ...lost], usable: false, writable: false };
   }
   const failure = integrityFailure(store);
   if (failure) {
@@ -222,6 +233,6 @@ export function databaseFindings(ctx: Context): DatabaseReport {
     return { findings, usable: false, writable: false };
   }
   findings.push(...backupFindings(path, live));
-  findings.push(...unknownVmFindings(ctx, path, live));
+  findings.push(...unknownVmFindings(ctx, path, { live, lost: false }));
   return { findings, usable: true, writable: cannot === undefined };
 }
