@@ -2,6 +2,11 @@
  * Snapshots of a VM's qcow2 drives: offline with `qemu-img snapshot` while the VM is stopped, live
  * with QMP `snapshot-save` / `snapshot-load` / `snapshot-delete` jobs (QEMU >= 6.0, VM state
  * included) while it runs. Every change runs under the VM's lock and a lock per disk image.
+ *
+ * The rule that keeps a guest's memory and disks together: a snapshot with VM state (a live
+ * create, every live load) covers every writable drive of the running VM or is refused. A
+ * disk-only snapshot (offline, or live with `diskOnly`) has no memory to disagree with, so it may
+ * cover any set of drives.
  */
 import { createHash } from "node:crypto";
 import { join, resolve } from "node:path";
@@ -289,6 +294,16 @@ async function diskOnlySnapshot(
   }
 }
 
+/** True once VM `vm`'s QEMU is gone, polled for up to `waitMs`. */
+async function qemuGone(vm: VmRecord, waitMs: number): Promise<boolean> {
+  const deadline = Date.now() + waitMs;
+  while (isOurQemu(vm.pid, vm.id)) {
+    if (Date.now() >= deadline) return false;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return true;
+}
+
 /**
  * The error to report when a live step failed. If QEMU is gone, that is what happened (whatever
  * QMP error the step saw); the VM is recorded as stopped. If a load job failed, QEMU has rolled
@@ -302,7 +317,12 @@ async function liveFailure(
 ): Promise<unknown> {
   const { err, op, name } = options;
   const qemuLog = vmPaths(ctx.dirs, vm.id).qemuLog;
-  if (!isOurQemu(vm.pid, vm.id)) {
+  // QEMU's own answers (and qvm's refusals) come from a live QEMU; a lost connection may mean
+  // it is exiting: its monitor can close a moment before the process is gone.
+  const answered = err instanceof JobFailure ||
+    (err as { qmpClass?: string } | undefined)?.qmpClass !== undefined ||
+    err instanceof UsageError || err instanceof NotFoundError || err instanceof TimeoutError;
+  if (await qemuGone(vm, answered ? 0 : 2000)) {
     const seen = await observe(ctx, ctx.store.require(vm.id), { qmp: false, locked: true });
     const how = seen.vm.stopReason ? ` (${seen.vm.stopReason})` : "";
     const after: Record<SnapshotAction, string> = {
@@ -466,7 +486,10 @@ async function takeLocks(
 /**
  * Creates, loads or deletes snapshot `request.name` on the VM's qcow2 drives: live (QMP jobs) if
  * its QEMU runs, offline (qemu-img) if not; `request.live` demands live. Errors before any change
- * when a snapshot to load/delete is missing or one to create exists (without `overwrite`).
+ * when a snapshot to load/delete is missing or one to create exists (without `overwrite`), when a
+ * snapshot with VM state would leave out a writable drive (see `vmStateDrives`), or when a name is
+ * longer than QEMU keeps. A failed live load leaves the drives rolled back under memory that was
+ * not: the error says so and names the ways out; a QEMU that died meanwhile is reported as such.
  *
  * Locks: the VM's own lock is the one `start` holds while it creates disks and launches QEMU, so
  * an offline snapshot and a start of this VM exclude each other, and `stop` waits for a live job.
