@@ -171,13 +171,16 @@ Deno.test("a full data dir: writes fail with one clear line, change nothing, and
 
 // ---- damaged, truncated and lost databases ----
 
-/** Overwrites 4 KiB at offset 8192 (the VM table's root page) with random bytes. */
-function scribble(path: string): void {
-  const junk = crypto.getRandomValues(new Uint8Array(4096));
+/**
+ * Overwrites `size` bytes at `offset` with random bytes: 4 KiB at 8192 is the VM table's root page,
+ * 3000 bytes at 100 the schema (the rest of page 1, after the file header).
+ */
+function scribble(path: string, offset: number, size: number): void {
+  const junk = crypto.getRandomValues(new Uint8Array(size));
   junk[0] = 0xff; // never a valid b-tree page type, so every run damages the same way
   const file = Deno.openSync(path, { write: true });
   try {
-    file.seekSync(8192, Deno.SeekMode.Start);
+    file.seekSync(offset, Deno.SeekMode.Start);
     file.writeSync(junk);
   } finally {
     file.close();
@@ -211,10 +214,18 @@ function restoreLatestBackup(env: QvmEnv, fix: string): void {
   Deno.copyFileSync(backup, path);
 }
 
-Deno.test("a damaged database: every command points to qvm doctor; doctor explains the way out", async () => {
+for (
+  const [where, offset, size] of [["the VM table", 8192, 4096], ["the schema", 100, 3000]] as const
+) {
+  Deno.test(`a database damaged in ${where}: every command points to qvm doctor; doctor explains the way out`, async () => {
+    await damagedCase(offset, size);
+  });
+}
+
+async function damagedCase(offset: number, size: number): Promise<void> {
   await withEnv(async (env) => {
     for (const name of ["a", "b", "c"]) await addEmpty(env, name);
-    scribble(dbPath(env));
+    scribble(dbPath(env), offset, size);
     for (const args of COMMANDS) {
       const res = await env.run(args);
       assert.equal(res.code, 1, `${args.join(" ")}: ${res.stderr}`);
@@ -227,7 +238,7 @@ Deno.test("a damaged database: every command points to qvm doctor; doctor explai
     const { code, checks } = await doctorJson(env);
     assert.equal(code, 1);
     const found = checks.find((c) => c.check === "database" && c.status === "problem")!;
-    assert.match(found.what, /fails integrity_check/);
+    assert.match(found.what, /fails integrity_check|is damaged/);
     assert.match(found.fix!, /\.recover/);
     assert.match(found.fix!, /restore qvm's latest backup/);
     restoreLatestBackup(env, found.fix!);
@@ -235,7 +246,7 @@ Deno.test("a damaged database: every command points to qvm doctor; doctor explai
     assert.deepEqual(JSON.parse(listed).map((vm: { name: string }) => vm.name), ["a", "b", "c"]);
     assert.equal((await doctorJson(env)).checks.filter((c) => c.status === "problem").length, 0);
   });
-});
+}
 
 Deno.test("a database truncated to 0 bytes or deleted is not taken as 'no VMs'", async () => {
   await withEnv(async (env) => {

@@ -190,7 +190,12 @@ export function databaseFindings(ctx: Context): DatabaseReport {
       status: "problem",
       what: err.message.replace(/: run 'qvm doctor'.*$/, ""),
       why: "qvm cannot read its VMs, so the checks that need them were skipped",
-      fix: damaged ? recoveryAdvice(path) : `move ${path} aside and restore a backup`,
+      fix: !damaged
+        ? `move ${path} aside and restore a backup`
+        : / is (empty|missing), but /.test(err.message)
+        ? `${recoveryAdvice(path)}; to start with no VMs on purpose, move ${backupFolder(path)} ` +
+          "aside instead"
+        : recoveryAdvice(path),
     };
     const lost = damaged ? unknownVmFindings(ctx, path, { live: new Set(), lost: true }) : [];
     return { findings: [finding, ...lost], usable: false, writable: false };

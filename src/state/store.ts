@@ -281,7 +281,7 @@ export class StateStore {
       return new StateStore(path, db, options);
     } catch (err) {
       db.close();
-      throw err;
+      throw faultOf(err) ? translateFault(err, path) : err;
     }
   }
 
