@@ -348,6 +348,17 @@ Deno.test("loadConfigs merges files left to right, then overrides, then validate
   });
 });
 
+Deno.test("applying the same files to a VM again keeps its disks, unnamed ones included", async () => {
+  await withTempDir(async (dir) => {
+    await Deno.writeTextFile(`${dir}/a.yaml`, "storage:\n  - {size: 1G}\n");
+    await Deno.writeTextFile(`${dir}/b.yaml`, "storage:\n  - {size: 2G}\n  - {name: data}\n");
+    const files = [`${dir}/a.yaml`, `${dir}/b.yaml`];
+    const first = await loadConfigs(files, {});
+    assert.deepEqual(first.storage.map((item) => item.name), ["storage0", "storage1", "data"]);
+    assert.deepEqual(await loadConfigs(files, {}, { base: first }), first);
+  });
+});
+
 Deno.test("a --memory override replaces an {m: ...} argument from a file", async () => {
   await withTempDir(async (dir) => {
     await Deno.writeTextFile(`${dir}/vm.yaml`, "arguments:\n  - {m: 1G}\n  - nographic\n");

@@ -4,7 +4,7 @@
  */
 
 import { loadConfigFile } from "./load.ts";
-import { mergeConfigs } from "./merge.ts";
+import { mergeConfigs, nameStorageByPosition } from "./merge.ts";
 import { validateConfig } from "./validate.ts";
 import type { VmConfig } from "./types.ts";
 
@@ -33,9 +33,11 @@ export { looksLikeId, NAME_PATTERN, validateName } from "./name.ts";
 export { validateConfig, type ValidateOptions } from "./validate.ts";
 
 /**
- * Loads config files, merges them left to right (onto `base`, a VM's current config, for `apply`),
- * merges `overrides` (CLI flags such as `{name, memory, cpu, binary}`; `undefined` means not
- * given) on top, and validates the result. Nothing is written: callers persist only what this
+ * Loads config files and merges them left to right; unnamed storage items are then named
+ * `storage<i>` by their place in that list, and the result merges onto `base` (a VM's current
+ * config, for `apply`, so applying the same files again changes nothing). `overrides` (CLI flags
+ * such as `{name, memory, cpu, binary}`; `undefined` means not given) go on top, and the result
+ * is validated. Nothing is written: callers persist only what this
  * returns, so a bad config changes nothing.
  */
 export async function loadConfigs(
@@ -43,8 +45,9 @@ export async function loadConfigs(
   overrides: Record<string, unknown>,
   options?: { warn?: (message: string) => void; base?: VmConfig },
 ): Promise<VmConfig> {
-  let merged: Record<string, unknown> = options?.base ? { ...options.base } : {};
-  for (const path of paths) merged = mergeConfigs(merged, await loadConfigFile(path, options));
-  merged = mergeConfigs(merged, overrides);
+  let files: Record<string, unknown> = {};
+  for (const path of paths) files = mergeConfigs(files, await loadConfigFile(path, options));
+  const base = options?.base ? { ...options.base } : {};
+  const merged = mergeConfigs(mergeConfigs(base, nameStorageByPosition(files)), overrides);
   return validateConfig(merged, options);
 }
