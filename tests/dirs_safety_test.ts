@@ -268,6 +268,34 @@ Deno.test("start refuses (exit 4) a symlinked logs or disks folder and writes no
   });
 });
 
+Deno.test("an offline snapshot refuses (exit 4) a symlinked disk-locks folder and changes nothing", async () => {
+  await withEnv(async (env) => {
+    const disk = join(env.root, "d0.qcow2");
+    const made = await new Deno.Command("qemu-img", {
+      args: ["create", "-q", "-f", "qcow2", disk, "16M"],
+    }).output();
+    assert.ok(made.success);
+    const config = await env.file(
+      "v.yaml",
+      `name: s5\nstorage:\n  - name: d0\n    file: ${disk}\n`,
+    );
+    await env.ok(["add", config]);
+    Deno.mkdirSync(env.runtimeDir, { mode: 0o700 });
+    const target = join(env.root, "locks-target");
+    Deno.mkdirSync(target);
+    Deno.symlinkSync(target, join(env.runtimeDir, "disk-locks"));
+    const res = await env.run(["snapshot", "create", "s5", "snap1"]);
+    assert.equal(res.code, 4, res.stderr);
+    assert.match(res.stderr, /^qvm: .*\/disk-locks is a symbolic link; qvm refuses/);
+    assert.deepEqual(listing(target), []);
+    const list = await new Deno.Command("qemu-img", {
+      args: ["snapshot", "-l", disk],
+      stdout: "piped",
+    }).output();
+    assert.ok(!new TextDecoder().decode(list.stdout).includes("snap1"), "no snapshot was taken");
+  });
+});
+
 /** Runs the real qvm from folder `cwd` with `env` (no QVM_* from the test's own environment). */
 async function qvmIn(cwd: string, args: string[], env: Record<string, string> = {}) {
   const out = await new Deno.Command(Deno.execPath(), {
