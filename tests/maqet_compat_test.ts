@@ -289,7 +289,7 @@ const rows: Row[] = [
     rule: "memory before arguments: the {m: ...} argument comes later and wins",
     files: ["memory: 4G\narguments:\n  - m: 2G\n"],
     argv: ["-m", "2G"],
-    warns: /memory is given twice.*QEMU uses the later one, so qvm keeps '\{"m":"2G"\}'/,
+    warns: /memory is given twice.*QEMU uses the later one, so qvm keeps '\{m: 2G\}'/,
   },
   {
     rule: "arguments before memory: the memory key comes later and wins",

@@ -69,6 +69,14 @@ function given(value: unknown): boolean {
   return value !== undefined && value !== null;
 }
 
+/** An `arguments` item as it reads in YAML flow style: `{m: 2G}`, `enable-kvm`. */
+function itemText(item: unknown): unknown {
+  if (!isMap(item)) return item;
+  const text = (value: unknown) =>
+    value === null ? "null" : typeof value === "object" ? JSON.stringify(value) : String(value);
+  return `{${Object.entries(item).map(([k, v]) => `${k}: ${text(v)}`).join(", ")}}`;
+}
+
 /**
  * A top-level key and its option in `arguments` (`memory: 4G` and `{m: 2G}`) both set one thing.
  * maqet emits both, in the order of the config's keys, and QEMU keeps the last; so does qvm: the
@@ -89,7 +97,7 @@ export function settleShorthands(
     );
     if (items.length === 0) continue;
     const argumentsLater = keys.indexOf("arguments") > keys.indexOf(key);
-    const shownArg = show(items.at(-1));
+    const shownArg = show(itemText(items.at(-1)));
     const shownKey = `'${key}: ${String(raw[key])}'`;
     out = { ...out };
     if (argumentsLater) {
