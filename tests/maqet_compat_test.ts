@@ -482,6 +482,39 @@ Deno.test("qvm start refuses to create a disk whose folder has become a system f
   });
 });
 
+Deno.test({
+  name: "relative cdrom, hdb and drive file= paths boot from the config's folder, not qvm's",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    await withEnv(async (env) => {
+      const folder = `${env.root}/cfg`;
+      await Deno.mkdir(`${folder}/images`, { recursive: true });
+      await Deno.writeFile(`${folder}/images/media.iso`, new Uint8Array(2048));
+      await Deno.writeFile(`${folder}/hdb.img`, new Uint8Array(1 << 20));
+      await Deno.writeFile(`${folder}/extra,1.img`, new Uint8Array(1 << 20));
+      const extra = [
+        "  - cdrom: ./images/media.iso",
+        "  - hdb: hdb.img",
+        '  - drive: "file=./extra,,1.img,format=raw,if=virtio,id=extra"',
+      ].join("\n");
+      const path = await guestConfig(env, { name: "rel", extra });
+      await Deno.rename(path, `${folder}/rel.yaml`);
+      await env.ok(["add", `${folder}/rel.yaml`]);
+      await env.ok(["start", "rel", ...WAIT_READY]);
+      const blocks = JSON.parse(await env.ok(["qmp", "run", "rel", "query-block"]));
+      const files = blocks.flatMap((b: { inserted?: { file: string } }) =>
+        b.inserted ? [b.inserted.file] : []
+      ).sort();
+      assert.deepEqual(files, [
+        `${folder}/extra,1.img`,
+        `${folder}/hdb.img`,
+        `${folder}/images/media.iso`,
+      ]);
+    });
+  },
+});
+
 /** A TCP port nothing listens on right now. */
 function freePort(): number {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
