@@ -417,3 +417,71 @@ Deno.test("a read-only data dir: commands that read work, writes exit 4 naming i
     });
   });
 });
+
+/** Runs qvm as the unprivileged user `nobody` (for permission cases root would ignore). */
+async function runAsNobody(env: QvmEnv, args: string[]): Promise<QvmResult> {
+  const main = new URL("../main.ts", import.meta.url).pathname;
+  const out = await new Deno.Command("setpriv", {
+    args: [
+      "--reuid=65534",
+      "--regid=65534",
+      "--clear-groups",
+      Deno.execPath(),
+      "run",
+      "-A",
+      "--quiet",
+      main,
+      ...args,
+    ],
+    env: {
+      HOME: env.root,
+      DENO_DIR: join(env.root, "deno"),
+      QVM_DATA_DIR: env.dataDir,
+      QVM_RUNTIME_DIR: env.runtimeDir,
+      NO_COLOR: "1",
+    },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder();
+  return { code: out.code, stdout: text.decode(out.stdout), stderr: text.decode(out.stderr) };
+}
+
+Deno.test("a data dir its user cannot write (mode 0555): reads work, writes exit 4 naming it", async () => {
+  if (skipUnlessRoot("the unwritable data dir test (it runs qvm as nobody)")) return;
+  await withEnv(async (env) => {
+    await sh("chown", ["65534:65534", env.root]);
+    const ok = async (args: string[]) => {
+      const res = await runAsNobody(env, args);
+      assert.equal(res.code, 0, `${args.join(" ")}: ${res.stderr}`);
+      return res.stdout;
+    };
+    await ok(["add", "--empty", "--name", "a"]);
+    await ok(["add", "--empty", "--name", "b"]);
+    Deno.chmodSync(dbPath(env), 0o444);
+    Deno.chmodSync(env.dataDir, 0o555);
+    assert.match(await ok(["ls"]), /^a\s+created[\s\S]*^b\s+created/m);
+    assert.match(await ok(["status", "a"]), /^a: created/);
+    assert.match(await ok(["info", "b"]), /name: b/);
+    for (const args of WRITES) {
+      const res = await runAsNobody(env, args);
+      assert.equal(res.code, 4, `${args.join(" ")}: ${res.stderr}`);
+      const named = new RegExp(`${env.dataDir}(\\S*: permission denied| is not writable)`);
+      assertOneLine(res, named, args.join(" "));
+    }
+    const doctor = await runAsNobody(env, ["doctor", "--json"]);
+    const checks: Check[] = JSON.parse(doctor.stdout).checks;
+    for (const c of checks.filter((c) => c.check === "database")) {
+      assert.doesNotMatch(`${c.what} ${c.fix ?? ""}`, /restore qvm's|cp \S+backups/);
+    }
+    Deno.chmodSync(env.dataDir, 0o700);
+    Deno.chmodSync(dbPath(env), 0o600);
+    const db = new DatabaseSync(dbPath(env), { readOnly: true });
+    try {
+      assert.deepEqual(names(db), ["a", "b"]);
+    } finally {
+      db.close();
+    }
+  });
+});

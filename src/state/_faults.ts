@@ -83,15 +83,15 @@ export function writeBlockedError(
   const dir = folderOf(dbPath);
   if (block === "full") {
     return new StateWriteError(
-      `no space left on the data dir ${dir}: the state database ${dbPath} could not be written ` +
-        "(nothing was changed; free some space and run the command again)",
+      `no space left on the data dir ${dir}: could not write the state database ${dbPath} ` +
+        "(it is unchanged; free some space, then run the command again)",
       { cause },
     );
   }
   const why = block === "readonly" ? "is on a read-only file system" : "is not writable";
   return new StateWriteError(
-    `the data dir ${dir} ${why}: the state database ${dbPath} cannot be changed ` +
-      "(commands that only read still work)",
+    `the data dir ${dir} ${why}: cannot write the state database ${dbPath} ` +
+      "(qvm can show VMs but not change them)",
     { cause, permission: true },
   );
 }
