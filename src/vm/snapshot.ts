@@ -289,7 +289,7 @@ async function diskOnlySnapshot(
       })),
     });
   } catch (err) {
-    if ((err as { qmpClass?: string }).qmpClass === undefined) throw err;
+    if ((err as { qmpClass?: string } | undefined)?.qmpClass === undefined) throw err;
     throw new JobFailure(`blockdev-snapshot-internal-sync failed: ${(err as Error).message}`);
   }
 }
