@@ -103,6 +103,17 @@ export const COMMANDS: readonly CommandEntry[] = [
     load: () => import("./storage.ts"),
   },
   {
+    name: "export",
+    summary: "export a VM as libvirt domain XML, or define it at a libvirt URI",
+    readOnly: true,
+    load: () => import("./export.ts"),
+  },
+  {
+    name: "import-libvirt",
+    summary: "define a VM from a libvirt domain XML file",
+    load: () => import("./import_libvirt.ts"),
+  },
+  {
     name: "cleanup",
     summary: "remove stale sockets, pid files and locks; settle dead VMs",
     load: () => import("./cleanup.ts"),

@@ -1,0 +1,365 @@
+/**
+ * A libvirt domain as a qvm config: the reverse of `domain.ts` for what qvm maps (memory, vCPUs,
+ * accelerator, machine, kernel boot, file disks, 9p shares, `<qemu:commandline>`). Pure. What the
+ * domain has that qvm cannot carry is listed in `notImported`, never dropped in silence.
+ */
+import { UsageError } from "../errors.ts";
+import { stripDashes, validateConfig, type VmConfig } from "../config/mod.ts";
+import { domainXml, QEMU_NS, QVM_NS } from "./domain.ts";
+import { child, childElements, parseXml, textOf, type XmlElement, XmlSyntaxError } from "./xml.ts";
+
+/** What a domain XML gives qvm. */
+export interface ImportedDomain {
+  /** The domain's `<name>`. */
+  name: string;
+  /** The domain's `<uuid>`, when it has one. */
+  uuid?: string;
+  /** A raw config for `validateConfig` (no `name`). */
+  config: Record<string, unknown>;
+  /** One line per part of the domain qvm did not import. */
+  notImported: string[];
+  /**
+   * True when the config is the one qvm kept in `<metadata>` (the XML says exactly what qvm
+   * wrote from it): it is used as is, so the QEMU command line is the original's.
+   */
+  exact: boolean;
+}
+
+const MEMORY_UNITS: Record<string, [number, string]> = {
+  b: [1, "B"],
+  bytes: [1, "B"],
+  KB: [1000, "B"],
+  k: [1, "K"],
+  KiB: [1, "K"],
+  MB: [1000 ** 2, "B"],
+  M: [1, "M"],
+  MiB: [1, "M"],
+  GB: [1000 ** 3, "B"],
+  G: [1, "G"],
+  GiB: [1, "G"],
+  TB: [1000 ** 4, "B"],
+  T: [1, "T"],
+  TiB: [1, "T"],
+};
+const ACCESS_MODES: Record<string, string> = {
+  passthrough: "passthrough",
+  mapped: "mapped-xattr",
+  squash: "none",
+};
+const STORAGE_NAME = /^[A-Za-z][A-Za-z0-9._-]{0,62}$/;
+/** Devices QEMU or libvirt add by themselves; qvm's QEMU has them without being told. */
+const IMPLIED_DEVICES = new Set(["emulator", "controller", "input", "memballoon", "audio"]);
+const IMPLIED_TOP = new Set([
+  "name",
+  "uuid",
+  "metadata",
+  "title",
+  "description",
+  "memory",
+  "currentMemory",
+  "vcpu",
+  "os",
+  "features",
+  "devices",
+  "clock",
+  "pm",
+  "resource",
+  "seclabel",
+  "on_poweroff",
+  "on_crash",
+  "on_reboot",
+  "cpu",
+]);
+const DEFAULT_FEATURES = new Set(["acpi", "apic", "pae"]);
+
+function memoryOf(node: XmlElement | undefined, notes: string[]): string | undefined {
+  const text = textOf(node);
+  if (node === undefined || text === undefined || !/^\d+$/.test(text)) {
+    if (node !== undefined) notes.push(`<memory> '${text}' is not a number`);
+    return undefined;
+  }
+  const unit = MEMORY_UNITS[node.attrs.unit ?? "KiB"];
+  if (unit === undefined) {
+    notes.push(`<memory> unit '${node.attrs.unit}' is not known`);
+    return undefined;
+  }
+  if (unit[1] !== "B") return `${BigInt(text)}${unit[1]}`;
+  const bytes = BigInt(text) * BigInt(unit[0]);
+  return `${(bytes + 1023n) / 1024n}K`;
+}
+
+/** `<qemu:arg>` values as `arguments` items (`-netdev user,id=n0` → `{netdev: "user,id=n0"}`). */
+interface Commandline {
+  items: unknown[];
+  display?: string;
+  vga?: string;
+  /** A value with no option before it: the items cannot say it. */
+  stray: boolean;
+}
+
+function commandlineItems(values: string[]): Commandline {
+  const out: Commandline = { items: [], stray: false };
+  for (let i = 0; i < values.length; i++) {
+    const option = stripDashes(values[i]);
+    const next = values[i + 1];
+    const hasValue = next !== undefined && !next.startsWith("-");
+    if (!values[i].startsWith("-") || option === "") {
+      out.stray = true;
+      continue;
+    }
+    if (hasValue && (option === "display" || option === "vga") && out[option] === undefined) {
+      out[option] = next;
+    } else {
+      out.items.push(hasValue ? { [option]: next } : option);
+    }
+    if (hasValue) i++;
+  }
+  return out;
+}
+
+function qemuPrefix(root: XmlElement): string | undefined {
+  for (const [key, value] of Object.entries(root.attrs)) {
+    if (key.startsWith("xmlns:") && value === QEMU_NS) return key.slice(6);
+  }
+  return undefined;
+}
+
+function diskOf(disk: XmlElement, taken: Set<string>, notes: string[]): unknown {
+  const target = child(disk, "target");
+  const dev = target?.attrs.dev ?? "?";
+  const device = disk.attrs.device ?? "disk";
+  const driver = child(disk, "driver");
+  const format = driver?.attrs.type;
+  const file = child(disk, "source")?.attrs.file;
+  const bus = target?.attrs.bus ?? "virtio";
+  const why = device !== "disk"
+    ? `device '${device}'`
+    : (disk.attrs.type ?? "file") !== "file" || file === undefined
+    ? `type '${disk.attrs.type}' (qvm takes file disks)`
+    : format !== "qcow2" && format !== "raw"
+    ? `format '${format}' (qvm takes qcow2 and raw)`
+    : !["virtio", "sata", "ide", "scsi"].includes(bus)
+    ? `bus '${bus}'`
+    : undefined;
+  if (why !== undefined) {
+    notes.push(`disk ${dev}: ${why}`);
+    return undefined;
+  }
+  const alias = child(disk, "alias")?.attrs.name?.replace(/^ua-/, "");
+  let name = alias !== undefined && STORAGE_NAME.test(alias) ? alias : dev;
+  if (!STORAGE_NAME.test(name) || taken.has(name)) name = `disk${taken.size}`;
+  taken.add(name);
+  const item: Record<string, unknown> = { name, type: format, file, interface: bus };
+  const options: Record<string, string> = {};
+  if (driver?.attrs.cache !== undefined) options.cache = driver.attrs.cache;
+  if (child(disk, "readonly")) options.readonly = "on";
+  if (Object.keys(options).length > 0) item.options = options;
+  const backing = child(disk, "backingStore");
+  const backingFile = child(backing, "source")?.attrs.file;
+  if (backingFile !== undefined) {
+    item.backing_file = backingFile;
+    const backingFormat = child(backing, "format")?.attrs.type;
+    if (backingFormat !== undefined) item.backing_format = backingFormat;
+  }
+  return item;
+}
+
+function shareOf(fs: XmlElement, taken: Set<string>, notes: string[]): unknown {
+  const path = child(fs, "source")?.attrs.dir;
+  const tag = child(fs, "target")?.attrs.dir;
+  const model = ACCESS_MODES[fs.attrs.accessmode ?? "passthrough"];
+  const driver = child(fs, "driver")?.attrs.type ?? "path";
+  if ((fs.attrs.type ?? "mount") !== "mount" || path === undefined || tag === undefined) {
+    notes.push(`filesystem ${tag ?? path ?? "?"}: type '${fs.attrs.type}' (qvm takes 9p mounts)`);
+    return undefined;
+  }
+  if (model === undefined || driver !== "path") {
+    notes.push(`filesystem ${tag}: accessmode '${fs.attrs.accessmode}', driver '${driver}'`);
+    return undefined;
+  }
+  const alias = child(fs, "alias")?.attrs.name?.replace(/^ua-/, "");
+  let name = alias !== undefined && STORAGE_NAME.test(alias) ? alias : `fs${taken.size}`;
+  if (taken.has(name)) name = `fs${taken.size}`;
+  taken.add(name);
+  return {
+    name,
+    type: "virtfs",
+    path,
+    mount_tag: tag,
+    security_model: model,
+    readonly: child(fs, "readonly") !== undefined,
+  };
+}
+
+/** True for the NIC every qvm VM has unless told otherwise: user networking, default model. */
+function defaultNic(nic: XmlElement): boolean {
+  const model = child(nic, "model")?.attrs.type ?? "e1000";
+  return nic.attrs.type === "user" && (model === "e1000" || model === "e1000e") &&
+    childElements(nic).every((c) => ["model", "mac", "address", "alias"].includes(c.name));
+}
+
+function devicesOf(devices: XmlElement | undefined, notes: string[]): unknown[] {
+  const storage: unknown[] = [];
+  const taken = new Set<string>();
+  for (const device of childElements(devices)) {
+    const kind = device.name;
+    if (IMPLIED_DEVICES.has(kind)) continue;
+    if (kind === "disk") {
+      const item = diskOf(device, taken, notes);
+      if (item !== undefined) storage.push(item);
+    } else if (kind === "filesystem") {
+      const item = shareOf(device, taken, notes);
+      if (item !== undefined) storage.push(item);
+    } else if (kind === "serial" || kind === "console") {
+      if (device.attrs.type !== "pty") {
+        notes.push(
+          `${kind} of type '${device.attrs.type}' (qvm keeps the serial on 'qvm console')`,
+        );
+      }
+    } else if (kind === "interface") {
+      if (!defaultNic(device)) notes.push(`interface of type '${device.attrs.type}'`);
+    } else if (kind === "video") {
+      const model = child(device, "model")?.attrs.type;
+      if (model !== "vga") notes.push(`video model '${model}'`);
+    } else {
+      notes.push(`device <${kind}>${device.attrs.type ? ` of type '${device.attrs.type}'` : ""}`);
+    }
+  }
+  return storage;
+}
+
+/** The qvm config of a domain, by reading its elements alone. */
+function readDomain(root: XmlElement): ImportedDomain {
+  const notes: string[] = [];
+  const name = textOf(child(root, "name")) ?? "";
+  const uuid = textOf(child(root, "uuid"));
+  const config: Record<string, unknown> = {};
+  const args: unknown[] = [];
+  const type = root.attrs.type;
+  if (type === "qemu") args.push({ accel: "tcg" });
+  else if (type === "kvm") args.push({ accel: "kvm" });
+  else throw new UsageError(`domain type '${type}' is not a QEMU domain (expected kvm or qemu)`);
+
+  const memory = memoryOf(child(root, "memory"), notes);
+  if (memory !== undefined) config.memory = memory;
+  const current = child(root, "currentMemory");
+  if (current !== undefined && memoryOf(current, []) !== memory) {
+    notes.push(`<currentMemory> (the balloon target; qvm starts with all of <memory>)`);
+  }
+  const vcpu = textOf(child(root, "vcpu"));
+  if (vcpu !== undefined) {
+    if (/^\d+$/.test(vcpu)) config.cpu = Number(vcpu);
+    else notes.push(`<vcpu> '${vcpu}'`);
+  }
+  const os = child(root, "os");
+  const osType = child(os, "type");
+  const devices = child(root, "devices");
+  const emulator = textOf(child(devices, "emulator"));
+  const arch = osType?.attrs.arch ?? "x86_64";
+  if (emulator !== undefined) config.binary = emulator;
+  else if (arch !== "x86_64") config.binary = `qemu-system-${arch}`;
+  if (osType?.attrs.machine !== undefined) args.push({ machine: osType.attrs.machine });
+  for (const [tag, option] of [["kernel", "kernel"], ["initrd", "initrd"], ["cmdline", "append"]]) {
+    const value = textOf(child(os, tag));
+    if (value !== undefined && value !== "") args.push({ [option]: value });
+  }
+  for (const node of childElements(os)) {
+    if (!["type", "kernel", "initrd", "cmdline", "boot"].includes(node.name)) {
+      notes.push(`<os><${node.name}>`);
+    }
+  }
+  const features = child(root, "features");
+  if (child(features, "acpi") === undefined) args.push("no-acpi");
+  for (const feature of childElements(features)) {
+    if (!DEFAULT_FEATURES.has(feature.name)) notes.push(`feature <${feature.name}>`);
+  }
+  for (const [tag, usual] of [["on_poweroff", "destroy"], ["on_crash", "destroy"]]) {
+    const value = textOf(child(root, tag));
+    if (value !== undefined && value !== usual) notes.push(`<${tag}>${value}`);
+  }
+
+  const storage = devicesOf(devices, notes);
+  const prefix = qemuPrefix(root);
+  const values: string[] = [];
+  for (const node of childElements(root)) {
+    if (prefix !== undefined && node.name === `${prefix}:commandline`) {
+      for (const arg of childElements(node, `${prefix}:arg`)) values.push(arg.attrs.value ?? "");
+      for (const env of childElements(node, `${prefix}:env`)) {
+        notes.push(`<qemu:env> ${env.attrs.name} (qvm does not set QEMU's environment)`);
+      }
+    } else if (!IMPLIED_TOP.has(node.name)) {
+      notes.push(`<${node.name}>`);
+    }
+  }
+  const passed = commandlineItems(values);
+  const onReboot = textOf(child(root, "on_reboot"));
+  if (onReboot === "destroy" && !passed.items.includes("no-reboot")) args.push("no-reboot");
+  else if (onReboot !== undefined && onReboot !== "restart" && onReboot !== "destroy") {
+    notes.push(`<on_reboot>${onReboot}`);
+  }
+  if (passed.stray) {
+    // A value with no option before it: keep the whole command line raw, in its order.
+    config.args = values;
+  } else {
+    if (passed.display !== undefined) config.display = passed.display;
+    if (passed.vga !== undefined) config.vga = passed.vga;
+    args.push(...passed.items);
+  }
+  config.arguments = args;
+  config.storage = storage;
+  return { name, uuid, config, notImported: notes, exact: false };
+}
+
+/** The config qvm kept in `<metadata>`, if any and valid. */
+function keptConfig(root: XmlElement): VmConfig | undefined {
+  const metadata = child(root, "metadata");
+  for (const node of childElements(metadata)) {
+    const prefix = node.name.includes(":") ? node.name.split(":")[0] : undefined;
+    const ns = prefix === undefined ? node.attrs.xmlns : node.attrs[`xmlns:${prefix}`];
+    if (ns !== QVM_NS) continue;
+    try {
+      return validateConfig(JSON.parse(textOf(node) ?? ""));
+    } catch {
+      return undefined;
+    }
+  }
+  return undefined;
+}
+
+/**
+ * Reads a domain XML document into a qvm config. Throws a UsageError (exit 3) when the text is not
+ * XML, not a `<domain>`, or not a QEMU domain. When the XML still says exactly what qvm exported,
+ * the config kept in its metadata is returned (`exact`), so the round trip keeps qvm's spelling.
+ */
+export function domainToConfig(text: string): ImportedDomain {
+  let root: XmlElement;
+  try {
+    root = parseXml(text);
+  } catch (err) {
+    if (err instanceof XmlSyntaxError) throw new UsageError(`not XML: ${err.message}`);
+    throw err;
+  }
+  if (root.name !== "domain") {
+    throw new UsageError(`not a libvirt domain: the root element is <${root.name}>, not <domain>`);
+  }
+  const read = readDomain(root);
+  if (read.name === "") throw new UsageError("not a libvirt domain: it has no <name>");
+  const kept = keptConfig(root);
+  if (kept === undefined) return read;
+  const emulator = textOf(child(child(root, "devices"), "emulator"));
+  try {
+    const again = domainXml(
+      { id: read.uuid ?? "", name: read.name, config: kept },
+      { diskDir: "/", emulator },
+    );
+    const reread = readDomain(parseXml(again.xml));
+    if (
+      JSON.stringify(reread.config) === JSON.stringify(read.config) &&
+      JSON.stringify(reread.notImported) === JSON.stringify(read.notImported)
+    ) {
+      const { name: _, ...config } = kept;
+      return { ...read, config: config as Record<string, unknown>, exact: true };
+    }
+  } catch { /* the kept config does not describe this XML: read the XML alone */ }
+  return read;
+}

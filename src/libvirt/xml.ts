@@ -1,0 +1,224 @@
+/**
+ * The XML qvm reads and writes for libvirt: a small element tree, a writer that escapes every
+ * value, and a strict parser for the subset domain XML uses (elements, attributes, text, CDATA,
+ * comments, the XML declaration, the five named entities and character references). A DOCTYPE is
+ * refused: domain XML never has one, and entity definitions are how XML parsers get abused.
+ */
+
+/** One element: its qualified name (`qemu:arg`), attributes in order, and child nodes. */
+export interface XmlElement {
+  name: string;
+  attrs: Record<string, string>;
+  children: XmlNode[];
+}
+
+/** An element or a run of text. */
+export type XmlNode = XmlElement | string;
+
+/** Malformed XML; `offset` is where in the text it went wrong. */
+export class XmlSyntaxError extends Error {
+  offset: number;
+  constructor(message: string, offset: number) {
+    super(message);
+    this.name = "XmlSyntaxError";
+    this.offset = offset;
+  }
+}
+
+/** Builds an element; attributes whose value is undefined are left out. */
+export function el(
+  name: string,
+  attrs: Record<string, string | number | undefined> = {},
+  children: (XmlNode | undefined)[] = [],
+): XmlElement {
+  const kept: Record<string, string> = {};
+  for (const [k, v] of Object.entries(attrs)) if (v !== undefined) kept[k] = String(v);
+  return { name, attrs: kept, children: children.filter((c) => c !== undefined) as XmlNode[] };
+}
+
+/** Escapes text for an attribute value or element content. */
+export function escapeXml(text: string): string {
+  return text.replaceAll("&", "&amp;").replaceAll("<", "&lt;").replaceAll(">", "&gt;")
+    .replaceAll('"', "&quot;").replaceAll("'", "&apos;");
+}
+
+/** Escapes element content (quotes may stay as they are there). */
+function escapeText(text: string): string {
+  return text.replaceAll("&", "&amp;").replaceAll("<", "&lt;").replaceAll(">", "&gt;");
+}
+
+/** Writes `root` as an indented document (two spaces a level; text-only elements on one line). */
+export function writeXml(root: XmlElement): string {
+  const lines: string[] = [];
+  const write = (node: XmlElement, depth: number): void => {
+    const pad = "  ".repeat(depth);
+    const attrs = Object.entries(node.attrs).map(([k, v]) => ` ${k}="${escapeXml(v)}"`).join("");
+    if (node.children.length === 0) {
+      lines.push(`${pad}<${node.name}${attrs}/>`);
+    } else if (node.children.every((c) => typeof c === "string")) {
+      lines.push(
+        `${pad}<${node.name}${attrs}>${escapeText(node.children.join(""))}</${node.name}>`,
+      );
+    } else {
+      lines.push(`${pad}<${node.name}${attrs}>`);
+      for (const child of node.children) {
+        if (typeof child === "string") {
+          if (child.trim() !== "") lines.push(pad + "  " + escapeText(child.trim()));
+        } else write(child, depth + 1);
+      }
+      lines.push(`${pad}</${node.name}>`);
+    }
+  };
+  write(root, 0);
+  return lines.join("\n") + "\n";
+}
+
+const NAME = /[A-Za-z_:][A-Za-z0-9_.:-]*/y;
+const SPACE = /[ \t\r\n]*/y;
+const NAMED: Record<string, string> = { lt: "<", gt: ">", amp: "&", quot: '"', apos: "'" };
+
+function decode(text: string, at: number): string {
+  return text.replace(/&([^;&]*);?/g, (whole, ref: string) => {
+    if (!whole.endsWith(";")) throw new XmlSyntaxError(`unterminated reference '${whole}'`, at);
+    if (ref in NAMED) return NAMED[ref];
+    const code = /^#x[0-9a-f]+$/i.test(ref)
+      ? parseInt(ref.slice(2), 16)
+      : /^#[0-9]+$/.test(ref)
+      ? parseInt(ref.slice(1), 10)
+      : NaN;
+    if (!(code >= 1 && code <= 0x10ffff)) {
+      throw new XmlSyntaxError(`unknown reference '&${ref};'`, at);
+    }
+    return String.fromCodePoint(code);
+  });
+}
+
+/** Parses a document and returns its root element; throws XmlSyntaxError when malformed. */
+export function parseXml(text: string): XmlElement {
+  let pos = 0;
+  const fail = (message: string): never => {
+    throw new XmlSyntaxError(message, pos);
+  };
+  const skipSpace = (): void => {
+    SPACE.lastIndex = pos;
+    SPACE.exec(text);
+    pos = SPACE.lastIndex;
+  };
+  const readName = (): string => {
+    NAME.lastIndex = pos;
+    const match = NAME.exec(text);
+    if (!match) fail(`expected a name at offset ${pos}`);
+    pos = NAME.lastIndex;
+    return match![0];
+  };
+  const skipUntil = (end: string, what: string): void => {
+    const at = text.indexOf(end, pos);
+    if (at < 0) fail(`unterminated ${what}`);
+    pos = at + end.length;
+  };
+  /** Skips comments, processing instructions and space between markup outside the root. */
+  const skipMisc = (): void => {
+    for (;;) {
+      skipSpace();
+      if (text.startsWith("<?", pos)) skipUntil("?>", "processing instruction");
+      else if (text.startsWith("<!--", pos)) skipUntil("-->", "comment");
+      else if (text.startsWith("<!DOCTYPE", pos)) fail("a DOCTYPE is not accepted");
+      else return;
+    }
+  };
+  const readElement = (): XmlElement => {
+    if (text[pos] !== "<") fail(`expected '<' at offset ${pos}`);
+    pos++;
+    const name = readName();
+    const attrs: Record<string, string> = {};
+    for (;;) {
+      const before = pos;
+      skipSpace();
+      if (text.startsWith("/>", pos)) {
+        pos += 2;
+        return { name, attrs, children: [] };
+      }
+      if (text[pos] === ">") {
+        pos++;
+        break;
+      }
+      if (pos === before) fail(`expected space, '>' or '/>' in <${name}> at offset ${pos}`);
+      const key = readName();
+      skipSpace();
+      if (text[pos] !== "=") fail(`attribute ${key} of <${name}> has no value`);
+      pos++;
+      skipSpace();
+      const quote = text[pos];
+      if (quote !== '"' && quote !== "'") fail(`attribute ${key} of <${name}> is not quoted`);
+      const end = text.indexOf(quote, pos + 1);
+      if (end < 0) fail(`unterminated attribute ${key} of <${name}>`);
+      const raw = text.slice(pos + 1, end);
+      if (raw.includes("<")) fail(`'<' inside attribute ${key} of <${name}>`);
+      if (key in attrs) fail(`attribute ${key} repeated in <${name}>`);
+      attrs[key] = decode(raw, pos);
+      pos = end + 1;
+    }
+    const children: XmlNode[] = [];
+    let textRun = "";
+    const flush = (): void => {
+      if (textRun !== "") children.push(textRun);
+      textRun = "";
+    };
+    for (;;) {
+      if (pos >= text.length) fail(`<${name}> is not closed`);
+      if (text.startsWith("</", pos)) {
+        pos += 2;
+        const closing = readName();
+        if (closing !== name) fail(`</${closing}> closes <${name}>`);
+        skipSpace();
+        if (text[pos] !== ">") fail(`expected '>' after </${closing}`);
+        pos++;
+        flush();
+        return { name, attrs, children };
+      }
+      if (text.startsWith("<!--", pos)) {
+        skipUntil("-->", "comment");
+      } else if (text.startsWith("<![CDATA[", pos)) {
+        const start = pos + 9;
+        skipUntil("]]>", "CDATA section");
+        textRun += text.slice(start, pos - 3);
+      } else if (text.startsWith("<?", pos)) {
+        skipUntil("?>", "processing instruction");
+      } else if (text[pos] === "<") {
+        flush();
+        children.push(readElement());
+      } else {
+        const next = text.indexOf("<", pos);
+        const end = next < 0 ? text.length : next;
+        textRun += decode(text.slice(pos, end), pos);
+        pos = end;
+      }
+    }
+  };
+  if (text.charCodeAt(0) === 0xfeff) pos = 1;
+  skipMisc();
+  if (pos >= text.length) fail("the document is empty");
+  const root = readElement();
+  skipMisc();
+  if (pos < text.length) fail(`unexpected content after </${root.name}> at offset ${pos}`);
+  return root;
+}
+
+/** Child elements of `node` (none when it is undefined), optionally only those named `name`. */
+export function childElements(node: XmlElement | undefined, name?: string): XmlElement[] {
+  if (node === undefined) return [];
+  return node.children.filter((c): c is XmlElement =>
+    typeof c !== "string" && (name === undefined || c.name === name)
+  );
+}
+
+/** The first child element named `name`, or undefined. */
+export function child(node: XmlElement | undefined, name: string): XmlElement | undefined {
+  return node === undefined ? undefined : childElements(node, name)[0];
+}
+
+/** The element's text content (its direct text children, trimmed). */
+export function textOf(node: XmlElement | undefined): string | undefined {
+  if (node === undefined) return undefined;
+  return node.children.filter((c): c is string => typeof c === "string").join("").trim();
+}
