@@ -366,7 +366,7 @@ const errorRows: [string, Raw, string][] = [
   [
     "an unknown security model",
     { storage: [{ name: "s", type: "virtfs", path: "/srv", mount_tag: "t", security_model: "x" }] },
-    "unknown security_model 'x' for storage 's' (expected passthrough, mapped-xattr, mapped-file or none)",
+    "unknown security_model 'x' for storage 's' (expected passthrough, mapped-xattr (or mapped), mapped-file or none)",
   ],
   [
     "a readonly that is not a boolean",

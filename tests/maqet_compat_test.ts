@@ -332,6 +332,11 @@ const rows: Row[] = [
     ],
   },
   {
+    rule: "security_model: mapped, QEMU's other name for mapped-xattr, is accepted",
+    files: ["storage:\n  - {name: s, type: virtfs, path: /srv, security_model: Mapped}\n"],
+    argv: ["-virtfs", "local,path=/srv,mount_tag=s,security_model=mapped-xattr,id=s"],
+  },
+  {
     rule: "readonly: yes (a boolean to maqet's YAML parser) is true",
     files: ["storage:\n  - {name: s, type: virtfs, path: /srv, readonly: yes}\n"],
     argv: ["-virtfs", "local,path=/srv,mount_tag=s,security_model=mapped-xattr,id=s,readonly=on"],

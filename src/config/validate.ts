@@ -358,11 +358,13 @@ function virtfsOf(raw: Record<string, unknown>, name: string): VirtfsStorage {
     mount_tag: given(item.mount_tag) ? text("mount_tag", item.mount_tag, where) : name,
     security_model: given(item.security_model)
       ? choice(
-        item.security_model,
+        String(item.security_model).toLowerCase() === "mapped"
+          ? "mapped-xattr"
+          : item.security_model,
         SECURITY_MODELS,
         (shown) =>
           `unknown security_model ${shown}${where} ` +
-          "(expected passthrough, mapped-xattr, mapped-file or none)",
+          "(expected passthrough, mapped-xattr (or mapped), mapped-file or none)",
       )
       : "mapped-xattr",
     readonly: given(item.readonly) ? flagOf("readonly", item.readonly, where) : false,
