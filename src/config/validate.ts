@@ -362,8 +362,7 @@ function virtfsOf(raw: Record<string, unknown>, name: string): VirtfsStorage {
           ? "mapped-xattr"
           : item.security_model,
         SECURITY_MODELS,
-        (shown) =>
-          `unknown security_model ${shown}${where} ` +
+        (shown) => `unknown security_model ${shown}${where} ` +
           "(expected passthrough, mapped-xattr (or mapped), mapped-file or none)",
       )
       : "mapped-xattr",
