@@ -7,6 +7,9 @@ const COLORS: Record<string, string> = {
   starting: "36",
   stopping: "36",
   unresponsive: "31",
+  "internal-error": "31",
+  "guest-panicked": "31",
+  shutdown: "33",
   failed: "31",
 };
 

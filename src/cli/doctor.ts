@@ -10,7 +10,11 @@ import type { CommandSpec, ParsedArgs } from "./spec.ts";
 import { ExitCode, QvmError } from "../errors.ts";
 import { unsafeDirReason } from "../state/mod.ts";
 import { DEFAULT_BINARY } from "../qemu/launch.ts";
-import { findQemuWithUuid, readCmdline } from "../qemu/process.ts";
+import { findQemuWithUuid, isOurQemu, readCmdline } from "../qemu/process.ts";
+import type { VmRecord } from "../state/mod.ts";
+import { Deadline } from "../vm/env.ts";
+import { withVm } from "../vm/guard.ts";
+import { isLive } from "../vm/observe.ts";
 import { findBinary } from "../vm/start.ts";
 import { tidyRuntime } from "../vm/upkeep.ts";
 import {
@@ -225,13 +229,48 @@ async function upkeepFindings(ctx: Context, fix: boolean): Promise<Finding[]> {
   return findings;
 }
 
-/** Live QEMUs that use this runtime dir and carry a `-uuid` the database does not know. */
-function orphanFindings(ctx: Context): Finding[] {
+/**
+ * A live QEMU of a known VM whose row does not record it (a start killed at the wrong moment):
+ * `--fix` adopts it through the VM's locked path, as any later command of that VM would.
+ */
+async function untrackedFinding(
+  ctx: Context,
+  found: { pid: number; vm: VmRecord; fix: boolean },
+): Promise<Finding | undefined> {
+  const { pid, vm } = found;
+  if (vm.pid === pid && isLive(vm.status)) return undefined;
+  const what = `QEMU process ${pid} is VM '${vm.name}''s, but qvm records it as ${vm.status}`;
+  const finding: Finding = {
+    check: "untracked_qemu",
+    status: "problem",
+    what,
+    why: "qvm would not stop it, and a start could be refused or confused by it",
+    fix: `qvm status ${vm.name} adopts it (so does doctor --fix); then stop it with qvm stop`,
+  };
+  if (!found.fix) return finding;
+  try {
+    const adopted = await withVm(ctx, vm, { deadline: Deadline.in(5000) }, (seen) =>
+      Promise.resolve(seen.vm));
+    if (adopted.pid === pid) return { ...finding, status: "fixed", fix: "adopted: qvm now tracks it" };
+  } catch (err) {
+    if (!(err instanceof QvmError)) throw err;
+  }
+  return finding;
+}
+
+/** Live QEMUs that use this runtime dir: of no VM qvm knows, or of a VM that does not track them. */
+async function orphanFindings(ctx: Context, fix: boolean): Promise<Finding[]> {
   const mark = `${resolve(ctx.dirs.runtimeDir)}/`;
   const findings: Finding[] = [];
   for (const [pid, uuid] of findQemuWithUuid()) {
     if (!readCmdline(pid)?.some((arg) => arg.includes(mark))) continue;
-    if (ctx.store.get(uuid)?.id === uuid) continue;
+    const vm = ctx.store.get(uuid);
+    if (vm?.id === uuid) {
+      if (!isOurQemu(pid, uuid)) continue;
+      const untracked = await untrackedFinding(ctx, { pid, vm, fix });
+      if (untracked) findings.push(untracked);
+      continue;
+    }
     findings.push({
       check: "orphaned_qemu",
       status: "problem",
@@ -244,7 +283,7 @@ function orphanFindings(ctx: Context): Finding[] {
   return [{
     check: "orphaned_qemu",
     status: "ok",
-    what: "no QEMU process of an unknown VM uses this runtime dir",
+    what: "every QEMU process using this runtime dir belongs to a VM that tracks it",
     why: null,
     fix: null,
   }];
@@ -275,7 +314,7 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
     try {
       findings.push(...vmBinaryFindings(ctx));
       findings.push(...await upkeepFindings(ctx, canFix));
-      findings.push(...orphanFindings(ctx));
+      findings.push(...await orphanFindings(ctx, canFix));
     } catch (err) {
       if (!(err instanceof QvmError)) throw err;
       findings.push({

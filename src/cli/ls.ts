@@ -2,19 +2,8 @@
 import type { Context } from "./context.ts";
 import type { CommandSpec, ParsedArgs } from "./spec.ts";
 import { UsageError } from "../errors.ts";
-import { observeAll } from "../vm/observe.ts";
+import { isLive, observeAll, STATUSES } from "../vm/observe.ts";
 import { paintStatus, table } from "./_format.ts";
-
-const STATUSES = [
-  "created",
-  "starting",
-  "running",
-  "paused",
-  "unresponsive",
-  "stopping",
-  "stopped",
-  "failed",
-] as const;
 
 /** The command's arguments and flags. */
 export const spec: CommandSpec = {
@@ -54,7 +43,7 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
       id: o.vm.id,
       name: o.vm.name,
       status: o.status,
-      pid: o.status === "stopped" || o.status === "failed" ? null : o.vm.pid,
+      pid: isLive(o.status) ? o.vm.pid : null,
     })));
     return 0;
   }

@@ -1,7 +1,7 @@
 /** `qvm status`: one VM's real status, reconciled with its QEMU process. */
 import type { Context } from "./context.ts";
 import type { CommandSpec, ParsedArgs } from "./spec.ts";
-import { observe } from "../vm/observe.ts";
+import { isLive, observe } from "../vm/observe.ts";
 import { paintStatus } from "./_format.ts";
 
 /** The command's arguments and flags. */
@@ -17,7 +17,7 @@ export const spec: CommandSpec = {
 export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
   const seen = await observe(ctx, ctx.store.require(args.positionals[0]));
   const { vm } = seen;
-  const live = seen.status !== "stopped" && seen.status !== "failed" && seen.status !== "created";
+  const live = isLive(seen.status);
   if (ctx.json) {
     ctx.outJson({
       id: vm.id,
@@ -26,6 +26,9 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
       pid: live ? vm.pid : null,
       qemu_status: seen.qemuStatus ?? null,
       stop_reason: vm.stopReason,
+      ...(vm.config.network || vm.config.cloud_init || vm.config.guest_agent
+        ? await (await import("../cloud/mod.ts")).cloudStatus(ctx.dirs, vm, live)
+        : {}),
     });
     return 0;
   }

@@ -8,6 +8,9 @@ import { argumentOption, type VmConfig } from "../config/mod.ts";
 import type { VmPaths } from "../vm/paths.ts";
 import { configArgv, escapeOptionValue } from "./argv.ts";
 
+/** Traces QEMU's shutdown requests to its log (`-D`), with their cause. */
+const SHUTDOWN_TRACE = ["-trace", "enable=qemu_system_shutdown_request"];
+
 /** The binary used when a config names none. */
 export const DEFAULT_BINARY = "qemu-system-x86_64";
 
@@ -23,7 +26,8 @@ export function launchArgv(
   paths: VmPaths,
 ): string[] {
   const given = optionsIn(vm.config);
-  const argv = [vm.config.binary ?? DEFAULT_BINARY, "-D", paths.qemuLog];
+  // The traced shutdown request tells, after QEMU is gone, why it ended (guest, QMP quit, signal).
+  const argv = [vm.config.binary ?? DEFAULT_BINARY, "-D", paths.qemuLog, ...SHUTDOWN_TRACE];
   argv.push(...configArgv(vm.config, { diskDir: paths.diskDir }));
   argv.push("-name", escapeOptionValue(vm.name), "-uuid", vm.id);
   argv.push("-daemonize", "-pidfile", paths.pidFile);

@@ -14,6 +14,7 @@ import {
 } from "../errors.ts";
 import type { VmConfig } from "../config/mod.ts";
 import { LATEST_VERSION, MIGRATIONS } from "./schema.ts";
+import { storedConfig } from "./stored_config.ts";
 import { faultOf, translateFault } from "./_faults.ts";
 import { countVms, listBackups, takeBackup } from "./backup.ts";
 
@@ -109,7 +110,7 @@ export function toRecord(row: Row): VmRecord {
     id: row.id,
     name: row.name,
     configPath: row.config_path,
-    config: JSON.parse(row.config_data),
+    config: storedConfig(JSON.parse(row.config_data), row.name),
     status: row.status,
     pid: row.pid,
     qmpSocketPath: row.qmp_socket_path,
@@ -124,7 +125,7 @@ export function toRecord(row: Row): VmRecord {
  * Refuses a file that exists, is not empty, and is not an SQLite database; never writes to it.
  * A missing or empty file is a new database, unless qvm's backups hold VMs: then it was lost.
  */
-function assertSqliteFile(path: string): void {
+function assertSqliteFile(path: string, options: OpenOptions): void {
   let file: Deno.FsFile;
   try {
     file = Deno.openSync(path, { read: true });
@@ -147,7 +148,14 @@ function assertSqliteFile(path: string): void {
   } finally {
     file.close();
   }
-  if (n === 0) refuseLostDatabase(path, "empty");
+  if (n === 0) {
+    refuseLostDatabase(path, "empty");
+    if (options.runtimeDir) refuseEmptiedDatabase(path, options.runtimeDir);
+  }
+}
+
+function vms(count: number): string {
+  return `${count} VM${count === 1 ? "" : "s"}`;
 }
 
 /** A missing or empty database is never taken as "no VMs" while the latest backup holds some. */
@@ -164,7 +172,31 @@ function refuseLostDatabase(path: string, state: "missing" | "empty"): void {
   if (count === 0) return;
   throw new StateDamagedError(
     `the state database ${path} is ${state}, but qvm's latest backup ${latest.path} holds ` +
-      `${count} VM${count === 1 ? "" : "s"}: run 'qvm doctor' for how to restore it`,
+      `${vms(count)}: run 'qvm doctor' for how to restore it`,
+  );
+}
+
+const VM_RUNTIME_FILE =
+  /^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\.(qmp|mon|serial|pid)$/;
+
+/**
+ * An emptied (0-byte) database file while the runtime dir holds sockets or pid files of VMs:
+ * those VMs existed, so the file lost them. (A lock file may outlive its VM; it proves nothing.)
+ */
+function refuseEmptiedDatabase(path: string, runtimeDir: string): void {
+  const ids = new Set<string>();
+  try {
+    for (const entry of Deno.readDirSync(runtimeDir)) {
+      const match = entry.name.match(VM_RUNTIME_FILE);
+      if (match) ids.add(match[1]);
+    }
+  } catch {
+    return;
+  }
+  if (ids.size === 0) return;
+  throw new StateDamagedError(
+    `the state database ${path} is empty, but ${runtimeDir} holds sockets or pid files of ` +
+      `${vms(ids.size)}: run 'qvm doctor' for the way out`,
   );
 }
 
@@ -189,6 +221,8 @@ export interface OpenOptions {
    * status corrections found while reading are kept in memory instead of failing the command.
    */
   readOnly?: boolean;
+  /** The runtime dir: an emptied database file is refused while VMs' files are in it. */
+  runtimeDir?: string;
 }
 
 /** A status change kept in memory by a read-only command whose database cannot be written. */
@@ -259,7 +293,7 @@ export class StateStore {
    * write throws `cannotWrite` (a read-only command keeps status corrections in memory).
    */
   static open(path: string, options: OpenOptions = {}): StateStore {
-    assertSqliteFile(path);
+    assertSqliteFile(path, options);
     let db: DatabaseSync | undefined;
     try {
       db = new DatabaseSync(path);

@@ -35,7 +35,13 @@ function filesInUse(env: VmEnv, except: string): Map<string, string> {
   for (const other of env.store.list()) {
     if (other.id === except) continue;
     const diskDir = vmPaths(env.dirs, other.id).diskDir;
-    for (const disk of other.config.storage ?? []) {
+    let storage;
+    try {
+      storage = other.config.storage;
+    } catch {
+      continue; // a stored config qvm cannot read names no files
+    }
+    for (const disk of storage) {
       if (disk.type === "virtfs") continue;
       const files = [diskFile(disk, diskDir), disk.backing_file];
       for (const file of files) if (file) used.set(realPath(file), other.name);

@@ -18,11 +18,18 @@ import { removeQuietly, runtimeFiles, type VmPaths, vmPaths } from "./paths.ts";
 import { prepareQemuFiles } from "./safe_files.ts";
 
 /** What `start --wait-for` waits for. */
-export type WaitFor = { kind: "process" } | { kind: "qmp" } | { kind: "serial"; text: string };
+export type WaitFor =
+  | { kind: "process" }
+  | { kind: "qmp" }
+  | { kind: "serial"; text: string }
+  | { kind: "ssh" }
+  | { kind: "agent" };
 
-/** Parses a `--wait-for` value: `process`, `qmp`, or `serial:TEXT`. */
+/** Parses a `--wait-for` value: `process`, `qmp`, `serial:TEXT`, `ssh` or `agent`. */
 export function parseWaitFor(value: string): WaitFor | undefined {
-  if (value === "process" || value === "qmp") return { kind: value };
+  if (value === "process" || value === "qmp" || value === "ssh" || value === "agent") {
+    return { kind: value };
+  }
   if (value.startsWith("serial:") && value.length > "serial:".length) {
     return { kind: "serial", text: value.slice("serial:".length) };
   }
@@ -84,6 +91,18 @@ export function qemuError(log: string): { message?: string; detail?: string } {
   return { message, detail: rest.length > 0 ? rest.join("\n") : undefined };
 }
 
+/** True if QEMU runs the guest with KVM (false if unknown). */
+async function kvmEnabled(paths: VmPaths): Promise<boolean> {
+  try {
+    return (await qmpOnce<{ enabled: boolean }>(paths.monitorSocket, "query-kvm", {
+      timeoutMs: 500,
+      retry: false,
+    })).enabled;
+  } catch {
+    return false;
+  }
+}
+
 /** Fails fast when QEMU sits in a run state it cannot leave by itself (KVM failure, panic). */
 async function checkRunState(paths: VmPaths): Promise<void> {
   let state: string | undefined;
@@ -97,14 +116,7 @@ async function checkRunState(paths: VmPaths): Promise<void> {
   }
   if (!FAULT_STATES.has(state)) return;
   if (state === "internal-error") {
-    let kvm = false;
-    try {
-      kvm = (await qmpOnce<{ enabled: boolean }>(paths.monitorSocket, "query-kvm", {
-        timeoutMs: 500,
-        retry: false,
-      })).enabled;
-    } catch { /* unknown: say it generally */ }
-    if (kvm) {
+    if (await kvmEnabled(paths)) {
       throw new QvmError(
         "KVM failed to run the guest (QEMU run state internal-error); set accel tcg in the " +
           "config (arguments: [{accel: tcg}]) to run it without KVM",
@@ -154,16 +166,26 @@ async function waitForSerial(
     }
     await new Promise((r) => setTimeout(r, 50));
   }
-  throw new TimeoutError(`'${check.text}' did not appear on the serial console in time`);
+  let hint = "";
+  if (offset === check.offset && await kvmEnabled(paths)) {
+    hint = ": the guest printed nothing under KVM; if KVM does not work on this host, " +
+      "set accel tcg in the config (arguments: [{accel: tcg}])";
+  }
+  throw new TimeoutError(`'${check.text}' did not appear on the serial console in time${hint}`);
 }
 
 async function waitUntilReady(
   vm: VmRecord,
   paths: VmPaths,
-  options: { waitFor: WaitFor; pid: number; deadline: Deadline; serialOffset: number },
+  options: { waitFor: WaitFor; pid: number; deadline: Deadline; serialOffset: number; env: VmEnv },
 ): Promise<void> {
   const { waitFor, pid, deadline } = options;
   if (waitFor.kind === "process") return;
+  if (waitFor.kind === "ssh" || waitFor.kind === "agent") {
+    const { waitForGuest } = await import("../cloud/mod.ts");
+    await waitForGuest(options.env, vm, { kind: waitFor.kind, pid, deadline: deadline.at });
+    return;
+  }
   if (waitFor.kind === "serial") {
     const offset = options.serialOffset;
     await waitForSerial(paths, { text: waitFor.text, pid, id: vm.id, deadline, offset });
@@ -208,6 +230,9 @@ async function launch(
 ): Promise<Started> {
   const { paths } = options;
   const argv = launchArgv(vm, paths);
+  if (vm.config.network || vm.config.cloud_init || vm.config.guest_agent) {
+    argv.push(...await (await import("../cloud/mod.ts")).prepareCloud(env, vm));
+  }
   const fail = (reason: string) =>
     env.store.updateStatus(vm.id, "failed", { pid: null, stopReason: reason });
   if (!findBinary(argv[0])) {
@@ -262,6 +287,7 @@ async function launch(
       pid,
       deadline: options.deadline,
       serialOffset,
+      env,
     });
     return { vm: env.store.require(vm.id), argv, createdDisks };
   } catch (err) {

@@ -1,0 +1,336 @@
+/**
+ * Regression tests for faults a hostile user found: parallel applies, shared disks, untracked
+ * QEMUs, misleading start errors, unbounded timeouts, global flags before subcommands, lock files
+ * left by rm, configs missing keys, and stop against paused, powered-off or half-reachable VMs.
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { DatabaseSync } from "node:sqlite";
+import { exists, type QvmEnv, withEnv } from "./helpers/qvm.ts";
+import { alive, eventually, guestConfig, WAIT_READY } from "./helpers/guest.ts";
+
+async function status(env: QvmEnv, vm: string) {
+  return JSON.parse(await env.ok(["status", vm, "--json"]));
+}
+
+function sql(env: QvmEnv, statement: string, ...params: (string | number | null)[]): void {
+  const db = new DatabaseSync(join(env.dataDir, "qvm.db"));
+  try {
+    db.prepare(statement).run(...params);
+  } finally {
+    db.close();
+  }
+}
+
+async function inspectConfig(env: QvmEnv, vm: string) {
+  return JSON.parse(await env.ok(["inspect", vm, "--json"])).config;
+}
+
+Deno.test("parallel applies to one VM all land", async () => {
+  await withEnv(async (env) => {
+    await env.ok(["add", "--empty", "--name", "p5"]);
+    for (let round = 0; round < 4; round++) {
+      const memory = `${256 + round * 64}M`;
+      const cpu = String(2 + round);
+      const [a, b] = await Promise.all([
+        env.run(["apply", "p5", "--memory", memory]),
+        env.run(["apply", "p5", "--cpu", cpu]),
+      ]);
+      assert.equal(a.code, 0, a.stderr);
+      assert.equal(b.code, 0, b.stderr);
+      const config = await inspectConfig(env, "p5");
+      assert.equal(config.memory, memory, `round ${round}: memory lost`);
+      assert.equal(config.cpu, Number(cpu), `round ${round}: cpu lost`);
+    }
+  });
+});
+
+Deno.test("ten parallel applies that create one VM give one VM with all ten changes", async () => {
+  await withEnv(async (env) => {
+    const files = await Promise.all(
+      Array.from({ length: 10 }, (_, i) =>
+        env.file(
+          `s${i}.yaml`,
+          `storage:\n  - name: disk${i}\n    size: 16M\n    type: qcow2\n    interface: virtio\n`,
+        )),
+    );
+    const results = await Promise.all(files.map((f) => env.run(["apply", "fresh", f])));
+    for (const r of results) assert.equal(r.code, 0, r.stderr);
+    const ls = JSON.parse(await env.ok(["ls", "--json"]));
+    assert.equal(ls.length, 1);
+    const names = (await inspectConfig(env, "fresh")).storage.map((s: { name: string }) => s.name);
+    assert.deepEqual(names.sort(), Array.from({ length: 10 }, (_, i) => `disk${i}`).sort());
+  });
+});
+
+Deno.test("rm --delete-storage keeps a disk another VM names as its disk or backing file", async () => {
+  await withEnv(async (env) => {
+    const shared = join(env.root, "images", "d.qcow2");
+    const base = join(env.root, "images", "base.qcow2");
+    await Deno.mkdir(join(env.root, "images"));
+    const disk = (name: string, file: string) =>
+      `storage:\n  - name: ${name}\n    file: ${file}\n    size: 16M\n    type: qcow2\n` +
+      `    interface: virtio\n`;
+    await env.ok(["add", await env.file("a.yaml", disk("hdd", shared)), "--name", "a"]);
+    await env.ok(["add", await env.file("c.yaml", disk("hdd", base)), "--name", "c"]);
+    await env.ok(["add", await env.file("b.yaml", disk("hdd", shared)), "--name", "b"]);
+    await env.ok([
+      "add",
+      await env.file(
+        "d.yaml",
+        `storage:\n  - name: top\n    file: ${join(env.root, "top.qcow2")}\n    size: 16M\n` +
+          `    type: qcow2\n    interface: virtio\n    backing_file: ${base}\n` +
+          `    backing_format: qcow2\n`,
+      ),
+      "--name",
+      "d",
+    ]);
+    // a and c create their disks (the start itself fails: there is no kernel, only disks).
+    for (const vm of ["a", "c"]) {
+      await env.run(["start", vm, "--wait-for", "process", "--dry-run"]);
+      await env.run(["start", vm, "--wait-for", "process"]);
+      await env.run(["stop", vm, "--force"]);
+    }
+    assert.ok(exists(shared) && exists(base), "the starts must have created both disks");
+    const rmA = await env.run(["rm", "a", "--delete-storage", "--yes"]);
+    assert.equal(rmA.code, 0, rmA.stderr);
+    assert.ok(exists(shared), "a disk VM b still uses was deleted");
+    assert.match(rmA.stderr, /kept .*d\.qcow2: VM 'b' uses it/);
+    const rmC = await env.run(["rm", "c", "--delete-storage", "--yes", "--json"]);
+    assert.equal(rmC.code, 0, rmC.stderr);
+    assert.ok(exists(base), "a backing file VM d names was deleted");
+    assert.deepEqual(JSON.parse(rmC.stdout)[0].kept_files.map((k: { file: string }) => k.file), [
+      base,
+    ]);
+  });
+});
+
+Deno.test("rm leaves no lock file behind, and doctor finds nothing about it", async () => {
+  await withEnv(async (env) => {
+    const id = (await env.ok(["add", await guestConfig(env, { name: "r1" })])).trim();
+    await env.ok(["start", "r1", "--wait-for", "qmp"]);
+    await env.ok(["rm", "r1", "--force", "--yes"]);
+    assert.ok(!exists(join(env.runtimeDir, `${id}.lock`)), "rm left the VM's lock file");
+    const doctor = JSON.parse((await env.run(["doctor", "--json"])).stdout);
+    const problems = doctor.checks.filter((c: { status: string; what: string }) =>
+      c.status === "problem" && c.what.includes(id)
+    );
+    assert.deepEqual(problems, []);
+  });
+});
+
+Deno.test("a QEMU the database lost track of is reported by doctor and adopted by --fix", async () => {
+  await withEnv(async (env) => {
+    const id = (await env.ok(["add", await guestConfig(env, { name: "u1" })])).trim();
+    await env.ok(["start", "u1", "--wait-for", "qmp"]);
+    const { pid } = await status(env, "u1");
+    sql(env, "UPDATE vm_instances SET status = 'stopped', pid = NULL WHERE id = ?", id);
+    const report = await env.run(["doctor", "--json"]);
+    assert.equal(report.code, 1);
+    const untracked = JSON.parse(report.stdout).checks.find((c: { check: string }) =>
+      c.check === "untracked_qemu"
+    );
+    assert.ok(untracked, report.stdout);
+    assert.match(untracked.what, new RegExp(`QEMU process ${pid} is VM 'u1'`));
+    await env.run(["doctor", "--fix"]);
+    const after = await status(env, "u1");
+    assert.equal(after.status, "running");
+    assert.equal(after.pid, pid);
+    // And the next start refuses rather than booting a second QEMU.
+    sql(env, "UPDATE vm_instances SET status = 'failed', pid = NULL WHERE id = ?", id);
+    const again = await env.run(["start", "u1", "--wait-for", "process"]);
+    assert.equal(again.code, 1);
+    assert.match(again.stderr, /already running \(pid \d+\)/);
+    assert.ok(alive(pid));
+    assert.match(await env.ok(["stop", "u1", "--force"]), /stopped u1/);
+    assert.ok(!alive(pid));
+  });
+});
+
+Deno.test("a failed start shows QEMU's error line, with its warnings only as detail", async () => {
+  await withEnv(async (env) => {
+    // Default accelerator (KVM, then TCG): QEMU warns about CPU features before the real error.
+    const config = await env.file("nok.yaml", "arguments:\n  - kernel: /nonexistent/vmlinuz\n");
+    await env.ok(["add", config, "--name", "nok"]);
+    const res = await env.run(["start", "nok"]);
+    assert.equal(res.code, 1);
+    const first = res.stderr.split("\n")[0];
+    assert.match(first, /^qvm: QEMU failed to start: .*\/nonexistent\/vmlinuz/);
+    assert.doesNotMatch(first, /warning/);
+    const s = await status(env, "nok");
+    assert.equal(s.status, "failed");
+    assert.doesNotMatch(s.stop_reason, /warning/);
+    assert.match(s.stop_reason, /nonexistent/);
+  });
+});
+
+Deno.test("durations are bounded: a huge or odd --timeout is exit 3 and starts nothing", async () => {
+  await withEnv(async (env) => {
+    await env.ok(["add", await guestConfig(env, { name: "t1" })]);
+    for (
+      const args of [
+        ["start", "t1", "--timeout", "3000000"],
+        ["start", "t1", "--timeout", "0"],
+        ["start", "t1", "--timeout", "1e9"],
+        ["start", "t1", "--timeout=-5"],
+        ["stop", "t1", "--timeout", "99999999"],
+        ["snapshot", "create", "t1", "s1", "--timeout", "86401"],
+        ["qmp", "run", "t1", "query-status", "--timeout", "Infinity"],
+        ["qmp", "keys", "t1", "a", "--hold-time", "99999999999"],
+      ]
+    ) {
+      const res = await env.run(args);
+      assert.equal(res.code, 3, `${args.join(" ")}: ${res.stderr}`);
+      assert.match(res.stderr, /^qvm: invalid --(timeout|hold-time) .* from \d/, args.join(" "));
+      assert.equal(res.stderr.trim().split("\n").length, 1);
+    }
+    assert.equal((await status(env, "t1")).status, "created");
+    const ok = await env.run(["start", "t1", "--timeout", "86400", "--wait-for", "qmp"]);
+    assert.equal(ok.code, 0, ok.stderr);
+    await env.ok(["stop", "t1", "--force"]);
+  });
+});
+
+Deno.test("global flags before a command with subcommands reach it", async () => {
+  await withEnv(async (env) => {
+    await env.ok(["add", "--empty", "--name", "g1"]);
+    const base = ["--data-dir", env.dataDir, "--runtime-dir", env.runtimeDir];
+    const other = { QVM_DATA_DIR: join(env.root, "elsewhere"), QVM_RUNTIME_DIR: env.runtimeDir };
+    for (
+      const args of [
+        [...base, "storage", "ls"],
+        ["storage", ...base, "ls"],
+        ["--json", ...base, "storage", "ls", "g1"],
+        [...base, "ls"],
+      ]
+    ) {
+      const res = await env.run(args, { env: other });
+      assert.equal(res.code, 0, `${args.join(" ")}: ${res.stderr}`);
+    }
+    // These reach the VM in the given data dir (it has no drives, and it is not running).
+    const snap = await env.run([...base, "snapshot", "list", "g1"], { env: other });
+    assert.match(snap.stderr, /VM 'g1' has no qcow2 drive/);
+    const qmp = await env.run([...base, "qmp", "run", "g1", "query-status"], { env: other });
+    assert.equal(qmp.code, 3);
+    assert.match(qmp.stderr, /not running/);
+  });
+});
+
+Deno.test("a VM whose stored config lacks keys works; a wrong key is named, and rm still works", async () => {
+  await withEnv(async (env) => {
+    const id = (await env.ok(["add", "--empty", "--name", "old1", "--memory", "256M"])).trim();
+    sql(env, "UPDATE vm_instances SET config_data = ? WHERE id = ?", '{"memory": "256M"}', id);
+    assert.match(await env.ok(["info", "old1"]), /memory: 256M/);
+    const dry = await env.run(["start", "old1", "--dry-run"]);
+    assert.equal(dry.code, 0, dry.stderr);
+    assert.match(dry.stdout, /-m 256M/);
+    sql(env, "UPDATE vm_instances SET config_data = ? WHERE id = ?", '{"storage": "x"}', id);
+    for (const args of [["info", "old1"], ["start", "old1"], ["storage", "ls", "old1"]]) {
+      const res = await env.run(args);
+      assert.equal(res.code, 1, args.join(" "));
+      assert.match(res.stderr, /^qvm: VM 'old1' has an invalid stored config: 'storage' must be/);
+      assert.doesNotMatch(res.stderr, /internal error/);
+    }
+    assert.match(await env.ok(["rm", "old1", "--yes"]), /removed old1/);
+  });
+});
+
+Deno.test("a QMP quit from outside qvm is recorded as such, not as a guest shutdown", async () => {
+  await withEnv(async (env) => {
+    await env.ok(["add", await guestConfig(env, { name: "q1" })]);
+    await env.ok(["start", "q1", "--wait-for", "qmp"]);
+    const { pid } = await status(env, "q1");
+    await env.run(["qmp", "run", "q1", "quit"]);
+    assert.ok(await eventually(() => !alive(pid)));
+    const s = await status(env, "q1");
+    assert.equal(s.status, "stopped");
+    assert.match(s.stop_reason, /QMP quit/);
+  });
+});
+
+Deno.test("stop of a paused guest skips the ACPI wait and ends with QMP quit", async () => {
+  await withEnv(async (env) => {
+    await env.ok(["add", await guestConfig(env, { name: "pz" })]);
+    await env.ok(["start", "pz", ...WAIT_READY]);
+    await env.ok(["qmp", "pause", "pz"]);
+    assert.equal((await status(env, "pz")).status, "paused");
+    const started = Date.now();
+    const res = await env.run(["stop", "pz", "--timeout", "60", "--json"]);
+    assert.equal(res.code, 0, res.stderr);
+    assert.equal(JSON.parse(res.stdout).step, "quit");
+    // ACPI's share would be 42 s: a paused guest cannot answer it, so qvm must not wait it out.
+    assert.ok(Date.now() - started < 25_000, `took ${Date.now() - started} ms`);
+  });
+});
+
+Deno.test("a guest that powered off under no-shutdown is quit at once, as a guest power-off", async () => {
+  await withEnv(async (env) => {
+    const config = await guestConfig(env, { name: "ns", extra: "  - no-shutdown" });
+    await env.ok(["add", config]);
+    await env.ok(["start", "ns", ...WAIT_READY]);
+    const { pid } = await status(env, "ns");
+    await env.ok(["qmp", "run", "ns", "system_powerdown"]);
+    assert.ok(
+      await eventually(async () => (await status(env, "ns")).status === "shutdown", 20_000),
+      "status must show QEMU's shutdown run state",
+    );
+    const started = Date.now();
+    const res = await env.run(["stop", "ns", "--timeout", "60", "--json"]);
+    assert.equal(res.code, 0, res.stderr);
+    assert.equal(JSON.parse(res.stdout).step, "poweroff");
+    assert.ok(Date.now() - started < 25_000, `took ${Date.now() - started} ms`);
+    assert.ok(!alive(pid));
+    assert.match((await status(env, "ns")).stop_reason, /guest power-off/);
+  });
+});
+
+Deno.test("a guest powering off during stop under no-shutdown ends as a guest power-off", async () => {
+  await withEnv(async (env) => {
+    const config = await guestConfig(env, { name: "ns2", extra: "  - no-shutdown" });
+    await env.ok(["add", config]);
+    await env.ok(["start", "ns2", ...WAIT_READY]);
+    const started = Date.now();
+    const res = await env.run(["stop", "ns2", "--timeout", "60", "--json"]);
+    assert.equal(res.code, 0, res.stderr);
+    assert.equal(JSON.parse(res.stdout).step, "poweroff");
+    assert.ok(Date.now() - started < 25_000, `took ${Date.now() - started} ms`);
+  });
+});
+
+Deno.test("stop with the command socket gone uses the status socket, still by ACPI", async () => {
+  await withEnv(async (env) => {
+    const id = (await env.ok(["add", await guestConfig(env, { name: "gs" })])).trim();
+    await env.ok(["start", "gs", ...WAIT_READY]);
+    await Deno.remove(join(env.runtimeDir, `${id}.qmp`));
+    const started = Date.now();
+    const res = await env.run(["stop", "gs", "--timeout", "60", "--json"]);
+    assert.equal(res.code, 0, res.stderr);
+    assert.equal(JSON.parse(res.stdout).step, "acpi");
+    assert.ok(Date.now() - started < 25_000, `took ${Date.now() - started} ms`);
+  });
+});
+
+Deno.test("a start waiting for the console fails fast when the guest powers off instead", async () => {
+  await withEnv(async (env) => {
+    const config = await guestConfig(env, { name: "po", extra: "  - no-shutdown" });
+    await env.ok(["add", config]);
+    const started = Date.now();
+    const start = env.run(["start", "po", "--wait-for", "serial:NEVER-PRINTED", "--timeout", "90"]);
+    // Once QEMU answers, power the guest off: it stays in run state `shutdown` (no-shutdown).
+    assert.ok(
+      await eventually(async () =>
+        (await env.run(["qmp", "run", "po", "query-status"])).code === 0
+      ),
+    );
+    await eventually(async () => {
+      await env.run(["qmp", "run", "po", "system_powerdown"]);
+      return Date.now() - started > 60_000 ||
+        (await env.run(["status", "po", "--json"])).stdout.includes('"failed"');
+    }, 60_000);
+    const res = await start;
+    assert.equal(res.code, 1, res.stderr);
+    assert.match(res.stderr, /^qvm: the guest powered off while booting/);
+    assert.ok(Date.now() - started < 60_000, "the wait must not run out its 90 s");
+    assert.equal((await status(env, "po")).status, "failed");
+  });
+});
