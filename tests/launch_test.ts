@@ -4,7 +4,7 @@ import { vmPaths } from "../src/vm/paths.ts";
 import { planStop } from "../src/vm/stop.ts";
 import { parseWaitFor } from "../src/vm/start.ts";
 import { cmdlineHasUuid } from "../src/qemu/process.ts";
-import type { VmConfig } from "../src/config/types.ts";
+import type { VmConfig } from "../src/config/mod.ts";
 
 const ID = "0b7f1f7e-4a8c-4d6e-9f00-1234567890ab";
 const PATHS = vmPaths({ dataDir: "/data", runtimeDir: "/run/qvm" }, ID);
@@ -88,5 +88,5 @@ Deno.test("--wait-for values parse; anything else is refused", () => {
   assert.deepEqual(parseWaitFor("qmp"), { kind: "qmp" });
   assert.deepEqual(parseWaitFor("serial:login: "), { kind: "serial", text: "login: " });
   assert.equal(parseWaitFor("serial:"), undefined);
-  assert.equal(parseWaitFor("ssh"), undefined);
+  assert.equal(parseWaitFor("telnet"), undefined);
 });
