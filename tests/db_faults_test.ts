@@ -279,6 +279,22 @@ Deno.test("a database truncated to 0 bytes or deleted is not taken as 'no VMs'",
       const listed = JSON.parse(await env.ok(["ls", "--json"]));
       assert.deepEqual(listed.map((vm: { name: string }) => vm.name), ["a", "b"]);
     }
+
+    // No backup at all: the runtime files of a VM still show the emptied file lost VMs.
+    Deno.removeSync(join(env.dataDir, "backups"), { recursive: true });
+    Deno.truncateSync(dbPath(env), 0);
+    const res = await env.run(["ls"]);
+    assert.equal(res.code, 1, res.stderr);
+    assertOneLine(
+      res,
+      /is empty, but .* holds sockets or pid files of 1 VM: run 'qvm doctor'/,
+      "ls",
+    );
+    const { checks } = await doctorJson(env);
+    const files = checks.find((c) => c.check === "database" && /runtime files/.test(c.what));
+    assert.ok(files, JSON.stringify(checks));
+    assert.match(files.what, new RegExp(aId));
+    assert.equal(Deno.statSync(dbPath(env)).size, 0, "nothing was written over it");
   });
 });
 

@@ -94,7 +94,7 @@ Deno.test("a VM is found by id and by name, and a missing one is undefined", asy
     assert.match(vm.id, /^[0-9a-f-]{36}$/);
     assert.equal(store.get(vm.id)?.name, "web1");
     assert.equal(store.get("web1")?.id, vm.id);
-    assert.deepEqual(store.get("web1")?.config, CONFIG);
+    assert.deepEqual(store.get("web1")?.config, { ...CONFIG, name: "web1" });
     assert.equal(store.get("web1")?.configPath, "/x/web1.yaml");
     assert.equal(store.get("web1")?.status, "created");
     assert.equal(store.get("nope"), undefined);

@@ -192,6 +192,9 @@ export function databaseFindings(ctx: Context): DatabaseReport {
       why: "qvm cannot read its VMs, so the checks that need them were skipped",
       fix: !damaged
         ? `move ${path} aside and restore a backup`
+        : / holds sockets or pid files /.test(err.message)
+        ? `${recoveryAdvice(path)}; if those VMs are gone for good, remove their files from ` +
+          `${ctx.dirs.runtimeDir} (rm ${ctx.dirs.runtimeDir}/<id>.*)`
         : / is (empty|missing), but /.test(err.message)
         ? `${recoveryAdvice(path)}; to start with no VMs on purpose, move ${backupFolder(path)} ` +
           "aside instead"

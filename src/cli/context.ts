@@ -23,7 +23,10 @@ export class Context {
   get store(): StateStore {
     if (!this.#store) {
       ensurePrivateDir(this.dirs.dataDir);
-      this.#store = StateStore.open(databasePath(this.dirs.dataDir), { readOnly: this.readOnly });
+      this.#store = StateStore.open(databasePath(this.dirs.dataDir), {
+        readOnly: this.readOnly,
+        runtimeDir: this.dirs.runtimeDir,
+      });
     }
     return this.#store;
   }
