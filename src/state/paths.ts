@@ -108,7 +108,7 @@ export function checkDir(dir: string, label = "folder"): boolean {
   const reason = unsafeDirReason(info, Deno.uid());
   if (reason === undefined) return true;
   throw new PermissionError(
-    `${label} ${dir} ${reason}; qvm refuses to use it (it must be your own folder, mode 0700)`,
+    `${label} ${dir} ${reason}; qvm refuses to use it (use a folder of your own, mode 0700)`,
   );
 }
 
