@@ -206,6 +206,26 @@ const rows: Row[] = [
     ],
   },
   {
+    rule: "short-form character devices: -serial file:, -monitor unix:, -parallel pipe:",
+    files: [
+      "arguments:\n  - serial: file:./serial.log\n  - monitor: 'unix:mon.sock,server=on,wait=off'\n" +
+      "  - parallel: pipe:./lp\n  - qmp: 'tcp:127.0.0.1:4444,server=on,wait=off'\n" +
+      "  - debugcon: 'unix:/run/abs.sock'\n",
+    ],
+    argv: [
+      "-serial",
+      "file:@/serial.log",
+      "-monitor",
+      "unix:@/mon.sock,server=on,wait=off",
+      "-parallel",
+      "pipe:@/lp",
+      "-qmp",
+      "tcp:127.0.0.1:4444,server=on,wait=off",
+      "-debugcon",
+      "unix:/run/abs.sock",
+    ],
+  },
+  {
     rule: "raw args: the value after a path option and path keys in option text",
     files: ['args: ["-drive", "file=./raw.img,format=raw", "-cdrom", "x.iso", "-S"]\n'],
     argv: ["-drive", "file=@/raw.img,format=raw", "-cdrom", "@/x.iso", "-S"],

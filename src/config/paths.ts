@@ -106,10 +106,25 @@ function resolveSub(dir: string, option: string, key: string, value: unknown): u
   return key === "" ? value : resolvedSub(dir, option, key, value);
 }
 
+/** Options that take a character device in short form: `file:PATH`, `unix:PATH,...`, `pipe:PATH`. */
+const CHARDEV_OPTIONS = new Set(["serial", "parallel", "monitor", "qmp", "qmp-pretty", "debugcon"]);
+
+/** Resolves the path of a short-form character device (`-serial file:./log`); others stay. */
+function resolveChardevSpec(dir: string, text: string): string {
+  const match = /^(file|pipe|unix):(.+)$/s.exec(text);
+  if (!match) return text;
+  if (match[1] !== "unix") return `${match[1]}:${resolvedPath(dir, match[2])}`;
+  const [path, ...rest] = splitOptionText(match[2]);
+  return `unix:${[String(resolvedPath(dir, path)), ...rest].map(escapeOptionValue).join(",")}`;
+}
+
 /** Resolves an option's first value: a path option's path, else paths inside its option text. */
 function resolveHead(dir: string, option: string, value: unknown): unknown {
   if (PATH_OPTIONS.has(option)) return resolvedPath(dir, value);
   if (NOT_OPTION_TEXT.has(option)) return value;
+  if (CHARDEV_OPTIONS.has(option) && typeof value === "string") {
+    return resolveChardevSpec(dir, value);
+  }
   if (typeof value === "string") return resolveOptionText(dir, option, value);
   if (Array.isArray(value)) return value.map((element) => resolveHead(dir, option, element));
   return resolveSub(dir, option, "", value);
