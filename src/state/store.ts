@@ -6,6 +6,7 @@
  */
 import { DatabaseSync, type SQLInputValue, type StatementSync } from "node:sqlite";
 import {
+  ExitCode,
   NotFoundError,
   QvmError,
   StateDamagedError,
@@ -330,11 +331,24 @@ export class StateStore {
       try {
         db = new DatabaseSync(target, { readOnly: true });
         db.exec(`PRAGMA busy_timeout = ${BUSY_TIMEOUT_MS}`);
-        if (currentVersion(db) !== LATEST_VERSION) throw failure; // cannot migrate it
+        const version = currentVersion(db);
+        if (version > LATEST_VERSION) {
+          throw new QvmError(
+            `state database ${path} has schema v${version}, newer than this qvm understands ` +
+              `(v${LATEST_VERSION})`,
+          );
+        }
+        if (version !== LATEST_VERSION) {
+          throw new StateWriteError(
+            `the state database ${path} (schema v${version}) must be upgraded to v${LATEST_VERSION} ` +
+              `before qvm can read it, and it cannot be written: ${failure.message}`,
+            { permission: failure.exitCode === ExitCode.permission },
+          );
+        }
         return new StateStore(path, db, { ...options, cannotWrite: failure });
       } catch (err) {
         if (db?.isOpen) db.close();
-        if (err === failure) throw failure;
+        if (err instanceof QvmError) throw err;
         const fault = translateFault(err, path);
         if (fault instanceof StateDamagedError) throw fault;
       }
