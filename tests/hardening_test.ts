@@ -334,3 +334,29 @@ Deno.test("a start waiting for the console fails fast when the guest powers off 
     assert.equal((await status(env, "po")).status, "failed");
   });
 });
+
+Deno.test("stop --timeout covers the whole command, the wait for another command's lock included", async () => {
+  await withEnv(async (env) => {
+    const id = (await env.ok(["add", await guestConfig(env, { name: "dl", acpi: false })])).trim();
+    await env.ok(["start", "dl", "--wait-for", "qmp"]);
+    const { pid } = await status(env, "dl");
+    // Another command holds the VM for 7 s; the guest ignores ACPI, so stop must escalate.
+    const lock = await Deno.open(join(env.runtimeDir, `${id}.lock`), { read: true, write: true });
+    await lock.lock(true);
+    const release = setTimeout(() => {
+      lock.unlockSync();
+      lock.close();
+    }, 7000);
+    const started = Date.now();
+    const res = await env.run(["stop", "dl", "--timeout", "10"]);
+    const elapsed = Date.now() - started;
+    clearTimeout(release);
+    try {
+      lock.close();
+    } catch { /* released by the timer */ }
+    assert.equal(res.code, 0, res.stderr);
+    assert.ok(!alive(pid));
+    // Lock wait plus a full sequence would be 17 s; one deadline keeps it near 10 s.
+    assert.ok(elapsed < 14_000, `took ${elapsed} ms`);
+  });
+});

@@ -10,7 +10,8 @@
  */
 import { createHash } from "node:crypto";
 import { join, resolve } from "node:path";
-import type { Context } from "../cli/context.ts";
+import { Deadline, type VmEnv } from "./env.ts";
+import { withVm } from "./guard.ts";
 import { NotFoundError, NotRunningError, QvmError, TimeoutError, UsageError } from "../errors.ts";
 import { diskFile } from "../config/mod.ts";
 import type { DiskStorage } from "../config/mod.ts";
@@ -180,7 +181,7 @@ async function blockDevices(client: QmpClient): Promise<BlockDevice[]> {
   return parseBlockDevices(await client.execute("query-block"));
 }
 
-async function connectQmp(ctx: Context, vm: VmRecord): Promise<QmpClient> {
+async function connectQmp(ctx: VmEnv, vm: VmRecord): Promise<QmpClient> {
   const { QmpClient } = await import("../qemu/qmp.ts");
   return await QmpClient.connect(vmPaths(ctx.dirs, vm.id).qmpSocket, {
     timeoutMs: QMP_TIMEOUT_MS,
@@ -311,7 +312,7 @@ async function qemuGone(vm: VmRecord, waitMs: number): Promise<boolean> {
  * stop or another snapshot.
  */
 async function liveFailure(
-  ctx: Context,
+  ctx: VmEnv,
   vm: VmRecord,
   options: { err: unknown; op: SnapshotAction; name: string; logOffset: number },
 ): Promise<unknown> {
@@ -349,7 +350,7 @@ async function liveFailure(
 }
 
 async function liveAction(
-  ctx: Context,
+  ctx: VmEnv,
   vm: VmRecord,
   options: { request: SnapshotRequest; drives: DiskStorage[] },
 ): Promise<SnapshotDone[]> {
@@ -430,7 +431,7 @@ const IMG_FLAGS: Readonly<Record<SnapshotAction, string>> = {
 };
 
 async function offlineAction(
-  ctx: Context,
+  ctx: VmEnv,
   vm: VmRecord,
   options: { request: SnapshotRequest; drives: DiskStorage[] },
 ): Promise<SnapshotDone[]> {
@@ -466,7 +467,7 @@ async function offlineAction(
 }
 
 async function takeLocks(
-  ctx: Context,
+  ctx: VmEnv,
   vm: VmRecord,
   options: { drives: DiskStorage[]; timeoutMs: number; held: VmLock[] },
 ): Promise<void> {
@@ -500,7 +501,7 @@ async function takeLocks(
  * with "Failed to get write lock" rather than writing under a running QEMU.
  */
 export async function snapshotVm(
-  ctx: Context,
+  ctx: VmEnv,
   vm: VmRecord,
   request: SnapshotRequest,
 ): Promise<SnapshotOutcome> {
@@ -510,27 +511,27 @@ export async function snapshotVm(
   }
   selectDrives(vm.name, vm.config.storage, request.drive); // fail fast, before any lock wait
   const timeoutMs = request.timeoutS * 1000;
-  const held: VmLock[] = [
-    await acquireLock(vmPaths(ctx.dirs, vm.id).lockFile, { timeoutMs, what: `VM '${vm.name}'` }),
-  ];
-  try {
-    const seen = await observe(ctx, ctx.store.require(vm.id), { qmp: false, locked: true });
-    vm = seen.vm;
-    const { drives, skipped } = selectDrives(vm.name, vm.config.storage, request.drive);
-    const live = seen.status === "running";
-    if (request.live && !live) {
-      throw new NotRunningError(
-        `VM '${vm.name}' is not running (status: ${seen.status}): --live needs a running VM`,
-      );
+  const deadline = Deadline.in(timeoutMs);
+  return withVm(ctx, vm, { deadline }, async (seen) => {
+    const held: VmLock[] = [];
+    try {
+      vm = seen.vm;
+      const { drives, skipped } = selectDrives(vm.name, vm.config.storage, request.drive);
+      const live = seen.status === "running";
+      if (request.live && !live) {
+        throw new NotRunningError(
+          `VM '${vm.name}' is not running (status: ${seen.status}): --live needs a running VM`,
+        );
+      }
+      await takeLocks(ctx, vm, { drives, timeoutMs: deadline.remainingMs(), held });
+      const done = live
+        ? await liveAction(ctx, vm, { request, drives })
+        : await offlineAction(ctx, vm, { request, drives });
+      return { vm, mode: live ? "live" : "offline", done, skipped: skipped.map((d) => d.name) };
+    } finally {
+      for (const lock of held.reverse()) lock.release();
     }
-    await takeLocks(ctx, vm, { drives, timeoutMs, held });
-    const done = live
-      ? await liveAction(ctx, vm, { request, drives })
-      : await offlineAction(ctx, vm, { request, drives });
-    return { vm, mode: live ? "live" : "offline", done, skipped: skipped.map((d) => d.name) };
-  } finally {
-    for (const lock of held.reverse()) lock.release();
-  }
+  });
 }
 
 /**
@@ -538,7 +539,7 @@ export async function snapshotVm(
  * (what QEMU itself sees), else from `qemu-img info -U`. Reads only, so no lock is taken.
  */
 export async function listSnapshots(
-  ctx: Context,
+  ctx: VmEnv,
   vm: VmRecord,
   options: { drive?: string; live?: boolean } = {},
 ): Promise<SnapshotListing> {
