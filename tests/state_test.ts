@@ -27,6 +27,15 @@ async function withStore(fn: (store: StateStore, dir: string) => void | Promise<
   }
 }
 
+function exists(path: string): boolean {
+  try {
+    Deno.lstatSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 function plan(db: DatabaseSync, sql: string): string[] {
   const params = (sql.match(/\?/g) ?? []).map(() => "x");
   return (db.prepare(`EXPLAIN QUERY PLAN ${sql}`).all(...params) as { detail: string }[])
@@ -390,9 +399,17 @@ Deno.test("backups start a new generation at most once per interval and keep the
       "newest first, oldest pruned",
     );
     assert.ok(kept.every((p) => p.startsWith(join(store.path, "..", "backups"))));
-    assert.ok(
-      ![...Deno.readDirSync(join(store.path, "..", "backups"))]
-        .some((e) => e.name.endsWith(".tmp")),
-    );
+    const folder = join(store.path, "..", "backups");
+    assert.ok(![...Deno.readDirSync(folder)].some((e) => e.name.endsWith(".tmp")));
+    // A copy a killed qvm left behind goes once it is clearly abandoned; a fresh one stays.
+    const abandoned = `${kept[0]}.0123abcd.tmp`;
+    const fresh = `${kept[0]}.4567cdef.tmp`;
+    Deno.writeTextFileSync(abandoned, "");
+    Deno.writeTextFileSync(fresh, "");
+    const old = new Date(Date.now() - 3600_000);
+    Deno.utimeSync(abandoned, old, old);
+    takeBackup(store.db, store.path);
+    assert.ok(!exists(abandoned));
+    assert.ok(exists(fresh));
   });
 });

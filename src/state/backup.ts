@@ -127,5 +127,20 @@ export function takeBackup(db: DatabaseSync, dbPath: string, now: number = Date.
       Deno.removeSync(old.path);
     } catch { /* gone already */ }
   }
+  removeAbandonedCopies(dir);
   return target;
+}
+
+const ABANDONED_AFTER_MS = 10 * 60 * 1000;
+
+/** Removes temp copies a killed qvm left behind (ours are renamed within milliseconds). */
+function removeAbandonedCopies(dir: string): void {
+  const cutoff = Date.now() - ABANDONED_AFTER_MS;
+  for (const entry of Deno.readDirSync(dir)) {
+    if (!entry.isFile || !/^qvm-.*\.db\.[0-9a-f]{8}\.tmp$/.test(entry.name)) continue;
+    const path = `${dir}/${entry.name}`;
+    try {
+      if ((Deno.lstatSync(path).mtime?.getTime() ?? 0) < cutoff) Deno.removeSync(path);
+    } catch { /* gone already */ }
+  }
 }
