@@ -500,7 +500,7 @@ async function takeLocks(
  * of the other VM takes no image lock, but QEMU's image locking covers that: qemu-img then fails
  * with "Failed to get write lock" rather than writing under a running QEMU.
  */
-export async function snapshotVm(
+export function snapshotVm(
   ctx: VmEnv,
   vm: VmRecord,
   request: SnapshotRequest,
