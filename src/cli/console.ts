@@ -4,9 +4,15 @@ import type { CommandSpec, ParsedArgs } from "./spec.ts";
 import { QvmError } from "../errors.ts";
 import { isOurQemu } from "../qemu/process.ts";
 import { vmPaths } from "../vm/paths.ts";
+import { qmpOnce } from "../vm/qmp_session.ts";
 
 /** The byte that detaches: Ctrl-] (0x1d), as telnet does. */
 export const DETACH_BYTE = 0x1d;
+
+/** The label of the chardev qvm gives the serial console (see the QEMU command line). */
+const SERIAL_CHARDEV = "qvm-serial";
+/** How long the guest may take to read what was sent before the console gives up on it. */
+const DRAIN_TIMEOUT_MS = 30_000;
 
 /** The command's arguments and flags. */
 export const spec: CommandSpec = {
@@ -14,20 +20,29 @@ export const spec: CommandSpec = {
   summary: "attach to a VM's serial console (detach with Ctrl-])",
   description:
     "Keys go to the guest's serial port and its output comes back. Ctrl-] detaches and leaves the\n" +
-    "VM running. One console at a time; the output is also in 'qvm logs'.",
+    "VM running. Input from a pipe or file is sent whole: at its end qvm waits until QEMU has\n" +
+    "passed all of it to the guest. One console at a time: a second one is refused while\n" +
+    "another client is attached. The output is also in 'qvm logs'.",
   positionals: [{ name: "VM", description: "id or name", complete: "vm" }],
   options: {},
-  examples: ["qvm console web1"],
+  examples: ["qvm console web1", "printf 'uname -a\\n' | qvm console web1"],
 };
 
 /** Connects stdin/stdout to the serial socket until detach, EOF, or the VM stopping. */
 export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
   const vm = ctx.store.require(args.positionals[0]);
   if (!isOurQemu(vm.pid, vm.id)) throw new QvmError(`VM '${vm.name}' is not running`);
-  const path = vmPaths(ctx.dirs, vm.id).serialSocket;
+  const paths = vmPaths(ctx.dirs, vm.id);
+  // QEMU serves one serial client at a time; a second connection would queue in silence.
+  if (await serialClientAttached(paths.monitorSocket)) {
+    throw new QvmError(
+      `VM '${vm.name}' already has a console attached (its serial port serves one client at a ` +
+        `time): detach that one with Ctrl-] or end the program connected to ${paths.serialSocket}`,
+    );
+  }
   let conn: Deno.UnixConn;
   try {
-    conn = await Deno.connect({ transport: "unix", path });
+    conn = await Deno.connect({ transport: "unix", path: paths.serialSocket });
   } catch (err) {
     throw new QvmError(`cannot attach to ${vm.name}'s serial console: ${(err as Error).message}`);
   }
@@ -39,11 +54,13 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
   const fromGuest = conn.readable.pipeTo(Deno.stdout.writable, { preventClose: true }).catch(
     () => {},
   );
+  const guestGone = fromGuest.then(() => null);
   const writer = conn.writable.getWriter();
   const buf = new Uint8Array(1024);
+  let drained = true;
   try {
     while (true) {
-      const n = await Promise.race([Deno.stdin.read(buf), fromGuest.then(() => null)]);
+      const n = await Promise.race([Deno.stdin.read(buf), guestGone]);
       if (n === null) break;
       const chunk = buf.subarray(0, n);
       const detach = chunk.indexOf(DETACH_BYTE);
@@ -53,6 +70,8 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
       }
       await writer.write(chunk.slice());
     }
+    writer.releaseLock();
+    drained = await drain(conn, fromGuest);
   } finally {
     if (tty) Deno.stdin.setRaw(false);
     try {
@@ -60,6 +79,50 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
     } catch { /* closed by the guest side */ }
     await fromGuest;
   }
+  if (!drained) {
+    ctx.warn(
+      `the guest did not take all the input within ${DRAIN_TIMEOUT_MS / 1000} s ` +
+        "(is it paused?); the rest was dropped",
+    );
+  }
   if (tty) ctx.note("\ndetached");
   return 0;
+}
+
+/**
+ * Ends the input so QEMU passes all of it to the guest first: after a half-close QEMU reads what
+ * is left, sees the end and closes its side. (Closing at once drops whatever QEMU had not read
+ * yet: it reads the serial port's input only as fast as the guest takes it.) False if QEMU had
+ * not finished within the drain timeout.
+ */
+async function drain(conn: Deno.UnixConn, fromGuest: Promise<void>): Promise<boolean> {
+  try {
+    await conn.closeWrite();
+  } catch {
+    return true; // The connection is gone already: nothing is left to deliver.
+  }
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<false>((resolve) => {
+    timer = setTimeout(() => resolve(false), DRAIN_TIMEOUT_MS);
+  });
+  try {
+    return await Promise.race([fromGuest.then(() => true), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** True if QEMU reports a client on the VM's serial socket; false when unknown. */
+async function serialClientAttached(monitorSocket: string): Promise<boolean> {
+  try {
+    const chardevs = await qmpOnce<{ label: string; filename: string }[]>(
+      monitorSocket,
+      "query-chardev",
+      { timeoutMs: 5000 },
+    );
+    const serial = chardevs.find((c) => c.label === SERIAL_CHARDEV);
+    return serial !== undefined && !serial.filename.startsWith("disconnected:");
+  } catch {
+    return false; // QMP unavailable: attach anyway, as before.
+  }
 }
