@@ -416,9 +416,8 @@ Deno.test("a read-only data dir: commands that read work, writes exit 4 naming i
       const { checks } = await doctorJson(env);
       const database = checks.filter((c) => c.check === "database");
       assert.ok(database.some((c) => /read-only/.test(c.what)), JSON.stringify(database));
-      for (const c of database) {
-        assert.doesNotMatch(`${c.what} ${c.fix ?? ""}`, /restore qvm's|cp \S+backups/);
-      }
+      const doctor = await env.run(["doctor"]);
+      assert.doesNotMatch(doctor.stdout, /restore|backup/i, "nothing to restore");
 
       const after = openFrozen(dbPath(env));
       try {
@@ -488,9 +487,8 @@ Deno.test("a data dir its user cannot write (mode 0555): reads work, writes exit
     }
     const doctor = await runAsNobody(env, ["doctor", "--json"]);
     const checks: Check[] = JSON.parse(doctor.stdout).checks;
-    for (const c of checks.filter((c) => c.check === "database")) {
-      assert.doesNotMatch(`${c.what} ${c.fix ?? ""}`, /restore qvm's|cp \S+backups/);
-    }
+    assert.ok(checks.some((c) => c.check === "database" && /not writable/.test(c.what)));
+    assert.doesNotMatch(doctor.stdout, /restore|backup/i, "nothing to restore");
     Deno.chmodSync(env.dataDir, 0o700);
     Deno.chmodSync(dbPath(env), 0o600);
     const db = new DatabaseSync(dbPath(env), { readOnly: true });

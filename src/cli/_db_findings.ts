@@ -71,7 +71,7 @@ function writeFinding(path: string, cannot: StateWriteError): Finding {
       what: cannot.message,
       why: "VMs can be listed and inspected, but not added, changed, started, stopped or removed",
       fix: `make the data dir writable again (e.g. mount -o remount,rw, or its permissions); ` +
-        `${path} itself is intact: do not restore a backup`,
+        `${path} itself is intact and needs no recovery`,
     };
   }
   return {
@@ -240,7 +240,9 @@ export function databaseFindings(ctx: Context): DatabaseReport {
     });
     return { findings, usable: false, writable: false };
   }
-  findings.push(...backupFindings(path, live));
+  // A read-only data dir takes no backups and needs none: its database is intact.
+  const readOnlyDir = cannot?.exitCode === ExitCode.permission;
+  if (!readOnlyDir) findings.push(...backupFindings(path, live));
   findings.push(...unknownVmFindings(ctx, path, { live, lost: false }));
   return { findings, usable: true, writable: cannot === undefined };
 }
