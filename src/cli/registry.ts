@@ -81,6 +81,28 @@ export const COMMANDS: readonly CommandEntry[] = [
     load: () => import("./console.ts"),
   },
   {
+    name: "ssh",
+    summary: "open a shell or run a command in a VM over SSH",
+    load: () => import("./ssh.ts"),
+  },
+  {
+    name: "exec",
+    summary: "run a command in a VM through the guest agent",
+    load: () => import("./exec.ts"),
+  },
+  {
+    name: "ip",
+    summary: "show a VM's IP addresses (from the guest agent)",
+    readOnly: true,
+    load: () => import("./ip.ts"),
+  },
+  {
+    name: "ports",
+    summary: "show a VM's port forwards (host -> guest)",
+    readOnly: true,
+    load: () => import("./ports.ts"),
+  },
+  {
     name: "rm",
     summary: "remove VMs (storage kept unless --delete-storage)",
     load: () => import("./rm.ts"),

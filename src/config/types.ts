@@ -1,5 +1,8 @@
 /** The shapes of a VM's configuration, as validated and stored in `vm_instances.config_data`. */
 
+import type { NetworkConfig } from "./network.ts";
+import type { CloudInitConfig } from "./cloud_init.ts";
+
 /** A value inside a structured `arguments` item (YAML scalars, lists and maps). */
 export type ArgValue =
   | null
@@ -59,4 +62,10 @@ export interface VmConfig {
   /** Raw argv appended as is. */
   args: string[];
   storage: StorageItem[];
+  /** qvm extension: user-mode networking with port forwards. */
+  network?: NetworkConfig;
+  /** qvm extension: a NoCloud seed built at start. */
+  cloud_init?: CloudInitConfig;
+  /** qvm extension: the QEMU guest agent channel (default: on when `cloud_init` is set). */
+  guest_agent?: boolean;
 }

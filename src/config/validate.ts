@@ -9,6 +9,7 @@ import { checkCommandKeys, checkSingletons, settleShorthands } from "./_checks.t
 import { isMap, kindOf, show } from "./_util.ts";
 import { argumentOption, bareFlag } from "./arguments.ts";
 import { validateName } from "./name.ts";
+import { cloudSectionsOf } from "./cloud_sections.ts";
 import { pathExists, systemFolderOf } from "./paths.ts";
 import type {
   ArgumentItem,
@@ -36,6 +37,9 @@ const KNOWN_KEYS = new Set([
   "args",
   "arguments",
   "storage",
+  "network",
+  "cloud_init",
+  "guest_agent",
 ]);
 const DISK_KEYS = new Set([
   "name",
@@ -452,6 +456,7 @@ export function validateConfig(
     arguments: given(raw.arguments) ? argumentsOf(raw.arguments, warn) : [],
     args: given(raw.args) ? argsOf(raw.args) : [],
     storage: given(raw.storage) ? storageOf(raw.storage, warn) : [],
+    ...cloudSectionsOf(raw, warn),
   };
   checkSingletons({ arguments: config.arguments });
   return config;

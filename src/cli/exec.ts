@@ -1,0 +1,52 @@
+/** `qvm exec`: run a command in a VM through the QEMU guest agent (no network needed). */
+import type { Context } from "./context.ts";
+import type { CommandSpec, ParsedArgs } from "./spec.ts";
+import { NotRunningError, UsageError } from "../errors.ts";
+import { isOurQemu } from "../qemu/process.ts";
+import { parseTimeout } from "./start.ts";
+
+/** The command's arguments and flags. */
+export const spec: CommandSpec = {
+  name: "exec",
+  summary: "run a command in a VM through the guest agent",
+  description:
+    "Runs COMMAND with the guest agent's guest-exec (PATH is searched; no shell unless you run\n" +
+    "one), prints its stdout and stderr when it ends, and exits with its exit code. Input piped\n" +
+    "to qvm is passed to the command. Needs guest_agent (on by default with cloud_init).",
+  positionals: [
+    { name: "VM", description: "id or name", complete: "vm" },
+    { name: "COMMAND", description: "command and arguments (after --)", variadic: true },
+  ],
+  options: {
+    timeout: { type: "string", value: "S", description: "give up after S seconds (default: wait)" },
+  },
+  examples: ["qvm exec web1 -- id -un", "qvm exec web1 -- sh -c 'df -h /'"],
+};
+
+/** Runs the command in the guest; returns its exit code. */
+export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
+  const [name, ...command] = args.positionals;
+  if (command.length === 0) {
+    throw new UsageError("qvm exec: missing COMMAND (qvm exec VM -- CMD ...)");
+  }
+  const timeoutS = args.values.timeout === undefined
+    ? undefined
+    : parseTimeout(args.values.timeout, 0);
+  const vm = ctx.store.require(name);
+  if (!isOurQemu(vm.pid, vm.id)) throw new NotRunningError(`VM '${vm.name}' is not running`);
+  const { agentEnabled, cloudPaths } = await import("../cloud/mod.ts");
+  if (!agentEnabled(vm.config)) {
+    throw new UsageError(`VM '${vm.name}' has no guest agent channel: set guest_agent: true`);
+  }
+  const { agentExec } = await import("../cloud/agent.ts");
+  const input = Deno.stdin.isTerminal()
+    ? undefined
+    : new Uint8Array(await new Response(Deno.stdin.readable).arrayBuffer());
+  const result = await agentExec(cloudPaths(ctx.dirs, vm.id).agentSocket, command, {
+    input,
+    deadline: timeoutS === undefined ? undefined : Date.now() + timeoutS * 1000,
+  });
+  await Deno.stdout.write(result.stdout);
+  await Deno.stderr.write(result.stderr);
+  return result.code;
+}

@@ -1,0 +1,230 @@
+/**
+ * A small client for the QEMU guest agent (qemu-ga) on its virtio-serial channel
+ * `org.qemu.guest_agent.0`, which QEMU serves on a unix socket in the runtime dir. Each call
+ * opens the socket, resynchronises with `guest-sync-delimited` (qemu-ga answers with 0xFF then
+ * the id, so a reply left over from an earlier client is skipped), sends one command and reads
+ * its one-line reply.
+ */
+import { QvmError, TimeoutError } from "../errors.ts";
+
+/** The agent answered with an error object. */
+export class AgentError extends QvmError {
+  override name = "AgentError";
+}
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/** Reads from `conn` until `done(buffer)` is true; returns the buffer. */
+async function readUntil(
+  conn: Deno.UnixConn,
+  buffer: Uint8Array,
+  done: (buffer: Uint8Array) => boolean,
+): Promise<Uint8Array> {
+  const chunk = new Uint8Array(65536);
+  while (!done(buffer)) {
+    const n = await conn.read(chunk);
+    if (n === null) throw new QvmError("the guest agent channel closed");
+    const grown = new Uint8Array(buffer.length + n);
+    grown.set(buffer);
+    grown.set(chunk.subarray(0, n), buffer.length);
+    buffer = grown;
+  }
+  return buffer;
+}
+
+/** Reads JSON lines until one passes `accept`; returns it and what follows it. */
+async function readReply(
+  conn: Deno.UnixConn,
+  buffer: Uint8Array,
+  accept: (reply: Record<string, unknown>) => boolean,
+): Promise<{ reply: Record<string, unknown>; rest: Uint8Array }> {
+  for (;;) {
+    buffer = await readUntil(conn, buffer, (b) => b.includes(10));
+    const end = buffer.indexOf(10);
+    const line = decoder.decode(buffer.subarray(0, end)).replace(/^[\s\xff]+/, "");
+    buffer = buffer.subarray(end + 1);
+    if (line.trim() === "") continue;
+    let reply: unknown;
+    try {
+      reply = JSON.parse(line);
+    } catch {
+      continue; // a fragment of an earlier client's reply
+    }
+    if (typeof reply === "object" && reply !== null && accept(reply as Record<string, unknown>)) {
+      return { reply: reply as Record<string, unknown>, rest: buffer };
+    }
+  }
+}
+
+/** Options of {@link agentCall}. */
+export interface AgentCallOptions {
+  /** How long the whole call may take. */
+  timeoutMs: number;
+  /** The command sends no reply (`guest-shutdown`): return once it is written. */
+  noReply?: boolean;
+}
+
+/**
+ * Runs one guest agent command and returns its `return` value. Throws AgentError when the agent
+ * answers with an error, TimeoutError when it does not answer in time (no agent in the guest, or
+ * the guest still booting), QvmError when the socket is not there.
+ */
+export async function agentCall<T = unknown>(
+  socket: string,
+  command: { execute: string; arguments?: Record<string, unknown> },
+  options: AgentCallOptions,
+): Promise<T> {
+  let conn: Deno.UnixConn;
+  try {
+    conn = await Deno.connect({ transport: "unix", path: socket });
+  } catch (error) {
+    throw new QvmError(`cannot reach the guest agent socket ${socket} (${(error as Error).name})`);
+  }
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    try {
+      conn.close();
+    } catch { /* closed already */ }
+  }, Math.max(options.timeoutMs, 1));
+  try {
+    const id = Math.floor(Math.random() * 2 ** 31);
+    await conn.write(
+      encoder.encode(JSON.stringify({ execute: "guest-sync-delimited", arguments: { id } }) + "\n"),
+    );
+    // Everything before the 0xFF marker is stale; the reply with our id follows it.
+    let buffer = await readUntil(conn, new Uint8Array(), (b) => b.includes(0xff));
+    buffer = buffer.subarray(buffer.indexOf(0xff) + 1);
+    ({ rest: buffer } = await readReply(conn, buffer, (r) => r.return === id));
+    await conn.write(encoder.encode(JSON.stringify(command) + "\n"));
+    if (options.noReply) return undefined as T;
+    const { reply } = await readReply(conn, buffer, (r) => "return" in r || "error" in r);
+    if ("error" in reply) {
+      const error = reply.error as { desc?: string; class?: string };
+      throw new AgentError(
+        `guest agent: ${command.execute}: ${error.desc ?? error.class ?? "failed"}`,
+      );
+    }
+    return reply.return as T;
+  } catch (error) {
+    if (timedOut) {
+      throw new TimeoutError(`the guest agent did not answer ${command.execute} in time`);
+    }
+    throw error;
+  } finally {
+    clearTimeout(timer);
+    try {
+      conn.close();
+    } catch { /* closed by the timer */ }
+  }
+}
+
+/** True when the agent answers `guest-ping` within `timeoutMs`. */
+export async function agentPing(socket: string, timeoutMs: number): Promise<boolean> {
+  try {
+    await agentCall(socket, { execute: "guest-ping" }, { timeoutMs });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** One address of a guest interface, as `guest-network-get-interfaces` reports it. */
+export interface GuestAddress {
+  interface: string;
+  family: "ipv4" | "ipv6";
+  address: string;
+  prefix: number;
+}
+
+interface RawInterface {
+  name: string;
+  "ip-addresses"?: { "ip-address-type": "ipv4" | "ipv6"; "ip-address": string; prefix: number }[];
+}
+
+/** The guest's addresses, loopback left out, in the agent's order. */
+export function guestAddresses(interfaces: readonly RawInterface[]): GuestAddress[] {
+  const out: GuestAddress[] = [];
+  for (const iface of interfaces) {
+    if (iface.name === "lo") continue;
+    for (const ip of iface["ip-addresses"] ?? []) {
+      out.push({
+        interface: iface.name,
+        family: ip["ip-address-type"],
+        address: ip["ip-address"],
+        prefix: ip.prefix,
+      });
+    }
+  }
+  return out;
+}
+
+/** Asks the agent for the guest's network interfaces and returns their addresses. */
+export async function agentAddresses(socket: string, timeoutMs: number): Promise<GuestAddress[]> {
+  const raw = await agentCall<RawInterface[]>(socket, {
+    execute: "guest-network-get-interfaces",
+  }, { timeoutMs });
+  return guestAddresses(raw);
+}
+
+/** What a command run with `guest-exec` ended with. */
+export interface ExecResult {
+  /** Exit code, or 128 + signal number when a signal ended it. */
+  code: number;
+  stdout: Uint8Array;
+  stderr: Uint8Array;
+}
+
+function base64Bytes(text: unknown): Uint8Array {
+  if (typeof text !== "string" || text === "") return new Uint8Array();
+  return Uint8Array.from(atob(text), (c) => c.charCodeAt(0));
+}
+
+/**
+ * Runs `argv` in the guest with `guest-exec` (PATH is searched) and waits until it exits, polling
+ * `guest-exec-status`. qemu-ga returns the output once the command has ended.
+ */
+export async function agentExec(
+  socket: string,
+  argv: readonly string[],
+  options: { input?: Uint8Array; deadline?: number } = {},
+): Promise<ExecResult> {
+  const left = () => options.deadline === undefined ? 30_000 : options.deadline - Date.now();
+  const args: Record<string, unknown> = {
+    path: argv[0],
+    arg: argv.slice(1),
+    "capture-output": true,
+  };
+  if (options.input && options.input.length > 0) {
+    args["input-data"] = btoa(String.fromCharCode(...options.input));
+  }
+  const { pid } = await agentCall<{ pid: number }>(socket, {
+    execute: "guest-exec",
+    arguments: args,
+  }, {
+    timeoutMs: Math.min(Math.max(left(), 1), 30_000),
+  });
+  let pause = 50;
+  for (;;) {
+    if (options.deadline !== undefined && left() <= 0) {
+      throw new TimeoutError(`'${argv.join(" ")}' did not end in time in the guest`);
+    }
+    const status = await agentCall<Record<string, unknown>>(socket, {
+      execute: "guest-exec-status",
+      arguments: { pid },
+    }, { timeoutMs: Math.min(Math.max(left(), 1), 30_000) });
+    if (status.exited) {
+      const code = typeof status.exitcode === "number"
+        ? status.exitcode
+        : 128 + (typeof status.signal === "number" ? status.signal : 0);
+      return {
+        code,
+        stdout: base64Bytes(status["out-data"]),
+        stderr: base64Bytes(status["err-data"]),
+      };
+    }
+    await new Promise((r) => setTimeout(r, pause));
+    pause = Math.min(pause * 2, 500);
+  }
+}

@@ -1,0 +1,211 @@
+/**
+ * Cloud VMs: what `start` adds for a VM with `network:`, `cloud_init:` or `guest_agent:` (port
+ * forwards, the NoCloud seed, the guest agent channel) and the waits for SSH and the agent.
+ * Loaded lazily: VMs without these sections never import it.
+ */
+import type { VmConfig } from "../config/mod.ts";
+import { isPublicKeyLine } from "../config/cloud_init.ts";
+import { NotRunningError, QvmError, TimeoutError, UsageError } from "../errors.ts";
+import { type Dirs, ensurePrivateDir, type VmRecord } from "../state/mod.ts";
+import { isOurQemu } from "../qemu/process.ts";
+import { escapeOptionValue } from "../qemu/argv.ts";
+import { agentAddresses, agentPing, type GuestAddress } from "./agent.ts";
+import type { PortForward } from "../config/network.ts";
+import { cloudPaths } from "./paths.ts";
+import {
+  type ActiveForward,
+  forwardTo,
+  macFor,
+  networkArgv,
+  readForwards,
+  recordForwards,
+  settleForwards,
+} from "./ports.ts";
+import { instanceId, seedDriveArgv, seedFiles, seedUser, writeSeed } from "./seed.ts";
+import { ensureKey, homeKeys, keyPaths, sshArgv } from "./ssh.ts";
+
+export { cloudPaths } from "./paths.ts";
+export type { ActiveForward } from "./ports.ts";
+
+/** True when the VM uses any cloud section (and so needs this module at start). */
+export function usesCloud(config: VmConfig): boolean {
+  return config.network !== undefined || config.cloud_init !== undefined ||
+    config.guest_agent === true;
+}
+
+/** Whether the guest agent channel is on: `guest_agent`, else on exactly when `cloud_init` is set. */
+export function agentEnabled(config: VmConfig): boolean {
+  return config.guest_agent ?? config.cloud_init !== undefined;
+}
+
+/** The login name of the user running qvm (cloud_init's default user). */
+export function invokingUser(): string {
+  const name = Deno.env.get("USER") ?? Deno.env.get("LOGNAME") ?? "";
+  return /^[a-z_][a-z0-9_-]{0,31}$/.test(name) && name !== "root" ? name : "qvm";
+}
+
+/** The QEMU options of the guest agent channel on `socket`. */
+export function agentArgv(socket: string): string[] {
+  return [
+    "-chardev",
+    `socket,id=qvm-ga,path=${escapeOptionValue(socket)},server=on,wait=off`,
+    "-device",
+    "virtio-serial-pci,id=qvm-vser",
+    "-device",
+    "virtserialport,bus=qvm-vser.0,chardev=qvm-ga,name=org.qemu.guest_agent.0",
+  ];
+}
+
+/**
+ * Prepares a start: settles the port forwards (a fixed port in use is a UsageError, before
+ * anything is made), builds the seed, records the forwards, and returns the QEMU options to add.
+ */
+export async function prepareCloud(
+  env: { dirs: Dirs },
+  vm: { id: string; name: string; config: VmConfig },
+): Promise<string[]> {
+  const paths = cloudPaths(env.dirs, vm.id);
+  const { config } = vm;
+  const forwards = config.network ? settleForwards(config.network.ports) : undefined;
+  const argv: string[] = [];
+  const mac = macFor(vm.id);
+  if (forwards) argv.push(...networkArgv(forwards, mac));
+  if (config.cloud_init) {
+    const section = config.cloud_init;
+    const own = section.user_data === undefined ? await ensureKey(env.dirs.dataDir) : "";
+    ensurePrivateDir(paths.dir, { within: env.dirs.dataDir });
+    const id = instanceId(vm.name, section);
+    let previous: string | undefined;
+    try {
+      previous = Deno.readTextFileSync(paths.instanceIdFile).trim();
+    } catch { /* first start */ }
+    if (previous !== id) {
+      // A new instance makes new host keys: forget the old ones.
+      try {
+        Deno.removeSync(paths.knownHosts);
+      } catch { /* none yet */ }
+    }
+    const files = seedFiles({
+      name: vm.name,
+      section,
+      defaultUser: invokingUser(),
+      keys: { own, home: section.ssh_authorized_keys ? [] : homeKeys(isPublicKeyLine) },
+      mac: forwards ? mac : undefined,
+    });
+    argv.push(...seedDriveArgv(await writeSeed(paths.seedDir, files)));
+    Deno.writeTextFileSync(paths.instanceIdFile, id + "\n", { mode: 0o600 });
+  }
+  if (agentEnabled(config)) argv.push(...agentArgv(paths.agentSocket));
+  ensurePrivateDir(env.dirs.runtimeDir);
+  if (forwards) recordForwards(paths.forwardsFile, forwards);
+  return argv;
+}
+
+/** The forwards in effect for a running VM (recorded at start), else undefined. */
+export function activeForwards(dirs: Dirs, id: string): ActiveForward[] | undefined {
+  return readForwards(cloudPaths(dirs, id).forwardsFile);
+}
+
+/** The ssh argv for `vm` (running, with a forward to guest port 22). */
+export async function sshCommand(
+  dirs: Dirs,
+  vm: VmRecord,
+  options: { command?: readonly string[]; batch?: boolean; connectTimeoutS?: number } = {},
+): Promise<string[]> {
+  const forwards = activeForwards(dirs, vm.id) ?? [];
+  const forward = forwardTo(forwards, 22);
+  if (!forward) {
+    throw new UsageError(
+      `VM '${vm.name}' forwards no host port to guest port 22: add network: {ports: ["auto:22"]}`,
+    );
+  }
+  await ensureKey(dirs.dataDir);
+  const paths = cloudPaths(dirs, vm.id);
+  ensurePrivateDir(paths.dir, { within: dirs.dataDir });
+  return sshArgv({
+    user: seedUser(vm.config.cloud_init ?? {}, invokingUser()),
+    port: forward.host,
+    address: forward.address,
+    key: keyPaths(dirs.dataDir).private,
+    knownHosts: paths.knownHosts,
+    alias: `qvm-${vm.id}`,
+  }, options);
+}
+
+/**
+ * Waits until the guest answers: `ssh` runs `true` over SSH, `agent` gets a `guest-ping` reply.
+ * Fails as soon as QEMU is gone; a TimeoutError when `deadline` (epoch ms) passes.
+ */
+export async function waitForGuest(
+  env: { dirs: Dirs },
+  vm: VmRecord,
+  options: { kind: "ssh" | "agent"; pid: number; deadline: number },
+): Promise<void> {
+  const { kind, pid, deadline } = options;
+  if (kind === "agent" && !agentEnabled(vm.config)) {
+    throw new UsageError(`VM '${vm.name}' has no guest agent channel: set guest_agent: true`);
+  }
+  const socket = cloudPaths(env.dirs, vm.id).agentSocket;
+  const argv = kind === "ssh"
+    ? await sshCommand(env.dirs, vm, { command: ["true"], batch: true, connectTimeoutS: 5 })
+    : [];
+  while (Date.now() < deadline) {
+    if (!isOurQemu(pid, vm.id)) {
+      throw new QvmError(`QEMU exited before the guest answered over ${kind}`);
+    }
+    const started = Date.now();
+    if (kind === "agent") {
+      if (await agentPing(socket, Math.min(3000, Math.max(deadline - Date.now(), 1)))) return;
+    } else if (await answers(argv, deadline)) {
+      return;
+    }
+    const spent = Date.now() - started;
+    if (spent < 1000) await new Promise((r) => setTimeout(r, 1000 - spent));
+  }
+  throw new TimeoutError(`the guest did not answer over ${kind} in time`);
+}
+
+/** Runs the ssh probe once, killed at `deadline`; true when it exits 0. */
+async function answers(argv: string[], deadline: number): Promise<boolean> {
+  const child = new Deno.Command(argv[0], {
+    args: argv.slice(1),
+    stdin: "null",
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  const timer = setTimeout(() => {
+    try {
+      child.kill("SIGKILL");
+    } catch { /* ended */ }
+  }, Math.max(deadline - Date.now(), 1));
+  try {
+    return (await child.status).success;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Throws NotRunningError unless `running`. */
+export function requireRunning(vm: VmRecord, running: boolean): void {
+  if (!running) throw new NotRunningError(`VM '${vm.name}' is not running`);
+}
+
+/**
+ * The cloud part of `status --json`: the forwards in effect (configured ones when stopped) and,
+ * when the guest agent answers within a second, the guest's addresses (`null` otherwise).
+ */
+export async function cloudStatus(
+  dirs: Dirs,
+  vm: VmRecord,
+  live: boolean,
+): Promise<{ forwards: ActiveForward[] | PortForward[]; addresses: GuestAddress[] | null }> {
+  const forwards = (live ? activeForwards(dirs, vm.id) : undefined) ?? vm.config.network?.ports ??
+    [];
+  let addresses: GuestAddress[] | null = null;
+  if (live && agentEnabled(vm.config)) {
+    try {
+      addresses = await agentAddresses(cloudPaths(dirs, vm.id).agentSocket, 1000);
+    } catch { /* no agent answering (yet) */ }
+  }
+  return { forwards, addresses };
+}

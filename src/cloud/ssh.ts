@@ -1,0 +1,106 @@
+/**
+ * qvm's own SSH identity and the OpenSSH command line `qvm ssh` runs: one ed25519 key pair in
+ * the data dir (made with ssh-keygen on first need, private key 0600), and a known_hosts file per
+ * VM, keyed by a stable alias so a new `auto` port does not look like a new host.
+ */
+import { QvmError } from "../errors.ts";
+import { ensurePrivateDir } from "../state/mod.ts";
+
+/** The key pair's paths under `dataDir`. */
+export function keyPaths(dataDir: string): { private: string; public: string } {
+  return { private: `${dataDir}/ssh/id_ed25519`, public: `${dataDir}/ssh/id_ed25519.pub` };
+}
+
+/** Makes qvm's key pair if it is not there yet; returns the public key line. */
+export async function ensureKey(dataDir: string): Promise<string> {
+  const paths = keyPaths(dataDir);
+  try {
+    return (await Deno.readTextFile(paths.public)).trim();
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+  }
+  ensurePrivateDir(`${dataDir}/ssh`, { within: dataDir });
+  await Deno.remove(paths.private).catch(() => {});
+  let result: Deno.CommandOutput;
+  try {
+    result = await new Deno.Command("ssh-keygen", {
+      args: ["-q", "-t", "ed25519", "-N", "", "-C", "qvm", "-f", paths.private],
+      stdin: "null",
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) {
+      throw new QvmError("ssh-keygen not found: install openssh-client");
+    }
+    throw error;
+  }
+  if (!result.success) {
+    const message = new TextDecoder().decode(result.stderr).trim().split("\n")[0];
+    throw new QvmError(`ssh-keygen failed: ${message}`);
+  }
+  await Deno.chmod(paths.private, 0o600);
+  return (await Deno.readTextFile(paths.public)).trim();
+}
+
+/** The `~/.ssh/*.pub` key lines of the user running qvm (none when there is no such folder). */
+export function homeKeys(isKey: (line: string) => boolean): string[] {
+  const home = Deno.env.get("HOME");
+  if (!home) return [];
+  const keys: string[] = [];
+  try {
+    const names = [...Deno.readDirSync(`${home}/.ssh`)]
+      .filter((e) => e.isFile && e.name.endsWith(".pub")).map((e) => e.name).sort();
+    for (const name of names) {
+      try {
+        const lines = Deno.readTextFileSync(`${home}/.ssh/${name}`).split("\n").map((l) =>
+          l.trim()
+        );
+        keys.push(...lines.filter(isKey));
+      } catch { /* unreadable: skip */ }
+    }
+  } catch { /* no ~/.ssh */ }
+  return keys;
+}
+
+/** What `sshArgv` needs. */
+export interface SshTarget {
+  user: string;
+  port: number;
+  /** Host address of the forward (0.0.0.0 is reached on 127.0.0.1). */
+  address: string;
+  key: string;
+  knownHosts: string;
+  /** Stable name for the guest in known_hosts (e.g. `qvm-<id>`). */
+  alias: string;
+}
+
+/** The ssh argv (binary first) for `target`, then `command` (empty: an interactive shell). */
+export function sshArgv(
+  target: SshTarget,
+  options: { command?: readonly string[]; batch?: boolean; connectTimeoutS?: number } = {},
+): string[] {
+  const host = target.address === "0.0.0.0" ? "127.0.0.1" : target.address;
+  const argv = [
+    "ssh",
+    "-p",
+    String(target.port),
+    "-i",
+    target.key,
+    "-o",
+    "IdentitiesOnly=yes",
+    "-o",
+    `UserKnownHostsFile=${target.knownHosts}`,
+    "-o",
+    "StrictHostKeyChecking=accept-new",
+    "-o",
+    `HostKeyAlias=${target.alias}`,
+    "-o",
+    "LogLevel=ERROR",
+  ];
+  if (options.batch) argv.push("-o", "BatchMode=yes");
+  if (options.connectTimeoutS) argv.push("-o", `ConnectTimeout=${options.connectTimeoutS}`);
+  argv.push("-l", target.user, host);
+  if (options.command?.length) argv.push("--", ...options.command);
+  return argv;
+}

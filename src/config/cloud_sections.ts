@@ -1,0 +1,26 @@
+/**
+ * The qvm extensions of maqet's format in one place, for `validateConfig`: `network`,
+ * `cloud_init` and `guest_agent`. A section that is absent or `null` is not set.
+ */
+import { cloudInitOf, guestAgentOf } from "./cloud_init.ts";
+import { checkForwardsFree, networkOf } from "./network.ts";
+import type { VmConfig } from "./types.ts";
+
+/** The validated extension sections of `raw`, only those that are set. */
+export function cloudSectionsOf(
+  raw: Record<string, unknown>,
+  warn: (message: string) => void,
+): Pick<VmConfig, "network" | "cloud_init" | "guest_agent"> {
+  const out: Pick<VmConfig, "network" | "cloud_init" | "guest_agent"> = {};
+  if (raw.network !== undefined && raw.network !== null) {
+    out.network = networkOf(raw.network, warn);
+    checkForwardsFree(out.network.ports);
+  }
+  if (raw.cloud_init !== undefined && raw.cloud_init !== null) {
+    out.cloud_init = cloudInitOf(raw.cloud_init, warn);
+  }
+  if (raw.guest_agent !== undefined && raw.guest_agent !== null) {
+    out.guest_agent = guestAgentOf(raw.guest_agent);
+  }
+  return out;
+}

@@ -1,0 +1,353 @@
+/**
+ * What qvm adds to a cloud VM's start, as pure functions: the NoCloud seed's files and instance
+ * id, the QEMU options (network, seed drive, guest agent), the ssh command line; then the real
+ * ISO the seed tool writes, and (with the busybox test guest under real QEMU) the forwards in
+ * effect and the waits that must give up.
+ */
+import assert from "node:assert/strict";
+import {
+  instanceId,
+  isoArgv,
+  seedDriveArgv,
+  seedFiles,
+  seedHostname,
+  writeSeed,
+} from "../src/cloud/seed.ts";
+import { macFor, networkArgv, settleForwards } from "../src/cloud/ports.ts";
+import { sshArgv } from "../src/cloud/ssh.ts";
+import { agentArgv } from "../src/cloud/mod.ts";
+import { guestAddresses } from "../src/cloud/agent.ts";
+import { UsageError } from "../src/errors.ts";
+import { withEnv } from "./helpers/qvm.ts";
+import { guestConfig, WAIT_READY } from "./helpers/guest.ts";
+
+const KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJvYF6WH0vtFLZBV9mwwZ7b8I9cY1eTRyT8Hf0Pqsh0x a@b";
+const OWN = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBf9pF9cL7Q2f5nQfZ8d1xq5qk1yR1tJ2c3S4b5N6m7o qvm";
+
+function userData(files: Record<string, string>): Record<string, unknown> {
+  const [first, ...rest] = files["user-data"].split("\n");
+  assert.equal(first, "#cloud-config");
+  return JSON.parse(rest.join("\n"));
+}
+
+Deno.test("seed: meta-data, generated user-data and network-config", () => {
+  const files = seedFiles({
+    name: "web1",
+    section: { user: "dev", packages: ["jq"], runcmd: ["echo hi", ["touch", "/x"]] },
+    defaultUser: "someone",
+    keys: { own: OWN, home: [KEY] },
+    mac: "52:54:00:ab:cd:ef",
+  });
+  assert.deepEqual(Object.keys(files).sort(), ["meta-data", "network-config", "user-data"]);
+  assert.deepEqual(JSON.parse(files["meta-data"]), {
+    "instance-id": instanceId("web1", {
+      user: "dev",
+      packages: ["jq"],
+      runcmd: ["echo hi", ["touch", "/x"]],
+    }),
+    "local-hostname": "web1",
+  });
+  const doc = userData(files);
+  assert.equal(doc.hostname, "web1");
+  assert.deepEqual(doc.packages, ["jq"]);
+  assert.deepEqual(doc.runcmd, ["echo hi", ["touch", "/x"]]);
+  const [user] = doc.users as Record<string, unknown>[];
+  assert.equal(user.name, "dev");
+  assert.equal(user.lock_passwd, true);
+  // qvm's own key always; ~/.ssh keys because the section lists none.
+  assert.deepEqual(user.ssh_authorized_keys, [OWN, KEY]);
+  assert.deepEqual(JSON.parse(files["network-config"]), {
+    version: 2,
+    ethernets: {
+      eth0: { match: { macaddress: "52:54:00:ab:cd:ef" }, "set-name": "eth0", dhcp4: true },
+    },
+  });
+});
+
+Deno.test("seed: listed keys replace ~/.ssh keys; defaults for user and hostname; no NIC, no network-config", () => {
+  const files = seedFiles({
+    name: "my_vm.lab",
+    section: { ssh_authorized_keys: [KEY] },
+    defaultUser: "alice",
+    keys: { own: OWN, home: ["ssh-ed25519 AAAA home"] },
+  });
+  assert.equal(files["network-config"], undefined);
+  const doc = userData(files);
+  const [user] = doc.users as Record<string, unknown>[];
+  assert.equal(user.name, "alice");
+  assert.deepEqual(user.ssh_authorized_keys, [OWN, KEY]);
+  assert.equal(doc.hostname, "my-vm-lab");
+  assert.equal(JSON.parse(files["meta-data"])["local-hostname"], "my-vm-lab");
+  assert.equal(doc.packages, undefined);
+});
+
+Deno.test("seed: user_data is passed through verbatim", () => {
+  const script = "#!/bin/sh\necho 'quoted \"text\"'\n";
+  const files = seedFiles({
+    name: "s",
+    section: { user_data: script, hostname: "box" },
+    defaultUser: "alice",
+    keys: { own: OWN, home: [] },
+  });
+  assert.equal(files["user-data"], script);
+  assert.equal(JSON.parse(files["meta-data"])["local-hostname"], "box");
+});
+
+Deno.test("instance id changes when the cloud_init section changes, and only then", () => {
+  const a = instanceId("web1", { user: "dev", packages: ["jq"] });
+  assert.match(a, /^qvm-[0-9a-f]{16}$/);
+  assert.equal(
+    instanceId("web1", { packages: ["jq"], user: "dev" }),
+    a,
+    "key order is not a change",
+  );
+  assert.notEqual(instanceId("web1", { user: "dev", packages: ["jq", "curl"] }), a);
+  assert.notEqual(instanceId("web1", { user: "ops", packages: ["jq"] }), a);
+  assert.notEqual(
+    instanceId("web2", { user: "dev", packages: ["jq"] }),
+    a,
+    "hostname defaults to the name",
+  );
+  assert.equal(
+    instanceId("web2", { user: "dev", packages: ["jq"], hostname: "h" }),
+    instanceId("web3", { user: "dev", packages: ["jq"], hostname: "h" }),
+  );
+});
+
+Deno.test("host names made from VM names", () => {
+  assert.equal(seedHostname("web-1", {}), "web-1");
+  assert.equal(seedHostname("a_b.c", {}), "a-b-c");
+  assert.equal(seedHostname("_x_", {}), "x");
+  assert.equal(seedHostname("x", { hostname: "given.example" }), "given.example");
+});
+
+Deno.test("QEMU options: user networking with forwards, seed drive, agent channel", () => {
+  assert.equal(macFor("0a1b2c3d-0000-4000-8000-000000000000"), "52:54:00:0a:1b:2c");
+  assert.deepEqual(
+    networkArgv([
+      { proto: "tcp", address: "127.0.0.1", host: 2222, guest: 22 },
+      { proto: "udp", address: "0.0.0.0", host: 5353, guest: 53 },
+    ], "52:54:00:0a:1b:2c"),
+    [
+      "-netdev",
+      "user,id=qvm-net,hostfwd=tcp:127.0.0.1:2222-:22,hostfwd=udp:0.0.0.0:5353-:53",
+      "-device",
+      "virtio-net-pci,netdev=qvm-net,mac=52:54:00:0a:1b:2c",
+    ],
+  );
+  assert.deepEqual(networkArgv([], "52:54:00:00:00:01")[1], "user,id=qvm-net");
+  assert.deepEqual(seedDriveArgv({ kind: "iso", tool: "genisoimage", file: "/d/a,b/cidata.iso" }), [
+    "-drive",
+    "file=/d/a,,b/cidata.iso,if=virtio,format=raw,readonly=on",
+  ]);
+  assert.deepEqual(seedDriveArgv({ kind: "vvfat", dir: "/d/seed" }), [
+    "-drive",
+    "if=virtio,format=raw,readonly=on,file.driver=vvfat,file.dir=/d/seed,file.label=cidata",
+  ]);
+  assert.deepEqual(agentArgv("/run/x.ga"), [
+    "-chardev",
+    "socket,id=qvm-ga,path=/run/x.ga,server=on,wait=off",
+    "-device",
+    "virtio-serial-pci,id=qvm-vser",
+    "-device",
+    "virtserialport,bus=qvm-vser.0,chardev=qvm-ga,name=org.qemu.guest_agent.0",
+  ]);
+  assert.deepEqual(isoArgv("/usr/bin/xorriso", { files: ["/s/meta-data"], output: "/s.iso" }), [
+    "/usr/bin/xorriso",
+    "-as",
+    "mkisofs",
+    "-quiet",
+    "-output",
+    "/s.iso",
+    "-volid",
+    "cidata",
+    "-joliet",
+    "-rock",
+    "/s/meta-data",
+  ]);
+});
+
+Deno.test("ssh command line: port, user, key, per-VM known_hosts under a stable alias", () => {
+  const target = {
+    user: "dev",
+    port: 40022,
+    address: "0.0.0.0",
+    key: "/d/ssh/id_ed25519",
+    knownHosts: "/d/cloud/x/known_hosts",
+    alias: "qvm-x",
+  };
+  assert.deepEqual(sshArgv(target, { command: ["cat", "/etc/hostname"] }), [
+    "ssh",
+    "-p",
+    "40022",
+    "-i",
+    "/d/ssh/id_ed25519",
+    "-o",
+    "IdentitiesOnly=yes",
+    "-o",
+    "UserKnownHostsFile=/d/cloud/x/known_hosts",
+    "-o",
+    "StrictHostKeyChecking=accept-new",
+    "-o",
+    "HostKeyAlias=qvm-x",
+    "-o",
+    "LogLevel=ERROR",
+    "-l",
+    "dev",
+    "127.0.0.1",
+    "--",
+    "cat",
+    "/etc/hostname",
+  ]);
+  const probe = sshArgv({ ...target, address: "10.0.0.5" }, { batch: true, connectTimeoutS: 5 });
+  assert.deepEqual(
+    probe.slice(-7),
+    [
+      "-o",
+      "BatchMode=yes",
+      "-o",
+      "ConnectTimeout=5",
+      "-l",
+      "dev",
+      "10.0.0.5",
+    ],
+  );
+  assert.ok(!probe.includes("--"));
+});
+
+Deno.test("forwards at start: auto gets a free port; a fixed port in use is refused", () => {
+  const settled = settleForwards([
+    { proto: "tcp", address: "127.0.0.1", host: "auto", guest: 22 },
+    { proto: "tcp", address: "127.0.0.1", host: "auto", guest: 80 },
+  ]);
+  assert.equal(typeof settled[0].host, "number");
+  assert.notEqual(settled[0].host, settled[1].host);
+  const busy = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  try {
+    const port = (busy.addr as Deno.NetAddr).port;
+    assert.throws(
+      () => settleForwards([{ proto: "tcp", address: "127.0.0.1", host: port, guest: 22 }]),
+      (e: Error) => e instanceof UsageError && e.message.includes(`host port ${port}`),
+    );
+  } finally {
+    busy.close();
+  }
+});
+
+Deno.test("guest addresses leave out loopback", () => {
+  assert.deepEqual(
+    guestAddresses([
+      {
+        name: "lo",
+        "ip-addresses": [{ "ip-address-type": "ipv4", "ip-address": "127.0.0.1", prefix: 8 }],
+      },
+      {
+        name: "eth0",
+        "ip-addresses": [{ "ip-address-type": "ipv4", "ip-address": "10.0.2.15", prefix: 24 }],
+      },
+      { name: "eth1" },
+    ]),
+    [{ interface: "eth0", family: "ipv4", address: "10.0.2.15", prefix: 24 }],
+  );
+});
+
+Deno.test("the seed ISO is labelled cidata and holds the three files", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const files = seedFiles({
+      name: "iso",
+      section: { user: "dev" },
+      defaultUser: "x",
+      keys: { own: OWN, home: [] },
+      mac: "52:54:00:00:00:01",
+    });
+    const medium = await writeSeed(`${dir}/seed`, files);
+    if (medium.kind === "vvfat") {
+      // No ISO tool on this host: QEMU serves the folder itself.
+      assert.equal(Deno.readTextFileSync(`${dir}/seed/meta-data`), files["meta-data"]);
+      return;
+    }
+    const iso = await Deno.readFile(medium.file);
+    // ISO 9660 primary volume descriptor at sector 16; volume id at byte 40, 32 bytes.
+    const pvd = iso.subarray(16 * 2048);
+    assert.equal(new TextDecoder().decode(pvd.subarray(1, 6)), "CD001");
+    assert.equal(new TextDecoder().decode(pvd.subarray(40, 72)).trim(), "cidata");
+    const text = new TextDecoder("latin1").decode(iso);
+    for (const name of ["meta-data", "user-data", "network-config"]) {
+      assert.ok(text.includes(name), name);
+    }
+    assert.ok(text.includes(JSON.parse(files["meta-data"])["instance-id"]));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a VM with network and guest_agent starts under real QEMU: forwards in effect, waits give up", async () => {
+  await withEnv(async (env) => {
+    const config = await guestConfig(env, {
+      name: "net1",
+      extra: "network: {ports: ['auto:22', 'auto:80']}\nguest_agent: true",
+    });
+    await env.ok(["add", config]);
+    const configured = JSON.parse(await env.ok(["ports", "net1", "--json"]));
+    assert.deepEqual(configured.forwards.map((f: { host_port: unknown }) => f.host_port), [
+      "auto",
+      "auto",
+    ]);
+    await env.ok(["start", "net1", ...WAIT_READY]);
+    const ports = JSON.parse(await env.ok(["ports", "net1", "--json"]));
+    assert.equal(ports.running, true);
+    const [ssh, http] = ports.forwards;
+    assert.equal(ssh.guest_port, 22);
+    assert.equal(typeof ssh.host_port, "number");
+    // QEMU listens on the picked port: nobody else can take it now.
+    assert.throws(
+      () => Deno.listen({ hostname: "127.0.0.1", port: ssh.host_port }),
+      Deno.errors.AddrInUse,
+    );
+    assert.equal(
+      (await env.ok(["ports", "net1"])).trim().split("\n")[1],
+      `127.0.0.1:${http.host_port} -> 80/tcp`,
+    );
+    const status = JSON.parse(await env.ok(["status", "net1", "--json"]));
+    assert.deepEqual(status.forwards.map((f: { host: number }) => f.host), [
+      ssh.host_port,
+      http.host_port,
+    ]);
+    assert.equal(status.addresses, null, "the busybox guest runs no agent");
+    // The busybox guest has neither an agent nor sshd: both give up with a clear message.
+    const exec = await env.run(["exec", "net1", "--timeout", "2", "--", "true"]);
+    assert.equal(exec.code, 2, exec.stderr);
+    assert.match(exec.stderr, /guest agent did not answer/);
+    await env.ok(["stop", "net1", "--force"]);
+    const again = await env.run(["start", "net1", "--wait-for", "agent", "--timeout", "3"]);
+    assert.equal(again.code, 2, again.stderr);
+    assert.match(again.stderr, /did not answer over agent in time/);
+    const notRunning = await env.run(["ssh", "net1", "--", "true"]);
+    assert.equal(notRunning.code, 3, notRunning.stderr);
+  });
+});
+
+Deno.test("a fixed forward whose port was taken since add is refused at start, nothing launched", async () => {
+  await withEnv(async (env) => {
+    const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const port = (probe.addr as Deno.NetAddr).port;
+    probe.close();
+    const config = await guestConfig(env, {
+      name: "busy1",
+      extra: `network: {ports: ['${port}:22']}`,
+    });
+    await env.ok(["add", config]);
+    const busy = Deno.listen({ hostname: "127.0.0.1", port });
+    try {
+      const result = await env.run(["start", "busy1", ...WAIT_READY]);
+      assert.equal(result.code, 3, result.stderr);
+      assert.match(result.stderr, new RegExp(`host port ${port} on 127.0.0.1 is already in use`));
+      assert.equal(result.stderr.trim().split("\n").length, 1);
+      const status = JSON.parse(await env.ok(["status", "busy1", "--json"]));
+      assert.equal(status.pid, null);
+    } finally {
+      busy.close();
+    }
+  });
+});
