@@ -134,6 +134,11 @@ Deno.test("a full data dir: writes fail with one clear line, change nothing, and
       assert.equal(listed.code, 0, listed.stderr);
       assert.match(listed.stdout, /^a\s+created/m);
       assert.match(listed.stdout, /^b\s+created/m);
+      const { code, checks } = await doctorJson(env);
+      assert.equal(code, 1);
+      const full = checks.find((c) => c.check === "database" && c.status === "problem");
+      assert.match(full?.what ?? "", /^no space left on the data dir /, JSON.stringify(checks));
+      assert.match(full?.fix ?? "", /free some space/);
 
       // Full while another connection keeps the database open: the write itself fails
       // (SQLITE_FULL), and the transaction it was in must not be rolled back twice.
