@@ -249,9 +249,15 @@ async function untrackedFinding(
   };
   if (!found.fix) return finding;
   try {
-    const adopted = await withVm(ctx, vm, { deadline: Deadline.in(5000) }, (seen) =>
-      Promise.resolve(seen.vm));
-    if (adopted.pid === pid) return { ...finding, status: "fixed", fix: "adopted: qvm now tracks it" };
+    const adopted = await withVm(
+      ctx,
+      vm,
+      { deadline: Deadline.in(5000) },
+      (seen) => Promise.resolve(seen.vm),
+    );
+    if (adopted.pid === pid) {
+      return { ...finding, status: "fixed", fix: "adopted: qvm now tracks it" };
+    }
   } catch (err) {
     if (!(err instanceof QvmError)) throw err;
   }
