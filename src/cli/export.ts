@@ -73,21 +73,24 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
   const vm = ctx.store.require(args.positionals[0]);
   const binary = vm.config.binary;
   const emulator = binary !== undefined && !binary.startsWith("/") ? onPath(binary) : undefined;
+  const warnings: string[] = [];
   if (binary !== undefined && !binary.startsWith("/") && emulator === undefined) {
-    ctx.warn(`binary '${binary}' is not on PATH: libvirt will pick the emulator`);
+    warnings.push(`binary '${binary}' is not on PATH: libvirt will pick the emulator`);
   }
   const made = domainXml(vm, { diskDir: vmPaths(ctx.dirs, vm.id).diskDir, emulator });
   for (const line of made.passedThrough) {
-    ctx.warn(`no libvirt element for '${line}': passed to QEMU in <qemu:commandline>`);
+    warnings.push(`no libvirt element for '${line}': passed to QEMU in <qemu:commandline>`);
   }
   const output = args.values.output as string | undefined;
-  if (output !== undefined) await Deno.writeTextFile(output, made.xml);
   if (uri === undefined) {
+    if (output !== undefined) await Deno.writeTextFile(output, made.xml);
+    for (const warning of warnings) ctx.warn(warning);
     if (ctx.json) {
       ctx.outJson({ id: vm.id, name: vm.name, xml: made.xml, passed_through: made.passedThrough });
     } else if (output === undefined) ctx.out(made.xml);
     return 0;
   }
+  // Refusals come first and alone: one line, nothing defined.
   const missing = made.files.filter((file) => !exists(file));
   if (missing.length > 0) {
     throw new QvmError(
@@ -95,12 +98,14 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
         "(start the VM once to create its disks; they must exist at the same paths at the target)",
     );
   }
+  await defineDomain({ uri, name: vm.name, xml: made.xml });
+  if (output !== undefined) await Deno.writeTextFile(output, made.xml);
+  for (const warning of warnings) ctx.warn(warning);
   if (made.files.length > 0) {
     ctx.note(
       `these files must exist at the same paths where ${uri} runs: ${made.files.join(", ")}`,
     );
   }
-  await defineDomain({ uri, name: vm.name, xml: made.xml });
   if (args.values.start) await startDomain({ uri, name: vm.name });
   const started = args.values.start === true;
   if (ctx.json) ctx.outJson({ id: vm.id, name: vm.name, uri, defined: true, started });

@@ -58,6 +58,10 @@ const ACCESS_MODES: Record<string, string | undefined> = {
 };
 const NETWORK_OPTIONS = new Set(["net", "netdev", "nic"]);
 const ALIAS = /^[A-Za-z0-9_-]+$/;
+/** Passed-through options that add PCI devices, which QEMU places in the first free slots. */
+const PCI_OPTIONS = new Set(["-device", "-net", "-nic", "-netdev", "-virtfs", "-drive"]);
+/** The first PCI slot given to libvirt's devices when passed-through options add PCI devices. */
+const HIGH_SLOT = 0x10;
 
 /** The architecture a QEMU binary emulates (`qemu-system-aarch64` → `aarch64`); x86_64 otherwise. */
 export function archOf(binary: string | undefined): string {
@@ -171,6 +175,30 @@ function targetDev(disk: DiskStorage, counters: Record<string, number>): string 
     String.fromCharCode(97 + (n % 26));
 }
 
+/**
+ * Gives each PCI device libvirt will add an address from slot 0x10 up, so that the devices QEMU
+ * adds for passed-through options (placed in the first free slots, after libvirt has chosen its
+ * own) never collide with them.
+ */
+function placeHigh(devices: (XmlElement | undefined)[]): void {
+  let slot = HIGH_SLOT;
+  for (const device of devices) {
+    if (device === undefined) continue;
+    const pci = device.name === "filesystem" || device.name === "interface" ||
+      device.name === "video" ||
+      (device.name === "disk" &&
+        device.children.some((c) =>
+          typeof c !== "string" && c.name === "target" && c.attrs.bus === "virtio"
+        )) ||
+      (device.name === "controller" && ["scsi", "sata"].includes(device.attrs.type));
+    if (!pci) continue;
+    const address = `0x${(slot++).toString(16)}`;
+    device.children.push(
+      el("address", { type: "pci", domain: "0x0000", bus: "0x00", slot: address, function: "0x0" }),
+    );
+  }
+}
+
 function diskElement(disk: DiskStorage, file: string, dev: string): XmlElement {
   const backing = disk.backing_file !== undefined && disk.backing_format !== undefined
     ? el("backingStore", { type: "file" }, [
@@ -227,6 +255,7 @@ export function domainXml(vm: DomainSource, options: DomainOptions): DomainExpor
   const rawStorage: VmConfig["storage"] = [];
   const explicit: VmConfig["storage"] = [];
   let scsi = false;
+  let sata = false;
   for (const item of config.storage) {
     if (item.type === "virtfs") {
       files.push(item.path);
@@ -241,6 +270,7 @@ export function domainXml(vm: DomainSource, options: DomainOptions): DomainExpor
     if (mappableDisk(item)) {
       devices.push(diskElement(item, file, targetDev(item, counters)));
       scsi ||= item.interface === "scsi";
+      sata ||= item.interface === "sata";
     } else {
       rawStorage.push({ ...item, file });
     }
@@ -265,6 +295,15 @@ export function domainXml(vm: DomainSource, options: DomainOptions): DomainExpor
     );
   }
   if (config.vga === undefined) devices.push(el("video", {}, [el("model", { type: "vga" })]));
+  // QEMU's own machine has neither a USB controller nor a memory balloon unless asked.
+  devices.push(
+    el("controller", { type: "usb", model: "none" }),
+    el("memballoon", { model: "none" }),
+  );
+  if (passed.some((group) => PCI_OPTIONS.has(group[0]))) {
+    if (sata) devices.push(el("controller", { type: "sata", index: 0 }));
+    placeHigh(devices);
+  }
 
   const qvmConfig: VmConfig = { ...config, name: vm.name, storage: explicit };
   const root = el("domain", { type: plan.type ?? "kvm", "xmlns:qemu": QEMU_NS }, [

@@ -90,7 +90,7 @@ export async function startDomain(options: { uri: string; name: string }): Promi
   const started = await virsh(options.uri, ["start", options.name]);
   if (!started.ok) {
     throw new QvmError(
-      `libvirt at ${options.uri} could not start '${options.name}': ${started.error}`,
+      `libvirt at ${options.uri} could not start '${options.name}' (it stays defined there): ${started.error}`,
     );
   }
 }

@@ -1,0 +1,356 @@
+/**
+ * `qvm export` and `qvm import-libvirt` against real libvirt 9 (a private libvirtd the fixture
+ * starts), real QEMU under TCG and a real sshd on 127.0.0.1; and the round trip back to the same
+ * QEMU command line.
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { type QvmEnv, withEnv } from "./helpers/qvm.ts";
+import { eventually, GUEST_READY_MARKER, guestConfig } from "./helpers/guest.ts";
+import {
+  type Libvirt,
+  libvirtMissing,
+  sh,
+  sshdMissing,
+  startLibvirt,
+  startSshd,
+} from "./fixture/libvirt.ts";
+
+const missing = libvirtMissing();
+if (missing) console.error(`libvirt tests skipped: ${missing}`);
+const noSshd = missing ?? sshdMissing();
+if (!missing && noSshd) console.error(`libvirt over ssh skipped: ${noSshd}`);
+const noValidator = (await sh("sh", ["-c", "command -v virt-xml-validate"])).code !== 0;
+if (noValidator) console.error("virt-xml-validate missing: exported XML is not schema-checked");
+
+/** qvm's own parts of `start --dry-run`'s argv (they name this VM's files), left out to compare. */
+const RUNTIME_OPTIONS = new Set(["-D", "-name", "-uuid", "-pidfile", "-qmp", "-trace"]);
+
+function configArgv(argv: string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    if (arg === "-daemonize") continue;
+    if (RUNTIME_OPTIONS.has(arg)) {
+      i++;
+      continue;
+    }
+    if (arg === "-chardev" && argv[i + 1]?.includes("id=qvm-serial")) {
+      i++;
+      continue;
+    }
+    if (arg === "-serial" && argv[i + 1] === "chardev:qvm-serial") {
+      i++;
+      continue;
+    }
+    out.push(arg);
+  }
+  return out;
+}
+
+async function dryRun(env: QvmEnv, vm: string): Promise<string[]> {
+  return configArgv(JSON.parse(await env.ok(["start", vm, "--dry-run", "--json"])).argv);
+}
+
+async function validates(file: string): Promise<void> {
+  if (noValidator) return;
+  const checked = await sh("virt-xml-validate", [file, "domain"]);
+  assert.deepEqual(
+    checked.code,
+    0,
+    `virt-xml-validate ${file}: ${checked.stdout}${checked.stderr}`,
+  );
+}
+
+/** Fails unless `text` contains `part`, showing the text. */
+function includes(text: string, part: string): void {
+  assert.ok(text.includes(part), `expected ${JSON.stringify(part)} in:\n${text}`);
+}
+
+function uniqueName(prefix: string): string {
+  return `${prefix}-${crypto.randomUUID().slice(0, 8)}`;
+}
+
+/** Exports `vm`, imports it back under a new name, and checks both command lines are equal. */
+async function roundTrip(env: QvmEnv, vm: string): Promise<{ xml: string; stderr: string }> {
+  const file = join(env.root, `${vm}.xml`);
+  const exported = await env.run(["export", vm, "--format", "libvirt", "-o", file]);
+  assert.deepEqual(exported.code, 0, exported.stderr);
+  await validates(file);
+  const imported = await env.run(["import-libvirt", file, "--name", `${vm}-back`, "--json"]);
+  assert.deepEqual(imported.code, 0, imported.stderr);
+  assert.deepEqual(JSON.parse(imported.stdout).exact, true);
+  assert.deepEqual(await dryRun(env, `${vm}-back`), await dryRun(env, vm));
+  return { xml: await Deno.readTextFile(file), stderr: exported.stderr };
+}
+
+Deno.test("round trip: export, import-libvirt, start --dry-run gives the same QEMU command line", async (t) => {
+  await withEnv(async (env) => {
+    const share = await Deno.makeTempDir({ dir: env.root });
+    const cases: Record<string, string> = {
+      "the test guest": await Deno.readTextFile(await guestConfig(env, { name: "guest" })),
+      "defaults only": "name: bare\n",
+      "disks on every bus, options and a backing file": [
+        "name: disks",
+        "memory: 1G",
+        "cpu: 2",
+        "storage:",
+        "  - {name: root, type: qcow2, size: 2G, interface: virtio, options: {cache: none}}",
+        `  - {name: base, type: qcow2, size: 1G, file: ${env.root}/d/over.qcow2,`,
+        `     backing_file: ${env.root}/d/base.qcow2, backing_format: qcow2}`,
+        "  - {name: s1, type: raw, size: 10M, interface: sata}",
+        "  - {name: s2, type: raw, size: 10M, interface: sata, options: {aio: threads}}",
+        "  - {name: q1, type: qcow2, size: 10M, interface: scsi}",
+        "  - {name: i1, type: raw, size: 10M, interface: ide}",
+        "  - {name: n1, type: raw, size: 10M, interface: none}",
+      ].join("\n"),
+      "shares in each security model": [
+        "name: shares",
+        "storage:",
+        `  - {name: a, type: virtfs, path: ${share}, mount_tag: a, security_model: passthrough}`,
+        `  - {name: b, type: virtfs, path: ${share}, mount_tag: b, security_model: mapped-xattr,`,
+        "     readonly: true}",
+        `  - {name: c, type: virtfs, path: ${share}, mount_tag: c, security_model: mapped-file}`,
+        `  - {name: d, type: virtfs, path: ${share}, mount_tag: d, security_model: none}`,
+      ].join("\n"),
+      "options libvirt has no element for": [
+        "name: odd",
+        "memory: 512M",
+        "display: none",
+        "vga: virtio",
+        "binary: qemu-system-x86_64",
+        "arguments:",
+        "  - machine: {type: q35}",
+        "  - enable-kvm",
+        "  - nographic",
+        "  - netdev: {user: null, id: n0, hostfwd: [tcp::2222-:22, tcp::8080-:80]}",
+        "  - device: {virtio-net-pci: null, netdev: n0}",
+        "  - rtc: {base: utc}",
+        "  - no-acpi",
+        "args: [-no-hpet, -global, 'kvm-pit.lost_tick_policy=discard', -nographic]",
+      ].join("\n"),
+      "its own serial and an accelerator list": [
+        "name: serial",
+        "arguments:",
+        "  - accel: kvm",
+        "  - accel: tcg",
+        "  - serial: mon:stdio",
+      ].join("\n"),
+    };
+    for (const [what, yaml] of Object.entries(cases)) {
+      await t.step(what, async () => {
+        const file = await env.file(`${what.replaceAll(" ", "_")}.yaml`, yaml);
+        const add = await env.run(["add", file]);
+        assert.deepEqual(add.code, 0, add.stderr);
+        const name = /^name: (\S+)/m.exec(yaml)![1];
+        await roundTrip(env, name);
+      });
+    }
+  });
+});
+
+Deno.test("export passes what libvirt cannot express to QEMU and lists it on stderr", async () => {
+  await withEnv(async (env) => {
+    const file = await env.file(
+      "odd.yaml",
+      "name: odd\narguments:\n  - netdev: {user: null, id: n0}\n  - device: e1000,netdev=n0\n" +
+        "args: [-rtc, base=localtime]\n",
+    );
+    await env.ok(["add", file]);
+    const { xml, stderr } = await roundTrip(env, "odd");
+    for (const value of ["-netdev", "user,id=n0", "-device", "e1000,netdev=n0", "-rtc"]) {
+      includes(xml, `<qemu:arg value="${value}"/>`);
+    }
+    includes(stderr, "'-netdev user,id=n0': passed to QEMU in <qemu:commandline>");
+    includes(stderr, "'-rtc base=localtime'");
+    assert.ok(!xml.includes('<interface type="user">'), "its own netdev replaces the default NIC");
+  });
+});
+
+Deno.test("import-libvirt: a file that is not a domain exits 3 with one line", async () => {
+  await withEnv(async (env) => {
+    const cases: Record<string, string> = {
+      "a network": "<network><name>default</name></network>",
+      "not XML": "name: yaml\n",
+      "broken XML": "<domain type='qemu'><name>x</name>",
+      "an lxc domain": "<domain type='lxc'><name>c</name><memory>1024</memory></domain>",
+      "an entity definition": "<!DOCTYPE d [<!ENTITY x 'y'>]><domain type='qemu'/>",
+    };
+    for (const [what, text] of Object.entries(cases)) {
+      const file = await env.file(`${what.replaceAll(" ", "_")}.xml`, text);
+      const result = await env.run(["import-libvirt", file]);
+      assert.deepEqual(result.code, 3, `${what}: ${result.stderr}`);
+      assert.deepEqual(result.stderr.trim().split("\n").length, 1, `${what}: ${result.stderr}`);
+      includes(result.stderr, file);
+    }
+    const absent = await env.run(["import-libvirt", join(env.root, "nope.xml")]);
+    assert.deepEqual(absent.code, 3);
+    assert.ok(["", "[]"].includes(env.snapshot()), "no VM was defined");
+  });
+});
+
+Deno.test("import-libvirt reads a hand-written domain and lists what it does not import", async () => {
+  await withEnv(async (env) => {
+    const file = await env.file(
+      "hand.xml",
+      `<?xml version="1.0"?>
+<!-- written by hand -->
+<domain type='qemu' xmlns:q='http://libvirt.org/schemas/domain/qemu/1.0'>
+  <name>hand</name>
+  <memory unit='GiB'>1</memory>
+  <vcpu placement='static'>2</vcpu>
+  <os><type arch='x86_64' machine='q35'>hvm</type><kernel>/k</kernel><cmdline>a=1 &amp; b</cmdline></os>
+  <features><acpi/><apic/></features>
+  <devices>
+    <disk type='file' device='disk'><driver name='qemu' type='raw'/>
+      <source file='${env.root}/hand.raw'/><target dev='sda' bus='sata'/></disk>
+    <disk type='file' device='cdrom'><source file='/x.iso'/><target dev='sdb' bus='sata'/></disk>
+    <interface type='network'><source network='default'/></interface>
+    <graphics type='vnc'/>
+  </devices>
+  <q:commandline><q:arg value='-no-hpet'/></q:commandline>
+</domain>`,
+    );
+    const result = await env.run(["import-libvirt", file]);
+    assert.deepEqual(result.code, 0, result.stderr);
+    for (const part of ["disk sdb: device 'cdrom'", "interface of type 'network'", "<graphics>"]) {
+      includes(result.stderr, part);
+    }
+    const argv = await dryRun(env, "hand");
+    const expected = [
+      "-m 1G -smp 2 -accel tcg -machine q35 -kernel /k -append",
+      "a=1 & b",
+      `-no-hpet -drive file=${env.root}/hand.raw,format=raw,if=none,id=sda`,
+      "-device ahci,id=ahci0 -device ide-hd,drive=sda,bus=ahci0.0",
+    ];
+    const line = argv.slice(1).join(" ");
+    for (const part of expected) includes(line, part);
+  });
+});
+
+async function bootThroughLibvirt(
+  env: QvmEnv,
+  lv: Libvirt,
+  options: { uri: string; name: string },
+): Promise<void> {
+  const { uri, name } = options;
+  await guestConfig(env, {
+    name,
+    extra: "  - netdev: {user: null, id: n0}\n  - device: e1000,netdev=n0",
+  })
+    .then((f) => env.ok(["add", f]));
+  const xmlFile = join(env.root, `${name}.xml`);
+  await env.ok(["export", name, "--format", "libvirt", "-o", xmlFile]);
+  await validates(xmlFile);
+  const exported = await env.run(["export", name, "--to", uri, "--start"]);
+  assert.deepEqual(exported.code, 0, exported.stderr);
+  assert.match(exported.stdout, new RegExp(`defined and started ${name} at `));
+  assert.deepEqual((await lv.virsh("domstate", name)).stdout.trim(), "running");
+  const serialLog = join(lv.qemuLogDir, `${name}-serial0.log`);
+  const ready = await eventually(async () => {
+    try {
+      return (await Deno.readTextFile(serialLog)).includes(GUEST_READY_MARKER);
+    } catch {
+      return false;
+    }
+  }, 90_000);
+  assert(ready, `no '${GUEST_READY_MARKER}' in ${serialLog}`);
+
+  const again = await env.run(["export", name, "--to", uri]);
+  assert.deepEqual(again.code, 1, again.stderr);
+  assert.deepEqual(again.stderr.trim().split("\n").length, 1, again.stderr);
+  includes(again.stderr, `a domain named '${name}' is already defined`);
+
+  assert.deepEqual((await lv.virsh("shutdown", name)).code, 0);
+  const off = await eventually(
+    async () => (await lv.virsh("domstate", name)).stdout.trim() === "shut off",
+    60_000,
+  );
+  assert(off, `${name} did not power off on ACPI shutdown`);
+  assert.deepEqual((await lv.virsh("undefine", name)).code, 0);
+  assert.ok(!(await lv.virsh("list", "--all", "--name")).stdout.includes(name));
+}
+
+Deno.test({
+  name: "a VM exported to a real libvirtd boots, powers off on ACPI, and is undefined",
+  ignore: missing !== undefined,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    await withEnv(async (env) => {
+      const lv = await startLibvirt();
+      try {
+        await bootThroughLibvirt(env, lv, { uri: lv.uri, name: uniqueName("lvt") });
+      } finally {
+        await lv.stop();
+      }
+    });
+  },
+});
+
+Deno.test({
+  name: "export --to qemu+ssh:// defines and starts the VM through sshd on 127.0.0.1",
+  ignore: noSshd !== undefined,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    await withEnv(async (env) => {
+      const lv = await startLibvirt();
+      try {
+        const sshd = await startSshd(lv);
+        try {
+          await bootThroughLibvirt(env, lv, { uri: sshd.uri, name: uniqueName("lvs") });
+        } finally {
+          await sshd.stop();
+        }
+      } finally {
+        await lv.stop();
+      }
+    });
+  },
+});
+
+Deno.test({
+  name: "export --to fails with one line and exit 1: unreachable, refused by libvirt, disk missing",
+  ignore: missing !== undefined,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    await withEnv(async (env) => {
+      const lv = await startLibvirt();
+      try {
+        await env.ok(["add", "--empty", "--name", "plain"]);
+        const unreachable = await env.run([
+          "export",
+          "plain",
+          "--to",
+          `qemu:///system?socket=${env.root}/no-such.sock`,
+        ]);
+        const bin = await env.file("nobin.yaml", "name: nobin\nbinary: /nonexistent/qemu\n");
+        await env.ok(["add", bin]);
+        const refused = await env.run(["export", "nobin", "--to", lv.uri]);
+        const disk = await env.file(
+          "disk.yaml",
+          "name: withdisk\nstorage:\n  - {name: root, type: qcow2, size: 1G}\n",
+        );
+        await env.ok(["add", disk]);
+        const noDisk = await env.run(["export", "withdisk", "--to", lv.uri]);
+        const cases = { unreachable, refused, noDisk };
+        for (const [what, result] of Object.entries(cases)) {
+          assert.deepEqual(result.code, 1, `${what}: ${result.stderr}`);
+          assert.deepEqual(result.stderr.trim().split("\n").length, 1, `${what}: ${result.stderr}`);
+        }
+        includes(unreachable.stderr, "cannot reach libvirt at");
+        includes(refused.stderr, "refused 'nobin'");
+        includes(noDisk.stderr, "does not exist here");
+        assert.deepEqual((await lv.virsh("list", "--all", "--name")).stdout.trim(), "");
+        const startAlone = await env.run(["export", "plain", "--start"]);
+        assert.deepEqual(startAlone.code, 3);
+        const badFormat = await env.run(["export", "plain", "--format", "ovf"]);
+        assert.deepEqual(badFormat.code, 3);
+      } finally {
+        await lv.stop();
+      }
+    });
+  },
+});
