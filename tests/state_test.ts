@@ -385,11 +385,15 @@ Deno.test("closing a store that added, changed or removed a VM refreshes its bac
 Deno.test("backups start a new generation at most once per interval and keep the newest few", async () => {
   await withStore((store) => {
     const start = Date.parse("2026-01-01T00:00:00Z");
-    const first = takeBackup(store.db, store.path, start);
-    assert.equal(takeBackup(store.db, store.path, start + 60_000), first, "refreshed in place");
+    const first = takeBackup(store.db, store.path, { now: start });
+    assert.equal(
+      takeBackup(store.db, store.path, { now: start + 60_000 }),
+      first,
+      "refreshed in place",
+    );
     const taken = [first];
     for (let i = 1; i <= BACKUP_GENERATIONS + 2; i++) {
-      taken.push(takeBackup(store.db, store.path, start + i * BACKUP_INTERVAL_MS));
+      taken.push(takeBackup(store.db, store.path, { now: start + i * BACKUP_INTERVAL_MS }));
     }
     assert.equal(new Set(taken).size, taken.length, "each interval is a new file");
     const kept = listBackups(store.path).map((b) => b.path);

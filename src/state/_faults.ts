@@ -78,8 +78,9 @@ export function folderOf(path: string): string {
 export function writeBlockedError(
   dbPath: string,
   block: WriteBlock,
-  cause?: unknown,
+  options: { cause?: unknown } = {},
 ): StateWriteError {
+  const cause = options.cause;
   const dir = folderOf(dbPath);
   if (block === "full") {
     return new StateWriteError(
@@ -105,12 +106,12 @@ export function translateFault(err: unknown, dbPath: string): unknown {
   if (fault === undefined) return err;
   switch (fault) {
     case "full":
-      return writeBlockedError(dbPath, probeWrite(dbPath) ?? "full", err);
+      return writeBlockedError(dbPath, probeWrite(dbPath) ?? "full", { cause: err });
     case "io":
     case "readonly":
     case "cantopen": {
       const block = probeWrite(dbPath);
-      if (block) return writeBlockedError(dbPath, block, err);
+      if (block) return writeBlockedError(dbPath, block, { cause: err });
       if (fault === "io") {
         return new StateWriteError(
           `I/O error on the state database ${dbPath} (the disk under ${folderOf(dbPath)} may be ` +

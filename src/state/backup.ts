@@ -104,8 +104,14 @@ function ensureFolder(dir: string): void {
  * Copies the database open in `db` to its newest backup (a new generation when the newest is
  * older than BACKUP_INTERVAL_MS), atomically (a temp file renamed over), then prunes old ones.
  * Returns the backup's path; throws if it could not be written (nothing half-written is left).
+ * `now` stands in for the clock (tests).
  */
-export function takeBackup(db: DatabaseSync, dbPath: string, now: number = Date.now()): string {
+export function takeBackup(
+  db: DatabaseSync,
+  dbPath: string,
+  options: { now?: number } = {},
+): string {
+  const now = options.now ?? Date.now();
   const dir = backupFolder(dbPath);
   ensureFolder(dir);
   const newest = listBackups(dbPath)[0];
