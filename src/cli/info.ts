@@ -3,8 +3,7 @@ import type { Context } from "./context.ts";
 import type { CommandSpec, ParsedArgs } from "./spec.ts";
 import type { VmRecord } from "../state/mod.ts";
 import type { Dirs } from "../state/mod.ts";
-import { diskFile } from "../config/mod.ts";
-import { vmPaths } from "../vm/paths.ts";
+import { vmDiskFile, vmPaths } from "../vm/paths.ts";
 
 /** The command's arguments and flags. */
 export const spec: CommandSpec = {
@@ -34,7 +33,7 @@ export function summarize(dirs: Dirs, vm: VmRecord): Record<string, unknown> {
       s.type === "virtfs" ? { name: s.name, type: s.type, path: s.path, mount_tag: s.mount_tag } : {
         name: s.name,
         type: s.type,
-        file: diskFile(s, diskDir),
+        file: vmDiskFile(diskDir, s),
         size: s.size,
         interface: s.interface,
       }

@@ -22,133 +22,148 @@ export interface CommandEntry {
   load(): Promise<CommandModule>;
 }
 
+/** Where the single-file build (`dist/qvm`) puts its loader of the command modules inside it. */
+const COMMAND_IMPORTER = Symbol.for("qvm.importCommand");
+
+type Importer = (file: string) => Promise<CommandModule>;
+
+/**
+ * Loads `src/cli/<file>`. The URL is built at run time on purpose: Deno reads the whole module
+ * graph behind every literal `import("./x.ts")` at start-up, so literal imports here would make
+ * each command pay for loading every other command's modules (the YAML parser included).
+ */
+function importCommand(file: string): Promise<CommandModule> {
+  const hook = (globalThis as Record<symbol, Importer | undefined>)[COMMAND_IMPORTER];
+  return hook ? hook(file) : import(new URL(file, import.meta.url).href);
+}
+
 /** Every command, in the order `qvm --help` lists them. */
 export const COMMANDS: readonly CommandEntry[] = [
   {
     name: "add",
     summary: "define a new VM from YAML configs and flags",
-    load: () => import("./add.ts"),
+    load: () => importCommand("add.ts"),
   },
   {
     name: "apply",
     summary: "merge configs into a VM (creating it if absent)",
-    load: () => import("./apply.ts"),
+    load: () => importCommand("apply.ts"),
   },
   {
     name: "ls",
     summary: "list VMs and their real status",
     readOnly: true,
-    load: () => import("./ls.ts"),
+    load: () => importCommand("ls.ts"),
   },
   {
     name: "status",
     summary: "show one VM's status",
     readOnly: true,
-    load: () => import("./status.ts"),
+    load: () => importCommand("status.ts"),
   },
   {
     name: "info",
     summary: "show a VM's configuration summary",
     readOnly: true,
-    load: () => import("./info.ts"),
+    load: () => importCommand("info.ts"),
   },
   {
     name: "inspect",
     summary: "show everything about a VM, process included",
     readOnly: true,
-    load: () => import("./inspect.ts"),
+    load: () => importCommand("inspect.ts"),
   },
   {
     name: "start",
     summary: "start a VM (QEMU detached, QMP on a unix socket)",
-    load: () => import("./start.ts"),
+    load: () => importCommand("start.ts"),
   },
   {
     name: "stop",
     summary: "stop a VM gracefully, escalating until it is gone",
-    load: () => import("./stop.ts"),
+    load: () => importCommand("stop.ts"),
   },
   {
     name: "logs",
     summary: "print a VM's serial console log",
     readOnly: true,
-    load: () => import("./logs.ts"),
+    load: () => importCommand("logs.ts"),
   },
   {
     name: "console",
     summary: "attach to a VM's serial console (Ctrl-] detaches)",
     readOnly: true,
-    load: () => import("./console.ts"),
+    load: () => importCommand("console.ts"),
   },
   {
     name: "ssh",
     summary: "open a shell or run a command in a VM over SSH",
-    load: () => import("./ssh.ts"),
+    load: () => importCommand("ssh.ts"),
   },
   {
     name: "exec",
     summary: "run a command in a VM through the guest agent",
-    load: () => import("./exec.ts"),
+    load: () => importCommand("exec.ts"),
   },
   {
     name: "ip",
     summary: "show a VM's IP addresses (from the guest agent)",
     readOnly: true,
-    load: () => import("./ip.ts"),
+    load: () => importCommand("ip.ts"),
   },
   {
     name: "ports",
     summary: "show a VM's port forwards (host -> guest)",
     readOnly: true,
-    load: () => import("./ports.ts"),
+    load: () => importCommand("ports.ts"),
   },
   {
     name: "rm",
     summary: "remove VMs (storage kept unless --delete-storage)",
-    load: () => import("./rm.ts"),
+    load: () => importCommand("rm.ts"),
   },
   {
     name: "qmp",
     summary: "talk to a running VM over QMP (run, keys, type, screendump, ...)",
     readOnly: true,
-    load: () => import("./qmp.ts"),
+    load: () => importCommand("qmp.ts"),
   },
   {
     name: "snapshot",
     summary: "create, load, list or delete disk snapshots (offline or live)",
-    load: () => import("./snapshot.ts"),
+    load: () => importCommand("snapshot.ts"),
   },
   {
     name: "storage",
     summary: "list, verify, or find orphaned disk images",
     readOnly: true,
-    load: () => import("./storage.ts"),
+    load: () => importCommand("storage.ts"),
   },
   {
     name: "export",
     summary: "export a VM as libvirt domain XML, or define it at a libvirt URI",
     readOnly: true,
-    load: () => import("./export.ts"),
+    load: () => importCommand("export.ts"),
   },
   {
     name: "import-libvirt",
     summary: "define a VM from a libvirt domain XML file",
-    load: () => import("./import_libvirt.ts"),
+    load: () => importCommand("import_libvirt.ts"),
   },
   {
     name: "cleanup",
     summary: "remove stale sockets, pid files and locks; settle dead VMs",
-    load: () => import("./cleanup.ts"),
+    load: () => importCommand("cleanup.ts"),
   },
   {
     name: "doctor",
     summary: "check QEMU, KVM, folders, the database and stray QEMU processes",
-    load: () => import("./doctor.ts"),
+    load: () => importCommand("doctor.ts"),
   },
   {
     name: "completions",
     summary: "print shell completions (bash, zsh, fish)",
-    load: () => import("./completions.ts"),
+    load: () => importCommand("completions.ts"),
   },
 ];
 

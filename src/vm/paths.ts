@@ -33,6 +33,17 @@ export function vmPaths(dirs: Dirs, id: string): VmPaths {
   };
 }
 
+/**
+ * Where a disk of the VM lives: its `file`, else `<diskDir>/<name>.<type>`. The same rule as
+ * config's `diskFile`, in string work, so `info` needs neither node:path nor the config module.
+ */
+export function vmDiskFile(
+  diskDir: string,
+  disk: { name: string; type: string; file?: string },
+): string {
+  return disk.file ?? join(diskDir, `${disk.name}.${disk.type}`);
+}
+
 /** The files a running QEMU of this VM has (sockets, pid file): stale once it is gone. */
 export function runtimeFiles(paths: VmPaths): string[] {
   return [paths.pidFile, paths.qmpSocket, paths.monitorSocket, paths.serialSocket];

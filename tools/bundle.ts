@@ -1,0 +1,232 @@
+/**
+ * `deno run -A tools/bundle.ts [--out dist/qvm]`: builds qvm's distributed form, one executable
+ * file with a shebang that runs it under Deno.
+ *
+ * Why not `deno bundle -o qvm.js main.ts`: that file inlines every command and the YAML parser,
+ * and Deno compiles all of it (~0.5 MB) on every run, so `qvm status` cost twice what it costs
+ * from source. Here `deno bundle --code-splitting` cuts qvm into one module per command plus
+ * shared chunks; `dist/qvm` carries them as strings, unpacks them once into a private cache
+ * folder named by their hash, and imports from there, so each command loads only its own
+ * modules, from files Deno can cache compiled, as it does from source. The modules travel
+ * gzipped, so the launcher Deno reads on every run stays small (~0.2 MB, not ~0.6 MB).
+ */
+import { VERSION } from "../src/version.ts";
+
+const ROOT = new URL("../", import.meta.url);
+
+/** The first line of `dist/qvm`; `tools/install.ts` points it at a Deno binary. */
+export const SHEBANG = "#!/usr/bin/env -S deno run -A --quiet";
+
+/** esbuild's CommonJS helper: `import { createRequire as a } from "node:module"; var r = a(…)`. */
+const REQUIRE_SHIM =
+  /import\s*\{\s*createRequire as ([\w$]+)\s*\}\s*from\s*"node:module";?\s*var ([\w$]+)\s*=\s*\1\(import\.meta\.url\)/;
+
+/** A chunk that is one CommonJS package: its only export is `export default require_x();`. */
+const COMMONJS_CHUNK = /export\s+default\s+[\w$]+\(\);?\s*$/;
+
+/** Every file under `dir`, as paths relative to it. */
+function listFiles(dir: string, prefix = ""): string[] {
+  const out: string[] = [];
+  for (const entry of Deno.readDirSync(prefix ? `${dir}/${prefix}` : dir)) {
+    const path = prefix ? `${prefix}/${entry.name}` : entry.name;
+    if (entry.isDirectory) out.push(...listFiles(dir, path));
+    else out.push(path);
+  }
+  return out.sort();
+}
+
+/** The command modules: every `src/cli/*.ts` that is not a private helper. */
+function commandEntries(): string[] {
+  return [...Deno.readDirSync(new URL("src/cli/", ROOT))]
+    .filter((e) => e.isFile && e.name.endsWith(".ts") && !e.name.startsWith("_"))
+    .map((e) => `src/cli/${e.name}`)
+    .sort();
+}
+
+/**
+ * Two fixes to esbuild's split output. (1) Its CommonJS helper chunk, which every module imports,
+ * imports `node:module` (~15 ms of start-up) for `require`; `process.getBuiltinModule` gives the
+ * same built-in modules with no import, and only when a CommonJS package (the YAML parser) runs.
+ * (2) A CommonJS package split into its own chunk exports only `default`, so `import("yaml")`
+ * lost its named exports; dynamic imports of such a chunk now resolve to its `default`.
+ * Returns how many of each it patched.
+ */
+export function patchChunks(files: Record<string, string>): { shims: number; commonJs: number } {
+  let shims = 0;
+  for (const [path, text] of Object.entries(files)) {
+    if (!REQUIRE_SHIM.test(text)) continue;
+    files[path] = text.replace(
+      REQUIRE_SHIM,
+      (_, _create, name) => `var ${name}=(id)=>globalThis.process.getBuiltinModule(id)`,
+    );
+    shims++;
+  }
+  const commonJs = Object.keys(files).filter((path) =>
+    COMMONJS_CHUNK.test(files[path]) && files[path].match(/\bexport\b/g)?.length === 1
+  );
+  for (const [path, text] of Object.entries(files)) {
+    let patched = text;
+    for (const target of commonJs) {
+      const name = target.slice(target.lastIndexOf("/") + 1).replaceAll(".", "\\.");
+      patched = patched.replace(
+        new RegExp(`import\\(\\s*"((?:\\.\\.?/)+${name})"\\s*\\)`, "g"),
+        (_, spec) => `import("${spec}").then((m)=>m.default)`,
+      );
+    }
+    files[path] = patched;
+  }
+  return { shims, commonJs: commonJs.length };
+}
+
+/** The code of `dist/qvm` after its shebang: unpack once (by hash), then run `main`. */
+function launcherSource(packed: string, hash: string): string {
+  return `// qvm ${VERSION}: built by tools/bundle.ts from qvm's sources; do not edit.
+const HASH = "${hash}";
+/** Every module, as JSON \`{path: text}\`, gzipped and base64-encoded: read only to unpack. */
+const PACKED = "${packed}";
+
+function cacheRoot() {
+  const xdg = Deno.env.get("XDG_CACHE_HOME");
+  const base = xdg?.startsWith("/") ? xdg : \`\${Deno.env.get("HOME") || "/root"}/.cache\`;
+  return \`\${base}/qvm\`;
+}
+
+/** True for a folder of ours no one else can write, false when missing; throws when unsafe. */
+function privateDir(path) {
+  let info;
+  try {
+    info = Deno.lstatSync(path);
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return false;
+    throw err;
+  }
+  const uid = Deno.uid();
+  if (!info.isDirectory || (uid !== null && info.uid !== uid) || (info.mode & 0o022) !== 0) {
+    throw new Error(\`\${path} is not a private folder of yours\`);
+  }
+  return true;
+}
+
+async function unpack() {
+  const bytes = Uint8Array.from(atob(PACKED), (c) => c.charCodeAt(0));
+  const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("gzip"));
+  return JSON.parse(await new Response(stream).text());
+}
+
+/** The folder holding this build's modules, unpacked on first run (atomically, by rename). */
+async function unpacked() {
+  const root = cacheRoot();
+  const dir = \`\${root}/dist-\${HASH}\`;
+  if (privateDir(dir)) return dir;
+  Deno.mkdirSync(root, { recursive: true, mode: 0o700 });
+  privateDir(root);
+  const files = await unpack();
+  const tmp = Deno.makeTempDirSync({ dir: root, prefix: ".unpack-" });
+  for (const [path, text] of Object.entries(files)) {
+    const slash = path.lastIndexOf("/");
+    if (slash > 0) Deno.mkdirSync(\`\${tmp}/\${path.slice(0, slash)}\`, { recursive: true });
+    Deno.writeTextFileSync(\`\${tmp}/\${path}\`, text, { createNew: true, mode: 0o600 });
+  }
+  try {
+    Deno.renameSync(tmp, dir);
+  } catch (err) {
+    Deno.removeSync(tmp, { recursive: true });
+    if (!privateDir(dir)) throw err;
+  }
+  return dir;
+}
+
+function fileUrl(path) {
+  const url = new URL("file:///");
+  url.pathname = path;
+  return url.href;
+}
+
+let dir;
+try {
+  dir = await unpacked();
+} catch (err) {
+  console.error(\`qvm: cannot unpack qvm's modules into \${cacheRoot()}: \${err.message}\`);
+  Deno.exit(1);
+}
+globalThis[Symbol.for("qvm.importCommand")] = (file) =>
+  import(fileUrl(\`\${dir}/src/cli/\${file.replace(/\\.ts$/, ".js")}\`));
+const { main } = await import(fileUrl(\`\${dir}/main.js\`));
+Deno.exit(await main(Deno.args));
+`;
+}
+
+async function gzipBase64(text: string): Promise<string> {
+  const stream = new Blob([text]).stream().pipeThrough(new CompressionStream("gzip"));
+  const bytes = new Uint8Array(await new Response(stream).arrayBuffer());
+  let binary = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) {
+    binary += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  }
+  return btoa(binary);
+}
+
+async function sha256Hex(text: string): Promise<string> {
+  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));
+  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/** Runs `deno bundle --code-splitting` on main.ts and every command; returns the output files. */
+async function splitBundle(): Promise<Record<string, string>> {
+  const tmp = await Deno.makeTempDir({ prefix: "qvm-bundle-" });
+  try {
+    const result = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "bundle",
+        "--quiet",
+        "--code-splitting",
+        "--platform",
+        "deno",
+        "--outdir",
+        tmp,
+        "main.ts",
+        ...commandEntries(),
+      ],
+      cwd: ROOT.pathname,
+      stdout: "inherit",
+      stderr: "inherit",
+    }).output();
+    if (!result.success) throw new Error("deno bundle failed");
+    const files: Record<string, string> = {};
+    for (const path of listFiles(tmp)) {
+      if (path.endsWith(".js")) files[path] = await Deno.readTextFile(`${tmp}/${path}`);
+    }
+    if (!("main.js" in files)) throw new Error("deno bundle wrote no main.js");
+    return files;
+  } finally {
+    await Deno.remove(tmp, { recursive: true });
+  }
+}
+
+/** Builds `out` (default `dist/qvm`), mode 0755, written atomically; returns its size in bytes. */
+export async function buildDist(out = new URL("dist/qvm", ROOT).pathname): Promise<number> {
+  const files = await splitBundle();
+  const patched = patchChunks(files);
+  if (patched.shims !== 1 || patched.commonJs !== 1) {
+    throw new Error(
+      `expected one CommonJS helper and one CommonJS package (yaml) in the bundle, found ` +
+        `${patched.shims} and ${patched.commonJs}: check tools/bundle.ts against this Deno`,
+    );
+  }
+  const json = JSON.stringify(files);
+  const hash = (await sha256Hex(json)).slice(0, 16);
+  const text = `${SHEBANG}\n${launcherSource(await gzipBase64(json), hash)}`;
+  const slash = out.lastIndexOf("/");
+  if (slash > 0) await Deno.mkdir(out.slice(0, slash), { recursive: true });
+  const partial = `${out}.partial`;
+  await Deno.writeTextFile(partial, text, { mode: 0o755 });
+  await Deno.chmod(partial, 0o755);
+  await Deno.rename(partial, out);
+  return new TextEncoder().encode(text).length;
+}
+
+if (import.meta.main) {
+  const out = Deno.args[0] === "--out" ? Deno.args[1] : undefined;
+  const size = await buildDist(out);
+  console.log(`built ${out ?? "dist/qvm"} (${Math.round(size / 1024)} KiB)`);
+}
