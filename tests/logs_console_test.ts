@@ -32,6 +32,10 @@ class Background {
     this.#done = Promise.all([out, err, this.#child.status]).then(([, , s]) => s.code);
   }
 
+  get pid(): number {
+    return this.#child.pid;
+  }
+
   get stdout(): string {
     return this.#stdout;
   }
@@ -208,7 +212,7 @@ Deno.test("console sends all of its piped input before it closes", async () => {
 
 Deno.test("a second console is refused with one line while another client is attached", async () => {
   await withEnv(async (env) => {
-    await addGuest(env, "c2");
+    const id = await addGuest(env, "c2");
     await env.ok(["start", "c2", ...WAIT_READY]);
     const first = new Background(env, ["console", "c2"], { stdin: true });
     try {
@@ -220,12 +224,29 @@ Deno.test("a second console is refused with one line while another client is att
       assert.ok(await eventually(attached, 30_000), "the first console never attached");
       const second = await env.run(["console", "c2"], { stdin: "echo second\n" });
       assert.equal(second.code, 1, second.stderr);
-      assert.match(second.stderr, /VM 'c2' already has a console attached/);
+      assert.match(
+        second.stderr,
+        new RegExp(`VM 'c2' already has a console attached \\(qvm console, pid ${first.pid}\\)`),
+      );
       assert.equal(second.stderr.trim().split("\n").length, 1, second.stderr);
       // The first one still works and ends normally; then a console attaches again.
       await first.stdin!.write(new TextEncoder().encode('echo "FIRST"-OK\n'));
       await first.stdin!.close();
       assert.equal(await first.exited(), 0, first.stderr);
+      assert.ok(await eventually(async () => !(await attached()), 30_000));
+      // Any other program on the socket counts too.
+      const other = await Deno.connect({
+        transport: "unix",
+        path: join(env.runtimeDir, `${id}.serial`),
+      });
+      try {
+        assert.ok(await eventually(attached, 30_000));
+        const refused = await env.run(["console", "c2"], { stdin: "" });
+        assert.equal(refused.code, 1, refused.stderr);
+        assert.match(refused.stderr, new RegExp(`attached \\(deno, pid ${Deno.pid}\\)`));
+      } finally {
+        other.close();
+      }
       assert.ok(await eventually(async () => !(await attached()), 30_000));
       const third = await env.run(["console", "c2"], { stdin: 'echo "THIRD"-OK\n' });
       assert.equal(third.code, 0, third.stderr);

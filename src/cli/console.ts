@@ -35,9 +35,10 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
   const paths = vmPaths(ctx.dirs, vm.id);
   // QEMU serves one serial client at a time; a second connection would queue in silence.
   if (await serialClientAttached(paths.monitorSocket)) {
+    const holder = await serialHolder(paths.serialSocket, vm.pid!);
     throw new QvmError(
-      `VM '${vm.name}' already has a console attached (its serial port serves one client at a ` +
-        `time): detach that one with Ctrl-] or end the program connected to ${paths.serialSocket}`,
+      `VM '${vm.name}' already has a console attached${holder ? ` (${holder})` : ""}; its ` +
+        `serial port serves one client at a time: detach that one with Ctrl-], or end it`,
     );
   }
   let conn: Deno.UnixConn;
@@ -64,11 +65,13 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
       if (n === null) break;
       const chunk = buf.subarray(0, n);
       const detach = chunk.indexOf(DETACH_BYTE);
-      if (detach !== -1) {
-        if (detach > 0) await writer.write(chunk.slice(0, detach));
-        break;
+      const data = detach === -1 ? chunk.slice() : chunk.slice(0, detach);
+      try {
+        if (data.length > 0) await writer.write(data);
+      } catch {
+        break; // QEMU went away: the VM stopped.
       }
-      await writer.write(chunk.slice());
+      if (detach !== -1) break;
     }
     writer.releaseLock();
     drained = await drain(conn, fromGuest);
@@ -125,4 +128,44 @@ async function serialClientAttached(monitorSocket: string): Promise<boolean> {
   } catch {
     return false; // QMP unavailable: attach anyway, as before.
   }
+}
+
+/**
+ * Who holds the VM's serial socket, e.g. "qvm console, pid 1234", from the kernel's socket table
+ * (`ss`): QEMU's end of the connection names its peer, and the peer's owner is found by it.
+ * Undefined when that cannot be told (no `ss`, another user's process).
+ */
+async function serialHolder(serialSocket: string, qemuPid: number): Promise<string | undefined> {
+  let table: string;
+  try {
+    const out = await new Deno.Command("ss", { args: ["-xpnH"], stdin: "null", stderr: "null" })
+      .output();
+    table = new TextDecoder().decode(out.stdout);
+  } catch {
+    return undefined;
+  }
+  const rows = table.split("\n").map((line) =>
+    line.match(/^u_str\s+ESTAB\s+\d+\s+\d+\s+(\S+)\s+(\d+)\s+\S+\s+(\d+)\s*(.*)$/)
+  ).filter((m) => m !== null).map((m) => ({
+    local: m[1],
+    inode: m[2],
+    peer: m[3],
+    pids: [...m[4].matchAll(/pid=(\d+)/g)].map((p) => Number(p[1])),
+  }));
+  const qemuEnd = rows.find((r) => r.local === serialSocket && r.pids.includes(qemuPid));
+  const client = rows.find((r) => qemuEnd !== undefined && r.inode === qemuEnd.peer);
+  const pid = client?.pids[0];
+  if (pid === undefined) return undefined;
+  let argv: string[];
+  try {
+    argv = Deno.readTextFileSync(`/proc/${pid}/cmdline`).split("\0").filter((a) => a !== "");
+  } catch {
+    return `pid ${pid}`;
+  }
+  // qvm runs as `deno run ... main.ts console VM` or as the installed `qvm console VM`.
+  const script = argv.findIndex((a) => /(^|\/)(main\.ts|qvm)$/.test(a));
+  if (script >= 0 && argv.slice(script + 1).find((a) => !a.startsWith("-")) === "console") {
+    return `qvm console, pid ${pid}`;
+  }
+  return `${argv[0]?.split("/").pop() ?? "a program"}, pid ${pid}`;
 }

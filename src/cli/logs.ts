@@ -45,7 +45,7 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
   const path = args.values.qemu ? paths.qemuLog : paths.serialLog;
   if (args.values.follow) {
     const found = await follow(ctx, vm, path);
-    if (!found) throw noLog(ctx.store.require(vm.id));
+    if (!found) throw noLog(ctx.store.get(vm.id) ?? vm);
     return 0;
   }
   let file: Deno.FsFile;
@@ -134,7 +134,9 @@ async function follow(ctx: Context, vm: VmRecord, path: string): Promise<boolean
           continue;
         }
       }
-      const seen = await observe(ctx, ctx.store.require(vm.id), { qmp: false });
+      const current = ctx.store.get(vm.id);
+      if (current === undefined) break; // Removed: nothing more will come.
+      const seen = await observe(ctx, current, { qmp: false });
       if (isLive(seen.status) || isLocked(lockFile)) {
         stoppedSince = undefined;
       } else {
