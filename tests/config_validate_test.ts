@@ -89,7 +89,7 @@ Deno.test("a disk gets defaults: storage<i>, qcow2, 10G, virtio, no file", () =>
   );
 });
 
-Deno.test("a disk keeps file, backing_file and backing_format", () => {
+Deno.test("an overlay of a backing file without a size takes the backing file's size", () => {
   const storage = [{
     name: "hdd",
     file: "/vm/hdd.qcow2",
@@ -101,7 +101,6 @@ Deno.test("a disk keeps file, backing_file and backing_format", () => {
     name: "hdd",
     type: "qcow2",
     file: "/vm/hdd.qcow2",
-    size: "10G",
     interface: "sata",
     backing_file: "/images/base.qcow2",
     backing_format: "qcow2",
@@ -115,14 +114,14 @@ Deno.test("every disk interface is accepted", () => {
   }
 });
 
-Deno.test("a virtfs share gets defaults: mapped-xattr, not read-only", () => {
+Deno.test("a virtfs share gets maqet's defaults: passthrough, not read-only", () => {
   const storage = [{ name: "share", type: "virtfs", path: "/srv", mount_tag: "host" }];
   assert.deepEqual(validateConfig({ storage }).storage, [{
     name: "share",
     type: "virtfs",
     path: "/srv",
     mount_tag: "host",
-    security_model: "mapped-xattr",
+    security_model: "passthrough",
     readonly: false,
   }]);
 });

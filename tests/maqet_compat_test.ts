@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import { loadConfigs } from "../src/config/mod.ts";
 import { QvmError } from "../src/errors.ts";
 import { configArgv } from "../src/qemu/argv.ts";
+import { createDiskIfMissing } from "../src/qemu/img.ts";
 import { launchArgv } from "../src/qemu/launch.ts";
 import { vmPaths } from "../src/vm/paths.ts";
 import { guestConfig, WAIT_READY } from "./helpers/guest.ts";
@@ -72,17 +73,25 @@ const rows: Row[] = [
     ],
   },
   {
-    rule: "a virtfs item without mount_tag uses its name as the tag",
+    rule: "a virtfs item without mount_tag or security_model: its name, and passthrough",
     files: ["storage:\n  - {name: data, type: virtfs, path: /srv/data}\n"],
     argv: [
       "-virtfs",
-      "local,path=/srv/data,mount_tag=data,security_model=mapped-xattr,id=data",
+      "local,path=/srv/data,mount_tag=data,security_model=passthrough,id=data",
     ],
   },
   {
     rule: "an unnamed virtfs item's tag is its positional name",
     files: ["storage:\n  - {type: virtfs, path: /srv}\n"],
-    argv: ["-virtfs", "local,path=/srv,mount_tag=storage0,security_model=mapped-xattr,id=storage0"],
+    argv: ["-virtfs", "local,path=/srv,mount_tag=storage0,security_model=passthrough,id=storage0"],
+  },
+  {
+    rule: "a virtfs item's options: id names the share, other keys are extra sub-options",
+    files: [
+      "storage:\n  - name: s\n    type: virtfs\n    path: /srv\n" +
+      "    options: {id: fs9, multidevs: remap, security_model: none}\n",
+    ],
+    argv: ["-virtfs", "local,path=/srv,mount_tag=s,security_model=none,id=fs9,multidevs=remap"],
   },
   {
     rule: "a disk's options: map may hold its known keys and extra -drive sub-options",
@@ -359,7 +368,7 @@ const rows: Row[] = [
   {
     rule: "readonly: yes (a boolean to maqet's YAML parser) is true",
     files: ["storage:\n  - {name: s, type: virtfs, path: /srv, readonly: yes}\n"],
-    argv: ["-virtfs", "local,path=/srv,mount_tag=s,security_model=mapped-xattr,id=s,readonly=on"],
+    argv: ["-virtfs", "local,path=/srv,mount_tag=s,security_model=passthrough,id=s,readonly=on"],
   },
 
   // Keys that are commands.
@@ -436,6 +445,39 @@ Deno.test("an existing image in a system folder may be named; a new one beside i
       build(dir, [existing + "  - {name: new0, type: raw, file: /dev/qvm-new0.img}\n"], () => {}),
       /refusing to create disk 'new0' at '\/dev\/qvm-new0\.img': \/dev is a system folder/,
     );
+  });
+});
+
+async function qemuImg(args: string[]): Promise<string> {
+  const out = await new Deno.Command("qemu-img", { args, stdout: "piped", stderr: "piped" })
+    .output();
+  assert.ok(out.success, new TextDecoder().decode(out.stderr));
+  return new TextDecoder().decode(out.stdout);
+}
+
+Deno.test("an overlay without a size is created as big as its backing file", async () => {
+  await withDir(async (dir) => {
+    await qemuImg(["create", "-q", "-f", "qcow2", `${dir}/base.qcow2`, "20M"]);
+    await Deno.writeTextFile(
+      `${dir}/vm.yaml`,
+      "storage:\n  - {name: top, file: ./top.qcow2, backing_file: ./base.qcow2}\n",
+    );
+    const [disk] = (await loadConfigs([`${dir}/vm.yaml`], {})).storage;
+    assert.ok(disk.type === "qcow2");
+    assert.equal(await createDiskIfMissing(disk, disk.file!), true);
+    const info = JSON.parse(await qemuImg(["info", "--output=json", `${dir}/top.qcow2`]));
+    assert.equal(info["virtual-size"], 20 * 1024 * 1024);
+    assert.equal(info["backing-filename"], `${dir}/base.qcow2`);
+  });
+});
+
+Deno.test("a new disk in /dev/shm, a RAM disk for users, is accepted", async () => {
+  await withDir(async (dir) => {
+    const file = `/dev/shm/qvm-test-${crypto.randomUUID()}.qcow2`;
+    assert.deepEqual(await build(dir, [`storage:\n  - {name: ram, file: ${file}}\n`], () => {}), [
+      "-drive",
+      `file=${file},format=qcow2,if=virtio,id=ram`,
+    ]);
   });
 });
 

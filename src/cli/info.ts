@@ -34,7 +34,7 @@ export function summarize(dirs: Dirs, vm: VmRecord): Record<string, unknown> {
         name: s.name,
         type: s.type,
         file: vmDiskFile(diskDir, s),
-        size: s.size,
+        size: s.size ?? null,
         interface: s.interface,
       }
     ),
@@ -60,7 +60,7 @@ export function run(ctx: Context, args: ParsedArgs): number {
     lines.push(
       s.type === "virtfs"
         ? `  ${s.name}: virtfs ${s.path} (tag ${s.mount_tag})`
-        : `  ${s.name}: ${s.type} ${s.size} ${s.interface} ${s.file}`,
+        : `  ${s.name}: ${s.type} ${s.size ?? "(backing file's size)"} ${s.interface} ${s.file}`,
     );
   }
   ctx.out(lines.join("\n"));

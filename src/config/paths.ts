@@ -203,8 +203,16 @@ export const SYSTEM_FOLDERS: readonly string[] = [
   "/dev",
 ];
 
+/** Folders inside system folders that are meant for users' files (as in maqet): a RAM disk. */
+const USER_FOLDERS_INSIDE: readonly string[] = ["/dev/shm"];
+
+function within(path: string, folder: string): boolean {
+  return path === folder || path.startsWith(`${folder}/`);
+}
+
 function under(path: string): string | undefined {
-  return SYSTEM_FOLDERS.find((folder) => path === folder || path.startsWith(`${folder}/`));
+  if (USER_FOLDERS_INSIDE.some((folder) => within(path, folder))) return undefined;
+  return SYSTEM_FOLDERS.find((folder) => within(path, folder));
 }
 
 /** The real path of `path`'s nearest existing ancestor joined with the rest (symlinks followed). */
@@ -224,7 +232,7 @@ function realish(path: string): string {
 
 /**
  * The system folder (`/etc`, `/usr`, `/bin`, `/boot`, `/proc`, `/sys`, `/dev`, ...) that holds
- * `path`, directly or through a symlink, or undefined.
+ * `path`, directly or through a symlink, or undefined (also for `/dev/shm`, a RAM disk for users).
  */
 export function systemFolderOf(path: string): string | undefined {
   const lexical = resolve(path);

@@ -24,8 +24,8 @@ export interface DiskStorage {
   type: "qcow2" | "raw";
   /** Absolute path; absent means qvm's default under the data dir (see `diskFile`). */
   file?: string;
-  /** Size with unit, e.g. `10G`. */
-  size: string;
+  /** Size with unit, e.g. `10G`; absent for an overlay that takes its backing file's size. */
+  size?: string;
   interface: DiskInterface;
   backing_file?: string;
   backing_format?: string;

@@ -53,7 +53,7 @@ const DISK_KEYS = new Set([
 const VIRTFS_KEYS = new Set(["name", "type", "path", "mount_tag", "security_model", "readonly"]);
 /** Sub-options qvm writes itself on a disk's `-drive` / a share's `-virtfs`; `options:` can't set them. */
 const MANAGED_DRIVE_KEYS = new Set(["format", "if", "id"]);
-const MANAGED_VIRTFS_KEYS = new Set(["id", "local", "fsdriver"]);
+const MANAGED_VIRTFS_KEYS = new Set(["local", "fsdriver"]);
 const INTERFACES: readonly DiskInterface[] = ["virtio", "sata", "ide", "scsi", "none"];
 const SECURITY_MODELS: readonly VirtfsStorage["security_model"][] = [
   "passthrough",
@@ -305,8 +305,13 @@ function liftOptions(
 function diskOf(raw: Record<string, unknown>, name: string, type: "qcow2" | "raw"): DiskStorage {
   const where = ` for storage '${name}'`;
   const { item, extras } = liftOptions(raw, DISK_KEYS, MANAGED_DRIVE_KEYS, where);
-  const size = given(item.size) ? parseSize(item.size, "") : "10G";
-  if (size === undefined) {
+  // maqet: an overlay of a backing file without a size takes the backing file's size.
+  const size = given(item.size)
+    ? parseSize(item.size, "")
+    : given(item.backing_file)
+    ? undefined
+    : "10G";
+  if (given(item.size) && size === undefined) {
     throw new UsageError(
       `invalid size ${show(item.size)}${where}: use a size like 10G or 512M`,
     );
@@ -343,7 +348,7 @@ function diskOf(raw: Record<string, unknown>, name: string, type: "qcow2" | "raw
     name,
     type,
     ...(file === undefined ? {} : { file }),
-    size,
+    ...(size === undefined ? {} : { size }),
     interface: iface,
     ...(backing === undefined ? {} : { backing_file: backing }),
     ...(format === undefined ? {} : { backing_format: format }),
@@ -369,7 +374,7 @@ function virtfsOf(raw: Record<string, unknown>, name: string): VirtfsStorage {
         (shown) => `unknown security_model ${shown}${where} ` +
           "(expected passthrough, mapped-xattr (or mapped), mapped-file or none)",
       )
-      : "mapped-xattr",
+      : "passthrough",
     readonly: given(item.readonly) ? flagOf("readonly", item.readonly, where) : false,
     ...(Object.keys(extras).length === 0 ? {} : { options: extras }),
   };

@@ -101,7 +101,8 @@ export function isNographic(option: string): boolean {
 }
 
 function extraParts(options: Record<string, string> | undefined): string[] {
-  return Object.entries(options ?? {}).map(([k, v]) => `${k}=${escapeOptionValue(v)}`);
+  return Object.entries(options ?? {}).filter(([k]) => k !== "id")
+    .map(([k, v]) => `${k}=${escapeOptionValue(v)}`);
 }
 
 function virtfsArgv(share: VirtfsStorage): string[] {
@@ -110,7 +111,7 @@ function virtfsArgv(share: VirtfsStorage): string[] {
     `path=${escapeOptionValue(share.path)}`,
     `mount_tag=${escapeOptionValue(share.mount_tag)}`,
     `security_model=${share.security_model}`,
-    `id=${escapeOptionValue(share.name)}`,
+    `id=${escapeOptionValue(share.options?.id ?? share.name)}`,
   ];
   if (share.readonly) parts.push("readonly=on");
   parts.push(...extraParts(share.options));

@@ -44,13 +44,14 @@ export async function qemuImg(args: string[]): Promise<string> {
   return run.stdout;
 }
 
-/** The `qemu-img create` argv for a disk at `file`. */
+/** The `qemu-img create` argv for a disk at `file` (no size: an overlay as big as its backing file). */
 export function createArgs(disk: DiskStorage, file: string): string[] {
   const args = ["create", "-q", "-f", disk.type];
   if (disk.backing_file) {
     args.push("-b", disk.backing_file, "-F", disk.backing_format ?? "qcow2");
   }
-  args.push("--", file, disk.size);
+  args.push("--", file);
+  if (disk.size !== undefined) args.push(disk.size);
   return args;
 }
 
