@@ -76,9 +76,15 @@ Deno.test("main.ts loads no command module before the command is chosen", async 
 Deno.test("info's disk paths follow config's rule for default and explicit files", () => {
   const diskDir = "/var/lib/qvm/disks/0b7f1f7e-4a8c-4d6e-9f00-1234567890ab";
   const disks = [
-    { name: "hdd", type: "qcow2" as const, interface: "virtio" as const },
-    { name: "data.v2", type: "raw" as const, interface: "sata" as const },
-    { name: "x", type: "qcow2" as const, interface: "virtio" as const, file: "/srv/x.qcow2" },
+    { name: "hdd", type: "qcow2" as const, size: "10G", interface: "virtio" as const },
+    { name: "data.v2", type: "raw" as const, size: "1G", interface: "sata" as const },
+    {
+      name: "x",
+      type: "qcow2" as const,
+      size: "2G",
+      interface: "virtio" as const,
+      file: "/srv/x.qcow2",
+    },
   ];
   for (const disk of disks) assert.equal(vmDiskFile(diskDir, disk), diskFile(disk, diskDir));
 });
