@@ -259,3 +259,35 @@ Deno.test("a second console is refused with one line while another client is att
     }
   });
 });
+
+Deno.test("logs into a reader that stops early (| head) exits 0 quietly", async () => {
+  await withEnv(async (env) => {
+    const id = await addGuest(env, "big");
+    // A log far larger than a pipe's buffer, so qvm is still writing when head leaves.
+    await Deno.mkdir(join(env.dataDir, "logs"), { recursive: true, mode: 0o700 });
+    await Deno.writeTextFile(
+      join(env.dataDir, "logs", `${id}.serial.log`),
+      "guest output line\n".repeat(100_000),
+    );
+    for (const extra of [[], ["--follow"]]) {
+      const out = await new Deno.Command("bash", {
+        args: [
+          "-c",
+          '"$@" 2>"$QVM_ERR" | head -c 100 >/dev/null; echo "${PIPESTATUS[0]}"',
+          "bash",
+          Deno.execPath(),
+          ...["run", "-A", "--quiet", MAIN, "logs", "big", ...extra],
+        ],
+        env: {
+          QVM_DATA_DIR: env.dataDir,
+          QVM_RUNTIME_DIR: env.runtimeDir,
+          NO_COLOR: "1",
+          QVM_ERR: join(env.root, "err"),
+        },
+        stdin: "null",
+      }).output();
+      assert.equal(await Deno.readTextFile(join(env.root, "err")), "", `logs ${extra}`);
+      assert.equal(new TextDecoder().decode(out.stdout).trim(), "0", `logs ${extra}`);
+    }
+  });
+});
