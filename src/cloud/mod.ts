@@ -3,14 +3,12 @@
  * forwards, the NoCloud seed, the guest agent channel) and the waits for SSH and the agent.
  * Loaded lazily: VMs without these sections never import it.
  */
-import type { VmConfig } from "../config/mod.ts";
-import { isPublicKeyLine } from "../config/cloud_init.ts";
+import { isPublicKeyLine, type PortForward, type VmConfig } from "../config/mod.ts";
 import { NotRunningError, QvmError, TimeoutError, UsageError } from "../errors.ts";
 import { type Dirs, ensurePrivateDir, type VmRecord } from "../state/mod.ts";
 import { isOurQemu } from "../qemu/process.ts";
 import { escapeOptionValue } from "../qemu/argv.ts";
 import { agentAddresses, agentPing, type GuestAddress } from "./agent.ts";
-import type { PortForward } from "../config/network.ts";
 import { cloudPaths } from "./paths.ts";
 import {
   type ActiveForward,

@@ -4,7 +4,7 @@
  * pid file so `qvm ports`, `qvm ssh` and `status --json` read them without asking QEMU.
  */
 import { UsageError } from "../errors.ts";
-import { checkForwardsFree, formatForward, type PortForward } from "../config/network.ts";
+import { checkForwardsFree, formatForward, type PortForward } from "../config/mod.ts";
 
 /** A forward with its host port settled. */
 export type ActiveForward = PortForward & { host: number };

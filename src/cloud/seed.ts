@@ -8,7 +8,7 @@
 import { createHash } from "node:crypto";
 import { QvmError } from "../errors.ts";
 import { escapeOptionValue } from "../qemu/argv.ts";
-import type { CloudInitConfig } from "../config/cloud_init.ts";
+import type { CloudInitConfig } from "../config/mod.ts";
 
 /** The volume label cloud-init's NoCloud data source looks for. */
 export const SEED_LABEL = "cidata";

@@ -26,6 +26,13 @@ export {
   stripDashes,
 } from "./arguments.ts";
 export { COMMAND_KEYS } from "./_checks.ts";
+export { type CloudInitConfig, isPublicKeyLine } from "./cloud_init.ts";
+export {
+  checkForwardsFree,
+  formatForward,
+  type NetworkConfig,
+  type PortForward,
+} from "./network.ts";
 export { diskFile, PATH_KEYS, PATH_OPTIONS, SYSTEM_FOLDERS, systemFolderOf } from "./paths.ts";
 export { loadConfigFile, type LoadOptions, MAX_CONFIG_BYTES } from "./load.ts";
 export { mergeConfigs } from "./merge.ts";
