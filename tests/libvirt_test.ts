@@ -72,7 +72,11 @@ function uniqueName(prefix: string): string {
 }
 
 /** Exports `vm`, imports it back under a new name, and checks both command lines are equal. */
-async function roundTrip(env: QvmEnv, vm: string): Promise<{ xml: string; stderr: string }> {
+async function roundTrip(
+  env: QvmEnv,
+  vm: string,
+  options: { byElements?: boolean } = {},
+): Promise<{ xml: string; stderr: string }> {
   const file = join(env.root, `${vm}.xml`);
   const exported = await env.run(["export", vm, "--format", "libvirt", "-o", file]);
   assert.deepEqual(exported.code, 0, exported.stderr);
@@ -81,6 +85,15 @@ async function roundTrip(env: QvmEnv, vm: string): Promise<{ xml: string; stderr
   assert.deepEqual(imported.code, 0, imported.stderr);
   assert.deepEqual(JSON.parse(imported.stdout).exact, true);
   assert.deepEqual(await dryRun(env, `${vm}-back`), await dryRun(env, vm));
+  if (options.byElements) {
+    // Without qvm's metadata the config is read from the domain's elements alone.
+    const plain = (await Deno.readTextFile(file)).replace(/<metadata>[\s\S]*<\/metadata>/, "");
+    const plainFile = await env.file(`${vm}-plain.xml`, plain);
+    const read = await env.run(["import-libvirt", plainFile, "--name", `${vm}-plain`, "--json"]);
+    assert.deepEqual(read.code, 0, read.stderr);
+    assert.deepEqual(JSON.parse(read.stdout).exact, false);
+    assert.deepEqual(await dryRun(env, `${vm}-plain`), await dryRun(env, vm));
+  }
   return { xml: await Deno.readTextFile(file), stderr: exported.stderr };
 }
 
@@ -129,6 +142,7 @@ Deno.test("round trip: export, import-libvirt, start --dry-run gives the same QE
         "  - no-acpi",
         "args: [-no-hpet, -global, 'kvm-pit.lost_tick_policy=discard', -nographic]",
       ].join("\n"),
+      "memory and vCPUs as -m and -smp items": "name: items\narguments:\n  - m: 256\n  - smp: 2\n",
       "its own serial and an accelerator list": [
         "name: serial",
         "arguments:",
@@ -143,7 +157,7 @@ Deno.test("round trip: export, import-libvirt, start --dry-run gives the same QE
         const add = await env.run(["add", file]);
         assert.deepEqual(add.code, 0, add.stderr);
         const name = /^name: (\S+)/m.exec(yaml)![1];
-        await roundTrip(env, name);
+        await roundTrip(env, name, { byElements: what === "the test guest" });
       });
     }
   });

@@ -99,6 +99,14 @@ function plainValue(item: ArgumentItem): string | undefined {
   return typeof value === "string" ? value : undefined;
 }
 
+/** The value of a one-key item as text when it is a string or a number (`{m: 512}` → `512`). */
+function scalarOf(item: ArgumentItem): string | undefined {
+  if (typeof item === "string") return undefined;
+  const keys = Object.keys(item);
+  const value = keys.length === 1 ? item[keys[0]] : undefined;
+  return typeof value === "string" || typeof value === "number" ? String(value) : undefined;
+}
+
 /** The machine type of a `machine` item written `q35` or `{type: q35}`, else undefined. */
 function machineType(item: ArgumentItem): string | undefined {
   const text = plainValue(item);
@@ -115,6 +123,8 @@ function machineType(item: ArgumentItem): string | undefined {
 /** What the `arguments` list says that libvirt has elements for, and the rest as QEMU options. */
 interface ArgumentPlan {
   type?: "kvm" | "qemu";
+  memory?: string;
+  vcpus?: number;
   machine?: string;
   kernel?: string;
   initrd?: string;
@@ -131,8 +141,13 @@ function planArguments(items: readonly ArgumentItem[]): ArgumentPlan {
     const option = argumentOption(item);
     const value = plainValue(item);
     const bare = typeof item === "string";
+    const count = scalarOf(item);
     if (option === "accel" && plan.type === undefined && (value === "tcg" || value === "kvm")) {
       plan.type = value === "tcg" ? "qemu" : "kvm";
+    } else if (option === "m" && plan.memory === undefined && /^\d+[KMGT]?$/i.test(count ?? "")) {
+      plan.memory = /^\d+$/.test(count!) ? `${count}M` : count!.toUpperCase();
+    } else if (option === "smp" && plan.vcpus === undefined && /^\d+$/.test(count ?? "")) {
+      plan.vcpus = Number(count);
     } else if (option === "enable-kvm" && bare && plan.type === undefined) {
       plan.type = "kvm";
     } else if (option === "machine" && plan.machine === undefined && machineType(item)) {
@@ -310,8 +325,8 @@ export function domainXml(vm: DomainSource, options: DomainOptions): DomainExpor
     el("name", {}, [vm.name]),
     el("uuid", {}, [vm.id]),
     el("metadata", {}, [el("qvm:config", { "xmlns:qvm": QVM_NS }, [JSON.stringify(qvmConfig)])]),
-    memoryElement(config.memory ?? DEFAULT_MEMORY),
-    el("vcpu", {}, [String(config.cpu ?? 1)]),
+    memoryElement(config.memory ?? plan.memory ?? DEFAULT_MEMORY),
+    el("vcpu", {}, [String(config.cpu ?? plan.vcpus ?? 1)]),
     el("os", {}, [
       el("type", { arch: archOf(binary), machine: plan.machine }, ["hvm"]),
       plan.kernel === undefined ? undefined : el("kernel", {}, [plan.kernel]),

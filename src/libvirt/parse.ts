@@ -248,7 +248,8 @@ function readDomain(root: XmlElement): ImportedDomain {
   }
   const vcpu = textOf(child(root, "vcpu"));
   if (vcpu !== undefined) {
-    if (/^\d+$/.test(vcpu)) config.cpu = Number(vcpu);
+    // One vCPU is QEMU's default: said by leaving `cpu` unset, as qvm's configs mostly do.
+    if (/^\d+$/.test(vcpu) && Number(vcpu) !== 1) config.cpu = Number(vcpu);
     else notes.push(`<vcpu> '${vcpu}'`);
   }
   const os = child(root, "os");

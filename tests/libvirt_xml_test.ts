@@ -1,0 +1,320 @@
+/** The pure libvirt core: the XML reader and writer, a config as a domain, a domain as a config. */
+import assert from "node:assert/strict";
+import { validateConfig, type VmConfig } from "../src/config/mod.ts";
+import { UsageError } from "../src/errors.ts";
+import { domainToConfig, domainXml } from "../src/libvirt/mod.ts";
+import { child, el, parseXml, textOf, writeXml, XmlSyntaxError } from "../src/libvirt/xml.ts";
+
+const ID = "0b1f6a3e-8a52-4d3c-9a8e-1f2b3c4d5e6f";
+
+function exported(raw: Record<string, unknown>, name = "vm1") {
+  const config: VmConfig = validateConfig(raw);
+  return domainXml({ id: ID, name, config }, { diskDir: "/d" });
+}
+
+Deno.test("parseXml reads entities, character references, CDATA and comments", () => {
+  const root = parseXml(
+    `\ufeff<?xml version="1.0"?>\n<!-- c --><a x='1 &amp; 2' y="&lt;&#65;&#x42;">` +
+      `t&gt;<![CDATA[<raw>&]]><!-- in --><b/></a>\n`,
+  );
+  assert.equal(root.name, "a");
+  assert.deepEqual(root.attrs, { x: "1 & 2", y: "<AB" });
+  assert.equal(textOf(root), "t><raw>&");
+  assert.equal(child(root, "b")?.name, "b");
+});
+
+Deno.test("parseXml refuses malformed documents and any DOCTYPE", () => {
+  const bad = [
+    "",
+    "just text",
+    "<a>",
+    "<a></b>",
+    "<a x=1/>",
+    "<a x='1' x='2'/>",
+    "<a/><b/>",
+    "<a>&unknown;</a>",
+    "<a>&amp</a>",
+    "<!DOCTYPE a [<!ENTITY e 'x'>]><a>&e;</a>",
+    "<a x='<'/>",
+  ];
+  for (const text of bad) {
+    assert.throws(() => parseXml(text), XmlSyntaxError, JSON.stringify(text));
+  }
+});
+
+Deno.test("writeXml escapes every value; parseXml reads back the same tree", () => {
+  const tricky = `a&b<c>"d'e ,, \u00e9`;
+  const root = el("r", { v: tricky }, [el("t", {}, [tricky]), el("e")]);
+  const again = parseXml(writeXml(root));
+  assert.equal(again.attrs.v, tricky);
+  assert.equal(textOf(child(again, "t")), tricky);
+});
+
+Deno.test("domainXml maps each config part to its libvirt element", () => {
+  const cases: [string, Record<string, unknown>, string[], string[]][] = [
+    ["tcg is type qemu", { arguments: [{ accel: "tcg" }] }, ['<domain type="qemu"'], []],
+    ["no accelerator is kvm", {}, ['<domain type="kvm"', '<memory unit="MiB">128</memory>'], []],
+    ["enable-kvm is kvm", { arguments: ["enable-kvm"] }, ['<domain type="kvm"'], ["<qemu:"]],
+    [
+      "memory units",
+      { memory: "2G", cpu: 3 },
+      ['<memory unit="GiB">2</memory>', "<vcpu>3</vcpu>"],
+      [],
+    ],
+    ["-m and -smp items", { arguments: [{ m: 512 }, { smp: 2 }] }, [
+      '<memory unit="MiB">512</memory>',
+      "<vcpu>2</vcpu>",
+    ], ["<qemu:"]],
+    ["machine as a map", { arguments: [{ machine: { type: "q35" } }] }, ['machine="q35"'], [
+      "<qemu:",
+    ]],
+    [
+      "kernel boot",
+      {
+        arguments: [{ kernel: "/k" }, { initrd: "/i" }, { append: "a=1 & b" }],
+      },
+      ["<kernel>/k</kernel>", "<initrd>/i</initrd>", "<cmdline>a=1 &amp; b</cmdline>"],
+      [],
+    ],
+    ["no-acpi", { arguments: ["no-acpi"] }, [], ["<acpi/>"]],
+    ["disks on each bus", {
+      storage: [
+        { name: "a", type: "qcow2", interface: "virtio", options: { cache: "none" } },
+        { name: "b", type: "raw", interface: "sata", file: "/x/b.raw" },
+        { name: "c", type: "raw", interface: "scsi" },
+        { name: "d", type: "raw", interface: "ide" },
+        { name: "e", type: "raw", interface: "virtio" },
+      ],
+    }, [
+      '<driver name="qemu" type="qcow2" cache="none"/>',
+      '<source file="/d/a.qcow2"/>',
+      '<target dev="vda" bus="virtio"/>',
+      '<source file="/x/b.raw"/>',
+      '<target dev="sda" bus="sata"/>',
+      '<target dev="sdb" bus="scsi"/>',
+      '<controller type="scsi" index="0" model="virtio-scsi"/>',
+      '<target dev="hda" bus="ide"/>',
+      '<target dev="vdb" bus="virtio"/>',
+      '<alias name="ua-a"/>',
+    ], ["<qemu:", "<address"]],
+    [
+      "a backing file",
+      {
+        storage: [{
+          name: "o",
+          type: "qcow2",
+          file: "/x/o.qcow2",
+          backing_file: "/x/b.qcow2",
+          backing_format: "qcow2",
+        }],
+      },
+      ['<backingStore type="file">', '<format type="qcow2"/>', '<source file="/x/b.qcow2"/>'],
+      [],
+    ],
+    ["a disk libvirt cannot describe", {
+      storage: [{ name: "n", type: "raw", interface: "none" }, {
+        name: "t",
+        type: "raw",
+        options: { aio: "threads" },
+      }],
+    }, [
+      '<qemu:arg value="file=/d/n.raw,format=raw,if=none,id=n"/>',
+      '<qemu:arg value="file=/d/t.raw,format=raw,if=virtio,id=t,aio=threads"/>',
+    ], ["<disk"]],
+    ["shares", {
+      storage: [
+        { name: "p", type: "virtfs", path: "/s", mount_tag: "p", security_model: "passthrough" },
+        { name: "m", type: "virtfs", path: "/s", mount_tag: "m", security_model: "mapped-xattr" },
+        { name: "z", type: "virtfs", path: "/s", mount_tag: "z", security_model: "none" },
+        {
+          name: "f",
+          type: "virtfs",
+          path: "/s",
+          mount_tag: "f",
+          security_model: "mapped-file",
+          readonly: true,
+        },
+      ],
+    }, [
+      'accessmode="passthrough"',
+      'accessmode="mapped"',
+      'accessmode="squash"',
+      '<qemu:arg value="local,path=/s,mount_tag=f,security_model=mapped-file,id=f,readonly=on"/>',
+    ], ['accessmode="mapped-file"']],
+    ["own serial, network and vga", {
+      vga: "virtio",
+      display: "gtk",
+      arguments: [{ serial: "mon:stdio" }, { netdev: "user,id=n0" }],
+    }, [
+      '<qemu:arg value="-vga"/>',
+      '<qemu:arg value="gtk"/>',
+      '<qemu:arg value="mon:stdio"/>',
+    ], ["<serial", "<interface", "<video"]],
+    ["passed-through devices push libvirt's PCI devices to slot 0x10 and up", {
+      arguments: [{ device: "e1000" }],
+      storage: [{ name: "a", type: "raw" }],
+    }, [
+      'bus="virtio"/>\n      <alias name="ua-a"/>\n      <address type="pci" domain="0x0000" bus="0x00" slot="0x10"',
+      '<model type="e1000"/>\n      <address type="pci" domain="0x0000" bus="0x00" slot="0x11"',
+      '<model type="vga"/>\n      <address type="pci" domain="0x0000" bus="0x00" slot="0x12"',
+    ], []],
+    ["the default NIC, VGA and serial", {}, [
+      '<interface type="user">',
+      '<model type="e1000"/>',
+      '<model type="vga"/>',
+      '<log file="/var/log/libvirt/qemu/vm1-serial0.log" append="on"/>',
+      '<controller type="usb" model="none"/>',
+      '<memballoon model="none"/>',
+    ], ["<qemu:commandline", "<address"]],
+    ["raw args in option groups", { args: ["-rtc", "base=utc", "-no-hpet", "-nographic"] }, [
+      '<qemu:arg value="-rtc"/>',
+      '<qemu:arg value="base=utc"/>',
+      '<qemu:arg value="-no-hpet"/>',
+    ], ['value="-nographic"']],
+  ];
+  for (const [what, raw, present, absent] of cases) {
+    const { xml } = exported(raw);
+    for (const part of present) assert.ok(xml.includes(part), `${what}: no ${part} in\n${xml}`);
+    for (const part of absent) assert.ok(!xml.includes(part), `${what}: ${part} in\n${xml}`);
+  }
+});
+
+Deno.test("domainXml lists every passed-through option once and every file the domain needs", () => {
+  const made = exported({
+    arguments: [{ kernel: "/k" }, "no-reboot", { netdev: { user: null, id: "n0" } }],
+    storage: [{ name: "a", type: "raw" }, {
+      name: "s",
+      type: "virtfs",
+      path: "/s",
+      mount_tag: "s",
+      security_model: "none",
+    }],
+    args: ["-rtc", "base=utc"],
+  });
+  assert.deepEqual(made.passedThrough, ["-no-reboot", "-netdev user,id=n0", "-rtc base=utc"]);
+  assert.deepEqual(made.files, ["/k", "/d/a.raw", "/s"]);
+});
+
+Deno.test("domainToConfig reads a hand-written domain by its elements", () => {
+  const cases: [string, string, Record<string, unknown>][] = [
+    [
+      "memory in KiB by default, vcpu, kvm",
+      "<domain type='kvm'><name>a</name><memory>1048576</memory><vcpu>2</vcpu></domain>",
+      { memory: "1048576K", cpu: 2, arguments: [{ accel: "kvm" }, "no-acpi"], storage: [] },
+    ],
+    [
+      "bytes, machine, kernel, on_reboot destroy",
+      `<domain type='qemu'><name>b</name><memory unit='bytes'>536870912</memory>
+        <os><type machine='q35'>hvm</type><kernel>/k</kernel><cmdline>x</cmdline></os>
+        <features><acpi/></features><on_reboot>destroy</on_reboot></domain>`,
+      {
+        memory: "524288K",
+        arguments: [
+          { accel: "tcg" },
+          { machine: "q35" },
+          { kernel: "/k" },
+          { append: "x" },
+          "no-reboot",
+        ],
+        storage: [],
+      },
+    ],
+    [
+      "commandline as items, display and vga as keys",
+      `<domain type='qemu' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'><name>c</name>
+        <features><acpi/></features><qemu:commandline>
+        <qemu:arg value='-display'/><qemu:arg value='gtk'/><qemu:arg value='-no-hpet'/>
+        <qemu:arg value='-netdev'/><qemu:arg value='user,id=n0'/></qemu:commandline></domain>`,
+      {
+        display: "gtk",
+        arguments: [{ accel: "tcg" }, "no-hpet", { netdev: "user,id=n0" }],
+        storage: [],
+      },
+    ],
+    [
+      "a stray value keeps the command line raw",
+      `<domain type='qemu' xmlns:q='http://libvirt.org/schemas/domain/qemu/1.0'><name>d</name>
+        <features><acpi/></features>
+        <q:commandline><q:arg value='x'/><q:arg value='-s'/></q:commandline></domain>`,
+      { args: ["x", "-s"], arguments: [{ accel: "tcg" }], storage: [] },
+    ],
+    [
+      "disks and shares",
+      `<domain type='qemu'><name>e</name><features><acpi/></features><devices>
+        <disk type='file' device='disk'><driver name='qemu' type='qcow2' cache='none'/>
+          <source file='/x.qcow2'/><target dev='vda' bus='virtio'/><alias name='ua-root'/>
+          <backingStore type='file'><format type='raw'/><source file='/b.raw'/></backingStore>
+        </disk>
+        <disk type='file'><driver type='raw'/><source file='/y.raw'/><target dev='sdc' bus='scsi'/>
+          <readonly/></disk>
+        <filesystem accessmode='mapped'><source dir='/s'/><target dir='tag'/><readonly/></filesystem>
+      </devices></domain>`,
+      {
+        arguments: [{ accel: "tcg" }],
+        storage: [
+          {
+            name: "root",
+            type: "qcow2",
+            file: "/x.qcow2",
+            interface: "virtio",
+            options: { cache: "none" },
+            backing_file: "/b.raw",
+            backing_format: "raw",
+          },
+          {
+            name: "sdc",
+            type: "raw",
+            file: "/y.raw",
+            interface: "scsi",
+            options: { readonly: "on" },
+          },
+          {
+            name: "fs2",
+            type: "virtfs",
+            path: "/s",
+            mount_tag: "tag",
+            security_model: "mapped-xattr",
+            readonly: true,
+          },
+        ],
+      },
+    ],
+  ];
+  for (const [what, xml, config] of cases) {
+    const read = domainToConfig(xml);
+    assert.deepEqual(read.config, config, what);
+    assert.equal(read.exact, false, what);
+  }
+});
+
+Deno.test("domainToConfig refuses what is not a QEMU domain with a UsageError", () => {
+  for (
+    const xml of [
+      "<network/>",
+      "<domain type='xen'><name>x</name></domain>",
+      "<domain type='qemu'/>",
+      "<domain",
+    ]
+  ) {
+    assert.throws(() => domainToConfig(xml), UsageError, xml);
+  }
+});
+
+Deno.test("domainToConfig gives back qvm's own config only while the XML still says the same", () => {
+  const raw = { memory: "1024M", arguments: [{ accel: "tcg" }, { machine: { type: "pc" } }] };
+  const { xml } = exported(raw, "keep");
+  const same = domainToConfig(xml);
+  assert.equal(same.exact, true);
+  assert.deepEqual(same.config.arguments, raw.arguments);
+  assert.equal(same.config.memory, "1024M");
+
+  const edited = domainToConfig(
+    xml.replace('<memory unit="MiB">1024</memory>', '<memory unit="GiB">2</memory>'),
+  );
+  assert.equal(edited.exact, false);
+  assert.equal(edited.config.memory, "2G");
+  assert.deepEqual(edited.config.arguments, [{ accel: "tcg" }, { machine: "pc" }]);
+
+  const tampered = domainToConfig(xml.replace(/"memory":"1024M"/, '"memory":"nonsense"'));
+  assert.equal(tampered.exact, false);
+});
