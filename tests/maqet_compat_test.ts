@@ -392,6 +392,12 @@ const rows: Row[] = [
     argv: ["-no-reboot"],
     warns: /nographic: .*headless \(-display none\).*'qvm console'/,
   },
+  {
+    rule: "nographic in raw args is left out too",
+    files: ["args: [-nographic, -no-reboot]\n"],
+    argv: ["-no-reboot"],
+    warns: /nographic: .*headless \(-display none\).*'qvm console'/,
+  },
 ];
 
 async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {

@@ -111,7 +111,7 @@ function cpuOf(value: unknown): number {
   return n;
 }
 
-function argsOf(value: unknown): string[] {
+function argsOf(value: unknown, warn: (message: string) => void): string[] {
   if (!Array.isArray(value)) {
     throw new UsageError(
       `invalid args ${show(value)}: expected a list of strings, got ${kindOf(value)}`,
@@ -122,6 +122,7 @@ function argsOf(value: unknown): string[] {
       if (MANAGED_OPTIONS.has(arg.replace(/^--?/, "")) && arg.startsWith("-")) {
         throw new UsageError(`invalid args[${i}] ${show(arg)}: this option is managed by qvm`);
       }
+      if (/^--?nographic$/.test(arg)) warn(NOGRAPHIC);
       return arg;
     }
     if (typeof arg === "number" && Number.isFinite(arg)) return String(arg);
@@ -196,6 +197,9 @@ function argumentOf(item: unknown, i: number): ArgumentItem {
   return checked;
 }
 
+const NOGRAPHIC = "nographic: qvm runs QEMU detached, where -nographic is refused; the VM runs " +
+  "headless (-display none) with its serial console on 'qvm console'";
+
 /** Checks the items; a bare flag given again (`enable-kvm` in two files) is kept once. */
 function argumentsOf(value: unknown, warn: (message: string) => void): ArgumentItem[] {
   if (!Array.isArray(value)) {
@@ -208,12 +212,7 @@ function argumentsOf(value: unknown, warn: (message: string) => void): ArgumentI
     const flag = bareFlag(item);
     if (flag !== undefined && flags.has(flag)) continue;
     if (flag !== undefined) flags.add(flag);
-    if (argumentOption(item) === "nographic") {
-      warn(
-        "nographic: qvm runs QEMU detached, where -nographic is refused; the VM runs headless " +
-          "(-display none) with its serial console on 'qvm console'",
-      );
-    }
+    if (argumentOption(item) === "nographic") warn(NOGRAPHIC);
     items.push(item);
   }
   return items;
@@ -459,7 +458,7 @@ export function validateConfig(
     ...(given(raw.display) ? { display: text("display", raw.display) } : {}),
     ...(given(raw.vga) ? { vga: text("vga", raw.vga) } : {}),
     arguments: given(raw.arguments) ? argumentsOf(raw.arguments, warn) : [],
-    args: given(raw.args) ? argsOf(raw.args) : [],
+    args: given(raw.args) ? argsOf(raw.args, warn) : [],
     storage: given(raw.storage) ? storageOf(raw.storage, warn) : [],
     ...cloudSectionsOf(raw, warn),
   };
