@@ -368,3 +368,25 @@ Deno.test({
     });
   },
 });
+
+Deno.test("doctor reports virsh: its version, or a warning when it is missing", async () => {
+  await withEnv(async (env) => {
+    const bin = await Deno.makeTempDir({ dir: env.root });
+    for (const tool of ["qemu-system-x86_64", "qemu-img"]) {
+      const found = (await sh("sh", ["-c", `command -v ${tool}`])).stdout.trim();
+      await Deno.symlink(found, join(bin, tool));
+    }
+    const without = await env.run(["doctor", "--json"], { env: { PATH: bin } });
+    const check = JSON.parse(without.stdout).checks.find((c: { check: string }) =>
+      c.check === "virsh"
+    );
+    assert.equal(check.status, "warning");
+    includes(check.fix, "libvirt-clients");
+    if (missing === undefined) {
+      const withVirsh = JSON.parse((await env.run(["doctor", "--json"])).stdout).checks
+        .find((c: { check: string }) => c.check === "virsh");
+      assert.equal(withVirsh.status, "ok");
+      assert.match(withVirsh.what, /^virsh: \d+\.\d+/);
+    }
+  });
+});

@@ -390,6 +390,7 @@ Deno.test("doctor on a healthy home finds no problems and prints each check", as
       [
         "qemu_system",
         "qemu_img",
+        "virsh",
         "kvm",
         "data_dir",
         "runtime_dir",

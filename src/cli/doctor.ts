@@ -80,6 +80,18 @@ async function binaryFinding(check: string, binary: string, pkg: string): Promis
   return { check, status: "ok", what: `${binary}: ${first}`, why: null, fix: null };
 }
 
+/** virsh (libvirt-clients) is optional: only `export --to URI` needs it; missing is a warning. */
+async function virshFinding(): Promise<Finding> {
+  const found = await binaryFinding("virsh", "virsh", "libvirt-clients");
+  if (found.status === "ok") return found;
+  return {
+    ...found,
+    status: "warning",
+    why: "only 'qvm export --to URI' needs it (handing VMs to libvirt)",
+    fix: "apt-get install libvirt-clients, if you hand VMs to libvirt",
+  };
+}
+
 function kvmFinding(): Finding {
   const check = "kvm";
   const why = "without KVM guests run under TCG emulation, many times slower";
@@ -302,6 +314,7 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
     ...await Promise.all([
       binaryFinding("qemu_system", DEFAULT_BINARY, "qemu-system-x86 (apt-get install ...)"),
       binaryFinding("qemu_img", "qemu-img", "qemu-utils (apt-get install qemu-utils)"),
+      virshFinding(),
     ]),
     kvmFinding(),
     ...dirFindings("data_dir", ctx.dirs.dataDir, fix),
