@@ -11,8 +11,11 @@ export const DETACH_BYTE = 0x1d;
 
 /** The label of the chardev qvm gives the serial console (see the QEMU command line). */
 const SERIAL_CHARDEV = "qvm-serial";
-/** How long the guest may take to read what was sent before the console gives up on it. */
-const DRAIN_TIMEOUT_MS = 30_000;
+/**
+ * How long the guest may take to read what was sent before the console gives up on it: piped
+ * input may be long; keys typed at a terminal are read long before Ctrl-].
+ */
+const DRAIN_TIMEOUT_MS = { piped: 30_000, terminal: 2_000 };
 
 /** The command's arguments and flags. */
 export const spec: CommandSpec = {
@@ -74,7 +77,10 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
       if (detach !== -1) break;
     }
     writer.releaseLock();
-    drained = await drain(conn, fromGuest);
+    drained = await drain(conn, {
+      fromGuest,
+      timeoutMs: tty ? DRAIN_TIMEOUT_MS.terminal : DRAIN_TIMEOUT_MS.piped,
+    });
   } finally {
     if (tty) Deno.stdin.setRaw(false);
     try {
@@ -83,10 +89,7 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
     await fromGuest;
   }
   if (!drained) {
-    ctx.warn(
-      `the guest did not take all the input within ${DRAIN_TIMEOUT_MS / 1000} s ` +
-        "(is it paused?); the rest was dropped",
-    );
+    ctx.warn("the guest did not take all the input in time (is it paused?); the rest was dropped");
   }
   if (tty) ctx.note("\ndetached");
   return 0;
@@ -98,7 +101,10 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
  * yet: it reads the serial port's input only as fast as the guest takes it.) False if QEMU had
  * not finished within the drain timeout.
  */
-async function drain(conn: Deno.UnixConn, fromGuest: Promise<void>): Promise<boolean> {
+async function drain(
+  conn: Deno.UnixConn,
+  { fromGuest, timeoutMs }: { fromGuest: Promise<void>; timeoutMs: number },
+): Promise<boolean> {
   try {
     await conn.closeWrite();
   } catch {
@@ -106,7 +112,7 @@ async function drain(conn: Deno.UnixConn, fromGuest: Promise<void>): Promise<boo
   }
   let timer: ReturnType<typeof setTimeout> | undefined;
   const timeout = new Promise<false>((resolve) => {
-    timer = setTimeout(() => resolve(false), DRAIN_TIMEOUT_MS);
+    timer = setTimeout(() => resolve(false), timeoutMs);
   });
   try {
     return await Promise.race([fromGuest.then(() => true), timeout]);
