@@ -294,6 +294,14 @@ Deno.test("a VM with network and guest_agent starts under real QEMU: forwards in
       "auto",
       "auto",
     ]);
+    const dry = JSON.parse(await env.ok(["start", "net1", "--dry-run", "--json"])).argv as string[];
+    assert.ok(
+      dry.includes("user,id=qvm-net,hostfwd=tcp:127.0.0.1:0-:22,hostfwd=tcp:127.0.0.1:0-:80"),
+      dry.join(" "),
+    );
+    assert.ok(
+      dry.includes("virtserialport,bus=qvm-vser.0,chardev=qvm-ga,name=org.qemu.guest_agent.0"),
+    );
     await env.ok(["start", "net1", ...WAIT_READY]);
     const ports = JSON.parse(await env.ok(["ports", "net1", "--json"]));
     assert.equal(ports.running, true);

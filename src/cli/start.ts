@@ -19,11 +19,14 @@ export const spec: CommandSpec = {
     "wait-for": {
       type: "string",
       value: "WHAT",
-      description: "process, qmp (default), or serial:TEXT (text on the serial console)",
-      complete: ["process", "qmp", "serial:"],
+      description:
+        "process, qmp (default), serial:TEXT (text on the serial console), ssh (SSH runs a " +
+        "command) or agent (the guest agent answers)",
+      complete: ["process", "qmp", "serial:", "ssh", "agent"],
     },
     timeout: { type: "string", value: "S", description: "seconds to wait (default 60)" },
     "dry-run": { type: "boolean", description: "print the exact QEMU command line; start nothing" },
+    quiet: { type: "boolean", short: "q", description: "no progress line on a terminal" },
   },
   examples: ["qvm start web1", "qvm start web1 --wait-for 'serial:login:' --timeout 120"],
 };
@@ -45,18 +48,31 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
   const waitFor = parseWaitFor((args.values["wait-for"] as string | undefined) ?? "qmp");
   if (!waitFor) {
     throw new UsageError(
-      `invalid --wait-for '${args.values["wait-for"]}': use process, qmp or serial:TEXT`,
+      `invalid --wait-for '${args.values["wait-for"]}': use process, qmp, serial:TEXT, ` +
+        "ssh or agent",
     );
   }
   const timeoutS = parseTimeout(args.values.timeout, 60);
   const vm = ctx.store.require(args.positionals[0]);
   if (args.values["dry-run"]) {
     const argv = launchArgv(vm, vmPaths(ctx.dirs, vm.id));
+    if (vm.config.network || vm.config.cloud_init || vm.config.guest_agent) {
+      argv.push(...(await import("../cloud/mod.ts")).cloudArgvPreview(ctx, vm));
+    }
     if (ctx.json) ctx.outJson({ id: vm.id, name: vm.name, argv });
     else ctx.out(shellQuote(argv));
     return 0;
   }
-  const started = await startVm(ctx, vm, { waitFor, deadline: Deadline.in(timeoutS * 1000) });
+  const deadline = Deadline.in(timeoutS * 1000);
+  const { Progress, showStart } = await import("./_progress.ts");
+  const progress = new Progress(ctx, { quiet: args.values.quiet === true });
+  const serialLog = vmPaths(ctx.dirs, vm.id).serialLog;
+  const onProgress = progress.enabled
+    ? showStart(progress, { name: vm.name, serialLog })
+    : undefined;
+  const started = await startVm(ctx, vm, { waitFor, deadline, onProgress }).finally(() =>
+    progress.done()
+  );
   if (ctx.debug) ctx.note(shellQuote(started.argv));
   for (const disk of started.createdDisks) ctx.note(`created disk ${disk}`);
   if (ctx.json) {

@@ -23,6 +23,7 @@ export const spec: CommandSpec = {
       description: "seconds for the whole command (default 30)",
     },
     force: { type: "boolean", short: "f", description: "SIGKILL at once" },
+    quiet: { type: "boolean", short: "q", description: "no progress line on a terminal" },
   },
   examples: ["qvm stop web1", "qvm stop web1 --timeout 10", "qvm stop web1 --force"],
 };
@@ -32,10 +33,13 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
   const timeoutS = parseTimeout(args.values.timeout, 30);
   const deadline = Deadline.in(timeoutS * 1000);
   const vm = ctx.store.require(args.positionals[0]);
+  const { Progress, showStop } = await import("./_progress.ts");
+  const progress = new Progress(ctx, { quiet: args.values.quiet === true });
   const { step, unrecorded } = await stopVm(ctx, vm, {
     deadline,
     force: args.values.force === true,
-  });
+    onStep: progress.enabled ? showStop(progress, vm) : undefined,
+  }).finally(() => progress.done());
   if (unrecorded !== undefined) {
     throw new QvmError(
       `stopped ${vm.name} (${STEP_LABELS[step!]}), but the database could not be updated: ` +

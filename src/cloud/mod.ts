@@ -19,7 +19,15 @@ import {
   recordForwards,
   settleForwards,
 } from "./ports.ts";
-import { instanceId, seedDriveArgv, seedFiles, seedUser, writeSeed } from "./seed.ts";
+import {
+  findIsoTool,
+  instanceId,
+  SEED_LABEL,
+  seedDriveArgv,
+  seedFiles,
+  seedUser,
+  writeSeed,
+} from "./seed.ts";
 import { ensureKey, homeKeys, keyPaths, sshArgv } from "./ssh.ts";
 
 export { cloudPaths } from "./paths.ts";
@@ -96,6 +104,36 @@ export async function prepareCloud(
   if (agentEnabled(config)) argv.push(...agentArgv(paths.agentSocket));
   ensurePrivateDir(env.dirs.runtimeDir);
   if (forwards) recordForwards(paths.forwardsFile, forwards);
+  return argv;
+}
+
+/**
+ * What `prepareCloud` would add, without making anything (for `start --dry-run`): `auto` host
+ * ports appear as 0, which QEMU also accepts (it then binds a free port it does not report).
+ */
+export function cloudArgvPreview(
+  env: { dirs: Dirs },
+  vm: { id: string; config: VmConfig },
+): string[] {
+  const paths = cloudPaths(env.dirs, vm.id);
+  const { config } = vm;
+  const argv: string[] = [];
+  if (config.network) {
+    const forwards = config.network.ports.map((f) => ({
+      ...f,
+      host: f.host === "auto" ? 0 : f.host,
+    }));
+    argv.push(...networkArgv(forwards, macFor(vm.id)));
+  }
+  if (config.cloud_init) {
+    const tool = findIsoTool();
+    argv.push(...seedDriveArgv(
+      tool
+        ? { kind: "iso", tool, file: `${paths.dir}/${SEED_LABEL}.iso` }
+        : { kind: "vvfat", dir: paths.seedDir },
+    ));
+  }
+  if (agentEnabled(config)) argv.push(...agentArgv(paths.agentSocket));
   return argv;
 }
 

@@ -197,6 +197,18 @@ async function waitUntilReady(
   await checkRunState(paths);
 }
 
+/** What a start is doing, for a caller that shows progress: creating a disk, or waiting. */
+export type StartProgress =
+  | { step: "disk"; file: string }
+  | { step: "wait"; waitFor: WaitFor; serialOffset: number };
+
+/** Options of a start: what to wait for, until when, and who hears about progress. */
+export interface StartOptions {
+  waitFor: WaitFor;
+  deadline: Deadline;
+  onProgress?: (progress: StartProgress) => void;
+}
+
 /** Result of a start, for printing. */
 export interface Started {
   vm: VmRecord;
@@ -212,21 +224,25 @@ export interface Started {
 export function startVm(
   env: VmEnv,
   vm: VmRecord,
-  options: { waitFor: WaitFor; deadline: Deadline },
+  options: StartOptions,
 ): Promise<Started> {
   return withVm(env, vm, { deadline: options.deadline }, (seen) => {
     if (isLive(seen.status)) {
       throw new QvmError(`VM '${seen.vm.name}' is already running (pid ${seen.vm.pid})`);
     }
     const paths = vmPaths(env.dirs, vm.id);
-    return launch(env, seen.vm, { paths, deadline: options.deadline, waitFor: options.waitFor });
+    return launch(env, seen.vm, { ...options, paths });
   });
 }
 
-async function launch(
+/**
+ * Launches `vm`, which the caller holds the lock of (`withVm`) and has seen not running: what
+ * `startVm` does under the lock, for commands that do more under the same lock (`restart`).
+ */
+export async function launch(
   env: VmEnv,
   vm: VmRecord,
-  options: { paths: VmPaths; deadline: Deadline; waitFor: WaitFor },
+  options: StartOptions & { paths: VmPaths },
 ): Promise<Started> {
   const { paths } = options;
   const argv = launchArgv(vm, paths);
@@ -255,6 +271,7 @@ async function launch(
       if (disk.type === "virtfs") continue;
       const file = diskFile(disk, paths.diskDir);
       if (!disk.file) ensurePrivateDir(paths.diskDir, { within: env.dirs.dataDir });
+      options.onProgress?.({ step: "disk", file });
       if (await createDiskIfMissing(disk, file)) {
         env.store.addCreatedFile(vm.id, file);
         createdDisks.push(file);
@@ -282,6 +299,7 @@ async function launch(
       );
     }
     env.store.updateStatus(vm.id, "running", { pid, qmpSocketPath: paths.qmpSocket });
+    options.onProgress?.({ step: "wait", waitFor: options.waitFor, serialOffset });
     await waitUntilReady(vm, paths, {
       waitFor: options.waitFor,
       pid,

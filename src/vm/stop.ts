@@ -48,6 +48,9 @@ export function planStop(timeoutS: number, options: { force?: boolean } = {}): P
   ];
 }
 
+/** Called as each step is taken, with how long that step waits for QEMU to be gone. */
+export type OnStopStep = (step: StopStep, waitMs: number) => void;
+
 /** How a stop ended. */
 export interface Stopped {
   vm: VmRecord;
@@ -138,7 +141,7 @@ async function take(
 /** Runs the plan against a live QEMU; returns the step after which it was gone. */
 async function escalate(
   vm: { id: string; pid: number },
-  options: { plan: PlannedStep[]; paths: VmPaths },
+  options: { plan: PlannedStep[]; paths: VmPaths; onStep?: OnStopStep },
 ): Promise<StopStep | null> {
   const { pid } = vm;
   const plan = [...options.plan];
@@ -156,6 +159,7 @@ async function escalate(
         continue;
       }
     }
+    options.onStep?.(step, waitMs);
     const taken = await take(step, vm, { budgetMs: waitMs, paths: options.paths });
     if (!taken && isOurQemu(pid, vm.id)) continue;
     const left = Math.max(waitMs - (Date.now() - started), 0);
@@ -190,7 +194,7 @@ function tryWrite(write: () => unknown): string | undefined {
 export async function stopLocked(
   env: VmEnv,
   seen: Observation,
-  options: { deadline: Deadline; force?: boolean },
+  options: { deadline: Deadline; force?: boolean; onStep?: OnStopStep },
 ): Promise<Stopped> {
   const { vm } = seen;
   const paths = vmPaths(env.dirs, vm.id);
@@ -200,6 +204,7 @@ export async function stopLocked(
   const step = await escalate({ id: vm.id, pid }, {
     plan: planStop(options.deadline.remainingMs() / 1000, options),
     paths,
+    onStep: options.onStep,
   });
   if (step === null) {
     // Not even SIGKILL ended it (e.g. stuck in the kernel): say so, keep it marked running.
@@ -221,7 +226,7 @@ export async function stopLocked(
 export function stopVm(
   env: VmEnv,
   vm: VmRecord,
-  options: { deadline: Deadline; force?: boolean },
+  options: { deadline: Deadline; force?: boolean; onStep?: OnStopStep },
 ): Promise<Stopped> {
   return withVm(env, vm, { deadline: options.deadline }, (seen) => stopLocked(env, seen, options));
 }
