@@ -193,18 +193,29 @@ Deno.test("logs of a VM whose start failed before QEMU ran says so", async () =>
   });
 });
 
-Deno.test("console sends all of its piped input before it closes", async () => {
+Deno.test("console sends all of its piped input before it closes, and shows the answer", async () => {
   await withEnv(async (env) => {
     await addGuest(env, "c1");
     await env.ok(["start", "c1", ...WAIT_READY]);
     // Many commands in one go: the guest's UART takes 16 bytes at a time, so most of this is
     // still waiting in the socket when stdin ends.
-    const lines = Array.from({ length: 40 }, (_, i) => `echo line-${i} >> /tmp/fed`);
-    const input = [...lines, 'echo "ALL"-FED $(wc -l < /tmp/fed)', ""].join("\n");
-    const result = await env.run(["console", "c1"], { stdin: input });
+    const feed = (file: string, tag: string) =>
+      [
+        ...Array.from({ length: 40 }, (_, i) => `echo line-${i} >> ${file}`),
+        `echo "${tag}"-FED $(wc -l < ${file})`,
+        "",
+      ].join("\n");
+    const result = await env.run(["console", "c1"], { stdin: feed("/tmp/a", "ALL") });
     assert.equal(result.code, 0, result.stderr);
+    assert.match(result.stdout, /ALL-FED 40/);
+    // Without the socket table (no `ss` on PATH) the input still arrives whole.
+    const bare = await env.run(["console", "c1"], {
+      stdin: feed("/tmp/b", "BARE"),
+      env: { PATH: "/nonexistent" },
+    });
+    assert.equal(bare.code, 0, bare.stderr);
     assert.ok(
-      await eventually(async () => (await env.ok(["logs", "c1"])).includes("ALL-FED 40"), 30_000),
+      await eventually(async () => (await env.ok(["logs", "c1"])).includes("BARE-FED 40"), 30_000),
       `the last command never ran: ${(await env.ok(["logs", "c1"])).slice(-400)}`,
     );
   });

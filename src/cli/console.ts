@@ -24,8 +24,9 @@ export const spec: CommandSpec = {
   description:
     "Keys go to the guest's serial port and its output comes back. Ctrl-] detaches and leaves the\n" +
     "VM running. Input from a pipe or file is sent whole: at its end qvm waits until QEMU has\n" +
-    "passed all of it to the guest. One console at a time: a second one is refused while\n" +
-    "another client is attached. The output is also in 'qvm logs'.",
+    "passed all of it to the guest, then prints the guest's answer until it has been quiet for\n" +
+    "1 s (at most 10 s). One console at a time: a second one is refused while another client\n" +
+    "is attached, naming it. The output is also in 'qvm logs'.",
   positionals: [{ name: "VM", description: "id or name", complete: "vm" }],
   options: {},
   examples: ["qvm console web1", "printf 'uname -a\\n' | qvm console web1"],
@@ -55,16 +56,30 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
     Deno.stdin.setRaw(true);
     ctx.note(`connected to ${vm.name}'s serial console; Ctrl-] detaches\r`);
   }
-  const fromGuest = conn.readable.pipeTo(Deno.stdout.writable, { preventClose: true }).catch(
-    () => {},
-  );
-  const guestGone = fromGuest.then(() => null);
+  const output = { lastAt: Date.now() };
+  const fromGuest = conn.readable
+    .pipeThrough(
+      new TransformStream<Uint8Array, Uint8Array>({
+        transform(chunk, controller) {
+          output.lastAt = Date.now();
+          controller.enqueue(chunk);
+        },
+      }),
+    )
+    .pipeTo(Deno.stdout.writable, { preventClose: true })
+    .catch(() => {});
+  let guestGone = false;
+  const gone = fromGuest.then(() => {
+    guestGone = true;
+    return null;
+  });
   const writer = conn.writable.getWriter();
   const buf = new Uint8Array(1024);
-  let drained = true;
+  let detached = false;
+  let delivered = true;
   try {
     while (true) {
-      const n = await Promise.race([Deno.stdin.read(buf), guestGone]);
+      const n = await Promise.race([Deno.stdin.read(buf), gone]);
       if (n === null) break;
       const chunk = buf.subarray(0, n);
       const detach = chunk.indexOf(DETACH_BYTE);
@@ -74,13 +89,22 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
       } catch {
         break; // QEMU went away: the VM stopped.
       }
-      if (detach !== -1) break;
+      if (detach !== -1) {
+        detached = true;
+        break;
+      }
     }
     writer.releaseLock();
-    drained = await drain(conn, {
-      fromGuest,
-      timeoutMs: tty ? DRAIN_TIMEOUT_MS.terminal : DRAIN_TIMEOUT_MS.piped,
-    });
+    if (!guestGone) {
+      delivered = await deliver(conn, {
+        serialSocket: paths.serialSocket,
+        qemuPid: vm.pid!,
+        ended: () => guestGone,
+        timeoutMs: tty ? DRAIN_TIMEOUT_MS.terminal : DRAIN_TIMEOUT_MS.piped,
+      });
+      // At the end of piped input, show the guest's answer until it has gone quiet.
+      if (delivered && !detached) await quiet(output, () => guestGone);
+    }
   } finally {
     if (tty) Deno.stdin.setRaw(false);
     try {
@@ -88,37 +112,99 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
     } catch { /* closed by the guest side */ }
     await fromGuest;
   }
-  if (!drained) {
+  if (!delivered) {
     ctx.warn("the guest did not take all the input in time (is it paused?); the rest was dropped");
   }
   if (tty) ctx.note("\ndetached");
   return 0;
 }
 
+/** Output quiet this long after the input ended means the guest has answered. */
+const QUIET_MS = 1000;
+/** The longest qvm keeps showing output after the input ended. */
+const LINGER_MAX_MS = 10_000;
+
+/** Resolves once no output came for {@linkcode QUIET_MS} (at most {@linkcode LINGER_MAX_MS}). */
+async function quiet(output: { lastAt: number }, ended: () => boolean): Promise<void> {
+  const until = Date.now() + LINGER_MAX_MS;
+  output.lastAt = Math.max(output.lastAt, Date.now());
+  while (!ended() && Date.now() < until && Date.now() - output.lastAt < QUIET_MS) {
+    await sleep(50);
+  }
+}
+
 /**
- * Ends the input so QEMU passes all of it to the guest first: after a half-close QEMU reads what
- * is left, sees the end and closes its side. (Closing at once drops whatever QEMU had not read
- * yet: it reads the serial port's input only as fast as the guest takes it.) False if QEMU had
- * not finished within the drain timeout.
+ * Waits until QEMU has read everything sent: QEMU reads the serial port's input only as fast as
+ * the guest takes it, and closing earlier drops the rest. The socket table (`ss`) shows how many
+ * bytes QEMU has not read yet; the connection stays open meanwhile, so the guest's answer still
+ * comes back. Without `ss`, a half-close does it: QEMU reads what is left, sees the end and closes
+ * its side. False if QEMU had not read everything within `timeoutMs`.
  */
-async function drain(
+async function deliver(
   conn: Deno.UnixConn,
-  { fromGuest, timeoutMs }: { fromGuest: Promise<void>; timeoutMs: number },
+  options: { serialSocket: string; qemuPid: number; ended: () => boolean; timeoutMs: number },
 ): Promise<boolean> {
+  const deadline = Date.now() + options.timeoutMs;
+  let unread = await unreadBytes(options.serialSocket, options.qemuPid);
+  if (unread !== undefined) {
+    while (unread !== undefined && unread > 0 && !options.ended()) {
+      if (Date.now() >= deadline) return false;
+      await sleep(50);
+      unread = await unreadBytes(options.serialSocket, options.qemuPid);
+    }
+    if (unread !== undefined || options.ended()) return true;
+  }
   try {
     await conn.closeWrite();
   } catch {
     return true; // The connection is gone already: nothing is left to deliver.
   }
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<false>((resolve) => {
-    timer = setTimeout(() => resolve(false), timeoutMs);
-  });
-  try {
-    return await Promise.race([fromGuest.then(() => true), timeout]);
-  } finally {
-    clearTimeout(timer);
+  while (!options.ended()) {
+    if (Date.now() >= deadline) return false;
+    await sleep(50);
   }
+  return true;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** One connected unix socket from the kernel's table (`ss -xpnH`). */
+interface SocketRow {
+  local: string;
+  inode: string;
+  peer: string;
+  unread: number;
+  pids: number[];
+}
+
+/** The connected unix sockets, or undefined when `ss` cannot tell. */
+async function socketTable(): Promise<SocketRow[] | undefined> {
+  let table: string;
+  try {
+    const out = await new Deno.Command("ss", { args: ["-xpnH"], stdin: "null", stderr: "null" })
+      .output();
+    if (!out.success) return undefined;
+    table = new TextDecoder().decode(out.stdout);
+  } catch {
+    return undefined;
+  }
+  return table.split("\n").map((line) =>
+    line.match(/^u_str\s+ESTAB\s+(\d+)\s+\d+\s+(\S+)\s+(\d+)\s+\S+\s+(\d+)\s*(.*)$/)
+  ).filter((m) => m !== null).map((m) => ({
+    unread: Number(m[1]),
+    local: m[2],
+    inode: m[3],
+    peer: m[4],
+    pids: [...m[5].matchAll(/pid=(\d+)/g)].map((p) => Number(p[1])),
+  }));
+}
+
+/** Bytes sent to QEMU's serial socket that it has not read yet; undefined when unknown. */
+async function unreadBytes(serialSocket: string, qemuPid: number): Promise<number | undefined> {
+  const rows = await socketTable();
+  return rows?.find((r) => r.local === serialSocket && r.pids.includes(qemuPid))?.unread;
 }
 
 /** True if QEMU reports a client on the VM's serial socket; false when unknown. */
@@ -142,22 +228,8 @@ async function serialClientAttached(monitorSocket: string): Promise<boolean> {
  * Undefined when that cannot be told (no `ss`, another user's process).
  */
 async function serialHolder(serialSocket: string, qemuPid: number): Promise<string | undefined> {
-  let table: string;
-  try {
-    const out = await new Deno.Command("ss", { args: ["-xpnH"], stdin: "null", stderr: "null" })
-      .output();
-    table = new TextDecoder().decode(out.stdout);
-  } catch {
-    return undefined;
-  }
-  const rows = table.split("\n").map((line) =>
-    line.match(/^u_str\s+ESTAB\s+\d+\s+\d+\s+(\S+)\s+(\d+)\s+\S+\s+(\d+)\s*(.*)$/)
-  ).filter((m) => m !== null).map((m) => ({
-    local: m[1],
-    inode: m[2],
-    peer: m[3],
-    pids: [...m[4].matchAll(/pid=(\d+)/g)].map((p) => Number(p[1])),
-  }));
+  const rows = await socketTable();
+  if (rows === undefined) return undefined;
   const qemuEnd = rows.find((r) => r.local === serialSocket && r.pids.includes(qemuPid));
   const client = rows.find((r) => qemuEnd !== undefined && r.inode === qemuEnd.peer);
   const pid = client?.pids[0];
