@@ -1,0 +1,104 @@
+/**
+ * A real Debian 12 cloud guest end to end, booted once under TCG (about 90 s here): a config
+ * with only the root disk over the cached base image, a port forward and cloud_init →
+ * `start --wait-for ssh` → `ssh` runs a command → `exec` through the guest agent passes output
+ * and exit codes through → `ip` shows the DHCP address → `stop` ends at the ACPI step → `rm`.
+ */
+import assert from "node:assert/strict";
+import { cloudGuestReady, ensureCloudGuest } from "./fixture/cloud_guest.ts";
+import { withEnv } from "./helpers/qvm.ts";
+
+// Building the guest needs root (mmdebstrap); without root and without a cached guest, skip.
+const canRun = Deno.uid() === 0 || await cloudGuestReady();
+
+Deno.test({
+  name: "a Debian cloud guest: start --wait-for ssh, ssh, exec, ip, ports, stop by ACPI",
+  ignore: !canRun,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const guest = await ensureCloudGuest();
+    await withEnv(async (env) => {
+      const keyDir = `${env.root}/keys`;
+      await Deno.mkdir(keyDir);
+      const keygen = await new Deno.Command("ssh-keygen", {
+        args: ["-q", "-t", "ed25519", "-N", "", "-f", `${keyDir}/id_ed25519`],
+      }).output();
+      assert.ok(keygen.success);
+      const config = await env.file(
+        "cloud1.yaml",
+        [
+          "name: cloud1",
+          "memory: 1G",
+          "cpu: 2",
+          "arguments:",
+          "  - accel: tcg",
+          `  - kernel: ${guest.kernel}`,
+          `  - initrd: ${guest.initrd}`,
+          `  - append: "${guest.append}"`,
+          "storage:",
+          "  - name: root",
+          "    size: 3G",
+          `    backing_file: ${guest.image}`,
+          "    backing_format: qcow2",
+          "network:",
+          "  ports: ['auto:22']",
+          "cloud_init:",
+          "  user: tester",
+          "  ssh_authorized_keys: [keys/id_ed25519.pub]",
+          "",
+        ].join("\n"),
+      );
+      await env.ok(["add", config]);
+      const since = Date.now();
+      const started = await env.run(["start", "cloud1", "--wait-for", "ssh", "--timeout", "600"]);
+      console.error(
+        `cloud guest: start --wait-for ssh took ${Math.round((Date.now() - since) / 1000)} s`,
+      );
+      assert.equal(
+        started.code,
+        0,
+        started.stderr + (await env.run(["logs", "cloud1"])).stdout.slice(-3000),
+      );
+
+      const hostname = await env.run(["ssh", "cloud1", "--", "cat", "/etc/hostname"]);
+      assert.equal(hostname.code, 0, hostname.stderr);
+      assert.equal(hostname.stdout.trim(), "cloud1");
+      const failing = await env.run(["ssh", "cloud1", "--", "exit 5"]);
+      assert.equal(failing.code, 5, "ssh passes the remote exit code through");
+
+      const user = await env.run(["exec", "cloud1", "--", "id", "-un"]);
+      assert.equal(user.code, 0, user.stderr);
+      assert.equal(user.stdout.trim(), "root", "qemu-ga runs commands as root");
+      const owner = await env.run(["exec", "cloud1", "--", "stat", "-c", "%U", "/home/tester"]);
+      assert.equal(owner.stdout.trim(), "tester", "cloud-init made the user");
+      const code = await env.run([
+        "exec",
+        "cloud1",
+        "--",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 7",
+      ]);
+      assert.deepEqual([code.code, code.stdout, code.stderr], [7, "out\n", "err\n"]);
+      const input = await env.run(["exec", "cloud1", "--", "cat"], { stdin: "piped in\n" });
+      assert.equal(input.stdout, "piped in\n");
+
+      const ip = await env.run(["ip", "cloud1"]);
+      assert.equal(ip.code, 0, ip.stderr);
+      assert.match(ip.stdout, /^eth0 10\.0\.2\.15\/24$/m);
+      const status = JSON.parse(await env.ok(["status", "cloud1", "--json"]));
+      assert.ok(status.addresses.some((a: { address: string }) => a.address === "10.0.2.15"));
+      const ports = JSON.parse(await env.ok(["ports", "cloud1", "--json"]));
+      assert.equal(ports.forwards[0].guest_port, 22);
+      assert.deepEqual(status.forwards[0].host, ports.forwards[0].host_port);
+
+      const stopAt = Date.now();
+      const stopped = await env.run(["stop", "cloud1", "--timeout", "120"]);
+      console.error(`cloud guest: stop took ${Math.round((Date.now() - stopAt) / 1000)} s`);
+      assert.equal(stopped.code, 0, stopped.stderr);
+      assert.match(stopped.stdout, /\(ACPI power-off\)/, "the guest powered off on ACPI");
+      await env.ok(["rm", "cloud1"]);
+    });
+  },
+});
