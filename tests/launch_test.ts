@@ -28,6 +28,7 @@ Deno.test("launch argv: qvm's managed parts are always there", () => {
   assert.deepEqual(optionValue(argv, "-qmp"), [
     `unix:${PATHS.qmpSocket},server=on,wait=off`,
     `unix:${PATHS.monitorSocket},server=on,wait=off`,
+    `unix:${PATHS.eventSocket},server=on,wait=off`,
   ]);
   assert.deepEqual(optionValue(argv, "-serial"), ["chardev:qvm-serial"]);
   assert.match(

@@ -8,8 +8,8 @@ export const spec: CommandSpec = {
   name: "cleanup",
   summary: "remove stale sockets, pid files and locks; settle dead VMs",
   description:
-    "Removes <id>.qmp, .mon, .serial and .pid files in the runtime dir whose QEMU is gone, and\n" +
-    "the .lock files of VMs no longer in the database (a known VM's lock file is its lock, and\n" +
+    "Removes <id>.qmp, .mon, .evt, .serial and .pid files in the runtime dir whose QEMU is gone,\n" +
+    "and the .lock files of VMs no longer in the database (a known VM's lock file is its lock, and\n" +
     "stays). VMs marked starting, running or stopping whose QEMU is gone are recorded as ended.\n" +
     "A running VM's files and a lock another command holds are never touched.",
   positionals: [],

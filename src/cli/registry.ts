@@ -84,6 +84,22 @@ export const COMMANDS: readonly CommandEntry[] = [
     load: () => importCommand("stop.ts"),
   },
   {
+    name: "restart",
+    summary: "stop a VM (escalating as stop does) and start it again, under one lock",
+    load: () => importCommand("restart.ts"),
+  },
+  {
+    name: "wait",
+    summary: "wait until a VM is running, stopped, answers (ssh, agent) or prints a text",
+    load: () => importCommand("wait.ts"),
+  },
+  {
+    name: "events",
+    summary: "print a running VM's QMP events until it stops",
+    readOnly: true,
+    load: () => importCommand("events.ts"),
+  },
+  {
     name: "logs",
     summary: "print a VM's serial console log",
     readOnly: true,

@@ -1,8 +1,9 @@
 /**
  * The full QEMU command line for a VM: its config's options plus what qvm manages (detached with a
- * pid file, two QMP sockets, serial console on a socket with a log, `-uuid`, `-name`, KVM with TCG
- * fallback). Pure: the same VM and paths give the same argv. A config's `-nographic` means a
- * headless VM here (QEMU refuses it with `-daemonize`): no display, serial on `qvm console`.
+ * pid file, three QMP sockets: commands, status reads, events; serial console on a socket with a
+ * log, `-uuid`, `-name`, KVM with TCG fallback). Pure: the same VM and paths give the same argv.
+ * A config's `-nographic` means a headless VM here (QEMU refuses it with `-daemonize`): no
+ * display, serial on `qvm console`.
  */
 import { argumentOption, type VmConfig } from "../config/mod.ts";
 import type { VmPaths } from "../vm/paths.ts";
@@ -33,6 +34,7 @@ export function launchArgv(
   argv.push("-daemonize", "-pidfile", paths.pidFile);
   argv.push("-qmp", `unix:${escapeOptionValue(paths.qmpSocket)},server=on,wait=off`);
   argv.push("-qmp", `unix:${escapeOptionValue(paths.monitorSocket)},server=on,wait=off`);
+  argv.push("-qmp", `unix:${escapeOptionValue(paths.eventSocket)},server=on,wait=off`);
   if (!given.has("serial")) {
     argv.push(
       "-chardev",

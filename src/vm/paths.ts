@@ -11,6 +11,8 @@ export interface VmPaths {
   qmpSocket: string;
   /** A second QMP monitor kept for status reads, so `ls` never queues behind a long command. */
   monitorSocket: string;
+  /** A third QMP monitor that only `qvm events` reads, so following events takes neither other. */
+  eventSocket: string;
   serialSocket: string;
   pidFile: string;
   lockFile: string;
@@ -24,6 +26,7 @@ export function vmPaths(dirs: Dirs, id: string): VmPaths {
   return {
     qmpSocket: join(dirs.runtimeDir, `${id}.qmp`),
     monitorSocket: join(dirs.runtimeDir, `${id}.mon`),
+    eventSocket: join(dirs.runtimeDir, `${id}.evt`),
     serialSocket: join(dirs.runtimeDir, `${id}.serial`),
     pidFile: join(dirs.runtimeDir, `${id}.pid`),
     lockFile: join(dirs.runtimeDir, `${id}.lock`),
@@ -46,7 +49,13 @@ export function vmDiskFile(
 
 /** The files a running QEMU of this VM has (sockets, pid file): stale once it is gone. */
 export function runtimeFiles(paths: VmPaths): string[] {
-  return [paths.pidFile, paths.qmpSocket, paths.monitorSocket, paths.serialSocket];
+  return [
+    paths.pidFile,
+    paths.qmpSocket,
+    paths.monitorSocket,
+    paths.eventSocket,
+    paths.serialSocket,
+  ];
 }
 
 /** Removes `path` if it is there; true if it removed it. Never recursive. */

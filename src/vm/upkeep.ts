@@ -14,7 +14,7 @@ import { isLive } from "./observe.ts";
 import { vmPaths } from "./paths.ts";
 
 /** The kinds of file qvm keeps per VM in the runtime dir (`<id>.<kind>`). */
-export type RuntimeKind = "qmp" | "mon" | "serial" | "pid" | "lock";
+export type RuntimeKind = "qmp" | "mon" | "evt" | "serial" | "pid" | "lock";
 
 /** One file in the runtime dir that belongs to VM `id`. */
 export interface RuntimeFile {
@@ -23,7 +23,7 @@ export interface RuntimeFile {
   path: string;
 }
 
-const RUNTIME_FILE = /^(.+)\.(qmp|mon|serial|pid|lock)$/;
+const RUNTIME_FILE = /^(.+)\.(qmp|mon|evt|serial|pid|lock)$/;
 
 /** The VM id and kind of a runtime dir entry named `name`, or undefined if it is not qvm's. */
 export function parseRuntimeFile(name: string): { id: string; kind: RuntimeKind } | undefined {
