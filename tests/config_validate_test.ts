@@ -114,14 +114,14 @@ Deno.test("every disk interface is accepted", () => {
   }
 });
 
-Deno.test("a virtfs share gets maqet's defaults: passthrough, not read-only", () => {
+Deno.test("a virtfs share gets defaults: mapped-xattr, not read-only", () => {
   const storage = [{ name: "share", type: "virtfs", path: "/srv", mount_tag: "host" }];
   assert.deepEqual(validateConfig({ storage }).storage, [{
     name: "share",
     type: "virtfs",
     path: "/srv",
     mount_tag: "host",
-    security_model: "passthrough",
+    security_model: "mapped-xattr",
     readonly: false,
   }]);
 });

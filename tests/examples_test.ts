@@ -36,10 +36,12 @@ async function examplesIn(env: QvmEnv): Promise<string> {
   return dir;
 }
 
-/** The ```yaml blocks of the README. */
+/** The ```yaml blocks of the README's "VM configs" section, the configs that boot the test guest. */
 function readmeConfigs(): string[] {
   const text = Deno.readTextFileSync(README);
-  return [...text.matchAll(/```yaml\n([\s\S]*?)```/g)].map((m) => m[1]);
+  const start = text.indexOf("\n## VM configs\n");
+  const section = text.slice(start, text.indexOf("\n## ", start + 1));
+  return [...section.matchAll(/```yaml\n([\s\S]*?)```/g)].map((m) => m[1]);
 }
 
 Deno.test("every example is used by a test below", async () => {

@@ -73,17 +73,17 @@ const rows: Row[] = [
     ],
   },
   {
-    rule: "a virtfs item without mount_tag or security_model: its name, and passthrough",
+    rule: "a virtfs item without mount_tag or security_model: its name, and mapped-xattr",
     files: ["storage:\n  - {name: data, type: virtfs, path: /srv/data}\n"],
     argv: [
       "-virtfs",
-      "local,path=/srv/data,mount_tag=data,security_model=passthrough,id=data",
+      "local,path=/srv/data,mount_tag=data,security_model=mapped-xattr,id=data",
     ],
   },
   {
     rule: "an unnamed virtfs item's tag is its positional name",
     files: ["storage:\n  - {type: virtfs, path: /srv}\n"],
-    argv: ["-virtfs", "local,path=/srv,mount_tag=storage0,security_model=passthrough,id=storage0"],
+    argv: ["-virtfs", "local,path=/srv,mount_tag=storage0,security_model=mapped-xattr,id=storage0"],
   },
   {
     rule: "a virtfs item's options: id names the share, other keys are extra sub-options",
@@ -92,6 +92,33 @@ const rows: Row[] = [
       "    options: {id: fs9, multidevs: remap, security_model: none}\n",
     ],
     argv: ["-virtfs", "local,path=/srv,mount_tag=s,security_model=none,id=fs9,multidevs=remap"],
+  },
+  {
+    rule: "media: cdrom makes a read-only CD-ROM drive on any interface",
+    files: [
+      "storage:\n  - {name: install, type: raw, file: /iso/a.iso, interface: sata, media: cdrom}\n" +
+      "  - {name: tools, type: raw, file: /iso/b.iso, interface: IDE, media: CDROM}\n" +
+      "  - {name: drivers, type: raw, file: /iso/c.iso, interface: scsi, media: cdrom}\n" +
+      "  - {name: hdd, media: disk}\n",
+    ],
+    argv: [
+      "-drive",
+      "file=/iso/a.iso,format=raw,if=none,id=install,media=cdrom",
+      "-device",
+      "ahci,id=ahci0",
+      "-device",
+      "ide-cd,drive=install,bus=ahci0.0",
+      "-drive",
+      "file=/iso/b.iso,format=raw,if=ide,id=tools,media=cdrom",
+      "-drive",
+      "file=/iso/c.iso,format=raw,if=none,id=drivers,media=cdrom",
+      "-device",
+      "virtio-scsi-pci,id=scsi0",
+      "-device",
+      "scsi-cd,drive=drivers,bus=scsi0.0",
+      "-drive",
+      "file=/d/hdd.qcow2,format=qcow2,if=virtio,id=hdd",
+    ],
   },
   {
     rule: "a disk's options: map may hold its known keys and extra -drive sub-options",
@@ -368,7 +395,7 @@ const rows: Row[] = [
   {
     rule: "readonly: yes (a boolean to maqet's YAML parser) is true",
     files: ["storage:\n  - {name: s, type: virtfs, path: /srv, readonly: yes}\n"],
-    argv: ["-virtfs", "local,path=/srv,mount_tag=s,security_model=passthrough,id=s,readonly=on"],
+    argv: ["-virtfs", "local,path=/srv,mount_tag=s,security_model=mapped-xattr,id=s,readonly=on"],
   },
 
   // Keys that are commands.
@@ -556,7 +583,7 @@ Deno.test("qvm start refuses to create a disk whose folder has become a system f
 });
 
 Deno.test({
-  name: "relative cdrom, hdb and drive file= paths boot from the config's folder, not qvm's",
+  name: "relative cdrom, hdb, drive file= and CD-ROM storage paths boot from the config's folder",
   sanitizeResources: false,
   sanitizeOps: false,
   fn: async () => {
@@ -566,12 +593,16 @@ Deno.test({
       await Deno.writeFile(`${folder}/images/media.iso`, new Uint8Array(2048));
       await Deno.writeFile(`${folder}/hdb.img`, new Uint8Array(1 << 20));
       await Deno.writeFile(`${folder}/extra,1.img`, new Uint8Array(1 << 20));
+      await Deno.writeFile(`${folder}/images/install.iso`, new Uint8Array(2048));
       const extra = [
         "  - cdrom: ./images/media.iso",
         "  - hdb: hdb.img",
         '  - drive: "file=./extra,,1.img,format=raw,if=virtio,id=extra"',
       ].join("\n");
-      const path = await guestConfig(env, { name: "rel", extra });
+      const storage =
+        "storage:\n  - {name: install, type: raw, file: images/install.iso, interface: sata, " +
+        "media: cdrom}";
+      const path = await guestConfig(env, { name: "rel", extra: `${extra}\n${storage}` });
       await Deno.rename(path, `${folder}/rel.yaml`);
       await env.ok(["add", `${folder}/rel.yaml`]);
       await env.ok(["start", "rel", ...WAIT_READY]);
@@ -582,6 +613,7 @@ Deno.test({
       assert.deepEqual(files, [
         `${folder}/extra,1.img`,
         `${folder}/hdb.img`,
+        `${folder}/images/install.iso`,
         `${folder}/images/media.iso`,
       ]);
     });

@@ -27,6 +27,8 @@ export interface DiskStorage {
   /** Size with unit, e.g. `10G`; absent for an overlay that takes its backing file's size. */
   size?: string;
   interface: DiskInterface;
+  /** `cdrom`: a read-only CD-ROM drive whose image is never created (maqet's `media:`). */
+  media?: "cdrom";
   backing_file?: string;
   backing_format?: string;
   /** Extra `-drive` sub-options (maqet's `options:` map), e.g. `{cache: "none"}`. */

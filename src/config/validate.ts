@@ -49,6 +49,7 @@ const DISK_KEYS = new Set([
   "interface",
   "backing_file",
   "backing_format",
+  "media",
 ]);
 const VIRTFS_KEYS = new Set(["name", "type", "path", "mount_tag", "security_model", "readonly"]);
 /** Sub-options qvm writes itself on a disk's `-drive` / a share's `-virtfs`; `options:` can't set them. */
@@ -335,6 +336,13 @@ function diskOf(raw: Record<string, unknown>, name: string, type: "qcow2" | "raw
   const backing = given(item.backing_file)
     ? absolutePath("backing_file", item.backing_file, where)
     : undefined;
+  const media = given(item.media)
+    ? choice(
+      item.media,
+      ["disk", "cdrom"],
+      (shown) => `unknown media ${shown}${where} (expected disk or cdrom)`,
+    )
+    : "disk";
   const format = given(item.backing_format)
     ? text("backing_format", item.backing_format, where)
     : undefined;
@@ -349,6 +357,7 @@ function diskOf(raw: Record<string, unknown>, name: string, type: "qcow2" | "raw
     ...(file === undefined ? {} : { file }),
     ...(size === undefined ? {} : { size }),
     interface: iface,
+    ...(media === "cdrom" ? { media } : {}),
     ...(backing === undefined ? {} : { backing_file: backing }),
     ...(format === undefined ? {} : { backing_format: format }),
     ...(Object.keys(extras).length === 0 ? {} : { options: extras }),
@@ -373,7 +382,7 @@ function virtfsOf(raw: Record<string, unknown>, name: string): VirtfsStorage {
         (shown) => `unknown security_model ${shown}${where} ` +
           "(expected passthrough, mapped-xattr (or mapped), mapped-file or none)",
       )
-      : "passthrough",
+      : "mapped-xattr",
     readonly: given(item.readonly) ? flagOf("readonly", item.readonly, where) : false,
     ...(Object.keys(extras).length === 0 ? {} : { options: extras }),
   };

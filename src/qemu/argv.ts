@@ -132,14 +132,16 @@ export function storageArgv(storage: StorageItem[], diskDir: string): string[] {
     const file = escapeOptionValue(diskFile(item, diskDir));
     const id = escapeOptionValue(item.name);
     const drive = [`file=${file}`, `format=${item.type}`, `if=${iface}`, `id=${id}`];
+    if (item.media === "cdrom") drive.push("media=cdrom");
     argv.push("-drive", [...drive, ...extraParts(item.options)].join(","));
+    const kind = item.media === "cdrom" ? "cd" : "hd";
     if (item.interface === "sata") {
       if (sataDisks === 0) argv.push("-device", "ahci,id=ahci0");
-      argv.push("-device", `ide-hd,drive=${id},bus=ahci0.${sataDisks}`);
+      argv.push("-device", `ide-${kind},drive=${id},bus=ahci0.${sataDisks}`);
       sataDisks++;
     } else if (item.interface === "scsi") {
       if (scsiDisks === 0) argv.push("-device", "virtio-scsi-pci,id=scsi0");
-      argv.push("-device", `scsi-hd,drive=${id},bus=scsi0.0`);
+      argv.push("-device", `scsi-${kind},drive=${id},bus=scsi0.0`);
       scsiDisks++;
     }
   }

@@ -58,9 +58,10 @@ export function createArgs(disk: DiskStorage, file: string): string[] {
 /**
  * Creates the disk at `file` unless something is already there; true if it created it. The file
  * is first claimed with an exclusive create, so an existing file is never overwritten; nothing is
- * ever created in a system folder (`/etc`, `/usr`, ..., also through a symlink).
+ * ever created in a system folder (`/etc`, `/usr`, ..., also through a symlink), nor for a CD-ROM.
  */
 export async function createDiskIfMissing(disk: DiskStorage, file: string): Promise<boolean> {
+  if (disk.media === "cdrom") return false;
   const folder = systemFolderOf(file);
   if (folder !== undefined) {
     try {
