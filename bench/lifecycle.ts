@@ -7,6 +7,20 @@ import { join } from "node:path";
 import { StateStore } from "../src/state/mod.ts";
 import { QmpClient } from "../src/qemu/qmp.ts";
 import { ensureGuest, GUEST_READY_MARKER } from "../tests/fixture/mod.ts";
+import type { Verdict } from "./_state_report.ts";
+
+/** A report section: its markdown and the targets it judged. */
+export interface Section {
+  markdown: string;
+  verdicts: Verdict[];
+}
+
+const START_OVERHEAD_LIMIT_MS = 50;
+const LS_RUNNING_LIMIT = 2;
+
+function judged(target: string, pass: boolean, detail: string): Verdict {
+  return { status: pass ? "PASS" : "FAIL", target, detail };
+}
 
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
 
@@ -70,7 +84,7 @@ async function bareStart(argv: string[], qmpSocket: string): Promise<number> {
 }
 
 /** `qvm start` vs bare QEMU of the same argv, alternating, `rounds` times each. */
-export async function startOverhead(rounds = 7): Promise<string> {
+export async function startOverhead(rounds = 7): Promise<Section> {
   const root = await Deno.makeTempDir({ dir: "/tmp", prefix: "qvmb-" });
   const env = { QVM_DATA_DIR: join(root, "d"), QVM_RUNTIME_DIR: join(root, "r") };
   try {
@@ -105,7 +119,17 @@ export async function startOverhead(rounds = 7): Promise<string> {
     }
     const b = stats(bare), o = stats(ours), e = stats(empty);
     const overhead = o.median - b.median;
-    return [
+    const verdicts = [
+      judged(
+        `qvm start overhead over bare qemu -daemonize until QMP answers ≤ ${START_OVERHEAD_LIMIT_MS} ms`,
+        overhead <= START_OVERHEAD_LIMIT_MS,
+        `${o.median.toFixed(0)} - ${b.median.toFixed(0)} ms = ${
+          overhead.toFixed(0)
+        } ms (medians; ` +
+          `Deno's own start-up ${e.median.toFixed(0)} ms of it)`,
+      ),
+    ];
+    const markdown = [
       "### `qvm start` vs bare `qemu-system-x86_64 -daemonize` (until QMP answers)",
       "",
       `${rounds} alternating rounds each; the test guest under TCG; same command line.`,
@@ -120,9 +144,8 @@ export async function startOverhead(rounds = 7): Promise<string> {
       "",
       `qvm's overhead: ${overhead.toFixed(0)} ms (median), of which Deno's own start-up is ` +
       `${e.median.toFixed(0)} ms; without it, ${(overhead - e.median).toFixed(0)} ms.`,
-      `Target ≤ 100 ms: ${overhead <= 100 ? "PASS" : "FAIL"} (whole process); ` +
-      `${overhead - e.median <= 100 ? "PASS" : "FAIL"} (qvm's own work).`,
     ].join("\n");
+    return { markdown, verdicts };
   } finally {
     await qvm(env, ["stop", "b1", "--force"]).catch(() => {});
     await Deno.remove(root, { recursive: true }).catch(() => {});
@@ -132,7 +155,7 @@ export async function startOverhead(rounds = 7): Promise<string> {
 /** `qvm ls --json` over 10,000 defined VMs of which `live` are running real guests. */
 export async function lsWithRunning(
   options = { total: 10_000, live: 10, rounds: 9 },
-): Promise<string> {
+): Promise<Section> {
   const root = await Deno.makeTempDir({ dir: "/tmp", prefix: "qvmb-" });
   const env = { QVM_DATA_DIR: join(root, "d"), QVM_RUNTIME_DIR: join(root, "r") };
   const names: string[] = [];
@@ -166,38 +189,62 @@ export async function lsWithRunning(
       ]);
     }
     const samples: number[] = [];
+    const empty: number[] = [];
+    const emptyScript = join(root, "empty.ts");
+    await Deno.writeTextFile(emptyScript, "");
     let running = 0;
     for (let i = 0; i < options.rounds; i++) {
-      const t = performance.now();
+      let t = performance.now();
       const out = await qvm(env, ["ls", "--json"]);
       samples.push(performance.now() - t);
       running = JSON.parse(out).filter((v: { status: string }) => v.status === "running").length;
+      t = performance.now();
+      await new Deno.Command(Deno.execPath(), { args: ["run", "-A", "--quiet", emptyScript] })
+        .output();
+      empty.push(performance.now() - t);
     }
     const s = stats(samples);
-    return [
+    const e = stats(empty);
+    const ratio = s.median / e.median;
+    const verdicts = [
+      judged(
+        `qvm ls --json with ${options.total.toLocaleString("en")} VMs, ${options.live} running ` +
+          `≤ ${LS_RUNNING_LIMIT}x an empty deno run`,
+        ratio <= LS_RUNNING_LIMIT,
+        `${s.median.toFixed(0)} vs ${e.median.toFixed(0)} ms (medians): ${ratio.toFixed(2)}x`,
+      ),
+    ];
+    const markdown = [
       `### \`qvm ls --json\` with ${
         options.total.toLocaleString("en")
       } VMs, ${options.live} running`,
       "",
       "The running guests have booted and sit idle at their shell; each is asked `query-status`.",
       "",
-      `| runs | median ms | min ms | running VMs seen |`,
-      "| ---: | ---: | ---: | ---: |",
-      `| ${options.rounds} | ${s.median.toFixed(0)} | ${s.min.toFixed(0)} | ${running} |`,
-      "",
-      `Target ≤ 300 ms: ${s.median <= 300 ? "PASS" : "FAIL"} (whole process, median).`,
+      `| runs | median ms | min ms | running VMs seen | empty deno run median ms | ratio |`,
+      "| ---: | ---: | ---: | ---: | ---: | ---: |",
+      `| ${options.rounds} | ${s.median.toFixed(0)} | ${s.min.toFixed(0)} | ${running} | ` +
+      `${e.median.toFixed(0)} | ${ratio.toFixed(2)}x |`,
     ].join("\n");
+    return { markdown, verdicts };
   } finally {
     await Promise.all(names.map((n) => qvm(env, ["stop", n, "--force"]).catch(() => {})));
     await Deno.remove(root, { recursive: true }).catch(() => {});
   }
 }
 
-/** Both lifecycle sections, as markdown. */
-export async function lifecycleSections(): Promise<string> {
-  return `${await startOverhead()}\n\n${await lsWithRunning()}`;
+/** Both lifecycle sections, as one. */
+export async function lifecycleSections(): Promise<Section> {
+  const start = await startOverhead();
+  const ls = await lsWithRunning();
+  return {
+    markdown: `${start.markdown}\n\n${ls.markdown}`,
+    verdicts: [...start.verdicts, ...ls.verdicts],
+  };
 }
 
 if (import.meta.main) {
-  console.log(await lifecycleSections());
+  const section = await lifecycleSections();
+  console.log(section.markdown);
+  for (const v of section.verdicts) console.log(`${v.status}  ${v.target}: ${v.detail}`);
 }

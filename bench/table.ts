@@ -8,7 +8,6 @@
  * `--quick`: sizes 10, 100, 1,000 and short time boxes; writes a file only when `--out` is given.
  * `QVM_BENCH_SIZES=10,100` overrides the sizes in either mode.
  */
-import { parseArgs } from "node:util";
 import { fileURLToPath } from "node:url";
 import { SQL } from "../src/state/mod.ts";
 import {
@@ -26,13 +25,12 @@ import {
   WRITE_KEY_METHOD,
 } from "./_state_fixture.ts";
 import { measureInterleaved, type TimeBox } from "./_state_timing.ts";
-import { measureStatusE2e, type StatusE2e } from "./_status_e2e.ts";
-import { lifecycleSections } from "./lifecycle.ts";
+import { type CommandLatency, measureCommandLatency } from "./_command_latency.ts";
+import { latencyMarkdown, latencyVerdicts } from "./_latency_report.ts";
+import { lifecycleSections, type Section } from "./lifecycle.ts";
 import {
   cellKey,
   describeMachine,
-  e2eMarkdown,
-  e2eVerdict,
   floorMarkdown,
   type FloorRow,
   fmtCount,
@@ -59,34 +57,35 @@ export interface TableOptions {
   out?: string;
   sizes: number[];
   box: TimeBox;
-  /** Alternating runs of each command in the end-to-end comparison. */
-  e2eRuns: number;
+  /** Rounds of each command and form in the command-latency comparison. */
+  latencyRuns: number;
+  /** Database sizes of the command-latency comparison. */
+  latencySizes: number[];
 }
 
 const FULL_BOX: TimeBox = { boxMs: 800, rounds: 8, warmupMs: 50 };
 const QUICK_BOX: TimeBox = { boxMs: 120, rounds: 3, warmupMs: 20 };
-const E2E_VMS = 10_000;
 const DEFAULT_OUT = fileURLToPath(new URL("./RESULTS.md", import.meta.url));
 
 /** Parses `--quick`, `--out PATH` and `--help`; sizes come from `$QVM_BENCH_SIZES` or the mode. */
 export function parseTableArgs(argv: string[]): TableOptions | undefined {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      quick: { type: "boolean" },
-      out: { type: "string" },
-      help: { type: "boolean", short: "h" },
-    },
-    strict: true,
-  });
-  if (values.help) return undefined;
-  const quick = values.quick ?? false;
+  let quick = false;
+  let out: string | undefined;
+  for (let i = 0; i < argv.length; i++) {
+    const [flag, inline] = argv[i].split(/=(.*)/s, 2);
+    if (flag === "--help" || flag === "-h") return undefined;
+    if (flag === "--quick") quick = true;
+    else if (flag === "--out" && (inline ?? argv[i + 1]) !== undefined) {
+      out = inline ?? argv[++i];
+    } else throw new Error(`unknown or incomplete option '${argv[i]}' (--quick, --out PATH)`);
+  }
   return {
     quick,
-    out: values.out ?? (quick ? undefined : DEFAULT_OUT),
+    out: out ?? (quick ? undefined : DEFAULT_OUT),
     sizes: benchSizes(quick ? [10, 100, 1_000] : undefined),
     box: quick ? QUICK_BOX : FULL_BOX,
-    e2eRuns: quick ? 5 : 15,
+    latencyRuns: quick ? 5 : 15,
+    latencySizes: quick ? [100, 10_000] : [100, 10_000, 100_000],
   };
 }
 
@@ -205,15 +204,15 @@ function sqliteVersion(): string {
  * Further report sections, run after the state tables and `qvm status`, printed and written in
  * order. The lifecycle benchmarks plug in here: `qvm start` against a bare
  * `qemu-system-x86_64 -daemonize` of the same VM, and `qvm ls --json` with 10,000 VMs of which 10
- * run. A source returns one section's markdown (with its own `###` headings and verdict lines),
+ * run. A source returns one section's markdown (with its own `###` headings) and its verdicts,
  * e.g. `lifecycleSections` of `bench/lifecycle.ts`: add `lifecycleSections` to this list.
  */
-export const EXTRA_SECTIONS: ((options: TableOptions) => Promise<string>)[] = [
+export const EXTRA_SECTIONS: ((options: TableOptions) => Promise<Section>)[] = [
   () => lifecycleSections(),
 ];
 
-async function extraSections(options: TableOptions): Promise<string[]> {
-  const sections: string[] = [];
+async function extraSections(options: TableOptions): Promise<Section[]> {
+  const sections: Section[] = [];
   for (const source of EXTRA_SECTIONS) sections.push(await source(options));
   return sections;
 }
@@ -240,10 +239,10 @@ function report(parts: {
   run: StateRun;
   options: TableOptions;
   verdicts: Verdict[];
-  e2e: StatusE2e;
+  latency: CommandLatency;
   extra: string[];
 }): string {
-  const { run, options, verdicts, e2e, extra } = parts;
+  const { run, options, verdicts, latency, extra } = parts;
   const sections = [
     header(run, options),
     `## Method\n\n${methodMarkdown(run, { remove: REMOVE_METHOD, writeKey: WRITE_KEY_METHOD })}`,
@@ -252,7 +251,7 @@ function report(parts: {
     `${lookupPlans(run.plans)}\n\nEvery statement each variant runs:\n\n${planTable(run.plans)}`,
     `## Where the time goes (ours)\n\n${floorMarkdown(run.floor)}`,
     `## Targets\n\n\`\`\`\n${verdicts.map(formatVerdict).join("\n")}\n\`\`\``,
-    `## End to end: \`qvm status\` with ${fmtCount(e2e.vms)} VMs\n\n${e2eMarkdown(e2e)}`,
+    `## Command latency\n\n${latencyMarkdown(latency)}`,
     ...(extra.length ? [`## Lifecycle\n\n${extra.join("\n\n")}`] : []),
     `## How the seed's claims compare\n\n${seedComparison(run)}`,
   ];
@@ -297,14 +296,24 @@ async function main(argv: string[]): Promise<number> {
   const run = measureState(options, machine);
   const verdicts = stateVerdicts(run.matrix);
   printState(run, verdicts);
-  progress(`end to end: qvm status with ${fmtCount(E2E_VMS)} VMs, ${options.e2eRuns} runs each`);
-  const e2e = await measureStatusE2e({ vms: E2E_VMS, runs: options.e2eRuns });
-  const e2eCheck = e2eVerdict(e2e);
-  console.log(`\n${e2eMarkdown(e2e)}\n\n${formatVerdict(e2eCheck)}`);
-  if (e2e.skipped) console.error(`end-to-end comparison skipped: ${e2e.skipped}`);
+  progress(
+    `command latency: status, ls, info at ${options.latencySizes.map(fmtCount).join(", ")} VMs`,
+  );
+  const latency = await measureCommandLatency({
+    sizes: options.latencySizes,
+    runs: options.latencyRuns,
+  });
+  const latencyChecks = latencyVerdicts(latency);
+  console.log(`\n${latencyMarkdown(latency)}\n\n${latencyChecks.map(formatVerdict).join("\n")}`);
   const extra = await extraSections(options);
-  for (const section of extra) console.log(`\n${section}`);
-  const markdown = report({ run, options, verdicts: [...verdicts, e2eCheck], e2e, extra });
+  for (const section of extra) console.log(`\n${section.markdown}`);
+  const markdown = report({
+    run,
+    options,
+    verdicts: [...verdicts, ...latencyChecks, ...extra.flatMap((e) => e.verdicts)],
+    latency,
+    extra: extra.map((e) => e.markdown),
+  });
   if (options.out) {
     await Deno.writeTextFile(options.out, markdown);
     await formatMarkdown(options.out);

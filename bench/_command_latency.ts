@@ -1,0 +1,192 @@
+/**
+ * Command latency: the wall time (and peak memory) of whole `qvm status`, `qvm ls --json` and
+ * `qvm info` processes on databases of 100, 10,000 and 100,000 VMs, run from source and as the
+ * installed single file (`tools/bundle.ts` + `tools/install.ts`), side by side in one run with
+ * `deno run` of an empty script (Deno's start-up floor) and the `sqlite3` CLI doing the same
+ * lookup (the process floor without Deno). Runs rotate through the forms, so a noisy moment hurts
+ * them all alike; medians are compared.
+ */
+import { buildDist } from "../tools/bundle.ts";
+import { install } from "../tools/install.ts";
+import { createPopulation, disposePopulation, vmName } from "./_state_fixture.ts";
+import { median } from "./_state_timing.ts";
+
+const MAIN = new URL("../main.ts", import.meta.url).pathname;
+const TIME = "/usr/bin/time";
+
+/** The commands measured, each with the `sqlite3` query that does the same lookup. */
+export const LATENCY_COMMANDS = ["status", "ls --json", "info"] as const;
+
+/** One of `LATENCY_COMMANDS`. */
+export type LatencyCommand = typeof LATENCY_COMMANDS[number];
+
+/** The ways of running a command that are compared. */
+export const FORMS = ["source", "installed", "empty deno run", "sqlite3"] as const;
+
+/** One of `FORMS`. */
+export type Form = typeof FORMS[number];
+
+/** Medians over the runs of one form of one command at one size. */
+export interface LatencyCell {
+  ms: number;
+  minMs: number;
+  /** Peak resident memory (MB), when `/usr/bin/time` is there to measure it. */
+  rssMb?: number;
+  runs: number;
+}
+
+/** Everything the section reports. */
+export interface CommandLatency {
+  sizes: number[];
+  runs: Record<number, number>;
+  /** `cells[size][command][form]`. */
+  cells: Record<number, Record<LatencyCommand, Partial<Record<Form, LatencyCell>>>>;
+  /** Why a form or the whole section could not run. */
+  notes: string[];
+}
+
+interface Sample {
+  ms: number;
+  rssKb?: number;
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+function hasTool(path: string): boolean {
+  try {
+    return Deno.statSync(path).isFile;
+  } catch {
+    return false;
+  }
+}
+
+async function sample(argv: string[], env: Record<string, string>): Promise<Sample> {
+  const timed = hasTool(TIME);
+  const rssFile = timed ? await Deno.makeTempFile({ prefix: "qvm-rss-" }) : "";
+  const full = timed ? [TIME, "-f", "%M", "-o", rssFile, ...argv] : argv;
+  const command = new Deno.Command(full[0], {
+    args: full.slice(1),
+    env: { NO_COLOR: "1", ...env },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  });
+  const start = performance.now();
+  const out = await command.output();
+  const ms = performance.now() - start;
+  let rssKb: number | undefined;
+  if (timed) {
+    const text = await Deno.readTextFile(rssFile);
+    await Deno.remove(rssFile);
+    const last = Number(text.trim().split("\n").at(-1));
+    if (Number.isFinite(last)) rssKb = last;
+  }
+  const decode = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
+  return { ms, rssKb, code: out.code, stdout: decode(out.stdout), stderr: decode(out.stderr) };
+}
+
+function sqlFor(command: LatencyCommand, vm: string): string {
+  switch (command) {
+    case "status":
+      return `SELECT id, name, status, pid, stop_reason FROM vm_instances WHERE id = '${vm}' ` +
+        `UNION ALL SELECT id, name, status, pid, stop_reason FROM vm_instances WHERE name = '${vm}'`;
+    case "ls --json":
+      return "SELECT id, name, status, pid FROM vm_instances ORDER BY name";
+    case "info":
+      return `SELECT * FROM vm_instances WHERE id = '${vm}' ` +
+        `UNION ALL SELECT * FROM vm_instances WHERE name = '${vm}'`;
+  }
+}
+
+function qvmArgs(command: LatencyCommand, vm: string): string[] {
+  return command === "ls --json" ? ["ls", "--json"] : [command, vm];
+}
+
+/** What a successful run of `command` must print, so a failing form cannot look fast. */
+function looksRight(command: LatencyCommand, vm: string, s: Sample): boolean {
+  if (s.code !== 0) return false;
+  return command === "ls --json" ? s.stdout.trimStart().startsWith("[") : s.stdout.includes(vm);
+}
+
+/**
+ * Measures every command × form at every size; `runs` alternating runs per form (fewer at
+ * 100,000 VMs, whose database takes longest to build). Builds and installs `dist/qvm` into a temp
+ * prefix first.
+ */
+export async function measureCommandLatency(
+  options: { sizes: number[]; runs: number },
+): Promise<CommandLatency> {
+  const root = await Deno.makeTempDir({ dir: "/tmp", prefix: "qvm-bench-cmd-" });
+  const result: CommandLatency = { sizes: options.sizes, runs: {}, cells: {}, notes: [] };
+  try {
+    const cache = `${root}/cache`;
+    const empty = `${root}/empty.ts`;
+    await Deno.writeTextFile(empty, "");
+    await buildDist(`${root}/dist/qvm`);
+    const installed = await install({
+      prefix: `${root}/prefix`,
+      from: `${root}/dist/qvm`,
+      deno: Deno.execPath(),
+    });
+    const sqlite3 = ["/usr/bin/sqlite3", "/usr/local/bin/sqlite3"].find(hasTool);
+    if (!sqlite3) result.notes.push("no sqlite3 CLI on this machine: its column is empty");
+    for (const size of options.sizes) {
+      const dataDir = `${root}/data-${size}`;
+      await Deno.mkdir(dataDir, { mode: 0o700 });
+      disposePopulation(createPopulation(size, { dataDir }));
+      const vm = vmName(Math.floor(size / 2));
+      const runs = size >= 100_000 ? Math.max(3, Math.ceil(options.runs / 2)) : options.runs;
+      result.runs[size] = runs;
+      const flags = ["--data-dir", dataDir, "--runtime-dir", `${root}/run`];
+      const env = { XDG_CACHE_HOME: cache };
+      result.cells[size] = {} as CommandLatency["cells"][number];
+      for (const command of LATENCY_COMMANDS) {
+        const argv: Partial<Record<Form, string[]>> = {
+          source: [
+            Deno.execPath(),
+            "run",
+            "-A",
+            "--quiet",
+            MAIN,
+            ...flags,
+            ...qvmArgs(command, vm),
+          ],
+          installed: [installed, ...flags, ...qvmArgs(command, vm)],
+          "empty deno run": [Deno.execPath(), "run", "-A", "--quiet", empty],
+        };
+        if (sqlite3) argv.sqlite3 = [sqlite3, "-json", `${dataDir}/qvm.db`, sqlFor(command, vm)];
+        const forms = FORMS.filter((f) => argv[f]);
+        for (const form of forms) { // warm-up (and the installed form's one-time unpack)
+          const s = await sample(argv[form]!, env);
+          if (form !== "empty deno run" && form !== "sqlite3" && !looksRight(command, vm, s)) {
+            throw new Error(`${form} qvm ${command} failed: ${s.stderr || s.stdout}`);
+          }
+        }
+        const samples = Object.fromEntries(forms.map((f) => [f, [] as Sample[]]));
+        for (let i = 0; i < runs; i++) {
+          for (let j = 0; j < forms.length; j++) {
+            const form = forms[(i + j) % forms.length];
+            samples[form].push(await sample(argv[form]!, env));
+          }
+        }
+        const cells: Partial<Record<Form, LatencyCell>> = {};
+        for (const form of forms) {
+          const list = samples[form];
+          const rss = list.flatMap((s) => (s.rssKb === undefined ? [] : [s.rssKb / 1024]));
+          cells[form] = {
+            ms: median(list.map((s) => s.ms)),
+            minMs: Math.min(...list.map((s) => s.ms)),
+            rssMb: rss.length ? median(rss) : undefined,
+            runs: list.length,
+          };
+        }
+        result.cells[size][command] = cells;
+      }
+      await Deno.remove(dataDir, { recursive: true });
+    }
+    return result;
+  } finally {
+    await Deno.remove(root, { recursive: true }).catch(() => {});
+  }
+}

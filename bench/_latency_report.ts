@@ -1,0 +1,118 @@
+/**
+ * The "command latency" section: tables of whole-process wall time per command, form and size,
+ * and the start-up targets as verdicts. Every number in the text is computed from the runs.
+ */
+import {
+  type CommandLatency,
+  type Form,
+  FORMS,
+  LATENCY_COMMANDS,
+  type LatencyCommand,
+} from "./_command_latency.ts";
+import { fmtCount, fmtRatio, type Verdict } from "./_state_report.ts";
+
+/** The size the targets are judged at. */
+export const TARGET_VMS = 10_000;
+const STATUS_LIMIT = 1.25;
+const STATUS_RSS_LIMIT = 1.3;
+const LS_LIMIT = 1.5;
+
+function verdict(target: string, pass: boolean | undefined, detail: string): Verdict {
+  return { status: pass === undefined ? "SKIP" : pass ? "PASS" : "FAIL", target, detail };
+}
+
+function cell(lat: CommandLatency, size: number, command: LatencyCommand, form: Form) {
+  return lat.cells[size]?.[command]?.[form];
+}
+
+/** The start-up targets: status and ls against an empty `deno run`, installed against source. */
+export function latencyVerdicts(lat: CommandLatency): Verdict[] {
+  const size = TARGET_VMS;
+  const at = `at ${fmtCount(size)} VMs`;
+  const floor = (command: LatencyCommand) => cell(lat, size, command, "empty deno run");
+  const out: Verdict[] = [];
+  const ratioTarget = (command: LatencyCommand, limit: number) => {
+    const target = `qvm ${command} ${at} ≤ ${limit}x an empty deno run (median wall time)`;
+    const qvm = cell(lat, size, command, "source");
+    const base = floor(command);
+    if (!qvm || !base) return verdict(target, undefined, "not measured");
+    const r = qvm.ms / base.ms;
+    return verdict(
+      target,
+      r <= limit,
+      `${qvm.ms.toFixed(1)} vs ${base.ms.toFixed(1)} ms: ${fmtRatio(r)}`,
+    );
+  };
+  out.push(ratioTarget("status", STATUS_LIMIT));
+  {
+    const target = `qvm status ${at}: peak memory ≤ ${STATUS_RSS_LIMIT}x an empty deno run's`;
+    const qvm = cell(lat, size, "status", "source");
+    const base = floor("status");
+    if (qvm?.rssMb === undefined || base?.rssMb === undefined) {
+      out.push(verdict(target, undefined, "not measured (no /usr/bin/time)"));
+    } else {
+      const r = qvm.rssMb / base.rssMb;
+      out.push(verdict(
+        target,
+        r <= STATUS_RSS_LIMIT,
+        `${qvm.rssMb.toFixed(1)} vs ${base.rssMb.toFixed(1)} MB: ${fmtRatio(r)}`,
+      ));
+    }
+  }
+  out.push(ratioTarget("ls --json", LS_LIMIT));
+  for (const command of LATENCY_COMMANDS) {
+    const target =
+      `installed qvm ${command} ${at} no slower than from source (median ratio ≤ 1.00x)`;
+    const src = cell(lat, size, command, "source");
+    const inst = cell(lat, size, command, "installed");
+    if (!src || !inst) {
+      out.push(verdict(target, undefined, "not measured"));
+      continue;
+    }
+    const r = inst.ms / src.ms;
+    out.push(verdict(
+      target,
+      r <= 1,
+      `${inst.ms.toFixed(1)} vs ${src.ms.toFixed(1)} ms: ${fmtRatio(r)}`,
+    ));
+  }
+  return out;
+}
+
+/** The section body: method, one table per size, the sqlite3 ratios. */
+export function latencyMarkdown(lat: CommandLatency): string {
+  const lines = [
+    "Whole processes, spawn included, on databases built like the tables' ones (`--data-dir` " +
+    "of that size, the VM asked about is the middle one, none running). Forms: **source** = " +
+    "`deno run -A --quiet main.ts …`; **installed** = `dist/qvm` built by `tools/bundle.ts` and " +
+    "installed by `tools/install.ts`, run as an executable; **empty deno run** = `deno run -A " +
+    "--quiet EMPTY.ts`, Deno's start-up floor; **sqlite3** = the `sqlite3` CLI doing the same " +
+    "lookup (`-json`), the process floor without Deno. Each round runs every form once, in " +
+    "rotating order, after one warm-up run each; medians of the rounds; peak memory by " +
+    "`/usr/bin/time`. The machine is shared (2 cores): compare within a row, not across runs.",
+    "",
+  ];
+  for (const size of lat.sizes) {
+    lines.push(
+      `**${fmtCount(size)} VMs** (${lat.runs[size]} rounds)`,
+      "",
+      "| command | source ms | installed ms | empty deno run ms | sqlite3 ms | source / empty | installed / source | source / sqlite3 | source MB | empty MB |",
+      "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    );
+    for (const command of LATENCY_COMMANDS) {
+      const c = Object.fromEntries(FORMS.map((f) => [f, cell(lat, size, command, f)]));
+      const ms = (f: Form) => (c[f] ? c[f]!.ms.toFixed(1) : "–");
+      const ratio = (a: Form, b: Form) => (c[a] && c[b] ? fmtRatio(c[a]!.ms / c[b]!.ms) : "–");
+      const mb = (f: Form) => (c[f]?.rssMb !== undefined ? c[f]!.rssMb!.toFixed(1) : "–");
+      lines.push(
+        `| \`qvm ${command}\` | ${ms("source")} | ${ms("installed")} | ${ms("empty deno run")} | ` +
+          `${ms("sqlite3")} | ${ratio("source", "empty deno run")} | ` +
+          `${ratio("installed", "source")} | ${ratio("source", "sqlite3")} | ${mb("source")} | ` +
+          `${mb("empty deno run")} |`,
+      );
+    }
+    lines.push("");
+  }
+  if (lat.notes.length) lines.push(...lat.notes.map((n) => `Note: ${n}.`), "");
+  return lines.join("\n").trimEnd();
+}
