@@ -227,13 +227,22 @@ export interface BriefObservation {
  * Observes many VMs in parallel; each QMP question is bounded by `timeoutMs`. VMs that claim no
  * process are taken as stored (nothing to check), so listing 10,000 VMs costs what the live do.
  */
-export function observeAll(
+export async function observeAll(
   env: VmEnv,
   vms: readonly VmBrief[],
   options: { timeoutMs?: number } = {},
 ): Promise<BriefObservation[]> {
-  return Promise.all(vms.map((vm) => {
-    if (!needsCheck(vm)) return { vm, status: vm.status as ObservedStatus };
-    return observe(env, env.store.require(vm.id), options);
-  }));
+  const seen: BriefObservation[] = vms.map((vm) => ({ vm, status: vm.status as ObservedStatus }));
+  // Only the VMs that claim a process become promises (10,000 resolved promises cost ~3 ms).
+  const checks: Promise<void>[] = [];
+  for (let i = 0; i < vms.length; i++) {
+    if (!needsCheck(vms[i])) continue;
+    checks.push(
+      observe(env, env.store.require(vms[i].id), options).then((o) => {
+        seen[i] = o;
+      }),
+    );
+  }
+  await Promise.all(checks);
+  return seen;
 }
