@@ -1,14 +1,23 @@
-/** `qvm ls`: every VM with its real status (checked in parallel, each bounded by a timeout). */
+/**
+ * `qvm ls`: every VM with its real status (checked in parallel, each bounded by a timeout). On a
+ * terminal the status is coloured; live VMs show their uptime and forwarded SSH port. `--format`
+ * picks `table`, `json`, a column list (`name,status,ssh`) or a template (`{{.Name}} {{.Ssh}}`).
+ */
 import type { Context } from "./context.ts";
 import type { CommandSpec, ParsedArgs } from "./spec.ts";
 import { UsageError } from "../errors.ts";
-import { isLive, observeAll, STATUSES } from "../vm/observe.ts";
+import { type BriefObservation, isLive, observeAll, STATUSES } from "../vm/observe.ts";
+import { cloudPaths } from "../cloud/paths.ts";
 import { paintStatus, table } from "./_format.ts";
 
 /** The command's arguments and flags. */
 export const spec: CommandSpec = {
   name: "ls",
   summary: "list VMs and their real status",
+  description:
+    "--format table (default), json (as --json), a comma-separated column list, or a template\n" +
+    "with {{.Field}} placeholders, one line per VM (\\t is a tab). Columns and fields: name,\n" +
+    "status, pid, uptime, ssh (the host address forwarded to guest port 22), id.",
   positionals: [],
   options: {
     status: {
@@ -17,17 +26,126 @@ export const spec: CommandSpec = {
       description: `only VMs with this status (${STATUSES.join(", ")})`,
       complete: STATUSES,
     },
+    format: {
+      type: "string",
+      value: "FORMAT",
+      description: "table, json, a column list (name,status,ssh) or a template ({{.Name}})",
+      complete: ["table", "json", "name,status,uptime,ssh", "{{.Name}}"],
+    },
     quiet: { type: "boolean", short: "q", description: "print only VM names, one per line" },
   },
-  examples: ["qvm ls", "qvm ls --status running --json"],
+  examples: [
+    "qvm ls",
+    "qvm ls --status running --json",
+    "qvm ls --format name,status,ssh",
+    "qvm ls --format '{{.Name}}\\t{{.Ssh}}'",
+  ],
 };
 
-/** Prints a table, or a JSON array of `{id, name, status, pid}`. */
+/** The fields a column list or template may name, in the default table's order. */
+export const FIELDS = ["name", "status", "pid", "uptime", "ssh", "id"] as const;
+/** One field of a listed VM. */
+export type Field = typeof FIELDS[number];
+
+/** What one listed VM shows, every field as text (`-` when it has none). */
+export type Row = Record<Field, string>;
+
+/** How `--format` was asked to print. */
+export type Format =
+  | { kind: "table"; columns: Field[] }
+  | { kind: "json" }
+  | { kind: "template"; template: string };
+
+/** Parses `--format`; undefined means the default table. Throws a UsageError naming the fields. */
+export function parseFormat(value: string | undefined): Format | undefined {
+  if (value === undefined || value === "table") return undefined;
+  if (value === "json") return { kind: "json" };
+  if (value.includes("{{")) {
+    for (const [, name] of value.matchAll(/\{\{\s*\.?([A-Za-z_]+)\s*\}\}/g)) {
+      if (!(FIELDS as readonly string[]).includes(name.toLowerCase())) {
+        throw new UsageError(`ls: unknown field '${name}' in --format (use ${FIELDS.join(", ")})`);
+      }
+    }
+    return { kind: "template", template: value.replaceAll("\\t", "\t") };
+  }
+  const columns = value.split(",").map((c) => c.trim().toLowerCase()).filter((c) => c !== "");
+  const unknown = columns.find((c) => !(FIELDS as readonly string[]).includes(c));
+  if (columns.length === 0 || unknown !== undefined) {
+    throw new UsageError(
+      `ls: invalid --format '${value}': use table, json, a column list of ` +
+        `${FIELDS.join(", ")}, or a template like '{{.Name}} {{.Status}}'`,
+    );
+  }
+  return { kind: "table", columns: columns as Field[] };
+}
+
+/** `template` filled in with `row`'s fields (`{{.Name}}`, `{{name}}`; case does not matter). */
+export function fillTemplate(template: string, row: Row): string {
+  return template.replace(
+    /\{\{\s*\.?([A-Za-z_]+)\s*\}\}/g,
+    (_, name: string) => row[name.toLowerCase() as Field] ?? "",
+  );
+}
+
+/** Seconds as an uptime column shows them: `45s`, `12m`, `3h05m`, `2d04h`. */
+export function formatUptime(seconds: number): string {
+  const s = Math.max(Math.floor(seconds), 0);
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m`;
+  const pad = (n: number) => String(n).padStart(2, "0");
+  if (s < 86400) return `${Math.floor(s / 3600)}h${pad(Math.floor((s % 3600) / 60))}m`;
+  return `${Math.floor(s / 86400)}d${pad(Math.floor((s % 86400) / 3600))}h`;
+}
+
+/** Linux counts process start times in USER_HZ ticks, 100 a second on every architecture qvm runs on. */
+const TICKS_PER_SECOND = 100;
+
+/** Seconds since process `pid` started (from /proc), or undefined if it is gone. */
+export function processUptime(pid: number): number | undefined {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    const startTicks = Number(fields[19]); // field 22 of stat; fields here start at field 3
+    const systemUp = Number(Deno.readTextFileSync("/proc/uptime").split(" ")[0]);
+    const up = systemUp - startTicks / TICKS_PER_SECOND;
+    return Number.isFinite(up) ? up : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The host address forwarded to guest port 22 of a live VM (recorded at start), or undefined. */
+function sshForward(ctx: Context, id: string): string | undefined {
+  try {
+    const forwards = JSON.parse(Deno.readTextFileSync(cloudPaths(ctx.dirs, id).forwardsFile));
+    if (!Array.isArray(forwards)) return undefined;
+    const ssh = forwards.find((f) => f?.guest === 22 && f?.proto === "tcp");
+    return ssh ? `${ssh.address}:${ssh.host}` : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function rowOf(ctx: Context, o: BriefObservation): Row {
+  const live = isLive(o.status) && o.vm.pid !== null;
+  const up = live ? processUptime(o.vm.pid!) : undefined;
+  return {
+    name: o.vm.name,
+    status: o.status,
+    pid: live ? String(o.vm.pid) : "-",
+    uptime: up === undefined ? "-" : formatUptime(up),
+    ssh: (live ? sshForward(ctx, o.vm.id) : undefined) ?? "-",
+    id: o.vm.id,
+  };
+}
+
+/** Prints a table, a JSON array of `{id, name, status, pid}`, or the `--format` asked for. */
 export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
   const wanted = args.values.status as string | undefined;
   if (wanted !== undefined && !(STATUSES as readonly string[]).includes(wanted)) {
     throw new UsageError(`ls: unknown status '${wanted}' (expected ${STATUSES.join(", ")})`);
   }
+  const format = parseFormat(args.values.format as string | undefined);
   const all = ctx.store.listBrief();
   // Names alone (for completions) need no reconciling unless a status filter asks for it.
   const seen = args.values.quiet && wanted === undefined
@@ -38,7 +156,7 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
     if (shown.length > 0) ctx.out(shown.map((o) => o.vm.name).join("\n"));
     return 0;
   }
-  if (ctx.json) {
+  if (ctx.json || format?.kind === "json") {
     ctx.outJson(shown.map((o) => ({
       id: o.vm.id,
       name: o.vm.name,
@@ -47,15 +165,21 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
     })));
     return 0;
   }
+  const rows = shown.map((o) => rowOf(ctx, o as BriefObservation));
+  if (format?.kind === "template") {
+    if (rows.length > 0) ctx.out(rows.map((r) => fillTemplate(format.template, r)).join("\n"));
+    return 0;
+  }
   if (shown.length === 0) {
     ctx.note(wanted ? `no VMs with status ${wanted}` : "no VMs defined (see 'qvm add --help')");
     return 0;
   }
+  // The default table leaves out SSH when no VM forwards it, so plain VMs list as narrow as before.
+  const columns = format?.columns ??
+    FIELDS.filter((f) => f !== "ssh" || rows.some((r) => r.ssh !== "-"));
   ctx.out(table(
-    ["NAME", "STATUS", "PID", "ID"],
-    shown.map((
-      o,
-    ) => [o.vm.name, paintStatus(o.status), o.vm.pid ? String(o.vm.pid) : "-", o.vm.id]),
+    columns.map((c) => c.toUpperCase()),
+    rows.map((r) => columns.map((c) => c === "status" ? paintStatus(r.status) : r[c])),
   ));
   return 0;
 }
