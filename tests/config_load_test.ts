@@ -348,14 +348,24 @@ Deno.test("loadConfigs merges files left to right, then overrides, then validate
   });
 });
 
-Deno.test("applying the same files to a VM again keeps its disks, unnamed ones included", async () => {
+Deno.test("applying a file with an unnamed disk adds a disk and never replaces one", async () => {
   await withTempDir(async (dir) => {
     await Deno.writeTextFile(`${dir}/a.yaml`, "storage:\n  - {size: 1G}\n");
-    await Deno.writeTextFile(`${dir}/b.yaml`, "storage:\n  - {size: 2G}\n  - {name: data}\n");
-    const files = [`${dir}/a.yaml`, `${dir}/b.yaml`];
-    const first = await loadConfigs(files, {});
-    assert.deepEqual(first.storage.map((item) => item.name), ["storage0", "storage1", "data"]);
-    assert.deepEqual(await loadConfigs(files, {}, { base: first }), first);
+    await Deno.writeTextFile(`${dir}/b.yaml`, `storage:\n  - {file: ${dir}/b.qcow2}\n`);
+    const first = await loadConfigs([`${dir}/a.yaml`], {});
+    const warnings: string[] = [];
+    const applied = await loadConfigs([`${dir}/b.yaml`], {}, {
+      base: first,
+      warn: (m) => warnings.push(m),
+    });
+    assert.deepEqual(applied.storage, [
+      { name: "storage0", type: "qcow2", size: "1G", interface: "virtio" },
+      { name: "storage1", type: "qcow2", file: `${dir}/b.qcow2`, size: "10G", interface: "virtio" },
+    ]);
+    assert.deepEqual(warnings, [
+      "an unnamed storage item is added as 'storage1' (name it to change it later instead of " +
+      "adding another)",
+    ]);
   });
 });
 

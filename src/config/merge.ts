@@ -118,15 +118,3 @@ export function mergeConfigs(
   }
   return out;
 }
-
-/**
- * Gives each storage item without a name (or with `name: null`) maqet's positional name
- * `storage<i>`, `i` being its place in the list, as validation would. Returns a copy.
- */
-export function nameStorageByPosition(raw: Record<string, unknown>): Record<string, unknown> {
-  if (!Array.isArray(raw.storage)) return raw;
-  const storage = raw.storage.map((item, i) =>
-    isMap(item) && !named(item) ? { ...clone(item), name: `storage${i}` } : clone(item)
-  );
-  return { ...raw, storage };
-}

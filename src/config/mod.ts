@@ -4,7 +4,8 @@
  */
 
 import { loadConfigFile } from "./load.ts";
-import { mergeConfigs, nameStorageByPosition } from "./merge.ts";
+import { mergeConfigs } from "./merge.ts";
+import { isMap } from "./_util.ts";
 import { validateConfig } from "./validate.ts";
 import type { VmConfig } from "./types.ts";
 
@@ -40,11 +41,11 @@ export { looksLikeId, NAME_PATTERN, validateName } from "./name.ts";
 export { validateConfig, type ValidateOptions } from "./validate.ts";
 
 /**
- * Loads config files and merges them left to right; unnamed storage items are then named
- * `storage<i>` by their place in that list, and the result merges onto `base` (a VM's current
- * config, for `apply`, so applying the same files again changes nothing). `overrides` (CLI flags
- * such as `{name, memory, cpu, binary}`; `undefined` means not given) go on top, and the result
- * is validated. Nothing is written: callers persist only what this
+ * Loads config files and merges them left to right onto `base` (a VM's current config, for
+ * `apply`), then `overrides` (CLI flags such as `{name, memory, cpu, binary}`; `undefined` means
+ * not given), and validates the result. Storage items merge by name only when both have one, so
+ * an unnamed disk is always another disk (`storage<i>` by position), never a replacement; on
+ * `apply` that is said with a warning. Nothing is written: callers persist only what this
  * returns, so a bad config changes nothing.
  */
 export async function loadConfigs(
@@ -52,9 +53,19 @@ export async function loadConfigs(
   overrides: Record<string, unknown>,
   options?: { warn?: (message: string) => void; base?: VmConfig },
 ): Promise<VmConfig> {
-  let files: Record<string, unknown> = {};
-  for (const path of paths) files = mergeConfigs(files, await loadConfigFile(path, options));
-  const base = options?.base ? { ...options.base } : {};
-  const merged = mergeConfigs(mergeConfigs(base, nameStorageByPosition(files)), overrides);
-  return validateConfig(merged, options);
+  let merged: Record<string, unknown> = options?.base ? { ...options.base } : {};
+  for (const path of paths) merged = mergeConfigs(merged, await loadConfigFile(path, options));
+  merged = mergeConfigs(merged, overrides);
+  const config = validateConfig(merged, options);
+  if (options?.base && Array.isArray(merged.storage)) {
+    for (const [i, item] of merged.storage.entries()) {
+      if (isMap(item) && (item.name === undefined || item.name === null)) {
+        options.warn?.(
+          `an unnamed storage item is added as 'storage${i}' (name it to change it later ` +
+            "instead of adding another)",
+        );
+      }
+    }
+  }
+  return config;
 }
