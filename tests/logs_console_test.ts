@@ -171,6 +171,12 @@ Deno.test("logs --follow goes on through a stop and start, and ends once the VM 
         await eventually(() => count(follower.stdout, GUEST_READY_MARKER) >= 2, 30_000),
         `logs --follow printed ${count(follower.stdout, GUEST_READY_MARKER)} boots`,
       );
+      // And through a restart in one command.
+      await env.ok(["restart", "r1", ...WAIT_READY]);
+      assert.ok(
+        await eventually(() => count(follower.stdout, GUEST_READY_MARKER) >= 3, 30_000),
+        `logs --follow printed ${count(follower.stdout, GUEST_READY_MARKER)} boots`,
+      );
       assert.equal(await stopAndWait(env, "r1", follower), 0, follower.stderr);
     } finally {
       await follower.kill();
