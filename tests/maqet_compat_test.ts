@@ -420,6 +420,12 @@ const rows: Row[] = [
     warns: /nographic: .*headless \(-display none\).*'qvm console'/,
   },
   {
+    rule: "log_file, maqet's own log, is ignored with a pointer to qvm's logs",
+    files: ["log_file: /tmp/vm.log\narguments:\n  - no-reboot\n"],
+    argv: ["-no-reboot"],
+    warns: /^log_file is maqet's own log \(ignored\): see 'qvm logs VM'/,
+  },
+  {
     rule: "nographic in raw args is left out too",
     files: ["args: [-nographic, -no-reboot]\n"],
     argv: ["-no-reboot"],

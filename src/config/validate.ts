@@ -454,7 +454,9 @@ export function validateConfig(
   checkCommandKeys(input);
   const raw = settleShorthands(input, warn);
   for (const key of Object.keys(raw)) {
-    if (!KNOWN_KEYS.has(key) && raw[key] !== undefined) {
+    if (key === "log_file" && raw[key] !== undefined) {
+      warn("log_file is maqet's own log (ignored): see 'qvm logs VM' and 'qvm logs VM --qemu'");
+    } else if (!KNOWN_KEYS.has(key) && raw[key] !== undefined) {
       warn(`unknown config key ${show(key)} (ignored)`);
     }
   }
