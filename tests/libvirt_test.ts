@@ -48,8 +48,18 @@ function configArgv(argv: string[]): string[] {
   return out;
 }
 
+/**
+ * `start --dry-run`'s argv without qvm's runtime options, and with what qvm derives from the VM's
+ * id for its cloud sections (the NIC's MAC, the seed's folder, the agent's socket) written as ID.
+ */
 async function dryRun(env: QvmEnv, vm: string): Promise<string[]> {
-  return configArgv(JSON.parse(await env.ok(["start", vm, "--dry-run", "--json"])).argv);
+  const { id, argv } = JSON.parse(await env.ok(["start", vm, "--dry-run", "--json"]));
+  const hex = id.replaceAll("-", "").slice(0, 6);
+  const mac = `52:54:00:${hex.slice(0, 2)}:${hex.slice(2, 4)}:${hex.slice(4, 6)}`;
+  return configArgv(argv).map((a) =>
+    a.replaceAll(`/cloud/${id}/`, "/cloud/ID/").replaceAll(`/${id}.ga`, "/ID.ga")
+      .replaceAll(mac, "MAC")
+  );
 }
 
 async function validates(file: string): Promise<void> {
@@ -141,6 +151,16 @@ Deno.test("round trip: export, import-libvirt, start --dry-run gives the same QE
         "  - rtc: {base: utc}",
         "  - no-acpi",
         "args: [-no-hpet, -global, 'kvm-pit.lost_tick_policy=discard', -nographic]",
+      ].join("\n"),
+      "network, cloud-init and the guest agent": [
+        "name: cloud",
+        "memory: 1G",
+        "network:",
+        '  ports: ["auto:22", "127.0.0.1:18080:80/tcp"]',
+        "cloud_init:",
+        "  user: dev",
+        '  ssh_authorized_keys: ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIPGM/+DDcbDIoWOwIS3xlxOmN x@y"]',
+        "guest_agent: true",
       ].join("\n"),
       "memory and vCPUs as -m and -smp items": "name: items\narguments:\n  - m: 256\n  - smp: 2\n",
       "its own serial and an accelerator list": [

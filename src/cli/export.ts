@@ -3,6 +3,7 @@ import type { Context } from "./context.ts";
 import type { CommandSpec, ParsedArgs } from "./spec.ts";
 import { QvmError, UsageError } from "../errors.ts";
 import { vmPaths } from "../vm/paths.ts";
+import type { VmConfig } from "../config/mod.ts";
 import { defineDomain, domainXml, startDomain } from "../libvirt/mod.ts";
 
 /** The command's arguments and flags. */
@@ -59,6 +60,26 @@ function exists(path: string): boolean {
   }
 }
 
+/**
+ * What qvm adds at start for `network:` and `cloud_init:` (the guest agent becomes a libvirt
+ * channel instead): the same options, with `auto` host ports as 0 (QEMU picks a free one), and the
+ * seed image, which exists once the VM has been started by qvm.
+ */
+async function cloudOptions(
+  ctx: Context,
+  vm: { id: string; config: VmConfig },
+): Promise<{ argv: string[]; files: string[] } | undefined> {
+  if (vm.config.network === undefined && vm.config.cloud_init === undefined) return undefined;
+  const { cloudArgvPreview } = await import("../cloud/mod.ts");
+  const argv = cloudArgvPreview(ctx, { id: vm.id, config: { ...vm.config, guest_agent: false } });
+  const files: string[] = [];
+  for (const arg of argv) {
+    const file = /^file=((?:[^,]|,,)+)/.exec(arg) ?? /file\.dir=((?:[^,]|,,)+)/.exec(arg);
+    if (file) files.push(file[1].replaceAll(",,", ","));
+  }
+  return { argv, files };
+}
+
 /** Prints or writes the XML, or defines (and starts) the domain at `--to`. */
 export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
   const format = (args.values.format as string | undefined) ?? "libvirt";
@@ -77,7 +98,8 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
   if (binary !== undefined && !binary.startsWith("/") && emulator === undefined) {
     warnings.push(`binary '${binary}' is not on PATH: libvirt will pick the emulator`);
   }
-  const made = domainXml(vm, { diskDir: vmPaths(ctx.dirs, vm.id).diskDir, emulator });
+  const cloud = await cloudOptions(ctx, vm);
+  const made = domainXml(vm, { diskDir: vmPaths(ctx.dirs, vm.id).diskDir, emulator, cloud });
   for (const line of made.passedThrough) {
     warnings.push(`no libvirt element for '${line}': passed to QEMU in <qemu:commandline>`);
   }

@@ -8,6 +8,7 @@ import {
   argumentOption,
   diskFile,
   type DiskStorage,
+  formatForward,
   type VirtfsStorage,
   type VmConfig,
 } from "../config/mod.ts";
@@ -46,6 +47,11 @@ export interface DomainOptions {
   diskDir: string;
   /** Absolute path of the config's `binary` when it is a bare name (libvirt needs a path). */
   emulator?: string;
+  /**
+   * The QEMU options qvm adds at start for `network:` and `cloud_init:` (the NIC with its port
+   * forwards, the seed drive), and the files they need; passed through like the rest.
+   */
+  cloud?: { argv: string[]; files: string[] };
 }
 
 const MEMORY_UNITS: Record<string, string> = { K: "KiB", M: "MiB", G: "GiB", T: "TiB" };
@@ -170,9 +176,20 @@ function planArguments(items: readonly ArgumentItem[]): ArgumentPlan {
   return plan;
 }
 
-/** A disk libvirt can describe: a known bus, and no `-drive` sub-options other than `cache`. */
+/** `media: cdrom` (read without depending on the field's type, which older configs lack). */
+function isCdrom(disk: DiskStorage): boolean {
+  return (disk as { media?: string }).media === "cdrom";
+}
+
+/**
+ * A disk libvirt can describe: a known bus (not virtio for a CD-ROM), and no `-drive` sub-options
+ * other than `cache`.
+ */
 function mappableDisk(disk: DiskStorage): boolean {
   const options = Object.entries(disk.options ?? {});
+  const media = (disk as { media?: string }).media;
+  if (media !== undefined && media !== "cdrom") return false;
+  if (isCdrom(disk) && disk.interface === "virtio") return false;
   return BUSES.has(disk.interface) &&
     options.every(([k, v]) => k === "cache" && CACHE_MODES.has(v));
 }
@@ -221,11 +238,12 @@ function diskElement(disk: DiskStorage, file: string, dev: string): XmlElement {
       el("source", { file: disk.backing_file }),
     ])
     : undefined;
-  return el("disk", { type: "file", device: "disk" }, [
+  return el("disk", { type: "file", device: isCdrom(disk) ? "cdrom" : "disk" }, [
     el("driver", { name: "qemu", type: disk.type, cache: disk.options?.cache }),
     el("source", { file }),
     backing,
     el("target", { dev, bus: disk.interface }),
+    isCdrom(disk) ? el("readonly") : undefined,
     ALIAS.test(disk.name) ? el("alias", { name: `ua-${disk.name}` }) : undefined,
   ]);
 }
@@ -294,9 +312,21 @@ export function domainXml(vm: DomainSource, options: DomainOptions): DomainExpor
   if (rawStorage.length > 0) passed.push(storageArgv(rawStorage, options.diskDir));
   if (scsi) devices.push(el("controller", { type: "scsi", index: 0, model: "virtio-scsi" }));
   passed.push(...optionGroups(config.args.filter((a) => !(a.startsWith("-") && isNographic(a)))));
+  const cloudArgv = options.cloud?.argv ?? [];
+  if (cloudArgv.length > 0) passed.push(...optionGroups(cloudArgv));
+  files.push(...options.cloud?.files ?? []);
+  if (config.guest_agent ?? config.cloud_init !== undefined) {
+    // qvm's guest agent channel; libvirt makes the socket and `virsh qemu-agent-command` uses it.
+    devices.push(
+      el("channel", { type: "unix" }, [
+        el("source", { mode: "bind" }),
+        el("target", { type: "virtio", name: "org.qemu.guest_agent.0" }),
+      ]),
+    );
+  }
 
   const rawArgs = config.args.some((a) => /^-+(net|netdev|nic)$/.test(a));
-  if (!plan.network && !rawArgs) {
+  if (!plan.network && !rawArgs && config.network === undefined) {
     const model = plan.machine?.includes("q35") ? "e1000e" : "e1000";
     devices.push(el("interface", { type: "user" }, [el("model", { type: model })]));
   }
@@ -320,11 +350,18 @@ export function domainXml(vm: DomainSource, options: DomainOptions): DomainExpor
     placeHigh(devices);
   }
 
-  const qvmConfig: VmConfig = { ...config, name: vm.name, storage: explicit };
+  const qvmConfig: Record<string, unknown> = { ...config, name: vm.name, storage: explicit };
+  // Port forwards as written in a config, so that the kept config validates again.
+  if (config.network) qvmConfig.network = { ports: config.network.ports.map(formatForward) };
   const root = el("domain", { type: plan.type ?? "kvm", "xmlns:qemu": QEMU_NS }, [
     el("name", {}, [vm.name]),
     el("uuid", {}, [vm.id]),
-    el("metadata", {}, [el("qvm:config", { "xmlns:qvm": QVM_NS }, [JSON.stringify(qvmConfig)])]),
+    el("metadata", {}, [
+      el("qvm:config", { "xmlns:qvm": QVM_NS }, [JSON.stringify(qvmConfig)]),
+      cloudArgv.length === 0
+        ? undefined
+        : el("qvm:runtime", { "xmlns:qvm": QVM_NS }, [JSON.stringify(cloudArgv)]),
+    ]),
     memoryElement(config.memory ?? plan.memory ?? DEFAULT_MEMORY),
     el("vcpu", {}, [String(config.cpu ?? plan.vcpus ?? 1)]),
     el("os", {}, [

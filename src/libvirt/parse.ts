@@ -198,8 +198,12 @@ function defaultNic(nic: XmlElement): boolean {
     childElements(nic).every((c) => ["model", "mac", "address", "alias"].includes(c.name));
 }
 
-function devicesOf(devices: XmlElement | undefined, notes: string[]): unknown[] {
+function devicesOf(
+  devices: XmlElement | undefined,
+  notes: string[],
+): { storage: unknown[]; agent: boolean } {
   const storage: unknown[] = [];
+  let agent = false;
   const taken = new Set<string>();
   for (const device of childElements(devices)) {
     const kind = device.name;
@@ -218,6 +222,11 @@ function devicesOf(devices: XmlElement | undefined, notes: string[]): unknown[] 
       }
     } else if (kind === "interface") {
       if (!defaultNic(device)) notes.push(`interface of type '${device.attrs.type}'`);
+    } else if (kind === "channel") {
+      const target = child(device, "target");
+      if (target?.attrs.type === "virtio" && target.attrs.name === "org.qemu.guest_agent.0") {
+        agent = true;
+      } else notes.push(`channel ${target?.attrs.name ?? device.attrs.type}`);
     } else if (kind === "video") {
       const model = child(device, "model")?.attrs.type;
       if (model !== "vga") notes.push(`video model '${model}'`);
@@ -225,7 +234,7 @@ function devicesOf(devices: XmlElement | undefined, notes: string[]): unknown[] 
       notes.push(`device <${kind}>${device.attrs.type ? ` of type '${device.attrs.type}'` : ""}`);
     }
   }
-  return storage;
+  return { storage, agent };
 }
 
 /** The qvm config of a domain, by reading its elements alone. */
@@ -249,8 +258,8 @@ function readDomain(root: XmlElement): ImportedDomain {
   const vcpu = textOf(child(root, "vcpu"));
   if (vcpu !== undefined) {
     // One vCPU is QEMU's default: said by leaving `cpu` unset, as qvm's configs mostly do.
-    if (/^\d+$/.test(vcpu) && Number(vcpu) !== 1) config.cpu = Number(vcpu);
-    else notes.push(`<vcpu> '${vcpu}'`);
+    if (!/^\d+$/.test(vcpu)) notes.push(`<vcpu> '${vcpu}'`);
+    else if (Number(vcpu) !== 1) config.cpu = Number(vcpu);
   }
   const os = child(root, "os");
   const osType = child(os, "type");
@@ -279,7 +288,8 @@ function readDomain(root: XmlElement): ImportedDomain {
     if (value !== undefined && value !== usual) notes.push(`<${tag}>${value}`);
   }
 
-  const storage = devicesOf(devices, notes);
+  const { storage, agent } = devicesOf(devices, notes);
+  if (agent) config.guest_agent = true;
   const prefix = qemuPrefix(root);
   const values: string[] = [];
   for (const node of childElements(root)) {
@@ -311,20 +321,29 @@ function readDomain(root: XmlElement): ImportedDomain {
   return { name, uuid, config, notImported: notes, exact: false };
 }
 
-/** The config qvm kept in `<metadata>`, if any and valid. */
-function keptConfig(root: XmlElement): VmConfig | undefined {
-  const metadata = child(root, "metadata");
-  for (const node of childElements(metadata)) {
-    const prefix = node.name.includes(":") ? node.name.split(":")[0] : undefined;
+/** qvm's elements in `<metadata>` by local name (`config`, `runtime`), parsed as JSON. */
+function keptJson(root: XmlElement): Record<string, unknown> {
+  const kept: Record<string, unknown> = {};
+  for (const node of childElements(child(root, "metadata"))) {
+    const [prefix, local] = node.name.includes(":") ? node.name.split(":") : [undefined, node.name];
     const ns = prefix === undefined ? node.attrs.xmlns : node.attrs[`xmlns:${prefix}`];
     if (ns !== QVM_NS) continue;
     try {
-      return validateConfig(JSON.parse(textOf(node) ?? ""));
-    } catch {
-      return undefined;
-    }
+      kept[local] = JSON.parse(textOf(node) ?? "");
+    } catch { /* not qvm's JSON: ignored */ }
   }
-  return undefined;
+  return kept;
+}
+
+/** The config qvm kept in `<metadata>`, if any and valid. */
+function keptConfig(root: XmlElement): VmConfig | undefined {
+  const kept = keptJson(root).config;
+  if (kept === undefined) return undefined;
+  try {
+    return validateConfig(kept as Record<string, unknown>);
+  } catch {
+    return undefined;
+  }
 }
 
 /**
@@ -349,17 +368,23 @@ export function domainToConfig(text: string): ImportedDomain {
   if (kept === undefined) return read;
   const emulator = textOf(child(child(root, "devices"), "emulator"));
   try {
+    const runtime = keptJson(root).runtime;
+    const argv = Array.isArray(runtime) && runtime.every((a) => typeof a === "string")
+      ? runtime
+      : [];
     const again = domainXml(
       { id: read.uuid ?? "", name: read.name, config: kept },
-      { diskDir: "/", emulator },
+      { diskDir: "/", emulator, cloud: { argv, files: [] } },
     );
     const reread = readDomain(parseXml(again.xml));
     if (
       JSON.stringify(reread.config) === JSON.stringify(read.config) &&
       JSON.stringify(reread.notImported) === JSON.stringify(read.notImported)
     ) {
-      const { name: _, ...config } = kept;
-      return { ...read, config: config as Record<string, unknown>, exact: true };
+      // As written (validated again by the caller), not as validated here.
+      const { name: _, ...config } = keptJson(root).config as Record<string, unknown>;
+      // Everything the XML says is in the kept config: nothing is left out.
+      return { ...read, config: config as Record<string, unknown>, notImported: [], exact: true };
     }
   } catch { /* the kept config does not describe this XML: read the XML alone */ }
   return read;
