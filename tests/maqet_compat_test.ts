@@ -185,14 +185,14 @@ const rows: Row[] = [
     rule: "dotted path keys (file.filename=) resolve; a -blockdev file= naming a node does not",
     files: [
       "arguments:\n  - blockdev: {driver: file, node-name: f0, filename: ./a.img}\n" +
-      "  - blockdev: {driver: qcow2, node-name: q0, file: f0}\n" +
+      "  - blockdev: {driver: qcow2, node-name: q0, file: f0, backing.file: f1}\n" +
       '  - drive: "file.driver=file,file.filename=./b.img,if=none,id=b"\n',
     ],
     argv: [
       "-blockdev",
       "driver=file,node-name=f0,filename=@/a.img",
       "-blockdev",
-      "driver=qcow2,node-name=q0,file=f0",
+      "driver=qcow2,node-name=q0,file=f0,backing.file=f1",
       "-drive",
       "file.driver=file,file.filename=@/b.img,if=none,id=b",
     ],

@@ -53,7 +53,7 @@ export const PATH_KEYS: ReadonlySet<string> = new Set([
 /** Options whose value is not QEMU option text (a kernel command line, a snapshot tag, a URI). */
 const NOT_OPTION_TEXT = new Set(["append", "loadvm", "incoming", "name", "uuid"]);
 
-/** Keys that, for one option, name something other than a file (`-blockdev file=NODE`). */
+/** Keys that name a node, not a file, for one option (`-blockdev file=NODE,backing.file=NODE`). */
 const NOT_PATHS: Record<string, ReadonlySet<string>> = {
   blockdev: new Set(["file", "backing"]),
 };
@@ -75,8 +75,8 @@ function resolvedPath(dir: string, value: unknown): unknown {
 }
 
 function isPathKey(option: string, key: string): boolean {
-  if (NOT_PATHS[option]?.has(key)) return false;
-  return PATH_KEYS.has(key.split(".").at(-1) ?? key);
+  const last = key.split(".").at(-1) ?? key;
+  return !NOT_PATHS[option]?.has(last) && PATH_KEYS.has(last);
 }
 
 function resolvedSub(dir: string, option: string, key: string, value: unknown): unknown {
