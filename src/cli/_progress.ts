@@ -73,7 +73,7 @@ export class Progress {
   readonly enabled: boolean;
   readonly #color: boolean;
   #render?: () => string;
-  #timer?: number;
+  #timer?: ReturnType<typeof setInterval>;
   #frame = 0;
   #drawn = false;
 

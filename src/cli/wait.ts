@@ -148,7 +148,9 @@ async function waitFor(
         });
         return;
       } catch (err) {
-        if (err instanceof TimeoutError || err instanceof UsageError) throw err;
+        if (err instanceof TimeoutError) throw err;
+        // No forward to port 22, or no agent channel: this VM never answers that way.
+        if (err instanceof UsageError) throw new QvmError(err.message);
         // QEMU went away meanwhile: the next look says where the VM ended up.
         if (!(err instanceof QvmError)) throw err;
         continue;

@@ -1,0 +1,220 @@
+import assert from "node:assert/strict";
+import { QvmEnv, withEnv } from "./helpers/qvm.ts";
+import { GUEST_READY_MARKER, guestConfig, WAIT_READY } from "./helpers/guest.ts";
+import {
+  FIELDS,
+  fillTemplate,
+  formatUptime,
+  parseFormat,
+  processUptime,
+  type Row,
+} from "../src/cli/ls.ts";
+import { formatSeconds, lastLineAfter, printable } from "../src/cli/_progress.ts";
+
+const MAIN = new URL("../main.ts", import.meta.url).pathname;
+const ESC = String.fromCharCode(27);
+
+/** What qvm wrote to a pseudo-terminal, with the time each chunk arrived (ms after spawn). */
+interface TtyRun {
+  code: number;
+  chunks: { at: number; text: string }[];
+  text: string;
+}
+
+function shellWord(s: string): string {
+  return `'${s.replaceAll("'", `'\\''`)}'`;
+}
+
+/**
+ * Runs `qvm ARGS` under a real pseudo-terminal (util-linux `script`): stdout and stderr are both
+ * the terminal, as for a person at a shell.
+ */
+async function runInTty(
+  env: QvmEnv,
+  args: string[],
+  options: { env?: Record<string, string> } = {},
+): Promise<TtyRun> {
+  const command = [Deno.execPath(), "run", "-A", "--quiet", MAIN, ...args].map(shellWord).join(" ");
+  const vars: Record<string, string> = {
+    QVM_DATA_DIR: env.dataDir,
+    QVM_RUNTIME_DIR: env.runtimeDir,
+    COLUMNS: "200",
+    ...options.env,
+  };
+  const clean = Object.fromEntries(
+    Object.entries(Deno.env.toObject()).filter(([k]) => k !== "NO_COLOR"),
+  );
+  const child = new Deno.Command("script", {
+    args: ["-qfec", command, "/dev/null"],
+    env: { ...clean, ...vars },
+    clearEnv: true,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const began = Date.now();
+  const chunks: { at: number; text: string }[] = [];
+  const decoder = new TextDecoder();
+  const reading = (async () => {
+    for await (const chunk of child.stdout) {
+      chunks.push({ at: Date.now() - began, text: decoder.decode(chunk, { stream: true }) });
+    }
+  })();
+  const stderr = child.stderr.pipeTo(new WritableStream());
+  const status = await child.status;
+  await reading;
+  await stderr;
+  return { code: status.code, chunks, text: chunks.map((c) => c.text).join("") };
+}
+
+/** The progress frames drawn (each starts with carriage return + erase line), in order. */
+function frames(text: string): string[] {
+  return text.split("\r").filter((f) => f.startsWith(`${ESC}[2K`) && f.length > 4)
+    .map((f) => f.slice(4).replace(new RegExp(`${ESC}\\[[0-9;]*m`, "g"), ""));
+}
+
+Deno.test("start --wait-for on a terminal shows what it waits for, updating in place; piped it shows none", async () => {
+  await withEnv(async (env) => {
+    await env.ok(["add", await guestConfig(env, { name: "tty1" })]);
+    const tty = await runInTty(env, ["start", "tty1", ...WAIT_READY]);
+    assert.equal(tty.code, 0, tty.text);
+    const drawn = frames(tty.text).filter((f) => f.includes("starting tty1"));
+    const waiting = drawn.filter((f) =>
+      f.includes(`waiting for "${GUEST_READY_MARKER}" on the serial console`)
+    );
+    assert.ok(waiting.length >= 2, `progress frames: ${JSON.stringify(drawn)}`);
+    // It updates: the elapsed time moves on between frames.
+    assert.ok(new Set(waiting).size >= 2, JSON.stringify(waiting));
+    // The line is cleared before the result, which stays on screen.
+    assert.match(
+      tty.text,
+      new RegExp(`\\r${ESC.replace("\x1b", "\\x1b")}\\[2Kstarted tty1 \\(pid \\d+\\)`),
+    );
+    const first = tty.chunks.find((c) => c.text.includes("starting tty1"));
+    const done = tty.chunks.find((c) => c.text.includes("started tty1"));
+    assert.ok(first && done && first.at < done.at);
+    console.log(`first progress frame after ${first!.at} ms, result after ${done!.at} ms`);
+    // Colour on a terminal (the spinner), unless NO_COLOR.
+    assert.ok(tty.text.includes(`${ESC}[36m`));
+    await env.ok(["stop", "tty1", "--force"]);
+
+    const piped = await env.run(["start", "tty1", ...WAIT_READY]);
+    assert.equal(piped.code, 0, piped.stderr);
+    assert.equal(piped.stdout.trim().split("\n").length, 1);
+    assert.doesNotMatch(piped.stdout + piped.stderr, /\r|waiting for/);
+    assert.ok(!(piped.stdout + piped.stderr).includes(ESC));
+  });
+});
+
+Deno.test("no progress on a terminal with --json or --quiet; NO_COLOR keeps it but without colour", async () => {
+  await withEnv(async (env) => {
+    await env.ok(["add", await guestConfig(env, { name: "tty2" })]);
+    const json = await runInTty(env, ["start", "tty2", ...WAIT_READY, "--json"]);
+    assert.equal(json.code, 0, json.text);
+    assert.doesNotMatch(json.text, /waiting for/);
+    assert.ok(!json.text.includes(`${ESC}[2K`));
+    assert.equal(JSON.parse(json.text.replaceAll("\r", "")).status, "running");
+    const quietStop = await runInTty(env, ["stop", "tty2", "--quiet"]);
+    assert.equal(quietStop.code, 0, quietStop.text);
+    assert.doesNotMatch(quietStop.text, /stopping/);
+    assert.ok(!quietStop.text.includes(`${ESC}[2K`));
+    assert.match(quietStop.text, /stopped tty2 \(ACPI power-off\)/);
+
+    const plain = await runInTty(env, ["start", "tty2", ...WAIT_READY], {
+      env: { NO_COLOR: "1" },
+    });
+    assert.equal(plain.code, 0, plain.text);
+    assert.ok(frames(plain.text).some((f) => f.includes("starting tty2: waiting for")));
+    assert.ok(![`${ESC}[36m`, `${ESC}[2m`].some((c) => plain.text.includes(c)));
+  });
+});
+
+Deno.test("stop on a terminal names the escalation step and the time left in it", async () => {
+  await withEnv(async (env) => {
+    await env.ok(["add", await guestConfig(env, { name: "deaf", acpi: false })]);
+    await env.ok(["start", "deaf", ...WAIT_READY]);
+    const tty = await runInTty(env, ["stop", "deaf", "--timeout", "4"]);
+    assert.equal(tty.code, 0, tty.text);
+    const drawn = frames(tty.text);
+    assert.ok(
+      drawn.some((f) => /stopping deaf: ACPI power-off · \d+(\.\d)?s left/.test(f)),
+      JSON.stringify(drawn),
+    );
+    assert.ok(drawn.some((f) => /stopping deaf: QMP quit · /.test(f)), JSON.stringify(drawn));
+    assert.match(tty.text, /stopped deaf \(QMP quit\)/);
+  });
+});
+
+Deno.test("progress line helpers: seconds, a guest's last line made harmless", async () => {
+  assert.equal(formatSeconds(400), "0.4s");
+  assert.equal(formatSeconds(12_300), "12s");
+  assert.equal(formatSeconds(125_000), "2m05s");
+  assert.equal(printable(`a${ESC}[2J${ESC}[31mb\u0007c\r`), "abc");
+  const dir = await Deno.makeTempDir();
+  try {
+    const file = `${dir}/serial.log`;
+    await Deno.writeTextFile(file, "old boot\nlast of old\n");
+    const offset = (await Deno.stat(file)).size;
+    assert.equal(lastLineAfter(file, offset), "");
+    await Deno.writeTextFile(file, `Booting\r\n${ESC}[1mlogin: ${ESC}[0m\r\n\r\n`, {
+      append: true,
+    });
+    assert.equal(lastLineAfter(file, offset), "login:");
+    assert.equal(lastLineAfter(`${dir}/missing`, 0), "");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("ls --format: table, json, column lists and templates; bad ones name the fields", () => {
+  assert.equal(parseFormat(undefined), undefined);
+  assert.equal(parseFormat("table"), undefined);
+  assert.deepEqual(parseFormat("json"), { kind: "json" });
+  assert.deepEqual(parseFormat("name, STATUS,ssh"), {
+    kind: "table",
+    columns: ["name", "status", "ssh"],
+  });
+  assert.deepEqual(parseFormat("{{.Name}}\\t{{ .ssh }}"), {
+    kind: "template",
+    template: "{{.Name}}\t{{ .ssh }}",
+  });
+  assert.throws(() => parseFormat("name,colour"), /column list of name, status/);
+  assert.throws(() => parseFormat("{{.Colour}}"), /unknown field 'Colour'/);
+  const row = Object.fromEntries(FIELDS.map((f) => [f, f.toUpperCase()])) as Row;
+  assert.equal(fillTemplate("{{.Name}} {{status}} {{ .Ssh }}", row), "NAME STATUS SSH");
+  assert.equal(formatUptime(42), "42s");
+  assert.equal(formatUptime(12 * 60 + 5), "12m");
+  assert.equal(formatUptime(3 * 3600 + 5 * 60), "3h05m");
+  assert.equal(formatUptime(2 * 86400 + 4 * 3600), "2d04h");
+  const own = processUptime(Deno.pid);
+  assert.ok(own !== undefined && own >= 0 && own < 3600, String(own));
+});
+
+Deno.test("ls shows a running VM's uptime and colours its status on a terminal only", async () => {
+  await withEnv(async (env) => {
+    await env.ok(["add", await guestConfig(env, { name: "lsv" })]);
+    await env.ok(["add", "--empty", "--name", "idle"]);
+    await env.ok(["start", "lsv", "--wait-for", "qmp"]);
+    const plain = await env.run(["ls"]);
+    assert.match(plain.stdout, /^NAME\s+STATUS\s+PID\s+UPTIME\s+ID$/m);
+    assert.match(plain.stdout, /^lsv\s+running\s+\d+\s+\d+s\s+/m);
+    assert.match(plain.stdout, /^idle\s+created\s+-\s+-\s+/m);
+    assert.ok(!plain.stdout.includes(ESC));
+    const tty = await runInTty(env, ["ls"]);
+    assert.ok(tty.text.includes(`${ESC}[32mrunning${ESC}[0m`), tty.text);
+    const noColor = await runInTty(env, ["ls"], { env: { NO_COLOR: "1" } });
+    assert.ok(!noColor.text.includes(ESC));
+    assert.equal(
+      await env.ok(["ls", "--format", "{{.Name}}:{{.Status}}:{{.Ssh}}"]),
+      "idle:created:-\nlsv:running:-\n",
+    );
+    assert.match(
+      await env.ok(["ls", "--format", "name,uptime"]),
+      /^NAME\s+UPTIME\nidle\s+-\nlsv\s+\d+s\n$/,
+    );
+    const json = JSON.parse(await env.ok(["ls", "--format", "json"]));
+    assert.deepEqual(Object.keys(json[0]), ["id", "name", "status", "pid"]);
+    assert.equal((await env.run(["ls", "--format", "name,colour"])).code, 3);
+    await env.ok(["stop", "lsv", "--force"]);
+  });
+});
