@@ -7,6 +7,7 @@
 import assert from "node:assert/strict";
 import { cloudGuestReady, ensureCloudGuest } from "./fixture/cloud_guest.ts";
 import { withEnv } from "./helpers/qvm.ts";
+import { agentFreezeStatus, withFrozenGuest } from "../src/cloud/agent.ts";
 
 // Building the guest needs root (mmdebstrap); without root and without a cached guest, skip.
 const canRun = Deno.uid() === 0 || await cloudGuestReady();
@@ -81,7 +82,9 @@ Deno.test({
         "echo out; echo err >&2; exit 7",
       ]);
       assert.deepEqual([code.code, code.stdout, code.stderr], [7, "out\n", "err\n"]);
-      const input = await env.run(["exec", "cloud1", "--", "cat"], { stdin: "piped in\n" });
+      const input = await env.run(["exec", "cloud1", "--stdin", "--", "cat"], {
+        stdin: "piped in\n",
+      });
       assert.equal(input.stdout, "piped in\n");
 
       const ip = await env.run(["ip", "cloud1"]);
@@ -89,6 +92,12 @@ Deno.test({
       assert.match(ip.stdout, /^eth0 10\.0\.2\.15\/24$/m);
       const status = JSON.parse(await env.ok(["status", "cloud1", "--json"]));
       assert.ok(status.addresses.some((a: { address: string }) => a.address === "10.0.2.15"));
+      // Freezing around a piece of work (what a live snapshot does), and thawing after it.
+      const socket = `${env.runtimeDir}/${status.id}.ga`;
+      const frozen = await withFrozenGuest(socket, () => agentFreezeStatus(socket, 10_000));
+      assert.equal(frozen.value, "frozen");
+      assert.ok(frozen.frozen >= 1, `froze ${frozen.frozen} file systems`);
+      assert.equal(await agentFreezeStatus(socket, 10_000), "thawed");
       const ports = JSON.parse(await env.ok(["ports", "cloud1", "--json"]));
       assert.equal(ports.forwards[0].guest_port, 22);
       assert.deepEqual(status.forwards[0].host, ports.forwards[0].host_port);

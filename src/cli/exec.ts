@@ -11,16 +11,22 @@ export const spec: CommandSpec = {
   summary: "run a command in a VM through the guest agent",
   description:
     "Runs COMMAND with the guest agent's guest-exec (PATH is searched; no shell unless you run\n" +
-    "one), prints its stdout and stderr when it ends, and exits with its exit code. Input piped\n" +
-    "to qvm is passed to the command. Needs guest_agent (on by default with cloud_init).",
+    "one), prints its stdout and stderr when it ends, and exits with its exit code. With --stdin,\n" +
+    "qvm's input (read to its end) is passed to the command. Needs guest_agent (on by default\n" +
+    "with cloud_init).",
   positionals: [
     { name: "VM", description: "id or name", complete: "vm" },
     { name: "COMMAND", description: "command and arguments (after --)", variadic: true },
   ],
   options: {
     timeout: { type: "string", value: "S", description: "give up after S seconds (default: wait)" },
+    stdin: { type: "boolean", short: "i", description: "pass qvm's stdin to the command" },
   },
-  examples: ["qvm exec web1 -- id -un", "qvm exec web1 -- sh -c 'df -h /'"],
+  examples: [
+    "qvm exec web1 -- id -un",
+    "qvm exec web1 -- sh -c 'df -h /'",
+    "echo hi | qvm exec web1 --stdin -- cat",
+  ],
 };
 
 /** Runs the command in the guest; returns its exit code. */
@@ -39,9 +45,9 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
     throw new UsageError(`VM '${vm.name}' has no guest agent channel: set guest_agent: true`);
   }
   const { agentExec } = await import("../cloud/agent.ts");
-  const input = Deno.stdin.isTerminal()
-    ? undefined
-    : new Uint8Array(await new Response(Deno.stdin.readable).arrayBuffer());
+  const input = args.values.stdin
+    ? new Uint8Array(await new Response(Deno.stdin.readable).arrayBuffer())
+    : undefined;
   const result = await agentExec(cloudPaths(ctx.dirs, vm.id).agentSocket, command, {
     input,
     deadline: timeoutS === undefined ? undefined : Date.now() + timeoutS * 1000,

@@ -228,3 +228,41 @@ export async function agentExec(
     pause = Math.min(pause * 2, 500);
   }
 }
+
+/** What {@link withFrozenGuest} did around the work. */
+export interface FreezeResult<T> {
+  value: T;
+  /** Number of file systems the agent froze; 0 when the agent did not answer (not frozen). */
+  frozen: number;
+}
+
+/**
+ * Runs `work` with the guest's file systems frozen (`guest-fsfreeze-freeze`, then `-thaw` in any
+ * case), so a live snapshot holds consistent file systems. When the agent does not answer the
+ * freeze within `timeoutMs`, `work` runs anyway and `frozen` is 0, so the caller can say so.
+ */
+export async function withFrozenGuest<T>(
+  socket: string,
+  work: () => Promise<T>,
+  timeoutMs = 5000,
+): Promise<FreezeResult<T>> {
+  let frozen = 0;
+  try {
+    frozen = await agentCall<number>(socket, { execute: "guest-fsfreeze-freeze" }, { timeoutMs });
+  } catch (error) {
+    if (error instanceof AgentError) throw error;
+    // No agent (or not yet): an unfrozen snapshot, reported as such.
+  }
+  try {
+    return { value: await work(), frozen };
+  } finally {
+    if (frozen > 0) {
+      await agentCall(socket, { execute: "guest-fsfreeze-thaw" }, { timeoutMs: 30_000 });
+    }
+  }
+}
+
+/** `guest-fsfreeze-status`: `"thawed"` or `"frozen"`. */
+export async function agentFreezeStatus(socket: string, timeoutMs: number): Promise<string> {
+  return await agentCall<string>(socket, { execute: "guest-fsfreeze-status" }, { timeoutMs });
+}
