@@ -15,7 +15,7 @@ import {
 } from "../src/cloud/seed.ts";
 import { macFor, networkArgv, settleForwards } from "../src/cloud/ports.ts";
 import { sshArgv } from "../src/cloud/ssh.ts";
-import { agentArgv } from "../src/cloud/mod.ts";
+import { agentArgv, cloudPaths, prepareCloud } from "../src/cloud/mod.ts";
 import { guestAddresses } from "../src/cloud/agent.ts";
 import { UsageError } from "../src/errors.ts";
 import { withEnv } from "./helpers/qvm.ts";
@@ -358,4 +358,59 @@ Deno.test("a fixed forward whose port was taken since add is refused at start, n
       busy.close();
     }
   });
+});
+
+Deno.test("prepareCloud: seed, forwards and key made at start; a changed section forgets old host keys", async () => {
+  const root = await Deno.makeTempDir({ dir: "/tmp", prefix: "qvmc-" });
+  try {
+    const dirs = { dataDir: `${root}/data`, runtimeDir: `${root}/run` };
+    await Deno.mkdir(dirs.dataDir, { mode: 0o700 });
+    const id = "0a1b2c3d-1111-4222-8333-444455556666";
+    const vm = (section: Record<string, unknown>) => ({
+      id,
+      name: "prep1",
+      config: {
+        arguments: [],
+        args: [],
+        storage: [],
+        network: {
+          ports: [{
+            proto: "tcp" as const,
+            address: "127.0.0.1",
+            host: "auto" as const,
+            guest: 22,
+          }],
+        },
+        cloud_init: section,
+      },
+    });
+    const argv = await prepareCloud({ dirs }, vm({ user: "dev" }));
+    const paths = cloudPaths(dirs, id);
+    const netdev = argv[argv.indexOf("-netdev") + 1];
+    const [forward] = JSON.parse(await Deno.readTextFile(paths.forwardsFile));
+    assert.equal(netdev, `user,id=qvm-net,hostfwd=tcp:127.0.0.1:${forward.host}-:22`);
+    assert.ok(argv.includes("virtio-net-pci,netdev=qvm-net,mac=52:54:00:0a:1b:2c"));
+    assert.ok(argv.some((a) => a.includes("cidata") || a.includes(paths.seedDir)), argv.join(" "));
+    assert.ok(
+      argv.includes("virtserialport,bus=qvm-vser.0,chardev=qvm-ga,name=org.qemu.guest_agent.0"),
+    );
+    // qvm's key pair was made, private key 0600, and put in the seed.
+    const key = await Deno.stat(`${dirs.dataDir}/ssh/id_ed25519`);
+    assert.equal(key.mode! & 0o777, 0o600);
+    const own = (await Deno.readTextFile(`${dirs.dataDir}/ssh/id_ed25519.pub`)).trim();
+    const userData = await Deno.readTextFile(`${paths.seedDir}/user-data`);
+    assert.ok(userData.includes(own));
+    const first = (await Deno.readTextFile(paths.instanceIdFile)).trim();
+    // Same section: same instance, known hosts kept.
+    await Deno.writeTextFile(paths.knownHosts, "qvm-x ssh-ed25519 AAAA\n");
+    await prepareCloud({ dirs }, vm({ user: "dev" }));
+    assert.equal((await Deno.readTextFile(paths.instanceIdFile)).trim(), first);
+    assert.ok(await Deno.stat(paths.knownHosts));
+    // Changed section: a new instance, whose new host keys must not clash with the old ones.
+    await prepareCloud({ dirs }, vm({ user: "dev", packages: ["jq"] }));
+    assert.notEqual((await Deno.readTextFile(paths.instanceIdFile)).trim(), first);
+    await assert.rejects(() => Deno.stat(paths.knownHosts), Deno.errors.NotFound);
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
 });
