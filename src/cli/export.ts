@@ -1,7 +1,7 @@
 /** `qvm export`: a VM as a libvirt domain, printed, written to a file, or defined at a libvirt URI. */
 import type { Context } from "./context.ts";
 import type { CommandSpec, ParsedArgs } from "./spec.ts";
-import { QvmError, UsageError } from "../errors.ts";
+import { PermissionError, QvmError, UsageError } from "../errors.ts";
 import { vmPaths } from "../vm/paths.ts";
 import type { VmConfig } from "../config/mod.ts";
 import { defineDomain, domainXml, startDomain } from "../libvirt/mod.ts";
@@ -80,6 +80,17 @@ async function cloudOptions(
   return { argv, files };
 }
 
+/** Writes `-o FILE`; a failure is one line (exit 4 for a permission, else 3). */
+async function writeOutput(file: string, text: string): Promise<void> {
+  try {
+    await Deno.writeTextFile(file, text);
+  } catch (err) {
+    const message = `export: cannot write ${file}: ${(err as Error).message.split(":")[0]}`;
+    if (err instanceof Deno.errors.PermissionDenied) throw new PermissionError(message);
+    throw new UsageError(message);
+  }
+}
+
 /** Prints or writes the XML, or defines (and starts) the domain at `--to`. */
 export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
   const format = (args.values.format as string | undefined) ?? "libvirt";
@@ -103,9 +114,12 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
   for (const line of made.passedThrough) {
     warnings.push(`no libvirt element for '${line}': passed to QEMU in <qemu:commandline>`);
   }
+  for (const key of made.unknownKeys) {
+    warnings.push(`${key}: qvm cannot map this to libvirt yet; it is kept in <metadata> only`);
+  }
   const output = args.values.output as string | undefined;
   if (uri === undefined) {
-    if (output !== undefined) await Deno.writeTextFile(output, made.xml);
+    if (output !== undefined) await writeOutput(output, made.xml);
     for (const warning of warnings) ctx.warn(warning);
     if (ctx.json) {
       ctx.outJson({ id: vm.id, name: vm.name, xml: made.xml, passed_through: made.passedThrough });
@@ -121,7 +135,7 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
     );
   }
   await defineDomain({ uri, name: vm.name, xml: made.xml });
-  if (output !== undefined) await Deno.writeTextFile(output, made.xml);
+  if (output !== undefined) await writeOutput(output, made.xml);
   for (const warning of warnings) ctx.warn(warning);
   if (made.files.length > 0) {
     ctx.note(

@@ -32,6 +32,8 @@ export interface DomainExport {
   passedThrough: string[];
   /** Host files the domain needs at the same paths where it runs: disks, kernel, initrd, shares. */
   files: string[];
+  /** Config keys this version of the mapping does not know (kept in `<metadata>` only). */
+  unknownKeys: string[];
 }
 
 /** What `domainXml` needs: the VM and where its disks live. */
@@ -64,6 +66,41 @@ const ACCESS_MODES: Record<string, string | undefined> = {
 };
 const NETWORK_OPTIONS = new Set(["net", "netdev", "nic"]);
 const ALIAS = /^[A-Za-z0-9_-]+$/;
+/** The config keys the mapping reads; any other key is reported, never dropped in silence. */
+const MAPPED_KEYS = new Set([
+  "name",
+  "binary",
+  "memory",
+  "cpu",
+  "display",
+  "vga",
+  "arguments",
+  "args",
+  "storage",
+  "network",
+  "cloud_init",
+  "guest_agent",
+]);
+const MAPPED_DISK_KEYS = new Set([
+  "name",
+  "type",
+  "file",
+  "size",
+  "interface",
+  "media",
+  "backing_file",
+  "backing_format",
+  "options",
+]);
+const MAPPED_SHARE_KEYS = new Set([
+  "name",
+  "type",
+  "path",
+  "mount_tag",
+  "security_model",
+  "readonly",
+  "options",
+]);
 /** Passed-through options that add PCI devices, which QEMU places in the first free slots. */
 const PCI_OPTIONS = new Set(["-device", "-net", "-nic", "-netdev", "-virtfs", "-drive"]);
 /** The first PCI slot given to libvirt's devices when passed-through options add PCI devices. */
@@ -376,5 +413,17 @@ export function domainXml(vm: DomainSource, options: DomainOptions): DomainExpor
       ? undefined
       : el("qemu:commandline", {}, passed.flat().map((value) => el("qemu:arg", { value }))),
   ]);
-  return { xml: writeXml(root), passedThrough: passed.map((p) => p.join(" ")), files };
+  const unknownKeys = Object.keys(config).filter((k) => !MAPPED_KEYS.has(k));
+  for (const item of config.storage) {
+    const known = item.type === "virtfs" ? MAPPED_SHARE_KEYS : MAPPED_DISK_KEYS;
+    for (const key of Object.keys(item)) {
+      if (!known.has(key)) unknownKeys.push(`storage '${item.name}': ${key}`);
+    }
+  }
+  return {
+    xml: writeXml(root),
+    passedThrough: passed.map((p) => p.join(" ")),
+    files,
+    unknownKeys,
+  };
 }
