@@ -14,7 +14,7 @@ import {
   type StoredStatus,
   type VmRecord,
 } from "../src/state/mod.ts";
-import { type Row, toRecord } from "../src/state/store.ts";
+import { type Row, statusSql, toRecord } from "../src/state/store.ts";
 import type { VmConfig } from "../src/config/mod.ts";
 
 /** The sizes the seed's tables use, plus 100,000. */
@@ -163,7 +163,7 @@ export function variantStatements(variant: Variant): Record<string, string[]> {
     variant === "ours" ? [byId, byName] : [rewhere(byId, FORMS[variant].where)];
   return {
     "get (SELECT)": pair(SQL.byId, SQL.byName),
-    "update status (UPDATE)": pair(SQL.statusById, SQL.statusByName),
+    "update status (UPDATE)": pair(statusSql({}, "id"), statusSql({}, "name")),
     "update config (UPDATE)": pair(SQL.configById, SQL.configByName),
     "remove (DELETE)": pair(SQL.deleteById, SQL.deleteByName),
   };
@@ -212,7 +212,7 @@ function sqlAccess(store: StateStore, variant: "or" | "scan"): Access {
   const { where, arity } = FORMS[variant];
   const prepare = (sql: string) => store.db.prepare(rewhere(sql, where));
   const select = prepare(SQL.byId);
-  const status = prepare(SQL.statusById);
+  const status = prepare(statusSql({}, "id")); // what ours runs for a status-only change
   const config = prepare(SQL.configById);
   const remove = prepare(SQL.deleteById);
   const keys = (key: string) => new Array<string>(arity).fill(key);
@@ -224,7 +224,7 @@ function sqlAccess(store: StateStore, variant: "or" | "scan"): Access {
     get,
     updateStatus(key, value) {
       const now = new Date().toISOString();
-      const params = [value, 0, null, 0, null, 0, null, now];
+      const params = [value, now];
       return store.transaction(() => status.run(...params, ...keys(key)).changes > 0);
     },
     updateConfig(key, value) {
