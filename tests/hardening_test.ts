@@ -360,3 +360,32 @@ Deno.test("stop --timeout covers the whole command, the wait for another command
     assert.ok(elapsed < 14_000, `took ${elapsed} ms`);
   });
 });
+
+Deno.test("a VM whose binary is a QEMU under another name is tracked, stopped and never doubled", async () => {
+  await withEnv(async (env) => {
+    const qemu = new Deno.Command("sh", { args: ["-c", "command -v qemu-system-x86_64"] })
+      .outputSync();
+    const binary = join(env.root, "bin", "vmm");
+    await Deno.mkdir(join(env.root, "bin"));
+    await Deno.copyFile(new TextDecoder().decode(qemu.stdout).trim(), binary);
+    await Deno.chmod(binary, 0o755);
+    // A copied QEMU finds its firmware where the installed one keeps it.
+    const config = await guestConfig(env, {
+      name: "cb",
+      extra: "  - L: /usr/share/seabios\n  - L: /usr/share/qemu\n  - net: none",
+    });
+    await Deno.writeTextFile(config, `\nbinary: ${binary}\n`, { append: true });
+    const id = (await env.ok(["add", config])).trim();
+    // A copied QEMU finds its accelerator modules where the installed one keeps them.
+    const modules = { QEMU_MODULE_DIR: "/usr/lib/x86_64-linux-gnu/qemu" };
+    const start = await env.run(["start", "cb", "--wait-for", "qmp"], { env: modules });
+    assert.equal(start.code, 0, start.stderr);
+    const s = await status(env, "cb");
+    assert.equal(s.status, "running");
+    sql(env, "UPDATE vm_instances SET status = 'failed', pid = NULL WHERE id = ?", id);
+    const again = await env.run(["start", "cb", "--wait-for", "process"], { env: modules });
+    assert.equal(again.code, 1, "a second start must find the running QEMU");
+    assert.match(await env.ok(["stop", "cb", "--force"]), /stopped cb/);
+    assert.ok(!alive(s.pid));
+  });
+});

@@ -102,12 +102,12 @@ export function endReason(env: VmEnv, vm: VmRecord): string {
   return "guest shutdown";
 }
 
-let scanned: { at: number; found: Map<number, string> } | undefined;
+let scanned: { at: number; binary?: string; found: Map<number, string> } | undefined;
 
-/** The processes carrying a `-uuid`, scanned at most every 200 ms (or now, when `fresh`). */
-function qemuProcesses(fresh: boolean): Map<number, string> {
-  if (fresh || !scanned || Date.now() - scanned.at > 200) {
-    scanned = { at: Date.now(), found: findQemuWithUuid() };
+/** The QEMUs carrying a `-uuid`, scanned at most every 200 ms (or now, when `fresh`). */
+function qemuProcesses(fresh: boolean, binary?: string): Map<number, string> {
+  if (fresh || !scanned || Date.now() - scanned.at > 200 || scanned.binary !== binary) {
+    scanned = { at: Date.now(), binary, found: findQemuWithUuid(binary ? [binary] : []) };
   }
   return scanned.found;
 }
@@ -116,11 +116,16 @@ function qemuProcesses(fresh: boolean): Map<number, string> {
  * The pid of a live QEMU of VM `id` that its row may not know: its pid file first, then a scan of
  * the process table for `-uuid id`. Undefined if there is none.
  */
-export function findQemuOf(env: VmEnv, id: string, options: { fresh?: boolean } = {}) {
+export function findQemuOf(
+  env: VmEnv,
+  id: string,
+  options: { fresh?: boolean; binary?: string } = {},
+): number | undefined {
+  const { binary } = options;
   const fromFile = readPidFile(vmPaths(env.dirs, id).pidFile);
-  if (fromFile && isOurQemu(fromFile, id)) return fromFile;
-  for (const [pid, uuid] of qemuProcesses(options.fresh === true)) {
-    if (uuid === id && isOurQemu(pid, id)) return pid;
+  if (fromFile && isOurQemu(fromFile, id, binary)) return fromFile;
+  for (const [pid, uuid] of qemuProcesses(options.fresh === true, binary)) {
+    if (uuid === id && isOurQemu(pid, id, binary)) return pid;
   }
   return undefined;
 }
@@ -181,13 +186,14 @@ export async function observe(
 ): Promise<Observation> {
   const paths = vmPaths(env.dirs, vm.id);
   const busy = () => !options.locked && isLocked(paths.lockFile);
-  if (!isOurQemu(vm.pid, vm.id)) {
+  const binary = vm.config.binary;
+  if (!isOurQemu(vm.pid, vm.id, binary)) {
     const mayRun = STORED_LIVE.has(vm.status) || vm.stopReason === START_INTERRUPTED ||
       options.thorough === true;
     if (!mayRun) return { vm, status: vm.status };
     // Marked live but no QEMU at its pid: a start/stop in progress holds the lock.
     if (STORED_LIVE.has(vm.status) && busy()) return { vm, status: vm.status };
-    const found = findQemuOf(env, vm.id, { fresh: options.locked === true });
+    const found = findQemuOf(env, vm.id, { fresh: options.locked === true, binary });
     if (found === undefined) {
       if (!STORED_LIVE.has(vm.status)) return { vm, status: vm.status };
       if (vm.pid === null) {

@@ -71,10 +71,11 @@ function tailOf(path: string, lines = 8): string {
 /** Kills whatever QEMU of this VM a failed start left (by pid file or by scan), until it is gone. */
 async function killLeftover(env: VmEnv, vm: VmRecord, paths: VmPaths): Promise<void> {
   for (let round = 0; round < 3; round++) {
-    const pid = findQemuOf(env, vm.id, { fresh: true });
+    const binary = vm.config.binary;
+    const pid = findQemuOf(env, vm.id, { fresh: true, binary });
     if (pid === undefined) break;
-    signalOurQemu(pid, vm.id, "SIGKILL");
-    for (let i = 0; i < 100 && isOurQemu(pid, vm.id); i++) {
+    signalOurQemu(pid, vm.id, "SIGKILL", binary);
+    for (let i = 0; i < 100 && isOurQemu(pid, vm.id, binary); i++) {
       await new Promise((r) => setTimeout(r, 20));
     }
   }
@@ -132,7 +133,14 @@ async function checkRunState(paths: VmPaths): Promise<void> {
 
 async function waitForSerial(
   paths: VmPaths,
-  check: { text: string; pid: number; id: string; deadline: Deadline; offset: number },
+  check: {
+    text: string;
+    pid: number;
+    id: string;
+    binary?: string;
+    deadline: Deadline;
+    offset: number;
+  },
 ): Promise<void> {
   let offset = check.offset;
   let carry = "";
@@ -157,7 +165,7 @@ async function waitForSerial(
     } catch (err) {
       if (!(err instanceof Deno.errors.NotFound)) throw err;
     }
-    if (!isOurQemu(check.pid, check.id)) {
+    if (!isOurQemu(check.pid, check.id, check.binary)) {
       throw new QvmError(`QEMU exited before '${check.text}' appeared on the serial console`);
     }
     if (Date.now() - lastStateCheck >= 500) {
@@ -188,7 +196,8 @@ async function waitUntilReady(
   }
   if (waitFor.kind === "serial") {
     const offset = options.serialOffset;
-    await waitForSerial(paths, { text: waitFor.text, pid, id: vm.id, deadline, offset });
+    const { binary } = vm.config;
+    await waitForSerial(paths, { text: waitFor.text, pid, id: vm.id, binary, deadline, offset });
     return;
   }
   await withQmpSocket(paths.qmpSocket, () => Promise.resolve(), {
@@ -293,7 +302,7 @@ export async function launch(
       });
     }
     const pid = readPidFile(paths.pidFile);
-    if (!pid || !isOurQemu(pid, vm.id)) {
+    if (!pid || !isOurQemu(pid, vm.id, vm.config.binary)) {
       throw new QvmError(
         `QEMU exited right after starting: ${tailOf(paths.qemuLog, 1) || "no message"}`,
       );

@@ -96,13 +96,12 @@ async function sendQmp(paths: VmPaths, command: string, budgetMs: number): Promi
 
 /** Waits until QEMU `pid` is gone (true) or `ms` passes; with `watch`, also until a run state. */
 async function waitGone(
-  pid: number,
-  id: string,
+  vm: QemuOf,
   options: { ms: number; paths?: VmPaths },
 ): Promise<boolean | "shutdown"> {
   const end = Date.now() + options.ms;
   let nextLook = Date.now() + 250;
-  while (isOurQemu(pid, id)) {
+  while (isOurQemu(vm.pid, vm.id, vm.binary)) {
     if (Date.now() >= end) return false;
     if (options.paths && Date.now() >= nextLook) {
       nextLook = Date.now() + 250;
@@ -113,10 +112,17 @@ async function waitGone(
   return true;
 }
 
+/** A VM's QEMU process: its pid, the VM's id and configured binary. */
+interface QemuOf {
+  id: string;
+  pid: number;
+  binary?: string;
+}
+
 /** Takes one step; false if it could not be taken (QMP unreachable, pid no longer ours). */
 async function take(
   step: StopStep,
-  vm: { id: string; pid: number },
+  vm: QemuOf,
   options: { budgetMs: number; paths: VmPaths },
 ): Promise<boolean> {
   try {
@@ -129,9 +135,9 @@ async function take(
         await sendQmp(options.paths, "quit", options.budgetMs);
         return true;
       case "sigterm":
-        return signalOurQemu(vm.pid, vm.id, "SIGTERM");
+        return signalOurQemu(vm.pid, vm.id, "SIGTERM", vm.binary);
       case "sigkill":
-        return signalOurQemu(vm.pid, vm.id, "SIGKILL");
+        return signalOurQemu(vm.pid, vm.id, "SIGKILL", vm.binary);
     }
   } catch {
     return false;
@@ -140,7 +146,7 @@ async function take(
 
 /** Runs the plan against a live QEMU; returns the step after which it was gone. */
 async function escalate(
-  vm: { id: string; pid: number },
+  vm: QemuOf,
   options: { plan: PlannedStep[]; paths: VmPaths; onStep?: OnStopStep },
 ): Promise<StopStep | null> {
   const { pid } = vm;
@@ -148,7 +154,7 @@ async function escalate(
   for (let i = 0; i < plan.length; i++) {
     let { step, waitMs } = plan[i];
     const started = Date.now();
-    if (!isOurQemu(pid, vm.id)) return i === 0 ? step : plan[i - 1].step;
+    if (!isOurQemu(pid, vm.id, vm.binary)) return i === 0 ? step : plan[i - 1].step;
     if (step === "acpi") {
       const state = await runState(options.paths, waitMs);
       if (state === "shutdown") {
@@ -161,9 +167,9 @@ async function escalate(
     }
     options.onStep?.(step, waitMs);
     const taken = await take(step, vm, { budgetMs: waitMs, paths: options.paths });
-    if (!taken && isOurQemu(pid, vm.id)) continue;
+    if (!taken && isOurQemu(pid, vm.id, vm.binary)) continue;
     const left = Math.max(waitMs - (Date.now() - started), 0);
-    const gone = await waitGone(pid, vm.id, {
+    const gone = await waitGone(vm, {
       ms: left,
       paths: step === "acpi" ? options.paths : undefined,
     });
@@ -198,10 +204,13 @@ export async function stopLocked(
 ): Promise<Stopped> {
   const { vm } = seen;
   const paths = vmPaths(env.dirs, vm.id);
-  const pid = isOurQemu(vm.pid, vm.id) ? vm.pid! : findQemuOf(env, vm.id, { fresh: true });
+  const binary = vm.config.binary;
+  const pid = isOurQemu(vm.pid, vm.id, binary)
+    ? vm.pid!
+    : findQemuOf(env, vm.id, { fresh: true, binary });
   if (!isLive(seen.status) || pid === undefined) return { vm, step: null };
   let unrecorded = tryWrite(() => env.store.updateStatus(vm.id, "stopping"));
-  const step = await escalate({ id: vm.id, pid }, {
+  const step = await escalate({ id: vm.id, pid, binary }, {
     plan: planStop(options.deadline.remainingMs() / 1000, options),
     paths,
     onStep: options.onStep,

@@ -168,7 +168,8 @@ function tidyKnown(
         done.push({ ...action, reason: `${action.reason}; now ${seen.vm.status}${how}` });
       }
     }
-    const qemuAlive = options.liveUuids.has(vm.id) || isOurQemu(seen.vm.pid, vm.id) ||
+    const qemuAlive = options.liveUuids.has(vm.id) ||
+      isOurQemu(seen.vm.pid, vm.id, vm.config.binary) ||
       isLive(seen.vm.status);
     const files = options.files.filter((f) => exists(f.path));
     const { actions } = planUpkeep({ id: vm.id, files, vm: seen.vm, qemuAlive, lockHeld: false });
@@ -225,7 +226,8 @@ export async function tidyRuntime(
   for (const [id, files] of [...byId].sort(([a], [b]) => a.localeCompare(b))) {
     const vm = vmWithId(env, id);
     const lockFile = vmPaths(env.dirs, id).lockFile;
-    const qemuAlive = liveUuids.has(id) || (vm !== undefined && isOurQemu(vm.pid, id));
+    const qemuAlive = liveUuids.has(id) ||
+      (vm !== undefined && isOurQemu(vm.pid, id, vm.config.binary));
     const plan = planUpkeep({ id, files, vm, qemuAlive, lockHeld: isLocked(lockFile) });
     if (plan.busy) result.busy.push(vm?.name ?? id);
     if (options.dryRun || plan.actions.length === 0) {
