@@ -218,3 +218,30 @@ Deno.test("ls shows a running VM's uptime and colours its status on a terminal o
     await env.ok(["stop", "lsv", "--force"]);
   });
 });
+
+Deno.test("disk creation, live snapshots and storage verify show progress on a terminal only", async () => {
+  await withEnv(async (env) => {
+    const extra = "storage:\n  - name: hdd\n    size: 64M\n";
+    await env.ok(["add", await guestConfig(env, { name: "disky", extra })]);
+    const start = await runInTty(env, ["start", "disky", ...WAIT_READY]);
+    assert.equal(start.code, 0, start.text);
+    assert.ok(
+      frames(start.text).some((f) => /starting disky: preparing disk .*hdd\.qcow2/.test(f)),
+      JSON.stringify(frames(start.text)),
+    );
+    const snap = await runInTty(env, ["snapshot", "create", "disky", "s1"]);
+    assert.equal(snap.code, 0, snap.text);
+    assert.ok(frames(snap.text).some((f) => f.includes("snapshot create disky s1 · ")), snap.text);
+    assert.match(snap.text, /created snapshot 's1' on hdd \(live, VM state\)/);
+    const verify = await runInTty(env, ["storage", "verify", "disky"]);
+    assert.ok(frames(verify.text).some((f) => /verifying disks: \d of 1 checked/.test(f)));
+    for (
+      const args of [["snapshot", "load", "disky", "s1"], ["storage", "verify", "disky"]]
+    ) {
+      const piped = await env.run(args);
+      assert.ok(!(piped.stdout + piped.stderr).includes(ESC), args.join(" "));
+      assert.doesNotMatch(piped.stdout + piped.stderr, /\r/);
+    }
+    await env.ok(["stop", "disky", "--force"]);
+  });
+});

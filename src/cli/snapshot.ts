@@ -22,6 +22,11 @@ const DEFAULT_TIMEOUT_S = 300;
 const vmArg: PositionalSpec = { name: "VM", description: "id or name", complete: "vm" };
 const nameArg: PositionalSpec = { name: "NAME", description: "snapshot name" };
 
+const quiet: OptionSpec = {
+  type: "boolean",
+  short: "q",
+  description: "no progress line on a terminal",
+};
 const drive: OptionSpec = {
   type: "string",
   value: "D",
@@ -70,6 +75,7 @@ export const spec: CommandSpec = {
         },
         overwrite: { type: "boolean", description: "replace a snapshot of the same name" },
         timeout,
+        quiet,
       },
       examples: [
         "qvm snapshot create web1 before-upgrade",
@@ -83,7 +89,7 @@ export const spec: CommandSpec = {
         "every writable drive. If QEMU fails the load, the drives are already rolled back but the\n" +
         "memory is not: reset or stop the VM, or load another snapshot (which runs it on).",
       positionals: [vmArg, nameArg],
-      options: { drive, live, timeout },
+      options: { drive, live, timeout, quiet },
       examples: ["qvm snapshot load web1 before-upgrade"],
     },
     {
@@ -100,7 +106,7 @@ export const spec: CommandSpec = {
       summary: "delete snapshot NAME from the VM's qcow2 drives",
       description: MODES,
       positionals: [vmArg, nameArg],
-      options: { drive, live, timeout },
+      options: { drive, live, timeout, quiet },
       examples: ["qvm snapshot delete web1 before-upgrade"],
     },
   ],
@@ -192,6 +198,12 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
     return 0;
   }
   const name = args.positionals[1];
+  const { Progress, formatSeconds } = await import("./_progress.ts");
+  const progress = new Progress(ctx, { quiet: args.values.quiet === true });
+  const began = Date.now();
+  const what = `snapshot ${args.subcommand} ${vm.name} ${name}`;
+  const elapsed = () => progress.dim(formatSeconds(Date.now() - began));
+  progress.show(() => `${what} · ${elapsed()}`);
   const outcome = await snapshotVm(ctx, vm, {
     action: args.subcommand as SnapshotAction,
     name,
@@ -200,7 +212,9 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
     overwrite: args.values.overwrite === true,
     diskOnly: args.values["disk-only"] === true,
     timeoutS: parseTimeout(args.values.timeout, DEFAULT_TIMEOUT_S),
-  });
+    onJob: (job) =>
+      progress.show(() => `${what}: ${job.op} job ${job.status} ${job.percent}% · ${elapsed()}`),
+  }).finally(() => progress.done());
   for (const skipped of outcome.skipped) {
     ctx.warn(`skipped raw drive '${skipped}' (snapshots need qcow2)`);
   }

@@ -59,7 +59,9 @@ export const spec: CommandSpec = {
         "it) is noted but is not. A running VM's qcow2 can show leaks that are only in flight:\n" +
         "re-check it stopped before repairing.",
       positionals: [vmArg],
-      options: {},
+      options: {
+        quiet: { type: "boolean", short: "q", description: "no progress line on a terminal" },
+      },
       examples: ["qvm storage verify", "qvm storage verify web1 --json"],
     },
     {
@@ -191,11 +193,25 @@ function isDisk(entry: StorageEntry): entry is StorageEntry & { item: DiskStorag
 async function verify(ctx: Context, args: ParsedArgs): Promise<number> {
   const vms = selectVms(ctx, args);
   const disks = storageEntries(vms, ctx.dirs).filter(isDisk);
+  const { Progress, formatSeconds } = await import("./_progress.ts");
+  const progress = new Progress(ctx, { quiet: args.values.quiet === true });
+  const began = Date.now();
+  let checked = 0;
+  let current = "";
+  progress.show(() =>
+    `verifying disks: ${checked} of ${disks.length} checked · ` +
+    progress.dim(`${formatSeconds(Date.now() - began)}${current ? ` · ${current}` : ""}`)
+  );
   const verdicts: DiskVerdict[] = await mapLimit(
     disks,
     CONCURRENCY,
-    (e) => verifyDisk(e.vm, e.item, e.path),
-  );
+    async (e) => {
+      current = e.path;
+      const verdict = await verifyDisk(e.vm, e.item, e.path);
+      checked++;
+      return verdict;
+    },
+  ).finally(() => progress.done());
   const running = new Set(vms.filter((vm) => isOurQemu(vm.pid, vm.id)).map((vm) => vm.id));
   const results = disks.map((e, i) => ({
     vm: e.vm.name,

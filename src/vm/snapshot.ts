@@ -62,6 +62,17 @@ export interface SnapshotRequest {
   diskOnly?: boolean;
   /** Bound on each lock wait and each live job. */
   timeoutS: number;
+  /** Hears a live job's state while it runs (QEMU's `current-progress` of `total-progress`). */
+  onJob?: (job: SnapshotJobProgress) => void;
+}
+
+/** A live snapshot job as it runs, for a caller that shows progress. */
+export interface SnapshotJobProgress {
+  op: SnapshotAction;
+  /** QEMU's job status, e.g. `running`. */
+  status: string;
+  /** Percent done as QEMU counts it (QEMU 7.2 reports only 0 or 100). */
+  percent: number;
 }
 
 /** One action done on one drive. */
@@ -222,6 +233,29 @@ interface JobInfo {
   id: string;
   status: string;
   error?: string;
+  "current-progress"?: number;
+  "total-progress"?: number;
+}
+
+/** Reports job `jobId`'s progress from `query-jobs` every 200 ms until `done()` says stop. */
+async function watchJob(
+  client: QmpClient,
+  job: { id: string; op: SnapshotAction; done: () => boolean },
+  onJob: (job: SnapshotJobProgress) => void,
+): Promise<void> {
+  while (!job.done()) {
+    try {
+      const info = (await client.execute<JobInfo[]>("query-jobs")).find((j) => j.id === job.id);
+      if (info && !job.done()) {
+        const total = info["total-progress"] ?? 0;
+        const percent = total > 0 ? Math.floor(100 * (info["current-progress"] ?? 0) / total) : 0;
+        onJob({ op: job.op, status: info.status, percent });
+      }
+    } catch {
+      return; // progress is not worth failing the job for
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
 }
 
 /**
@@ -232,7 +266,12 @@ interface JobInfo {
 async function runJob(
   client: QmpClient,
   op: SnapshotAction,
-  options: { args: Record<string, unknown>; timeoutMs: number; qemuLog: string },
+  options: {
+    args: Record<string, unknown>;
+    timeoutMs: number;
+    qemuLog: string;
+    onJob?: (job: SnapshotJobProgress) => void;
+  },
 ): Promise<void> {
   const command = JOB_COMMANDS[op];
   const logOffset = fileSize(options.qemuLog);
@@ -248,6 +287,10 @@ async function runJob(
     }
     throw err;
   }
+  let concluded = false;
+  const watching = options.onJob
+    ? watchJob(client, { id: jobId, op, done: () => concluded }, options.onJob)
+    : undefined;
   try {
     await client.waitForEvent("JOB_STATUS_CHANGE", {
       since,
@@ -260,6 +303,9 @@ async function runJob(
       `${command} job '${jobId}' still running after ${Math.round(options.timeoutMs / 1000)} s ` +
         `(QEMU carries on with it; see 'query-jobs')`,
     );
+  } finally {
+    concluded = true;
+    await watching;
   }
   const jobs = await client.execute<JobInfo[]>("query-jobs");
   await client.execute("job-dismiss", { id: jobId });
@@ -298,7 +344,7 @@ async function diskOnlySnapshot(
 /** True once VM `vm`'s QEMU is gone, polled for up to `waitMs`. */
 async function qemuGone(vm: VmRecord, waitMs: number): Promise<boolean> {
   const deadline = Date.now() + waitMs;
-  while (isOurQemu(vm.pid, vm.id)) {
+  while (isOurQemu(vm.pid, vm.id, vm.config.binary)) {
     if (Date.now() >= deadline) return false;
     await new Promise((r) => setTimeout(r, 50));
   }
@@ -400,7 +446,12 @@ async function liveAction(
         }
         const args: Record<string, unknown> = { tag: request.name, devices: nodes };
         if (step.op !== "delete") args.vmstate = attached.get(stateDrive!)!.node;
-        await runJob(client, step.op, { args, timeoutMs: request.timeoutS * 1000, qemuLog });
+        await runJob(client, step.op, {
+          args,
+          timeoutMs: request.timeoutS * 1000,
+          qemuLog,
+          onJob: request.onJob,
+        });
       }
       for (const drive of step.drives) {
         done.push({
