@@ -268,17 +268,31 @@ async function bootThroughLibvirt(
   options: { uri: string; name: string },
 ): Promise<void> {
   const { uri, name } = options;
-  await guestConfig(env, {
+  // A disk, a 9p share and a NIC passed through: libvirt and QEMU must take all three.
+  const disk = join(env.root, `${name}.qcow2`);
+  const made = await sh("qemu-img", ["create", "-q", "-f", "qcow2", disk, "16M"]);
+  assert.equal(made.code, 0, made.stderr);
+  const config = await guestConfig(env, {
     name,
-    extra: "  - netdev: {user: null, id: n0}\n  - device: e1000,netdev=n0",
-  })
-    .then((f) => env.ok(["add", f]));
+    extra: [
+      "  - netdev: {user: null, id: n0}",
+      "  - device: e1000,netdev=n0",
+      "storage:",
+      `  - {name: data, type: qcow2, file: ${disk}}`,
+      `  - {name: share, type: virtfs, path: ${env.root}, mount_tag: host0}`,
+    ].join("\n"),
+  });
+  await env.ok(["add", config]);
   const xmlFile = join(env.root, `${name}.xml`);
   await env.ok(["export", name, "--format", "libvirt", "-o", xmlFile]);
   await validates(xmlFile);
   const exported = await env.run(["export", name, "--to", uri, "--start"]);
   assert.deepEqual(exported.code, 0, exported.stderr);
   assert.match(exported.stdout, new RegExp(`defined and started ${name} at `));
+  includes(exported.stderr, "'-device e1000,netdev=n0': passed to QEMU in <qemu:commandline>");
+  const defined = (await lv.virsh("dumpxml", name)).stdout;
+  includes(defined, `<source file='${disk}'`);
+  includes(defined, `<source dir='${env.root}'/>`);
   assert.deepEqual((await lv.virsh("domstate", name)).stdout.trim(), "running");
   const serialLog = join(lv.qemuLogDir, `${name}-serial0.log`);
   const ready = await eventually(async () => {
