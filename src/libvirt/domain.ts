@@ -126,7 +126,7 @@ export function optionGroups(argv: readonly string[]): string[][] {
   return groups;
 }
 
-/** `192M` → `["MiB", "192"]`. */
+/** `192M` → `<memory unit="MiB">192</memory>`: the unit as written, so it reads back the same. */
 function memoryElement(memory: string): XmlElement {
   const match = /^(\d+)([KMGT])$/.exec(memory);
   if (!match) return el("memory", { unit: "MiB" }, [memory]);
