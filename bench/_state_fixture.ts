@@ -14,7 +14,7 @@ import {
   type StoredStatus,
   type VmRecord,
 } from "../src/state/mod.ts";
-import { type Row, statusSql, toRecord } from "../src/state/store.ts";
+import { arrayToRecord, statusSql } from "../src/state/store.ts";
 import type { VmConfig } from "../src/config/mod.ts";
 
 /** The sizes the seed's tables use, plus 100,000. */
@@ -212,13 +212,14 @@ function sqlAccess(store: StateStore, variant: "or" | "scan"): Access {
   const { where, arity } = FORMS[variant];
   const prepare = (sql: string) => store.db.prepare(rewhere(sql, where));
   const select = prepare(SQL.byId);
+  select.setReturnArrays(true); // as ours reads rows
   const status = prepare(statusSql({}, "id")); // what ours runs for a status-only change
   const config = prepare(SQL.configById);
   const remove = prepare(SQL.deleteById);
   const keys = (key: string) => new Array<string>(arity).fill(key);
   const get = (key: string) => {
-    const row = select.get(...keys(key)) as Row | undefined;
-    return row ? toRecord(row) : undefined;
+    const row = select.get(...keys(key)) as unknown[] | undefined;
+    return row ? arrayToRecord(row) : undefined;
   };
   return {
     get,

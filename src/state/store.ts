@@ -73,6 +73,21 @@ export function statusSql(fields: StatusFields, key: "id" | "name"): string {
   return `UPDATE vm_instances SET ${sets.join(", ")} WHERE ${key} = ?`;
 }
 
+/** Every column of a row, in the order `byId` and `byName` return them (as arrays). */
+const ROW_COLUMNS = [
+  "id",
+  "name",
+  "config_path",
+  "config_data",
+  "status",
+  "pid",
+  "qmp_socket_path",
+  "created_at",
+  "updated_at",
+  "stop_reason",
+  "created_files",
+] as const;
+
 /** The fields `statusSql` may set, in its parameter order. */
 const STATUS_FIELDS = ["pid", "qmpSocketPath", "stopReason"] as const;
 const ALL_STATUS_FIELDS: StatusFields = { pid: null, qmpSocketPath: null, stopReason: null };
@@ -85,8 +100,8 @@ const SET_CONFIG =
  * pairs, by id (primary key) and by name (unique index); tests check that each plan is a SEARCH.
  */
 export const SQL = {
-  byId: "SELECT * FROM vm_instances WHERE id = ?",
-  byName: "SELECT * FROM vm_instances WHERE name = ?",
+  byId: `SELECT ${ROW_COLUMNS.join(", ")} FROM vm_instances WHERE id = ?`,
+  byName: `SELECT ${ROW_COLUMNS.join(", ")} FROM vm_instances WHERE name = ?`,
   all: "SELECT * FROM vm_instances ORDER BY name",
   allBrief: "SELECT id, name, status, pid FROM vm_instances ORDER BY name",
   allByStatus: "SELECT * FROM vm_instances WHERE status = ? ORDER BY name",
@@ -118,6 +133,34 @@ export interface Row {
   updated_at: string;
   stop_reason: string | null;
   created_files: string;
+}
+
+/**
+ * A row read as an array (`ROW_COLUMNS` order) as a VmRecord. Lookups read rows as arrays: SQLite's
+ * binding then builds no row object for `toRecord` to copy (get by id ~9.3 → ~7.5 µs, paired).
+ */
+export function arrayToRecord(values: readonly unknown[]): VmRecord {
+  const created = values[10] as string;
+  return {
+    id: values[0] as string,
+    name: values[1] as string,
+    configPath: values[2] as string | null,
+    config: storedConfig(JSON.parse(values[3] as string), values[1] as string),
+    status: values[4] as StoredStatus,
+    pid: values[5] as number | null,
+    qmpSocketPath: values[6] as string | null,
+    createdAt: values[7] as string,
+    updatedAt: values[8] as string,
+    stopReason: values[9] as string | null,
+    createdFiles: created === "[]" ? [] : JSON.parse(created),
+  };
+}
+
+/** A row read as an array, as the object `toRecord` takes. */
+function arrayToRow(values: readonly unknown[]): Row {
+  const row: Record<string, unknown> = {};
+  ROW_COLUMNS.forEach((column, i) => (row[column] = values[i]));
+  return row as unknown as Row;
 }
 
 /** A row as a VmRecord, both JSON columns parsed (what every read returns). */
@@ -286,6 +329,8 @@ export class StateStore {
     this.#readOnlyCommand = options.readOnly === true;
     this.#byId = db.prepare(SQL.byId);
     this.#byName = db.prepare(SQL.byName);
+    this.#byId.setReturnArrays(true);
+    this.#byName.setReturnArrays(true);
     this.#all = db.prepare(SQL.all);
     this.#allByStatus = db.prepare(SQL.allByStatus);
     this.#allBrief = db.prepare(SQL.allBrief);
@@ -414,9 +459,10 @@ export class StateStore {
   /** The VM with this id, else the VM with this name, else undefined. */
   get(idOrName: string): VmRecord | undefined {
     const row = this.#read(() =>
-      (this.#byId.get(idOrName) ?? this.#byName.get(idOrName)) as Row | undefined
+      (this.#byId.get(idOrName) ?? this.#byName.get(idOrName)) as unknown[] | undefined
     );
-    return row ? toRecord(this.#overlay ? this.#overlaid(row) : row) : undefined;
+    if (!row) return undefined;
+    return this.#overlay ? toRecord(this.#overlaid(arrayToRow(row))) : arrayToRecord(row);
   }
 
   /** Like `get`, but a missing VM is a NotFoundError (exit 3). */
