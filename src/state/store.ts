@@ -334,6 +334,7 @@ export class StateStore {
     this.#all = db.prepare(SQL.all);
     this.#allByStatus = db.prepare(SQL.allByStatus);
     this.#allBrief = db.prepare(SQL.allBrief);
+    this.#allBrief.setReturnArrays(true);
     this.#insert = db.prepare(SQL.insert);
     this.#configById = db.prepare(SQL.configById);
     this.#configByName = db.prepare(SQL.configByName);
@@ -488,7 +489,10 @@ export class StateStore {
 
   /** Every VM's id, name, status and pid, by name: what `ls` needs, without parsing configs. */
   listBrief(): VmBrief[] {
-    const rows = this.#read(() => this.#allBrief.all()) as unknown as VmBrief[];
+    // Read as arrays: objects built here cost less than SQLite's binding building them (at 10,000
+    // VMs ~7 → ~5 ms, at 100,000 ~120 → ~60 ms).
+    const rows = (this.#read(() => this.#allBrief.all()) as unknown as VmBrief[keyof VmBrief][][])
+      .map((v) => ({ id: v[0], name: v[1], status: v[2], pid: v[3] }) as VmBrief);
     return this.#overlay ? rows.map((row) => this.#overlaid(row)) : rows;
   }
 
