@@ -304,6 +304,13 @@ async function bootThroughLibvirt(
   }, 90_000);
   assert(ready, `no '${GUEST_READY_MARKER}' in ${serialLog}`);
 
+  // libvirt's own rewrite of the domain still imports as the VM it came from.
+  const dumped = await env.file(`${name}-dumped.xml`, (await lv.virsh("dumpxml", name)).stdout);
+  const back = await env.run(["import-libvirt", dumped, "--name", `${name}-back`, "--json"]);
+  assert.equal(back.code, 0, back.stderr);
+  assert.equal(JSON.parse(back.stdout).exact, true, back.stdout);
+  assert.deepEqual(await dryRun(env, `${name}-back`), await dryRun(env, name));
+
   const again = await env.run(["export", name, "--to", uri]);
   assert.deepEqual(again.code, 1, again.stderr);
   assert.deepEqual(again.stderr.trim().split("\n").length, 1, again.stderr);

@@ -198,9 +198,9 @@ Deno.test("domainXml lists every passed-through option once and every file the d
 Deno.test("domainToConfig reads a hand-written domain by its elements", () => {
   const cases: [string, string, Record<string, unknown>][] = [
     [
-      "memory in KiB by default, vcpu, kvm",
+      "memory in KiB by default (in the largest unit that divides it), vcpu, kvm",
       "<domain type='kvm'><name>a</name><memory>1048576</memory><vcpu>2</vcpu></domain>",
-      { memory: "1048576K", cpu: 2, arguments: [{ accel: "kvm" }, "no-acpi"], storage: [] },
+      { memory: "1G", cpu: 2, arguments: [{ accel: "kvm" }, "no-acpi"], storage: [] },
     ],
     [
       "bytes, machine, kernel, on_reboot destroy",
@@ -208,7 +208,7 @@ Deno.test("domainToConfig reads a hand-written domain by its elements", () => {
         <os><type machine='q35'>hvm</type><kernel>/k</kernel><cmdline>x</cmdline></os>
         <features><acpi/></features><on_reboot>destroy</on_reboot></domain>`,
       {
-        memory: "524288K",
+        memory: "512M",
         arguments: [
           { accel: "tcg" },
           { machine: "q35" },
@@ -317,4 +317,29 @@ Deno.test("domainToConfig gives back qvm's own config only while the XML still s
 
   const tampered = domainToConfig(xml.replace(/"memory":"1024M"/, '"memory":"nonsense"'));
   assert.equal(tampered.exact, false);
+});
+
+Deno.test("domainToConfig knows its own export again after libvirt rewrote it (virsh dumpxml)", () => {
+  const raw = { memory: "192M", arguments: [{ accel: "tcg" }, { machine: "q35" }, "no-reboot"] };
+  const { xml } = exported(raw, "dumped");
+  const rewritten = xml
+    .replace('<memory unit="MiB">192</memory>', "<memory unit='KiB'>196608</memory>")
+    .replace('<type arch="x86_64" machine="q35">', "<type arch='x86_64' machine='pc-q35-7.2'>")
+    .replace("<devices>", "<devices><emulator>/usr/bin/qemu-system-x86_64</emulator>")
+    .replace(
+      "<vcpu>1</vcpu>",
+      "<vcpu placement='static'>1</vcpu><currentMemory>196608</currentMemory>",
+    );
+  const read = domainToConfig(rewritten);
+  assert.equal(read.exact, true);
+  assert.deepEqual(read.config.arguments, raw.arguments);
+  assert.equal(read.config.memory, "192M");
+
+  const odd = domainToConfig(rewritten.replace("pc-q35-7.2", "pc-i440fx-7.2"));
+  assert.equal(odd.exact, false, "another machine is a different domain");
+  assert.deepEqual(odd.config.arguments, [
+    { accel: "tcg" },
+    { machine: "pc-i440fx-7.2" },
+    "no-reboot",
+  ]);
 });

@@ -83,9 +83,44 @@ function memoryOf(node: XmlElement | undefined, notes: string[]): string | undef
     notes.push(`<memory> unit '${node.attrs.unit}' is not known`);
     return undefined;
   }
-  if (unit[1] !== "B") return `${BigInt(text)}${unit[1]}`;
-  const bytes = BigInt(text) * BigInt(unit[0]);
-  return `${(bytes + 1023n) / 1024n}K`;
+  if (unit[1] !== "B" && unit[1] !== "K") return `${BigInt(text)}${unit[1]}`;
+  const kib = unit[1] === "K" ? BigInt(text) : (BigInt(text) * BigInt(unit[0]) + 1023n) / 1024n;
+  return largestUnit(kib);
+}
+
+/** KiB in the largest unit that divides them (`196608` → `192M`), as libvirt's own XML says KiB. */
+function largestUnit(kib: bigint): string {
+  for (const [unit, size] of [["T", 1024n ** 3n], ["G", 1024n ** 2n], ["M", 1024n]] as const) {
+    if (kib > 0n && kib % size === 0n) return `${kib / size}${unit}`;
+  }
+  return `${kib}K`;
+}
+
+/** A memory size in KiB (`2G` → 2097152), to compare sizes written in different units. */
+function kibOf(size: unknown): string | undefined {
+  const match = typeof size === "string" ? /^(\d+)([KMGT])$/.exec(size) : null;
+  if (!match) return undefined;
+  return String(BigInt(match[1]) * 1024n ** BigInt("KMGT".indexOf(match[2])));
+}
+
+/**
+ * A reading of a domain in the form libvirt's own XML (`virsh dumpxml`) and qvm's export agree on:
+ * memory in KiB, the machine alias for its versioned name (`pc-q35-7.2` is `q35`), QEMU's
+ * defaults (machine `pc`, the host's `/usr/bin/qemu-system-<arch>`) left out.
+ */
+function comparable(read: ImportedDomain): string {
+  const config = { ...read.config };
+  config.memory = kibOf(config.memory) ?? config.memory;
+  if (typeof config.binary === "string" && /^\/usr\/bin\/qemu-system-x86_64$/.test(config.binary)) {
+    delete config.binary;
+  }
+  config.arguments = (config.arguments as unknown[]).flatMap((item) => {
+    const machine = (item as { machine?: unknown }).machine;
+    if (typeof machine !== "string") return [item];
+    const alias = machine.replace(/^pc-i440fx-[\d.]+$/, "pc").replace(/^pc-q35-[\d.]+$/, "q35");
+    return alias === "pc" ? [] : [{ machine: alias }];
+  });
+  return JSON.stringify({ config, notes: read.notImported });
 }
 
 /** `<qemu:arg>` values as `arguments` items (`-netdev user,id=n0` → `{netdev: "user,id=n0"}`). */
@@ -377,10 +412,7 @@ export function domainToConfig(text: string): ImportedDomain {
       { diskDir: "/", emulator, cloud: { argv, files: [] } },
     );
     const reread = readDomain(parseXml(again.xml));
-    if (
-      JSON.stringify(reread.config) === JSON.stringify(read.config) &&
-      JSON.stringify(reread.notImported) === JSON.stringify(read.notImported)
-    ) {
+    if (comparable(reread) === comparable(read)) {
       // As written (validated again by the caller), not as validated here.
       const { name: _, ...config } = keptJson(root).config as Record<string, unknown>;
       // Everything the XML says is in the kept config: nothing is left out.
