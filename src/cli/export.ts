@@ -117,6 +117,12 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
   for (const key of made.unknownKeys) {
     warnings.push(`${key}: qvm cannot map this to libvirt yet; it is kept in <metadata> only`);
   }
+  if (vm.config.cloud_init?.user_data !== undefined || vm.config.cloud_init?.runcmd !== undefined) {
+    warnings.push(
+      "the config, cloud_init included, is kept in the domain's <metadata>: whoever can read " +
+        "the domain can read it",
+    );
+  }
   const output = args.values.output as string | undefined;
   if (uri === undefined) {
     if (output !== undefined) await writeOutput(output, made.xml);
