@@ -3,7 +3,8 @@
  * name, update status, update config, remove × 10…100,000 VMs × ours / or / scan) with its own
  * timing loop, prints the markdown table, the query plans and the target verdicts, times
  * `qvm status` end to end against an empty `deno run`, and writes everything, including a
- * comparison with the seed's claims generated from the numbers, to `bench/RESULTS.md`.
+ * comparison with the seed's claims generated from the numbers, to `bench/RESULTS.md`, and the
+ * scaling and command-latency charts (`bench/charts.ts`) as SVG files beside it.
  *
  * `--quick`: sizes 10, 100, 1,000 and short time boxes; writes a file only when `--out` is given.
  * `QVM_BENCH_SIZES=10,100` overrides the sizes in either mode.
@@ -28,6 +29,7 @@ import { measureInterleaved, type TimeBox } from "./_state_timing.ts";
 import { type CommandLatency, measureCommandLatency } from "./_command_latency.ts";
 import { latencyMarkdown, latencyVerdicts } from "./_latency_report.ts";
 import { lifecycleSections, type Section } from "./lifecycle.ts";
+import { chartsMarkdown, latencyGroups, scalingPoints, writeCharts } from "./charts.ts";
 import {
   cellKey,
   describeMachine,
@@ -247,6 +249,7 @@ function report(parts: {
     header(run, options),
     `## Method\n\n${methodMarkdown(run, { remove: REMOVE_METHOD, writeKey: WRITE_KEY_METHOD })}`,
     `## Results (µs per operation; ratios against ours)\n\n${resultsTable(run.matrix)}`,
+    `## Charts\n\n${chartsMarkdown()}`,
     `## Query plans (EXPLAIN QUERY PLAN, ${fmtCount(run.plans.size)} VMs)\n\n` +
     `${lookupPlans(run.plans)}\n\nEvery statement each variant runs:\n\n${planTable(run.plans)}`,
     `## Where the time goes (ours)\n\n${floorMarkdown(run.floor)}`,
@@ -315,6 +318,10 @@ async function main(argv: string[]): Promise<number> {
     extra: extra.map((e) => e.markdown),
   });
   if (options.out) {
+    const dir = options.out.includes("/")
+      ? options.out.slice(0, options.out.lastIndexOf("/"))
+      : ".";
+    await writeCharts(dir, { scaling: scalingPoints(run.matrix), latency: latencyGroups(latency) });
     await Deno.writeTextFile(options.out, markdown);
     await formatMarkdown(options.out);
     console.log(`\nwrote ${options.out}`);
