@@ -245,3 +245,20 @@ Deno.test("disk creation, live snapshots and storage verify show progress on a t
     await env.ok(["stop", "disky", "--force"]);
   });
 });
+
+Deno.test("status and ls load no progress code: it is imported only by commands that wait", async () => {
+  for (const command of ["status", "ls", "info"]) {
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["info", "--json", new URL(`../src/cli/${command}.ts`, import.meta.url).pathname],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.ok(out.success, new TextDecoder().decode(out.stderr));
+    const modules = JSON.parse(new TextDecoder().decode(out.stdout)).modules as {
+      specifier: string;
+    }[];
+    const loaded = modules.map((m) => m.specifier);
+    assert.ok(loaded.some((s) => s.endsWith(`/src/cli/${command}.ts`)));
+    assert.deepEqual(loaded.filter((s) => s.endsWith("/_progress.ts")), [], command);
+  }
+});
