@@ -262,3 +262,26 @@ Deno.test("status and ls load no progress code: it is imported only by commands 
     assert.deepEqual(loaded.filter((s) => s.endsWith("/_progress.ts")), [], command);
   }
 });
+
+Deno.test("a start timing out on a terminal shows the guest's last serial line, then one error line", async () => {
+  await withEnv(async (env) => {
+    await env.ok(["add", await guestConfig(env, { name: "tty3" })]);
+    const tty = await runInTty(env, [
+      "start",
+      "tty3",
+      "--wait-for",
+      "serial:NEVER-PRINTED",
+      "--timeout",
+      "8",
+    ]);
+    assert.equal(tty.code, 2, tty.text);
+    const tails = frames(tty.text).flatMap((f) => f.match(/ · serial: (.+)$/)?.[1] ?? []);
+    assert.ok(tails.length > 0, JSON.stringify(frames(tty.text)));
+    // The guest's own output is shown made printable: no escape sequence of its gets through.
+    assert.ok(tails.every((t) => !t.includes(ESC) && t.trim() !== ""));
+    assert.match(
+      tty.text.replaceAll(ESC, "<ESC>"),
+      /\r<ESC>\[2Kqvm: 'NEVER-PRINTED' did not appear on the serial console/,
+    );
+  });
+});
