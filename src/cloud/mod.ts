@@ -169,7 +169,16 @@ export async function sshCommand(
 }
 
 /**
- * Waits until the guest answers: `ssh` runs `true` over SSH, `agent` gets a `guest-ping` reply.
+ * The command `--wait-for ssh` runs for a VM with `cloud_init`: it succeeds once cloud-init has
+ * finished this boot (or is not installed), so a start does not return while cloud-init still
+ * creates users or restarts sshd.
+ */
+export const CLOUD_INIT_DONE = "command -v cloud-init >/dev/null || exit 0; " +
+  "cloud-init status 2>/dev/null | grep -Eq '^status: (done|error|degraded|disabled)'";
+
+/**
+ * Waits until the guest answers: `ssh` runs a command over SSH (with `cloud_init`, one that
+ * succeeds once cloud-init has finished), `agent` gets a `guest-ping` reply.
  * Fails as soon as QEMU is gone; a TimeoutError when `deadline` (epoch ms) passes.
  */
 export async function waitForGuest(
@@ -182,8 +191,9 @@ export async function waitForGuest(
     throw new UsageError(`VM '${vm.name}' has no guest agent channel: set guest_agent: true`);
   }
   const socket = cloudPaths(env.dirs, vm.id).agentSocket;
+  const probe = vm.config.cloud_init ? CLOUD_INIT_DONE : "true";
   const argv = kind === "ssh"
-    ? await sshCommand(env.dirs, vm, { command: ["true"], batch: true, connectTimeoutS: 5 })
+    ? await sshCommand(env.dirs, vm, { command: [probe], batch: true, connectTimeoutS: 5 })
     : [];
   while (Date.now() < deadline) {
     if (!isOurQemu(pid, vm.id)) {

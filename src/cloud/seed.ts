@@ -93,7 +93,6 @@ export function seedFiles(input: SeedInput): SeedFiles {
       preserve_hostname: false,
       manage_etc_hosts: true,
       users: [user],
-      ssh_pwauth: false,
     };
     if (section.packages?.length) doc.packages = section.packages;
     if (section.runcmd?.length) doc.runcmd = section.runcmd;
