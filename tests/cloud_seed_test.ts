@@ -414,3 +414,28 @@ Deno.test("prepareCloud: seed, forwards and key made at start; a changed section
     await Deno.remove(root, { recursive: true });
   }
 });
+
+Deno.test("without genisoimage or xorriso the seed is a vvfat drive labelled cidata, and QEMU takes it", async () => {
+  await withEnv(async (env) => {
+    // A PATH with QEMU and ssh-keygen but no ISO tool.
+    const bin = `${env.root}/bin`;
+    await Deno.mkdir(bin);
+    for (const tool of ["qemu-system-x86_64", "qemu-img", "ssh-keygen"]) {
+      const found = await new Deno.Command("sh", { args: ["-c", `command -v ${tool}`] }).output();
+      await Deno.symlink(new TextDecoder().decode(found.stdout).trim(), `${bin}/${tool}`);
+    }
+    const run = (args: string[]) => env.run(args, { env: { PATH: bin } });
+    const config = await guestConfig(env, { name: "fat1", extra: "cloud_init: {user: dev}" });
+    assert.equal((await run(["add", config])).code, 0);
+    const started = await run(["start", "fat1", ...WAIT_READY]);
+    assert.equal(started.code, 0, started.stderr);
+    const blocks = JSON.parse((await run(["qmp", "run", "fat1", "query-block"])).stdout);
+    const seed = JSON.stringify(blocks);
+    assert.match(seed, /vvfat/, seed);
+    assert.match(seed, /"ro":true/);
+    const id = JSON.parse((await run(["status", "fat1", "--json"])).stdout).id;
+    const meta = await Deno.readTextFile(`${env.dataDir}/cloud/${id}/seed/meta-data`);
+    assert.equal(JSON.parse(meta)["local-hostname"], "fat1");
+    await run(["stop", "fat1", "--force"]);
+  });
+});
