@@ -13,6 +13,7 @@ import { median } from "./_state_timing.ts";
 
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
 const TIME = "/usr/bin/time";
+const PERF = ["/usr/bin/perf", "/usr/local/bin/perf"];
 
 /** The commands measured, each with the `sqlite3` query that does the same lookup. */
 export const LATENCY_COMMANDS = ["status", "ls --json", "info"] as const;
@@ -32,6 +33,11 @@ export interface LatencyCell {
   minMs: number;
   /** Peak resident memory (MB), when `/usr/bin/time` is there to measure it. */
   rssMb?: number;
+  /**
+   * CPU time of the process, all threads (`perf stat` task-clock), when perf works here: steadier
+   * than wall time on a shared machine, since time spent waiting for a core does not count.
+   */
+  cpuMs?: number;
   runs: number;
 }
 
@@ -48,6 +54,7 @@ export interface CommandLatency {
 interface Sample {
   ms: number;
   rssKb?: number;
+  cpuMs?: number;
   code: number;
   stdout: string;
   stderr: string;
@@ -61,10 +68,33 @@ function hasTool(path: string): boolean {
   }
 }
 
+let perfWorks: string | null | undefined;
+
+/** The perf binary, if `perf stat -e task-clock` works here (it needs perf_event access). */
+async function perf(): Promise<string | null> {
+  if (perfWorks !== undefined) return perfWorks;
+  perfWorks = null;
+  const path = PERF.find(hasTool);
+  if (path) {
+    const out = await new Deno.Command(path, {
+      args: ["stat", "-x,", "-e", "task-clock", "true"],
+      stdout: "null",
+      stderr: "piped",
+    }).output().catch(() => undefined);
+    if (out?.success && /task-clock/.test(new TextDecoder().decode(out.stderr))) perfWorks = path;
+  }
+  return perfWorks;
+}
+
 async function sample(argv: string[], env: Record<string, string>): Promise<Sample> {
   const timed = hasTool(TIME);
+  const perfPath = await perf();
   const rssFile = timed ? await Deno.makeTempFile({ prefix: "qvm-rss-" }) : "";
-  const full = timed ? [TIME, "-f", "%M", "-o", rssFile, ...argv] : argv;
+  const cpuFile = perfPath ? await Deno.makeTempFile({ prefix: "qvm-cpu-" }) : "";
+  const counted = perfPath
+    ? [perfPath, "stat", "-x,", "-e", "task-clock", "-o", cpuFile, ...argv]
+    : argv;
+  const full = timed ? [TIME, "-f", "%M", "-o", rssFile, ...counted] : counted;
   const command = new Deno.Command(full[0], {
     args: full.slice(1),
     env: { NO_COLOR: "1", ...env },
@@ -82,8 +112,24 @@ async function sample(argv: string[], env: Record<string, string>): Promise<Samp
     const last = Number(text.trim().split("\n").at(-1));
     if (Number.isFinite(last)) rssKb = last;
   }
+  let cpuMs: number | undefined;
+  if (perfPath) {
+    const line = (await Deno.readTextFile(cpuFile)).split("\n").find((l) =>
+      l.includes("task-clock")
+    );
+    await Deno.remove(cpuFile);
+    const value = Number(line?.split(",")[0]);
+    if (Number.isFinite(value)) cpuMs = value;
+  }
   const decode = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
-  return { ms, rssKb, code: out.code, stdout: decode(out.stdout), stderr: decode(out.stderr) };
+  return {
+    ms,
+    rssKb,
+    cpuMs,
+    code: out.code,
+    stdout: decode(out.stdout),
+    stderr: decode(out.stderr),
+  };
 }
 
 function sqlFor(command: LatencyCommand, vm: string): string {
@@ -174,10 +220,12 @@ export async function measureCommandLatency(
         for (const form of forms) {
           const list = samples[form];
           const rss = list.flatMap((s) => (s.rssKb === undefined ? [] : [s.rssKb / 1024]));
+          const cpu = list.flatMap((s) => (s.cpuMs === undefined ? [] : [s.cpuMs]));
           cells[form] = {
             ms: median(list.map((s) => s.ms)),
             minMs: Math.min(...list.map((s) => s.ms)),
             rssMb: rss.length ? median(rss) : undefined,
+            cpuMs: cpu.length ? median(cpu) : undefined,
             runs: list.length,
           };
         }

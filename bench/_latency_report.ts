@@ -7,6 +7,7 @@ import {
   type Form,
   FORMS,
   LATENCY_COMMANDS,
+  type LatencyCell,
   type LatencyCommand,
 } from "./_command_latency.ts";
 import { fmtCount, fmtRatio, type Verdict } from "./_state_report.ts";
@@ -19,6 +20,14 @@ const LS_LIMIT = 1.5;
 
 function verdict(target: string, pass: boolean | undefined, detail: string): Verdict {
   return { status: pass === undefined ? "SKIP" : pass ? "PASS" : "FAIL", target, detail };
+}
+
+/** `; CPU time 1.40x` when both were measured. */
+function cpuNote(a: LatencyCell, b: LatencyCell): string {
+  if (a.cpuMs === undefined || b.cpuMs === undefined) return "";
+  return `; CPU time ${a.cpuMs.toFixed(1)} vs ${b.cpuMs.toFixed(1)} ms: ${
+    fmtRatio(a.cpuMs / b.cpuMs)
+  }`;
 }
 
 function cell(lat: CommandLatency, size: number, command: LatencyCommand, form: Form) {
@@ -40,7 +49,7 @@ export function latencyVerdicts(lat: CommandLatency): Verdict[] {
     return verdict(
       target,
       r <= limit,
-      `${qvm.ms.toFixed(1)} vs ${base.ms.toFixed(1)} ms: ${fmtRatio(r)}`,
+      `${qvm.ms.toFixed(1)} vs ${base.ms.toFixed(1)} ms: ${fmtRatio(r)}${cpuNote(qvm, base)}`,
     );
   };
   out.push(ratioTarget("status", STATUS_LIMIT));
@@ -73,7 +82,7 @@ export function latencyVerdicts(lat: CommandLatency): Verdict[] {
     out.push(verdict(
       target,
       r <= 1,
-      `${inst.ms.toFixed(1)} vs ${src.ms.toFixed(1)} ms: ${fmtRatio(r)}`,
+      `${inst.ms.toFixed(1)} vs ${src.ms.toFixed(1)} ms: ${fmtRatio(r)}${cpuNote(inst, src)}`,
     ));
   }
   return out;
@@ -89,26 +98,33 @@ export function latencyMarkdown(lat: CommandLatency): string {
     "--quiet EMPTY.ts`, Deno's start-up floor; **sqlite3** = the `sqlite3` CLI doing the same " +
     "lookup (`-json`), the process floor without Deno. Each round runs every form once, in " +
     "rotating order, after one warm-up run each; medians of the rounds; peak memory by " +
-    "`/usr/bin/time`. The machine is shared (2 cores): compare within a row, not across runs.",
+    "`/usr/bin/time`; CPU time (all threads) by `perf stat -e task-clock`, steadier than wall " +
+    "time here. The machine is shared (2 cores): compare within a row, not across runs. " +
+    "Targets are judged on wall time; their lines give the CPU-time ratio too.",
     "",
   ];
   for (const size of lat.sizes) {
     lines.push(
       `**${fmtCount(size)} VMs** (${lat.runs[size]} rounds)`,
       "",
-      "| command | source ms | installed ms | empty deno run ms | sqlite3 ms | source / empty | installed / source | source / sqlite3 | source MB | empty MB |",
-      "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+      "| command | source ms | installed ms | empty deno run ms | sqlite3 ms | source / empty | installed / source | source / sqlite3 | CPU ms source / installed / empty | CPU source / empty | source MB | empty MB |",
+      "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     );
     for (const command of LATENCY_COMMANDS) {
       const c = Object.fromEntries(FORMS.map((f) => [f, cell(lat, size, command, f)]));
       const ms = (f: Form) => (c[f] ? c[f]!.ms.toFixed(1) : "–");
       const ratio = (a: Form, b: Form) => (c[a] && c[b] ? fmtRatio(c[a]!.ms / c[b]!.ms) : "–");
       const mb = (f: Form) => (c[f]?.rssMb !== undefined ? c[f]!.rssMb!.toFixed(1) : "–");
+      const cpu = (f: Form) => (c[f]?.cpuMs !== undefined ? c[f]!.cpuMs!.toFixed(1) : "–");
+      const cpuRatio = c.source?.cpuMs !== undefined && c["empty deno run"]?.cpuMs !== undefined
+        ? fmtRatio(c.source.cpuMs / c["empty deno run"].cpuMs)
+        : "–";
       lines.push(
         `| \`qvm ${command}\` | ${ms("source")} | ${ms("installed")} | ${ms("empty deno run")} | ` +
           `${ms("sqlite3")} | ${ratio("source", "empty deno run")} | ` +
-          `${ratio("installed", "source")} | ${ratio("source", "sqlite3")} | ${mb("source")} | ` +
-          `${mb("empty deno run")} |`,
+          `${ratio("installed", "source")} | ${ratio("source", "sqlite3")} | ` +
+          `${cpu("source")} / ${cpu("installed")} / ${cpu("empty deno run")} | ${cpuRatio} | ` +
+          `${mb("source")} | ${mb("empty deno run")} |`,
       );
     }
     lines.push("");

@@ -250,8 +250,9 @@ export function formatVerdict(v: Verdict): string {
 export function floorMarkdown(floor: StateRun["floor"]): string {
   const lines = [
     `Measured on the ${fmtCount(floor.size)}-VM database, same timing loop, random VMs; each ` +
-    "read row adds one step to the row above it; the write rows start again from an empty " +
-    "transaction. The one-transaction row shows what the per-call read transaction costs.",
+    "read row adds one step to the row above it (the array row replaces the object row's last " +
+    "step, and `get` builds on it); the write rows start again from an empty transaction. The " +
+    "one-transaction row shows what the per-call read transaction costs.",
     "",
     "| what one call does | µs/call |",
     "| --- | ---: |",
