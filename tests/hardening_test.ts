@@ -105,6 +105,58 @@ Deno.test("rm --delete-storage keeps a disk another VM names as its disk or back
   });
 });
 
+Deno.test("rm --delete-storage keeps a disk another VM names in its QEMU options or its image's backing chain", async () => {
+  await withEnv(async (env) => {
+    const images = join(env.root, "images");
+    await Deno.mkdir(images);
+    const raw = join(images, "r.img");
+    const hd = join(images, "h.qcow2");
+    const base = join(images, "base.qcow2");
+    const own = join(images, "own.qcow2");
+    const item = (name: string, type: string, file: string) =>
+      `  - name: ${name}\n    file: ${file}\n    size: 16M\n    type: ${type}\n`;
+    await env.ok([
+      "add",
+      await env.file(
+        "a.yaml",
+        "storage:\n" + item("r", "raw", raw) + item("h", "qcow2", hd) +
+          item("base", "qcow2", base) + item("own", "qcow2", own),
+      ),
+      "--name",
+      "a",
+    ]);
+    // The start creates the disks (and then fails: there is no kernel, only disks).
+    await env.run(["start", "a", "--wait-for", "process"]);
+    await env.run(["stop", "a", "--force"]);
+    assert.ok([raw, hd, base, own].every(exists), "the start must have created the disks");
+    // b's overlay names base.qcow2 only in its image header, not in b's config.
+    const overlay = join(env.root, "overlay.qcow2");
+    const img = await new Deno.Command("qemu-img", {
+      args: ["create", "-q", "-f", "qcow2", "-b", base, "-F", "qcow2", overlay],
+    }).output();
+    assert.equal(img.code, 0, new TextDecoder().decode(img.stderr));
+    await env.ok([
+      "add",
+      await env.file(
+        "b.yaml",
+        `storage:\n  - name: top\n    file: ${overlay}\n    type: qcow2\n` +
+          `arguments:\n  - drive: file=${raw},format=raw,if=virtio\n  - hdb: ${hd}\n`,
+      ),
+      "--name",
+      "b",
+    ]);
+    const rm = await env.run(["rm", "a", "--delete-storage", "--yes", "--json"]);
+    assert.equal(rm.code, 0, rm.stderr);
+    for (const file of [raw, hd, base]) {
+      assert.ok(exists(file), `${file}, which b uses, was deleted`);
+    }
+    assert.ok(!exists(own), "a disk no other VM uses was kept");
+    const kept = JSON.parse(rm.stdout)[0].kept_files as { file: string; reason: string }[];
+    assert.deepEqual(kept.map((k) => k.file).sort(), [base, hd, raw].sort());
+    assert.ok(kept.every((k) => /VM 'b' uses it/.test(k.reason)), JSON.stringify(kept));
+  });
+});
+
 Deno.test("rm leaves no lock file behind, and doctor finds nothing about it", async () => {
   await withEnv(async (env) => {
     const id = (await env.ok(["add", await guestConfig(env, { name: "r1" })])).trim();

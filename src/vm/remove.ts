@@ -1,8 +1,10 @@
 /**
  * Removing a VM: under its lock, refuse (or with `force`, stop) a live one, delete its row and its
  * runtime files and logs, and, when asked, the disks qvm created for it, except any file another
- * VM's config still names as a disk or a backing file. The lock file goes last, while held.
+ * VM still uses (its config names it, or its images' backing chain does). The lock file goes
+ * last, while held.
  */
+import { dirname, resolve } from "node:path";
 import { diskFile } from "../config/mod.ts";
 import { QvmError } from "../errors.ts";
 import type { VmRecord } from "../state/mod.ts";
@@ -29,23 +31,88 @@ function realPath(file: string): string {
   }
 }
 
-/** Every image file other VMs' configs name (disks and backing files), real path → VM name. */
+/**
+ * The absolute paths in QEMU option values (`arguments` items, raw `args`): a whole value
+ * (`hda: /x/d.img`), a `key=/path` part of option text (`-drive file=/x/d.img,if=virtio`), or a
+ * short-form character device (`file:/x/log`). Stored configs hold absolute paths only.
+ */
+function pathsInOptions(value: unknown, found: string[]): string[] {
+  if (typeof value === "string") {
+    for (const part of value.replaceAll(",,", "\0").split(",")) {
+      const text = part.replaceAll("\0", ",");
+      const at = text.indexOf("=");
+      const path = (at >= 0 ? text.slice(at + 1) : text).replace(/^(file|pipe|unix):/, "");
+      if (path.startsWith("/")) found.push(path);
+      if (text.startsWith("/") && text !== path) found.push(text);
+    }
+  } else if (Array.isArray(value)) {
+    for (const element of value) pathsInOptions(element, found);
+  } else if (value !== null && typeof value === "object") {
+    for (const element of Object.values(value)) pathsInOptions(element, found);
+  }
+  return found;
+}
+
+const QCOW2_MAGIC = 0x514649fb;
+
+/** The backing file a qcow2 image's header names (resolved), or undefined. */
+function qcow2Backing(file: string): string | undefined {
+  let image: Deno.FsFile | undefined;
+  try {
+    image = Deno.openSync(file, { read: true });
+    const head = new Uint8Array(20);
+    if ((image.readSync(head) ?? 0) < 20) return undefined;
+    const view = new DataView(head.buffer);
+    if (view.getUint32(0) !== QCOW2_MAGIC) return undefined;
+    const offset = Number(view.getBigUint64(8));
+    const size = view.getUint32(16);
+    if (offset === 0 || size === 0 || size > 4096) return undefined;
+    const name = new Uint8Array(size);
+    image.seekSync(offset, Deno.SeekMode.Start);
+    if ((image.readSync(name) ?? 0) < size) return undefined;
+    const backing = new TextDecoder().decode(name);
+    if (/^[A-Za-z][A-Za-z0-9+.-]*:/.test(backing) && !backing.startsWith("file:")) return undefined;
+    return resolve(dirname(file), backing.replace(/^file:/, ""));
+  } catch {
+    return undefined;
+  } finally {
+    image?.close();
+  }
+}
+
+/** `file` and the files under it in its qcow2 backing chain (as the images' headers name them). */
+function withBackingChain(file: string): string[] {
+  const chain = [file];
+  for (let next = qcow2Backing(file); next && chain.length < 64; next = qcow2Backing(next)) {
+    if (chain.includes(next)) break;
+    chain.push(next);
+  }
+  return chain;
+}
+
+/**
+ * Every file other VMs' configs name, real path → VM name: their disks and the backing files the
+ * config or the images themselves name, and any path in their QEMU options (`-drive file=`,
+ * `hda`, `cdrom`, ...).
+ */
 function filesInUse(env: VmEnv, except: string): Map<string, string> {
   const used = new Map<string, string>();
   for (const other of env.store.list()) {
     if (other.id === except) continue;
     const diskDir = vmPaths(env.dirs, other.id).diskDir;
-    let storage;
+    let files: string[];
     try {
-      storage = other.config.storage;
+      const config = other.config;
+      files = pathsInOptions([config.arguments, config.args], []);
+      for (const disk of config.storage) {
+        if (disk.type === "virtfs") continue;
+        files.push(diskFile(disk, diskDir));
+        if (disk.backing_file) files.push(disk.backing_file);
+      }
     } catch {
       continue; // a stored config qvm cannot read names no files
     }
-    for (const disk of storage) {
-      if (disk.type === "virtfs") continue;
-      const files = [diskFile(disk, diskDir), disk.backing_file];
-      for (const file of files) if (file) used.set(realPath(file), other.name);
-    }
+    for (const file of files.flatMap(withBackingChain)) used.set(realPath(file), other.name);
   }
   return used;
 }
