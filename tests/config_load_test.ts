@@ -243,7 +243,7 @@ storage:
         { append: "root=/dev/vda console=ttyS0" },
       ],
       storage: [
-        { name: "hdd", file: `${conf}/disks/hdd.qcow2`, backing_file: `${dir}/base.qcow2` },
+        { name: "hdd", file: `${conf}/disks/hdd.qcow2`, backing_file: `${conf}/base.qcow2` },
         { name: "abs", file: "/var/abs.qcow2" },
         { name: "share", type: "virtfs", path: `${conf}/shared`, mount_tag: "host" },
       ],

@@ -197,7 +197,11 @@ for (const [what, name, message] of nameRows) {
 
 const errorRows: [string, Raw, string][] = [
   ["a zero memory", { memory: "0G" }, "invalid memory '0G': use a size like 512M or 2G"],
-  ["a fractional memory", { memory: "1.5G" }, "invalid memory '1.5G': use a size like 512M or 2G"],
+  [
+    "a fraction that is no whole KiB",
+    { memory: "1.1G" },
+    "invalid memory '1.1G': use a size like 512M or 2G",
+  ],
   [
     "a memory with a B suffix",
     { memory: "4GB" },

@@ -47,12 +47,27 @@ Deno.test("launch argv: KVM with TCG fallback unless the config picks an acceler
     optionValue(argvOf({ arguments: [{ machine: { type: "q35", accel: "tcg" } }] }), "-accel"),
     [],
   );
+  // QEMU refuses -accel beside -machine accel=, however -machine is spelled and wherever it is.
+  assert.deepEqual(optionValue(argvOf({ arguments: [{ M: "pc,accel=tcg" }] }), "-accel"), []);
+  assert.deepEqual(optionValue(argvOf({ args: ["-machine", "pc,accel=tcg"] }), "-accel"), []);
+  assert.deepEqual(optionValue(argvOf({ args: ["-M", "q35"] }), "-accel"), ["kvm", "tcg"]);
 });
 
 Deno.test("launch argv: headless unless a display is configured; the config's own serial wins", () => {
   assert.deepEqual(optionValue(argvOf({}), "-display"), ["none"]);
   assert.deepEqual(optionValue(argvOf({ display: "gtk" }), "-display"), ["gtk"]);
-  assert.deepEqual(optionValue(argvOf({ arguments: [{ serial: "stdio" }] }), "-serial"), ["stdio"]);
+  assert.deepEqual(optionValue(argvOf({ arguments: [{ serial: "file:/x.log" }] }), "-serial"), [
+    "file:/x.log",
+  ]);
+  // QEMU refuses stdio with -daemonize: a stdio serial port is qvm's console instead.
+  for (const serial of ["stdio", "mon:stdio"]) {
+    assert.deepEqual(optionValue(argvOf({ arguments: [{ serial }] }), "-serial"), [
+      "chardev:qvm-serial",
+    ]);
+    assert.deepEqual(optionValue(argvOf({ args: ["-serial", serial] }), "-serial"), [
+      "chardev:qvm-serial",
+    ]);
+  }
   assert.deepEqual(
     optionValue(argvOf({ binary: "/opt/qemu/bin/qemu-system-x86_64" }), "-D").length,
     1,

@@ -3,13 +3,14 @@
  * of maqet's format; `@` in an expected argument stands for the folder of the config files.
  */
 import assert from "node:assert/strict";
-import { loadConfigs } from "../src/config/mod.ts";
+import { type DiskStorage, loadConfigs } from "../src/config/mod.ts";
 import { QvmError } from "../src/errors.ts";
 import { configArgv } from "../src/qemu/argv.ts";
 import { createDiskIfMissing } from "../src/qemu/img.ts";
 import { launchArgv } from "../src/qemu/launch.ts";
 import { vmPaths } from "../src/vm/paths.ts";
-import { guestConfig, WAIT_READY } from "./helpers/guest.ts";
+import { ensureGuest } from "./fixture/mod.ts";
+import { GUEST_READY_MARKER, guestConfig, WAIT_READY } from "./helpers/guest.ts";
 import { exists, withEnv } from "./helpers/qvm.ts";
 
 interface Row {
@@ -431,6 +432,95 @@ const rows: Row[] = [
     argv: ["-no-reboot"],
     warns: /nographic: .*headless \(-display none\).*'qvm console'/,
   },
+  {
+    rule: "a serial port or monitor on stdio is left out: QEMU refuses stdio when detached",
+    files: [
+      "arguments:\n  - nographic\n  - serial: mon:stdio\n  - monitor: stdio\n" +
+      "  - serial: 'file:/tmp/com2.log'\nargs: [-serial, stdio, -no-reboot]\n",
+    ],
+    argv: ["-serial", "file:/tmp/com2.log", "-no-reboot"],
+    warns: /^serial mon:stdio: qvm runs QEMU detached, where stdio is refused; .*'qvm console'/,
+  },
+  {
+    rule: "a stdio chardev is refused with the reason",
+    files: ["arguments:\n  - chardev: stdio\n    id: c0\n    mux: true\n"],
+    refused: /chardev stdio cannot be used: qvm runs QEMU detached \(-daemonize\)/,
+  },
+  {
+    rule: "the curses display is refused with the reason, as a key or an argument",
+    files: ["display: curses\n"],
+    refused: /display curses cannot be used: qvm runs QEMU detached/,
+  },
+  {
+    rule: "the curses display in arguments is refused too",
+    files: ["arguments:\n  - display: {curses: {}, charset: CP437}\n"],
+    refused: /display curses cannot be used/,
+  },
+
+  // More spellings of the rules above.
+  {
+    rule: "a flag written {flag: {}} is the same flag, kept once",
+    files: [
+      "arguments:\n  - enable-kvm\n  - {enable-kvm: {}}\n",
+      "arguments:\n  - {--enable-kvm: {}}\n",
+    ],
+    argv: ["-enable-kvm"],
+  },
+  {
+    rule: "unix: sockets of -vnc and -gdb, -option-rom and a vde sock= resolve too",
+    files: [
+      "arguments:\n  - vnc: unix:./vnc.sock\n  - gdb: 'unix:gdb.sock,server=on,wait=off'\n" +
+      "  - option-rom: ./pxe.rom\n  - netdev: 'vde,id=v0,sock=./vde.ctl'\n  - vnc: ':1'\n",
+    ],
+    argv: [
+      "-vnc",
+      "unix:@/vnc.sock",
+      "-gdb",
+      "unix:@/gdb.sock,server=on,wait=off",
+      "-option-rom",
+      "@/pxe.rom",
+      "-netdev",
+      "vde,id=v0,sock=@/vde.ctl",
+      "-vnc",
+      ":1",
+    ],
+  },
+  {
+    rule: "a number with a leading zero is octal, as maqet's YAML reads it: dmode: 0755 is 0755",
+    files: [
+      "storage:\n  - name: s\n    type: virtfs\n    path: /srv\n" +
+      "    options: {dmode: 0755, fmode: 0644, security_model: mapped-file}\n" +
+      "arguments:\n  - {fsdev: local, id: f1, path: /srv, security_model: mapped, fmode: 0600}\n" +
+      "  - {fsdev: local, id: f2, path: /srv, security_model: mapped, fmode: '0640'}\n",
+    ],
+    argv: [
+      "-fsdev",
+      "local,id=f1,path=/srv,security_model=mapped,fmode=384",
+      "-fsdev",
+      "local,id=f2,path=/srv,security_model=mapped,fmode=0640",
+      "-virtfs",
+      "local,path=/srv,mount_tag=s,security_model=mapped-file,id=s,dmode=493,fmode=420",
+    ],
+  },
+  {
+    rule: "memory: 1.5G, a size QEMU's -m takes, is written in whole MiB",
+    files: ["memory: 1.5G\n"],
+    argv: ["-m", "1536M"],
+  },
+  {
+    rule: "a later file sets a named item's key under options: where an earlier set it on top",
+    files: [
+      "storage:\n  - {name: hdd, file: ./a.qcow2}\n" +
+      "  - {name: s, type: virtfs, path: /srv, options: {readonly: true}}\n",
+      "storage:\n  - {name: hdd, options: {file: ./b.qcow2}}\n  - {name: s, readonly: false}\n",
+    ],
+    argv: [
+      "-drive",
+      "file=@/b.qcow2,format=qcow2,if=virtio,id=hdd",
+      "-virtfs",
+      "local,path=/srv,mount_tag=s,security_model=mapped-xattr,id=s",
+    ],
+  },
 ];
 
 async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
@@ -530,6 +620,45 @@ Deno.test("a disk in a folder that is a symlink to a system folder is refused to
   });
 });
 
+Deno.test("a disk file that is a dangling symlink into a system folder is refused", async () => {
+  await withDir(async (dir) => {
+    const target = `/etc/qvm-test-${crypto.randomUUID()}.qcow2`;
+    await Deno.symlink(target, `${dir}/disk.qcow2`);
+    await Deno.symlink("./disk.qcow2", `${dir}/again.qcow2`);
+    for (const file of ["./disk.qcow2", "again.qcow2"]) {
+      await assert.rejects(
+        build(dir, [`storage:\n  - {name: hdd, file: ${file}, size: 1M}\n`], () => {}),
+        /refusing to create disk 'hdd' at .*: \/etc is a system folder/,
+      );
+    }
+    const disk: DiskStorage = { name: "hdd", type: "qcow2", size: "1M", interface: "virtio" };
+    await assert.rejects(
+      createDiskIfMissing(disk, `${dir}/disk.qcow2`),
+      /\/etc is a system folder/,
+    );
+    assert.equal(exists(target), false);
+  });
+});
+
+Deno.test("a relative backing_file is found beside its disk, as qemu-img and maqet do", async () => {
+  await withDir(async (dir) => {
+    await Deno.writeTextFile(
+      `${dir}/vm.yaml`,
+      "storage:\n  - {name: a, file: vms/a.qcow2, backing_file: base.qcow2}\n" +
+        "  - {name: b, options: {file: ./vms/b/b.qcow2, backing_file: ../base.qcow2}}\n" +
+        "  - {name: c, backing_file: images/base.qcow2}\n",
+    );
+    const backing = (await loadConfigs([`${dir}/vm.yaml`], {})).storage.map((disk) =>
+      disk.type === "virtfs" ? undefined : disk.backing_file
+    );
+    assert.deepEqual(backing, [
+      `${dir}/vms/base.qcow2`,
+      `${dir}/vms/base.qcow2`,
+      `${dir}/images/base.qcow2`, // no file: the disk lives in qvm's data dir; the config's folder
+    ]);
+  });
+});
+
 Deno.test("a nographic VM gets qvm's serial console and no display", async () => {
   await withDir(async (dir) => {
     await Deno.writeTextFile(`${dir}/vm.yaml`, "arguments:\n  - nographic\n");
@@ -622,6 +751,41 @@ Deno.test({
         `${folder}/images/install.iso`,
         `${folder}/images/media.iso`,
       ]);
+    });
+  },
+});
+
+Deno.test({
+  name:
+    "a VM with -machine accel= in raw args and its serial on stdio boots, serial on qvm's console",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    await withEnv(async (env) => {
+      const guest = await ensureGuest();
+      const path = await env.file(
+        "term.yaml",
+        [
+          "name: term",
+          "memory: 192M",
+          "arguments:",
+          `  - kernel: ${guest.kernel}`,
+          `  - initrd: ${guest.initrdAcpi}`,
+          `  - append: "${guest.append}"`,
+          "  - nographic",
+          "  - serial: mon:stdio",
+          "  - monitor: stdio",
+          "  - no-reboot",
+          'args: ["-machine", "pc,accel=tcg"]',
+        ].join("\n"),
+      );
+      await env.ok(["add", path]);
+      const dry = JSON.parse(await env.ok(["start", "term", "--dry-run", "--json"]));
+      assert.ok(!dry.argv.includes("-accel"), dry.argv.join(" "));
+      assert.ok(!dry.argv.some((arg: string) => arg.includes("stdio")), dry.argv.join(" "));
+      await env.ok(["start", "term", ...WAIT_READY]);
+      assert.match(await env.ok(["logs", "term"]), new RegExp(GUEST_READY_MARKER));
+      await env.ok(["stop", "term", "--force"]);
     });
   },
 });

@@ -44,13 +44,18 @@ export function argumentOption(item: ArgumentItem): string {
 }
 
 /**
- * The option of an item that is a bare flag (`"enable-kvm"`, `-enable-kvm`, `{enable-kvm: null}`),
- * else undefined. A flag given twice means the same as once.
+ * The option of an item that is a bare flag (`"enable-kvm"`, `-enable-kvm`, `{enable-kvm: null}`,
+ * `{enable-kvm: {}}`, all written `-enable-kvm`), else undefined. A flag given twice means the
+ * same as once.
  */
 export function bareFlag(item: ArgumentItem): string | undefined {
   if (typeof item === "string") return stripDashes(item);
   const keys = Object.keys(item);
-  return keys.length === 1 && item[keys[0]] === null ? stripDashes(keys[0]) : undefined;
+  if (keys.length !== 1) return undefined;
+  const value = item[keys[0]];
+  const empty = value === null ||
+    (isMap(value) && Object.keys(value).length === 0);
+  return empty ? stripDashes(keys[0]) : undefined;
 }
 
 /** Finds `id=X` among the parts of QEMU option text (`,,` is an escaped comma). */

@@ -89,10 +89,27 @@ async function importYaml(): Promise<typeof import("yaml")> {
   }
 }
 
+/**
+ * `0755` is octal 493, as in YAML 1.1, which maqet's parser reads: `dmode: 0755` must mean the
+ * mode 0755 (QEMU reads the 493 qvm writes as such), not 755. Plain scalars only; `'0755'` stays text.
+ */
+const LEADING_ZERO_OCTAL = {
+  identify: () => false,
+  default: true,
+  tag: "tag:yaml.org,2002:int",
+  test: /^[-+]?0[0-7]+$/,
+  resolve: (text: string) => parseInt(text, 8),
+};
+
 async function parseYaml(path: string, source: string, options?: LoadOptions): Promise<unknown> {
   const { LineCounter, parseDocument } = await importYaml();
   const lineCounter = new LineCounter();
-  const doc = parseDocument(source, { lineCounter, prettyErrors: false, uniqueKeys: true });
+  const doc = parseDocument(source, {
+    lineCounter,
+    prettyErrors: false,
+    uniqueKeys: true,
+    customTags: (tags) => [LEADING_ZERO_OCTAL, ...tags],
+  });
   const where = (offset: number) => {
     const { line, col } = lineCounter.linePos(offset);
     return `${path}:${line}:${col}`;

@@ -41,6 +41,26 @@ function isVirtfs(item: Record<string, unknown>): boolean {
   return typeof item.type === "string" && item.type.toLowerCase() === "virtfs";
 }
 
+/* A key may be written at the top of a storage item or under its `options:` (maqet's form). When
+ * `over` sets it in one place, the base's value in the other place goes: the later file wins. */
+function withoutRespelled(
+  earlier: Record<string, unknown>,
+  over: Record<string, unknown>,
+): Record<string, unknown> {
+  const out = clone(earlier);
+  const overOptions = isMap(over.options) ? over.options : {};
+  const outOptions = isMap(out.options) ? out.options : undefined;
+  for (const key of Object.keys(over)) {
+    if (key !== "options" && outOptions !== undefined && over[key] !== undefined) {
+      delete outOptions[key];
+    }
+  }
+  for (const key of Object.keys(overOptions)) {
+    if (key !== "name" && key !== "type" && overOptions[key] !== undefined) delete out[key];
+  }
+  return out;
+}
+
 /* Named items of `over` patch the base item of the same name; unnamed items are always new disks
  * (validation names them `storage<i>` by their place in the merged list, as maqet does). */
 function mergeStorage(base: unknown[], over: unknown[]): unknown[] {
@@ -56,7 +76,9 @@ function mergeStorage(base: unknown[], over: unknown[]): unknown[] {
     const earlier = out[at] as Record<string, unknown>;
     const overItem = item as Record<string, unknown>;
     const kindChanges = overItem.type !== undefined && isVirtfs(earlier) !== isVirtfs(overItem);
-    out[at] = kindChanges ? clone(overItem) : mergeValue(earlier, overItem);
+    out[at] = kindChanges
+      ? clone(overItem)
+      : mergeValue(withoutRespelled(earlier, overItem), overItem);
   }
   return out;
 }

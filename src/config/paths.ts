@@ -4,7 +4,7 @@
  * disk, and the system folders where qvm never creates a disk.
  */
 
-import { existsSync, realpathSync } from "node:fs";
+import { existsSync, readlinkSync, realpathSync } from "node:fs";
 import { dirname, isAbsolute, join, resolve } from "node:path";
 import { escapeOptionValue, splitOptionText } from "../qemu/argv.ts";
 import { stripDashes } from "./arguments.ts";
@@ -28,6 +28,7 @@ export const PATH_OPTIONS: ReadonlySet<string> = new Set([
   "fdb",
   "sd",
   "mtdblock",
+  "option-rom",
   "L",
   "readconfig",
   "mem-path",
@@ -48,6 +49,8 @@ export const PATH_KEYS: ReadonlySet<string> = new Set([
   "tftp",
   "cancel-path",
   "splash",
+  "sock",
+  "socket",
 ]);
 
 /** Options whose value is not QEMU option text (a kernel command line, a snapshot tag, a URI). */
@@ -107,8 +110,20 @@ function resolveSub(dir: string, option: string, key: string, value: unknown): u
   return key === "" ? value : resolvedSub(dir, option, key, value);
 }
 
-/** Options that take a character device in short form: `file:PATH`, `unix:PATH,...`, `pipe:PATH`. */
-const CHARDEV_OPTIONS = new Set(["serial", "parallel", "monitor", "qmp", "qmp-pretty", "debugcon"]);
+/**
+ * Options that take a character device in short form (`file:PATH`, `unix:PATH,...`, `pipe:PATH`),
+ * and `-vnc`, whose `unix:PATH` display is written the same way.
+ */
+const CHARDEV_OPTIONS = new Set([
+  "serial",
+  "parallel",
+  "monitor",
+  "qmp",
+  "qmp-pretty",
+  "debugcon",
+  "gdb",
+  "vnc",
+]);
 
 /** Resolves the path of a short-form character device (`-serial file:./log`); others stay. */
 function resolveChardevSpec(dir: string, text: string): string {
@@ -154,11 +169,31 @@ function resolveArgs(dir: string, args: unknown[]): void {
   }
 }
 
-const STORAGE_PATH_KEYS = ["file", "backing_file", "path"];
+const STORAGE_PATH_KEYS = ["file", "path"];
+
+/**
+ * A storage item's paths: `file` and `path` against `dir`; `backing_file` against the folder of the
+ * item's `file` when it has one (qemu-img's rule for a backing file, and maqet's: a disk and its
+ * base move together), else against `dir`.
+ */
+function resolveStoragePaths(item: Record<string, unknown>, dir: string): void {
+  const maps = [item, item.options].filter(isMap);
+  for (const map of maps) {
+    for (const key of STORAGE_PATH_KEYS) {
+      if (key in map) map[key] = resolvedPath(dir, map[key]);
+    }
+  }
+  const file = maps.map((map) => map.file).find((f) => typeof f === "string" && isAbsolute(f));
+  const base = typeof file === "string" ? dirname(file) : dir;
+  for (const map of maps) {
+    if ("backing_file" in map) map.backing_file = resolvedPath(base, map.backing_file);
+  }
+}
 
 /**
  * Resolves relative paths of one raw config in place against `dir` (the config file's folder):
- * `binary` (when it has a slash), storage `file`/`backing_file`/`path` (also under `options:`),
+ * `binary` (when it has a slash), storage `file`/`path` (also under `options:`), `backing_file`
+ * (against its disk's folder, see `resolveStoragePaths`),
  * path options (`kernel`, `cdrom`, `hda`, ...), path-valued sub-options (`file=`, `path=`, ...)
  * in every spelling, and the same in raw `args`. Values that are not paths are left alone.
  */
@@ -168,13 +203,7 @@ export function resolveConfigPaths(config: Record<string, unknown>, dir: string)
   }
   if (Array.isArray(config.storage)) {
     for (const item of config.storage) {
-      if (!isMap(item)) continue;
-      for (const map of [item, item.options]) {
-        if (!isMap(map)) continue;
-        for (const key of STORAGE_PATH_KEYS) {
-          if (key in map) map[key] = resolvedPath(dir, map[key]);
-        }
-      }
+      if (isMap(item)) resolveStoragePaths(item, dir);
     }
   }
   if (Array.isArray(config.arguments)) resolveArguments(dir, config.arguments);
@@ -215,14 +244,28 @@ function under(path: string): string | undefined {
   return SYSTEM_FOLDERS.find((folder) => within(path, folder));
 }
 
-/** The real path of `path`'s nearest existing ancestor joined with the rest (symlinks followed). */
-function realish(path: string): string {
+/** The target of `path` when it is a symlink (absolute), else undefined. */
+function linkTarget(path: string): string | undefined {
+  try {
+    return resolve(dirname(path), readlinkSync(path));
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The real path of `path`'s nearest existing ancestor joined with the rest (symlinks followed,
+ * a dangling one too: a disk created at `./x.qcow2 -> /etc/x.qcow2` would land in /etc).
+ */
+function realish(path: string, hops = 0): string {
   let head = path;
   const tail: string[] = [];
   while (head !== dirname(head)) {
     try {
       return join(realpathSync(head), ...tail.reverse());
     } catch {
+      const target = hops < 40 ? linkTarget(head) : undefined;
+      if (target !== undefined) return join(realish(target, hops + 1), ...tail.reverse());
       tail.push(head.slice(dirname(head).length).replace(/^\//, ""));
       head = dirname(head);
     }

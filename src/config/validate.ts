@@ -37,6 +37,7 @@ const KNOWN_KEYS = new Set([
   "args",
   "arguments",
   "storage",
+  "image",
   "network",
   "cloud_init",
   "guest_agent",
@@ -96,8 +97,25 @@ function text(key: string, value: unknown, where = ""): string {
   return value;
 }
 
+/** `1.5G` → `1536M`: a fraction QEMU's `-m` takes, as a whole number of the largest unit that fits. */
+function wholeSize(value: unknown): unknown {
+  const match = typeof value === "string" ? /^(\d+)\.(\d+)([KMGT])$/i.exec(value) : null;
+  if (!match) return value;
+  const units = "KMGT";
+  const scale = 10n ** BigInt(match[2].length);
+  const kib = BigInt(match[1] + match[2]) * 1024n ** BigInt(units.indexOf(match[3].toUpperCase()));
+  if (kib % scale !== 0n) return value;
+  let n = kib / scale;
+  let unit = 0;
+  while (unit < units.indexOf(match[3].toUpperCase()) && n % 1024n === 0n) {
+    n /= 1024n;
+    unit++;
+  }
+  return `${n}${units[unit]}`;
+}
+
 function memoryOf(value: unknown): string {
-  const size = parseSize(value, "M");
+  const size = parseSize(wholeSize(value), "M");
   if (size === undefined) {
     throw new UsageError(`invalid memory ${show(value)}: use a size like 512M or 2G`);
   }
@@ -124,6 +142,7 @@ function argsOf(value: unknown, warn: (message: string) => void): string[] {
         throw new UsageError(`invalid args[${i}] ${show(arg)}: this option is managed by qvm`);
       }
       if (/^--?nographic$/.test(arg)) warn(NOGRAPHIC);
+      if (arg.startsWith("-")) checkTerminal(arg, value[i + 1], warn);
       return arg;
     }
     if (typeof arg === "number" && Number.isFinite(arg)) return String(arg);
@@ -201,6 +220,34 @@ function argumentOf(item: unknown, i: number): ArgumentItem {
 const NOGRAPHIC = "nographic: qvm runs QEMU detached, where -nographic is refused; the VM runs " +
   "headless (-display none) with its serial console on 'qvm console'";
 
+/**
+ * QEMU's own terminal cannot be used under qvm, which runs QEMU detached (`-daemonize`): a stdio
+ * serial port or monitor is left out with a warning (the serial console is `qvm console`), a stdio
+ * chardev or the curses display is refused.
+ */
+function checkTerminal(option: string, value: unknown, warn: (message: string) => void): void {
+  const name = option.replace(/^--?/, "");
+  if ((name === "serial" || name === "monitor") && (value === "stdio" || value === "mon:stdio")) {
+    warn(
+      `${name} ${value}: qvm runs QEMU detached, where stdio is refused; it is left out ` +
+        (name === "serial"
+          ? "and the serial console is on 'qvm console'"
+          : "(QEMU's monitor: 'qvm qmp run VM human-monitor-command')"),
+    );
+  }
+  const head = typeof value === "string"
+    ? value.split(",")[0]
+    : isMap(value)
+    ? Object.keys(value)[0]
+    : value;
+  if ((name === "chardev" && head === "stdio") || (name === "display" && head === "curses")) {
+    throw new UsageError(
+      `${name} ${head} cannot be used: qvm runs QEMU detached (-daemonize), where QEMU refuses ` +
+        "it; the serial console is on 'qvm console'",
+    );
+  }
+}
+
 /** Checks the items; a bare flag given again (`enable-kvm` in two files) is kept once. */
 function argumentsOf(value: unknown, warn: (message: string) => void): ArgumentItem[] {
   if (!Array.isArray(value)) {
@@ -214,6 +261,10 @@ function argumentsOf(value: unknown, warn: (message: string) => void): ArgumentI
     if (flag !== undefined && flags.has(flag)) continue;
     if (flag !== undefined) flags.add(flag);
     if (argumentOption(item) === "nographic") warn(NOGRAPHIC);
+    if (typeof item !== "string") {
+      const first = Object.keys(item)[0];
+      checkTerminal(first, item[first], warn);
+    }
     items.push(item);
   }
   return items;
@@ -474,5 +525,6 @@ export function validateConfig(
     ...cloudSectionsOf(raw, warn),
   };
   checkSingletons({ arguments: config.arguments });
+  if (config.display !== undefined) checkTerminal("display", config.display, warn);
   return config;
 }

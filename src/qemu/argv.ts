@@ -100,6 +100,37 @@ export function isNographic(option: string): boolean {
   return stripDashes(option) === "nographic";
 }
 
+/**
+ * True for a serial port or monitor on QEMU's own stdio (`-serial stdio`, `-serial mon:stdio`,
+ * `-monitor stdio`), which QEMU refuses with `-daemonize`. qvm leaves it out: the serial console
+ * is qvm's (`qvm console`), the monitor is reached over QMP.
+ */
+export function isStdioDevice(option: string, value: unknown): boolean {
+  const name = stripDashes(option);
+  return (name === "serial" || name === "monitor") && (value === "stdio" || value === "mon:stdio");
+}
+
+/** `isStdioDevice` for an `arguments` item. */
+export function isStdioItem(item: ArgumentItem): boolean {
+  if (typeof item === "string") return false;
+  const keys = Object.keys(item);
+  return keys.length === 1 && isStdioDevice(keys[0], item[keys[0]]);
+}
+
+/** Raw `args` without `-nographic` and stdio serial ports and monitors (see `isStdioDevice`). */
+export function passedArgs(args: string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    if (args[i].startsWith("-") && isNographic(args[i])) continue;
+    if (args[i].startsWith("-") && isStdioDevice(args[i], args[i + 1])) {
+      i++;
+      continue;
+    }
+    out.push(args[i]);
+  }
+  return out;
+}
+
 function extraParts(options: Record<string, string> | undefined): string[] {
   return Object.entries(options ?? {}).filter(([k]) => k !== "id")
     .map(([k, v]) => `${k}=${escapeOptionValue(v)}`);
@@ -150,8 +181,8 @@ export function storageArgv(storage: StorageItem[], diskDir: string): string[] {
 
 /**
  * The QEMU options for a validated config, in order: memory, cpu, display, vga, `arguments`,
- * storage, then raw `args`. `-nographic` is left out (see `isNographic`). Pure; `diskDir` is where
- * disks without a `file` live.
+ * storage, then raw `args`. `-nographic` and stdio serial ports and monitors are left out (see
+ * `isNographic`, `isStdioDevice`). Pure; `diskDir` is where disks without a `file` live.
  */
 export function configArgv(config: VmConfig, options: { diskDir: string }): string[] {
   const argv: string[] = [];
@@ -160,9 +191,9 @@ export function configArgv(config: VmConfig, options: { diskDir: string }): stri
   if (config.display !== undefined) argv.push("-display", config.display);
   if (config.vga !== undefined) argv.push("-vga", config.vga);
   for (const item of config.arguments) {
-    if (!isNographic(argumentOption(item))) argv.push(...argumentArgv(item));
+    if (!isNographic(argumentOption(item)) && !isStdioItem(item)) argv.push(...argumentArgv(item));
   }
   argv.push(...storageArgv(config.storage, options.diskDir));
-  argv.push(...config.args.filter((arg) => !(arg.startsWith("-") && isNographic(arg))));
+  argv.push(...passedArgs(config.args));
   return argv;
 }

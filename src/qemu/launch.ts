@@ -7,7 +7,7 @@
  */
 import { argumentOption, type VmConfig } from "../config/mod.ts";
 import type { VmPaths } from "../vm/paths.ts";
-import { configArgv, escapeOptionValue } from "./argv.ts";
+import { configArgv, escapeOptionValue, isStdioItem, passedArgs } from "./argv.ts";
 
 /** Traces QEMU's shutdown requests to its log (`-D`), with their cause. */
 const SHUTDOWN_TRACE = ["-trace", "enable=qemu_system_shutdown_request"];
@@ -15,10 +15,29 @@ const SHUTDOWN_TRACE = ["-trace", "enable=qemu_system_shutdown_request"];
 /** The binary used when a config names none. */
 export const DEFAULT_BINARY = "qemu-system-x86_64";
 
+/** The options a config passes to QEMU (left-out items such as `-serial stdio` do not count). */
 function optionsIn(config: VmConfig): Set<string> {
-  const seen = new Set(config.arguments.map(argumentOption));
-  for (const arg of config.args) if (arg.startsWith("-")) seen.add(arg.replace(/^-+/, ""));
-  return seen;
+  const passed = new Set(config.arguments.filter((a) => !isStdioItem(a)).map(argumentOption));
+  for (const arg of passedArgs(config.args)) {
+    if (arg.startsWith("-")) passed.add(arg.replace(/^-+/, ""));
+  }
+  return passed;
+}
+
+const MACHINE = new Set(["machine", "M"]);
+
+/**
+ * True when `-machine` (or `-M`) sets `accel=`, in `arguments` or raw `args`: QEMU refuses
+ * `-accel` beside it ("The -accel and "-machine accel=" options are incompatible").
+ */
+function machineSetsAccel(config: VmConfig): boolean {
+  const inArguments = config.arguments.some((a) =>
+    typeof a === "object" && MACHINE.has(argumentOption(a)) && JSON.stringify(a).includes("accel")
+  );
+  return inArguments ||
+    config.args.some((arg, i) =>
+      /^--?(machine|M)$/.test(arg) && /(^|,)accel=/.test(config.args[i + 1] ?? "")
+    );
 }
 
 /** argv (binary first) to launch VM `id` named `name` with `config`, files at `paths`. */
@@ -48,10 +67,7 @@ export function launchArgv(
     argv.push("-display", "none");
   }
   const accelerated = given.has("accel") || given.has("enable-kvm") ||
-    vm.config.arguments.some((a) =>
-      typeof a === "object" && argumentOption(a) === "machine" &&
-      JSON.stringify(a).includes("accel")
-    );
+    machineSetsAccel(vm.config);
   if (!accelerated) argv.push("-accel", "kvm", "-accel", "tcg");
   return argv;
 }
