@@ -77,15 +77,30 @@ Deno.test("wait: reached (0), timed out (2), and can't get there (1), against a 
     assert.equal(ssh.code, 1, ssh.stderr);
     assert.match(ssh.stderr, /cannot reach ssh: it is created/);
     // Started while waiting: reached.
-    const waiting = spawnQvm(env, ["wait", "w1", "--for", `serial:${GUEST_READY_MARKER}`]);
     const running = spawnQvm(env, ["wait", "w1", "--for", "running", "--json"]);
+    // An earlier run's output does not count: only what this run of QEMU prints.
+    const id = JSON.parse(await env.ok(["status", "w1", "--json"])).id;
+    const log = join(env.dataDir, "logs", `${id}.serial.log`);
+    await Deno.mkdir(join(env.dataDir, "logs"), { recursive: true, mode: 0o700 });
+    await Deno.writeTextFile(log, "TEXT-OF-AN-EARLIER-RUN\n", { mode: 0o600 });
     await env.ok(["start", "w1", "--wait-for", "process"]);
     const reached = await running.done();
     assert.equal(reached.code, 0, reached.stderr);
     assert.equal(JSON.parse(reached.stdout).reached, "running");
-    const serial = await waiting.done();
-    assert.equal(serial.code, 0, serial.stderr);
-    assert.equal(serial.stdout, `w1: serial:${GUEST_READY_MARKER}\n`);
+    // Text this run printed before `wait` was called counts (the guest prints it once).
+    await env.ok(["wait", "w1", "--for", `serial:${GUEST_READY_MARKER}`, "--timeout", "60"]);
+    const again = await env.run(["wait", "w1", "--for", `serial:${GUEST_READY_MARKER}`]);
+    assert.equal(again.code, 0, again.stderr);
+    assert.equal(again.stdout, `w1: serial:${GUEST_READY_MARKER}\n`);
+    const earlier = await env.run([
+      "wait",
+      "w1",
+      "--for",
+      "serial:TEXT-OF-AN-EARLIER-RUN",
+      "--timeout",
+      "1",
+    ]);
+    assert.equal(earlier.code, 2, earlier.stderr);
     // A running VM with no agent channel never answers over the agent.
     const agent = await env.run(["wait", "w1", "--for", "agent", "--timeout", "5"]);
     assert.equal(agent.code, 1, agent.stderr);

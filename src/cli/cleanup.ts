@@ -8,10 +8,10 @@ export const spec: CommandSpec = {
   name: "cleanup",
   summary: "remove stale sockets, pid files and locks; settle dead VMs",
   description:
-    "Removes <id>.qmp, .mon, .evt, .serial and .pid files in the runtime dir whose QEMU is gone,\n" +
-    "and the .lock files of VMs no longer in the database (a known VM's lock file is its lock, and\n" +
-    "stays). VMs marked starting, running or stopping whose QEMU is gone are recorded as ended.\n" +
-    "A running VM's files and a lock another command holds are never touched.",
+    "Removes <id>.qmp, .mon, .evt, .serial, .boot and .pid files in the runtime dir whose QEMU is\n" +
+    "gone, and the .lock files of VMs no longer in the database (a known VM's lock file is its\n" +
+    "lock, and stays). VMs marked starting, running or stopping whose QEMU is gone are recorded\n" +
+    "as ended. A running VM's files and a lock another command holds are never touched.",
   positionals: [],
   options: {
     "dry-run": { type: "boolean", description: "print what would be done; change nothing" },

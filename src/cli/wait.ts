@@ -10,6 +10,7 @@ import type { VmRecord } from "../state/mod.ts";
 import { Deadline } from "../vm/env.ts";
 import { FAULT_STATES, isLive, observe, type ObservedStatus } from "../vm/observe.ts";
 import { vmPaths } from "../vm/paths.ts";
+import { serialStart } from "../vm/serial_start.ts";
 import { parseTimeout } from "./start.ts";
 
 /** The command's arguments and flags. */
@@ -20,8 +21,8 @@ export const spec: CommandSpec = {
     "Exit 0 when the state is reached, 2 when the timeout passes first, 1 as soon as the VM is\n" +
     "where it cannot get there by itself: stopped or failed while waiting for ssh, agent or\n" +
     "serial:TEXT, or in a QEMU fault state (internal-error, guest-panicked, shutdown).\n" +
-    "serial:TEXT waits for TEXT in what the guest prints from now on (the serial log spans\n" +
-    "earlier runs; 'start --wait-for serial:TEXT' waits from boot). Reads only: takes no lock.",
+    "serial:TEXT looks for TEXT in what the guest printed since its QEMU started (the serial log\n" +
+    "spans earlier runs, which do not count). Reads only: takes no lock.",
   positionals: [{ name: "VM", description: "id or name", complete: "vm" }],
   options: {
     for: {
@@ -121,8 +122,10 @@ async function waitFor(
 ): Promise<void> {
   const { target, deadline } = options;
   const paths = vmPaths(ctx.dirs, vm.id);
+  // This run's output only: from where the log stood when its QEMU started (recorded by start),
+  // else, for a QEMU started without that record, from now.
   const serial = target.kind === "serial"
-    ? { offset: fileSize(paths.serialLog), carry: "", text: target.text }
+    ? { offset: serialStart(paths) ?? fileSize(paths.serialLog), carry: "", text: target.text }
     : undefined;
   const cantReach = (why: string) =>
     new QvmError(`VM '${vm.name}' cannot reach ${describe(target)}: ${why}`);

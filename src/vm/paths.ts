@@ -14,6 +14,8 @@ export interface VmPaths {
   /** A third QMP monitor that only `qvm events` reads, so following events takes neither other. */
   eventSocket: string;
   serialSocket: string;
+  /** Where the serial log stood when this run of QEMU began (`wait --for serial:` reads on). */
+  bootFile: string;
   pidFile: string;
   lockFile: string;
   serialLog: string;
@@ -28,6 +30,7 @@ export function vmPaths(dirs: Dirs, id: string): VmPaths {
     monitorSocket: join(dirs.runtimeDir, `${id}.mon`),
     eventSocket: join(dirs.runtimeDir, `${id}.evt`),
     serialSocket: join(dirs.runtimeDir, `${id}.serial`),
+    bootFile: join(dirs.runtimeDir, `${id}.boot`),
     pidFile: join(dirs.runtimeDir, `${id}.pid`),
     lockFile: join(dirs.runtimeDir, `${id}.lock`),
     serialLog: join(dirs.dataDir, "logs", `${id}.serial.log`),
@@ -55,6 +58,7 @@ export function runtimeFiles(paths: VmPaths): string[] {
     paths.monitorSocket,
     paths.eventSocket,
     paths.serialSocket,
+    paths.bootFile,
   ];
 }
 

@@ -16,6 +16,7 @@ import { FAULT_STATES, findQemuOf, isLive } from "./observe.ts";
 import { qmpOnce, withQmpSocket } from "./qmp_session.ts";
 import { removeQuietly, runtimeFiles, type VmPaths, vmPaths } from "./paths.ts";
 import { prepareQemuFiles } from "./safe_files.ts";
+import { recordSerialStart } from "./serial_start.ts";
 
 /** What `start --wait-for` waits for. */
 export type WaitFor =
@@ -288,6 +289,7 @@ export async function launch(
     }
     prepareQemuFiles(paths);
     const serialOffset = fileSize(paths.serialLog);
+    recordSerialStart(paths, serialOffset);
     const child = await new Deno.Command("/bin/sh", {
       args: ["-c", 'exec "$0" "$@" 2>>"$QVM_QEMU_LOG"', ...argv],
       env: { QVM_QEMU_LOG: paths.qemuLog },

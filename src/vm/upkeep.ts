@@ -14,7 +14,7 @@ import { isLive } from "./observe.ts";
 import { vmPaths } from "./paths.ts";
 
 /** The kinds of file qvm keeps per VM in the runtime dir (`<id>.<kind>`). */
-export type RuntimeKind = "qmp" | "mon" | "evt" | "serial" | "pid" | "lock";
+export type RuntimeKind = "qmp" | "mon" | "evt" | "serial" | "boot" | "pid" | "lock";
 
 /** One file in the runtime dir that belongs to VM `id`. */
 export interface RuntimeFile {
@@ -23,7 +23,7 @@ export interface RuntimeFile {
   path: string;
 }
 
-const RUNTIME_FILE = /^(.+)\.(qmp|mon|evt|serial|pid|lock)$/;
+const RUNTIME_FILE = /^(.+)\.(qmp|mon|evt|serial|boot|pid|lock)$/;
 
 /** The VM id and kind of a runtime dir entry named `name`, or undefined if it is not qvm's. */
 export function parseRuntimeFile(name: string): { id: string; kind: RuntimeKind } | undefined {
@@ -31,8 +31,9 @@ export function parseRuntimeFile(name: string): { id: string; kind: RuntimeKind 
   return match ? { id: match[1], kind: match[2] as RuntimeKind } : undefined;
 }
 
-/** What a runtime file is, in words: `socket`, `pid file` or `lock file`. */
+/** What a runtime file is, in words: `socket`, `pid file`, `lock file` or `serial start mark`. */
 export function describeKind(kind: RuntimeKind): string {
+  if (kind === "boot") return "serial start mark";
   return kind === "pid" ? "pid file" : kind === "lock" ? "lock file" : "socket";
 }
 
