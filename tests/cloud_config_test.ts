@@ -211,6 +211,9 @@ Deno.test("qvm add refuses bad cloud input with one line, exit 3, and no VM", as
         ["cloud_init: {ssh_authorized_keys: [keys/gone.pub]}", /not found/],
         ["cloud_init: {user_data: 'hello: world'}", /not found|must start with/],
         ['cloud_init: {user_data: "x: 1\\ny: 2\\n"}', /must start with '#cloud-config' or '#!'/],
+        ["image: images/gone.qcow2", /image '.*images\/gone\.qcow2' not found/],
+        ["image: keys", /invalid image '.*keys': not a regular file/],
+        ["image: 7", /invalid image '7': expected the path of a disk image/],
       ];
       for (const [yaml, message] of cases) {
         const file = await env.file("bad.yaml", `name: bad\n${yaml}\n`);
@@ -221,6 +224,12 @@ Deno.test("qvm add refuses bad cloud input with one line, exit 3, and no VM", as
         assert.equal(result.stdout, "");
       }
       assert.equal((await env.run(["ls", "--json"])).stdout.includes("bad"), false);
+      // A relative image resolves against the config's folder.
+      await env.file("images/base.qcow2", "");
+      const imaged = await env.file("imaged.yaml", "name: imaged\nimage: images/base.qcow2\n");
+      const imagedId = (await env.ok(["add", imaged])).trim();
+      const imagedInfo = JSON.parse(await env.ok(["inspect", imagedId, "--json"]));
+      assert.ok(JSON.stringify(imagedInfo).includes(`${env.root}/images/base.qcow2`));
       // A relative key file resolves against the config's folder.
       const good = await env.file(
         "good.yaml",

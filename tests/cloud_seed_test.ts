@@ -439,3 +439,49 @@ Deno.test("without genisoimage or xorriso the seed is a vvfat drive labelled cid
     await run(["stop", "fat1", "--force"]);
   });
 });
+
+Deno.test("image: the root disk is an overlay made at first start; the image is never written", async () => {
+  await withEnv(async (env) => {
+    const base = `${env.root}/base.qcow2`;
+    const made = await new Deno.Command("qemu-img", {
+      args: ["create", "-q", "-f", "qcow2", base, "32M"],
+    }).output();
+    assert.ok(made.success);
+    const before = await Deno.readFile(base);
+    const config = await guestConfig(env, { name: "img1", extra: `image: ${base}` });
+    const id = (await env.ok(["add", config])).trim();
+    const dry = JSON.parse(await env.ok(["start", "img1", "--dry-run", "--json"])).argv as string[];
+    const overlay = `${env.dataDir}/disks/${id}/image-overlay.qcow2`;
+    assert.ok(dry.includes(`if=none,id=qvm-root,file=${overlay},format=qcow2`), dry.join(" "));
+    assert.ok(dry.includes("virtio-blk-pci,drive=qvm-root"));
+    await env.ok(["start", "img1", ...WAIT_READY]);
+    const info = JSON.parse(
+      new TextDecoder().decode(
+        (await new Deno.Command("qemu-img", {
+          args: ["info", "-U", "--output=json", overlay],
+        }).output()).stdout,
+      ),
+    );
+    assert.equal(info["backing-filename"], base);
+    assert.equal(info["backing-filename-format"], "qcow2");
+    assert.equal(info["virtual-size"], 32 * 1024 * 1024);
+    const blocks = JSON.stringify(JSON.parse(await env.ok(["qmp", "run", "img1", "query-block"])));
+    assert.ok(blocks.includes(overlay), blocks);
+
+    // A second VM may not take img1's running root disk as its image.
+    const other = await guestConfig(env, { name: "img2", extra: `image: ${overlay}` });
+    await env.ok(["add", other]);
+    const refused = await env.run(["start", "img2", ...WAIT_READY]);
+    assert.equal(refused.code, 3, refused.stderr);
+    assert.match(refused.stderr, /is a disk that running VM 'img1' writes to/);
+    assert.equal(refused.stderr.trim().split("\n").length, 1);
+
+    // Restarting reuses the overlay; the image is byte for byte what it was.
+    await env.ok(["stop", "img1", "--force"]);
+    await env.ok(["start", "img1", ...WAIT_READY]);
+    await env.ok(["stop", "img1", "--force"]);
+    assert.deepEqual(await Deno.readFile(base), before);
+    await env.ok(["rm", "img1", "--delete-storage"]);
+    await assert.rejects(() => Deno.stat(overlay), Deno.errors.NotFound);
+  });
+});

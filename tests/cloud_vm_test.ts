@@ -1,6 +1,6 @@
 /**
- * A real Debian 12 cloud guest end to end, booted once under TCG (about 90 s here): a config
- * with only the root disk over the cached base image, a port forward and cloud_init →
+ * A real Debian 12 cloud guest end to end, booted once under TCG (about a minute here): a config
+ * with `image:` (the cached base image), a port forward and cloud_init →
  * `start --wait-for ssh` → `ssh` runs a command → `exec` through the guest agent passes output
  * and exit codes through → `ip` shows the DHCP address → `stop` ends at the ACPI step → `rm`.
  */
@@ -37,11 +37,11 @@ Deno.test({
           `  - kernel: ${guest.kernel}`,
           `  - initrd: ${guest.initrd}`,
           `  - append: "${guest.append}"`,
+          `image: ${guest.image}`,
+          // A second disk: the image's overlay must still be the first one, vda (root=/dev/vda).
           "storage:",
-          "  - name: root",
-          "    size: 3G",
-          `    backing_file: ${guest.image}`,
-          "    backing_format: qcow2",
+          "  - name: data",
+          "    size: 64M",
           "network:",
           "  ports: ['auto:22']",
           "cloud_init:",
@@ -87,6 +87,16 @@ Deno.test({
       });
       assert.equal(input.stdout, "piped in\n");
 
+      // The image's overlay is the root disk, vda; the config's own disk comes after it.
+      const disks = await env.run([
+        "exec",
+        "cloud1",
+        "--",
+        "sh",
+        "-c",
+        "findmnt -no SOURCE /; cat /sys/block/vdb/size",
+      ]);
+      assert.deepEqual(disks.stdout.trim().split("\n"), ["/dev/vda", String(64 * 2048)]);
       const ip = await env.run(["ip", "cloud1"]);
       assert.equal(ip.code, 0, ip.stderr);
       assert.match(ip.stdout, /^eth0 10\.0\.2\.15\/24$/m);

@@ -56,7 +56,8 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
   const vm = ctx.store.require(args.positionals[0]);
   if (args.values["dry-run"]) {
     const argv = launchArgv(vm, vmPaths(ctx.dirs, vm.id));
-    if (vm.config.network || vm.config.cloud_init || vm.config.guest_agent) {
+    const { image, network, cloud_init, guest_agent } = vm.config;
+    if (image || network || cloud_init || guest_agent) {
       argv.push(...(await import("../cloud/mod.ts")).cloudArgvPreview(ctx, vm));
     }
     if (ctx.json) ctx.outJson({ id: vm.id, name: vm.name, argv });

@@ -5,7 +5,8 @@
  */
 import { isPublicKeyLine, type PortForward, type VmConfig } from "../config/mod.ts";
 import { NotRunningError, QvmError, TimeoutError, UsageError } from "../errors.ts";
-import { type Dirs, ensurePrivateDir, type VmRecord } from "../state/mod.ts";
+import { type Dirs, ensurePrivateDir, type StateStore, type VmRecord } from "../state/mod.ts";
+import { ensureOverlay, overlayPath, rootDriveArgv } from "./image.ts";
 import { isOurQemu } from "../qemu/process.ts";
 import { escapeOptionValue } from "../qemu/argv.ts";
 import { agentAddresses, agentPing, type GuestAddress } from "./agent.ts";
@@ -35,8 +36,8 @@ export type { ActiveForward } from "./ports.ts";
 
 /** True when the VM uses any cloud section (and so needs this module at start). */
 export function usesCloud(config: VmConfig): boolean {
-  return config.network !== undefined || config.cloud_init !== undefined ||
-    config.guest_agent === true;
+  return config.image !== undefined || config.network !== undefined ||
+    config.cloud_init !== undefined || config.guest_agent === true;
 }
 
 /** Whether the guest agent channel is on: `guest_agent`, else on exactly when `cloud_init` is set. */
@@ -64,16 +65,20 @@ export function agentArgv(socket: string): string[] {
 
 /**
  * Prepares a start: settles the port forwards (a fixed port in use is a UsageError, before
- * anything is made), builds the seed, records the forwards, and returns the QEMU options to add.
+ * anything is made), makes the root overlay of `image`, builds the seed, records the forwards,
+ * and returns the QEMU options to add.
  */
 export async function prepareCloud(
-  env: { dirs: Dirs },
+  env: { dirs: Dirs; store?: StateStore },
   vm: { id: string; name: string; config: VmConfig },
 ): Promise<string[]> {
   const paths = cloudPaths(env.dirs, vm.id);
   const { config } = vm;
   const forwards = config.network ? settleForwards(config.network.ports) : undefined;
   const argv: string[] = [];
+  if (config.image) {
+    argv.push(...rootDriveArgv(await ensureOverlay(env, { ...vm, image: config.image })));
+  }
   const mac = macFor(vm.id);
   if (forwards) argv.push(...networkArgv(forwards, mac));
   if (config.cloud_init) {
@@ -118,6 +123,7 @@ export function cloudArgvPreview(
   const paths = cloudPaths(env.dirs, vm.id);
   const { config } = vm;
   const argv: string[] = [];
+  if (config.image) argv.push(...rootDriveArgv(overlayPath(env.dirs, vm.id)));
   if (config.network) {
     const forwards = config.network.ports.map((f) => ({
       ...f,

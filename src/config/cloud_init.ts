@@ -215,13 +215,17 @@ export function guestAgentOf(value: unknown): boolean {
 }
 
 /**
- * Resolves the file names in a raw `cloud_init:` section against the config file's folder:
- * `ssh_authorized_keys` items that are not key lines, and a `user_data` that is not inline text.
+ * Resolves the file names of qvm's extension keys against the config file's folder: `image`,
+ * and in `cloud_init:` the `ssh_authorized_keys` items that are not key lines and a `user_data`
+ * that is not inline text.
  */
 export function resolveCloudInitPaths(config: Record<string, unknown>, dir: string): void {
+  const at = (path: string) => isAbsolute(path) ? path : resolve(dir, path);
+  if (typeof config.image === "string" && config.image.trim() !== "") {
+    config.image = at(config.image);
+  }
   const section = config.cloud_init;
   if (!isMap(section)) return;
-  const at = (path: string) => isAbsolute(path) ? path : resolve(dir, path);
   if (Array.isArray(section.ssh_authorized_keys)) {
     section.ssh_authorized_keys = section.ssh_authorized_keys.map((item) =>
       typeof item === "string" && !isPublicKeyLine(item) && item.trim() !== "" ? at(item) : item

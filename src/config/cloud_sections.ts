@@ -1,8 +1,9 @@
 /**
- * The qvm extensions of maqet's format in one place, for `validateConfig`: `network`,
+ * The qvm extensions of maqet's format in one place, for `validateConfig`: `image`, `network`,
  * `cloud_init` and `guest_agent`. A section that is absent or `null` is not set.
  */
 import { cloudInitOf, guestAgentOf } from "./cloud_init.ts";
+import { imageOf } from "./image.ts";
 import { checkForwardsFree, networkOf } from "./network.ts";
 import type { VmConfig } from "./types.ts";
 
@@ -10,8 +11,9 @@ import type { VmConfig } from "./types.ts";
 export function cloudSectionsOf(
   raw: Record<string, unknown>,
   warn: (message: string) => void,
-): Pick<VmConfig, "network" | "cloud_init" | "guest_agent"> {
-  const out: Pick<VmConfig, "network" | "cloud_init" | "guest_agent"> = {};
+): Pick<VmConfig, "image" | "network" | "cloud_init" | "guest_agent"> {
+  const out: Pick<VmConfig, "image" | "network" | "cloud_init" | "guest_agent"> = {};
+  if (raw.image !== undefined && raw.image !== null) out.image = imageOf(raw.image);
   if (raw.network !== undefined && raw.network !== null) {
     out.network = networkOf(raw.network, warn);
     checkForwardsFree(out.network.ports);

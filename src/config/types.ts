@@ -64,6 +64,8 @@ export interface VmConfig {
   /** Raw argv appended as is. */
   args: string[];
   storage: StorageItem[];
+  /** qvm extension: base image; the root disk is a qcow2 overlay of it (it is never written). */
+  image?: string;
   /** qvm extension: user-mode networking with port forwards. */
   network?: NetworkConfig;
   /** qvm extension: a NoCloud seed built at start. */

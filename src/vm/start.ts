@@ -256,7 +256,8 @@ export async function launch(
 ): Promise<Started> {
   const { paths } = options;
   const argv = launchArgv(vm, paths);
-  if (vm.config.network || vm.config.cloud_init || vm.config.guest_agent) {
+  const { image, network, cloud_init, guest_agent } = vm.config;
+  if (image || network || cloud_init || guest_agent) {
     argv.push(...await (await import("../cloud/mod.ts")).prepareCloud(env, vm));
   }
   const fail = (reason: string) =>

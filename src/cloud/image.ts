@@ -1,0 +1,105 @@
+/**
+ * `image:` at start: the VM's root disk is a qcow2 overlay of the base image, made on first start
+ * in the VM's disk folder and kept across starts. The base image is only ever read; a start is
+ * refused while a running VM writes to it.
+ */
+import { realpathSync } from "node:fs";
+import { diskFile } from "../config/mod.ts";
+import { QvmError, UsageError } from "../errors.ts";
+import { qemuImg } from "../qemu/img.ts";
+import { isOurQemu } from "../qemu/process.ts";
+import { type Dirs, ensurePrivateDir, type StateStore, type VmRecord } from "../state/mod.ts";
+import { vmPaths } from "../vm/paths.ts";
+
+/** The overlay's file name in the VM's disk folder. */
+export const OVERLAY_NAME = "image-overlay.qcow2";
+
+/** The overlay file of VM `id`. */
+export function overlayPath(dirs: Dirs, id: string): string {
+  return `${vmPaths(dirs, id).diskDir}/${OVERLAY_NAME}`;
+}
+
+/**
+ * QEMU options for the overlay: a `-device` virtio disk, which QEMU creates before the config's
+ * own `if=virtio` drives, so it is the first one (`vda`) and the one the BIOS boots.
+ */
+export function rootDriveArgv(overlay: string): string[] {
+  return [
+    "-drive",
+    `if=none,id=qvm-root,file=${overlay.replaceAll(",", ",,")},format=qcow2`,
+    "-device",
+    "virtio-blk-pci,drive=qvm-root",
+  ];
+}
+
+function real(path: string): string {
+  try {
+    return realpathSync(path);
+  } catch {
+    return path;
+  }
+}
+
+/** The running VM (other than `id`) whose disks include `image`, if any. */
+export function runningWriterOf(
+  env: { dirs: Dirs; store: StateStore },
+  image: string,
+  id: string,
+): VmRecord | undefined {
+  const target = real(image);
+  for (const other of env.store.list()) {
+    if (other.id === id || !isOurQemu(other.pid, other.id)) continue;
+    const files = other.config.storage.flatMap((d) =>
+      d.type === "virtfs" ? [] : [diskFile(d, vmPaths(env.dirs, other.id).diskDir)]
+    );
+    if (other.config.image) files.push(overlayPath(env.dirs, other.id));
+    if (files.some((file) => real(file) === target)) return other;
+  }
+  return undefined;
+}
+
+/**
+ * Makes the overlay of `image` for VM `vm` unless it is there (recording it as a file qvm made,
+ * so `rm --delete-storage` removes it), and returns its path. An overlay left from another base
+ * image is refused rather than silently reused.
+ */
+export async function ensureOverlay(
+  env: { dirs: Dirs; store?: StateStore },
+  vm: { id: string; name: string; image: string },
+): Promise<string> {
+  if (env.store) {
+    const writer = runningWriterOf({ dirs: env.dirs, store: env.store }, vm.image, vm.id);
+    if (writer) {
+      throw new UsageError(
+        `image '${vm.image}' is a disk that running VM '${writer.name}' writes to: stop it or ` +
+          "use a copy",
+      );
+    }
+  }
+  const overlay = overlayPath(env.dirs, vm.id);
+  const diskDir = overlay.slice(0, overlay.lastIndexOf("/"));
+  ensurePrivateDir(diskDir, { within: env.dirs.dataDir });
+  let existing: { "backing-filename"?: string; "full-backing-filename"?: string } | undefined;
+  try {
+    Deno.lstatSync(overlay);
+    existing = JSON.parse(await qemuImg(["info", "-U", "--output=json", overlay]));
+  } catch (error) {
+    if (error instanceof QvmError) throw error;
+  }
+  if (existing) {
+    const backing = existing["full-backing-filename"] ?? existing["backing-filename"] ?? "";
+    if (real(backing) !== real(vm.image)) {
+      throw new UsageError(
+        `VM '${vm.name}' has a root disk over '${backing}', not over image '${vm.image}': ` +
+          `remove ${overlay} to start over from the new image`,
+      );
+    }
+    return overlay;
+  }
+  const info = JSON.parse(await qemuImg(["info", "-U", "--output=json", vm.image]));
+  const format = typeof info.format === "string" ? info.format : "raw";
+  await qemuImg(["create", "-q", "-f", "qcow2", "-b", vm.image, "-F", format, "--", overlay]);
+  Deno.chmodSync(overlay, 0o600);
+  env.store?.addCreatedFile(vm.id, overlay);
+  return overlay;
+}
