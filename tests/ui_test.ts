@@ -216,6 +216,17 @@ Deno.test("ls shows a running VM's uptime and colours its status on a terminal o
     assert.deepEqual(Object.keys(json[0]), ["id", "name", "status", "pid"]);
     assert.equal((await env.run(["ls", "--format", "name,colour"])).code, 3);
     await env.ok(["stop", "lsv", "--force"]);
+    // A VM forwarding a host port to guest port 22 shows it, in an SSH column of its own.
+    const net = 'network:\n  ports: ["auto:22"]\n';
+    await env.ok(["add", await guestConfig(env, { name: "netv", extra: net })]);
+    await env.ok(["start", "netv", "--wait-for", "qmp"]);
+    const withSsh = await env.ok(["ls"]);
+    assert.match(withSsh, /^NAME\s+STATUS\s+PID\s+UPTIME\s+SSH\s+ID$/m);
+    assert.match(withSsh, /^netv\s+running\s+\d+\s+\d+s\s+127\.0\.0\.1:\d+\s+/m);
+    assert.match(withSsh, /^lsv\s+stopped\s+-\s+-\s+-\s+/m);
+    const port = JSON.parse(await env.ok(["ports", "netv", "--json"]));
+    assert.match(JSON.stringify(port), new RegExp(withSsh.match(/127\.0\.0\.1:(\d+)/)![1]));
+    await env.ok(["stop", "netv", "--force"]);
   });
 });
 
