@@ -485,3 +485,60 @@ Deno.test("image: the root disk is an overlay made at first start; the image is 
     await assert.rejects(() => Deno.stat(overlay), Deno.errors.NotFound);
   });
 });
+
+Deno.test("clone: a stopped VM's config under a new name, with an overlay of its own", async () => {
+  await withEnv(async (env) => {
+    const base = `${env.root}/base.qcow2`;
+    assert.ok(
+      (await new Deno.Command("qemu-img", { args: ["create", "-q", "-f", "qcow2", base, "16M"] })
+        .output()).success,
+    );
+    const config = await guestConfig(env, {
+      name: "orig",
+      extra: `image: ${base}\ncloud_init: {user: dev}\nnetwork: {ports: ['auto:22']}`,
+    });
+    const origId = (await env.ok(["add", config])).trim();
+    await env.ok(["start", "orig", ...WAIT_READY]);
+    const running = await env.run(["clone", "orig", "copy"]);
+    assert.equal(running.code, 1, running.stderr);
+    assert.match(running.stderr, /VM 'orig' is running: stop it before clone/);
+    await env.ok(["stop", "orig", "--force"]);
+
+    const copyId = (await env.ok(["clone", "orig", "copy"])).trim();
+    assert.notEqual(copyId, origId);
+    const orig = JSON.parse(await env.ok(["inspect", "orig", "--json"]));
+    const copy = JSON.parse(await env.ok(["inspect", "copy", "--json"]));
+    const configOf = (vm: { config: Record<string, unknown> }) => ({ ...vm.config, name: null });
+    assert.deepEqual(configOf(copy), configOf(orig));
+    assert.equal(copy.config.name, "copy");
+    // Both run at once, each on its own overlay of the same image, each with its own host name.
+    await env.ok(["start", "orig", ...WAIT_READY]);
+    await env.ok(["start", "copy", ...WAIT_READY]);
+    for (const id of [origId, copyId]) {
+      const overlay = `${env.dataDir}/disks/${id}/image-overlay.qcow2`;
+      assert.ok((await Deno.stat(overlay)).isFile, overlay);
+      const meta = JSON.parse(await Deno.readTextFile(`${env.dataDir}/cloud/${id}/seed/meta-data`));
+      assert.equal(meta["local-hostname"], id === origId ? "orig" : "copy");
+    }
+
+    const taken = await env.run(["clone", "orig", "copy"]);
+    assert.equal(taken.code, 3, taken.stderr);
+    assert.match(taken.stderr, /a VM named 'copy' already exists/);
+    const badName = await env.run(["clone", "orig", "no/slash"]);
+    assert.equal(badName.code, 3, badName.stderr);
+    const missing = await env.run(["clone", "nosuch", "x1"]);
+    assert.equal(missing.code, 3, missing.stderr);
+    const fixed = await guestConfig(env, {
+      name: "fixed",
+      extra: `storage:\n  - name: data\n    file: ${env.root}/data.qcow2\n    size: 16M`,
+    });
+    await env.ok(["add", fixed]);
+    const shared = await env.run(["clone", "fixed", "fixed2"]);
+    assert.equal(shared.code, 3, shared.stderr);
+    assert.match(
+      shared.stderr,
+      /disk 'data' is the fixed file .*data\.qcow2, which the clone would share/,
+    );
+    assert.equal((await env.run(["status", "fixed2"])).code, 3);
+  });
+});

@@ -134,6 +134,11 @@ export const COMMANDS: readonly CommandEntry[] = [
     load: () => importCommand("ports.ts"),
   },
   {
+    name: "clone",
+    summary: "define a new VM with a stopped VM's config and disks of its own",
+    load: () => importCommand("clone.ts"),
+  },
+  {
     name: "rm",
     summary: "remove VMs (storage kept unless --delete-storage)",
     load: () => importCommand("rm.ts"),
