@@ -255,11 +255,6 @@ const errorRows: [string, Raw, string][] = [
     { arguments: [5] },
     "invalid arguments[0] '5': expected a string or a map, got a number",
   ],
-  [
-    "an arguments item that is an empty map",
-    { arguments: [{}] },
-    "invalid arguments[0]: an empty map (its first key is the option)",
-  ],
   ["an empty flag", { arguments: [""] }, "invalid arguments[0]: an empty flag"],
   [
     "a flag with a value in one string",

@@ -503,6 +503,29 @@ const rows: Row[] = [
     ],
   },
   {
+    rule: "YAML merge keys (<<: *anchor), which maqet's parser applies, are applied",
+    files: [
+      "x-disk: &disk {type: raw, size: 1G, interface: ide}\nstorage:\n" +
+      "  - <<: *disk\n    name: a\n  - <<: [*disk]\n    name: b\n    interface: scsi\n",
+    ],
+    argv: [
+      "-drive",
+      "file=/d/a.raw,format=raw,if=ide,id=a",
+      "-drive",
+      "file=/d/b.raw,format=raw,if=none,id=b",
+      "-device",
+      "virtio-scsi-pci,id=scsi0",
+      "-device",
+      "scsi-hd,drive=b,bus=scsi0.0",
+    ],
+  },
+  {
+    rule: "an empty arguments item (- or - {}) is skipped, as maqet does, with a warning",
+    files: ["arguments:\n  -\n  - {}\n  - no-reboot\n"],
+    argv: ["-no-reboot"],
+    warns: /^arguments\[1\] is empty \(ignored\)$/,
+  },
+  {
     rule: "memory: 1.5G, a size QEMU's -m takes, is written in whole MiB",
     files: ["memory: 1.5G\n"],
     argv: ["-m", "1536M"],
@@ -637,6 +660,28 @@ Deno.test("a disk file that is a dangling symlink into a system folder is refuse
       /\/etc is a system folder/,
     );
     assert.equal(exists(target), false);
+  });
+});
+
+Deno.test("apply: maqet's options: form changes what a stored item has at the top", async () => {
+  await withDir(async (dir) => {
+    await Deno.writeTextFile(
+      `${dir}/a.yaml`,
+      "storage:\n  - {name: s, type: virtfs, path: /srv}\n  - {name: hdd, file: ./a.qcow2}\n",
+    );
+    await Deno.writeTextFile(
+      `${dir}/b.yaml`,
+      "storage:\n  - {name: s, options: {security_model: none, mount_tag: t9}}\n" +
+        "  - {name: hdd, options: {file: ./b.qcow2, cache: none}}\n",
+    );
+    const base = await loadConfigs([`${dir}/a.yaml`], {});
+    const applied = await loadConfigs([`${dir}/b.yaml`], {}, { base });
+    assert.deepEqual(configArgv(applied, { diskDir: "/d" }), [
+      "-virtfs",
+      "local,path=/srv,mount_tag=t9,security_model=none,id=s",
+      "-drive",
+      `file=${dir}/b.qcow2,format=qcow2,if=virtio,id=hdd,cache=none`,
+    ]);
   });
 });
 

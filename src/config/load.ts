@@ -108,6 +108,8 @@ async function parseYaml(path: string, source: string, options?: LoadOptions): P
     lineCounter,
     prettyErrors: false,
     uniqueKeys: true,
+    // `<<: *anchor` merge keys, which maqet's YAML 1.1 parser applies.
+    merge: true,
     customTags: (tags) => [LEADING_ZERO_OCTAL, ...tags],
   });
   const where = (offset: number) => {

@@ -256,6 +256,11 @@ function argumentsOf(value: unknown, warn: (message: string) => void): ArgumentI
   const flags = new Set<string>();
   const items: ArgumentItem[] = [];
   for (const [i, raw] of value.entries()) {
+    if (raw === null || (isMap(raw) && Object.keys(raw).length === 0)) {
+      // maqet skips an empty item (`-` or `- {}`); so does qvm, saying so.
+      warn(`arguments[${i}] is empty (ignored)`);
+      continue;
+    }
     const item = argumentOf(raw, i);
     const flag = bareFlag(item);
     if (flag !== undefined && flags.has(flag)) continue;
