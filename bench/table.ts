@@ -29,7 +29,13 @@ import { measureInterleaved, type TimeBox } from "./_state_timing.ts";
 import { type CommandLatency, measureCommandLatency } from "./_command_latency.ts";
 import { latencyMarkdown, latencyVerdicts } from "./_latency_report.ts";
 import { lifecycleSections, type Section } from "./lifecycle.ts";
-import { chartsMarkdown, latencyGroups, scalingPoints, writeCharts } from "./charts.ts";
+import {
+  CHART_FILES,
+  chartsMarkdown,
+  latencyGroups,
+  scalingPoints,
+  writeCharts,
+} from "./charts.ts";
 import {
   cellKey,
   describeMachine,
@@ -281,7 +287,7 @@ function printState(run: StateRun, verdicts: Verdict[]): void {
   for (const v of verdicts) console.log(formatVerdict(v));
 }
 
-/** Runs `deno fmt` on the written report, so `deno fmt --check` (the `check` task) stays clean. */
+/** Runs `deno fmt` on a written file, so `deno fmt --check` (the `check` task) stays clean. */
 async function formatMarkdown(path: string): Promise<void> {
   const out = await new Deno.Command(Deno.execPath(), {
     args: ["fmt", "--quiet", path],
@@ -327,7 +333,9 @@ async function main(argv: string[]): Promise<number> {
       : ".";
     await writeCharts(dir, { scaling: scalingPoints(run.matrix), latency: latencyGroups(latency) });
     await Deno.writeTextFile(options.out, markdown);
-    await formatMarkdown(options.out);
+    for (const path of [options.out, ...Object.values(CHART_FILES).map((f) => `${dir}/${f}`)]) {
+      await formatMarkdown(path);
+    }
     console.log(`\nwrote ${options.out}`);
   } else {
     console.log("\n(--quick: report not written; pass --out PATH to write it)");
