@@ -122,6 +122,8 @@ async function unpacked() {
   privateDir(root);
   const files = await unpack();
   const tmp = Deno.makeTempDirSync({ dir: root, prefix: ".unpack-" });
+  // The modules are ES modules whatever a package.json further up (say in ~) declares.
+  files["package.json"] = '{"type":"module"}\\n';
   for (const [path, text] of Object.entries(files)) {
     const slash = path.lastIndexOf("/");
     if (slash > 0) Deno.mkdirSync(\`\${tmp}/\${path.slice(0, slash)}\`, { recursive: true });
