@@ -32,9 +32,10 @@ function shellWord(s: string): string {
 async function runInTty(
   env: QvmEnv,
   args: string[],
-  options: { env?: Record<string, string> } = {},
+  options: { env?: Record<string, string>; interruptWhen?: (text: string) => boolean } = {},
 ): Promise<TtyRun> {
-  const command = [Deno.execPath(), "run", "-A", "--quiet", MAIN, ...args].map(shellWord).join(" ");
+  const command = "exec " +
+    [Deno.execPath(), "run", "-A", "--quiet", MAIN, ...args].map(shellWord).join(" ");
   const vars: Record<string, string> = {
     QVM_DATA_DIR: env.dataDir,
     QVM_RUNTIME_DIR: env.runtimeDir,
@@ -55,9 +56,18 @@ async function runInTty(
   const began = Date.now();
   const chunks: { at: number; text: string }[] = [];
   const decoder = new TextDecoder();
+  let interrupted = false;
   const reading = (async () => {
     for await (const chunk of child.stdout) {
       chunks.push({ at: Date.now() - began, text: decoder.decode(chunk, { stream: true }) });
+      if (!interrupted && options.interruptWhen?.(chunks.map((c) => c.text).join(""))) {
+        interrupted = true;
+        // Ctrl-C as the terminal sends it: SIGINT to qvm (script's child, exec'd by its shell).
+        const kids = Deno.readTextFileSync(`/proc/${child.pid}/task/${child.pid}/children`);
+        for (const pid of kids.trim().split(/\s+/).filter(Boolean)) {
+          Deno.kill(Number(pid), "SIGINT");
+        }
+      }
     }
   })();
   const stderr = child.stderr.pipeTo(new WritableStream());
@@ -294,5 +304,31 @@ Deno.test("a start timing out on a terminal shows the guest's last serial line, 
       tty.text.replaceAll(ESC, "<ESC>"),
       /\r<ESC>\[2Kqvm: 'NEVER-PRINTED' did not appear on the serial console/,
     );
+  });
+});
+
+Deno.test("wait and restart show progress on a terminal; Ctrl-C clears the line and exits 130", async () => {
+  await withEnv(async (env) => {
+    await env.ok(["add", await guestConfig(env, { name: "tty4" })]);
+    // Nothing starts it: interrupted while waiting.
+    const waited = await runInTty(env, ["wait", "tty4", "--for", "running", "--timeout", "60"], {
+      interruptWhen: (text) =>
+        frames(text).some((f) => /waiting for tty4 to reach running · .* status: created/.test(f)),
+    });
+    assert.equal(waited.code, 130, waited.text.slice(-300));
+    assert.ok(waited.text.endsWith(`\r${ESC}[2K`), JSON.stringify(waited.text.slice(-80)));
+    await env.ok(["start", "tty4", ...WAIT_READY]);
+    const restart = await runInTty(env, ["restart", "tty4", ...WAIT_READY]);
+    assert.equal(restart.code, 0, restart.text);
+    const drawn = frames(restart.text);
+    assert.ok(
+      drawn.some((f) => /restarting tty4: ACPI power-off · [\d.]+s left/.test(f)),
+      restart.text,
+    );
+    assert.ok(
+      drawn.some((f) => f.includes(`restarting tty4: waiting for "${GUEST_READY_MARKER}"`)),
+    );
+    assert.match(restart.text, /restarted tty4 \(stopped by ACPI power-off; pid \d+\)/);
+    await env.ok(["stop", "tty4", "--force"]);
   });
 });

@@ -228,3 +228,46 @@ Deno.test("restart: stop by the usual escalation, then start, under one lock; ne
     assert.equal((await env.run(["restart", "r1", "--wait-for", "soon"])).code, 3);
   });
 });
+
+Deno.test("events shows a live snapshot's job going through its states", async () => {
+  await withEnv(async (env) => {
+    const extra = "storage:\n  - name: hdd\n    size: 64M\n";
+    await env.ok(["add", await guestConfig(env, { name: "e3", extra })]);
+    await env.ok(["start", "e3", ...WAIT_READY]);
+    const events = spawnQvm(env, ["events", "e3", "--json"]);
+    await new Promise((r) => setTimeout(r, 1500));
+    await env.ok(["snapshot", "create", "e3", "s1"]);
+    assert.ok(
+      await eventually(() => events.stdout.includes('"concluded"'), 10_000),
+      events.stdout,
+    );
+    await env.ok(["stop", "e3", "--force"]);
+    const res = await events.done();
+    assert.equal(res.code, 0, res.stderr);
+    const jobs = res.stdout.trim().split("\n").map((l) => JSON.parse(l))
+      .filter((l) => l.event === "JOB_STATUS_CHANGE");
+    const states = jobs.map((j) => j.data.status);
+    for (const s of ["created", "running", "concluded"]) {
+      assert.ok(states.includes(s), states.join());
+    }
+    assert.match(jobs[0].data.id, /^qvm-create-/);
+  });
+});
+
+Deno.test("events on a QEMU without the event monitor falls back to polled run states", async () => {
+  await withEnv(async (env) => {
+    await env.ok(["add", await guestConfig(env, { name: "e4" })]);
+    await env.ok(["start", "e4", ...WAIT_READY]);
+    const { id } = await status(env, "e4");
+    // As a QEMU started by a qvm from before the event monitor: no <id>.evt to connect to.
+    await Deno.remove(join(env.runtimeDir, `${id}.evt`));
+    const events = spawnQvm(env, ["events", "e4"]);
+    assert.ok(await eventually(() => / STATUS status=running/.test(events.stdout), 10_000));
+    await env.ok(["qmp", "pause", "e4"]);
+    assert.ok(await eventually(() => / STATUS status=paused/.test(events.stdout), 10_000));
+    await env.ok(["stop", "e4", "--force"]);
+    const res = await events.done();
+    assert.equal(res.code, 0, res.stderr);
+    assert.match(res.stderr, /without an event monitor/);
+  });
+});

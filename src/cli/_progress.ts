@@ -88,12 +88,28 @@ export class Progress {
     if (!this.enabled) return;
     this.#render = render;
     this.#draw();
-    this.#timer ??= setInterval(() => this.#draw(), TICK_MS);
+    if (this.#timer === undefined) {
+      this.#timer = setInterval(() => this.#draw(), TICK_MS);
+      try {
+        Deno.addSignalListener("SIGINT", this.#interrupted);
+      } catch { /* no signals here: Ctrl-C then leaves the line as it was */ }
+    }
   }
+
+  /** Ctrl-C: clear the line, then end as an interrupted command does (128 + SIGINT). */
+  #interrupted = () => {
+    this.done();
+    Deno.exit(130);
+  };
 
   /** Clears the line (before the command prints its result or an error). */
   done(): void {
-    if (this.#timer !== undefined) clearInterval(this.#timer);
+    if (this.#timer !== undefined) {
+      clearInterval(this.#timer);
+      try {
+        Deno.removeSignalListener("SIGINT", this.#interrupted);
+      } catch { /* never added */ }
+    }
     this.#timer = undefined;
     this.#render = undefined;
     if (this.#drawn) this.#write(`\r${ESC}[2K`);
