@@ -321,6 +321,14 @@ const rows: Row[] = [
     argv: ["-netdev", "user,id=n0,hostfwd=tcp::2222-:22,hostfwd=tcp::8080-:80"],
   },
   {
+    rule: "a list under -blockdev, which QEMU parses as keyval, is indexed: children.0=a",
+    files: [
+      "arguments:\n  - blockdev: {driver: quorum, node-name: q, vote-threshold: 1, " +
+      "children: [a, b]}\n",
+    ],
+    argv: ["-blockdev", "driver=quorum,node-name=q,vote-threshold=1,children.0=a,children.1=b"],
+  },
+  {
     rule: "a list inside the option's map repeats its key too",
     files: ["arguments:\n  - netdev: {type: user, id: n0, hostfwd: ['tcp::1-:1', 'udp::2-:2']}\n"],
     argv: ["-netdev", "type=user,id=n0,hostfwd=tcp::1-:1,hostfwd=udp::2-:2"],
@@ -459,10 +467,10 @@ const rows: Row[] = [
 
   // More spellings of the rules above.
   {
-    rule: "a flag written {flag: {}} is the same flag, kept once",
+    rule: "a flag written {flag: {}} or {flag: []} is the same flag, kept once",
     files: [
       "arguments:\n  - enable-kvm\n  - {enable-kvm: {}}\n",
-      "arguments:\n  - {--enable-kvm: {}}\n",
+      "arguments:\n  - {--enable-kvm: {}}\n  - {enable-kvm: []}\n",
     ],
     argv: ["-enable-kvm"],
   },

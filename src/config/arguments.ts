@@ -45,7 +45,7 @@ export function argumentOption(item: ArgumentItem): string {
 
 /**
  * The option of an item that is a bare flag (`"enable-kvm"`, `-enable-kvm`, `{enable-kvm: null}`,
- * `{enable-kvm: {}}`, all written `-enable-kvm`), else undefined. A flag given twice means the
+ * `{enable-kvm: {}}`, `{enable-kvm: []}`, all written `-enable-kvm`), else undefined. A flag given twice means the
  * same as once.
  */
 export function bareFlag(item: ArgumentItem): string | undefined {
@@ -53,7 +53,7 @@ export function bareFlag(item: ArgumentItem): string | undefined {
   const keys = Object.keys(item);
   if (keys.length !== 1) return undefined;
   const value = item[keys[0]];
-  const empty = value === null ||
+  const empty = value === null || (Array.isArray(value) && value.length === 0) ||
     (isMap(value) && Object.keys(value).length === 0);
   return empty ? stripDashes(keys[0]) : undefined;
 }

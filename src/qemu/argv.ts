@@ -59,24 +59,38 @@ function isEmpty(value: ArgValue | undefined): boolean {
 }
 
 /**
- * `key=value` parts for one sub-option. Nothing or an empty map is the bare key (`gtk`); a map
- * gives dotted keys (`x.y=1`); a list repeats the key once per element (`hostfwd=A,hostfwd=B`).
+ * Options QEMU 7.2 parses as keyval (QAPI): a list there is written with indices
+ * (`children.0=a,children.1=b`); a repeated key is "Invalid parameter type ..., expected: array".
+ * Options parsed as QemuOpts (`-netdev user`, `-object`, `-device`, ...) take a repeated key.
  */
-function subOptions(key: string, value: ArgValue | undefined): string[] {
+const KEYVAL_OPTIONS: ReadonlySet<string> = new Set(["blockdev"]);
+
+/**
+ * `key=value` parts for one sub-option. Nothing or an empty map is the bare key (`gtk`); a map
+ * gives dotted keys (`x.y=1`); a list repeats the key once per element (`hostfwd=A,hostfwd=B`),
+ * or, for a keyval option (`indexed`), numbers them (`children.0=a,children.1=b`).
+ */
+function subOptions(key: string, value: ArgValue | undefined, indexed: boolean): string[] {
   if (isEmpty(value)) return key === "" ? [] : [key];
-  if (Array.isArray(value)) return value.flatMap((element) => subOptions(key, element));
+  if (Array.isArray(value)) {
+    return value.flatMap((element, i) =>
+      subOptions(indexed && key !== "" ? `${key}.${i}` : key, element, indexed)
+    );
+  }
   if (typeof value === "object" && value !== null) {
-    return Object.entries(value).flatMap(([k, v]) => subOptions(key === "" ? k : `${key}.${k}`, v));
+    return Object.entries(value).flatMap(([k, v]) =>
+      subOptions(key === "" ? k : `${key}.${k}`, v, indexed)
+    );
   }
   const text = escapeOptionValue(scalarText(value as string | number | boolean));
   return key === "" ? [text] : [`${key}=${text}`];
 }
 
 /** The parts of an option's first value: scalars are raw option text, maps `k=v`, lists flatten. */
-function headParts(value: ArgValue): string[] {
+function headParts(value: ArgValue, indexed: boolean): string[] {
   if (value === null) return [];
-  if (Array.isArray(value)) return value.flatMap(headParts);
-  if (typeof value === "object") return subOptions("", value);
+  if (Array.isArray(value)) return value.flatMap((element) => headParts(element, indexed));
+  if (typeof value === "object") return subOptions("", value, indexed);
   return [scalarText(value)];
 }
 
@@ -89,8 +103,9 @@ export function argumentArgv(item: ArgumentItem): string[] {
   if (typeof item === "string") return [`-${stripDashes(item)}`];
   const [first, ...rest] = Object.keys(item);
   if (first === undefined) return [];
-  const parts = headParts(item[first]);
-  for (const key of rest) parts.push(...subOptions(key, item[key]));
+  const indexed = KEYVAL_OPTIONS.has(stripDashes(first));
+  const parts = headParts(item[first], indexed);
+  for (const key of rest) parts.push(...subOptions(key, item[key], indexed));
   const flag = `-${stripDashes(first)}`;
   return parts.length === 0 ? [flag] : [flag, parts.join(",")];
 }
