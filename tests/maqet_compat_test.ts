@@ -533,6 +533,12 @@ const rows: Row[] = [
     argv: ["-no-reboot"],
     warns: /^arguments\[1\] is empty \(ignored\)$/,
   },
+  ...["binary", "memory", "storage"].map((key): Row => ({
+    rule:
+      `{${key}: ...} in arguments, an option QEMU does not have, is refused saying where it goes`,
+    files: [`arguments:\n  - ${key}: x\n`],
+    refused: new RegExp(`'${key}' is a config key, not a QEMU option \\(QEMU has no -${key}\\)`),
+  })),
   {
     rule: "memory: 1.5G, a size QEMU's -m takes, is written in whole MiB",
     files: ["memory: 1.5G\n"],

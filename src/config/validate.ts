@@ -214,8 +214,22 @@ function argumentOf(item: unknown, i: number): ArgumentItem {
       `invalid ${where}: option '${option}' is managed by qvm and cannot be set`,
     );
   }
+  const key = CONFIG_KEY_NOT_OPTION[option];
+  if (key !== undefined) {
+    throw new UsageError(
+      `invalid ${where}: '${option}' is a config key, not a QEMU option (QEMU has no ` +
+        `-${option}); ${key}`,
+    );
+  }
   return checked;
 }
+
+/** Config keys that QEMU has no option for: written in `arguments`, QEMU would refuse them. */
+const CONFIG_KEY_NOT_OPTION: Record<string, string> = {
+  binary: "write 'binary: PATH' at the top of the config",
+  memory: "write 'memory: 2G' at the top of the config, or {m: 2G}",
+  storage: "write 'storage:' at the top of the config",
+};
 
 const NOGRAPHIC = "nographic: qvm runs QEMU detached, where -nographic is refused; the VM runs " +
   "headless (-display none) with its serial console on 'qvm console'";
