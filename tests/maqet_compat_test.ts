@@ -407,6 +407,20 @@ const rows: Row[] = [
     argv: ["-virtfs", "local,path=/srv,mount_tag=s,security_model=mapped-xattr,id=s,readonly=on"],
   },
 
+  {
+    rule: "readonly: 1 and 0, numbers maqet takes by their truth, are true and false",
+    files: [
+      "storage:\n  - {name: a, type: virtfs, path: /srv, readonly: 1}\n" +
+      "  - {name: b, type: virtfs, path: /srv, options: {readonly: 0}}\n",
+    ],
+    argv: [
+      "-virtfs",
+      "local,path=/srv,mount_tag=a,security_model=mapped-xattr,id=a,readonly=on",
+      "-virtfs",
+      "local,path=/srv,mount_tag=b,security_model=mapped-xattr,id=b",
+    ],
+  },
+
   // Keys that are commands.
   ...["start", "stop", "add", "rm", "snapshot", "qmp"].map((key): Row => ({
     rule: `a '${key}:' key is a command, not a setting, and is refused`,

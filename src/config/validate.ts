@@ -312,6 +312,7 @@ function absolutePath(key: string, value: unknown, where: string): string {
 /** `readonly` and friends: true/false, or the YAML 1.1 words maqet's parser read as booleans. */
 function flagOf(key: string, value: unknown, where: string): boolean {
   if (typeof value === "boolean") return value;
+  if (value === 1 || value === 0) return value === 1; // maqet tests the value's truth
   const word = typeof value === "string" ? value.toLowerCase() : undefined;
   if (word === "yes" || word === "on" || word === "true") return true;
   if (word === "no" || word === "off" || word === "false") return false;
