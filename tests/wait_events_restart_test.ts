@@ -116,6 +116,9 @@ Deno.test("wait: reached (0), timed out (2), and can't get there (1), against a 
     assert.match(cutRes.stderr, /cannot reach serial:NEVER-PRINTED: it is stopped/);
     assert.equal((await gone.done()).code, 0);
     assert.equal((await env.run(["wait", "w1", "--for", "stopped", "--timeout", "1"])).code, 0);
+    const sshStopped = await env.run(["wait", "w1", "--for", "ssh", "--timeout", "30"]);
+    assert.equal(sshStopped.code, 1, sshStopped.stderr);
+    assert.match(sshStopped.stderr, /cannot reach ssh: it is stopped/);
     assert.equal((await env.run(["wait", "nosuch", "--for", "stopped"])).code, 3);
     assert.equal((await env.run(["wait", "w1", "--for", "booted"])).code, 3);
   });
