@@ -378,6 +378,8 @@ const rows: Row[] = [
     rule: "across files the later file wins whichever way it spells it",
     files: ["memory: 4G\narguments:\n  - m: 3G\n", "memory: 2G\n", "arguments:\n  - m: 1G\n"],
     argv: ["-m", "1G"],
+    warns:
+      /vm2\.yaml: memory is given twice, as 'memory: 2G' in an earlier config and as '\{m: 1G\}' here; the later config wins/,
   },
 
   // Case-insensitive words.

@@ -116,6 +116,40 @@ export function settleShorthands(
   return out;
 }
 
+function optionItems(raw: Record<string, unknown>, option: string): unknown[] {
+  if (!Array.isArray(raw.arguments)) return [];
+  return raw.arguments.filter((item) =>
+    (typeof item === "string" || isMap(item)) && argumentOption(item as ArgumentItem) === option
+  );
+}
+
+/**
+ * Warnings for a setting that a later config gives in the other spelling than an earlier one
+ * (`memory: 4G` in one file, `{m: 2G}` in the next): the later config wins (see `mergeConfigs`).
+ */
+export function shorthandsAcross(
+  base: Record<string, unknown>,
+  over: Record<string, unknown>,
+): string[] {
+  const messages: string[] = [];
+  for (const [key, option] of SHORTHAND_OPTIONS) {
+    const overItem = optionItems(over, option).at(-1);
+    const baseItem = optionItems(base, option).at(-1);
+    const kept = given(over[key]) && overItem === undefined && baseItem !== undefined
+      ? [show(itemText(baseItem)), `'${key}: ${String(over[key])}'`]
+      : overItem !== undefined && !given(over[key]) && given(base[key])
+      ? [`'${key}: ${String(base[key])}'`, show(itemText(overItem))]
+      : undefined;
+    if (kept) {
+      messages.push(
+        `${key} is given twice, as ${kept[0]} in an earlier config and as ${kept[1]} here; ` +
+          `the later config wins, so qvm keeps ${kept[1]}`,
+      );
+    }
+  }
+  return messages;
+}
+
 /** The effective name of each storage item: its `name`, else `storage<i>` by position. */
 export function storageNames(storage: unknown[]): unknown[] {
   return storage.map((item, i) =>

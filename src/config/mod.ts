@@ -6,6 +6,7 @@
 import { loadConfigFile } from "./load.ts";
 import { mergeConfigs } from "./merge.ts";
 import { isMap } from "./_util.ts";
+import { shorthandsAcross } from "./_checks.ts";
 import { validateConfig } from "./validate.ts";
 import type { VmConfig } from "./types.ts";
 
@@ -54,7 +55,11 @@ export async function loadConfigs(
   options?: { warn?: (message: string) => void; base?: VmConfig },
 ): Promise<VmConfig> {
   let merged: Record<string, unknown> = options?.base ? { ...options.base } : {};
-  for (const path of paths) merged = mergeConfigs(merged, await loadConfigFile(path, options));
+  for (const path of paths) {
+    const next = await loadConfigFile(path, options);
+    for (const message of shorthandsAcross(merged, next)) options?.warn?.(`${path}: ${message}`);
+    merged = mergeConfigs(merged, next);
+  }
   merged = mergeConfigs(merged, overrides);
   const config = validateConfig(merged, options);
   if (options?.base && Array.isArray(merged.storage)) {
