@@ -168,3 +168,25 @@ Deno.test("a live snapshot killed midway leaves a running, truthful VM", async (
     assert.deepEqual(qemusOf(id), []);
   });
 });
+
+Deno.test("a QEMU whose row says it is not running is adopted by status, pid file or not", async () => {
+  await withEnv(async (env) => {
+    const id = (await env.ok(["add", await guestConfig(env, { name: "k4" })])).trim();
+    await env.ok(["start", "k4", "--wait-for", "qmp"]);
+    const [pid] = qemusOf(id);
+    for (const stored of ["stopped", "failed", "created"]) {
+      const db = new DatabaseSync(join(env.dataDir, "qvm.db"));
+      try {
+        db.prepare("UPDATE vm_instances SET status = ?, pid = NULL WHERE id = ?").run(stored, id);
+      } finally {
+        db.close();
+      }
+      if (stored === "created") Deno.removeSync(join(env.runtimeDir, `${id}.pid`));
+      assert.equal(await assertTruthful(env, id, `a QEMU recorded as ${stored}`), pid);
+      const ls = JSON.parse(await env.ok(["ls", "--json"]));
+      assert.equal(ls[0].status, "running", `ls after status, recorded as ${stored}`);
+    }
+    await env.ok(["stop", "k4", "--force"]);
+    assert.deepEqual(qemusOf(id), []);
+  });
+});

@@ -163,6 +163,26 @@ function adopt(env: VmEnv, vm: VmRecord, pid: number): VmRecord {
   return env.store.require(vm.id);
 }
 
+/**
+ * True if a QEMU of VM `id` may be there although its row says otherwise: its pid file names a
+ * live QEMU of the VM, or (with no pid file) its QMP socket is in place. No process scan, and a
+ * stale pid file left by a crash costs one read.
+ */
+function leftByQemu(
+  paths: { pidFile: string; qmpSocket: string },
+  id: string,
+  binary?: string,
+): boolean {
+  const pid = readPidFile(paths.pidFile);
+  if (pid !== undefined) return isOurQemu(pid, id, binary);
+  try {
+    Deno.lstatSync(paths.qmpSocket);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** Options of one observation. */
 export interface ObserveOptions {
   /** Bound of the QMP question, so a wedged VM cannot hold up the caller (default 1 s). */
@@ -189,8 +209,12 @@ export async function observe(
   const binary = vm.config.binary;
   if (!isOurQemu(vm.pid, vm.id, binary)) {
     const mayRun = STORED_LIVE.has(vm.status) || vm.stopReason === START_INTERRUPTED ||
-      options.thorough === true;
+      options.thorough === true || leftByQemu(paths, vm.id, binary);
     if (!mayRun) return { vm, status: vm.status };
+    // Marked not running, yet a QEMU's files are there: adopt it only if no command is busy.
+    if (!STORED_LIVE.has(vm.status) && !options.thorough && busy()) {
+      return { vm, status: vm.status };
+    }
     // Marked live but no QEMU at its pid: a start/stop in progress holds the lock.
     if (STORED_LIVE.has(vm.status) && busy()) return { vm, status: vm.status };
     const found = findQemuOf(env, vm.id, { fresh: options.locked === true, binary });
