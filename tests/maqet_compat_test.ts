@@ -3,10 +3,10 @@
  * of maqet's format; `@` in an expected argument stands for the folder of the config files.
  */
 import assert from "node:assert/strict";
-import { type DiskStorage, loadConfigs } from "../src/config/mod.ts";
+import { type DiskStorage, loadConfigs, type VirtfsStorage } from "../src/config/mod.ts";
 import { QvmError } from "../src/errors.ts";
 import { configArgv } from "../src/qemu/argv.ts";
-import { createDiskIfMissing } from "../src/qemu/img.ts";
+import { createDiskIfMissing, createShareIfMissing } from "../src/qemu/img.ts";
 import { launchArgv } from "../src/qemu/launch.ts";
 import { vmPaths } from "../src/vm/paths.ts";
 import { ensureGuest } from "./fixture/mod.ts";
@@ -861,6 +861,41 @@ Deno.test({
       await env.ok(["start", "term", ...WAIT_READY]);
       assert.match(await env.ok(["logs", "term"]), new RegExp(GUEST_READY_MARKER));
       await env.ok(["stop", "term", "--force"]);
+    });
+  },
+});
+
+Deno.test("a missing shared folder is made at start, as maqet makes it; never in /etc", async () => {
+  await withDir(async (dir) => {
+    const share = (path: string): VirtfsStorage => ({
+      name: "s",
+      type: "virtfs",
+      path,
+      mount_tag: "s",
+      security_model: "mapped-xattr",
+      readonly: false,
+    });
+    assert.equal(createShareIfMissing(share(`${dir}/a/b`)), true);
+    assert.ok((await Deno.stat(`${dir}/a/b`)).isDirectory);
+    assert.equal(createShareIfMissing(share(`${dir}/a/b`)), false);
+    const etc = `/etc/qvm-test-${crypto.randomUUID()}`;
+    assert.throws(() => createShareIfMissing(share(etc)), /\/etc is a system folder/);
+    assert.equal(exists(etc), false);
+  });
+});
+
+Deno.test({
+  name: "a VM whose shared folder does not exist yet starts, the folder made beside its config",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    await withEnv(async (env) => {
+      const extra = "storage:\n  - {name: work, type: virtfs, path: ./later/work}";
+      const path = await guestConfig(env, { name: "later", extra });
+      await env.ok(["add", path]);
+      await env.ok(["start", "later"]);
+      assert.ok(Deno.statSync(`${env.root}/later/work`).isDirectory);
+      await env.ok(["stop", "later", "--force"]);
     });
   },
 });

@@ -1,6 +1,9 @@
-/** qemu-img: creating missing disks (never overwriting) and reading image facts. */
+/**
+ * qemu-img: creating missing disks (never overwriting) and reading image facts; and the folder of a
+ * shared folder (virtfs), made at start when missing.
+ */
 import { QvmError, UsageError } from "../errors.ts";
-import { type DiskStorage, systemFolderOf } from "../config/mod.ts";
+import { type DiskStorage, systemFolderOf, type VirtfsStorage } from "../config/mod.ts";
 
 /** What `qemu-img` printed and how it exited. */
 export interface ImgRun {
@@ -94,6 +97,33 @@ export async function createDiskIfMissing(disk: DiskStorage, file: string): Prom
       });
     }
     throw err;
+  }
+  return true;
+}
+
+/**
+ * Makes a shared folder's `path` (with its parents) when it does not exist, as maqet does at start;
+ * true if it made it. Never inside a system folder (`/etc`, `/usr`, ..., also through a symlink).
+ */
+export function createShareIfMissing(share: VirtfsStorage): boolean {
+  try {
+    Deno.statSync(share.path);
+    return false;
+  } catch (err) {
+    if (!(err instanceof Deno.errors.NotFound)) return false;
+  }
+  const folder = systemFolderOf(share.path);
+  if (folder !== undefined) {
+    throw new UsageError(
+      `refusing to create shared folder '${share.name}' at '${share.path}': ${folder} is a ` +
+        "system folder",
+    );
+  }
+  try {
+    Deno.mkdirSync(share.path, { recursive: true });
+  } catch (err) {
+    const reason = (err as Error).message.replace(/: mkdir '.*'$/, "");
+    throw new QvmError(`cannot create shared folder '${share.name}' at ${share.path}: ${reason}`);
   }
   return true;
 }

@@ -7,7 +7,7 @@ import { NotFoundError, QvmError, TimeoutError } from "../errors.ts";
 import { diskFile } from "../config/mod.ts";
 import type { VmRecord } from "../state/mod.ts";
 import { ensurePrivateDir } from "../state/mod.ts";
-import { createDiskIfMissing } from "../qemu/img.ts";
+import { createDiskIfMissing, createShareIfMissing } from "../qemu/img.ts";
 import { launchArgv } from "../qemu/launch.ts";
 import { isOurQemu, readPidFile, signalOurQemu } from "../qemu/process.ts";
 import type { Deadline, VmEnv } from "./env.ts";
@@ -279,7 +279,10 @@ export async function launch(
   });
   try {
     for (const disk of vm.config.storage) {
-      if (disk.type === "virtfs") continue;
+      if (disk.type === "virtfs") {
+        createShareIfMissing(disk);
+        continue;
+      }
       const file = diskFile(disk, paths.diskDir);
       if (!disk.file) ensurePrivateDir(paths.diskDir, { within: env.dirs.dataDir });
       options.onProgress?.({ step: "disk", file });
