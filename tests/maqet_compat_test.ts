@@ -653,6 +653,21 @@ Deno.test("an overlay without a size is created as big as its backing file", asy
   });
 });
 
+Deno.test("backing_format: QCOW2 is read in any case, as type: is (qemu-img knows only qcow2)", async () => {
+  await withDir(async (dir) => {
+    await qemuImg(["create", "-q", "-f", "qcow2", `${dir}/base.qcow2`, "4M"]);
+    await Deno.writeTextFile(
+      `${dir}/vm.yaml`,
+      "storage:\n  - {name: top, type: QCOW2, file: ./top.qcow2, backing_file: ./base.qcow2, " +
+        "backing_format: QCOW2}\n",
+    );
+    const [disk] = (await loadConfigs([`${dir}/vm.yaml`], {})).storage;
+    assert.ok(disk.type === "qcow2");
+    assert.equal(disk.backing_format, "qcow2");
+    assert.equal(await createDiskIfMissing(disk, disk.file!), true);
+  });
+});
+
 Deno.test("a new disk in /dev/shm, a RAM disk for users, is accepted", async () => {
   await withDir(async (dir) => {
     const file = `/dev/shm/qvm-test-${crypto.randomUUID()}.qcow2`;

@@ -415,7 +415,7 @@ function diskOf(raw: Record<string, unknown>, name: string, type: "qcow2" | "raw
     )
     : "disk";
   const format = given(item.backing_format)
-    ? text("backing_format", item.backing_format, where)
+    ? text("backing_format", item.backing_format, where).toLowerCase()
     : undefined;
   if (format !== undefined && backing === undefined) {
     throw new UsageError(
