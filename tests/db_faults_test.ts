@@ -253,6 +253,26 @@ async function damagedCase(offset: number, size: number): Promise<void> {
   });
 }
 
+Deno.test("a database whose header is overwritten: every command points to qvm doctor; doctor names the backup", async () => {
+  await withEnv(async (env) => {
+    for (const name of ["a", "b"]) await addEmpty(env, name);
+    scribble(dbPath(env), 0, 100);
+    for (const args of COMMANDS) {
+      const res = await env.run(args);
+      assert.equal(res.code, 1, `${args.join(" ")}: ${res.stderr}`);
+      assertOneLine(res, /is not an SQLite database.*qvm doctor/, args.join(" "));
+    }
+    const { code, checks } = await doctorJson(env);
+    assert.equal(code, 1);
+    const found = checks.find((c) => c.check === "database" && c.status === "problem")!;
+    assert.match(found.what, /is not an SQLite database \(left untouched\)$/);
+    assert.match(found.fix!, /restore qvm's latest backup/);
+    restoreLatestBackup(env, found.fix!);
+    const listed = await env.ok(["ls", "--json"]);
+    assert.deepEqual(JSON.parse(listed).map((vm: { name: string }) => vm.name), ["a", "b"]);
+  });
+});
+
 Deno.test("a database truncated to 0 bytes or deleted is not taken as 'no VMs'", async () => {
   await withEnv(async (env) => {
     const aId = await addEmpty(env, "a");

@@ -202,7 +202,9 @@ function assertSqliteFile(path: string, options: OpenOptions): void {
     const head = new Uint8Array(16);
     n = file.readSync(head) ?? 0;
     if (n > 0 && new TextDecoder().decode(head.subarray(0, n)) !== SQLITE_HEADER) {
-      throw new QvmError(`${path} is not an SQLite database (left untouched)`);
+      throw new StateDamagedError(
+        `${path} is not an SQLite database (left untouched): run 'qvm doctor' for the way out`,
+      );
     }
   } finally {
     file.close();
