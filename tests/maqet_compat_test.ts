@@ -556,6 +556,11 @@ const rows: Row[] = [
     refused: new RegExp(`'${key}' is a config key, not a QEMU option \\(QEMU has no -${key}\\)`),
   })),
   {
+    rule: "an unquoted MAC address stays text (YAML 1.1 would read a base-60 number)",
+    files: ["arguments:\n  - device: virtio-net-pci\n    mac: 52:54:00:12:34:56\n"],
+    argv: ["-device", "virtio-net-pci,mac=52:54:00:12:34:56"],
+  },
+  {
     rule: "memory: 1.5G, a size QEMU's -m takes, is written in whole MiB",
     files: ["memory: 1.5G\n"],
     argv: ["-m", "1536M"],
