@@ -342,3 +342,19 @@ Deno.test("stop escalates to SIGKILL when QEMU answers nothing (SIGSTOPped)", as
     assert.ok(!alive(pid));
   });
 });
+
+Deno.test("restart names the duration option it refuses: --stop-timeout out of range is exit 3", async () => {
+  await withEnv(async (env) => {
+    await env.ok(["add", "--empty", "--name", "rs"]);
+    for (const value of ["999999", "0", "=-1"]) {
+      const args = value.startsWith("=")
+        ? ["restart", "rs", `--stop-timeout${value}`]
+        : ["restart", "rs", "--stop-timeout", value];
+      const res = await env.run(args);
+      assert.equal(res.code, 3, `${args.join(" ")}: ${res.stderr}`);
+      assert.match(res.stderr, /^qvm: invalid --stop-timeout '.*': give seconds from 0\.1 to \d+/);
+      assert.equal(res.stderr.trim().split("\n").length, 1);
+    }
+    assert.match(await env.ok(["status", "rs"]), /^rs: created/);
+  });
+});

@@ -49,7 +49,9 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
     );
   }
   const startS = parseTimeout(args.values.timeout, 60);
-  const stopDeadline = Deadline.in(parseTimeout(args.values["stop-timeout"], 30) * 1000);
+  const stopDeadline = Deadline.in(
+    parseTimeout(args.values["stop-timeout"], 30, "--stop-timeout") * 1000,
+  );
   const vm = ctx.store.require(args.positionals[0]);
   const paths = vmPaths(ctx.dirs, vm.id);
   const { Progress, showStart, showStop } = await import("./_progress.ts");

@@ -31,13 +31,16 @@ export const spec: CommandSpec = {
   examples: ["qvm start web1", "qvm start web1 --wait-for 'serial:login:' --timeout 120"],
 };
 
-/** Parses `--timeout S`: seconds, from 0.1 to one day (a longer wait overflows timers). */
-export function parseTimeout(value: unknown, fallback: number): number {
+/**
+ * Parses `--timeout S` (or the duration option `flag`): seconds, from 0.1 to one day (a longer
+ * wait overflows timers).
+ */
+export function parseTimeout(value: unknown, fallback: number, flag = "--timeout"): number {
   if (value === undefined) return fallback;
   const n = typeof value === "string" && /^\s*\d*\.?\d+\s*$/.test(value) ? Number(value) : NaN;
   if (!(n >= 0.1 && n <= MAX_WAIT_S)) {
     throw new UsageError(
-      `invalid --timeout '${value}': give seconds from 0.1 to ${MAX_WAIT_S}, e.g. 30`,
+      `invalid ${flag} '${value}': give seconds from 0.1 to ${MAX_WAIT_S}, e.g. 30`,
     );
   }
   return n;
