@@ -2,18 +2,19 @@
  * A real Debian 12 cloud guest end to end, booted once under TCG (about a minute here): a config
  * with `image:` (the cached base image), a port forward and cloud_init →
  * `start --wait-for ssh` → `ssh` runs a command → `exec` through the guest agent passes output
- * and exit codes through → `ip` shows the DHCP address → `stop` ends at the ACPI step → `rm`.
+ * and exit codes through → `ip` shows the DHCP address → a live snapshot with the guest's file
+ * systems frozen, and its load thawed → `stop` ends at the ACPI step → `rm`.
  */
 import assert from "node:assert/strict";
 import { cloudGuestReady, ensureCloudGuest } from "./fixture/cloud_guest.ts";
 import { withEnv } from "./helpers/qvm.ts";
-import { agentFreezeStatus, withFrozenGuest } from "../src/cloud/agent.ts";
+import { agentFreezeStatus } from "../src/cloud/agent.ts";
 
 // Building the guest needs root (mmdebstrap); without root and without a cached guest, skip.
 const canRun = Deno.uid() === 0 || await cloudGuestReady();
 
 Deno.test({
-  name: "a Debian cloud guest: start --wait-for ssh, ssh, exec, ip, ports, stop by ACPI",
+  name: "a Debian cloud guest: start --wait-for ssh, ssh, exec, ip, frozen snapshot, stop by ACPI",
   ignore: !canRun,
   sanitizeOps: false,
   sanitizeResources: false,
@@ -70,7 +71,9 @@ Deno.test({
 
       const user = await env.run(["exec", "cloud1", "--", "id", "-un"]);
       assert.equal(user.code, 0, user.stderr);
-      assert.equal(user.stdout.trim(), "root", "qemu-ga runs commands as root");
+      assert.equal(user.stdout.trim(), "tester", "exec runs as the cloud_init user");
+      const root = await env.run(["exec", "cloud1", "--root", "--", "id", "-un"]);
+      assert.equal(root.stdout.trim(), "root", "--root runs as the agent does");
       const owner = await env.run(["exec", "cloud1", "--", "stat", "-c", "%U", "/home/tester"]);
       assert.equal(owner.stdout.trim(), "tester", "cloud-init made the user");
       const code = await env.run([
@@ -102,11 +105,17 @@ Deno.test({
       assert.match(ip.stdout, /^eth0 10\.0\.2\.15\/24$/m);
       const status = JSON.parse(await env.ok(["status", "cloud1", "--json"]));
       assert.ok(status.addresses.some((a: { address: string }) => a.address === "10.0.2.15"));
-      // Freezing around a piece of work (what a live snapshot does), and thawing after it.
+      // A live snapshot freezes the guest's file systems around the save and thaws them after;
+      // loading it brings back a guest saved frozen, which qvm thaws.
       const socket = `${env.runtimeDir}/${status.id}.ga`;
-      const frozen = await withFrozenGuest(socket, () => agentFreezeStatus(socket, 10_000));
-      assert.equal(frozen.value, "frozen");
-      assert.ok(frozen.frozen >= 1, `froze ${frozen.frozen} file systems`);
+      const snap = await env.run(["snapshot", "create", "cloud1", "s1", "--live", "--json"]);
+      assert.equal(snap.code, 0, snap.stderr);
+      const quiesce = JSON.parse(snap.stdout).quiesce;
+      assert.ok(quiesce.frozen >= 1, `froze ${quiesce.frozen} file systems`);
+      assert.equal(await agentFreezeStatus(socket, 10_000), "thawed");
+      const load = await env.run(["snapshot", "load", "cloud1", "s1"]);
+      assert.equal(load.code, 0, load.stderr);
+      assert.match(load.stderr, /thawed the guest's file systems/);
       assert.equal(await agentFreezeStatus(socket, 10_000), "thawed");
       const ports = JSON.parse(await env.ok(["ports", "cloud1", "--json"]));
       assert.equal(ports.forwards[0].guest_port, 22);

@@ -8,6 +8,8 @@ import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { exists, type QvmEnv, withEnv } from "./helpers/qvm.ts";
 import { alive, eventually, guestConfig, WAIT_READY } from "./helpers/guest.ts";
+import { execUser } from "../src/cli/exec.ts";
+import { planStop } from "../src/vm/stop.ts";
 
 async function status(env: QvmEnv, vm: string) {
   return JSON.parse(await env.ok(["status", vm, "--json"]));
@@ -440,4 +442,43 @@ Deno.test("a VM whose binary is a QEMU under another name is tracked, stopped an
     assert.match(await env.ok(["stop", "cb", "--force"]), /stopped cb/);
     assert.ok(!alive(s.pid));
   });
+});
+
+Deno.test("with a guest agent, stop plans guest-shutdown between ACPI and quit", () => {
+  assert.deepEqual(planStop(30, { agent: true }).map((s) => s.step), [
+    "acpi",
+    "agent",
+    "quit",
+    "sigterm",
+    "sigkill",
+  ]);
+  const total = planStop(30, { agent: true }).reduce((sum, s) => sum + s.waitMs, 0);
+  assert.ok(total <= 30_000 + 1000, `the plan spends ${total} ms of a 30 s timeout`);
+  assert.deepEqual(planStop(30).map((s) => s.step), ["acpi", "quit", "sigterm", "sigkill"]);
+});
+
+Deno.test("a guest that ignores ACPI and has no agent answering still stops, by QMP quit", async () => {
+  await withEnv(async (env) => {
+    const config = await guestConfig(env, { name: "ga", acpi: false });
+    await Deno.writeTextFile(config, "\nguest_agent: true\n", { append: true });
+    await env.ok(["add", config]);
+    await env.ok(["start", "ga", "--wait-for", "qmp"]);
+    const { pid } = await status(env, "ga");
+    const res = await env.run(["stop", "ga", "--timeout", "6", "--json"]);
+    assert.equal(res.code, 0, res.stderr);
+    assert.equal(JSON.parse(res.stdout).step, "quit");
+    assert.ok(!alive(pid));
+  });
+});
+
+Deno.test("exec runs as a cloud_init VM's user unless --root or --user say otherwise", () => {
+  const vm = { cloudInit: { user: "dev" }, fallback: "qvm" };
+  assert.equal(execUser({}, vm), "dev");
+  assert.equal(execUser({}, { cloudInit: {}, fallback: "alice" }), "alice");
+  assert.equal(execUser({ root: true }, vm), undefined);
+  assert.equal(execUser({ user: "bob" }, vm), "bob");
+  assert.equal(execUser({ user: "root" }, vm), undefined);
+  assert.equal(execUser({}, { fallback: "alice" }), undefined, "no cloud_init: the agent's user");
+  assert.throws(() => execUser({ user: "x y" }, vm), /invalid --user/);
+  assert.throws(() => execUser({ user: "bob", root: true }, vm), /not both/);
 });

@@ -391,6 +391,7 @@ Deno.test("doctor on a healthy home finds no problems and prints each check", as
         "qemu_system",
         "qemu_img",
         "virsh",
+        "cloud_seed",
         "kvm",
         "data_dir",
         "runtime_dir",

@@ -1,4 +1,4 @@
-/** Config flags shared by `add` and `apply` (`--name`, `--memory`, `--cpu`, `--binary`). */
+/** Config flags shared by `add` and `apply` (`--name`, `--memory`, `--cpu`, `--binary`, `--image`). */
 import type { Context } from "./context.ts";
 import type { OptionSpec, ParsedArgs } from "./spec.ts";
 import type { VmConfig } from "../config/mod.ts";
@@ -9,6 +9,12 @@ export const configFlagOptions: Record<string, OptionSpec> = {
   memory: { type: "string", value: "SIZE", description: "guest memory, e.g. 512M or 2G" },
   cpu: { type: "string", value: "N", description: "virtual CPUs" },
   binary: { type: "string", value: "PATH", description: "QEMU binary", complete: "file" },
+  image: {
+    type: "string",
+    value: "FILE",
+    description: "base image: the root disk becomes a qcow2 overlay of it (never written)",
+    complete: "file",
+  },
 };
 
 /** The config keys set by flags (only those given). */
@@ -19,6 +25,11 @@ export function configFromFlags(values: ParsedArgs["values"]): Record<string, un
   }
   if (typeof values.cpu === "string") {
     out.cpu = /^\d+$/.test(values.cpu) ? Number(values.cpu) : values.cpu;
+  }
+  if (typeof values.image === "string") {
+    // Relative to where qvm runs, as any path given on the command line.
+    const image = values.image;
+    out.image = image.startsWith("/") || image === "" ? image : `${Deno.cwd()}/${image}`;
   }
   return out;
 }

@@ -92,6 +92,27 @@ async function virshFinding(): Promise<Finding> {
   };
 }
 
+/** A tool that builds cloud-init seed ISOs; without one qvm serves the seed with QEMU's vvfat. */
+function seedToolFinding(): Finding {
+  const tool = ["genisoimage", "xorriso"].find((name) => findBinary(name) !== undefined);
+  if (tool) {
+    return {
+      check: "cloud_seed",
+      status: "ok",
+      what: `${tool} found: cloud-init seeds are built as ISO images`,
+      why: null,
+      fix: null,
+    };
+  }
+  return {
+    check: "cloud_seed",
+    status: "warning",
+    what: "neither genisoimage nor xorriso is installed",
+    why: "cloud-init seeds are then served by QEMU's vvfat driver, which works but is less usual",
+    fix: "apt-get install genisoimage, if you use cloud_init",
+  };
+}
+
 function kvmFinding(): Finding {
   const check = "kvm";
   const why = "without KVM guests run under TCG emulation, many times slower";
@@ -316,6 +337,7 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
       binaryFinding("qemu_img", "qemu-img", "qemu-utils (apt-get install qemu-utils)"),
       virshFinding(),
     ]),
+    seedToolFinding(),
     kvmFinding(),
     ...dirFindings("data_dir", ctx.dirs.dataDir, fix),
     ...dirFindings("runtime_dir", ctx.dirs.runtimeDir, fix),

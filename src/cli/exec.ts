@@ -4,6 +4,7 @@ import type { CommandSpec, ParsedArgs } from "./spec.ts";
 import { NotRunningError, UsageError } from "../errors.ts";
 import { isOurQemu } from "../qemu/process.ts";
 import { parseTimeout } from "./start.ts";
+import { writeOut } from "./context.ts";
 
 /** The command's arguments and flags. */
 export const spec: CommandSpec = {
@@ -13,7 +14,8 @@ export const spec: CommandSpec = {
     "Runs COMMAND with the guest agent's guest-exec (PATH is searched; no shell unless you run\n" +
     "one), prints its stdout and stderr when it ends, and exits with its exit code. With --stdin,\n" +
     "qvm's input (read to its end) is passed to the command. Needs guest_agent (on by default\n" +
-    "with cloud_init).",
+    "with cloud_init). On a cloud_init VM the command runs as its user (as qvm ssh logs in),\n" +
+    "through runuser; --user picks another, --root runs it as the agent does, as root.",
   positionals: [
     { name: "VM", description: "id or name", complete: "vm" },
     { name: "COMMAND", description: "command and arguments (after --)", variadic: true },
@@ -21,6 +23,8 @@ export const spec: CommandSpec = {
   options: {
     timeout: { type: "string", value: "S", description: "give up after S seconds (default: wait)" },
     stdin: { type: "boolean", short: "i", description: "pass qvm's stdin to the command" },
+    user: { type: "string", value: "NAME", description: "run as this guest user (via runuser)" },
+    root: { type: "boolean", description: "run as root (the guest agent's own user)" },
   },
   examples: [
     "qvm exec web1 -- id -un",
@@ -40,10 +44,15 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
     : parseTimeout(args.values.timeout, 0);
   const vm = ctx.store.require(name);
   if (!isOurQemu(vm.pid, vm.id)) throw new NotRunningError(`VM '${vm.name}' is not running`);
-  const { agentEnabled, cloudPaths } = await import("../cloud/mod.ts");
+  const { agentEnabled, cloudPaths, invokingUser } = await import("../cloud/mod.ts");
   if (!agentEnabled(vm.config)) {
     throw new UsageError(`VM '${vm.name}' has no guest agent channel: set guest_agent: true`);
   }
+  const user = execUser(args.values, {
+    cloudInit: vm.config.cloud_init,
+    fallback: invokingUser(),
+  });
+  if (user !== undefined) command.unshift("runuser", "-u", user, "--");
   const { agentExec } = await import("../cloud/agent.ts");
   const input = args.values.stdin
     ? new Uint8Array(await new Response(Deno.stdin.readable).arrayBuffer())
@@ -52,7 +61,29 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
     input,
     deadline: timeoutS === undefined ? undefined : Date.now() + timeoutS * 1000,
   });
-  await Deno.stdout.write(result.stdout);
-  await Deno.stderr.write(result.stderr);
+  writeOut(result.stdout);
+  let offset = 0;
+  while (offset < result.stderr.length) {
+    offset += Deno.stderr.writeSync(result.stderr.subarray(offset));
+  }
   return result.code;
+}
+
+/** Who runs the command: `--root` → the agent's root, `--user`, else a cloud_init VM's user. */
+export function execUser(
+  values: ParsedArgs["values"],
+  vm: { cloudInit?: { user?: string }; fallback: string },
+): string | undefined {
+  if (values.root === true && typeof values.user === "string") {
+    throw new UsageError("qvm exec: give --user or --root, not both");
+  }
+  if (values.root === true) return undefined;
+  if (typeof values.user === "string") {
+    if (!/^[a-z_][a-z0-9_.-]{0,31}$/i.test(values.user)) {
+      throw new UsageError(`qvm exec: invalid --user '${values.user}'`);
+    }
+    return values.user === "root" ? undefined : values.user;
+  }
+  if (vm.cloudInit === undefined) return undefined;
+  return vm.cloudInit.user ?? vm.fallback;
 }

@@ -140,7 +140,18 @@ export function outcomeJson(outcome: SnapshotOutcome, name: string): Record<stri
     snapshot: name,
     actions: outcome.done.map((d) => ({ action: d.action, drive: d.drive, vm_state: d.vmState })),
     skipped: outcome.skipped,
+    quiesce: outcome.quiesce ?? null,
   };
+}
+
+/** What the guest agent did for the guest's file systems, as one line (undefined: no agent). */
+export function quiesceNote(outcome: SnapshotOutcome): string | undefined {
+  const q = outcome.quiesce;
+  if (!q) return undefined;
+  if (q.frozen > 0) return `froze ${q.frozen} guest file system(s) around the save, then thawed`;
+  if (q.thawed) return "thawed the guest's file systems (the snapshot was saved frozen)";
+  if (q.reason) return `guest file systems not frozen: ${q.reason}`;
+  return undefined;
 }
 
 /** The `--json` shape of a listing (dates in ISO 8601 UTC). */
@@ -218,6 +229,8 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
   for (const skipped of outcome.skipped) {
     ctx.warn(`skipped raw drive '${skipped}' (snapshots need qcow2)`);
   }
+  const quiesced = quiesceNote(outcome);
+  if (quiesced && !ctx.json) ctx.note(quiesced);
   if (ctx.json) ctx.outJson(outcomeJson(outcome, name));
   else ctx.out(formatOutcome(outcome, name));
   return 0;

@@ -117,6 +117,23 @@ function filesInUse(env: VmEnv, except: string): Map<string, string> {
   return used;
 }
 
+/** A cloud VM's own files: its agent socket, recorded forwards, and its seed/known_hosts folder. */
+async function removeCloudFiles(env: VmEnv, vm: VmRecord): Promise<void> {
+  const { config } = vm;
+  const cloud = config.image !== undefined || config.network !== undefined ||
+    config.cloud_init !== undefined || config.guest_agent !== undefined;
+  if (!cloud) return;
+  const { cloudPaths } = await import("../cloud/mod.ts");
+  const files = cloudPaths(env.dirs, vm.id);
+  removeQuietly(files.agentSocket);
+  removeQuietly(files.forwardsFile);
+  try {
+    // qvm made this folder (seed, known_hosts, instance id); a link there is removed, not followed.
+    if (Deno.lstatSync(files.dir).isDirectory) Deno.removeSync(files.dir, { recursive: true });
+    else removeQuietly(files.dir);
+  } catch { /* absent */ }
+}
+
 /** Removes VM `vm` under its lock (stopping it first when `force`), within `deadline`. */
 export function removeVm(
   env: VmEnv,
@@ -141,6 +158,7 @@ export function removeVm(
     runtimeFiles(paths).forEach(removeQuietly);
     removeQuietly(paths.serialLog);
     removeQuietly(paths.qemuLog);
+    await removeCloudFiles(env, seen.vm);
     const deleted: string[] = [];
     const kept: Removed["kept"] = [];
     if (options.deleteStorage) {

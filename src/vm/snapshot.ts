@@ -11,10 +11,12 @@
 import { createHash } from "node:crypto";
 import { join, resolve } from "node:path";
 import { Deadline, type VmEnv } from "./env.ts";
+import { agentSocketOf } from "./agent.ts";
 import { withVm } from "./guard.ts";
 import { NotFoundError, NotRunningError, QvmError, TimeoutError, UsageError } from "../errors.ts";
 import { diskFile } from "../config/mod.ts";
-import type { DiskStorage } from "../config/mod.ts";
+import type { DiskStorage, StorageItem } from "../config/mod.ts";
+import { OVERLAY_NAME } from "../cloud/image.ts";
 import type { Dirs, VmRecord } from "../state/mod.ts";
 import { qemuImg } from "../qemu/img.ts";
 import type { QmpClient } from "../qemu/qmp.ts";
@@ -90,6 +92,18 @@ export interface SnapshotOutcome {
   done: SnapshotDone[];
   /** Raw drives passed over (no `--drive` given). */
   skipped: string[];
+  /** What the guest agent did for the guest's file systems; absent when the VM has no agent. */
+  quiesce?: Quiesce;
+}
+
+/** A live snapshot's use of the guest agent: file systems frozen around a save, thawed after a load. */
+export interface Quiesce {
+  /** File systems frozen around the save (0 if not frozen). */
+  frozen: number;
+  /** After a load: the restored guest was frozen (saved so) and has been thawed. */
+  thawed: boolean;
+  /** Why nothing was frozen or thawed, when the agent could not. */
+  reason?: string;
 }
 
 /** One drive's snapshots, for `list`. */
@@ -197,6 +211,22 @@ async function connectQmp(ctx: VmEnv, vm: VmRecord): Promise<QmpClient> {
   return await QmpClient.connect(vmPaths(ctx.dirs, vm.id).qmpSocket, {
     timeoutMs: QMP_TIMEOUT_MS,
   });
+}
+
+/**
+ * The drives a snapshot may cover: the config's storage, and first the root overlay of a VM made
+ * from an `image:` (QEMU drive `qvm-root`, a qcow2 in the VM's disk folder).
+ */
+function snapshotStorage(env: VmEnv, vm: VmRecord): StorageItem[] {
+  if (vm.config.image === undefined) return vm.config.storage;
+  const root: DiskStorage = {
+    name: "qvm-root",
+    type: "qcow2",
+    file: `${vmPaths(env.dirs, vm.id).diskDir}/${OVERLAY_NAME}`,
+    size: "0",
+    interface: "virtio",
+  };
+  return [root, ...vm.config.storage];
 }
 
 const JOB_COMMANDS: Readonly<Record<SnapshotAction, string>> = {
@@ -413,7 +443,7 @@ async function liveAction(
     const names = withState
       ? vmStateDrives(vm.name, {
         action: request.action as "create" | "load",
-        storage: vm.config.storage,
+        storage: snapshotStorage(ctx, vm),
         devices,
         drive: request.drive,
       })
@@ -560,14 +590,14 @@ export function snapshotVm(
   if (request.diskOnly && request.action !== "create") {
     throw new UsageError(`--disk-only is for 'snapshot create' (not ${request.action})`);
   }
-  selectDrives(vm.name, vm.config.storage, request.drive); // fail fast, before any lock wait
+  selectDrives(vm.name, snapshotStorage(ctx, vm), request.drive); // fail fast, before any wait
   const timeoutMs = request.timeoutS * 1000;
   const deadline = Deadline.in(timeoutMs);
   return withVm(ctx, vm, { deadline }, async (seen) => {
     const held: VmLock[] = [];
     try {
       vm = seen.vm;
-      const { drives, skipped } = selectDrives(vm.name, vm.config.storage, request.drive);
+      const { drives, skipped } = selectDrives(vm.name, snapshotStorage(ctx, vm), request.drive);
       const live = seen.status === "running";
       if (request.live && !live) {
         throw new NotRunningError(
@@ -575,14 +605,64 @@ export function snapshotVm(
         );
       }
       await takeLocks(ctx, vm, { drives, timeoutMs: deadline.remainingMs(), held });
-      const done = live
-        ? await liveAction(ctx, vm, { request, drives })
-        : await offlineAction(ctx, vm, { request, drives });
-      return { vm, mode: live ? "live" : "offline", done, skipped: skipped.map((d) => d.name) };
+      const outcome = { vm, skipped: skipped.map((d) => d.name) };
+      if (!live) {
+        const done = await offlineAction(ctx, vm, { request, drives });
+        return { ...outcome, mode: "offline", done };
+      }
+      const agent = await agentSocketOf(ctx, vm);
+      if (agent === undefined || request.action === "delete") {
+        return { ...outcome, mode: "live", done: await liveAction(ctx, vm, { request, drives }) };
+      }
+      const quiesced = await withQuiescedGuest(
+        agent,
+        request.action,
+        () => liveAction(ctx, vm, { request, drives }),
+      );
+      return { ...outcome, mode: "live", done: quiesced.value, quiesce: quiesced.quiesce };
     } finally {
       for (const lock of held.reverse()) lock.release();
     }
   });
+}
+
+/**
+ * Runs a live create with the guest's file systems frozen by its agent (so the disks hold
+ * consistent file systems), or a live load followed by a thaw when the restored guest was saved
+ * frozen. An agent that does not answer never fails the snapshot: `reason` says what was not done.
+ */
+async function withQuiescedGuest<T>(
+  socket: string,
+  action: "create" | "load",
+  work: () => Promise<T>,
+): Promise<{ value: T; quiesce: Quiesce }> {
+  const { agentCall } = await import("../cloud/agent.ts");
+  const call = <R>(execute: string, timeoutMs: number) =>
+    agentCall<R>(socket, { execute }, { timeoutMs });
+  if (action === "load") {
+    const value = await work();
+    try {
+      if (await call<string>("guest-fsfreeze-status", 5000) !== "frozen") {
+        return { value, quiesce: { frozen: 0, thawed: false } };
+      }
+      await call("guest-fsfreeze-thaw", 30_000);
+      return { value, quiesce: { frozen: 0, thawed: true } };
+    } catch (err) {
+      return { value, quiesce: { frozen: 0, thawed: false, reason: (err as Error).message } };
+    }
+  }
+  let frozen = 0;
+  let reason: string | undefined;
+  try {
+    frozen = await call<number>("guest-fsfreeze-freeze", 5000);
+  } catch (err) {
+    reason = (err as Error).message;
+  }
+  try {
+    return { value: await work(), quiesce: { frozen, thawed: false, reason } };
+  } finally {
+    if (frozen > 0) await call("guest-fsfreeze-thaw", 30_000);
+  }
 }
 
 /**
@@ -594,7 +674,7 @@ export async function listSnapshots(
   vm: VmRecord,
   options: { drive?: string; live?: boolean } = {},
 ): Promise<SnapshotListing> {
-  const { drives } = selectDrives(vm.name, vm.config.storage, options.drive);
+  const { drives } = selectDrives(vm.name, snapshotStorage(ctx, vm), options.drive);
   const seen = await observe(ctx, vm, { qmp: false });
   vm = seen.vm;
   const diskDir = vmPaths(ctx.dirs, vm.id).diskDir;

@@ -10,13 +10,14 @@ import type { VmRecord } from "../state/mod.ts";
 import { QvmError } from "../errors.ts";
 import { isOurQemu, signalOurQemu } from "../qemu/process.ts";
 import type { Deadline, VmEnv } from "./env.ts";
+import { agentSocketOf } from "./agent.ts";
 import { withVm } from "./guard.ts";
 import { findQemuOf, isLive, type Observation } from "./observe.ts";
 import { removeQuietly, runtimeFiles, type VmPaths, vmPaths } from "./paths.ts";
 import { qmpOnce } from "./qmp_session.ts";
 
 /** One escalation step; `poweroff` means the guest had powered off and QEMU was told to quit. */
-export type StopStep = "acpi" | "poweroff" | "quit" | "sigterm" | "sigkill";
+export type StopStep = "acpi" | "agent" | "poweroff" | "quit" | "sigterm" | "sigkill";
 
 /** A step and how long to wait, after taking it, for QEMU to be gone. */
 export interface PlannedStep {
@@ -27,6 +28,7 @@ export interface PlannedStep {
 /** Human words for each step, as `stop` prints them. */
 export const STEP_LABELS: Readonly<Record<StopStep, string>> = {
   acpi: "ACPI power-off",
+  agent: "guest agent shutdown",
   poweroff: "guest power-off",
   quit: "QMP quit",
   sigterm: "SIGTERM",
@@ -35,13 +37,23 @@ export const STEP_LABELS: Readonly<Record<StopStep, string>> = {
 
 /**
  * The escalation plan for a stop with `timeoutS` seconds: ACPI gets 70%, quit 15%, SIGTERM 10%,
- * SIGKILL the rest (at least a second), so the whole sequence ends within the timeout.
+ * SIGKILL the rest (at least a second), so the whole sequence ends within the timeout. With a
+ * guest agent, ACPI gives 20% to the agent's `guest-shutdown`, tried when ACPI is ignored.
  */
-export function planStop(timeoutS: number, options: { force?: boolean } = {}): PlannedStep[] {
+export function planStop(
+  timeoutS: number,
+  options: { force?: boolean; agent?: boolean } = {},
+): PlannedStep[] {
   const total = Math.max(timeoutS, 0) * 1000;
   if (options.force) return [{ step: "sigkill", waitMs: Math.max(total, 5000) }];
+  const graceful: PlannedStep[] = options.agent
+    ? [
+      { step: "acpi", waitMs: Math.round(total * 0.5) },
+      { step: "agent", waitMs: Math.round(total * 0.2) },
+    ]
+    : [{ step: "acpi", waitMs: Math.round(total * 0.7) }];
   return [
-    { step: "acpi", waitMs: Math.round(total * 0.7) },
+    ...graceful,
     { step: "quit", waitMs: Math.round(total * 0.15) },
     { step: "sigterm", waitMs: Math.round(total * 0.1) },
     { step: "sigkill", waitMs: Math.max(Math.round(total * 0.05), 1000) },
@@ -123,13 +135,22 @@ interface QemuOf {
 async function take(
   step: StopStep,
   vm: QemuOf,
-  options: { budgetMs: number; paths: VmPaths },
+  options: { budgetMs: number; paths: VmPaths; agentSocket?: string },
 ): Promise<boolean> {
   try {
     switch (step) {
       case "acpi":
         await sendQmp(options.paths, "system_powerdown", options.budgetMs);
         return true;
+      case "agent": {
+        if (!options.agentSocket) return false;
+        const { agentCall } = await import("../cloud/agent.ts");
+        await agentCall(options.agentSocket, { execute: "guest-shutdown" }, {
+          timeoutMs: Math.max(Math.min(options.budgetMs, 3000), 100),
+          noReply: true,
+        });
+        return true;
+      }
       case "poweroff":
       case "quit":
         await sendQmp(options.paths, "quit", options.budgetMs);
@@ -147,7 +168,7 @@ async function take(
 /** Runs the plan against a live QEMU; returns the step after which it was gone. */
 async function escalate(
   vm: QemuOf,
-  options: { plan: PlannedStep[]; paths: VmPaths; onStep?: OnStopStep },
+  options: { plan: PlannedStep[]; paths: VmPaths; agentSocket?: string; onStep?: OnStopStep },
 ): Promise<StopStep | null> {
   const { pid } = vm;
   const plan = [...options.plan];
@@ -160,18 +181,26 @@ async function escalate(
       if (state === "shutdown") {
         step = "poweroff";
       } else if (state !== undefined && state !== "running") {
-        // Paused (or stuck): the guest cannot answer ACPI; its share goes to quit.
-        plan[i + 1] = { ...plan[i + 1], waitMs: plan[i + 1].waitMs + waitMs };
+        // Paused (or stuck): the guest cannot answer ACPI nor its agent; the share goes to quit.
+        const quit = plan.findIndex((p) => p.step === "quit");
+        const skipped = plan.slice(i, quit).reduce((sum, p) => sum + p.waitMs, 0);
+        plan.splice(i, quit - i);
+        plan[i] = { ...plan[i], waitMs: plan[i].waitMs + skipped };
+        i--;
         continue;
       }
     }
     options.onStep?.(step, waitMs);
-    const taken = await take(step, vm, { budgetMs: waitMs, paths: options.paths });
+    const taken = await take(step, vm, {
+      budgetMs: waitMs,
+      paths: options.paths,
+      agentSocket: options.agentSocket,
+    });
     if (!taken && isOurQemu(pid, vm.id, vm.binary)) continue;
     const left = Math.max(waitMs - (Date.now() - started), 0);
     const gone = await waitGone(vm, {
       ms: left,
-      paths: step === "acpi" ? options.paths : undefined,
+      paths: step === "acpi" || step === "agent" ? options.paths : undefined,
     });
     if (gone === true) return step;
     if (gone === "shutdown") {
@@ -210,9 +239,14 @@ export async function stopLocked(
     : findQemuOf(env, vm.id, { fresh: true, binary });
   if (!isLive(seen.status) || pid === undefined) return { vm, step: null };
   let unrecorded = tryWrite(() => env.store.updateStatus(vm.id, "stopping"));
+  const agentSocket = await agentSocketOf(env, vm);
   const step = await escalate({ id: vm.id, pid, binary }, {
-    plan: planStop(options.deadline.remainingMs() / 1000, options),
+    plan: planStop(options.deadline.remainingMs() / 1000, {
+      force: options.force,
+      agent: agentSocket !== undefined,
+    }),
     paths,
+    agentSocket,
     onStep: options.onStep,
   });
   if (step === null) {
