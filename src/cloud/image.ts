@@ -6,6 +6,7 @@
 import { realpathSync } from "node:fs";
 import { diskFile } from "../config/mod.ts";
 import { QvmError, UsageError } from "../errors.ts";
+import { escapeOptionValue } from "../qemu/argv.ts";
 import { qemuImg } from "../qemu/img.ts";
 import { isOurQemu } from "../qemu/process.ts";
 import { type Dirs, ensurePrivateDir, type StateStore, type VmRecord } from "../state/mod.ts";
@@ -26,7 +27,7 @@ export function overlayPath(dirs: Dirs, id: string): string {
 export function rootDriveArgv(overlay: string): string[] {
   return [
     "-drive",
-    `if=none,id=qvm-root,file=${overlay.replaceAll(",", ",,")},format=qcow2`,
+    `if=none,id=qvm-root,file=${escapeOptionValue(overlay)},format=qcow2`,
     "-device",
     "virtio-blk-pci,drive=qvm-root",
   ];
