@@ -86,7 +86,8 @@ async function run(argv: string[]): Promise<number> {
     dirs,
     json: args.values.json === true,
     debug: args.values.debug === true,
-    readOnly: entry.readOnly === true,
+    readOnly: entry.readOnly === true ||
+      entry.readOnlySubcommands?.includes(args.subcommand ?? "") === true,
   });
   try {
     return (await module.run(ctx, args)) ?? ExitCode.ok;

@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { pidsMentioning, type QvmEnv, type QvmResult, withEnv } from "./helpers/qvm.ts";
+import { alive, guestConfig, WAIT_READY } from "./helpers/guest.ts";
 
 const IS_ROOT = Deno.uid() === 0;
 
@@ -455,6 +456,46 @@ Deno.test("a read-only data dir: commands that read work, writes exit 4 naming i
       await addEmpty(env, "c");
       assert.match(await env.ok(["status", "a"]), /^a: stopped/);
     });
+  });
+});
+
+Deno.test("a read-only data dir: snapshot list and wait settle a dead QEMU in memory; restart stops nothing", async () => {
+  if (skipUnlessRoot("the read-only data dir test")) return;
+  await withEnv(async (env) => {
+    const disk = join(env.root, "d0.qcow2");
+    await sh("qemu-img", ["create", "-q", "-f", "qcow2", disk, "16M"]);
+    const item = `storage:\n  - name: d0\n    type: qcow2\n    file: ${disk}\n`;
+    const deadId = (await env.ok(["add", await env.file("a.yaml", item), "--name", "a"])).trim();
+    const guest = await guestConfig(env, { name: "g" });
+    await env.ok(["add", guest]);
+    await env.ok(["start", "g", ...WAIT_READY]);
+    const { pid } = JSON.parse(await env.ok(["status", "g", "--json"]));
+    // `a` claims a QEMU that is gone: reading it must settle that without writing.
+    const db = new DatabaseSync(dbPath(env));
+    try {
+      db.prepare("UPDATE vm_instances SET status = 'running', pid = 999999 WHERE id = ?")
+        .run(deadId);
+    } finally {
+      db.close();
+    }
+    // A read-only bind mount: QEMU keeps its logs open, so the data dir cannot be remounted.
+    await sh("mount", ["--bind", env.dataDir, env.dataDir]);
+    try {
+      await sh("mount", ["-o", "remount,ro,bind", env.dataDir]);
+      const list = await env.run(["snapshot", "list", "a"]);
+      assert.equal(list.code, 0, list.stderr);
+      assert.match(list.stdout, /no snapshots on d0/);
+      const wait = await env.run(["wait", "a", "--for", "stopped", "--timeout", "5"]);
+      assert.equal(wait.code, 0, wait.stderr);
+      const restart = await env.run(["restart", "g"]);
+      assert.equal(restart.code, 4, restart.stderr);
+      assertOneLine(restart, new RegExp(`read-only.*${env.dataDir}`), "restart");
+      assert.ok(alive(pid), "restart stopped a VM it could not start again");
+      assert.equal(JSON.parse(await env.ok(["status", "g", "--json"])).pid, pid);
+    } finally {
+      await sh("umount", [env.dataDir]);
+    }
+    await env.ok(["stop", "g", "--force"]);
   });
 });
 

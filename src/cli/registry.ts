@@ -19,6 +19,8 @@ export interface CommandEntry {
   summary: string;
   /** The command only reads the database, so it works on a read-only (or full) data dir. */
   readOnly?: boolean;
+  /** Subcommands that only read the database, of a command whose others write it. */
+  readOnlySubcommands?: readonly string[];
   load(): Promise<CommandModule>;
 }
 
@@ -91,6 +93,7 @@ export const COMMANDS: readonly CommandEntry[] = [
   {
     name: "wait",
     summary: "wait until a VM is running, stopped, answers (ssh, agent) or prints a text",
+    readOnly: true,
     load: () => importCommand("wait.ts"),
   },
   {
@@ -152,6 +155,7 @@ export const COMMANDS: readonly CommandEntry[] = [
   {
     name: "snapshot",
     summary: "create, load, list or delete disk snapshots (offline or live)",
+    readOnlySubcommands: ["list"],
     load: () => importCommand("snapshot.ts"),
   },
   {

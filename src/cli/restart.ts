@@ -4,7 +4,8 @@
  */
 import type { Context } from "./context.ts";
 import type { CommandSpec, ParsedArgs } from "./spec.ts";
-import { UsageError } from "../errors.ts";
+import { QvmError, UsageError } from "../errors.ts";
+import { probeDatabaseWrite } from "../state/mod.ts";
 import { Deadline } from "../vm/env.ts";
 import { withVm } from "../vm/guard.ts";
 import { vmPaths } from "../vm/paths.ts";
@@ -58,11 +59,21 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
   const progress = new Progress(ctx, { quiet: args.values.quiet === true });
   const view = { name: vm.name, serialLog: paths.serialLog, verb: "restarting" };
   const result = await withVm(ctx, vm, { deadline: stopDeadline }, async (seen) => {
+    // A start cannot be recorded in a database that cannot be written: stop nothing then.
+    const blocked = probeDatabaseWrite(ctx.store.path);
+    if (blocked) throw blocked;
     const stopped = await stopLocked(ctx, seen, {
       deadline: stopDeadline,
       force: args.values.force === true,
       onStep: progress.enabled ? showStop(progress, view) : undefined,
     });
+    if (stopped.unrecorded !== undefined) {
+      throw new QvmError(
+        `stopped ${vm.name} (${STEP_LABELS[stopped.step!]}) but did not start it again: the ` +
+          `database could not be updated: ${stopped.unrecorded}; the next qvm command will ` +
+          "record the stop",
+      );
+    }
     const started = await launch(ctx, ctx.store.require(vm.id), {
       paths,
       waitFor,
