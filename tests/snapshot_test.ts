@@ -433,6 +433,7 @@ Deno.test("offline create, list, load and delete act on the qcow2 image", async 
       snapshot: "before",
       actions: [{ action: "create", drive: "hdd", vm_state: false }],
       skipped: [],
+      quiesce: null, // no guest agent (and offline): nothing frozen
     });
     assert.deepEqual(await imageSnapshotNames(file), ["before"]);
 
