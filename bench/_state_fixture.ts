@@ -3,7 +3,8 @@
  * VMs through the real `StateStore`, the three ways of finding a VM by id or name that we compare,
  * and one measured operation per (operation, variant) that cycles through random targets.
  *
- * - `ours`: the `StateStore` methods themselves (two prepared, reused statements: id, then name).
+ * - `ours`: the `StateStore` methods themselves (two prepared, reused statements: by id and by
+ *   name, a UUID-shaped argument tried as an id first, any other as a name first).
  * - `or`: the same steps, with every id-or-name statement as one `WHERE id = ? OR name = ?`.
  * - `scan`: the same steps, with `WHERE ? IN (id, name)`, which SQLite can only answer by a scan.
  */
@@ -52,8 +53,8 @@ export const REMOVE_METHOD =
 
 /** Which key the write operations use; the report quotes it. */
 export const WRITE_KEY_METHOD =
-  "update status, update config and remove name their VM by name, the slower path for ours (its " +
-  "id lookup misses first)";
+  "update status, update config and remove name their VM by name (ours tries a name that is not " +
+  "UUID-shaped by the name index first, so its id lookup no longer misses first)";
 
 /** A database of `size` VMs and the targets the measured operations cycle through. */
 export interface Population {

@@ -269,8 +269,8 @@ export function methodMarkdown(run: StateRun, notes: { remove: string; writeKey:
     "each a real SQLite file in a temp dir, created with `StateStore.open` (our pragmas: WAL, " +
     "synchronous=NORMAL, busy_timeout, foreign_keys; our schema), filled in one transaction of " +
     "prepared INSERTs (random UUID ids, names `vm-000123`, a one-disk config), WAL checkpointed.",
-    "- Variants: **ours** = the `StateStore` methods (two prepared, reused statements: primary key, " +
-    "then the unique name index); **or** = the same steps with `WHERE id = ? OR name = ?`; **scan** " +
+    "- Variants: **ours** = the `StateStore` methods (two prepared, reused statements, primary key " +
+    "and unique name index, a UUID-shaped argument tried by id first, any other by name first); **or** = the same steps with `WHERE id = ? OR name = ?`; **scan** " +
     "= the same steps with `WHERE ? IN (id, name)`. Each prepared once; same transactions and row " +
     "parsing in all three.",
     `- Targets: a seeded random permutation of all N VMs, cycled; every variant visits the same VMs ` +

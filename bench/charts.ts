@@ -30,7 +30,11 @@ export const CHART_FILES = { scaling: "scaling.svg", latency: "latency.svg" } as
 const FONT = "font-family=\"system-ui, -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif\"";
 const PALETTE = ["#1f77b4", "#ff7f0e", "#d62728", "#2ca02c", "#9467bd", "#8c564b"];
 const VARIANT_STYLE: Record<string, { color: string; dash: string; label: string }> = {
-  ours: { color: "#1f77b4", dash: "", label: "ours (id, then name: two indexed lookups)" },
+  ours: {
+    color: "#1f77b4",
+    dash: "",
+    label: "ours (id or name first by shape: two indexed lookups)",
+  },
   or: { color: "#ff7f0e", dash: "6 3", label: "OR form (WHERE id = ? OR name = ?)" },
   scan: { color: "#d62728", dash: "2 3", label: "forced scan (? IN (id, name))" },
 };

@@ -162,7 +162,7 @@ function measureFloor(population: Population, box: TimeBox): FloorRow[] {
     "`BEGIN IMMEDIATE` + `COMMIT` with nothing in between": () => store.transaction(() => 0),
     "`StateStore.updateStatus(id)`: one UPDATE, found by id": () =>
       store.updateStatus(ids[next()], flip()),
-    "`StateStore.updateStatus(name)`: id UPDATE misses, name UPDATE hits (ours in the table)": () =>
+    "`StateStore.updateStatus(name)`: one UPDATE, found by name (ours in the table)": () =>
       store.updateStatus(names[next()], flip()),
   }, box);
   return [reads, inTxn, writes].flatMap((group) =>

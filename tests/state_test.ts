@@ -53,8 +53,35 @@ Deno.test("a new database gets the latest schema, WAL and the documented pragmas
     const indexes =
       (store.db.prepare("PRAGMA index_list(vm_instances)").all() as { name: string }[])
         .map((r) => r.name);
-    assert.ok(indexes.includes("idx_vm_status"));
-    assert.ok(indexes.includes("idx_vm_pid"));
+    assert.ok(indexes.includes("idx_vm_live"));
+    assert.ok(!indexes.includes("idx_vm_status") && !indexes.includes("idx_vm_pid"));
+  });
+});
+
+Deno.test("ls finds the VMs to check through the partial index, not a scan", async () => {
+  await withStore((store) => {
+    assert.deepEqual(plan(store.db, SQL.live), ["SCAN vm_instances USING INDEX idx_vm_live"]);
+  });
+});
+
+Deno.test("listJson is JSON.stringify(list, null, 2) of every VM, observed ones overridden", async () => {
+  await withStore((store) => {
+    assert.equal(store.listJson(new Map()), "[]");
+    const a = store.insert({ name: "b-vm", config: CONFIG });
+    const b = store.insert({ name: "a-vm", config: CONFIG });
+    store.updateStatus(a.id, "running", { pid: 4242 });
+    assert.deepEqual(store.listLive().map((vm) => vm.name), ["b-vm"]);
+    const expected = [
+      { id: b.id, name: "a-vm", status: "created", pid: null },
+      { id: a.id, name: "b-vm", status: "paused", pid: 4242 },
+    ];
+    assert.equal(
+      store.listJson(new Map([[a.id, { status: "paused", pid: 4242 }]])),
+      JSON.stringify(expected, null, 2),
+    );
+    store.updateStatus(a.id, "stopped", { pid: null });
+    expected[1] = { ...expected[1], status: "stopped", pid: null };
+    assert.equal(store.listJson(new Map()), JSON.stringify(expected, null, 2));
   });
 });
 
@@ -71,7 +98,6 @@ Deno.test("every id-or-name lookup statement is an index SEARCH, never a SCAN", 
         "deleteById",
         "deleteByName",
         "addFileById",
-        "allByStatus",
       ] as const
     ) {
       const details = plan(store.db, SQL[key]);

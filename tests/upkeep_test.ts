@@ -547,15 +547,15 @@ Deno.test("doctor reports a database that fails integrity_check", async () => {
     try {
       db.exec("PRAGMA wal_checkpoint(TRUNCATE)");
       ({ rootpage } = db.prepare("SELECT rootpage FROM sqlite_master WHERE name = ?")
-        .get("idx_vm_status") as { rootpage: number });
+        .get("sqlite_autoindex_vm_instances_2") as { rootpage: number });
       ({ page_size: pageSize } = db.prepare("PRAGMA page_size").get() as { page_size: number });
     } finally {
       db.close();
     }
-    // Change the status text inside the status index only: the index no longer matches the table.
+    // Change the name inside the name index only: the index no longer matches the table.
     const bytes = Deno.readFileSync(path);
     const page = bytes.subarray((rootpage - 1) * pageSize, rootpage * pageSize);
-    const at = new TextDecoder("latin1").decode(page).indexOf("created");
+    const at = new TextDecoder("latin1").decode(page).indexOf("a1");
     assert.ok(at > 0);
     page[at] = "x".charCodeAt(0);
     Deno.writeFileSync(path, bytes);
@@ -566,7 +566,7 @@ Deno.test("doctor reports a database that fails integrity_check", async () => {
     assert.equal(found.status, "problem");
     assert.equal(
       found.what,
-      `database ${path} fails integrity_check: row 1 missing from index idx_vm_status`,
+      `database ${path} fails integrity_check: row 1 missing from index sqlite_autoindex_vm_instances_2`,
     );
     assert.match(found.fix!, /\.recover/);
   });

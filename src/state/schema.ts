@@ -40,6 +40,21 @@ export const MIGRATIONS: readonly Migration[] = [
         CHECK (json_valid(created_files));
     `,
   },
+  {
+    version: 3,
+    description:
+      "one partial index of the VMs that claim a process, for the status and pid indexes",
+    // No query reads idx_vm_status or idx_vm_pid, yet every status change rewrote them (update
+    // status at 100,000 VMs ~40 → ~23 µs without them, paired). What a listing does want is the
+    // few VMs that claim a process (the ones it must check): the partial index holds just those
+    // and is written only when a VM enters or leaves that set.
+    sql: `
+      DROP INDEX IF EXISTS idx_vm_status;
+      DROP INDEX IF EXISTS idx_vm_pid;
+      CREATE INDEX idx_vm_live ON vm_instances(id)
+        WHERE pid IS NOT NULL OR status IN ('starting', 'running', 'stopping');
+    `,
+  },
 ];
 
 /** The version a fully migrated database has. */

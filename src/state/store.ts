@@ -1,6 +1,6 @@
 /**
  * The SQLite state store: one file, WAL, every id-or-name lookup as two prepared, reused, indexed
- * statements (primary key first, then the unique name index). Writes run in `BEGIN IMMEDIATE`.
+ * statements (primary key and unique name index; the one the argument's shape points to first). Writes run in `BEGIN IMMEDIATE`.
  * SQLite's failures surface as one line (full disk, read-only data dir, damaged file); a database
  * that cannot be written is still opened read-only, so reads (and `stop`) keep working.
  */
@@ -104,6 +104,21 @@ export const SQL = {
   byName: `SELECT ${ROW_COLUMNS.join(", ")} FROM vm_instances WHERE name = ?`,
   all: "SELECT * FROM vm_instances ORDER BY name",
   allBrief: "SELECT id, name, status, pid FROM vm_instances ORDER BY name",
+  /**
+   * The VMs that claim a process, in no order: read from the partial index `idx_vm_live`, not a
+   * scan (an ORDER BY would make SQLite walk the name index over every VM instead).
+   */
+  live: `SELECT id, name, status, pid FROM vm_instances
+    WHERE pid IS NOT NULL OR status IN ('starting', 'running', 'stopping')`,
+  /** Every VM as `ls --json` prints it, built by SQLite (see `listJson`). */
+  allJson: `SELECT json_pretty(json_group_array(json_object(
+      'id', id, 'name', name, 'status', status, 'pid', NULL)), '  ')
+    FROM (SELECT id, name, status FROM vm_instances ORDER BY name)`,
+  /** `allJson` with the status and pid of some VMs taken from ?1, a JSON object keyed by id. */
+  allJsonObserved: `SELECT json_pretty(json_group_array(json_object(
+      'id', id, 'name', name, 'status', coalesce(?1 -> id ->> 'status', status),
+      'pid', ?1 -> id ->> 'pid')), '  ')
+    FROM (SELECT id, name, status FROM vm_instances ORDER BY name)`,
   allByStatus: "SELECT * FROM vm_instances WHERE status = ? ORDER BY name",
   insert: `INSERT INTO vm_instances (id, name, config_path, config_data, created_at, updated_at)
     VALUES (?, ?, ?, ?, ?, ?)`,
@@ -118,6 +133,8 @@ export const SQL = {
 } as const;
 
 const SQLITE_HEADER = "SQLite format 3\0";
+/** A VM id's shape (a UUID, any case); no VM name may have it (see config/name.ts). */
+const UUID_SHAPE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const BUSY_TIMEOUT_MS = 10_000;
 
 /** A `vm_instances` row as SQLite returns it. */
@@ -308,6 +325,9 @@ export class StateStore {
   #all: StatementSync;
   #allByStatus: StatementSync;
   #allBrief: StatementSync;
+  /** Only `ls` runs these, so they are prepared on first use. */
+  #live?: StatementSync;
+  #json: Record<string, StatementSync> = {};
   #insert: StatementSync;
   /** Status UPDATEs by id and by name, per set of fields given, prepared on first use. */
   #status: ([StatementSync, StatementSync] | undefined)[] = [];
@@ -459,10 +479,15 @@ export class StateStore {
     return change ? { ...row, ...change } : row;
   }
 
-  /** The VM with this id, else the VM with this name, else undefined. */
+  /**
+   * The VM with this id or name, else undefined. An argument shaped like a UUID is looked up as
+   * an id first, anything else as a name first: a name never looks like a UUID, so a name no
+   * longer pays for an id search that misses (get by name at 100,000 VMs ~9 → ~6.6 µs, paired).
+   */
   get(idOrName: string): VmRecord | undefined {
+    const [first, second] = lookupOrder(idOrName, this.#byId, this.#byName);
     const row = this.#read(() =>
-      (this.#byId.get(idOrName) ?? this.#byName.get(idOrName)) as unknown[] | undefined
+      (first.get(idOrName) ?? second.get(idOrName)) as unknown[] | undefined
     );
     if (!row) return undefined;
     return this.#overlay ? toRecord(this.#overlaid(arrayToRow(row))) : arrayToRecord(row);
@@ -496,6 +521,31 @@ export class StateStore {
     const rows = (this.#read(() => this.#allBrief.all()) as unknown as VmBrief[keyof VmBrief][][])
       .map((v) => ({ id: v[0], name: v[1], status: v[2], pid: v[3] }) as VmBrief);
     return this.#overlay ? rows.map((row) => this.#overlaid(row)) : rows;
+  }
+
+  /** The VMs that claim a process (a pid, or a live stored status), in no order: what `ls` checks. */
+  listLive(): VmBrief[] {
+    const statement = this.#live ??= this.#read(() => this.db.prepare(SQL.live));
+    const rows = this.#read(() => statement.all()) as unknown as VmBrief[];
+    return this.#overlay ? rows.map((row) => this.#overlaid(row)) : rows;
+  }
+
+  /**
+   * Every VM as `ls --json` prints it, as the text `JSON.stringify(list, null, 2)` gives for a
+   * list of `{id, name, status, pid}` by name, built by SQLite: at 10,000 VMs that costs about
+   * half of reading the rows into objects and stringifying them. `observed` gives the status and
+   * pid shown for the VMs `listLive` returned (after checking them); every other VM claims no
+   * process, so it shows its stored status and pid null.
+   */
+  listJson(observed: ReadonlyMap<string, { status: string; pid: number | null }>): string {
+    const sql = observed.size === 0 ? SQL.allJson : SQL.allJsonObserved;
+    const statement = this.#json[sql] ??= this.#read(() => {
+      const prepared = this.db.prepare(sql);
+      prepared.setReturnArrays(true);
+      return prepared;
+    });
+    const params = observed.size === 0 ? [] : [JSON.stringify(Object.fromEntries(observed))];
+    return (this.#read(() => statement.get(...params)) as unknown as [string])[0];
   }
 
   /** Adds a VM; a taken name is a UsageError and writes nothing. */
@@ -618,11 +668,17 @@ export class StateStore {
     params: SQLInputValue[],
     idOrName: string,
   ): boolean {
+    const [first, second] = lookupOrder(idOrName, byId, byName);
     return this.transaction(() => {
-      if (byId.run(...params, idOrName).changes > 0) return true;
-      return byName.run(...params, idOrName).changes > 0;
+      if (first.run(...params, idOrName).changes > 0) return true;
+      return second.run(...params, idOrName).changes > 0;
     });
   }
+}
+
+/** `[byId, byName]` for an argument shaped like a UUID, else `[byName, byId]`: both are tried. */
+function lookupOrder<T>(idOrName: string, byId: T, byName: T): [T, T] {
+  return UUID_SHAPE.test(idOrName) ? [byId, byName] : [byName, byId];
 }
 
 function currentVersion(db: DatabaseSync): number {
