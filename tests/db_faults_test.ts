@@ -565,3 +565,25 @@ Deno.test("a data dir its user cannot write (mode 0555): reads work, writes exit
     }
   });
 });
+
+Deno.test("a database its user cannot read: commands exit 4 naming it; doctor advises access, not a restore", async () => {
+  if (skipUnlessRoot("the unreadable database test (it runs qvm as nobody)")) return;
+  await withEnv(async (env) => {
+    await sh("chown", ["65534:65534", env.root]);
+    const add = await runAsNobody(env, ["add", "--empty", "--name", "a"]);
+    assert.equal(add.code, 0, add.stderr);
+    await sh("chown", ["0:0", dbPath(env)]);
+    Deno.chmodSync(dbPath(env), 0o600);
+    for (const args of [["ls"], ["status", "a"], ["add", "--empty", "--name", "b"]]) {
+      const res = await runAsNobody(env, args);
+      assert.equal(res.code, 4, `${args.join(" ")}: ${res.stderr}`);
+      assertOneLine(res, new RegExp(`${dbPath(env)}: permission denied`), args.join(" "));
+    }
+    const doctor = await runAsNobody(env, ["doctor", "--json"]);
+    const database = (JSON.parse(doctor.stdout).checks as Check[])
+      .find((c) => c.check === "database" && c.status === "problem")!;
+    assert.match(database.what, /permission denied/);
+    assert.match(database.fix!, /chmod|chown/);
+    assert.doesNotMatch(database.fix!, /restore|backup/i, "the database is intact");
+  });
+});

@@ -190,7 +190,10 @@ export function databaseFindings(ctx: Context): DatabaseReport {
       status: "problem",
       what: err.message.replace(/: run 'qvm doctor'.*$/, ""),
       why: "qvm cannot read its VMs, so the checks that need them were skipped",
-      fix: !damaged
+      fix: err.exitCode === ExitCode.permission
+        ? `see who owns ${path} and its mode (ls -l ${path}), then make it readable and ` +
+          "writable by you (chown, chmod u+rw); the database itself is not damaged"
+        : !damaged
         ? `move ${path} aside and restore a backup`
         : / holds sockets or pid files /.test(err.message)
         ? `${recoveryAdvice(path)}; if those VMs are gone for good, remove their files from ` +
