@@ -482,3 +482,43 @@ Deno.test("exec runs as a cloud_init VM's user unless --root or --user say other
   assert.throws(() => execUser({ user: "x y" }, vm), /invalid --user/);
   assert.throws(() => execUser({ user: "bob", root: true }, vm), /not both/);
 });
+
+Deno.test("rm --delete-storage never opens a fifo another VM names (it would block)", async () => {
+  await withEnv(async (env) => {
+    const fifo = join(env.root, "console.fifo");
+    const mk = await new Deno.Command("mkfifo", { args: [fifo] }).output();
+    assert.equal(mk.code, 0);
+    const disk = join(env.root, "a.qcow2");
+    await env.ok([
+      "add",
+      await env.file(
+        "a.yaml",
+        `storage:\n  - name: d\n    file: ${disk}\n    size: 16M\n    type: qcow2\n`,
+      ),
+      "--name",
+      "a",
+    ]);
+    await env.run(["start", "a", "--wait-for", "process"]);
+    await env.run(["stop", "a", "--force"]);
+    assert.ok(exists(disk), "the start must have created the disk");
+    await env.ok([
+      "add",
+      await env.file("b.yaml", `arguments:\n  - serial: pipe:${fifo}\n  - hdb: ${fifo}\n`),
+      "--name",
+      "b",
+    ]);
+    // Should rm open the fifo, it blocks until a writer comes: after a generous wait, a writer
+    // comes and goes every half second (a read-write open of a fifo never blocks).
+    const started = Date.now();
+    let writers: ReturnType<typeof setInterval> | undefined;
+    const unblock = setTimeout(() => {
+      writers = setInterval(() => Deno.openSync(fifo, { read: true, write: true }).close(), 500);
+    }, 30_000);
+    const rm = await env.run(["rm", "a", "--delete-storage", "--yes"]);
+    clearTimeout(unblock);
+    clearInterval(writers);
+    assert.ok(Date.now() - started < 30_000, "rm blocked opening the fifo");
+    assert.equal(rm.code, 0, rm.stderr);
+    assert.ok(!exists(disk), "a disk no other VM uses was kept");
+  });
+});

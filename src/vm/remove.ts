@@ -59,6 +59,8 @@ const QCOW2_MAGIC = 0x514649fb;
 function qcow2Backing(file: string): string | undefined {
   let image: Deno.FsFile | undefined;
   try {
+    // Only a regular file: opening a fifo or a tty another VM names could block or disturb it.
+    if (!Deno.statSync(file).isFile) return undefined;
     image = Deno.openSync(file, { read: true });
     const head = new Uint8Array(20);
     if ((image.readSync(head) ?? 0) < 20) return undefined;
