@@ -4,7 +4,8 @@
  * disk, and the system folders where qvm never creates a disk.
  */
 
-import { existsSync, readlinkSync, realpathSync } from "node:fs";
+// Files are looked at with Deno's own calls: importing node:fs costs every command that loads
+// the config module (start among them) ~10 ms of start-up (start --dry-run 48 -> 38 ms, paired).
 import { dirname, isAbsolute, join, resolve } from "node:path";
 import { escapeOptionValue, splitOptionText } from "../qemu/argv.ts";
 import { stripDashes } from "./arguments.ts";
@@ -247,7 +248,7 @@ function under(path: string): string | undefined {
 /** The target of `path` when it is a symlink (absolute), else undefined. */
 function linkTarget(path: string): string | undefined {
   try {
-    return resolve(dirname(path), readlinkSync(path));
+    return resolve(dirname(path), Deno.readLinkSync(path));
   } catch {
     return undefined;
   }
@@ -262,7 +263,7 @@ function realish(path: string, hops = 0): string {
   const tail: string[] = [];
   while (head !== dirname(head)) {
     try {
-      return join(realpathSync(head), ...tail.reverse());
+      return join(Deno.realPathSync(head), ...tail.reverse());
     } catch {
       const target = hops < 40 ? linkTarget(head) : undefined;
       if (target !== undefined) return join(realish(target, hops + 1), ...tail.reverse());
@@ -284,5 +285,10 @@ export function systemFolderOf(path: string): string | undefined {
 
 /** True when something (file, device, link) exists at `path`. */
 export function pathExists(path: string): boolean {
-  return existsSync(path);
+  try {
+    Deno.statSync(path); // follows links, as node's existsSync does: a dangling one is not there
+    return true;
+  } catch {
+    return false;
+  }
 }

@@ -93,32 +93,35 @@ export function qemuError(log: string): { message?: string; detail?: string } {
   return { message, detail: rest.length > 0 ? rest.join("\n") : undefined };
 }
 
+/** Runs one QMP query, bounded by 500 ms. */
+type Ask = <T>(command: string) => Promise<T>;
+
+/** `Ask` over a new connection to the VM's status monitor (it never waits for the socket). */
+function askMonitor(paths: VmPaths): Ask {
+  return <T>(command: string) =>
+    qmpOnce<T>(paths.monitorSocket, command, { timeoutMs: 500, retry: false });
+}
+
 /** True if QEMU runs the guest with KVM (false if unknown). */
-async function kvmEnabled(paths: VmPaths): Promise<boolean> {
+async function kvmEnabled(ask: Ask): Promise<boolean> {
   try {
-    return (await qmpOnce<{ enabled: boolean }>(paths.monitorSocket, "query-kvm", {
-      timeoutMs: 500,
-      retry: false,
-    })).enabled;
+    return (await ask<{ enabled: boolean }>("query-kvm")).enabled;
   } catch {
     return false;
   }
 }
 
 /** Fails fast when QEMU sits in a run state it cannot leave by itself (KVM failure, panic). */
-async function checkRunState(paths: VmPaths): Promise<void> {
+async function checkRunState(ask: Ask): Promise<void> {
   let state: string | undefined;
   try {
-    state = (await qmpOnce<{ status: string }>(paths.monitorSocket, "query-status", {
-      timeoutMs: 500,
-      retry: false,
-    })).status;
+    state = (await ask<{ status: string }>("query-status")).status;
   } catch {
     return; // not answering yet: the wait goes on
   }
   if (!FAULT_STATES.has(state)) return;
   if (state === "internal-error") {
-    if (await kvmEnabled(paths)) {
+    if (await kvmEnabled(ask)) {
       throw new QvmError(
         "KVM failed to run the guest (QEMU run state internal-error); set accel tcg in the " +
           "config (arguments: [{accel: tcg}]) to run it without KVM",
@@ -171,12 +174,12 @@ async function waitForSerial(
     }
     if (Date.now() - lastStateCheck >= 500) {
       lastStateCheck = Date.now();
-      await checkRunState(paths);
+      await checkRunState(askMonitor(paths));
     }
     await new Promise((r) => setTimeout(r, 50));
   }
   let hint = "";
-  if (offset === check.offset && await kvmEnabled(paths)) {
+  if (offset === check.offset && await kvmEnabled(askMonitor(paths))) {
     hint = ": the guest printed nothing under KVM; if KVM does not work on this host, " +
       "set accel tcg in the config (arguments: [{accel: tcg}])";
   }
@@ -201,10 +204,15 @@ async function waitUntilReady(
     await waitForSerial(paths, { text: waitFor.text, pid, id: vm.id, binary, deadline, offset });
     return;
   }
-  await withQmpSocket(paths.qmpSocket, () => Promise.resolve(), {
-    timeoutMs: Math.max(deadline.remainingMs(), 1),
-  });
-  await checkRunState(paths);
+  // The run state is asked on the connection that waited for QMP: one handshake, not two.
+  await withQmpSocket(
+    paths.qmpSocket,
+    (client) =>
+      checkRunState(<T>(command: string) =>
+        client.execute<T>(command, undefined, { timeoutMs: 500 })
+      ),
+    { timeoutMs: Math.max(deadline.remainingMs(), 1) },
+  );
 }
 
 /** What a start is doing, for a caller that shows progress: creating a disk, or waiting. */
