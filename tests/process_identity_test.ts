@@ -93,11 +93,9 @@ Deno.test("the -uuid of an argv is the value after the last -uuid, matched exact
   }
 });
 
-Deno.test("a QEMU binary is named qemu-system-* or qemu-kvm, or is the VM's configured binary", () => {
-  assert.ok(isQemuExe("/usr/bin/qemu-system-x86_64"));
-  assert.ok(isQemuExe("/opt/q/bin/qemu-system-aarch64"));
+Deno.test("a QEMU binary is the configured one, or named like QEMU where programs are installed", () => {
+  assert.ok(isQemuExe(Deno.realPathSync("/usr/bin/qemu-system-x86_64")));
   assert.ok(isQemuExe("/usr/libexec/qemu-kvm"));
-  assert.ok(isQemuExe("/nix/store/x-qemu-7.2/bin/.qemu-system-x86_64-wrapped"));
   assert.ok(!isQemuExe("/usr/bin/sleep"));
   assert.ok(!isQemuExe("/usr/bin/qemu-img"));
   assert.ok(!isQemuExe("/tmp/qemu-system-x86_64/sh"));
@@ -106,6 +104,44 @@ Deno.test("a QEMU binary is named qemu-system-* or qemu-kvm, or is the VM's conf
   assert.ok(isQemuExe(sh, "/bin/sh"), "the configured binary, by its real path");
   assert.ok(isQemuExe(sh, "sh"), "the configured binary, by name on PATH");
   assert.ok(!isQemuExe(sh, "/bin/true"));
+  const dir = Deno.makeTempDirSync({ prefix: "qvm-exe-" });
+  try {
+    // A program renamed like QEMU in a folder of its own is not a QEMU...
+    const renamed = `${dir}/qemu-system-aarch64`;
+    Deno.copyFileSync("/bin/true", renamed);
+    assert.ok(!isQemuExe(renamed));
+    // ...unless it is the VM's configured binary, or sits beside it (a wrapper's real QEMU).
+    assert.ok(isQemuExe(renamed, renamed));
+    const wrapped = `${dir}/.qemu-system-aarch64-wrapped`;
+    Deno.copyFileSync("/bin/true", wrapped);
+    assert.ok(isQemuExe(wrapped, renamed));
+    assert.ok(!isQemuExe(wrapped));
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
+
+Deno.test("a renamed copy of another program carrying the VM's -uuid is never its QEMU", async () => {
+  await withEnv(async (env) => {
+    const id = JSON.parse(await env.ok(["add", "--empty", "--name", "v2", "--json"])).id;
+    const exe = join(env.root, "qemu-system-x86_64");
+    await Deno.copyFile("/bin/sh", exe);
+    await Deno.chmod(exe, 0o755);
+    const fake = await impostor({ argv0: exe, exe, args: ["-name", "v2", "-uuid", id] });
+    try {
+      assert.ok(!isOurQemu(fake.pid, id), "a renamed sh is not a QEMU");
+      claim(env, "v2", fake.pid);
+      assert.notEqual(JSON.parse(await env.ok(["status", "v2", "--json"])).status, "running");
+      claim(env, "v2", fake.pid);
+      await env.run(["stop", "v2", "--force"]);
+      assert.ok(alive(fake.pid), "stop --force left the renamed program alone");
+      claim(env, "v2", fake.pid);
+      await env.run(["rm", "v2", "--force", "--yes"]);
+      assert.ok(alive(fake.pid), "rm --force left the renamed program alone");
+    } finally {
+      await fake.stop();
+    }
+  });
 });
 
 Deno.test("a process faking QEMU's argv at a VM's recorded pid is never signalled and is not running", async () => {
@@ -176,9 +212,13 @@ Deno.test({
         await env.run(["stop", "v2", "--force"]);
         assert.ok(alive(fake.pid), "stop --force left it alone");
         assert.notEqual(JSON.parse(await env.ok(["status", "v2", "--json"])).status, "running");
-        // The same copy owned by us would count: the rule is the owner, not the path.
+        // Owned by us, it still counts only as the VM's configured binary (the owner rule comes
+        // on top of the binary rule): then it is ours.
         Deno.chownSync(copy, 0, 0);
-        assert.ok(isOurQemu(fake.pid, id));
+        assert.ok(!isOurQemu(fake.pid, id));
+        assert.ok(isOurQemu(fake.pid, id, copy));
+        Deno.chownSync(copy, 65534, 65534);
+        assert.ok(!isOurQemu(fake.pid, id, copy), "another user's configured binary is not ours");
       } finally {
         await fake.stop();
       }

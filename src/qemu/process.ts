@@ -3,9 +3,9 @@
  * VM `id`'s QEMU only while all of these hold:
  * - it is alive and not a zombie (`/proc/<pid>/stat` state is not Z or X);
  * - its executable, read from the `/proc/<pid>/exe` link (which, unlike argv[0], a process cannot
- *   fake), is a QEMU binary: named `qemu-system-*` or `qemu-kvm`, or the VM's configured binary,
- *   and owned by root or the current user (another user's copy of any program under that name is
- *   not a QEMU of ours);
+ *   fake), is a QEMU binary: the VM's configured binary, or one named `qemu-system-*` or
+ *   `qemu-kvm` where programs are installed (see `isQemuExe`), and owned by root or the current
+ *   user (another user's copy, or a renamed copy of another program, is not a QEMU of ours);
  * - its argv has `-uuid` followed by exactly `id` (the last `-uuid` wins, as in QEMU).
  * When the exe link cannot be read (another user's process we may not inspect), the process is
  * not ours: QEMU runs as the user who ran qvm, so qvm can always read its own QEMU's link, and
@@ -70,21 +70,58 @@ function realPath(path: string): string | undefined {
   }
 }
 
+/** The real paths of the folders programs are installed in: PATH's and the usual system ones. */
+let installed: Set<string> | undefined;
+function installedDirs(): Set<string> {
+  if (!installed) {
+    installed = new Set();
+    const dirs = [...pathDirs(), "/usr/bin", "/usr/local/bin", "/usr/libexec", "/usr/lib/qemu"];
+    for (const dir of dirs) {
+      const real = realPath(dir);
+      if (real) installed.add(real);
+    }
+  }
+  return installed;
+}
+
+function pathDirs(): string[] {
+  return (Deno.env.get("PATH") ?? "/usr/bin:/bin").split(":").filter((d) => d.startsWith("/"));
+}
+
+function dirOf(path: string): string {
+  return path.slice(0, path.lastIndexOf("/")) || "/";
+}
+
+/** `binary` (a path, or a name looked up on PATH) as the real path of the file it runs. */
+function resolveBinary(binary: string): string | undefined {
+  if (binary.includes("/")) return realPath(binary);
+  for (const dir of pathDirs()) {
+    const real = realPath(`${dir}/${binary}`);
+    if (real) return real;
+  }
+  return undefined;
+}
+
 /**
- * True if `exe` (an absolute, resolved path) is a QEMU binary: named `qemu-system-*` or
- * `qemu-kvm`, or the same file as `binary` (a VM's configured QEMU, as a path or a name on PATH).
+ * True if `exe` (an absolute, resolved path) is a QEMU binary: the VM's configured `binary` (a
+ * path, or a name on PATH) itself; or a program named `qemu-system-*` or `qemu-kvm` installed
+ * where programs are installed (PATH's folders, /usr/libexec, ...), or beside the program a PATH
+ * entry of that name resolves to, or beside the configured binary (wrappers such as Nix's exec
+ * `.qemu-system-x86_64-wrapped` from their own folder). A copy of some other program renamed
+ * `qemu-system-x86_64` in a folder of its own is not a QEMU.
  */
 export function isQemuExe(exe: string, binary?: string): boolean {
+  const configured = binary ? resolveBinary(binary) : undefined;
+  if (configured === exe) return true;
   const name = basename(exe);
-  // A leading dot: wrappers such as Nix exec `.qemu-system-x86_64-wrapped`.
-  if (/^\.?qemu-system-[\w.+-]+$/.test(name) || name === "qemu-kvm") return true;
-  if (!binary) return false;
-  if (!binary.includes("/")) {
-    if (name === binary) return true;
-    const dirs = (Deno.env.get("PATH") ?? "/usr/bin:/bin").split(":").filter(Boolean);
-    return dirs.some((dir) => realPath(`${dir}/${binary}`) === exe);
-  }
-  return realPath(binary) === exe;
+  if (!/^\.?qemu-system-[\w.+-]+$/.test(name) && name !== "qemu-kvm") return false;
+  const dir = dirOf(exe);
+  if (installedDirs().has(dir)) return true;
+  if (configured && dirOf(configured) === dir) return true;
+  // Nix-style: PATH's qemu-system-x86_64 resolves to a wrapper beside `.qemu-system-...-wrapped`.
+  const plain = name.replace(/^\./, "").replace(/-wrapped$/, "");
+  const onPath = resolveBinary(plain);
+  return onPath !== undefined && dirOf(onPath) === dir;
 }
 
 /** True if the file `pid` runs (even one since deleted) belongs to root or the current user. */
