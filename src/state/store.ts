@@ -1,6 +1,7 @@
 /**
  * The SQLite state store: one file, WAL, every id-or-name lookup as two prepared, reused, indexed
- * statements (primary key and unique name index; the one the argument's shape points to first). Writes run in `BEGIN IMMEDIATE`.
+ * statements (primary key and unique name index, the one the argument's shape points to first).
+ * Writes run in `BEGIN IMMEDIATE`.
  * SQLite's failures surface as one line (full disk, read-only data dir, damaged file); a database
  * that cannot be written is still opened read-only, so reads (and `stop`) keep working.
  */
