@@ -1,13 +1,13 @@
 /**
  * Command latency: the wall time (and peak memory) of whole `qvm status`, `qvm ls --json` and
  * `qvm info` processes on databases of 100, 10,000 and 100,000 VMs, run from source and as the
- * installed single file (`tools/bundle.ts` + `tools/install.ts`), side by side in one run with
+ * installed single file (`src/dist/bundle.ts` + `src/dist/install.ts`), side by side in one run with
  * `deno run` of an empty script (Deno's start-up floor) and the `sqlite3` CLI doing the same
  * lookup (the process floor without Deno). Runs rotate through the forms, so a noisy moment hurts
  * them all alike; medians are compared.
  */
-import { buildDist } from "../tools/bundle.ts";
-import { install } from "../tools/install.ts";
+import { buildDist } from "../src/dist/bundle.ts";
+import { install } from "../src/dist/install.ts";
 import { createPopulation, disposePopulation, vmName } from "./_state_fixture.ts";
 import { median } from "./_state_timing.ts";
 

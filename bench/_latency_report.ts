@@ -93,8 +93,8 @@ export function latencyMarkdown(lat: CommandLatency): string {
   const lines = [
     "Whole processes, spawn included, on databases built like the tables' ones (`--data-dir` " +
     "of that size, the VM asked about is the middle one, none running). Forms: **source** = " +
-    "`deno run -A --quiet main.ts …`; **installed** = `dist/qvm` built by `tools/bundle.ts` and " +
-    "installed by `tools/install.ts`, run as an executable; **empty deno run** = `deno run -A " +
+    "`deno run -A --quiet main.ts …`; **installed** = `dist/qvm` built by `src/dist/bundle.ts` and " +
+    "installed by `src/dist/install.ts`, run as an executable; **empty deno run** = `deno run -A " +
     "--quiet EMPTY.ts`, Deno's start-up floor; **sqlite3** = the `sqlite3` CLI doing the same " +
     "lookup (`-json`), the process floor without Deno. Each round runs every form once, in " +
     "rotating order, after one warm-up run each; medians of the rounds; peak memory by " +

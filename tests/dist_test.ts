@@ -1,12 +1,12 @@
 /**
- * The distributed form end to end: `dist/qvm` built by tools/bundle.ts, installed by
- * tools/install.ts into a private prefix, then run as an executable (its shebang runs Deno) to
+ * The distributed form end to end: `dist/qvm` built by src/dist/bundle.ts, installed by
+ * src/dist/install.ts into a private prefix, then run as an executable (its shebang runs Deno) to
  * define, start, query, stop and remove a real VM.
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { buildDist } from "../tools/bundle.ts";
-import { install, withShebang } from "../tools/install.ts";
+import { buildDist } from "../src/dist/bundle.ts";
+import { install, withShebang } from "../src/dist/install.ts";
 import { withEnv } from "./helpers/qvm.ts";
 import { alive, guestConfig, pidsMentioning, WAIT_READY } from "./helpers/guest.ts";
 

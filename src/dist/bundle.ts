@@ -10,9 +10,9 @@
  * modules, from files Deno can cache compiled, as it does from source. The modules travel
  * gzipped, so the launcher Deno reads on every run stays small (~0.2 MB, not ~0.6 MB).
  */
-import { VERSION } from "../src/version.ts";
+import { VERSION } from "../version.ts";
 
-const ROOT = new URL("../", import.meta.url);
+const ROOT = new URL("../../", import.meta.url);
 
 /** The first line of `dist/qvm`; `tools/install.ts` points it at a Deno binary. */
 export const SHEBANG = "#!/usr/bin/env -S deno run -A --quiet";
