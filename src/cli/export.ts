@@ -2,7 +2,7 @@
 import type { Context } from "./context.ts";
 import type { CommandSpec, ParsedArgs } from "./spec.ts";
 import { PermissionError, QvmError, UsageError } from "../errors.ts";
-import { vmPaths } from "../vm/paths.ts";
+import { exists, vmPaths } from "../vm/paths.ts";
 import type { VmConfig } from "../config/mod.ts";
 import { defineDomain, domainXml, startDomain } from "../libvirt/mod.ts";
 
@@ -49,15 +49,6 @@ function onPath(binary: string): string | undefined {
     } catch { /* not here */ }
   }
   return undefined;
-}
-
-function exists(path: string): boolean {
-  try {
-    Deno.statSync(path);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /**
@@ -133,7 +124,7 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
     return 0;
   }
   // Refusals come first and alone: one line, nothing defined.
-  const missing = made.files.filter((file) => !exists(file));
+  const missing = made.files.filter((file) => !exists(file, { follow: true }));
   if (missing.length > 0) {
     throw new QvmError(
       `export: ${vm.name} needs ${missing[0]}, which does not exist here ` +

@@ -20,6 +20,7 @@ import {
   type StorageEntry,
   verifyDisk,
 } from "../vm/storage.ts";
+import { exists } from "../vm/paths.ts";
 import { table } from "./_format.ts";
 import { formatSize } from "./_size.ts";
 
@@ -97,15 +98,6 @@ interface LsRow {
   error: string | null;
 }
 
-function exists(path: string): boolean {
-  try {
-    Deno.statSync(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 async function describe(entry: StorageEntry): Promise<LsRow> {
   const { vm, item, path } = entry;
   const row: LsRow = {
@@ -121,7 +113,7 @@ async function describe(entry: StorageEntry): Promise<LsRow> {
     backing_file: null,
     error: null,
   };
-  if (!exists(path)) return { ...row, state: "missing" };
+  if (!exists(path, { follow: true })) return { ...row, state: "missing" };
   if (item.type === "virtfs") return row;
   try {
     const info = await imageInfo(path, item.type);

@@ -62,6 +62,17 @@ export function runtimeFiles(paths: VmPaths): string[] {
   ];
 }
 
+/** True if something is at `path`; a link counts as itself unless `follow` asks for its target. */
+export function exists(path: string, options: { follow?: boolean } = {}): boolean {
+  try {
+    if (options.follow) Deno.statSync(path);
+    else Deno.lstatSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** Removes `path` if it is there; true if it removed it. Never recursive. */
 export function removeQuietly(path: string): boolean {
   try {

@@ -11,7 +11,7 @@ import { Deadline, type VmEnv } from "./env.ts";
 import { VmRemovedError, withVm } from "./guard.ts";
 import { acquireLock, isLocked } from "./lock.ts";
 import { isLive } from "./observe.ts";
-import { vmPaths } from "./paths.ts";
+import { exists, vmPaths } from "./paths.ts";
 
 /** The kinds of file qvm keeps per VM in the runtime dir (`<id>.<kind>`). */
 export type RuntimeKind = "qmp" | "mon" | "evt" | "serial" | "boot" | "pid" | "lock";
@@ -118,15 +118,6 @@ export interface UpkeepResult {
 function vmWithId(env: VmEnv, id: string): VmRecord | undefined {
   const vm = env.store.get(id);
   return vm?.id === id ? vm : undefined; // a file named after a VM's *name* is not that VM's
-}
-
-function exists(path: string): boolean {
-  try {
-    Deno.lstatSync(path);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 function removeFile(path: string): void {
