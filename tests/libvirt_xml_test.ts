@@ -343,3 +343,23 @@ Deno.test("domainToConfig knows its own export again after libvirt rewrote it (v
     "no-reboot",
   ]);
 });
+
+Deno.test("parseXml refuses elements nested past 256 levels with a syntax error, not a crash", () => {
+  const deep = (n: number) => "<a>".repeat(n) + "</a>".repeat(n);
+  assert.equal(parseXml(deep(256)).name, "a");
+  assert.throws(() => parseXml(deep(257)), XmlSyntaxError);
+  assert.throws(() => parseXml(deep(200_000)), XmlSyntaxError);
+  assert.throws(
+    () => domainToConfig(`<domain type="kvm"><name>d</name>${deep(200_000)}</domain>`),
+    UsageError,
+  );
+});
+
+Deno.test("domainXml passes -smp 0 and -m 0 through: <vcpu> and <memory> are never 0", () => {
+  for (const item of [{ smp: 0 }, { m: 0 }, { m: "0G" }]) {
+    const { xml, passedThrough } = exported({ arguments: [item] });
+    assert.match(xml, /<vcpu>1<\/vcpu>/);
+    assert.match(xml, /<memory unit="MiB">128<\/memory>/);
+    assert.equal(passedThrough.length, 1, JSON.stringify(item));
+  }
+});

@@ -187,9 +187,11 @@ function planArguments(items: readonly ArgumentItem[]): ArgumentPlan {
     const count = scalarOf(item);
     if (option === "accel" && plan.type === undefined && (value === "tcg" || value === "kvm")) {
       plan.type = value === "tcg" ? "qemu" : "kvm";
-    } else if (option === "m" && plan.memory === undefined && /^\d+[KMGT]?$/i.test(count ?? "")) {
+    } else if (
+      option === "m" && plan.memory === undefined && /^[1-9]\d*[KMGT]?$/i.test(count ?? "")
+    ) {
       plan.memory = /^\d+$/.test(count!) ? `${count}M` : count!.toUpperCase();
-    } else if (option === "smp" && plan.vcpus === undefined && /^\d+$/.test(count ?? "")) {
+    } else if (option === "smp" && plan.vcpus === undefined && /^[1-9]\d*$/.test(count ?? "")) {
       plan.vcpus = Number(count);
     } else if (option === "enable-kvm" && bare && plan.type === undefined) {
       plan.type = "kvm";

@@ -76,6 +76,8 @@ export function writeXml(root: XmlElement): string {
 const NAME = /[A-Za-z_:][A-Za-z0-9_.:-]*/y;
 const SPACE = /[ \t\r\n]*/y;
 const NAMED: Record<string, string> = { lt: "<", gt: ">", amp: "&", quot: '"', apos: "'" };
+/** How deep elements may nest: libxml2's own default limit, far beyond any domain XML. */
+const MAX_DEPTH = 256;
 
 function decode(text: string, at: number): string {
   return text.replace(/&([^;&]*);?/g, (whole, ref: string) => {
@@ -126,8 +128,9 @@ export function parseXml(text: string): XmlElement {
       else return;
     }
   };
-  const readElement = (): XmlElement => {
+  const readElement = (depth = 1): XmlElement => {
     if (text[pos] !== "<") fail(`expected '<' at offset ${pos}`);
+    if (depth > MAX_DEPTH) fail(`elements nest more than ${MAX_DEPTH} deep at offset ${pos}`);
     pos++;
     const name = readName();
     const attrs: Record<string, string> = {};
@@ -186,7 +189,7 @@ export function parseXml(text: string): XmlElement {
         skipUntil("?>", "processing instruction");
       } else if (text[pos] === "<") {
         flush();
-        children.push(readElement());
+        children.push(readElement(depth + 1));
       } else {
         const next = text.indexOf("<", pos);
         const end = next < 0 ? text.length : next;
