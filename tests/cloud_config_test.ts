@@ -158,7 +158,7 @@ Deno.test("cloud_init: each bad value is one UsageError line", async () => {
       [{ runcmd: [[]] }, /runcmd\[0\]/],
       [{ runcmd: [3] }, /runcmd\[0\]/],
       [{ user_data: "packages: [jq]\nruncmd: []\n" }, /must start with '#cloud-config' or '#!'/],
-      [{ user_data: `${dir}/plain.yaml` }, /plain\.yaml' : it must start with/],
+      [{ user_data: `${dir}/plain.yaml` }, /plain\.yaml': it must start with/],
       [{ user_data: `${dir}/nope.yaml` }, /nope\.yaml' not found/],
       [{ user_data: "" }, /expected a file name or inline text/],
       [{ user: "dev", user_data: "#cloud-config\n" }, /cannot be combined with cloud_init.user/],
@@ -240,6 +240,61 @@ Deno.test("qvm add refuses bad cloud input with one line, exit 3, and no VM", as
       assert.equal(JSON.stringify(info).includes(KEY), true);
     } finally {
       busy.close();
+    }
+  });
+});
+
+Deno.test("qvm add refuses a UDP host port in use, a forward on a foreign address and a bare word as a key", async () => {
+  await withEnv(async (env) => {
+    // A UDP socket bound by another program, found in /proc/net/udp.
+    const udp = new Deno.Command("python3", {
+      args: [
+        "-c",
+        "import socket,sys,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n" +
+        "s.bind(('127.0.0.1',0))\nprint(s.getsockname()[1],flush=True)\ntime.sleep(60)",
+      ],
+      stdout: "piped",
+    }).spawn();
+    try {
+      const reader = udp.stdout.getReader();
+      const { value } = await reader.read();
+      const port = Number(new TextDecoder().decode(value).trim());
+      assert.ok(port > 0);
+      const cases: [string, RegExp][] = [
+        [
+          `network: {ports: ['${port}:53/udp']}`,
+          new RegExp(`${port}:53/udp: host port ${port} on 127.0.0.1 is already in use`),
+        ],
+        [
+          `network: {ports: ['0.0.0.0:${port}:53/udp']}`,
+          new RegExp(`host port ${port} on 0.0.0.0 is already in use`),
+        ],
+        [
+          "network: {ports: ['192.0.2.7:auto:22']}",
+          /host address 192\.0\.2\.7 is not on this host/,
+        ],
+        ["network: {ports: ['192.0.2.7:5353:53/udp']}", /host address 192\.0\.2\.7 is not on/],
+        [
+          "cloud_init: {ssh_authorized_keys: [garbage]}",
+          /'garbage': not an OpenSSH public key line/,
+        ],
+        ["cloud_init: {user_data: '#include x'}", /cloud_init.user_data: it must start with/],
+      ];
+      for (const [yaml, message] of cases) {
+        const file = await env.file("bad.yaml", `name: bad\n${yaml}\n`);
+        const result = await env.run(["add", file]);
+        assert.equal(result.code, 3, `${yaml}: ${result.stderr}`);
+        assert.match(result.stderr, message, yaml);
+        assert.equal(result.stderr.trim().split("\n").length, 1, result.stderr);
+      }
+      assert.equal((await env.run(["ls", "--json"])).stdout.includes("bad"), false);
+      // Another UDP port is free.
+      const ok = await env.file("ok.yaml", "name: ok\nnetwork: {ports: ['auto:22', '1:53/udp']}\n");
+      await env.ok(["add", ok]);
+      await reader.cancel();
+    } finally {
+      udp.kill();
+      await udp.status;
     }
   });
 });

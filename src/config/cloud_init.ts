@@ -120,7 +120,7 @@ function userDataOf(value: unknown): string {
   const text = inline ? value : readSmallFile("invalid cloud_init.user_data", value);
   if (!isUserData(text)) {
     throw new UsageError(
-      `invalid cloud_init.user_data ${inline ? "" : `${show(value)} `}: it must start with ` +
+      `invalid cloud_init.user_data${inline ? "" : ` ${show(value)}`}: it must start with ` +
         "'#cloud-config' or '#!' (a script)",
     );
   }
@@ -228,7 +228,10 @@ export function resolveCloudInitPaths(config: Record<string, unknown>, dir: stri
   if (!isMap(section)) return;
   if (Array.isArray(section.ssh_authorized_keys)) {
     section.ssh_authorized_keys = section.ssh_authorized_keys.map((item) =>
-      typeof item === "string" && !isPublicKeyLine(item) && item.trim() !== "" ? at(item) : item
+      typeof item === "string" && !isPublicKeyLine(item) &&
+        (item.includes("/") || item.endsWith(".pub"))
+        ? at(item)
+        : item
     );
   }
   const userData = section.user_data;

@@ -152,14 +152,54 @@ export function tcpPortFree(address: string, port: number): boolean {
   }
 }
 
-/** Throws a UsageError naming the first fixed TCP forward whose host port is taken. */
+/** The host ports of UDP sockets bound on `address` (or on any address), from /proc/net/udp. */
+function udpPortsBound(address: string): Set<number> {
+  const ports = new Set<number>();
+  const wanted = address.split(".").reverse()
+    .map((p) => Number(p).toString(16).padStart(2, "0")).join("").toUpperCase();
+  for (const file of ["/proc/net/udp", "/proc/net/udp6"]) {
+    let text: string;
+    try {
+      text = Deno.readTextFileSync(file);
+    } catch {
+      continue;
+    }
+    for (const line of text.split("\n").slice(1)) {
+      const local = line.trim().split(/\s+/)[1];
+      if (!local) continue;
+      const [hex, port] = local.split(":");
+      const v4 = hex.length === 8
+        ? hex
+        : hex.startsWith("0000000000000000FFFF0000")
+        ? hex.slice(24)
+        : /^0+$/.test(hex)
+        ? "00000000"
+        : undefined;
+      if (v4 === undefined) continue;
+      if (address === "0.0.0.0" || v4 === "00000000" || v4 === wanted) {
+        ports.add(parseInt(port, 16));
+      }
+    }
+  }
+  return ports;
+}
+
+/**
+ * Throws a UsageError naming the first fixed forward whose host port is taken (TCP: a listener
+ * cannot be opened; UDP: a socket is bound to it), or whose host address is not on this host.
+ */
 export function checkForwardsFree(ports: readonly PortForward[]): void {
   for (const forward of ports) {
-    if (forward.host === "auto" || forward.proto !== "tcp") continue;
-    if (!tcpPortFree(forward.address, forward.host)) {
+    // Port 0 only checks that the address is one of this host's.
+    tcpPortFree(forward.address, 0);
+    if (forward.host === "auto") continue;
+    const free = forward.proto === "tcp"
+      ? tcpPortFree(forward.address, forward.host)
+      : !udpPortsBound(forward.address).has(forward.host);
+    if (!free) {
       throw new UsageError(
-        `port forward ${forward.host}:${forward.guest}: host port ${forward.host} on ` +
-          `${forward.address} is already in use`,
+        `port forward ${forward.host}:${forward.guest}/${forward.proto}: host port ` +
+          `${forward.host} on ${forward.address} is already in use`,
       );
     }
   }
