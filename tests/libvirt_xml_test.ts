@@ -363,3 +363,33 @@ Deno.test("domainXml passes -smp 0 and -m 0 through: <vcpu> and <memory> are nev
     assert.equal(passedThrough.length, 1, JSON.stringify(item));
   }
 });
+
+Deno.test("domainToConfig reads a CD-ROM back as media: cdrom; an empty or virtio one is listed", () => {
+  const xml = `<domain type='kvm'><name>inst</name><memory unit='KiB'>1048576</memory>
+    <features><acpi/></features><devices>
+    <disk type='file' device='cdrom'><driver name='qemu' type='raw'/>
+      <source file='/isos/debian.iso'/><target dev='sda' bus='sata'/><readonly/></disk>
+    <disk type='file' device='cdrom'><driver name='qemu' type='raw'/>
+      <target dev='sdb' bus='sata'/><readonly/></disk>
+    <disk type='file' device='cdrom'><driver name='qemu' type='raw'/>
+      <source file='/isos/v.iso'/><target dev='vdb' bus='virtio'/><readonly/></disk>
+    </devices></domain>`;
+  const read = domainToConfig(xml);
+  assert.deepEqual(read.config.storage, [
+    { name: "sda", type: "raw", file: "/isos/debian.iso", interface: "sata", media: "cdrom" },
+  ]);
+  assert.equal(read.notImported.length, 2, read.notImported.join("\n"));
+  assert.match(read.notImported.join("\n"), /sdb.*\n.*vdb: bus 'virtio' for a cdrom/);
+
+  // qvm's own export read by its elements alone (no metadata): the same storage item.
+  for (const bus of ["ide", "sata", "scsi"]) {
+    const disk = { name: "cd", type: "raw", file: "/x.iso", interface: bus, media: "cdrom" };
+    const { xml: out } = exported({ storage: [disk] });
+    const plain = domainToConfig(out.replace(/<metadata>[\s\S]*<\/metadata>/, ""));
+    assert.deepEqual(plain.config.storage, [disk], bus);
+    assert.deepEqual(
+      validateConfig(plain.config).storage,
+      validateConfig({ storage: [disk] }).storage,
+    );
+  }
+});

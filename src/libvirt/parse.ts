@@ -167,14 +167,15 @@ function diskOf(disk: XmlElement, taken: Set<string>, notes: string[]): unknown 
   const format = driver?.attrs.type;
   const file = child(disk, "source")?.attrs.file;
   const bus = target?.attrs.bus ?? "virtio";
-  const why = device !== "disk"
+  const cdrom = device === "cdrom";
+  const why = device !== "disk" && !cdrom
     ? `device '${device}'`
     : (disk.attrs.type ?? "file") !== "file" || file === undefined
     ? `type '${disk.attrs.type}' (qvm takes file disks)`
     : format !== "qcow2" && format !== "raw"
     ? `format '${format}' (qvm takes qcow2 and raw)`
-    : !["virtio", "sata", "ide", "scsi"].includes(bus)
-    ? `bus '${bus}'`
+    : !["virtio", "sata", "ide", "scsi"].includes(bus) || (cdrom && bus === "virtio")
+    ? `bus '${bus}'${cdrom ? " for a cdrom" : ""}`
     : undefined;
   if (why !== undefined) {
     notes.push(`disk ${dev}: ${why}`);
@@ -185,9 +186,11 @@ function diskOf(disk: XmlElement, taken: Set<string>, notes: string[]): unknown 
   if (!STORAGE_NAME.test(name) || taken.has(name)) name = `disk${taken.size}`;
   taken.add(name);
   const item: Record<string, unknown> = { name, type: format, file, interface: bus };
+  // A CD-ROM is read-only by nature: its <readonly/> is not an option of its own.
+  if (cdrom) item.media = "cdrom";
   const options: Record<string, string> = {};
   if (driver?.attrs.cache !== undefined) options.cache = driver.attrs.cache;
-  if (child(disk, "readonly")) options.readonly = "on";
+  if (child(disk, "readonly") && !cdrom) options.readonly = "on";
   if (Object.keys(options).length > 0) item.options = options;
   const backing = child(disk, "backingStore");
   const backingFile = child(backing, "source")?.attrs.file;
