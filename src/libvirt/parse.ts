@@ -164,7 +164,8 @@ function diskOf(disk: XmlElement, taken: Set<string>, notes: string[]): unknown 
   const dev = target?.attrs.dev ?? "?";
   const device = disk.attrs.device ?? "disk";
   const driver = child(disk, "driver");
-  const format = driver?.attrs.type;
+  // libvirt takes an image without a format as raw; a CD-ROM's image is always one.
+  const format = driver?.attrs.type ?? (device === "cdrom" ? "raw" : undefined);
   const file = child(disk, "source")?.attrs.file;
   const bus = target?.attrs.bus ?? "virtio";
   const cdrom = device === "cdrom";
