@@ -468,17 +468,32 @@ Deno.test("image: the root disk is an overlay made at first start; the image is 
     const blocks = JSON.stringify(JSON.parse(await env.ok(["qmp", "run", "img1", "query-block"])));
     assert.ok(blocks.includes(overlay), blocks);
 
-    // A second VM may not take img1's running root disk as its image.
+    // A second VM may not take img1's running root disk as its image: not at add (from the
+    // config or --image, also through a symlink), nor at start when it was added meanwhile.
     const other = await guestConfig(env, { name: "img2", extra: `image: ${overlay}` });
+    await Deno.symlink(overlay, `${env.root}/link.qcow2`);
+    for (
+      const argv of [
+        ["add", other],
+        ["add", "--name", "img3", "--image", `${env.root}/link.qcow2`],
+      ]
+    ) {
+      const early = await env.run(argv);
+      assert.equal(early.code, 3, early.stderr);
+      assert.match(early.stderr, /is a disk that running VM 'img1' writes to/);
+      assert.equal(early.stderr.trim().split("\n").length, 1);
+    }
+    const listed = await env.ok(["ls", "--json"]);
+    assert.ok(!listed.includes("img2") && !listed.includes("img3"), listed);
+
+    // Restarting reuses the overlay; the image is byte for byte what it was.
+    await env.ok(["stop", "img1", "--force"]);
     await env.ok(["add", other]);
+    await env.ok(["start", "img1", ...WAIT_READY]);
     const refused = await env.run(["start", "img2", ...WAIT_READY]);
     assert.equal(refused.code, 3, refused.stderr);
     assert.match(refused.stderr, /is a disk that running VM 'img1' writes to/);
     assert.equal(refused.stderr.trim().split("\n").length, 1);
-
-    // Restarting reuses the overlay; the image is byte for byte what it was.
-    await env.ok(["stop", "img1", "--force"]);
-    await env.ok(["start", "img1", ...WAIT_READY]);
     await env.ok(["stop", "img1", "--force"]);
     assert.deepEqual(await Deno.readFile(base), before);
     await env.ok(["rm", "img1", "--delete-storage"]);

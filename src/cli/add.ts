@@ -36,6 +36,16 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
   const id = crypto.randomUUID();
   const name = config.name ?? `vm-${id.slice(0, 8)}`;
   const configPath = args.positionals.length > 0 ? resolve(args.positionals[0]) : null;
+  if (config.image !== undefined) {
+    const { runningWriterOf } = await import("../cloud/image.ts");
+    const writer = runningWriterOf({ dirs: ctx.dirs, store: ctx.store }, config.image, id);
+    if (writer) {
+      throw new UsageError(
+        `image '${config.image}' is a disk that running VM '${writer.name}' writes to: stop it ` +
+          "or use a copy",
+      );
+    }
+  }
   const vm = ctx.store.insert({ id, name, configPath, config: { ...config, name } });
   if (ctx.json) ctx.outJson({ id: vm.id, name: vm.name });
   else ctx.out(vm.id);
