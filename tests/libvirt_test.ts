@@ -412,6 +412,43 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name: "a cloud VM defined in libvirt and read back with virsh dumpxml is still qvm's own config",
+  ignore: missing !== undefined,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    await withEnv(async (env) => {
+      const lv = await startLibvirt();
+      try {
+        const yaml = [
+          "name: cloudy",
+          "memory: 256M",
+          "arguments: [{accel: tcg}]",
+          "network:",
+          '  ports: ["auto:22", "127.0.0.1:18081:80/tcp"]',
+          "guest_agent: true",
+        ].join("\n");
+        await env.ok(["add", await env.file("cloudy.yaml", yaml)]);
+        const file = join(env.root, "cloudy.xml");
+        await env.ok(["export", "cloudy", "-o", file]);
+        await validates(file);
+        assert.deepEqual((await lv.virsh("define", file)).code, 0);
+        const dumped = await lv.virsh("dumpxml", "cloudy");
+        assert.deepEqual(dumped.code, 0, dumped.stderr);
+        const back = await env.file("dumped.xml", dumped.stdout);
+        const read = await env.run(["import-libvirt", back, "--name", "cloudy-back", "--json"]);
+        assert.deepEqual(read.code, 0, read.stderr);
+        // libvirt keeps one <metadata> element per namespace: qvm's two must both survive.
+        assert.deepEqual(JSON.parse(read.stdout).exact, true, dumped.stdout);
+        assert.deepEqual(await dryRun(env, "cloudy-back"), await dryRun(env, "cloudy"));
+      } finally {
+        await lv.stop();
+      }
+    });
+  },
+});
+
 Deno.test("doctor reports virsh: its version, or a warning when it is missing", async () => {
   await withEnv(async (env) => {
     const bin = await Deno.makeTempDir({ dir: env.root });

@@ -19,6 +19,11 @@ import { el, writeXml, type XmlElement } from "./xml.ts";
 export const QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0";
 /** The namespace of qvm's own element in `<metadata>`: the config the domain was made from. */
 export const QVM_NS = "urn:qvm:libvirt:1";
+/**
+ * The namespace of the options qvm adds at start for the cloud sections, kept beside the config:
+ * libvirt keeps one `<metadata>` element per namespace, so each needs its own.
+ */
+export const QVM_RUNTIME_NS = "urn:qvm:libvirt:runtime:1";
 /** QEMU's memory when a config sets none (libvirt needs a value). */
 export const DEFAULT_MEMORY = "128M";
 /** Where libvirt keeps the serial console's log on any host it runs on. */
@@ -399,7 +404,7 @@ export function domainXml(vm: DomainSource, options: DomainOptions): DomainExpor
       el("qvm:config", { "xmlns:qvm": QVM_NS }, [JSON.stringify(qvmConfig)]),
       cloudArgv.length === 0
         ? undefined
-        : el("qvm:runtime", { "xmlns:qvm": QVM_NS }, [JSON.stringify(cloudArgv)]),
+        : el("qvm:runtime", { "xmlns:qvm": QVM_RUNTIME_NS }, [JSON.stringify(cloudArgv)]),
     ]),
     memoryElement(config.memory ?? plan.memory ?? DEFAULT_MEMORY),
     el("vcpu", {}, [String(config.cpu ?? plan.vcpus ?? 1)]),

@@ -5,7 +5,7 @@
  */
 import { UsageError } from "../errors.ts";
 import { stripDashes, validateConfig, type VmConfig } from "../config/mod.ts";
-import { domainXml, QEMU_NS, QVM_NS } from "./domain.ts";
+import { domainXml, QEMU_NS, QVM_NS, QVM_RUNTIME_NS } from "./domain.ts";
 import { child, childElements, parseXml, textOf, type XmlElement, XmlSyntaxError } from "./xml.ts";
 
 /** What a domain XML gives qvm. */
@@ -366,7 +366,7 @@ function keptJson(root: XmlElement): Record<string, unknown> {
   for (const node of childElements(child(root, "metadata"))) {
     const [prefix, local] = node.name.includes(":") ? node.name.split(":") : [undefined, node.name];
     const ns = prefix === undefined ? node.attrs.xmlns : node.attrs[`xmlns:${prefix}`];
-    if (ns !== QVM_NS) continue;
+    if (ns !== QVM_NS && ns !== QVM_RUNTIME_NS) continue;
     try {
       kept[local] = JSON.parse(textOf(node) ?? "");
     } catch { /* not qvm's JSON: ignored */ }
