@@ -393,3 +393,32 @@ Deno.test("domainToConfig reads a CD-ROM back as media: cdrom; an empty or virti
     );
   }
 });
+
+Deno.test("domainToConfig lists a <cpu> model and a <boot> device it does not carry", () => {
+  const listed = (inner: string) =>
+    domainToConfig(`<domain type='kvm'><name>c</name>${inner}</domain>`).notImported;
+  assert.deepEqual(listed("<cpu mode='host-passthrough'/>"), ["<cpu> mode 'host-passthrough'"]);
+  assert.deepEqual(listed("<cpu mode='custom'><model>Skylake-Server</model></cpu>"), [
+    "<cpu> mode 'custom' model 'Skylake-Server'",
+  ]);
+  assert.equal(listed("<cpu><topology sockets='2' cores='1' threads='1'/></cpu>").length, 1);
+  assert.deepEqual(listed("<os><type>hvm</type><boot dev='cdrom'/><boot dev='hd'/></os>"), [
+    "<os><boot dev='cdrom'>",
+  ]);
+  // What libvirt writes for a domain that said neither is QEMU's default: nothing to list.
+  assert.deepEqual(
+    listed(
+      "<os><type>hvm</type><boot dev='hd'/></os><cpu mode='custom' match='exact' check='none'>" +
+        "<model fallback='forbid'>qemu64</model></cpu>",
+    ),
+    [],
+  );
+  // A running domain's dumpxml: the same CPU with the features QEMU's model has here.
+  assert.deepEqual(
+    listed(
+      "<cpu mode='custom' match='exact' check='full'><model fallback='forbid'>qemu64</model>" +
+        "<feature policy='require' name='hypervisor'/></cpu>",
+    ),
+    [],
+  );
+});

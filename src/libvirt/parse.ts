@@ -315,7 +315,26 @@ function readDomain(root: XmlElement): ImportedDomain {
   for (const node of childElements(os)) {
     if (!["type", "kernel", "initrd", "cmdline", "boot"].includes(node.name)) {
       notes.push(`<os><${node.name}>`);
+    } else if (node.name === "boot" && node.attrs.dev !== "hd") {
+      // Boot from the disks is what libvirt writes by default and QEMU does first.
+      notes.push(`<os><boot dev='${node.attrs.dev}'>`);
     }
+  }
+  // `<cpu>` as libvirt writes it for a domain without one is QEMU's default CPU; any other is not.
+  // A running domain's (check='full') also lists the features QEMU's model has on this host.
+  const expanded = (cpu: XmlElement, node: XmlElement): boolean =>
+    cpu.attrs.check === "full" && node.name === "feature" && node.attrs.policy === "require";
+  const cpu = child(root, "cpu");
+  const cpuModel = textOf(child(cpu, "model"));
+  if (
+    cpu !== undefined &&
+    ((cpu.attrs.mode ?? "custom") !== "custom" || ![undefined, "", "qemu64"].includes(cpuModel) ||
+      childElements(cpu).some((c) => c.name !== "model" && !expanded(cpu, c)))
+  ) {
+    notes.push(
+      `<cpu>${cpu.attrs.mode ? ` mode '${cpu.attrs.mode}'` : ""}` +
+        (cpuModel ? ` model '${cpuModel}'` : ""),
+    );
   }
   const features = child(root, "features");
   if (child(features, "acpi") === undefined) args.push("no-acpi");
