@@ -196,8 +196,16 @@ Deno.test("ssh command line: port, user, key, per-VM known_hosts under a stable 
     "dev",
     "127.0.0.1",
     "--",
-    "cat",
-    "/etc/hostname",
+    "cat /etc/hostname",
+  ]);
+  // Several words reach the guest as those words; one word is a shell line as given.
+  assert.deepEqual(
+    sshArgv(target, { command: ["sh", "-c", "echo out; exit 7", "it's", ""] }).slice(-2),
+    ["--", `sh -c 'echo out; exit 7' 'it'\\''s' ''`],
+  );
+  assert.deepEqual(sshArgv(target, { command: ["echo $HOME; exit 3"] }).slice(-2), [
+    "--",
+    "echo $HOME; exit 3",
   ]);
   const probe = sshArgv({ ...target, address: "10.0.0.5" }, { batch: true, connectTimeoutS: 5 });
   assert.deepEqual(

@@ -11,7 +11,9 @@ export const spec: CommandSpec = {
   description:
     "Runs OpenSSH with the VM's forwarded port (network.ports must forward guest port 22), the\n" +
     "cloud_init user, qvm's own key and a known_hosts file kept for this VM. stdin, stdout and\n" +
-    "stderr are passed through and qvm exits with ssh's exit code (255: ssh itself failed).",
+    "stderr are passed through and qvm exits with ssh's exit code (255: ssh itself failed).\n" +
+    "One COMMAND word is a shell line for the guest ('echo $HOME'); several words run as given\n" +
+    "(sh -c 'exit 3'), each quoted.",
   positionals: [
     { name: "VM", description: "id or name", complete: "vm" },
     { name: "COMMAND", description: "command to run (after --)", optional: true, variadic: true },

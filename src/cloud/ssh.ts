@@ -4,6 +4,7 @@
  * VM, keyed by a stable alias so a new `auto` port does not look like a new host.
  */
 import { QvmError } from "../errors.ts";
+import { shellQuote } from "../qemu/launch.ts";
 import { ensurePrivateDir } from "../state/mod.ts";
 
 /** The key pair's paths under `dataDir`. */
@@ -75,7 +76,10 @@ export interface SshTarget {
   alias: string;
 }
 
-/** The ssh argv (binary first) for `target`, then `command` (empty: an interactive shell). */
+/**
+ * The ssh argv (binary first) for `target`, then `command` (empty: an interactive shell; one
+ * word: a shell line; several: those words, each quoted for the guest's shell).
+ */
 export function sshArgv(
   target: SshTarget,
   options: { command?: readonly string[]; batch?: boolean; connectTimeoutS?: number } = {},
@@ -101,6 +105,10 @@ export function sshArgv(
   if (options.batch) argv.push("-o", "BatchMode=yes");
   if (options.connectTimeoutS) argv.push("-o", `ConnectTimeout=${options.connectTimeoutS}`);
   argv.push("-l", target.user, host);
-  if (options.command?.length) argv.push("--", ...options.command);
+  // ssh joins the words into one line for the guest's shell: one word is that line as given,
+  // several are quoted so the guest runs exactly those words (`-- sh -c 'exit 3'`).
+  const command = options.command ?? [];
+  if (command.length === 1) argv.push("--", command[0]);
+  else if (command.length > 1) argv.push("--", shellQuote(command));
   return argv;
 }
