@@ -5,7 +5,8 @@
  */
 import assert from "node:assert/strict";
 import { UsageError } from "../src/errors.ts";
-import { networkOf, parsePortSpec } from "../src/config/network.ts";
+import { networkOf, parsePortSpec, udpPortsBound } from "../src/config/network.ts";
+import { settleForwards } from "../src/cloud/ports.ts";
 import { cloudInitOf, isPublicKeyLine, isUserData } from "../src/config/cloud_init.ts";
 import { validateConfig } from "../src/config/mod.ts";
 import { withEnv } from "./helpers/qvm.ts";
@@ -297,4 +298,33 @@ Deno.test("qvm add refuses a UDP host port in use, a forward on a foreign addres
       await udp.status;
     }
   });
+});
+
+Deno.test("UDP ports bound by another program are seen per address; auto UDP forwards avoid them", async () => {
+  const udp = new Deno.Command("python3", {
+    args: [
+      "-c",
+      "import socket,time\nss=[]\nfor i in range(50):\n s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n" +
+      " s.bind(('127.0.0.1',0)); ss.append(s)\nprint(ss[0].getsockname()[1],flush=True)\ntime.sleep(60)",
+    ],
+    stdout: "piped",
+  }).spawn();
+  try {
+    const reader = udp.stdout.getReader();
+    const port = Number(new TextDecoder().decode((await reader.read()).value).trim());
+    await reader.cancel();
+    assert.ok(udpPortsBound("127.0.0.1").has(port));
+    assert.ok(udpPortsBound("0.0.0.0").has(port));
+    assert.ok(!udpPortsBound("127.0.0.2").has(port));
+    const bound = udpPortsBound("127.0.0.1");
+    for (let i = 0; i < 20; i++) {
+      const [forward] = settleForwards([
+        { proto: "udp", address: "127.0.0.1", host: "auto", guest: 53 },
+      ]);
+      assert.ok(!bound.has(forward.host), String(forward.host));
+    }
+  } finally {
+    udp.kill();
+    await udp.status;
+  }
 });

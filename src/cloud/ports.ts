@@ -4,7 +4,12 @@
  * pid file so `qvm ports`, `qvm ssh` and `status --json` read them without asking QEMU.
  */
 import { UsageError } from "../errors.ts";
-import { checkForwardsFree, formatForward, type PortForward } from "../config/mod.ts";
+import {
+  checkForwardsFree,
+  formatForward,
+  type PortForward,
+  udpPortsBound,
+} from "../config/mod.ts";
 
 /** A forward with its host port settled. */
 export type ActiveForward = PortForward & { host: number };
@@ -29,6 +34,8 @@ export function settleForwards(ports: readonly PortForward[]): ActiveForward[] {
     for (let attempt = 0; attempt < 20; attempt++) {
       const port = freeTcpPort(forward.address);
       if (taken.has(`${forward.proto}:${port}`)) continue;
+      // The kernel's free TCP port may be a bound UDP one.
+      if (forward.proto === "udp" && udpPortsBound(forward.address).has(port)) continue;
       taken.add(`${forward.proto}:${port}`);
       return { ...forward, host: port };
     }

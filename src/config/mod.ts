@@ -34,6 +34,7 @@ export {
   formatForward,
   type NetworkConfig,
   type PortForward,
+  udpPortsBound,
 } from "./network.ts";
 export { diskFile, PATH_KEYS, PATH_OPTIONS, SYSTEM_FOLDERS, systemFolderOf } from "./paths.ts";
 export { loadConfigFile, type LoadOptions, MAX_CONFIG_BYTES } from "./load.ts";

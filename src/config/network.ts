@@ -153,7 +153,7 @@ export function tcpPortFree(address: string, port: number): boolean {
 }
 
 /** The host ports of UDP sockets bound on `address` (or on any address), from /proc/net/udp. */
-function udpPortsBound(address: string): Set<number> {
+export function udpPortsBound(address: string): Set<number> {
   const ports = new Set<number>();
   const wanted = address.split(".").reverse()
     .map((p) => Number(p).toString(16).padStart(2, "0")).join("").toUpperCase();
