@@ -509,6 +509,29 @@ Deno.test("image: the root disk is an overlay made at first start; the image is 
   });
 });
 
+Deno.test("image: one that has gone since add is refused at start with one line, exit 3, nothing made", async () => {
+  await withEnv(async (env) => {
+    const base = `${env.root}/gone.qcow2`;
+    const made = await new Deno.Command("qemu-img", {
+      args: ["create", "-q", "-f", "qcow2", base, "32M"],
+    }).output();
+    assert.ok(made.success);
+    const config = await guestConfig(env, { name: "gone1", extra: `image: ${base}` });
+    const id = (await env.ok(["add", config])).trim();
+    await Deno.remove(base);
+    const missing = await env.run(["start", "gone1"]);
+    assert.equal(missing.code, 3, missing.stderr);
+    assert.match(missing.stderr, /image '.*gone\.qcow2' not found/);
+    assert.equal(missing.stderr.trim().split("\n").length, 1, missing.stderr);
+    await Deno.mkdir(base);
+    const folder = await env.run(["start", "gone1"]);
+    assert.equal(folder.code, 3, folder.stderr);
+    assert.match(folder.stderr, /not a regular file/);
+    await assert.rejects(() => Deno.stat(`${env.dataDir}/disks/${id}`), Deno.errors.NotFound);
+    assert.equal(JSON.parse(await env.ok(["status", "gone1", "--json"])).status, "created");
+  });
+});
+
 Deno.test("clone: a stopped VM's config under a new name, with an overlay of its own", async () => {
   await withEnv(async (env) => {
     const base = `${env.root}/base.qcow2`;

@@ -5,6 +5,7 @@
  */
 import { realpathSync } from "node:fs";
 import { diskFile } from "../config/mod.ts";
+import { imageOf } from "../config/image.ts";
 import { QvmError, UsageError } from "../errors.ts";
 import { escapeOptionValue } from "../qemu/argv.ts";
 import { qemuImg } from "../qemu/img.ts";
@@ -68,6 +69,8 @@ export async function ensureOverlay(
   env: { dirs: Dirs; store?: StateStore },
   vm: { id: string; name: string; image: string },
 ): Promise<string> {
+  // The image may have gone (or changed) since add: one line, exit 3, before anything is made.
+  imageOf(vm.image);
   if (env.store) {
     const writer = runningWriterOf({ dirs: env.dirs, store: env.store }, vm.image, vm.id);
     if (writer) {
