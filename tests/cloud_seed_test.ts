@@ -509,6 +509,30 @@ Deno.test("image: the root disk is an overlay made at first start; the image is 
   });
 });
 
+Deno.test("start --wait-for ssh or agent that cannot succeed is refused before QEMU is launched", async () => {
+  await withEnv(async (env) => {
+    const config = await guestConfig(env, {
+      name: "nowait",
+      extra: "network: {ports: ['auto:80', 'auto:22/udp']}\nguest_agent: false",
+    });
+    await env.ok(["add", config]);
+    for (
+      const [kind, message] of [
+        ["ssh", /forwards no host port to guest port 22/],
+        ["agent", /has no guest agent channel/],
+      ] as const
+    ) {
+      const result = await env.run(["start", "nowait", "--wait-for", kind, "--timeout", "30"]);
+      assert.equal(result.code, 3, result.stderr);
+      assert.match(result.stderr, message);
+      assert.equal(result.stderr.trim().split("\n").length, 1, result.stderr);
+      const status = JSON.parse(await env.ok(["status", "nowait", "--json"]));
+      assert.equal(status.status, "created", JSON.stringify(status));
+      assert.equal(status.stop_reason, null);
+    }
+  });
+});
+
 Deno.test("image: one that has gone since add is refused at start with one line, exit 3, nothing made", async () => {
   await withEnv(async (env) => {
     const base = `${env.root}/gone.qcow2`;

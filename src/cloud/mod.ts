@@ -182,6 +182,18 @@ export async function sshCommand(
 export const CLOUD_INIT_DONE = "command -v cloud-init >/dev/null || exit 0; " +
   "cloud-init status 2>/dev/null | grep -Eq '^status: (done|error|degraded|disabled)'";
 
+/** Throws a UsageError when `--wait-for kind` cannot succeed for `vm` (no forward, no channel). */
+export function checkWaitable(vm: VmRecord, kind: "ssh" | "agent"): void {
+  if (kind === "agent" && !agentEnabled(vm.config)) {
+    throw new UsageError(`VM '${vm.name}' has no guest agent channel: set guest_agent: true`);
+  }
+  if (kind === "ssh" && !forwardTo(vm.config.network?.ports ?? [], 22)) {
+    throw new UsageError(
+      `VM '${vm.name}' forwards no host port to guest port 22: add network: {ports: ["auto:22"]}`,
+    );
+  }
+}
+
 /**
  * Waits until the guest answers: `ssh` runs a command over SSH (with `cloud_init`, one that
  * succeeds once cloud-init has finished), `agent` gets a `guest-ping` reply.

@@ -74,9 +74,9 @@ export function readForwards(file: string): ActiveForward[] | undefined {
 }
 
 /** The TCP forward to guest port `guest`, if any. */
-export function forwardTo(
-  forwards: readonly ActiveForward[],
+export function forwardTo<T extends PortForward>(
+  forwards: readonly T[],
   guest: number,
-): ActiveForward | undefined {
+): T | undefined {
   return forwards.find((f) => f.guest === guest && f.proto === "tcp");
 }

@@ -263,6 +263,10 @@ export async function launch(
   options: StartOptions & { paths: VmPaths },
 ): Promise<Started> {
   const { paths } = options;
+  if (options.waitFor.kind === "ssh" || options.waitFor.kind === "agent") {
+    // A wait that cannot succeed is bad input: refused before QEMU is launched.
+    (await import("../cloud/mod.ts")).checkWaitable(vm, options.waitFor.kind);
+  }
   const argv = launchArgv(vm, paths);
   const { image, network, cloud_init, guest_agent } = vm.config;
   if (image || network || cloud_init || guest_agent) {
