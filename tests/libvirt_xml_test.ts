@@ -422,3 +422,21 @@ Deno.test("domainToConfig lists a <cpu> model and a <boot> device it does not ca
     [],
   );
 });
+
+Deno.test("domainToConfig lists disk driver options, disk parts and a <vcpu current> it does not carry", () => {
+  const read = domainToConfig(`<domain type='kvm'><name>d</name><vcpu current='1'>4</vcpu>
+    <devices><disk type='file' device='disk'><driver name='qemu' type='qcow2' discard='unmap'/>
+      <source file='/a.qcow2'/><target dev='vda' bus='virtio'/><boot order='1'/>
+      <serial>S1</serial><address type='pci' domain='0x0000' bus='0x00' slot='0x05'/></disk>
+    </devices></domain>`);
+  assert.equal(read.config.cpu, 4);
+  assert.deepEqual(read.notImported, [
+    "<vcpu current='1'>",
+    "disk vda: driver discard='unmap'",
+    "disk vda: <boot>",
+    "disk vda: <serial>",
+  ]);
+  assert.deepEqual(read.config.storage, [
+    { name: "vda", type: "qcow2", file: "/a.qcow2", interface: "virtio" },
+  ]);
+});

@@ -71,6 +71,17 @@ const IMPLIED_TOP = new Set([
   "cpu",
 ]);
 const DEFAULT_FEATURES = new Set(["acpi", "apic", "pae"]);
+/** What a disk's `<driver>` and children may say that qvm carries (or that is only placement). */
+const DISK_DRIVER_ATTRS = new Set(["name", "type", "cache"]);
+const DISK_PARTS = new Set([
+  "driver",
+  "source",
+  "target",
+  "readonly",
+  "alias",
+  "backingStore",
+  "address",
+]);
 
 function memoryOf(node: XmlElement | undefined, notes: string[]): string | undefined {
   const text = textOf(node);
@@ -193,6 +204,14 @@ function diskOf(disk: XmlElement, taken: Set<string>, notes: string[]): unknown 
   if (driver?.attrs.cache !== undefined) options.cache = driver.attrs.cache;
   if (child(disk, "readonly") && !cdrom) options.readonly = "on";
   if (Object.keys(options).length > 0) item.options = options;
+  for (const key of Object.keys(driver?.attrs ?? {})) {
+    if (!DISK_DRIVER_ATTRS.has(key)) {
+      notes.push(`disk ${dev}: driver ${key}='${driver!.attrs[key]}'`);
+    }
+  }
+  for (const node of childElements(disk)) {
+    if (!DISK_PARTS.has(node.name)) notes.push(`disk ${dev}: <${node.name}>`);
+  }
   const backing = child(disk, "backingStore");
   const backingFile = child(backing, "source")?.attrs.file;
   if (backingFile !== undefined) {
@@ -299,6 +318,8 @@ function readDomain(root: XmlElement): ImportedDomain {
     // One vCPU is QEMU's default: said by leaving `cpu` unset, as qvm's configs mostly do.
     if (!/^\d+$/.test(vcpu)) notes.push(`<vcpu> '${vcpu}'`);
     else if (Number(vcpu) !== 1) config.cpu = Number(vcpu);
+    const current = child(root, "vcpu")!.attrs.current;
+    if (current !== undefined && current !== vcpu) notes.push(`<vcpu current='${current}'>`);
   }
   const os = child(root, "os");
   const osType = child(os, "type");
