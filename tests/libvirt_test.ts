@@ -209,6 +209,9 @@ Deno.test("import-libvirt: a file that is not a domain exits 3 with one line", a
       "broken XML": "<domain type='qemu'><name>x</name>",
       "an lxc domain": "<domain type='lxc'><name>c</name><memory>1024</memory></domain>",
       "an entity definition": "<!DOCTYPE d [<!ENTITY x 'y'>]><domain type='qemu'/>",
+      "elements nested 100000 deep": `<domain type='qemu'><name>n</name>${
+        "<x>".repeat(100_000) + "</x>".repeat(100_000)
+      }</domain>`,
     };
     for (const [what, text] of Object.entries(cases)) {
       const file = await env.file(`${what.replaceAll(" ", "_")}.xml`, text);
@@ -220,6 +223,24 @@ Deno.test("import-libvirt: a file that is not a domain exits 3 with one line", a
     const absent = await env.run(["import-libvirt", join(env.root, "nope.xml")]);
     assert.deepEqual(absent.code, 3);
     assert.ok(["", "[]"].includes(env.snapshot()), "no VM was defined");
+  });
+});
+
+Deno.test("import-libvirt lists a device the domain repeats once, with its count", async () => {
+  await withEnv(async (env) => {
+    const file = await env.file(
+      "many.xml",
+      `<domain type='qemu'><name>many</name><devices>${
+        "<watchdog model='i6300esb'/>".repeat(5000)
+      }` +
+        "<rng model='virtio'/></devices></domain>",
+    );
+    const result = await env.run(["import-libvirt", file]);
+    assert.deepEqual(result.code, 0, result.stderr);
+    const lines = result.stderr.trim().split("\n");
+    assert.deepEqual(lines.length, 2, result.stderr);
+    includes(lines[0], "device <watchdog> (5000 times)");
+    includes(lines[1], "device <rng>");
   });
 });
 

@@ -44,7 +44,12 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
   }
   const name = validateName((args.values.name as string | undefined) ?? domain.name);
   const config = validateConfig(domain.config, { warn: (m) => ctx.warn(m) });
-  for (const line of domain.notImported) ctx.warn(`not imported from ${file}: ${line}`);
+  // One line per kind of thing left out, however often the domain repeats it.
+  const counts = new Map<string, number>();
+  for (const line of domain.notImported) counts.set(line, (counts.get(line) ?? 0) + 1);
+  for (const [line, n] of counts) {
+    ctx.warn(`not imported from ${file}: ${line}${n > 1 ? ` (${n} times)` : ""}`);
+  }
   const uuid = domain.uuid?.toLowerCase();
   const id = uuid !== undefined && looksLikeId(uuid) && !ctx.store.get(uuid) ? uuid : undefined;
   const vm = ctx.store.insert({ id, name, configPath: null, config: { ...config, name } });
