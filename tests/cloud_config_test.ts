@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { UsageError } from "../src/errors.ts";
 import { networkOf, parsePortSpec, udpPortsBound } from "../src/config/network.ts";
 import { settleForwards } from "../src/cloud/ports.ts";
+import { execUser } from "../src/cli/exec.ts";
 import { cloudInitOf, isPublicKeyLine, isUserData } from "../src/config/cloud_init.ts";
 import { validateConfig } from "../src/config/mod.ts";
 import { withEnv } from "./helpers/qvm.ts";
@@ -327,4 +328,12 @@ Deno.test("UDP ports bound by another program are seen per address; auto UDP for
     udp.kill();
     await udp.status;
   }
+});
+
+Deno.test("exec runs as root on a VM whose user_data names no user qvm knows", () => {
+  const userData = "#cloud-config\nusers: [{name: ops}]\n";
+  const vm = validateConfig({ cloud_init: { user_data: userData } });
+  assert.equal(execUser({}, { cloudInit: vm.cloud_init, fallback: "alice" }), undefined);
+  assert.equal(execUser({ user: "ops" }, { cloudInit: vm.cloud_init, fallback: "alice" }), "ops");
+  assert.equal(execUser({}, { cloudInit: { user: "dev" }, fallback: "alice" }), "dev");
 });

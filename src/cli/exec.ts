@@ -15,7 +15,8 @@ export const spec: CommandSpec = {
     "one), prints its stdout and stderr when it ends, and exits with its exit code. With --stdin,\n" +
     "qvm's input (read to its end) is passed to the command. Needs guest_agent (on by default\n" +
     "with cloud_init). On a cloud_init VM the command runs as its user (as qvm ssh logs in),\n" +
-    "through runuser; --user picks another, --root runs it as the agent does, as root.",
+    "through runuser (as root with user_data, which names no user qvm knows); --user picks\n" +
+    "another, --root runs it as the agent does, as root.",
   positionals: [
     { name: "VM", description: "id or name", complete: "vm" },
     { name: "COMMAND", description: "command and arguments (after --)", variadic: true },
@@ -72,7 +73,7 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
 /** Who runs the command: `--root` → the agent's root, `--user`, else a cloud_init VM's user. */
 export function execUser(
   values: ParsedArgs["values"],
-  vm: { cloudInit?: { user?: string }; fallback: string },
+  vm: { cloudInit?: { user?: string; user_data?: string }; fallback: string },
 ): string | undefined {
   if (values.root === true && typeof values.user === "string") {
     throw new UsageError("qvm exec: give --user or --root, not both");
@@ -84,6 +85,7 @@ export function execUser(
     }
     return values.user === "root" ? undefined : values.user;
   }
-  if (vm.cloudInit === undefined) return undefined;
+  // With verbatim user_data qvm creates no user, so none is known to exist: the agent's root.
+  if (vm.cloudInit === undefined || vm.cloudInit.user_data !== undefined) return undefined;
   return vm.cloudInit.user ?? vm.fallback;
 }
