@@ -190,6 +190,9 @@ Deno.test("ls --format: table, json, column lists and templates; bad ones name t
   });
   assert.throws(() => parseFormat("name,colour"), /column list of name, status/);
   assert.throws(() => parseFormat("{{.Colour}}"), /unknown field 'Colour'/);
+  for (const bad of ["{{.Name", "{{.Name | upper}}", "{{}}", "{{.Name}} }}", "{{.Name.Id}}"]) {
+    assert.throws(() => parseFormat(bad), /invalid template/, bad);
+  }
   const row = Object.fromEntries(FIELDS.map((f) => [f, f.toUpperCase()])) as Row;
   assert.equal(fillTemplate("{{.Name}} {{status}} {{ .Ssh }}", row), "NAME STATUS SSH");
   assert.equal(formatUptime(42), "42s");
@@ -225,6 +228,10 @@ Deno.test("ls shows a running VM's uptime and colours its status on a terminal o
     const json = JSON.parse(await env.ok(["ls", "--format", "json"]));
     assert.deepEqual(Object.keys(json[0]), ["id", "name", "status", "pid"]);
     assert.equal((await env.run(["ls", "--format", "name,colour"])).code, 3);
+    const unclosed = await env.run(["ls", "--format", "{{.Name"]);
+    assert.equal(unclosed.code, 3);
+    assert.equal(unclosed.stdout, "");
+    assert.equal(unclosed.stderr.trim().split("\n").length, 1);
     await env.ok(["stop", "lsv", "--force"]);
     // A VM forwarding a host port to guest port 22 shows it, in an SSH column of its own.
     const net = 'network:\n  ports: ["auto:22"]\n';

@@ -66,6 +66,15 @@ export function parseFormat(value: string | undefined): Format | undefined {
         throw new UsageError(`ls: unknown field '${name}' in --format (use ${FIELDS.join(", ")})`);
       }
     }
+    // Anything else between braces (unclosed, empty, pipes, nested fields) is not a template
+    // qvm fills in: printing it as literal text would pass a typo off as output.
+    const rest = value.replace(/\{\{\s*\.?[A-Za-z_]+\s*\}\}/g, "");
+    if (rest.includes("{{") || rest.includes("}}")) {
+      throw new UsageError(
+        `ls: invalid template '${value}' in --format: only {{.Field}} placeholders ` +
+          `(${FIELDS.join(", ")})`,
+      );
+    }
     return { kind: "template", template: value.replaceAll("\\t", "\t") };
   }
   const columns = value.split(",").map((c) => c.trim().toLowerCase()).filter((c) => c !== "");
