@@ -141,6 +141,13 @@ Deno.test("events: QMP events as JSON lines on their own monitor, ending when th
     assert.equal((await status(env, "e1")).qemu_status, "paused");
     const q = JSON.parse(await env.ok(["qmp", "run", "e1", "query-status", "--json"]));
     assert.equal(q.status ?? q.return?.status, "paused");
+    // A second reader is refused with one line naming the monitor; the first keeps reading.
+    const second = await env.run(["events", "e1"]);
+    assert.equal(second.code, 1, second.stderr);
+    assert.equal(
+      second.stderr.trim(),
+      "qvm: the event monitor of VM 'e1' is taken (is another 'qvm events' following it?)",
+    );
     await env.ok(["qmp", "resume", "e1"]);
     await env.ok(["stop", "e1"]);
     const res = await events.done();

@@ -140,7 +140,7 @@ async function followRun(ctx: Context, vm: VmRecord, pid: number): Promise<void>
     if (!isOurQemu(pid, vm.id)) return; // it ended while we connected
     if (err instanceof TimeoutError) {
       throw new QvmError(
-        `VM '${vm.name}''s event monitor is taken (is another 'qvm events' following it?)`,
+        `the event monitor of VM '${vm.name}' is taken (is another 'qvm events' following it?)`,
       );
     }
     throw err;
