@@ -124,6 +124,22 @@ Deno.test("wait: reached (0), timed out (2), and can't get there (1), against a 
   });
 });
 
+Deno.test("wait for serial text the guest prints as it powers off: reached (0), not can't get there", async () => {
+  await withEnv(async (env) => {
+    await env.ok(["add", await guestConfig(env, { name: "w2" })]);
+    await env.ok(["start", "w2", ...WAIT_READY]);
+    // The kernel's last line before QEMU exits: the VM is stopped by the next look.
+    const last = spawnQvm(env, ["wait", "w2", "--for", "serial:Power down", "--timeout", "60"]);
+    await new Promise((r) => setTimeout(r, 1500)); // the wait has seen the VM running
+    await env.ok(["stop", "w2"]);
+    const res = await last.done();
+    assert.equal(res.code, 0, res.stderr);
+    // A wait begun after the stop does not count that run's output.
+    const after = await env.run(["wait", "w2", "--for", "serial:Power down", "--timeout", "5"]);
+    assert.equal(after.code, 1, after.stderr);
+  });
+});
+
 Deno.test("events: QMP events as JSON lines on their own monitor, ending when the VM stops", async () => {
   await withEnv(async (env) => {
     await env.ok(["add", await guestConfig(env, { name: "e1" })]);

@@ -129,6 +129,7 @@ async function waitFor(
     : undefined;
   const cantReach = (why: string) =>
     new QvmError(`VM '${vm.name}' cannot reach ${describe(target)}: ${why}`);
+  let sawLive = false;
   while (true) {
     const row = ctx.store.get(vm.id);
     if (!row || row.id !== vm.id) throw cantReach("it was removed");
@@ -139,7 +140,12 @@ async function waitFor(
     options.seen(seen.status);
     const answer = verdict(target, seen.status);
     if (answer === true) return;
-    if (typeof answer === "string") throw cantReach(answer);
+    if (typeof answer === "string") {
+      // The guest may have printed the text just before it stopped, between two looks.
+      if (serial && sawLive && await serialHas(paths.serialLog, serial)) return;
+      throw cantReach(answer);
+    }
+    if (isLive(seen.status)) sawLive = true;
     if (serial && await serialHas(paths.serialLog, serial)) return;
     if (seen.status === "running" && (target.kind === "ssh" || target.kind === "agent")) {
       const { waitForGuest } = await import("../cloud/mod.ts");
