@@ -239,6 +239,12 @@ Deno.test("restart: stop by the usual escalation, then start, under one lock; ne
     assert.match(racing.stderr, /already running/);
     assert.deepEqual(pidsMentioning(env.root), [out.pid]);
     assert.equal((await status(env, "r1")).status, "running");
+    // A wait the VM can never satisfy (no port 22 forward, no agent channel) stops nothing.
+    for (const what of ["ssh", "agent"]) {
+      const refused = await env.run(["restart", "r1", "--wait-for", what, "--timeout", "5"]);
+      assert.equal(refused.code, 3, refused.stderr);
+      assert.equal((await status(env, "r1")).pid, out.pid);
+    }
     // A start that times out after the stop leaves the VM failed, with no QEMU behind.
     const timedOut = await env.run([
       "restart",

@@ -62,6 +62,10 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
     // A start cannot be recorded in a database that cannot be written: stop nothing then.
     const blocked = probeDatabaseWrite(ctx.store.path);
     if (blocked) throw blocked;
+    // A wait the start could never satisfy is bad input: refused before anything is stopped.
+    if (waitFor.kind === "ssh" || waitFor.kind === "agent") {
+      (await import("../cloud/mod.ts")).checkWaitable(seen.vm, waitFor.kind);
+    }
     const stopped = await stopLocked(ctx, seen, {
       deadline: stopDeadline,
       force: args.values.force === true,
