@@ -4,8 +4,7 @@
  * refused while a running VM writes to it.
  */
 import { realpathSync } from "node:fs";
-import { diskFile } from "../config/mod.ts";
-import { imageOf } from "../config/image.ts";
+import { diskFile, imageOf } from "../config/mod.ts";
 import { QvmError, UsageError } from "../errors.ts";
 import { escapeOptionValue } from "../qemu/argv.ts";
 import { qemuImg } from "../qemu/img.ts";

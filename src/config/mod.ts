@@ -37,6 +37,7 @@ export {
   udpPortsBound,
 } from "./network.ts";
 export { diskFile, PATH_KEYS, PATH_OPTIONS, SYSTEM_FOLDERS, systemFolderOf } from "./paths.ts";
+export { imageOf } from "./image.ts";
 export { loadConfigFile, type LoadOptions, MAX_CONFIG_BYTES } from "./load.ts";
 export { mergeConfigs } from "./merge.ts";
 export { looksLikeId, NAME_PATTERN, validateName } from "./name.ts";
