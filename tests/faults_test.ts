@@ -9,21 +9,13 @@ import { DatabaseSync } from "node:sqlite";
 import { type QvmEnv, withEnv } from "./helpers/qvm.ts";
 import { alive, eventually, guestConfig, WAIT_READY } from "./helpers/guest.ts";
 
-const MAIN = new URL("../main.ts", import.meta.url).pathname;
-
 /** Starts `qvm ARGS` and kills it with `signal` after `delayMs`; resolves when it has exited. */
 async function killAfter(
   env: QvmEnv,
   args: string[],
   options: { delayMs: number; signal: Deno.Signal },
 ): Promise<void> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--quiet", MAIN, ...args],
-    env: { QVM_DATA_DIR: env.dataDir, QVM_RUNTIME_DIR: env.runtimeDir, NO_COLOR: "1" },
-    stdin: "null",
-    stdout: "null",
-    stderr: "null",
-  }).spawn();
+  const child = env.command(args, { stdio: "null" }).spawn();
   await new Promise((r) => setTimeout(r, options.delayMs));
   try {
     child.kill(options.signal);

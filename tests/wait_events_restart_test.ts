@@ -12,21 +12,13 @@ import {
 import { parseTarget, verdict } from "../src/cli/wait.ts";
 import { eventLine, formatEvent } from "../src/cli/events.ts";
 
-const MAIN = new URL("../main.ts", import.meta.url).pathname;
-
 async function status(env: QvmEnv, vm: string) {
   return JSON.parse(await env.ok(["status", vm, "--json"]));
 }
 
 /** Starts `qvm ARGS` in the background; its output is read when it ends. */
 function spawnQvm(env: QvmEnv, args: string[]) {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--quiet", MAIN, ...args],
-    env: { QVM_DATA_DIR: env.dataDir, QVM_RUNTIME_DIR: env.runtimeDir, NO_COLOR: "1" },
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
+  const child = env.command(args).spawn();
   const decoder = new TextDecoder();
   let stdout = "";
   const reading = (async () => {

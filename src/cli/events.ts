@@ -13,7 +13,7 @@ import { isOurQemu } from "../qemu/process.ts";
 import type { VmRecord } from "../state/mod.ts";
 import { isLive, observe } from "../vm/observe.ts";
 import { vmPaths } from "../vm/paths.ts";
-import { qmpOnce } from "../vm/qmp_session.ts";
+import { runState } from "../vm/qmp_session.ts";
 
 /** How long `--follow` waits, once the VM has stopped, for it to be started again. */
 export const RESTART_GRACE_MS = 3000;
@@ -107,13 +107,7 @@ async function pollStatus(ctx: Context, vm: VmRecord, pid: number): Promise<void
   const socket = vmPaths(ctx.dirs, vm.id).monitorSocket;
   let last: string | undefined;
   while (isOurQemu(pid, vm.id)) {
-    let status: string | undefined;
-    try {
-      status = (await qmpOnce<{ status: string }>(socket, "query-status", {
-        timeoutMs: 1000,
-        retry: false,
-      })).status;
-    } catch { /* busy or going away */ }
+    const status = await runState(socket, 1000); // undefined: busy or going away
     if (status !== undefined && status !== last) {
       last = status;
       print(ctx, { time: new Date().toISOString(), event: "STATUS", data: { status } });

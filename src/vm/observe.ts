@@ -10,7 +10,7 @@ import { findQemuWithUuid, isOurQemu, readPidFile } from "../qemu/process.ts";
 import type { VmEnv } from "./env.ts";
 import { isLocked } from "./lock.ts";
 import { vmPaths } from "./paths.ts";
-import { qmpOnce } from "./qmp_session.ts";
+import { runState } from "./qmp_session.ts";
 
 /**
  * A status as qvm reports it: the stored ones plus the derived `paused`, `unresponsive` and QEMU's
@@ -93,7 +93,7 @@ export function endReason(env: VmEnv, vm: VmRecord): string {
   if (signal) return `killed (signal ${signal[1]})`;
   const causes = [...log.matchAll(/qemu_system_shutdown_request reason=(\d+)/g)];
   const cause = causes.at(-1)?.[1];
-  if (cause !== undefined && SHUTDOWN_CAUSES[cause] && cause !== "0") {
+  if (cause !== undefined && SHUTDOWN_CAUSES[cause]) {
     const what = SHUTDOWN_CAUSES[cause];
     return cause === "2" ? `QMP quit (not by qvm stop)` : what;
   }
@@ -128,18 +128,6 @@ export function findQemuOf(
     if (uuid === id && isOurQemu(pid, id, binary)) return pid;
   }
   return undefined;
-}
-
-async function askQemu(socket: string, timeoutMs: number): Promise<string | undefined> {
-  try {
-    const reply = await qmpOnce<{ status: string }>(socket, "query-status", {
-      timeoutMs,
-      retry: false,
-    });
-    return reply.status;
-  } catch {
-    return undefined;
-  }
 }
 
 function statusFromQemu(qemuStatus: string): ObservedStatus {
@@ -236,13 +224,13 @@ export async function observe(
     vm = env.store.require(vm.id);
   }
   if (options.qmp === false) return { vm, status: "running" };
-  const qemuStatus = await askQemu(paths.monitorSocket, options.timeoutMs ?? 1000);
+  const qemuStatus = await runState(paths.monitorSocket, options.timeoutMs ?? 1000);
   if (qemuStatus === undefined) return { vm, status: "unresponsive" };
   return { vm, status: statusFromQemu(qemuStatus), qemuStatus };
 }
 
 /** True if a VM's stored state claims a process, so only a look at the machine can settle it. */
-export function needsCheck(vm: VmBrief & { stopReason?: string | null }): boolean {
+export function needsCheck(vm: VmBrief): boolean {
   return vm.pid !== null || STORED_LIVE.has(vm.status);
 }
 

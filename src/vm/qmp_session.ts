@@ -58,6 +58,21 @@ export function qmpOnce<T = unknown>(
   );
 }
 
+/**
+ * QEMU's run state (`running`, `paused`, `shutdown`, ...) from `query-status` on `socket`, or
+ * undefined if it does not answer within `timeoutMs` (no retry: a missing socket is an answer).
+ */
+export async function runState(socket: string, timeoutMs: number): Promise<string | undefined> {
+  try {
+    return (await qmpOnce<{ status: string }>(socket, "query-status", {
+      timeoutMs,
+      retry: false,
+    })).status;
+  } catch {
+    return undefined;
+  }
+}
+
 /** Looks up `idOrName` and throws NotRunningError (exit 3) unless its QEMU is alive. */
 export async function requireRunning(env: VmEnv, idOrName: string): Promise<VmRecord> {
   const seen = await observe(env, env.store.require(idOrName), { qmp: false });

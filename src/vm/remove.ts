@@ -121,11 +121,8 @@ function filesInUse(env: VmEnv, except: string): Map<string, string> {
 
 /** A cloud VM's own files: its agent socket, recorded forwards, and its seed/known_hosts folder. */
 async function removeCloudFiles(env: VmEnv, vm: VmRecord): Promise<void> {
-  const { config } = vm;
-  const cloud = config.image !== undefined || config.network !== undefined ||
-    config.cloud_init !== undefined || config.guest_agent !== undefined;
-  if (!cloud) return;
-  const { cloudPaths } = await import("../cloud/mod.ts");
+  const { cloudPaths, usesCloud } = await import("../cloud/mod.ts");
+  if (!usesCloud(vm.config) && vm.config.guest_agent === undefined) return;
   const files = cloudPaths(env.dirs, vm.id);
   removeQuietly(files.agentSocket);
   removeQuietly(files.forwardsFile);

@@ -14,7 +14,7 @@ import { agentSocketOf } from "./agent.ts";
 import { withVm } from "./guard.ts";
 import { findQemuOf, isLive, type Observation } from "./observe.ts";
 import { removeQuietly, runtimeFiles, type VmPaths, vmPaths } from "./paths.ts";
-import { qmpOnce } from "./qmp_session.ts";
+import { qmpOnce, runState } from "./qmp_session.ts";
 
 /** One escalation step; `poweroff` means the guest had powered off and QEMU was told to quit. */
 export type StopStep = "acpi" | "agent" | "poweroff" | "quit" | "sigterm" | "sigkill";
@@ -74,16 +74,9 @@ export interface Stopped {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** QEMU's run state over QMP (status socket first: it is never held by a long command). */
-async function runState(paths: VmPaths, timeoutMs: number): Promise<string | undefined> {
-  try {
-    return (await qmpOnce<{ status: string }>(paths.monitorSocket, "query-status", {
-      timeoutMs: Math.max(Math.min(timeoutMs, 1000), 50),
-      retry: false,
-    })).status;
-  } catch {
-    return undefined;
-  }
+/** QEMU's run state on the status socket (never held by a long command), within 50-1000 ms. */
+function runStateOf(paths: VmPaths, timeoutMs: number): Promise<string | undefined> {
+  return runState(paths.monitorSocket, Math.max(Math.min(timeoutMs, 1000), 50));
 }
 
 function socketExists(path: string): boolean {
@@ -117,7 +110,7 @@ async function waitGone(
     if (Date.now() >= end) return false;
     if (options.paths && Date.now() >= nextLook) {
       nextLook = Date.now() + 250;
-      if (await runState(options.paths, 500) === "shutdown") return "shutdown";
+      if (await runStateOf(options.paths, 500) === "shutdown") return "shutdown";
     }
     await sleep(25);
   }
@@ -177,7 +170,7 @@ async function escalate(
     const started = Date.now();
     if (!isOurQemu(pid, vm.id, vm.binary)) return i === 0 ? step : plan[i - 1].step;
     if (step === "acpi") {
-      const state = await runState(options.paths, waitMs);
+      const state = await runStateOf(options.paths, waitMs);
       if (state === "shutdown") {
         step = "poweroff";
       } else if (state !== undefined && state !== "running") {

@@ -28,12 +28,16 @@ export class QvmEnv {
     return new QvmEnv(await Deno.makeTempDir({ dir: "/tmp", prefix: "qvmt-" }));
   }
 
-  /** Runs `qvm ARGS...`; `stdin` text is piped in when given. */
-  async run(
+  /** `qvm ARGS...` as a command against this env's folders, for tests that spawn it themselves. */
+  command(
     args: string[],
-    options: { stdin?: string; env?: Record<string, string> } = {},
-  ): Promise<QvmResult> {
-    const command = new Deno.Command(Deno.execPath(), {
+    options: {
+      env?: Record<string, string>;
+      stdin?: "null" | "piped";
+      stdio?: Deno.CommandOptions["stdout"];
+    } = {},
+  ): Deno.Command {
+    return new Deno.Command(Deno.execPath(), {
       args: ["run", "-A", "--quiet", MAIN, ...args],
       env: {
         QVM_DATA_DIR: this.dataDir,
@@ -41,9 +45,20 @@ export class QvmEnv {
         NO_COLOR: "1",
         ...options.env,
       },
+      stdin: options.stdin ?? "null",
+      stdout: options.stdio ?? "piped",
+      stderr: options.stdio ?? "piped",
+    });
+  }
+
+  /** Runs `qvm ARGS...`; `stdin` text is piped in when given. */
+  async run(
+    args: string[],
+    options: { stdin?: string; env?: Record<string, string> } = {},
+  ): Promise<QvmResult> {
+    const command = this.command(args, {
+      env: options.env,
       stdin: options.stdin === undefined ? "null" : "piped",
-      stdout: "piped",
-      stderr: "piped",
     });
     const child = command.spawn();
     if (options.stdin !== undefined) {
