@@ -1,10 +1,10 @@
 /**
- * The config module's own POSIX path functions give exactly what node:path gives, over every path
+ * qvm's own POSIX path functions (src/path.ts) give exactly what node:path gives, over every path
  * of up to six segments from a small alphabet of the tricky parts (`/`, `.`, `..`, names).
  */
 import assert from "node:assert/strict";
 import * as node from "node:path";
-import { dirname, isAbsolute, join, resolve } from "../src/config/_path.ts";
+import { dirname, isAbsolute, join, resolve } from "../src/path.ts";
 
 const PARTS = ["/", ".", "..", "a", "b/"];
 

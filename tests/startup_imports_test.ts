@@ -64,6 +64,52 @@ for (const command of ["status", "ls", "info"]) {
   });
 }
 
+for (const command of ["status", "ls", "info"]) {
+  Deno.test(`qvm ${command} reads neither the config nor the cloud module at start-up`, async () => {
+    // Deno reads the modules behind a literal import("…") at start-up too, run or not.
+    const graph = [
+      ...await moduleGraph("main.ts", { dynamic: true }),
+      ...await moduleGraph(`src/cli/${command}.ts`, { dynamic: true }),
+    ];
+    assert.deepEqual(heavyIn(graph), []);
+    assert.deepEqual(
+      graph.filter((s) => /\/src\/(config\/|cloud\/mod\.ts|qemu\/launch\.ts)/.test(s)),
+      [],
+    );
+  });
+}
+
+/** Every `.ts` file under `dir` (relative to the repository). */
+async function sources(dir: string): Promise<{ path: string; text: string }[]> {
+  const out: { path: string; text: string }[] = [];
+  for await (const entry of Deno.readDir(new URL(dir, ROOT))) {
+    const path = `${dir}/${entry.name}`;
+    if (entry.isDirectory) out.push(...await sources(path));
+    else if (entry.name.endsWith(".ts")) {
+      out.push({ path, text: await Deno.readTextFile(new URL(path, ROOT)) });
+    }
+  }
+  return out;
+}
+
+Deno.test("qvm's modules import no node: module but node:sqlite, and load modules lazily only through lazyImport", async () => {
+  const files = [...await sources("src"), { path: "main.ts", text: "" }];
+  assert.ok(files.length > 50);
+  for (const { path, text: source } of files) {
+    const text = source.replace(/\/\*[\s\S]*?\*\//g, "").replace(/^\s*\/\/.*$/gm, "");
+    for (const [, name] of text.matchAll(/(?:from|import)\s*\(?\s*"(node:[^"]+)"/g)) {
+      assert.equal(name, "node:sqlite", `${path} imports ${name}`);
+    }
+    // A literal import("./x.ts") makes Deno read x's whole graph at start-up; only the YAML
+    // parser, behind the config module that is itself loaded lazily, is imported that way.
+    for (const [literal] of text.matchAll(/(?<!typeof )\bimport\(\s*["'`][^"'`]+["'`]\s*\)/g)) {
+      if (path === "src/config/load.ts" && literal === 'import("yaml")') continue;
+      if (path.startsWith("src/dist/")) continue; // build tools, not run by qvm
+      assert.fail(`${path} has a literal ${literal}: use lazyImport (src/lazy.ts)`);
+    }
+  }
+});
+
 Deno.test("main.ts loads no command module before the command is chosen", async () => {
   const graph = await moduleGraph("main.ts", { dynamic: true });
   const commands = graph.filter((s) =>

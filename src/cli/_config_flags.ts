@@ -2,6 +2,7 @@
 import type { Context } from "./context.ts";
 import type { OptionSpec, ParsedArgs } from "./spec.ts";
 import type { VmConfig } from "../config/mod.ts";
+import { configModule } from "../lazy.ts";
 
 /** The flags that set config keys on top of the YAML files. */
 export const configFlagOptions: Record<string, OptionSpec> = {
@@ -41,6 +42,6 @@ export async function loadVmConfig(
   overrides: Record<string, unknown>,
   base?: VmConfig,
 ): Promise<VmConfig> {
-  const { loadConfigs } = await import("../config/mod.ts");
+  const { loadConfigs } = await configModule();
   return loadConfigs(files, overrides, { warn: (m: string) => ctx.warn(m), base });
 }

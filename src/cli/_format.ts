@@ -1,5 +1,10 @@
 /** Output helpers shared by the listing commands: aligned tables and status colours. */
 import { useColor } from "./context.ts";
+import { lazyImport } from "../lazy.ts";
+
+/** Progress lines on a terminal, loaded only by the commands that draw them. */
+export const progressModule = () =>
+  lazyImport<typeof import("./_progress.ts")>("src/cli/_progress.ts");
 
 const COLORS: Record<string, string> = {
   running: "32",

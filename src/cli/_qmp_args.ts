@@ -1,5 +1,5 @@
 /** Pure argument parsing for `qvm qmp`: JSON arguments, device properties, hold time, image format. */
-import { isAbsolute, resolve } from "node:path";
+import { isAbsolute, resolve } from "../path.ts";
 import { UsageError } from "../errors.ts";
 
 /** Parses `qmp run`'s JSON-ARGS: a JSON object, else a UsageError with the parser's reason. */

@@ -1,9 +1,10 @@
 /** `qvm add`: define a new VM from YAML configs (merged left to right) and flags on top. */
-import { resolve } from "node:path";
+import { resolve } from "../path.ts";
 import type { Context } from "./context.ts";
 import type { CommandSpec, ParsedArgs } from "./spec.ts";
 import { UsageError } from "../errors.ts";
 import { configFlagOptions, configFromFlags, loadVmConfig } from "./_config_flags.ts";
+import { imageModule } from "../lazy.ts";
 
 /** The command's arguments and flags. */
 export const spec: CommandSpec = {
@@ -37,7 +38,7 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
   const name = config.name ?? `vm-${id.slice(0, 8)}`;
   const configPath = args.positionals.length > 0 ? resolve(args.positionals[0]) : null;
   if (config.image !== undefined) {
-    const { runningWriterOf } = await import("../cloud/image.ts");
+    const { runningWriterOf } = await imageModule();
     const writer = runningWriterOf({ dirs: ctx.dirs, store: ctx.store }, config.image, id);
     if (writer) {
       throw new UsageError(

@@ -1,5 +1,5 @@
 /** `qvm apply`: merge configs and flags into an existing VM's config, or create the VM if absent. */
-import { resolve } from "node:path";
+import { resolve } from "../path.ts";
 import type { Context } from "./context.ts";
 import type { CommandSpec, ParsedArgs } from "./spec.ts";
 import { UsageError } from "../errors.ts";

@@ -4,6 +4,7 @@ import type { CommandSpec, ParsedArgs } from "./spec.ts";
 import { QvmError, UsageError } from "../errors.ts";
 import type { VmConfig } from "../config/mod.ts";
 import { isOurQemu } from "../qemu/process.ts";
+import { configModule } from "../lazy.ts";
 
 /** The command's arguments and flags. */
 export const spec: CommandSpec = {
@@ -39,7 +40,7 @@ export function cloneConfig(source: { name: string; config: VmConfig }, name: st
 /** Inserts the clone; prints its id (or `{id, name}` as JSON). */
 export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
   const [from, name] = args.positionals;
-  const { validateName } = await import("../config/mod.ts");
+  const { validateName } = await configModule();
   validateName(name);
   const source = ctx.store.require(from);
   if (ctx.store.get(name)) throw new UsageError(`a VM named '${name}' already exists`);

@@ -3,7 +3,7 @@
  * runtime dir, VMs wrongly marked live and stray QEMU processes; `--fix` repairs what it safely
  * can (folder modes, leftovers, dead VMs) and never kills a process.
  */
-import { join, resolve } from "node:path";
+import { join, resolve } from "../path.ts";
 import type { Context } from "./context.ts";
 import { useColor } from "./context.ts";
 import type { CommandSpec, ParsedArgs } from "./spec.ts";

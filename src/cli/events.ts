@@ -14,6 +14,7 @@ import type { VmRecord } from "../state/mod.ts";
 import { isLive, observe } from "../vm/observe.ts";
 import { vmPaths } from "../vm/paths.ts";
 import { runState } from "../vm/qmp_session.ts";
+import { qmpModule } from "../lazy.ts";
 
 /** How long `--follow` waits, once the VM has stopped, for it to be started again. */
 export const RESTART_GRACE_MS = 3000;
@@ -126,7 +127,7 @@ async function followRun(ctx: Context, vm: VmRecord, pid: number): Promise<void>
     );
     return await pollStatus(ctx, vm, pid);
   }
-  const { QmpClient } = await import("../qemu/qmp.ts");
+  const { QmpClient } = await qmpModule();
   let client: QmpClient;
   try {
     client = await QmpClient.connect(socket, { timeoutMs: 3000 });

@@ -5,6 +5,7 @@ import { NotRunningError, UsageError } from "../errors.ts";
 import { isOurQemu } from "../qemu/process.ts";
 import { parseTimeout } from "./start.ts";
 import { writeOut } from "./context.ts";
+import { agentModule, cloudModule } from "../lazy.ts";
 
 /** The command's arguments and flags. */
 export const spec: CommandSpec = {
@@ -45,7 +46,7 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
     : parseTimeout(args.values.timeout, 0);
   const vm = ctx.store.require(name);
   if (!isOurQemu(vm.pid, vm.id)) throw new NotRunningError(`VM '${vm.name}' is not running`);
-  const { agentEnabled, cloudPaths, invokingUser } = await import("../cloud/mod.ts");
+  const { agentEnabled, cloudPaths, invokingUser } = await cloudModule();
   if (!agentEnabled(vm.config)) {
     throw new UsageError(`VM '${vm.name}' has no guest agent channel: set guest_agent: true`);
   }
@@ -54,7 +55,7 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
     fallback: invokingUser(),
   });
   if (user !== undefined) command.unshift("runuser", "-u", user, "--");
-  const { agentExec } = await import("../cloud/agent.ts");
+  const { agentExec } = await agentModule();
   const input = args.values.stdin
     ? new Uint8Array(await new Response(Deno.stdin.readable).arrayBuffer())
     : undefined;

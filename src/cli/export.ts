@@ -5,6 +5,7 @@ import { PermissionError, QvmError, UsageError } from "../errors.ts";
 import { exists, vmPaths } from "../vm/paths.ts";
 import type { VmConfig } from "../config/mod.ts";
 import { defineDomain, domainXml, startDomain } from "../libvirt/mod.ts";
+import { cloudModule } from "../lazy.ts";
 
 /** The command's arguments and flags. */
 export const spec: CommandSpec = {
@@ -61,7 +62,7 @@ async function cloudOptions(
   vm: { id: string; config: VmConfig },
 ): Promise<{ argv: string[]; files: string[] } | undefined> {
   if (vm.config.network === undefined && vm.config.cloud_init === undefined) return undefined;
-  const { cloudArgvPreview } = await import("../cloud/mod.ts");
+  const { cloudArgvPreview } = await cloudModule();
   const argv = cloudArgvPreview(ctx, { id: vm.id, config: { ...vm.config, guest_agent: false } });
   const files: string[] = [];
   for (const arg of argv) {

@@ -3,6 +3,7 @@ import type { Context } from "./context.ts";
 import type { CommandSpec, ParsedArgs } from "./spec.ts";
 import { NotRunningError, UsageError } from "../errors.ts";
 import { isOurQemu } from "../qemu/process.ts";
+import { agentModule, cloudModule } from "../lazy.ts";
 
 /** The command's arguments and flags. */
 export const spec: CommandSpec = {
@@ -20,11 +21,11 @@ export const spec: CommandSpec = {
 export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
   const vm = ctx.store.require(args.positionals[0]);
   if (!isOurQemu(vm.pid, vm.id)) throw new NotRunningError(`VM '${vm.name}' is not running`);
-  const { agentEnabled, cloudPaths } = await import("../cloud/mod.ts");
+  const { agentEnabled, cloudPaths } = await cloudModule();
   if (!agentEnabled(vm.config)) {
     throw new UsageError(`VM '${vm.name}' has no guest agent channel: set guest_agent: true`);
   }
-  const { agentAddresses } = await import("../cloud/agent.ts");
+  const { agentAddresses } = await agentModule();
   const addresses = await agentAddresses(cloudPaths(ctx.dirs, vm.id).agentSocket, 10_000);
   addresses.sort((a, b) => a.family.localeCompare(b.family));
   if (ctx.json) {

@@ -2,6 +2,7 @@
 import type { Context } from "./context.ts";
 import type { CommandSpec, ParsedArgs } from "./spec.ts";
 import { isOurQemu } from "../qemu/process.ts";
+import { cloudModule } from "../lazy.ts";
 
 /** The command's arguments and flags. */
 export const spec: CommandSpec = {
@@ -27,7 +28,7 @@ export interface PortRow {
 export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
   const vm = ctx.store.require(args.positionals[0]);
   const running = isOurQemu(vm.pid, vm.id);
-  const { activeForwards } = await import("../cloud/mod.ts");
+  const { activeForwards } = await cloudModule();
   const forwards = (running ? activeForwards(ctx.dirs, vm.id) : undefined) ??
     vm.config.network?.ports ?? [];
   const rows: PortRow[] = forwards.map((f) => ({

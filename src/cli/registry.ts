@@ -4,6 +4,7 @@
  */
 import type { Context } from "./context.ts";
 import type { CommandSpec, ParsedArgs } from "./spec.ts";
+import { lazyImport } from "../lazy.ts";
 
 /** What each `src/cli/<command>.ts` exports. */
 export interface CommandModule {
@@ -24,19 +25,12 @@ export interface CommandEntry {
   load(): Promise<CommandModule>;
 }
 
-/** Where the single-file build (`dist/qvm`) puts its loader of the command modules inside it. */
-const COMMAND_IMPORTER = Symbol.for("qvm.importCommand");
-
-type Importer = (file: string) => Promise<CommandModule>;
-
 /**
- * Loads `src/cli/<file>`. The URL is built at run time on purpose: Deno reads the whole module
- * graph behind every literal `import("./x.ts")` at start-up, so literal imports here would make
- * each command pay for loading every other command's modules (the YAML parser included).
+ * Loads `src/cli/<file>` through `lazyImport`, so each command pays only for its own modules,
+ * not for every other command's (the YAML parser included).
  */
-function importCommand(file: string): Promise<CommandModule> {
-  const hook = (globalThis as Record<symbol, Importer | undefined>)[COMMAND_IMPORTER];
-  return hook ? hook(file) : import(new URL(file, import.meta.url).href);
+function importCommand(file: `${string}.ts`): Promise<CommandModule> {
+  return lazyImport<CommandModule>(`src/cli/${file}`);
 }
 
 /** Every command, in the order `qvm --help` lists them. */

@@ -12,6 +12,8 @@ import { vmPaths } from "../vm/paths.ts";
 import { launch, parseWaitFor } from "../vm/start.ts";
 import { STEP_LABELS, stopLocked } from "../vm/stop.ts";
 import { parseTimeout } from "./start.ts";
+import { cloudModule } from "../lazy.ts";
+import { progressModule } from "./_format.ts";
 
 /** The command's arguments and flags. */
 export const spec: CommandSpec = {
@@ -55,7 +57,7 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
   );
   const vm = ctx.store.require(args.positionals[0]);
   const paths = vmPaths(ctx.dirs, vm.id);
-  const { Progress, showStart, showStop } = await import("./_progress.ts");
+  const { Progress, showStart, showStop } = await progressModule();
   const progress = new Progress(ctx, { quiet: args.values.quiet === true });
   const view = { name: vm.name, serialLog: paths.serialLog, verb: "restarting" };
   const result = await withVm(ctx, vm, { deadline: stopDeadline }, async (seen) => {
@@ -64,7 +66,7 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
     if (blocked) throw blocked;
     // A wait the start could never satisfy is bad input: refused before anything is stopped.
     if (waitFor.kind === "ssh" || waitFor.kind === "agent") {
-      (await import("../cloud/mod.ts")).checkWaitable(seen.vm, waitFor.kind);
+      (await cloudModule()).checkWaitable(seen.vm, waitFor.kind);
     }
     const stopped = await stopLocked(ctx, seen, {
       deadline: stopDeadline,

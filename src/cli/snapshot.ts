@@ -16,6 +16,7 @@ import {
 import { table } from "./_format.ts";
 import { formatSize } from "./_size.ts";
 import { parseTimeout } from "./start.ts";
+import { progressModule } from "./_format.ts";
 
 const DEFAULT_TIMEOUT_S = 300;
 
@@ -209,7 +210,7 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
     return 0;
   }
   const name = args.positionals[1];
-  const { Progress, formatSeconds } = await import("./_progress.ts");
+  const { Progress, formatSeconds } = await progressModule();
   const progress = new Progress(ctx, { quiet: args.values.quiet === true });
   const began = Date.now();
   const what = `snapshot ${args.subcommand} ${vm.name} ${name}`;

@@ -3,6 +3,7 @@ import type { Context } from "./context.ts";
 import type { CommandSpec, ParsedArgs } from "./spec.ts";
 import { NotRunningError, QvmError } from "../errors.ts";
 import { isOurQemu } from "../qemu/process.ts";
+import { cloudModule } from "../lazy.ts";
 
 /** The command's arguments and flags. */
 export const spec: CommandSpec = {
@@ -27,7 +28,7 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
   const [name, ...command] = args.positionals;
   const vm = ctx.store.require(name);
   if (!isOurQemu(vm.pid, vm.id)) throw new NotRunningError(`VM '${vm.name}' is not running`);
-  const { sshCommand } = await import("../cloud/mod.ts");
+  const { sshCommand } = await cloudModule();
   const argv = await sshCommand(ctx.dirs, vm, { command });
   if (ctx.debug) ctx.note(argv.join(" "));
   let child: Deno.ChildProcess;

@@ -6,6 +6,8 @@ import { launchArgv, shellQuote } from "../qemu/launch.ts";
 import { vmPaths } from "../vm/paths.ts";
 import { Deadline, MAX_WAIT_S } from "../vm/env.ts";
 import { parseWaitFor, startVm } from "../vm/start.ts";
+import { cloudModule } from "../lazy.ts";
+import { progressModule } from "./_format.ts";
 
 /** The command's arguments and flags. */
 export const spec: CommandSpec = {
@@ -61,14 +63,14 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
     const argv = launchArgv(vm, vmPaths(ctx.dirs, vm.id));
     const { image, network, cloud_init, guest_agent } = vm.config;
     if (image || network || cloud_init || guest_agent) {
-      argv.push(...(await import("../cloud/mod.ts")).cloudArgvPreview(ctx, vm));
+      argv.push(...(await cloudModule()).cloudArgvPreview(ctx, vm));
     }
     if (ctx.json) ctx.outJson({ id: vm.id, name: vm.name, argv });
     else ctx.out(shellQuote(argv));
     return 0;
   }
   const deadline = Deadline.in(timeoutS * 1000);
-  const { Progress, showStart } = await import("./_progress.ts");
+  const { Progress, showStart } = await progressModule();
   const progress = new Progress(ctx, { quiet: args.values.quiet === true });
   const serialLog = vmPaths(ctx.dirs, vm.id).serialLog;
   const onProgress = progress.enabled

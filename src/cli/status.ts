@@ -3,6 +3,7 @@ import type { Context } from "./context.ts";
 import type { CommandSpec, ParsedArgs } from "./spec.ts";
 import { isLive, observe } from "../vm/observe.ts";
 import { paintStatus } from "./_format.ts";
+import { cloudStatusModule } from "../lazy.ts";
 
 /** The command's arguments and flags. */
 export const spec: CommandSpec = {
@@ -27,7 +28,7 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
       qemu_status: seen.qemuStatus ?? null,
       stop_reason: vm.stopReason,
       ...(vm.config.network || vm.config.cloud_init || vm.config.guest_agent
-        ? await (await import("../cloud/mod.ts")).cloudStatus(ctx.dirs, vm, live)
+        ? await (await cloudStatusModule()).cloudStatus(ctx.dirs, vm, live)
         : {}),
     });
     return 0;

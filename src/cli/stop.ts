@@ -5,6 +5,7 @@ import { QvmError } from "../errors.ts";
 import { Deadline } from "../vm/env.ts";
 import { STEP_LABELS, stopVm } from "../vm/stop.ts";
 import { parseTimeout } from "./start.ts";
+import { progressModule } from "./_format.ts";
 
 /** The command's arguments and flags. */
 export const spec: CommandSpec = {
@@ -33,7 +34,7 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
   const timeoutS = parseTimeout(args.values.timeout, 30);
   const deadline = Deadline.in(timeoutS * 1000);
   const vm = ctx.store.require(args.positionals[0]);
-  const { Progress, showStop } = await import("./_progress.ts");
+  const { Progress, showStop } = await progressModule();
   const progress = new Progress(ctx, { quiet: args.values.quiet === true });
   const { step, unrecorded } = await stopVm(ctx, vm, {
     deadline,

@@ -23,6 +23,7 @@ import {
 import { exists } from "../vm/paths.ts";
 import { table } from "./_format.ts";
 import { formatSize } from "./_size.ts";
+import { progressModule } from "./_format.ts";
 
 /** qemu-img processes run at once: enough to hide latency, few enough not to swamp the host. */
 const CONCURRENCY = 4;
@@ -185,7 +186,7 @@ function isDisk(entry: StorageEntry): entry is StorageEntry & { item: DiskStorag
 async function verify(ctx: Context, args: ParsedArgs): Promise<number> {
   const vms = selectVms(ctx, args);
   const disks = storageEntries(vms, ctx.dirs).filter(isDisk);
-  const { Progress, formatSeconds } = await import("./_progress.ts");
+  const { Progress, formatSeconds } = await progressModule();
   const progress = new Progress(ctx, { quiet: args.values.quiet === true });
   const began = Date.now();
   let checked = 0;

@@ -12,6 +12,8 @@ import { FAULT_STATES, isLive, observe, type ObservedStatus } from "../vm/observ
 import { vmPaths } from "../vm/paths.ts";
 import { serialStart } from "../vm/serial_start.ts";
 import { parseTimeout } from "./start.ts";
+import { cloudModule } from "../lazy.ts";
+import { progressModule } from "./_format.ts";
 
 /** The command's arguments and flags. */
 export const spec: CommandSpec = {
@@ -148,7 +150,7 @@ async function waitFor(
     if (isLive(seen.status)) sawLive = true;
     if (serial && await serialHas(paths.serialLog, serial)) return;
     if (seen.status === "running" && (target.kind === "ssh" || target.kind === "agent")) {
-      const { waitForGuest } = await import("../cloud/mod.ts");
+      const { waitForGuest } = await cloudModule();
       try {
         await waitForGuest(ctx, seen.vm, {
           kind: target.kind,
@@ -190,7 +192,7 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
   const deadline = Deadline.in(timeoutS * 1000);
   const vm = ctx.store.require(args.positionals[0]);
   const began = Date.now();
-  const { Progress, formatSeconds } = await import("./_progress.ts");
+  const { Progress, formatSeconds } = await progressModule();
   const progress = new Progress(ctx, { quiet: args.values.quiet === true });
   let status = "";
   progress.show(() =>

@@ -3,7 +3,6 @@
  * in the VM's disk folder and kept across starts. The base image is only ever read; a start is
  * refused while a running VM writes to it.
  */
-import { realpathSync } from "node:fs";
 import { diskFile, imageOf } from "../config/mod.ts";
 import { QvmError, UsageError } from "../errors.ts";
 import { escapeOptionValue } from "../qemu/argv.ts";
@@ -35,7 +34,7 @@ export function rootDriveArgv(overlay: string): string[] {
 
 function real(path: string): string {
   try {
-    return realpathSync(path);
+    return Deno.realPathSync(path);
   } catch {
     return path;
   }

@@ -3,23 +3,15 @@
  * forwards, the NoCloud seed, the guest agent channel) and the waits for SSH and the agent.
  * Loaded lazily: VMs without these sections never import it.
  */
-import { isPublicKeyLine, type PortForward, type VmConfig } from "../config/mod.ts";
+import { isPublicKeyLine, type VmConfig } from "../config/mod.ts";
 import { NotRunningError, QvmError, TimeoutError, UsageError } from "../errors.ts";
 import { type Dirs, ensurePrivateDir, type StateStore, type VmRecord } from "../state/mod.ts";
 import { ensureOverlay, overlayPath, rootDriveArgv } from "./image.ts";
 import { isOurQemu } from "../qemu/process.ts";
 import { escapeOptionValue } from "../qemu/argv.ts";
-import { agentAddresses, agentPing, type GuestAddress } from "./agent.ts";
+import { agentPing } from "./agent.ts";
 import { cloudPaths } from "./paths.ts";
-import {
-  type ActiveForward,
-  forwardTo,
-  macFor,
-  networkArgv,
-  readForwards,
-  recordForwards,
-  settleForwards,
-} from "./ports.ts";
+import { forwardTo, macFor, networkArgv, recordForwards, settleForwards } from "./ports.ts";
 import {
   findIsoTool,
   instanceId,
@@ -32,17 +24,14 @@ import {
 import { ensureKey, homeKeys, keyPaths, sshArgv } from "./ssh.ts";
 
 export { cloudPaths } from "./paths.ts";
+export { activeForwards, agentEnabled, cloudStatus } from "./status.ts";
+import { activeForwards, agentEnabled } from "./status.ts";
 export type { ActiveForward } from "./ports.ts";
 
 /** True when the VM uses any cloud section (and so needs this module at start). */
 export function usesCloud(config: VmConfig): boolean {
   return config.image !== undefined || config.network !== undefined ||
     config.cloud_init !== undefined || config.guest_agent === true;
-}
-
-/** Whether the guest agent channel is on: `guest_agent`, else on exactly when `cloud_init` is set. */
-export function agentEnabled(config: VmConfig): boolean {
-  return config.guest_agent ?? config.cloud_init !== undefined;
 }
 
 /** The login name of the user running qvm (cloud_init's default user). */
@@ -141,11 +130,6 @@ export function cloudArgvPreview(
   }
   if (agentEnabled(config)) argv.push(...agentArgv(paths.agentSocket));
   return argv;
-}
-
-/** The forwards in effect for a running VM (recorded at start), else undefined. */
-export function activeForwards(dirs: Dirs, id: string): ActiveForward[] | undefined {
-  return readForwards(cloudPaths(dirs, id).forwardsFile);
 }
 
 /** The ssh argv for `vm` (running, with a forward to guest port 22). */
@@ -252,24 +236,4 @@ async function answers(argv: string[], deadline: number): Promise<boolean> {
 /** Throws NotRunningError unless `running`. */
 export function requireRunning(vm: VmRecord, running: boolean): void {
   if (!running) throw new NotRunningError(`VM '${vm.name}' is not running`);
-}
-
-/**
- * The cloud part of `status --json`: the forwards in effect (configured ones when stopped) and,
- * when the guest agent answers within a second, the guest's addresses (`null` otherwise).
- */
-export async function cloudStatus(
-  dirs: Dirs,
-  vm: VmRecord,
-  live: boolean,
-): Promise<{ forwards: ActiveForward[] | PortForward[]; addresses: GuestAddress[] | null }> {
-  const forwards = (live ? activeForwards(dirs, vm.id) : undefined) ?? vm.config.network?.ports ??
-    [];
-  let addresses: GuestAddress[] | null = null;
-  if (live && agentEnabled(vm.config)) {
-    try {
-      addresses = await agentAddresses(cloudPaths(dirs, vm.id).agentSocket, 1000);
-    } catch { /* no agent answering (yet) */ }
-  }
-  return { forwards, addresses };
 }

@@ -63,16 +63,6 @@ export function recordForwards(file: string, forwards: readonly ActiveForward[])
   Deno.renameSync(temp, file);
 }
 
-/** The forwards recorded at the last start, or undefined when there is no record. */
-export function readForwards(file: string): ActiveForward[] | undefined {
-  try {
-    const data = JSON.parse(Deno.readTextFileSync(file));
-    return Array.isArray(data) ? data as ActiveForward[] : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
 /** The TCP forward to guest port `guest`, if any. */
 export function forwardTo<T extends PortForward>(
   forwards: readonly T[],

@@ -5,7 +5,7 @@
  * The files are written to a folder and packed into an ISO 9660 image labelled `cidata` with
  * genisoimage or xorriso; on a host with neither, QEMU's vvfat driver serves the folder itself.
  */
-import { createHash } from "node:crypto";
+import { sha256Hex } from "../sha256.ts";
 import { QvmError } from "../errors.ts";
 import { escapeOptionValue } from "../qemu/argv.ts";
 import type { CloudInitConfig } from "../config/mod.ts";
@@ -35,7 +35,7 @@ export type SeedFiles = Record<string, string>;
  */
 export function instanceId(name: string, section: CloudInitConfig): string {
   const canonical = JSON.stringify(sortKeys({ hostname: section.hostname ?? name, section }));
-  return `qvm-${createHash("sha256").update(canonical).digest("hex").slice(0, 16)}`;
+  return `qvm-${sha256Hex(canonical).slice(0, 16)}`;
 }
 
 function sortKeys(value: unknown): unknown {

@@ -5,7 +5,7 @@
  * inline or a file) passed through verbatim. Files are read when the config is validated, so the
  * stored config holds their text and a start never depends on them.
  */
-import { isAbsolute, resolve } from "./_path.ts";
+import { isAbsolute, resolve } from "../path.ts";
 import { UsageError } from "../errors.ts";
 import { isMap, kindOf, show } from "./_util.ts";
 

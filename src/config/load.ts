@@ -4,7 +4,7 @@
  * only commands that read YAML pay its start-up cost.
  */
 
-import { dirname, resolve } from "./_path.ts";
+import { dirname, resolve } from "../path.ts";
 import { NotFoundError, PermissionError, QvmError, UsageError } from "../errors.ts";
 import {
   checkCommandKeys,

@@ -7,7 +7,7 @@
 // Files are looked at with Deno's own calls and paths joined by ./_path.ts: importing node:fs
 // and node:path costs every command that loads the config module (start among them) ~15 ms of
 // start-up (node:fs alone: start --dry-run 48 -> 38 ms, paired).
-import { dirname, isAbsolute, join, resolve } from "./_path.ts";
+import { dirname, isAbsolute, join, resolve } from "../path.ts";
 import { escapeOptionValue, splitOptionText } from "../qemu/argv.ts";
 import { stripDashes } from "./arguments.ts";
 import { isMap } from "./_util.ts";

@@ -3,7 +3,7 @@
  * and normalizes sizes. Every error is one UsageError line naming the offending key and value.
  */
 
-import { isAbsolute } from "./_path.ts";
+import { isAbsolute } from "../path.ts";
 import { UsageError } from "../errors.ts";
 import { checkCommandKeys, checkSingletons, settleShorthands } from "./_checks.ts";
 import { isMap, kindOf, show } from "./_util.ts";

@@ -4,7 +4,7 @@
  * VM still uses (its config names it, or its images' backing chain does). The lock file goes
  * last, while held.
  */
-import { dirname, resolve } from "node:path";
+import { dirname, resolve } from "../path.ts";
 import { diskFile } from "../config/mod.ts";
 import { QvmError } from "../errors.ts";
 import type { VmRecord } from "../state/mod.ts";
@@ -13,6 +13,7 @@ import { withVm } from "./guard.ts";
 import { isLive } from "./observe.ts";
 import { removeQuietly, runtimeFiles, vmPaths } from "./paths.ts";
 import { stopLocked } from "./stop.ts";
+import { cloudModule } from "../lazy.ts";
 
 /** What a removal did with the VM's disks. */
 export interface Removed {
@@ -121,7 +122,7 @@ function filesInUse(env: VmEnv, except: string): Map<string, string> {
 
 /** A cloud VM's own files: its agent socket, recorded forwards, and its seed/known_hosts folder. */
 async function removeCloudFiles(env: VmEnv, vm: VmRecord): Promise<void> {
-  const { cloudPaths, usesCloud } = await import("../cloud/mod.ts");
+  const { cloudPaths, usesCloud } = await cloudModule();
   if (!usesCloud(vm.config) && vm.config.guest_agent === undefined) return;
   const files = cloudPaths(env.dirs, vm.id);
   removeQuietly(files.agentSocket);

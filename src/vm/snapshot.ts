@@ -8,8 +8,8 @@
  * disk-only snapshot (offline, or live with `diskOnly`) has no memory to disagree with, so it may
  * cover any set of drives.
  */
-import { createHash } from "node:crypto";
-import { join, resolve } from "node:path";
+import { sha256Hex } from "../sha256.ts";
+import { join, resolve } from "../path.ts";
 import { Deadline, type VmEnv } from "./env.ts";
 import { agentSocketOf } from "./agent.ts";
 import { withVm } from "./guard.ts";
@@ -40,6 +40,7 @@ import {
   vmStateDrive,
   vmStateDrives,
 } from "./_snapshot.ts";
+import { agentModule, qmpModule } from "../lazy.ts";
 
 export type { SnapshotAction, SnapshotInfo } from "./_snapshot.ts";
 export { formatDate, formatVmClock } from "./_snapshot.ts";
@@ -129,7 +130,7 @@ export function diskLockPath(dirs: Dirs, file: string): string {
   try {
     real = Deno.realPathSync(file);
   } catch { /* not there yet: its absolute path */ }
-  const hash = createHash("sha256").update(real).digest("hex").slice(0, 24);
+  const hash = sha256Hex(real).slice(0, 24);
   return join(dirs.runtimeDir, "disk-locks", `${hash}.lock`);
 }
 
@@ -207,7 +208,7 @@ async function blockDevices(client: QmpClient): Promise<BlockDevice[]> {
 }
 
 async function connectQmp(ctx: VmEnv, vm: VmRecord): Promise<QmpClient> {
-  const { QmpClient } = await import("../qemu/qmp.ts");
+  const { QmpClient } = await qmpModule();
   return await QmpClient.connect(vmPaths(ctx.dirs, vm.id).qmpSocket, {
     timeoutMs: QMP_TIMEOUT_MS,
   });
@@ -636,7 +637,7 @@ async function withQuiescedGuest<T>(
   action: "create" | "load",
   work: () => Promise<T>,
 ): Promise<{ value: T; quiesce: Quiesce }> {
-  const { agentCall } = await import("../cloud/agent.ts");
+  const { agentCall } = await agentModule();
   const call = <R>(execute: string, timeoutMs: number) =>
     agentCall<R>(socket, { execute }, { timeoutMs });
   if (action === "load") {

@@ -17,6 +17,7 @@ import { qmpOnce, withQmpSocket } from "./qmp_session.ts";
 import { removeQuietly, runtimeFiles, type VmPaths, vmPaths } from "./paths.ts";
 import { prepareQemuFiles } from "./safe_files.ts";
 import { recordSerialStart } from "./serial_start.ts";
+import { cloudModule } from "../lazy.ts";
 
 /** What `start --wait-for` waits for. */
 export type WaitFor =
@@ -194,7 +195,7 @@ async function waitUntilReady(
   const { waitFor, pid, deadline } = options;
   if (waitFor.kind === "process") return;
   if (waitFor.kind === "ssh" || waitFor.kind === "agent") {
-    const { waitForGuest } = await import("../cloud/mod.ts");
+    const { waitForGuest } = await cloudModule();
     await waitForGuest(options.env, vm, { kind: waitFor.kind, pid, deadline: deadline.at });
     return;
   }
@@ -265,12 +266,12 @@ export async function launch(
   const { paths } = options;
   if (options.waitFor.kind === "ssh" || options.waitFor.kind === "agent") {
     // A wait that cannot succeed is bad input: refused before QEMU is launched.
-    (await import("../cloud/mod.ts")).checkWaitable(vm, options.waitFor.kind);
+    (await cloudModule()).checkWaitable(vm, options.waitFor.kind);
   }
   const argv = launchArgv(vm, paths);
   const { image, network, cloud_init, guest_agent } = vm.config;
   if (image || network || cloud_init || guest_agent) {
-    argv.push(...await (await import("../cloud/mod.ts")).prepareCloud(env, vm));
+    argv.push(...await (await cloudModule()).prepareCloud(env, vm));
   }
   const fail = (reason: string) =>
     env.store.updateStatus(vm.id, "failed", { pid: null, stopReason: reason });

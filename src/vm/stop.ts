@@ -15,6 +15,7 @@ import { withVm } from "./guard.ts";
 import { findQemuOf, isLive, type Observation } from "./observe.ts";
 import { removeQuietly, runtimeFiles, type VmPaths, vmPaths } from "./paths.ts";
 import { qmpOnce, runState } from "./qmp_session.ts";
+import { agentModule } from "../lazy.ts";
 
 /** One escalation step; `poweroff` means the guest had powered off and QEMU was told to quit. */
 export type StopStep = "acpi" | "agent" | "poweroff" | "quit" | "sigterm" | "sigkill";
@@ -137,7 +138,7 @@ async function take(
         return true;
       case "agent": {
         if (!options.agentSocket) return false;
-        const { agentCall } = await import("../cloud/agent.ts");
+        const { agentCall } = await agentModule();
         await agentCall(options.agentSocket, { execute: "guest-shutdown" }, {
           timeoutMs: Math.max(Math.min(options.budgetMs, 3000), 100),
           noReply: true,

@@ -4,7 +4,7 @@
  * files in qvm's disk folder no VM references. Reads only: nothing here writes or deletes.
  */
 import { type ImgRun, runQemuImg } from "../qemu/img.ts";
-import { join, resolve } from "node:path";
+import { join, resolve } from "../path.ts";
 import { QvmError } from "../errors.ts";
 import { diskFile } from "../config/mod.ts";
 import type { DiskStorage, StorageItem } from "../config/mod.ts";

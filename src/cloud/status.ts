@@ -1,0 +1,49 @@
+/**
+ * What `status --json` shows of a cloud VM: its port forwards and the guest's addresses. Kept
+ * apart from the cloud module so `status` loads neither the config parser nor the seed builder.
+ */
+import type { PortForward, VmConfig } from "../config/mod.ts";
+import type { Dirs, VmRecord } from "../state/mod.ts";
+import type { ActiveForward } from "./ports.ts";
+import { agentAddresses, type GuestAddress } from "./agent.ts";
+import { cloudPaths } from "./paths.ts";
+
+/** Whether the guest agent channel is on: `guest_agent`, else on exactly when `cloud_init` is set. */
+export function agentEnabled(config: VmConfig): boolean {
+  return config.guest_agent ?? config.cloud_init !== undefined;
+}
+
+/** The forwards recorded in `file` at start, or undefined when there is no readable record. */
+export function readForwards(file: string): ActiveForward[] | undefined {
+  try {
+    const data = JSON.parse(Deno.readTextFileSync(file));
+    return Array.isArray(data) ? data as ActiveForward[] : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The forwards in effect for a running VM (recorded at start), else undefined. */
+export function activeForwards(dirs: Dirs, id: string): ActiveForward[] | undefined {
+  return readForwards(cloudPaths(dirs, id).forwardsFile);
+}
+
+/**
+ * The cloud part of `status --json`: the forwards in effect (configured ones when stopped) and,
+ * when the guest agent answers within a second, the guest's addresses (`null` otherwise).
+ */
+export async function cloudStatus(
+  dirs: Dirs,
+  vm: VmRecord,
+  live: boolean,
+): Promise<{ forwards: ActiveForward[] | PortForward[]; addresses: GuestAddress[] | null }> {
+  const forwards = (live ? activeForwards(dirs, vm.id) : undefined) ?? vm.config.network?.ports ??
+    [];
+  let addresses: GuestAddress[] | null = null;
+  if (live && agentEnabled(vm.config)) {
+    try {
+      addresses = await agentAddresses(cloudPaths(dirs, vm.id).agentSocket, 1000);
+    } catch { /* no agent answering (yet) */ }
+  }
+  return { forwards, addresses };
+}
