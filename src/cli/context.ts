@@ -36,6 +36,11 @@ export class Context {
     writeOut(encoder.encode(text.endsWith("\n") ? text : `${text}\n`));
   }
 
+  /** Writes `bytes` to stdout as they are. */
+  outBytes(bytes: Uint8Array): void {
+    writeOut(bytes);
+  }
+
   /** Writes `value` as pretty JSON to stdout. */
   outJson(value: unknown): void {
     this.out(JSON.stringify(value, null, 2));

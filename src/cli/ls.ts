@@ -148,7 +148,10 @@ function rowOf(ctx: Context, o: BriefObservation): Row {
   };
 }
 
-/** Prints a table, a JSON array of `{id, name, status, pid}`, or the `--format` asked for. */
+/**
+ * Prints a table, a JSON array of `{id, name, status, pid}` (one VM per line), or the `--format`
+ * asked for.
+ */
 export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
   const wanted = args.values.status as string | undefined;
   if (wanted !== undefined && !(STATUSES as readonly string[]).includes(wanted)) {
@@ -159,7 +162,7 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
     // SQLite writes the JSON of every VM; only the VMs that claim a process are read and checked
     // here (at 10,000 VMs, none running, this halves the command's own work).
     const checked = await observeAll(ctx, ctx.store.listLive());
-    ctx.out(ctx.store.listJson(
+    ctx.outBytes(ctx.store.listJson(
       new Map(checked.map((o) => [o.vm.id, {
         status: o.status,
         pid: isLive(o.status) ? o.vm.pid : null,
@@ -178,12 +181,17 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
     return 0;
   }
   if (ctx.json || format?.kind === "json") {
-    ctx.outJson(shown.map((o) => ({
-      id: o.vm.id,
-      name: o.vm.name,
-      status: o.status,
-      pid: isLive(o.status) ? o.vm.pid : null,
-    })));
+    const lines = shown.map((o) =>
+      `  ${
+        JSON.stringify({
+          id: o.vm.id,
+          name: o.vm.name,
+          status: o.status,
+          pid: isLive(o.status) ? o.vm.pid : null,
+        })
+      }`
+    );
+    ctx.out(lines.length === 0 ? "[]" : `[\n${lines.join(",\n")}\n]`);
     return 0;
   }
   const rows = shown.map((o) => rowOf(ctx, o as BriefObservation));

@@ -95,6 +95,22 @@ const ALL_STATUS_FIELDS: StatusFields = { pid: null, qmpSocketPath: null, stopRe
 const SET_CONFIG =
   "UPDATE vm_instances SET config_data = ?, config_path = ?, name = ?, updated_at = ?";
 
+/** A row that claims a process: the rows `ls` checks (the condition of index `idx_vm_live`). */
+const LIVE = "(pid IS NOT NULL OR status IN ('starting', 'running', 'stopping'))";
+
+/**
+ * The whole `ls --json` output, one VM per line, sorted by name, as bytes (a BLOB, so it goes to
+ * stdout as SQLite built it, never through a JavaScript string): at 10,000 VMs the
+ * indented form cost ~2 ms more to build, and decoding and re-encoding it ~2 ms more again.
+ */
+function listJsonSql(status: string, pid: string): string {
+  // The separator carries each line's indent, so no row pays for a concatenation of its own.
+  return `SELECT CAST(coalesce('[\n  ' || group_concat(json_object(
+      'id', id, 'name', name, 'status', ${status}, 'pid', ${pid}), ',\n  ') || '\n]', '[]')
+      || char(10) AS BLOB)
+    FROM (SELECT id, name, status, pid FROM vm_instances ORDER BY name)`;
+}
+
 /**
  * Every statement the store prepares, once (a status change uses `statusSql`'s form for the
  * fields it sets; `statusById`/`statusByName` are the form that sets them all). Lookups come in
@@ -109,17 +125,14 @@ export const SQL = {
    * The VMs that claim a process, in no order: read from the partial index `idx_vm_live`, not a
    * scan (an ORDER BY would make SQLite walk the name index over every VM instead).
    */
-  live: `SELECT id, name, status, pid FROM vm_instances
-    WHERE pid IS NOT NULL OR status IN ('starting', 'running', 'stopping')`,
+  live: `SELECT id, name, status, pid FROM vm_instances WHERE ${LIVE}`,
   /** Every VM as `ls --json` prints it, built by SQLite (see `listJson`). */
-  allJson: `SELECT json_pretty(json_group_array(json_object(
-      'id', id, 'name', name, 'status', status, 'pid', NULL)), '  ')
-    FROM (SELECT id, name, status FROM vm_instances ORDER BY name)`,
-  /** `allJson` with the status and pid of some VMs taken from ?1, a JSON object keyed by id. */
-  allJsonObserved: `SELECT json_pretty(json_group_array(json_object(
-      'id', id, 'name', name, 'status', coalesce(?1 -> id ->> 'status', status),
-      'pid', ?1 -> id ->> 'pid')), '  ')
-    FROM (SELECT id, name, status FROM vm_instances ORDER BY name)`,
+  allJson: listJsonSql("status", "NULL"),
+  /** `allJson` with the status and pid of the VMs that claim a process taken from ?1 (by id). */
+  allJsonObserved: listJsonSql(
+    `CASE WHEN ${LIVE} THEN coalesce(?1 -> id ->> 'status', status) ELSE status END`,
+    `CASE WHEN ${LIVE} THEN ?1 -> id ->> 'pid' END`,
+  ),
   allByStatus: "SELECT * FROM vm_instances WHERE status = ? ORDER BY name",
   insert: `INSERT INTO vm_instances (id, name, config_path, config_data, created_at, updated_at)
     VALUES (?, ?, ?, ?, ?, ?)`,
@@ -137,6 +150,13 @@ const SQLITE_HEADER = "SQLite format 3\0";
 /** A VM id's shape (a UUID, any case); no VM name may have it (see config/name.ts). */
 const UUID_SHAPE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const BUSY_TIMEOUT_MS = 10_000;
+/**
+ * Reads map the database file instead of copying each page in with a read call: at 100,000 VMs a
+ * lookup by id went from ~7.2 to ~6.6 µs (paired, `deno task bench`), growth 100 → 100,000 VMs
+ * from ~1.6x to ~1.5x. SQLite writes with write calls whatever this is; a file larger than the
+ * mapping is read the usual way past it.
+ */
+const MMAP_BYTES = 256 * 1024 * 1024;
 
 /** A `vm_instances` row as SQLite returns it. */
 export interface Row {
@@ -384,6 +404,7 @@ export class StateStore {
       db.exec("PRAGMA journal_mode = WAL");
       db.exec("PRAGMA synchronous = NORMAL");
       db.exec("PRAGMA foreign_keys = ON");
+      db.exec(`PRAGMA mmap_size = ${MMAP_BYTES}`);
     } catch (err) {
       if (db?.isOpen) db.close();
       const failure = translateFault(err, path);
@@ -532,13 +553,12 @@ export class StateStore {
   }
 
   /**
-   * Every VM as `ls --json` prints it, as the text `JSON.stringify(list, null, 2)` gives for a
-   * list of `{id, name, status, pid}` by name, built by SQLite: at 10,000 VMs that costs about
-   * half of reading the rows into objects and stringifying them. `observed` gives the status and
-   * pid shown for the VMs `listLive` returned (after checking them); every other VM claims no
-   * process, so it shows its stored status and pid null.
+   * Every VM as `ls --json` prints it (one `{id, name, status, pid}` per line, by name, ending in
+   * a newline), built by SQLite as bytes. `observed` gives the status and pid shown for the VMs
+   * `listLive` returned (after checking them); every other VM claims no process, so it shows its
+   * stored status and pid null.
    */
-  listJson(observed: ReadonlyMap<string, { status: string; pid: number | null }>): string {
+  listJson(observed: ReadonlyMap<string, { status: string; pid: number | null }>): Uint8Array {
     const sql = observed.size === 0 ? SQL.allJson : SQL.allJsonObserved;
     const statement = this.#json[sql] ??= this.#read(() => {
       const prepared = this.db.prepare(sql);
@@ -546,7 +566,7 @@ export class StateStore {
       return prepared;
     });
     const params = observed.size === 0 ? [] : [JSON.stringify(Object.fromEntries(observed))];
-    return (this.#read(() => statement.get(...params)) as unknown as [string])[0];
+    return (this.#read(() => statement.get(...params)) as unknown as [Uint8Array])[0];
   }
 
   /** Adds a VM; a taken name is a UsageError and writes nothing. */
