@@ -1,12 +1,13 @@
 /**
- * The distributed form end to end: `dist/qvm` built by src/dist/bundle.ts, installed by
- * src/dist/install.ts into a private prefix, then run as an executable (its shebang runs Deno) to
- * define, start, query, stop and remove a real VM.
+ * The distributed form end to end: `dist/qvm` built by src/dist/bundle.ts, run as it is (it
+ * unpacks its modules into a private cache folder) and installed by src/dist/install.ts into a
+ * private prefix, then run as an executable (its shebang runs Deno) to define, start, query, stop
+ * and remove a real VM; status, ls and info run from their own single modules there.
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { buildDist } from "../src/dist/bundle.ts";
-import { install, withShebang } from "../src/dist/install.ts";
+import { install, launcher } from "../src/dist/install.ts";
 import { withEnv } from "./helpers/qvm.ts";
 import { alive, guestConfig, pidsMentioning, WAIT_READY } from "./helpers/guest.ts";
 
@@ -30,14 +31,28 @@ async function runInstalled(qvm: string, args: string[], env: Record<string, str
   return { code: out.code, stdout: decode(out.stdout), stderr: decode(out.stderr) } as Run;
 }
 
-Deno.test("install points the shebang at a Deno binary and refuses a file that is not a build", () => {
-  const built = "#!/usr/bin/env -S deno run -A --quiet\nconsole.log(1);\n";
+Deno.test("the installed launcher names its Deno and build, and install refuses a file that is not a build", async () => {
+  const text = launcher("/opt/deno/bin/deno", "/opt/qvm/lib/qvm/0123abcd", "1.2.3");
+  const [shebang, comment] = text.split("\n");
   assert.equal(
-    withShebang(built, "/opt/deno/bin/deno"),
-    "#!/usr/bin/env -S /opt/deno/bin/deno run -A --quiet\nconsole.log(1);\n",
+    shebang,
+    "#!/usr/bin/env -S DENO_NO_PACKAGE_JSON=1 /opt/deno/bin/deno run -A --quiet --no-config " +
+      "--no-lock --no-code-cache",
   );
-  assert.throws(() => withShebang("console.log(1);\n", "/opt/deno"), /not a qvm build/);
-  assert.throws(() => withShebang(built, "/opt/my deno/deno"), /spaces/);
+  assert.match(comment, /^\/\/ qvm 1\.2\.3, installed by .*\/opt\/qvm\/lib\/qvm\/0123abcd\.$/);
+  assert.match(text, /"file:\/\/\/opt\/qvm\/lib\/qvm\/0123abcd\/"/);
+  assert.throws(() => launcher("/opt/my deno/deno", "/opt/qvm/lib", "1"), /spaces/);
+  await withEnv(async (env) => {
+    const fake = await env.file("qvm", "#!/usr/bin/env -S deno run -A --quiet\nconsole.log(1);\n");
+    await assert.rejects(
+      install({ prefix: join(env.root, "prefix"), from: fake, deno: Deno.execPath() }),
+      /not a qvm build/,
+    );
+    await assert.rejects(
+      install({ prefix: join(env.root, "prefix"), from: join(env.root, "nope"), deno: "/x" }),
+      /is missing: build it with deno task bundle/,
+    );
+  });
 });
 
 Deno.test("the installed single-file qvm starts, stops and removes a real VM", async () => {
@@ -50,6 +65,23 @@ Deno.test("the installed single-file qvm starts, stops and removes a real VM", a
       deno: Deno.execPath(),
     });
     assert.equal(Deno.statSync(qvm).mode! & 0o777, 0o755);
+    const libs = [...Deno.readDirSync(join(env.root, "prefix", "lib", "qvm"))];
+    assert.equal(libs.length, 1);
+    const lib = join(env.root, "prefix", "lib", "qvm", libs[0].name);
+    for (
+      const file of ["main.js", "hot/status.js", "hot/ls.js", "hot/info.js", "src/cli/start.js"]
+    ) {
+      assert.ok(Deno.statSync(join(lib, file)).isFile, file);
+    }
+    // Installing the same build again keeps its folder; the launcher is replaced.
+    assert.equal(
+      await install({ prefix: join(env.root, "prefix"), from: built, deno: Deno.execPath() }),
+      qvm,
+    );
+    assert.deepEqual(
+      [...Deno.readDirSync(join(env.root, "prefix", "lib", "qvm"))].map((e) => e.name),
+      [libs[0].name],
+    );
     const vars = {
       HOME: join(env.root, "home"),
       XDG_CACHE_HOME: join(env.root, "cache"),
@@ -63,6 +95,17 @@ Deno.test("the installed single-file qvm starts, stops and removes a real VM", a
     };
 
     assert.match(await ok(["--version"]), /^qvm \d+\.\d+\.\d+/);
+    // The installed form reads its modules from lib/ and unpacks nothing; dist/qvm run as it is
+    // unpacks them once into a private cache folder.
+    assert.throws(() => Deno.statSync(join(env.root, "cache", "qvm")), Deno.errors.NotFound);
+    await Deno.chmod(built, 0o755);
+    const direct = await runInstalled(built, ["--version"], vars);
+    assert.equal(direct.code, 127, "dist/qvm names plain 'deno', not on this PATH");
+    const withDeno = await runInstalled(built, ["--version"], {
+      ...vars,
+      PATH: `${Deno.execPath().replace(/\/[^/]*$/, "")}:/usr/bin:/bin`,
+    });
+    assert.match(withDeno.stdout, /^qvm \d+\.\d+\.\d+/, withDeno.stderr);
     const unpacked = [...Deno.readDirSync(join(env.root, "cache", "qvm"))];
     assert.equal(unpacked.length, 1);
     assert.equal(Deno.statSync(join(env.root, "cache", "qvm")).mode! & 0o777, 0o700);
@@ -78,6 +121,18 @@ Deno.test("the installed single-file qvm starts, stops and removes a real VM", a
       ["d1", "running"],
     ]);
     assert.match(await ok(["info", id]), /^name: d1$/m);
+    // status --json of a VM with port forwards: the cloud part comes from status's own module.
+    const cloudy = await env.file("d2.yaml", "name: d2\nnetwork:\n  ports: ['auto:22']\n");
+    await ok(["add", cloudy]);
+    const d2 = JSON.parse(await ok(["--data-dir", env.dataDir, "status", "--json", "d2"]));
+    assert.deepEqual(d2.forwards, [{
+      address: "127.0.0.1",
+      host: "auto",
+      guest: 22,
+      proto: "tcp",
+    }]);
+    assert.equal(d2.addresses, null);
+    await ok(["rm", "d2"]);
 
     const stop = JSON.parse(await ok(["stop", "d1", "--json", "--timeout", "30"]));
     assert.equal(stop.step, "acpi");

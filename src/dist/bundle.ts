@@ -1,5 +1,5 @@
 /**
- * `deno run -A tools/bundle.ts [--out dist/qvm]`: builds qvm's distributed form, one executable
+ * `deno run -A src/dist/bundle.ts [--out dist/qvm]`: builds qvm's distributed form, one executable
  * file with a shebang that runs it under Deno.
  *
  * Why not `deno bundle -o qvm.js main.ts`: that file inlines every command and the YAML parser,
@@ -11,11 +11,19 @@
  * gzipped, so the launcher Deno reads on every run stays small (~0.2 MB, not ~0.6 MB).
  */
 import { VERSION } from "../version.ts";
+import { LAZY_IMPORTER, LAZY_MODULES } from "../lazy.ts";
+import { GLOBAL_OPTIONS } from "../cli/spec.ts";
 
 const ROOT = new URL("../../", import.meta.url);
 
-/** The first line of `dist/qvm`; `tools/install.ts` points it at a Deno binary. */
-export const SHEBANG = "#!/usr/bin/env -S deno run -A --quiet";
+/**
+ * How Deno runs qvm's built form: no config, lock or package.json of the folder qvm is run from
+ * is read (they are the user's, not qvm's, and reading them costs start-up).
+ */
+export const DENO_FLAGS = "run -A --quiet --no-config --no-lock --no-code-cache";
+
+/** The first line of `dist/qvm`; `src/dist/install.ts` points it at a Deno binary. */
+export const SHEBANG = `#!/usr/bin/env -S DENO_NO_PACKAGE_JSON=1 deno ${DENO_FLAGS}`;
 
 /** esbuild's CommonJS helper: `import { createRequire as a } from "node:module"; var r = a(…)`. */
 const REQUIRE_SHIM =
@@ -80,7 +88,7 @@ export function patchChunks(files: Record<string, string>): { shims: number; com
 
 /** The code of `dist/qvm` after its shebang: unpack once (by hash), then run `main`. */
 function launcherSource(packed: string, hash: string): string {
-  return `// qvm ${VERSION}: built by tools/bundle.ts from qvm's sources; do not edit.
+  return `// qvm ${VERSION}: built by src/dist/bundle.ts from qvm's sources; do not edit.
 const HASH = "${hash}";
 /** Every module, as JSON \`{path: text}\`, gzipped and base64-encoded: read only to unpack. */
 const PACKED = "${packed}";
@@ -151,11 +159,161 @@ try {
   console.error(\`qvm: cannot unpack qvm's modules into \${cacheRoot()}: \${err.message}\`);
   Deno.exit(1);
 }
-globalThis[Symbol.for("qvm.importCommand")] = (file) =>
-  import(fileUrl(\`\${dir}/src/cli/\${file.replace(/\\.ts$/, ".js")}\`));
-const { main } = await import(fileUrl(\`\${dir}/main.js\`));
-Deno.exit(await main(Deno.args));
+${routeSource('fileUrl(dir) + "/"')}`;
+}
+
+/**
+ * The launchers' last lines: run the command named in `Deno.args` from the build at `lib` (a JS
+ * expression for its `file:` URL, ending in `/`): a command of `HOT_COMMANDS` from its own
+ * single module (`hot/<command>.js`), any other from the split modules (`main.js` and what it
+ * loads). The command is found as `main` finds it (global options before it may take a value).
+ */
+export function routeSource(lib: string): string {
+  const valued = Object.entries(GLOBAL_OPTIONS).filter(([, o]) => o.type === "string")
+    .map(([name]) => name);
+  return `const LIB = ${lib};
+let command;
+for (let i = 0; i < Deno.args.length; i++) {
+  const arg = Deno.args[i];
+  if (!arg.startsWith("-")) {
+    command = arg;
+    break;
+  }
+  if (!arg.includes("=") && ${JSON.stringify(valued)}.includes(arg.replace(/^--?/, ""))) i++;
+}
+if (${JSON.stringify(HOT_COMMANDS)}.includes(command)) {
+  await import(\`\${LIB}hot/\${command}.js\`);
+} else {
+  globalThis[Symbol.for("${LAZY_IMPORTER.description}")] = (path) =>
+    import(LIB + path.replace(/\\.ts$/, ".js"));
+  const { main } = await import(\`\${LIB}main.js\`);
+  Deno.exit(await main(Deno.args));
+}
 `;
+}
+
+/**
+ * The commands that run from one module of their own: the ones scripts and prompts call most
+ * (qvm's fast paths). Deno loads a small single module faster than the same code split in files,
+ * and V8's code cache does not pay at this size (measured in `bench/RESULTS.md`).
+ */
+export const HOT_COMMANDS = ["status", "ls", "info"] as const;
+
+/** The modules `roots` load when they run: their static imports, and what `lazyImport` reaches. */
+async function reachable(roots: string[]): Promise<Set<string>> {
+  const loaders = new Map<string, string>();
+  for (const path of listFiles(new URL("src/", ROOT).pathname)) {
+    const text = await Deno.readTextFile(new URL(`src/${path}`, ROOT));
+    for (const [, name, target] of text.matchAll(LOADER)) loaders.set(name, target);
+  }
+  const seen = new Set<string>();
+  let pending = roots;
+  while (pending.length > 0) {
+    const info = await new Deno.Command(Deno.execPath(), {
+      args: ["info", "--json", ...pending.slice(0, 1)],
+      cwd: ROOT.pathname,
+      stdout: "piped",
+      stderr: "inherit",
+    }).output();
+    if (!info.success) throw new Error(`deno info ${pending[0]} failed`);
+    const graph = JSON.parse(new TextDecoder().decode(info.stdout)) as {
+      modules: { specifier: string; dependencies?: { code?: { specifier: string } }[] }[];
+    };
+    const byUrl = new Map(graph.modules.map((m) => [m.specifier, m]));
+    const next: string[] = pending.slice(1);
+    const walk = (url: string) => {
+      const path = url.startsWith(ROOT.href) ? url.slice(ROOT.href.length) : undefined;
+      if (path === undefined || seen.has(path)) return;
+      seen.add(path);
+      for (const dep of byUrl.get(url)?.dependencies ?? []) if (dep.code) walk(dep.code.specifier);
+    };
+    walk(new URL(pending[0], ROOT).href);
+    for (const path of seen) {
+      const text = await Deno.readTextFile(new URL(path, ROOT));
+      for (const [name, target] of loaders) {
+        if (!seen.has(target) && !next.includes(target) && text.includes(`${name}()`)) {
+          next.push(target);
+        }
+      }
+    }
+    pending = next;
+  }
+  return seen;
+}
+
+/** A loader `lazy.ts` style: `export const name = () => lazyImport<…>("src/x.ts")`. */
+const LOADER = /export const (\w+) = \(\) =>\s*lazyImport<[^>]*>\("([^"]+)"\)/g;
+
+/**
+ * `command` as one minified module: main, the command, and every module `lazyImport` can reach
+ * from them, inlined (so each class exists once in the process). Returns its text.
+ */
+async function hotBundle(command: string): Promise<string> {
+  const entry = `src/cli/${command}.ts`;
+  const lazy = [...await reachable(["main.ts", entry])].filter((path) =>
+    (LAZY_MODULES as readonly string[]).includes(path)
+  );
+  const tmp = await Deno.makeTempDir({ prefix: "qvm-hot-" });
+  try {
+    const url = (path: string) => JSON.stringify(new URL(path, ROOT).href);
+    const cases = [entry, ...lazy].map((path) =>
+      `    case "${path}": return import(${url(path)});`
+    );
+    await Deno.writeTextFile(
+      `${tmp}/entry.ts`,
+      [
+        `import { main } from ${url("main.ts")};`,
+        `(globalThis as Record<symbol, unknown>)[Symbol.for("${LAZY_IMPORTER.description}")] = (`,
+        `  path: string,`,
+        `) => {`,
+        `  switch (path) {`,
+        ...cases,
+        `  }`,
+        `  return Promise.reject(new Error(\`\${path} is not in qvm's ${command} module\`));`,
+        `};`,
+        `Deno.exit(await main(Deno.args));`,
+        "",
+      ].join("\n"),
+    );
+    const result = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "bundle",
+        "--quiet",
+        "--minify",
+        "--platform",
+        "deno",
+        "-o",
+        `${tmp}/out.js`,
+        `${tmp}/entry.ts`,
+      ],
+      cwd: ROOT.pathname,
+      stdout: "inherit",
+      stderr: "inherit",
+    }).output();
+    if (!result.success) throw new Error(`deno bundle of ${command} failed`);
+    const files = { "out.js": await Deno.readTextFile(`${tmp}/out.js`) };
+    patchChunks(files);
+    if (/from\s*"node:(?!sqlite")/.test(files["out.js"])) {
+      throw new Error(`qvm's ${command} module imports a node: module besides node:sqlite`);
+    }
+    return files["out.js"];
+  } finally {
+    await Deno.remove(tmp, { recursive: true });
+  }
+}
+
+/** The build hash and modules (`{path: text}`) inside the text of a `dist/qvm`. */
+export async function unpackBuild(
+  text: string,
+): Promise<{ hash: string; files: Record<string, string> }> {
+  const hash = text.match(/^const HASH = "([0-9a-f]+)";$/m)?.[1];
+  const packed = text.match(/^const PACKED = "([A-Za-z0-9+/=]+)";$/m)?.[1];
+  if (!hash || !packed) {
+    throw new Error("not a qvm build (no packed modules): run deno task bundle");
+  }
+  const bytes = Uint8Array.from(atob(packed), (c) => c.charCodeAt(0));
+  const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("gzip"));
+  return { hash, files: JSON.parse(await new Response(stream).text()) };
 }
 
 async function gzipBase64(text: string): Promise<string> {
@@ -188,6 +346,7 @@ async function splitBundle(): Promise<Record<string, string>> {
         tmp,
         "main.ts",
         ...commandEntries(),
+        ...LAZY_MODULES,
       ],
       cwd: ROOT.pathname,
       stdout: "inherit",
@@ -209,10 +368,11 @@ async function splitBundle(): Promise<Record<string, string>> {
 export async function buildDist(out = new URL("dist/qvm", ROOT).pathname): Promise<number> {
   const files = await splitBundle();
   const patched = patchChunks(files);
+  for (const command of HOT_COMMANDS) files[`hot/${command}.js`] = await hotBundle(command);
   if (patched.shims !== 1 || patched.commonJs !== 1) {
     throw new Error(
       `expected one CommonJS helper and one CommonJS package (yaml) in the bundle, found ` +
-        `${patched.shims} and ${patched.commonJs}: check tools/bundle.ts against this Deno`,
+        `${patched.shims} and ${patched.commonJs}: check src/dist/bundle.ts against this Deno`,
     );
   }
   const json = JSON.stringify(files);
