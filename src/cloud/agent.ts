@@ -6,6 +6,7 @@
  * its one-line reply.
  */
 import { QvmError, TimeoutError } from "../errors.ts";
+import { after, sleep } from "../timers.ts";
 
 /** The agent answered with an error object. */
 export class AgentError extends QvmError {
@@ -82,12 +83,14 @@ export async function agentCall<T = unknown>(
     throw new QvmError(`cannot reach the guest agent socket ${socket} (${(error as Error).name})`);
   }
   let timedOut = false;
-  const timer = setTimeout(() => {
+  let finished = false;
+  after(Math.max(options.timeoutMs, 1), () => {
+    if (finished) return;
     timedOut = true;
     try {
       conn.close();
     } catch { /* closed already */ }
-  }, Math.max(options.timeoutMs, 1));
+  });
   try {
     const id = Math.floor(Math.random() * 2 ** 31);
     await conn.write(
@@ -113,7 +116,7 @@ export async function agentCall<T = unknown>(
     }
     throw error;
   } finally {
-    clearTimeout(timer);
+    finished = true;
     try {
       conn.close();
     } catch { /* closed by the timer */ }
@@ -224,7 +227,7 @@ export async function agentExec(
         stderr: base64Bytes(status["err-data"]),
       };
     }
-    await new Promise((r) => setTimeout(r, pause));
+    await sleep(pause);
     pause = Math.min(pause * 2, 500);
   }
 }

@@ -9,6 +9,7 @@
  */
 import { TimeoutError } from "../errors.ts";
 import { ensurePrivateDir } from "../state/mod.ts";
+import { sleep } from "../timers.ts";
 
 /** A held lock; release it with `release()` (or let the process exit). */
 export interface VmLock {
@@ -64,7 +65,7 @@ export async function acquireLock(
     if (Date.now() >= deadline) {
       throw new TimeoutError(`${options.what} is busy: another qvm command holds its lock`);
     }
-    await new Promise((r) => setTimeout(r, delay));
+    await sleep(delay);
     delay = Math.min(delay * 2, 50);
   }
 }

@@ -10,6 +10,7 @@ import type { VmEnv } from "./env.ts";
 import { observe } from "./observe.ts";
 import { vmPaths } from "./paths.ts";
 import { qmpModule } from "../lazy.ts";
+import { after } from "../timers.ts";
 
 /** Default wait for the QMP socket (another client may hold it) and for each command. */
 export const QMP_TIMEOUT_MS = 30_000;
@@ -72,13 +73,15 @@ const RUN_STATE_REQUEST = new TextEncoder().encode(
  */
 export async function runState(socket: string, timeoutMs: number): Promise<string | undefined> {
   let conn: Deno.UnixConn | undefined;
+  let done = false;
   let timedOut = false;
-  const timer = setTimeout(() => {
+  after(timeoutMs, () => {
+    if (done) return;
     timedOut = true;
     try {
       conn?.close();
     } catch { /* already closed */ }
-  }, timeoutMs);
+  });
   try {
     conn = await Deno.connect({ transport: "unix", path: socket });
     if (timedOut) return undefined;
@@ -103,7 +106,7 @@ export async function runState(socket: string, timeoutMs: number): Promise<strin
   } catch {
     return undefined;
   } finally {
-    clearTimeout(timer);
+    done = true;
     if (!timedOut) {
       try {
         conn?.close();
