@@ -40,9 +40,9 @@ export function latencyVerdicts(lat: CommandLatency): Verdict[] {
   const at = `at ${fmtCount(size)} VMs`;
   const floor = (command: LatencyCommand) => cell(lat, size, command, "empty deno run");
   const out: Verdict[] = [];
-  const ratioTarget = (command: LatencyCommand, limit: number) => {
-    const target = `qvm ${command} ${at} ≤ ${limit}x an empty deno run (median wall time)`;
-    const qvm = cell(lat, size, command, "source");
+  const ratioTarget = (command: LatencyCommand, limit: number, form: "source" | "installed") => {
+    const target = `qvm ${command} ${at} ≤ ${limit}x an empty deno run (${form}, median wall time)`;
+    const qvm = cell(lat, size, command, form);
     const base = floor(command);
     if (!qvm || !base) return verdict(target, undefined, "not measured");
     const r = qvm.ms / base.ms;
@@ -52,23 +52,26 @@ export function latencyVerdicts(lat: CommandLatency): Verdict[] {
       `${qvm.ms.toFixed(1)} vs ${base.ms.toFixed(1)} ms: ${fmtRatio(r)}${cpuNote(qvm, base)}`,
     );
   };
-  out.push(ratioTarget("status", STATUS_LIMIT));
-  {
-    const target = `qvm status ${at}: peak memory ≤ ${STATUS_RSS_LIMIT}x an empty deno run's`;
-    const qvm = cell(lat, size, "status", "source");
+  const memoryTarget = (form: "source" | "installed") => {
+    const target =
+      `qvm status ${at}: peak memory ≤ ${STATUS_RSS_LIMIT}x an empty deno run's (${form})`;
+    const qvm = cell(lat, size, "status", form);
     const base = floor("status");
     if (qvm?.rssMb === undefined || base?.rssMb === undefined) {
-      out.push(verdict(target, undefined, "not measured (no /usr/bin/time)"));
-    } else {
-      const r = qvm.rssMb / base.rssMb;
-      out.push(verdict(
-        target,
-        r <= STATUS_RSS_LIMIT,
-        `${qvm.rssMb.toFixed(1)} vs ${base.rssMb.toFixed(1)} MB: ${fmtRatio(r)}`,
-      ));
+      return verdict(target, undefined, "not measured (no /usr/bin/time)");
     }
+    const r = qvm.rssMb / base.rssMb;
+    return verdict(
+      target,
+      r <= STATUS_RSS_LIMIT,
+      `${qvm.rssMb.toFixed(1)} vs ${base.rssMb.toFixed(1)} MB: ${fmtRatio(r)}`,
+    );
+  };
+  for (const form of ["installed", "source"] as const) {
+    out.push(ratioTarget("status", STATUS_LIMIT, form));
+    out.push(memoryTarget(form));
+    out.push(ratioTarget("ls --json", LS_LIMIT, form));
   }
-  out.push(ratioTarget("ls --json", LS_LIMIT));
   for (const command of LATENCY_COMMANDS) {
     const target =
       `installed qvm ${command} ${at} no slower than from source (median ratio ≤ 1.00x)`;
@@ -95,11 +98,15 @@ export function latencyMarkdown(lat: CommandLatency): string {
     "of that size, the VM asked about is the middle one, none running). Forms: **source** = " +
     "`deno run -A --quiet main.ts …`; **installed** = `dist/qvm` built by `src/dist/bundle.ts` and " +
     "installed by `src/dist/install.ts`, run as an executable; **empty deno run** = `deno run -A " +
-    "--quiet EMPTY.ts`, Deno's start-up floor; **sqlite3** = the `sqlite3` CLI doing the same " +
-    "lookup (`-json`), the process floor without Deno. Each round runs every form once, in " +
-    "rotating order, after one warm-up run each; medians of the rounds; peak memory by " +
-    "`/usr/bin/time`; CPU time (all threads) by `perf stat -e task-clock`, steadier than wall " +
-    "time here. The machine is shared (2 cores): compare within a row, not across runs. " +
+    "--quiet EMPTY.ts`, Deno's start-up floor; **node:sqlite script** = a Deno script that " +
+    "only opens the database with `node:sqlite` and runs the same lookup (for `ls --json`, qvm's " +
+    "own JSON query, bytes written as they are): Deno plus SQLite with nothing of qvm; **sqlite3** = the `sqlite3` CLI doing the same " +
+    "lookup (`-json`), the process floor without Deno. Every form runs from an empty folder (no " +
+    "deno.json), as from a user's shell. Each round runs every form once, in rotating order, " +
+    "after one warm-up run each; medians of the rounds. Wall time is taken from bare runs; peak " +
+    "memory from a second run under `/usr/bin/time`, CPU time (all threads) from a third under " +
+    "`perf stat -e task-clock` (steadier than wall time here), so no wrapper's start-up pads " +
+    "the wall times. The machine is shared (2 cores): compare within a row, not across runs. " +
     "Targets are judged on wall time; their lines give the CPU-time ratio too.",
     "",
   ];
@@ -107,7 +114,7 @@ export function latencyMarkdown(lat: CommandLatency): string {
     lines.push(
       `**${fmtCount(size)} VMs** (${lat.runs[size]} rounds)`,
       "",
-      "| command | source ms | installed ms | empty deno run ms | sqlite3 ms | source / empty | installed / source | source / sqlite3 | CPU ms source / installed / empty | CPU source / empty | source MB | empty MB |",
+      "| command | source ms | installed ms | node:sqlite script ms | empty deno run ms | sqlite3 ms | source / empty | installed / empty | script / empty | installed / source | CPU ms source / installed / script / empty | MB source / installed / script / empty |",
       "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     );
     for (const command of LATENCY_COMMANDS) {
@@ -116,15 +123,15 @@ export function latencyMarkdown(lat: CommandLatency): string {
       const ratio = (a: Form, b: Form) => (c[a] && c[b] ? fmtRatio(c[a]!.ms / c[b]!.ms) : "–");
       const mb = (f: Form) => (c[f]?.rssMb !== undefined ? c[f]!.rssMb!.toFixed(1) : "–");
       const cpu = (f: Form) => (c[f]?.cpuMs !== undefined ? c[f]!.cpuMs!.toFixed(1) : "–");
-      const cpuRatio = c.source?.cpuMs !== undefined && c["empty deno run"]?.cpuMs !== undefined
-        ? fmtRatio(c.source.cpuMs / c["empty deno run"].cpuMs)
-        : "–";
+      const script = "node:sqlite script";
+      const empty = "empty deno run";
       lines.push(
-        `| \`qvm ${command}\` | ${ms("source")} | ${ms("installed")} | ${ms("empty deno run")} | ` +
-          `${ms("sqlite3")} | ${ratio("source", "empty deno run")} | ` +
-          `${ratio("installed", "source")} | ${ratio("source", "sqlite3")} | ` +
-          `${cpu("source")} / ${cpu("installed")} / ${cpu("empty deno run")} | ${cpuRatio} | ` +
-          `${mb("source")} | ${mb("empty deno run")} |`,
+        `| \`qvm ${command}\` | ${ms("source")} | ${ms("installed")} | ${ms(script)} | ` +
+          `${ms(empty)} | ${ms("sqlite3")} | ${ratio("source", empty)} | ` +
+          `${ratio("installed", empty)} | ${ratio(script, empty)} | ` +
+          `${ratio("installed", "source")} | ` +
+          `${cpu("source")} / ${cpu("installed")} / ${cpu(script)} / ${cpu(empty)} | ` +
+          `${mb("source")} / ${mb("installed")} / ${mb(script)} / ${mb(empty)} |`,
       );
     }
     lines.push("");
