@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { buildDist } from "../src/dist/bundle.ts";
-import { install, launcher } from "../src/dist/install.ts";
+import { DEFAULT_FROM, install, launcher, parseInstallArgs } from "../src/dist/install.ts";
 import { withEnv } from "./helpers/qvm.ts";
 import { alive, guestConfig, pidsMentioning, WAIT_READY } from "./helpers/guest.ts";
 
@@ -30,6 +30,16 @@ async function runInstalled(qvm: string, args: string[], env: Record<string, str
   const decode = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
   return { code: out.code, stdout: decode(out.stdout), stderr: decode(out.stderr) } as Run;
 }
+
+Deno.test("install reads the build where deno task bundle writes it, dist/qvm at the root", () => {
+  const root = new URL("../", import.meta.url).pathname;
+  assert.equal(DEFAULT_FROM, `${root}dist/qvm`);
+  const options = parseInstallArgs(["--prefix", "/opt/q"]);
+  assert.deepEqual(options, { prefix: "/opt/q", from: DEFAULT_FROM, deno: Deno.execPath() });
+  assert.equal(parseInstallArgs(["--from=/x/qvm"]).from, "/x/qvm");
+  assert.throws(() => parseInstallArgs(["--prefix"]), /needs a value/);
+  assert.throws(() => parseInstallArgs(["--nope", "1"]), /unknown option/);
+});
 
 Deno.test("the installed launcher names its Deno and build, and install refuses a file that is not a build", async () => {
   const text = launcher("/opt/deno/bin/deno", "/opt/qvm/lib/qvm/0123abcd", "1.2.3");

@@ -102,10 +102,14 @@ export async function install(options: InstallOptions): Promise<string> {
   return target;
 }
 
-function parse(argv: string[]): InstallOptions {
+/** Where `deno task bundle` writes the build: `dist/qvm` at the repository's root. */
+export const DEFAULT_FROM = new URL("../../dist/qvm", import.meta.url).pathname;
+
+/** The options of `install.ts`'s command line (defaults: `~/.local`, `DEFAULT_FROM`, this Deno). */
+export function parseInstallArgs(argv: string[]): InstallOptions {
   const options: InstallOptions = {
     prefix: `${Deno.env.get("HOME") ?? "/root"}/.local`,
-    from: new URL("../dist/qvm", import.meta.url).pathname,
+    from: DEFAULT_FROM,
     deno: Deno.execPath(),
   };
   for (let i = 0; i < argv.length; i++) {
@@ -121,7 +125,7 @@ function parse(argv: string[]): InstallOptions {
 
 if (import.meta.main) {
   try {
-    const target = await install(parse(Deno.args));
+    const target = await install(parseInstallArgs(Deno.args));
     const dir = target.slice(0, target.lastIndexOf("/"));
     const onPath = (Deno.env.get("PATH") ?? "").split(":").includes(dir);
     console.log(`installed ${target}${onPath ? "" : ` (add ${dir} to PATH)`}`);
