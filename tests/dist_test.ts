@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { buildDist } from "../src/dist/bundle.ts";
+import { buildDist, packBuild, unpackBuild } from "../src/dist/bundle.ts";
 import { DEFAULT_FROM, install, launcher, parseInstallArgs } from "../src/dist/install.ts";
 import { withEnv } from "./helpers/qvm.ts";
 import { alive, guestConfig, pidsMentioning, WAIT_READY } from "./helpers/guest.ts";
@@ -156,4 +156,90 @@ Deno.test("the installed single-file qvm starts, stops and removes a real VM", a
     await ok(["rm", "d1"]);
     assert.deepEqual(JSON.parse(await ok(["ls", "--json"])), []);
   });
+});
+
+/** One real build per run of this file, shared by the install tests below. */
+let built: Promise<string> | undefined;
+function buildOnce(root: string): Promise<string> {
+  built ??= buildDist(join(root, "qvm")).then(() => Deno.readTextFile(join(root, "qvm")));
+  return built;
+}
+
+/** Runs `src/dist/install.ts` in its own process. */
+function installProcess(prefix: string, from: string) {
+  return new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      new URL("../src/dist/install.ts", import.meta.url).pathname,
+      "--prefix",
+      prefix,
+      "--from",
+      from,
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+}
+
+Deno.test("install: odd prefixes, a damaged build repaired, concurrent installs, earlier builds kept", async () => {
+  const root = await Deno.makeTempDir({ prefix: "qvm-install-" });
+  try {
+    const text = await buildOnce(await Deno.makeTempDir({ prefix: "qvm-build-" }));
+    const { files } = await unpackBuild(text);
+    // Builds that differ from the real one by a comment: each gets a hash of its own.
+    const variants: string[] = [];
+    for (let i = 0; i < 4; i++) {
+      const path = join(root, `qvm-${i}`);
+      await Deno.writeTextFile(
+        path,
+        await packBuild({ ...files, "main.js": `${files["main.js"]}\n// ${i}\n` }),
+      );
+      variants.push(path);
+    }
+    const dirs = ["--data-dir", join(root, "data"), "--runtime-dir", join(root, "run")];
+    const works = async (qvm: string) => {
+      const ls = await runInstalled(qvm, [...dirs, "ls", "--json"], {});
+      assert.equal(ls.code, 0, ls.stderr);
+      assert.equal(ls.stdout, "[]\n");
+      const missing = await runInstalled(qvm, [...dirs, "status", "nope"], {});
+      assert.equal(missing.stderr, "qvm: no VM with id or name 'nope'\n");
+      const help = await runInstalled(qvm, ["stop", "--help"], {});
+      assert.match(help.stdout, /^Usage: qvm stop/m, help.stderr);
+    };
+
+    // A prefix whose path a URL would read otherwise: %41 is not "A", # is no fragment.
+    const odd = join(root, "pre fix%41#x");
+    const qvm = await install({ prefix: odd, from: variants[0], deno: Deno.execPath() });
+    await Deno.mkdir(join(root, "data"), { mode: 0o700 });
+    await Deno.mkdir(join(root, "run"), { mode: 0o700 });
+    await works(qvm);
+
+    // A file lost from the installed build is put back by installing the same build again.
+    const lib = join(odd, "lib", "qvm");
+    const [hash] = [...Deno.readDirSync(lib)].map((e) => e.name);
+    await Deno.remove(join(lib, hash, "hot", "status.js"));
+    await install({ prefix: odd, from: variants[0], deno: Deno.execPath() });
+    await works(qvm);
+
+    // Two installs at once, of the same build and of different builds: both succeed, qvm works.
+    for (const pair of [[variants[1], variants[1]], [variants[2], variants[3]]]) {
+      const prefix = await Deno.makeTempDir({ dir: root, prefix: "concurrent-" });
+      const outs = await Promise.all(pair.map((from) => installProcess(prefix, from)));
+      for (const out of outs) assert.ok(out.success, new TextDecoder().decode(out.stderr));
+      await works(join(prefix, "bin", "qvm"));
+    }
+
+    // Upgrades keep the two builds before the current one, for qvm processes still running.
+    const kept = join(root, "kept");
+    for (const from of variants) await install({ prefix: kept, from, deno: Deno.execPath() });
+    const left = [...Deno.readDirSync(join(kept, "lib", "qvm"))].map((e) => e.name).sort();
+    const hashes = await Promise.all(
+      variants.map(async (v) => (await Deno.readTextFile(v)).match(/^const HASH = "(\w+)";$/m)![1]),
+    );
+    assert.deepEqual(left, hashes.slice(1).sort());
+    await works(join(kept, "bin", "qvm"));
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
 });

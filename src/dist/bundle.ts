@@ -147,9 +147,7 @@ async function unpacked() {
 }
 
 function fileUrl(path) {
-  const url = new URL("file:///");
-  url.pathname = path;
-  return url.href;
+  return \`file://\${path.split("/").map(encodeURIComponent).join("/")}\`;
 }
 
 let dir;
@@ -364,6 +362,13 @@ async function splitBundle(): Promise<Record<string, string>> {
   }
 }
 
+/** The text of a `dist/qvm` carrying `files` (`{path: text}`), named by their hash. */
+export async function packBuild(files: Record<string, string>): Promise<string> {
+  const json = JSON.stringify(files);
+  const hash = (await sha256Hex(json)).slice(0, 16);
+  return `${SHEBANG}\n${launcherSource(await gzipBase64(json), hash)}`;
+}
+
 /** Builds `out` (default `dist/qvm`), mode 0755, written atomically; returns its size in bytes. */
 export async function buildDist(out = new URL("dist/qvm", ROOT).pathname): Promise<number> {
   const files = await splitBundle();
@@ -375,9 +380,7 @@ export async function buildDist(out = new URL("dist/qvm", ROOT).pathname): Promi
         `${patched.shims} and ${patched.commonJs}: check src/dist/bundle.ts against this Deno`,
     );
   }
-  const json = JSON.stringify(files);
-  const hash = (await sha256Hex(json)).slice(0, 16);
-  const text = `${SHEBANG}\n${launcherSource(await gzipBase64(json), hash)}`;
+  const text = await packBuild(files);
   const slash = out.lastIndexOf("/");
   if (slash > 0) await Deno.mkdir(out.slice(0, slash), { recursive: true });
   const partial = `${out}.partial`;

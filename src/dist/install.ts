@@ -19,12 +19,15 @@ export interface InstallOptions {
   deno: string;
 }
 
-/** `path` as a `file:` URL. */
-function fileUrl(path: string): string {
-  const url = new URL("file:///");
-  url.pathname = path;
-  return url.href;
+/** `path` as a `file:` URL, every character a URL would read otherwise (`%`, `#`, `?`) escaped. */
+export function fileUrl(path: string): string {
+  return `file://${path.split("/").map(encodeURIComponent).join("/")}`;
 }
+
+/** How many earlier builds an install keeps, for qvm processes still running from them. */
+const KEPT_BUILDS = 2;
+/** A partial write older than this was left by an install that died. */
+const STALE_PARTIAL_MS = 10 * 60 * 1000;
 
 /** The installed `bin/qvm`: the shebang pointed at `deno`, then the router into the build in `lib`. */
 export function launcher(deno: string, lib: string, version: string): string {
@@ -36,35 +39,91 @@ export function launcher(deno: string, lib: string, version: string): string {
   ].join("\n");
 }
 
-/** Writes `files` into the folder `dir` (atomically, by rename), unless that build is there. */
-function writeBuild(dir: string, files: Record<string, string>): void {
+/** True when `dir` holds exactly `files` (a build that is complete and undamaged). */
+function holdsBuild(dir: string, files: Record<string, string>): boolean {
   try {
-    if (Deno.statSync(`${dir}/main.js`).isFile) return;
-    Deno.removeSync(dir, { recursive: true }); // a build left half-written by hand
-  } catch (err) {
-    if (!(err instanceof Deno.errors.NotFound)) throw err;
+    return Object.entries(files).every(([path, text]) =>
+      Deno.readTextFileSync(`${dir}/${path}`) === text
+    );
+  } catch {
+    return false;
   }
+}
+
+/**
+ * Makes `dir` hold `files`: written into a partial folder, then renamed into place. A complete
+ * build already there (written by an earlier or a concurrent install) is kept; a damaged one is
+ * replaced.
+ */
+function writeBuild(dir: string, files: Record<string, string>): void {
+  const all = { ...files, "package.json": '{"type":"module"}\n' };
+  if (holdsBuild(dir, all)) return;
   const parent = dir.slice(0, dir.lastIndexOf("/"));
   Deno.mkdirSync(parent, { recursive: true });
   const tmp = Deno.makeTempDirSync({ dir: parent, prefix: ".partial-" });
   try {
-    const all = { ...files, "package.json": '{"type":"module"}\n' };
     for (const [path, text] of Object.entries(all)) {
       const slash = path.lastIndexOf("/");
       if (slash > 0) Deno.mkdirSync(`${tmp}/${path.slice(0, slash)}`, { recursive: true });
       Deno.writeTextFileSync(`${tmp}/${path}`, text, { createNew: true, mode: 0o644 });
     }
     Deno.chmodSync(tmp, 0o755);
+    try {
+      Deno.renameSync(tmp, dir);
+      return;
+    } catch (err) {
+      if (holdsBuild(dir, all)) return; // a concurrent install of the same build won
+      if (!(err instanceof Deno.errors.AlreadyExists) && !/os error 39/.test(String(err))) {
+        throw err;
+      }
+    }
+    // A damaged build is in the way: move it aside, then put the new one in its place.
+    const old = `${tmp}.old`;
+    Deno.renameSync(dir, old);
     Deno.renameSync(tmp, dir);
-  } catch (err) {
-    Deno.removeSync(tmp, { recursive: true });
-    throw err;
+    Deno.removeSync(old, { recursive: true });
+  } finally {
+    try {
+      Deno.removeSync(tmp, { recursive: true });
+    } catch { /* renamed into place */ }
+  }
+}
+
+/**
+ * Removes what earlier installs left under `root` but `keep` and the `KEPT_BUILDS` newest other
+ * builds (a qvm still running from one loads its modules lazily), and partial writes old enough
+ * to be an install that died.
+ */
+function pruneBuilds(root: string, keep: string): void {
+  const builds: { name: string; mtime: number }[] = [];
+  for (const entry of Deno.readDirSync(root)) {
+    if (!entry.isDirectory || entry.name === keep) continue;
+    let mtime = 0;
+    try {
+      mtime = Deno.statSync(`${root}/${entry.name}`).mtime?.getTime() ?? 0;
+    } catch { /* gone meanwhile */ }
+    if (entry.name.startsWith(".partial-")) {
+      if (Date.now() - mtime > STALE_PARTIAL_MS) {
+        Deno.removeSync(`${root}/${entry.name}`, { recursive: true });
+      }
+    } else if (/^[0-9a-f]{16}$/.test(entry.name)) {
+      builds.push({ name: entry.name, mtime });
+    }
+  }
+  builds.sort((a, b) => b.mtime - a.mtime);
+  for (const { name } of builds.slice(KEPT_BUILDS)) {
+    try {
+      Deno.removeSync(`${root}/${name}`, { recursive: true });
+    } catch (err) {
+      if (!(err instanceof Deno.errors.NotFound)) throw err;
+    }
   }
 }
 
 /**
  * Installs `from` as `prefix/bin/qvm` (mode 0755, replaced atomically) with its modules in
- * `prefix/lib/qvm/<hash>/`; earlier builds there are removed. Returns the path of `bin/qvm`.
+ * `prefix/lib/qvm/<hash>/`; of earlier builds there the newest `KEPT_BUILDS` stay. Returns the
+ * path of `bin/qvm`.
  */
 export async function install(options: InstallOptions): Promise<string> {
   let text: string;
@@ -93,12 +152,7 @@ export async function install(options: InstallOptions): Promise<string> {
   await Deno.writeTextFile(partial, script, { mode: 0o755 });
   await Deno.chmod(partial, 0o755);
   await Deno.rename(partial, target);
-  for (const entry of Deno.readDirSync(root)) {
-    // Earlier builds (and partial writes): a qvm already running keeps what it has loaded.
-    if (entry.name !== hash && entry.isDirectory) {
-      await Deno.remove(`${root}/${entry.name}`, { recursive: true });
-    }
-  }
+  pruneBuilds(root, hash);
   return target;
 }
 
