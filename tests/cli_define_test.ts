@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
+import { DatabaseSync } from "node:sqlite";
 import { withEnv } from "./helpers/qvm.ts";
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
@@ -286,5 +287,25 @@ Deno.test("--data-dir flag and QVM_DATA_DIR both choose the data dir", async () 
     const there = JSON.parse(await env.ok(["ls", "--json", "--data-dir", other]));
     assert.equal(there[0].name, "there");
     assert.equal(Deno.statSync(other).mode! & 0o777, 0o700);
+  });
+});
+
+Deno.test("ls --json prints one VM per line, and still lists a VM whose name was overwritten with a BLOB by hand", async () => {
+  await withEnv(async (env) => {
+    const ids: string[] = [];
+    for (const name of ["b1", "a1"]) {
+      ids.push((await env.ok(["add", await env.file(`${name}.yaml`, `name: ${name}\n`)])).trim());
+    }
+    const text = await env.ok(["ls", "--json"]);
+    assert.equal(
+      text,
+      `[\n  ${JSON.stringify({ id: ids[1], name: "a1", status: "created", pid: null })},\n` +
+        `  ${JSON.stringify({ id: ids[0], name: "b1", status: "created", pid: null })}\n]\n`,
+    );
+    const db = new DatabaseSync(join(env.dataDir, "qvm.db"));
+    db.prepare("UPDATE vm_instances SET name = X'ff41' WHERE id = ?").run(ids[0]);
+    db.close();
+    const listed = JSON.parse(await env.ok(["ls", "--json"]));
+    assert.deepEqual(listed.map((vm: { id: string }) => vm.id).sort(), [...ids].sort());
   });
 });

@@ -5,7 +5,7 @@
  */
 import type { Context } from "./context.ts";
 import type { CommandSpec, ParsedArgs } from "./spec.ts";
-import { UsageError } from "../errors.ts";
+import { QvmError, UsageError } from "../errors.ts";
 import { type BriefObservation, isLive, observeAll, STATUSES } from "../vm/observe.ts";
 import { cloudPaths } from "../cloud/paths.ts";
 import { paintStatus, table } from "./_format.ts";
@@ -162,13 +162,23 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
     // SQLite writes the JSON of every VM; only the VMs that claim a process are read and checked
     // here (at 10,000 VMs, none running, this halves the command's own work).
     const checked = await observeAll(ctx, ctx.store.listLive());
-    ctx.outBytes(ctx.store.listJson(
-      new Map(checked.map((o) => [o.vm.id, {
-        status: o.status,
-        pid: isLive(o.status) ? o.vm.pid : null,
-      }])),
-    ));
-    return 0;
+    let json: Uint8Array | undefined;
+    try {
+      json = ctx.store.listJson(
+        new Map(checked.map((o) => [o.vm.id, {
+          status: o.status,
+          pid: isLive(o.status) ? o.vm.pid : null,
+        }])),
+      );
+    } catch (err) {
+      // A value SQLite's JSON cannot hold (a BLOB written into the database by hand): the
+      // general path below prints it as the other commands would.
+      if (err instanceof QvmError) throw err;
+    }
+    if (json) {
+      ctx.outBytes(json);
+      return 0;
+    }
   }
   const all = ctx.store.listBrief();
   // Names alone (for completions) need no reconciling unless a status filter asks for it.
