@@ -205,12 +205,12 @@ export async function lsWithRunning(
       installed: [installed, "ls", "--json"],
       "empty deno run": [Deno.execPath(), "run", "-A", "--quiet", emptyScript],
     };
-    const names3 = Object.keys(forms);
-    const samples: Record<string, number[]> = Object.fromEntries(names3.map((f) => [f, []]));
+    const formNames = Object.keys(forms);
+    const samples: Record<string, number[]> = Object.fromEntries(formNames.map((f) => [f, []]));
     const seen: Record<string, number> = {};
     for (let i = -1; i < options.rounds; i++) { // round -1 warms up
-      for (let j = 0; j < names3.length; j++) {
-        const form = names3[(i + 1 + j) % names3.length];
+      for (let j = 0; j < formNames.length; j++) {
+        const form = formNames[(i + 1 + j) % formNames.length];
         const t = performance.now();
         const out = await new Deno.Command(forms[form][0], {
           args: forms[form].slice(1),
@@ -248,7 +248,7 @@ export async function lsWithRunning(
       "",
       `| form | runs | median ms | min ms | running VMs seen | ratio to empty deno run |`,
       "| --- | ---: | ---: | ---: | ---: | ---: |",
-      ...names3.map((form) => {
+      ...formNames.map((form) => {
         const s = stats(samples[form]);
         return `| ${form} | ${options.rounds} | ${s.median.toFixed(1)} | ${s.min.toFixed(1)} | ` +
           `${seen[form] ?? "-"} | ${(s.median / e.median).toFixed(2)}x |`;

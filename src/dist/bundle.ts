@@ -2,13 +2,12 @@
  * `deno run -A src/dist/bundle.ts [--out dist/qvm]`: builds qvm's distributed form, one executable
  * file with a shebang that runs it under Deno.
  *
- * Why not `deno bundle -o qvm.js main.ts`: that file inlines every command and the YAML parser,
- * and Deno compiles all of it (~0.5 MB) on every run, so `qvm status` cost twice what it costs
- * from source. Here `deno bundle --code-splitting` cuts qvm into one module per command plus
- * shared chunks; `dist/qvm` carries them as strings, unpacks them once into a private cache
- * folder named by their hash, and imports from there, so each command loads only its own
- * modules, from files Deno can cache compiled, as it does from source. The modules travel
- * gzipped, so the launcher Deno reads on every run stays small (~0.2 MB, not ~0.6 MB).
+ * Why not `deno bundle -o qvm.js main.ts`: that one file inlines every command and the YAML
+ * parser, and Deno compiles all of it (~0.7 MB) on every run. Here `deno bundle --code-splitting`
+ * cuts qvm into one module per command plus shared chunks, and the hot commands (`HOT_COMMANDS`)
+ * get one small module each. `dist/qvm` carries all of them gzipped, as strings; run as it is, it
+ * unpacks them once into a private cache folder named by their hash, and `src/dist/install.ts`
+ * unpacks them at install time. Either way a command loads only its own modules.
  */
 import { VERSION } from "../version.ts";
 import { LAZY_IMPORTER, LAZY_MODULES } from "../lazy.ts";
@@ -130,8 +129,6 @@ async function unpacked() {
   privateDir(root);
   const files = await unpack();
   const tmp = Deno.makeTempDirSync({ dir: root, prefix: ".unpack-" });
-  // The modules are ES modules whatever a package.json further up (say in ~) declares.
-  files["package.json"] = '{"type":"module"}\\n';
   for (const [path, text] of Object.entries(files)) {
     const slash = path.lastIndexOf("/");
     if (slash > 0) Deno.mkdirSync(\`\${tmp}/\${path.slice(0, slash)}\`, { recursive: true });
@@ -192,18 +189,26 @@ if (${JSON.stringify(HOT_COMMANDS)}.includes(command)) {
 
 /**
  * The commands that run from one module of their own: the ones scripts and prompts call most
- * (qvm's fast paths). Deno loads a small single module faster than the same code split in files,
- * and V8's code cache does not pay at this size (measured in `bench/RESULTS.md`).
+ * (qvm's fast paths). Deno loads a small single module faster than the same code split in files;
+ * `bench/RESULTS.md` compares the installed form with running from source.
  */
 export const HOT_COMMANDS = ["status", "ls", "info"] as const;
 
-/** The modules `roots` load when they run: their static imports, and what `lazyImport` reaches. */
-async function reachable(roots: string[]): Promise<Set<string>> {
+/** Every lazy loader in qvm's sources (`cloudModule` → `src/cloud/mod.ts`, …). */
+async function lazyLoaders(): Promise<Map<string, string>> {
   const loaders = new Map<string, string>();
   for (const path of listFiles(new URL("src/", ROOT).pathname)) {
     const text = await Deno.readTextFile(new URL(`src/${path}`, ROOT));
     for (const [, name, target] of text.matchAll(LOADER)) loaders.set(name, target);
   }
+  return loaders;
+}
+
+/**
+ * The modules `roots` load when they run: their static imports, and what `lazyImport` reaches
+ * through `loaders`.
+ */
+async function reachable(roots: string[], loaders: Map<string, string>): Promise<Set<string>> {
   const seen = new Set<string>();
   let pending = roots;
   while (pending.length > 0) {
@@ -246,9 +251,9 @@ const LOADER = /export const (\w+) = \(\) =>\s*lazyImport<[^>]*>\("([^"]+)"\)/g;
  * `command` as one minified module: main, the command, and every module `lazyImport` can reach
  * from them, inlined (so each class exists once in the process). Returns its text.
  */
-async function hotBundle(command: string): Promise<string> {
+async function hotBundle(command: string, loaders: Map<string, string>): Promise<string> {
   const entry = `src/cli/${command}.ts`;
-  const lazy = [...await reachable(["main.ts", entry])].filter((path) =>
+  const lazy = [...await reachable(["main.ts", entry], loaders)].filter((path) =>
     (LAZY_MODULES as readonly string[]).includes(path)
   );
   const tmp = await Deno.makeTempDir({ prefix: "qvm-hot-" });
@@ -373,13 +378,18 @@ export async function packBuild(files: Record<string, string>): Promise<string> 
 export async function buildDist(out = new URL("dist/qvm", ROOT).pathname): Promise<number> {
   const files = await splitBundle();
   const patched = patchChunks(files);
-  for (const command of HOT_COMMANDS) files[`hot/${command}.js`] = await hotBundle(command);
   if (patched.shims !== 1 || patched.commonJs !== 1) {
     throw new Error(
       `expected one CommonJS helper and one CommonJS package (yaml) in the bundle, found ` +
         `${patched.shims} and ${patched.commonJs}: check src/dist/bundle.ts against this Deno`,
     );
   }
+  const loaders = await lazyLoaders();
+  for (const command of HOT_COMMANDS) {
+    files[`hot/${command}.js`] = await hotBundle(command, loaders);
+  }
+  // The modules are ES modules whatever a package.json further up (say in ~) declares.
+  files["package.json"] = '{"type":"module"}\n';
   const text = await packBuild(files);
   const slash = out.lastIndexOf("/");
   if (slash > 0) await Deno.mkdir(out.slice(0, slash), { recursive: true });

@@ -56,13 +56,12 @@ function holdsBuild(dir: string, files: Record<string, string>): boolean {
  * replaced.
  */
 function writeBuild(dir: string, files: Record<string, string>): void {
-  const all = { ...files, "package.json": '{"type":"module"}\n' };
-  if (holdsBuild(dir, all)) return;
+  if (holdsBuild(dir, files)) return;
   const parent = dir.slice(0, dir.lastIndexOf("/"));
   Deno.mkdirSync(parent, { recursive: true });
   const tmp = Deno.makeTempDirSync({ dir: parent, prefix: ".partial-" });
   try {
-    for (const [path, text] of Object.entries(all)) {
+    for (const [path, text] of Object.entries(files)) {
       const slash = path.lastIndexOf("/");
       if (slash > 0) Deno.mkdirSync(`${tmp}/${path.slice(0, slash)}`, { recursive: true });
       Deno.writeTextFileSync(`${tmp}/${path}`, text, { createNew: true, mode: 0o644 });
@@ -72,7 +71,7 @@ function writeBuild(dir: string, files: Record<string, string>): void {
       Deno.renameSync(tmp, dir);
       return;
     } catch (err) {
-      if (holdsBuild(dir, all)) return; // a concurrent install of the same build won
+      if (holdsBuild(dir, files)) return; // a concurrent install of the same build won
       if (!(err instanceof Deno.errors.AlreadyExists) && !/os error 39/.test(String(err))) {
         throw err;
       }
