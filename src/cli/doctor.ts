@@ -16,6 +16,7 @@ import { Deadline } from "../vm/env.ts";
 import { withVm } from "../vm/guard.ts";
 import { isLive } from "../vm/observe.ts";
 import { findBinary } from "../vm/start.ts";
+import { findIsoTool } from "../cloud/seed.ts";
 import { tidyRuntime } from "../vm/upkeep.ts";
 import {
   actionFinding,
@@ -94,12 +95,14 @@ async function virshFinding(): Promise<Finding> {
 
 /** A tool that builds cloud-init seed ISOs; without one qvm serves the seed with QEMU's vvfat. */
 function seedToolFinding(): Finding {
-  const tool = ["genisoimage", "xorriso"].find((name) => findBinary(name) !== undefined);
+  const tool = findIsoTool(); // the very tool start would build a seed with
   if (tool) {
     return {
       check: "cloud_seed",
       status: "ok",
-      what: `${tool} found: cloud-init seeds are built as ISO images`,
+      what: `${
+        tool.slice(tool.lastIndexOf("/") + 1)
+      } found: cloud-init seeds are built as ISO images`,
       why: null,
       fix: null,
     };

@@ -7,7 +7,7 @@ import type { Context } from "./context.ts";
 import type { CommandSpec, ParsedArgs } from "./spec.ts";
 import { QvmError, UsageError } from "../errors.ts";
 import { type BriefObservation, isLive, observeAll, STATUSES } from "../vm/observe.ts";
-import { cloudPaths } from "../cloud/paths.ts";
+import { cloudPaths, readForwards } from "../cloud/paths.ts";
 import { paintStatus, table } from "./_format.ts";
 
 /** The command's arguments and flags. */
@@ -125,14 +125,9 @@ export function processUptime(pid: number): number | undefined {
 
 /** The host address forwarded to guest port 22 of a live VM (recorded at start), or undefined. */
 function sshForward(ctx: Context, id: string): string | undefined {
-  try {
-    const forwards = JSON.parse(Deno.readTextFileSync(cloudPaths(ctx.dirs, id).forwardsFile));
-    if (!Array.isArray(forwards)) return undefined;
-    const ssh = forwards.find((f) => f?.guest === 22 && f?.proto === "tcp");
-    return ssh ? `${ssh.address}:${ssh.host}` : undefined;
-  } catch {
-    return undefined;
-  }
+  const ssh = readForwards(cloudPaths(ctx.dirs, id).forwardsFile)
+    ?.find((f) => f?.guest === 22 && f?.proto === "tcp");
+  return ssh ? `${ssh.address}:${ssh.host}` : undefined;
 }
 
 function rowOf(ctx: Context, o: BriefObservation): Row {

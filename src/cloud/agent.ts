@@ -235,14 +235,16 @@ export async function agentExec(
 /** What {@link withFrozenGuest} did around the work. */
 export interface FreezeResult<T> {
   value: T;
-  /** Number of file systems the agent froze; 0 when the agent did not answer (not frozen). */
+  /** Number of file systems the agent froze; 0 when it did not (then `reason` says why). */
   frozen: number;
+  reason?: string;
 }
 
 /**
  * Runs `work` with the guest's file systems frozen (`guest-fsfreeze-freeze`, then `-thaw` in any
- * case), so a live snapshot holds consistent file systems. When the agent does not answer the
- * freeze within `timeoutMs`, `work` runs anyway and `frozen` is 0, so the caller can say so.
+ * case), so a live snapshot holds consistent file systems. An agent that does not answer the
+ * freeze within `timeoutMs`, or refuses it, never stops the work: it runs unfrozen, `frozen` is 0
+ * and `reason` says why, so the caller can tell the user.
  */
 export async function withFrozenGuest<T>(
   socket: string,
@@ -250,18 +252,35 @@ export async function withFrozenGuest<T>(
   timeoutMs = 5000,
 ): Promise<FreezeResult<T>> {
   let frozen = 0;
+  let reason: string | undefined;
   try {
     frozen = await agentCall<number>(socket, { execute: "guest-fsfreeze-freeze" }, { timeoutMs });
   } catch (error) {
-    if (error instanceof AgentError) throw error;
-    // No agent (or not yet): an unfrozen snapshot, reported as such.
+    reason = (error as Error).message;
   }
   try {
-    return { value: await work(), frozen };
+    return { value: await work(), frozen, reason };
   } finally {
     if (frozen > 0) {
       await agentCall(socket, { execute: "guest-fsfreeze-thaw" }, { timeoutMs: 30_000 });
     }
+  }
+}
+
+/**
+ * Thaws a guest whose file systems are frozen (a guest restored from a snapshot taken frozen).
+ * Never throws: `thawed` says whether it thawed, `reason` why it could not ask.
+ */
+export async function thawIfFrozen(
+  socket: string,
+  timeoutMs = 5000,
+): Promise<{ thawed: boolean; reason?: string }> {
+  try {
+    if (await agentFreezeStatus(socket, timeoutMs) !== "frozen") return { thawed: false };
+    await agentCall(socket, { execute: "guest-fsfreeze-thaw" }, { timeoutMs: 30_000 });
+    return { thawed: true };
+  } catch (error) {
+    return { thawed: false, reason: (error as Error).message };
   }
 }
 

@@ -14,6 +14,9 @@ import { vmPaths } from "../vm/paths.ts";
 /** The overlay's file name in the VM's disk folder. */
 export const OVERLAY_NAME = "image-overlay.qcow2";
 
+/** The QEMU drive id of the root overlay (what `snapshot` names it by). */
+export const ROOT_DRIVE = "qvm-root";
+
 /** The overlay file of VM `id`. */
 export function overlayPath(dirs: Dirs, id: string): string {
   return `${vmPaths(dirs, id).diskDir}/${OVERLAY_NAME}`;
@@ -26,9 +29,9 @@ export function overlayPath(dirs: Dirs, id: string): string {
 export function rootDriveArgv(overlay: string): string[] {
   return [
     "-drive",
-    `if=none,id=qvm-root,file=${escapeOptionValue(overlay)},format=qcow2`,
+    `if=none,id=${ROOT_DRIVE},file=${escapeOptionValue(overlay)},format=qcow2`,
     "-device",
-    "virtio-blk-pci,drive=qvm-root",
+    `virtio-blk-pci,drive=${ROOT_DRIVE}`,
   ];
 }
 

@@ -4,7 +4,7 @@
  * Loaded lazily: VMs without these sections never import it.
  */
 import { isPublicKeyLine, type VmConfig } from "../config/mod.ts";
-import { NotRunningError, QvmError, TimeoutError, UsageError } from "../errors.ts";
+import { QvmError, TimeoutError, UsageError } from "../errors.ts";
 import { type Dirs, ensurePrivateDir, type StateStore, type VmRecord } from "../state/mod.ts";
 import { ensureOverlay, overlayPath, rootDriveArgv } from "./image.ts";
 import { isOurQemu } from "../qemu/process.ts";
@@ -24,7 +24,7 @@ import {
 import { ensureKey, homeKeys, keyPaths, sshArgv } from "./ssh.ts";
 
 export { cloudPaths } from "./paths.ts";
-export { activeForwards, agentEnabled, cloudStatus } from "./status.ts";
+export { activeForwards, agentEnabled } from "./status.ts";
 import { activeForwards, agentEnabled } from "./status.ts";
 export type { ActiveForward } from "./ports.ts";
 
@@ -231,9 +231,4 @@ async function answers(argv: string[], deadline: number): Promise<boolean> {
   } finally {
     clearTimeout(timer);
   }
-}
-
-/** Throws NotRunningError unless `running`. */
-export function requireRunning(vm: VmRecord, running: boolean): void {
-  if (!running) throw new NotRunningError(`VM '${vm.name}' is not running`);
 }

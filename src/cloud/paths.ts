@@ -1,5 +1,6 @@
 /** Where qvm keeps a cloud VM's files: the seed and known_hosts in the data dir, the rest at run time. */
 import type { Dirs } from "../state/mod.ts";
+import type { ActiveForward } from "./ports.ts";
 
 /** Every cloud file of VM `id`. */
 export interface CloudPaths {
@@ -28,4 +29,14 @@ export function cloudPaths(dirs: Dirs, id: string): CloudPaths {
     agentSocket: `${runtime}/${id}.ga`,
     forwardsFile: `${runtime}/${id}.ports.json`,
   };
+}
+
+/** The forwards recorded in `file` at start, or undefined when there is no readable record. */
+export function readForwards(file: string): ActiveForward[] | undefined {
+  try {
+    const data = JSON.parse(Deno.readTextFileSync(file));
+    return Array.isArray(data) ? data as ActiveForward[] : undefined;
+  } catch {
+    return undefined;
+  }
 }

@@ -6,21 +6,11 @@ import type { PortForward, VmConfig } from "../config/mod.ts";
 import type { Dirs, VmRecord } from "../state/mod.ts";
 import type { ActiveForward } from "./ports.ts";
 import { agentAddresses, type GuestAddress } from "./agent.ts";
-import { cloudPaths } from "./paths.ts";
+import { cloudPaths, readForwards } from "./paths.ts";
 
 /** Whether the guest agent channel is on: `guest_agent`, else on exactly when `cloud_init` is set. */
 export function agentEnabled(config: VmConfig): boolean {
   return config.guest_agent ?? config.cloud_init !== undefined;
-}
-
-/** The forwards recorded in `file` at start, or undefined when there is no readable record. */
-export function readForwards(file: string): ActiveForward[] | undefined {
-  try {
-    const data = JSON.parse(Deno.readTextFileSync(file));
-    return Array.isArray(data) ? data as ActiveForward[] : undefined;
-  } catch {
-    return undefined;
-  }
 }
 
 /** The forwards in effect for a running VM (recorded at start), else undefined. */

@@ -16,7 +16,7 @@ import { withVm } from "./guard.ts";
 import { NotFoundError, NotRunningError, QvmError, TimeoutError, UsageError } from "../errors.ts";
 import { diskFile } from "../config/mod.ts";
 import type { DiskStorage, StorageItem } from "../config/mod.ts";
-import { OVERLAY_NAME } from "../cloud/image.ts";
+import { overlayPath, ROOT_DRIVE } from "../cloud/image.ts";
 import type { Dirs, VmRecord } from "../state/mod.ts";
 import { qemuImg } from "../qemu/img.ts";
 import type { QmpClient } from "../qemu/qmp.ts";
@@ -221,9 +221,9 @@ async function connectQmp(ctx: VmEnv, vm: VmRecord): Promise<QmpClient> {
 function snapshotStorage(env: VmEnv, vm: VmRecord): StorageItem[] {
   if (vm.config.image === undefined) return vm.config.storage;
   const root: DiskStorage = {
-    name: "qvm-root",
+    name: ROOT_DRIVE,
     type: "qcow2",
-    file: `${vmPaths(env.dirs, vm.id).diskDir}/${OVERLAY_NAME}`,
+    file: overlayPath(env.dirs, vm.id),
     size: "0",
     interface: "virtio",
   };
@@ -637,33 +637,13 @@ async function withQuiescedGuest<T>(
   action: "create" | "load",
   work: () => Promise<T>,
 ): Promise<{ value: T; quiesce: Quiesce }> {
-  const { agentCall } = await agentModule();
-  const call = <R>(execute: string, timeoutMs: number) =>
-    agentCall<R>(socket, { execute }, { timeoutMs });
+  const { thawIfFrozen, withFrozenGuest } = await agentModule();
   if (action === "load") {
     const value = await work();
-    try {
-      if (await call<string>("guest-fsfreeze-status", 5000) !== "frozen") {
-        return { value, quiesce: { frozen: 0, thawed: false } };
-      }
-      await call("guest-fsfreeze-thaw", 30_000);
-      return { value, quiesce: { frozen: 0, thawed: true } };
-    } catch (err) {
-      return { value, quiesce: { frozen: 0, thawed: false, reason: (err as Error).message } };
-    }
+    return { value, quiesce: { frozen: 0, ...await thawIfFrozen(socket) } };
   }
-  let frozen = 0;
-  let reason: string | undefined;
-  try {
-    frozen = await call<number>("guest-fsfreeze-freeze", 5000);
-  } catch (err) {
-    reason = (err as Error).message;
-  }
-  try {
-    return { value: await work(), quiesce: { frozen, thawed: false, reason } };
-  } finally {
-    if (frozen > 0) await call("guest-fsfreeze-thaw", 30_000);
-  }
+  const { value, frozen, reason } = await withFrozenGuest(socket, work);
+  return { value, quiesce: { frozen, thawed: false, reason } };
 }
 
 /**

@@ -18,6 +18,7 @@ import { removeQuietly, runtimeFiles, type VmPaths, vmPaths } from "./paths.ts";
 import { prepareQemuFiles } from "./safe_files.ts";
 import { recordSerialStart } from "./serial_start.ts";
 import { cloudModule } from "../lazy.ts";
+import { sleep } from "../timers.ts";
 
 /** What `start --wait-for` waits for. */
 export type WaitFor =
@@ -78,7 +79,7 @@ async function killLeftover(env: VmEnv, vm: VmRecord, paths: VmPaths): Promise<v
     if (pid === undefined) break;
     signalOurQemu(pid, vm.id, "SIGKILL", binary);
     for (let i = 0; i < 100 && isOurQemu(pid, vm.id, binary); i++) {
-      await new Promise((r) => setTimeout(r, 20));
+      await sleep(20);
     }
   }
   runtimeFiles(paths).forEach(removeQuietly);
@@ -177,7 +178,7 @@ async function waitForSerial(
       lastStateCheck = Date.now();
       await checkRunState(askMonitor(paths));
     }
-    await new Promise((r) => setTimeout(r, 50));
+    await sleep(50);
   }
   let hint = "";
   if (offset === check.offset && await kvmEnabled(askMonitor(paths))) {

@@ -16,6 +16,7 @@ import { findQemuOf, isLive, type Observation } from "./observe.ts";
 import { removeQuietly, runtimeFiles, type VmPaths, vmPaths } from "./paths.ts";
 import { qmpOnce, runState } from "./qmp_session.ts";
 import { agentModule } from "../lazy.ts";
+import { sleep } from "../timers.ts";
 
 /** One escalation step; `poweroff` means the guest had powered off and QEMU was told to quit. */
 export type StopStep = "acpi" | "agent" | "poweroff" | "quit" | "sigterm" | "sigkill";
@@ -72,8 +73,6 @@ export interface Stopped {
   /** Set when QEMU was stopped but the database could not record it (e.g. a full disk). */
   unrecorded?: string;
 }
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** QEMU's run state on the status socket (never held by a long command), within 50-1000 ms. */
 function runStateOf(paths: VmPaths, timeoutMs: number): Promise<string | undefined> {
