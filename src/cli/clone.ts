@@ -3,7 +3,9 @@ import type { Context } from "./context.ts";
 import type { CommandSpec, ParsedArgs } from "./spec.ts";
 import { QvmError, UsageError } from "../errors.ts";
 import type { VmConfig } from "../config/mod.ts";
-import { isOurQemu } from "../qemu/process.ts";
+import { Deadline } from "../vm/env.ts";
+import { withVm } from "../vm/guard.ts";
+import { isLive } from "../vm/observe.ts";
 import { configModule } from "../lazy.ts";
 
 /** The command's arguments and flags. */
@@ -24,8 +26,11 @@ export const spec: CommandSpec = {
   examples: ["qvm clone web1 web2"],
 };
 
+/** How long clone waits for another command that holds the source VM's lock. */
+const CLONE_WAIT_MS = 60_000;
+
 /** The clone's config: the source's with the new name; refused when it would share a disk file. */
-export function cloneConfig(source: { name: string; config: VmConfig }, name: string): VmConfig {
+function cloneConfig(source: { name: string; config: VmConfig }, name: string): VmConfig {
   for (const disk of source.config.storage) {
     if (disk.type !== "virtfs" && disk.file !== undefined) {
       throw new UsageError(
@@ -42,13 +47,18 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
   const [from, name] = args.positionals;
   const { validateName } = await configModule();
   validateName(name);
+  // Under the source's lock, as every other command that reads a VM to act on it: a VM that is
+  // live (running, starting, paused, ...) is refused, whatever its row says.
   const source = ctx.store.require(from);
+  // A taken name is a mistake in the arguments: said before anything about the source VM.
   if (ctx.store.get(name)) throw new UsageError(`a VM named '${name}' already exists`);
-  if (isOurQemu(source.pid, source.id)) {
-    throw new QvmError(`VM '${source.name}' is running: stop it before clone`);
-  }
-  const config = cloneConfig(source, name);
-  const vm = ctx.store.insert({ name, configPath: source.configPath, config });
+  const vm = await withVm(ctx, source, { deadline: Deadline.in(CLONE_WAIT_MS) }, (seen) => {
+    if (isLive(seen.status)) {
+      throw new QvmError(`VM '${seen.vm.name}' is ${seen.status}: stop it before clone`);
+    }
+    const config = cloneConfig(seen.vm, name);
+    return Promise.resolve(ctx.store.insert({ name, configPath: seen.vm.configPath, config }));
+  });
   if (ctx.json) ctx.outJson({ id: vm.id, name: vm.name, from: source.id });
   else ctx.out(vm.id);
   return 0;
