@@ -133,10 +133,13 @@ Deno.test("a renamed copy of another program carrying the VM's -uuid is never it
       claim(env, "v2", fake.pid);
       assert.notEqual(JSON.parse(await env.ok(["status", "v2", "--json"])).status, "running");
       claim(env, "v2", fake.pid);
-      await env.run(["stop", "v2", "--force"]);
+      const stop = await env.run(["stop", "v2", "--force"]);
+      assert.equal(stop.code, 0, stop.stderr);
       assert.ok(alive(fake.pid), "stop --force left the renamed program alone");
       claim(env, "v2", fake.pid);
-      await env.run(["rm", "v2", "--force", "--yes"]);
+      const rm = await env.run(["rm", "v2", "--force", "--yes"]);
+      assert.equal(rm.code, 0, rm.stderr);
+      assert.equal((await env.run(["status", "v2"])).code, 3, "rm removed the VM");
       assert.ok(alive(fake.pid), "rm --force left the renamed program alone");
     } finally {
       await fake.stop();

@@ -274,34 +274,6 @@ Deno.test("disk creation, live snapshots and storage verify show progress on a t
   });
 });
 
-Deno.test("status and ls load no progress code: it is imported only by commands that wait", async () => {
-  for (const command of ["status", "ls", "info"]) {
-    const out = await new Deno.Command(Deno.execPath(), {
-      args: ["info", "--json", new URL(`../src/cli/${command}.ts`, import.meta.url).pathname],
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    assert.ok(out.success, new TextDecoder().decode(out.stderr));
-    const modules = JSON.parse(new TextDecoder().decode(out.stdout)).modules as {
-      specifier: string;
-      dependencies?: { code?: { specifier: string } }[];
-    }[];
-    // What runs is what the code imports reach (a type-only import loads nothing).
-    const bySpecifier = new Map(modules.map((m) => [m.specifier, m]));
-    const loaded: string[] = [];
-    const walk = (specifier: string) => {
-      if (loaded.includes(specifier)) return;
-      loaded.push(specifier);
-      for (const dep of bySpecifier.get(specifier)?.dependencies ?? []) {
-        if (dep.code) walk(dep.code.specifier);
-      }
-    };
-    walk(new URL(`../src/cli/${command}.ts`, import.meta.url).href);
-    assert.ok(loaded.some((s) => s.endsWith("/src/vm/observe.ts") || command === "info"));
-    assert.deepEqual(loaded.filter((s) => s.endsWith("/_progress.ts")), [], command);
-  }
-});
-
 Deno.test("a start timing out on a terminal shows the guest's last serial line, then one error line", async () => {
   await withEnv(async (env) => {
     await env.ok(["add", await guestConfig(env, { name: "tty3" })]);
