@@ -10,6 +10,7 @@ import { type QvmEnv, withEnv } from "./helpers/qvm.ts";
 
 const EXAMPLES = new URL("../examples/", import.meta.url).pathname;
 const README = new URL("../README.md", import.meta.url).pathname;
+const CONFIGS_PAGE = new URL("../docs/configs.md", import.meta.url).pathname;
 
 /** How each example is used: the files `add` merges, and what its argv must hold. */
 const USES: { files: string[]; holds: string[] }[] = [
@@ -36,11 +37,10 @@ async function examplesIn(env: QvmEnv): Promise<string> {
   return dir;
 }
 
-/** The ```yaml blocks of the README's "VM configs" section, the configs that boot the test guest. */
+/** The ```yaml blocks of the configs page before its first subsection: the configs that boot the test guest. */
 function readmeConfigs(): string[] {
-  const text = Deno.readTextFileSync(README);
-  const start = text.indexOf("\n## VM configs\n");
-  const section = text.slice(start, text.indexOf("\n## ", start + 1));
+  const text = Deno.readTextFileSync(CONFIGS_PAGE);
+  const section = text.slice(0, text.indexOf("\n## "));
   return [...section.matchAll(/```yaml\n([\s\S]*?)```/g)].map((m) => m[1]);
 }
 
@@ -87,7 +87,7 @@ Deno.test({
   },
 });
 
-Deno.test("the README's configs are the example files, word for word", async () => {
+Deno.test("the configs page's configs are the example files, word for word", async () => {
   const configs = readmeConfigs();
   assert.ok(configs.length > 0);
   for (const config of configs) {
@@ -98,8 +98,9 @@ Deno.test("the README's configs are the example files, word for word", async () 
   }
 });
 
-Deno.test("the README waits for text the test guest prints", () => {
-  const text = Deno.readTextFileSync(README);
+Deno.test("the README and the docs wait for text the test guest prints", () => {
+  const text = [README, CONFIGS_PAGE, new URL("../docs/commands.md", import.meta.url).pathname]
+    .map((file) => Deno.readTextFileSync(file)).join("\n");
   const waits = [...text.matchAll(/--wait-for '?serial:([^'\s]+)/g)].map((m) => m[1]);
   assert.ok(waits.length > 0);
   for (const wait of waits) assert.equal(wait, GUEST_READY_MARKER);
