@@ -3,7 +3,15 @@ import assert from "node:assert/strict";
 import { validateConfig, type VmConfig } from "../src/config/mod.ts";
 import { UsageError } from "../src/errors.ts";
 import { domainToConfig, domainXml } from "../src/libvirt/mod.ts";
-import { child, el, parseXml, textOf, writeXml, XmlSyntaxError } from "../src/libvirt/xml.ts";
+import {
+  child,
+  el,
+  parseXml,
+  textOf,
+  writeXml,
+  XmlCharError,
+  XmlSyntaxError,
+} from "../src/libvirt/xml.ts";
 
 const ID = "0b1f6a3e-8a52-4d3c-9a8e-1f2b3c4d5e6f";
 
@@ -48,6 +56,66 @@ Deno.test("writeXml escapes every value; parseXml reads back the same tree", () 
   const again = parseXml(writeXml(root));
   assert.equal(again.attrs.v, tricky);
   assert.equal(textOf(child(again, "t")), tricky);
+});
+
+Deno.test("writeXml keeps tabs, line feeds and carriage returns through an XML 1.0 reader", () => {
+  const value = "a\tb\nc\rd\r\ne";
+  const written = writeXml(el("r", { v: value }, [el("t", {}, [value])]));
+  // Literal in an attribute, a reader turns each into a space; in text, a CR into a line feed.
+  assert.ok(!/v="[^"]*[\t\n\r]/.test(written), written);
+  assert.ok(written.includes('v="a&#9;b&#10;c&#13;d&#13;&#10;e"'), written);
+  assert.ok(written.includes("<t>a\tb\nc&#13;d&#13;\ne</t>"), written);
+  const again = parseXml(written);
+  assert.equal(again.attrs.v, value);
+  assert.equal(child(again, "t")?.children.join(""), value);
+});
+
+Deno.test("parseXml reads CR LF as a line feed and keeps what libvirt's dumpxml writes literally", () => {
+  const root = parseXml("<a v='x\ty\nz\rw' r='&#9;&#10;&#13;'>1\r\n2\r3</a>");
+  assert.equal(root.attrs.v, "x\ty\nz\rw");
+  assert.equal(root.attrs.r, "\t\n\r");
+  assert.equal(root.children.join(""), "1\n2\r3");
+});
+
+Deno.test("writeXml and parseXml refuse the characters XML 1.0 cannot carry", () => {
+  for (
+    const bad of ["\u0000", "\u0001", "\u0008", "\u000b", "\u000c", "\u001f", "\ufffe", "\ud800"]
+  ) {
+    assert.throws(() => writeXml(el("r", { v: `a${bad}b` })), XmlCharError, JSON.stringify(bad));
+    assert.throws(() => writeXml(el("r", {}, [`a${bad}b`])), XmlCharError, JSON.stringify(bad));
+    assert.throws(() => parseXml(`<r>a${bad}b</r>`), XmlSyntaxError, JSON.stringify(bad));
+  }
+  for (const ref of ["&#1;", "&#x1F;", "&#xFFFE;", "&#xD800;", "&#0;"]) {
+    assert.throws(() => parseXml(`<r v='${ref}'/>`), XmlSyntaxError, ref);
+  }
+  try {
+    writeXml(el("qemu:arg", { value: "x\u0007" }));
+    assert.fail("no error");
+  } catch (e) {
+    assert.ok(e instanceof XmlCharError);
+    assert.match(e.message, /^<qemu:arg value> holds U\+0007/);
+  }
+});
+
+Deno.test("domainXml refuses a control character in the kernel command line with a UsageError", () => {
+  assert.throws(
+    () => exported({ arguments: [{ kernel: "/k" }, { append: "console=ttyS0\u0001" }] }, "ctl"),
+    (err: Error) => err instanceof UsageError && /'ctl'.*<cmdline> holds U\+0001/.test(err.message),
+  );
+  // Tabs and line breaks are kept, escaped where a reader would change them.
+  const { xml } = exported(
+    {
+      arguments: [{ kernel: "/k" }, { append: "a\tb\nc" }],
+      storage: [{ name: "d", type: "raw", file: "/x/a\tb.raw" }],
+    },
+    "ok",
+  );
+  assert.ok(xml.includes('<source file="/x/a&#9;b.raw"/>'), xml);
+  const read = domainToConfig(xml.replace(/<metadata>[\s\S]*<\/metadata>/, ""));
+  assert.deepEqual(read.config.arguments, [{ accel: "kvm" }, { kernel: "/k" }, {
+    append: "a\tb\nc",
+  }]);
+  assert.equal((read.config.storage as { file: string }[])[0].file, "/x/a\tb.raw");
 });
 
 Deno.test("domainXml maps each config part to its libvirt element", () => {

@@ -13,7 +13,8 @@ import {
   type VmConfig,
 } from "../config/mod.ts";
 import { argumentArgv, isNographic, storageArgv } from "../qemu/argv.ts";
-import { el, writeXml, type XmlElement } from "./xml.ts";
+import { UsageError } from "../errors.ts";
+import { el, writeXml, XmlCharError, type XmlElement } from "./xml.ts";
 
 /** The namespace of `<qemu:commandline>`. */
 export const QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0";
@@ -306,7 +307,8 @@ function shareElement(share: VirtfsStorage): XmlElement {
  * disks, 9p shares, serial console on a pty logged under `/var/log/libvirt/qemu`, ACPI, QEMU's
  * default NIC (user networking) and VGA unless the config sets its own, `type='qemu'` for TCG and
  * `kvm` otherwise. The rest is passed through in `<qemu:commandline>`; the config itself is kept
- * in `<metadata>` so that `import-libvirt` can give back its exact spelling.
+ * in `<metadata>` so that `import-libvirt` can give back its exact spelling. A value holding a
+ * character XML 1.0 cannot carry (a control character in the kernel command line) is a UsageError.
  */
 export function domainXml(vm: DomainSource, options: DomainOptions): DomainExport {
   const { config } = vm;
@@ -427,8 +429,17 @@ export function domainXml(vm: DomainSource, options: DomainOptions): DomainExpor
       if (!known.has(key)) unknownKeys.push(`storage '${item.name}': ${key}`);
     }
   }
+  let xml: string;
+  try {
+    xml = writeXml(root);
+  } catch (err) {
+    if (!(err instanceof XmlCharError)) throw err;
+    throw new UsageError(
+      `cannot write '${vm.name}' as libvirt XML: ${err.message}; remove it from the config`,
+    );
+  }
   return {
-    xml: writeXml(root),
+    xml,
     passedThrough: passed.map((p) => p.join(" ")),
     files,
     unknownKeys,

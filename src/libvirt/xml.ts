@@ -3,6 +3,13 @@
  * value, and a strict parser for the subset domain XML uses (elements, attributes, text, CDATA,
  * comments, the XML declaration, the five named entities and character references). A DOCTYPE is
  * refused: domain XML never has one, and entity definitions are how XML parsers get abused.
+ *
+ * The writer escapes tab, line feed and carriage return in attributes (an XML 1.0 reader such as
+ * libxml2, which libvirt reads with, turns them into spaces otherwise) and carriage return in text
+ * (read as a line feed otherwise), and refuses the characters XML 1.0 cannot carry at all. The
+ * parser refuses those characters too, and reads a CR LF pair as a line feed; a tab, line feed or
+ * lone carriage return written literally is kept as that character, as libvirt's own writer
+ * (`virsh dumpxml`) means it: it writes them unescaped, in attributes too.
  */
 
 /** One element: its qualified name (`qemu:arg`), attributes in order, and child nodes. */
@@ -25,6 +32,40 @@ export class XmlSyntaxError extends Error {
   }
 }
 
+/** A value holds a character XML 1.0 cannot carry (a C0 control other than tab, LF, CR). */
+export class XmlCharError extends Error {
+  /** Where: `<cmdline>` or `<qemu:arg value>`. */
+  where: string;
+  /** The character as `U+0001`. */
+  char: string;
+  constructor(where: string, char: string) {
+    const code = `U+${char.codePointAt(0)!.toString(16).toUpperCase().padStart(4, "0")}`;
+    super(`${where} holds ${code}, a character XML 1.0 cannot carry`);
+    this.name = "XmlCharError";
+    this.where = where;
+    this.char = code;
+  }
+}
+
+/**
+ * One character XML 1.0 has no room for, even as a reference: C0 controls but tab, line feed and
+ * carriage return; U+FFFE, U+FFFF; a lone surrogate.
+ */
+const NOT_XML_CHAR =
+  // deno-lint-ignore no-control-regex
+  /[\u0000-\u0008\u000B\u000C\u000E-\u001F\uFFFE\uFFFF]|[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
+/** The first character of `text` XML 1.0 cannot carry, or undefined. */
+export function badXmlChar(text: string): string | undefined {
+  return NOT_XML_CHAR.exec(text)?.[0];
+}
+
+function checkChars(text: string, where: string): string {
+  const bad = badXmlChar(text);
+  if (bad !== undefined) throw new XmlCharError(where, bad);
+  return text;
+}
+
 /** Builds an element; attributes whose value is undefined are left out. */
 export function el(
   name: string,
@@ -36,34 +77,43 @@ export function el(
   return { name, attrs: kept, children: children.filter((c) => c !== undefined) as XmlNode[] };
 }
 
-/** Escapes text for an attribute value or element content. */
+/**
+ * Escapes text for an attribute value: markup characters, and tab, line feed and carriage return
+ * as character references, which a parser keeps (it turns the literal characters into spaces).
+ */
 export function escapeXml(text: string): string {
   return text.replaceAll("&", "&amp;").replaceAll("<", "&lt;").replaceAll(">", "&gt;")
-    .replaceAll('"', "&quot;").replaceAll("'", "&apos;");
+    .replaceAll('"', "&quot;").replaceAll("'", "&apos;").replaceAll("\t", "&#9;")
+    .replaceAll("\n", "&#10;").replaceAll("\r", "&#13;");
 }
 
-/** Escapes element content (quotes may stay as they are there). */
+/** Escapes element content (quotes may stay; a carriage return would be read as a line feed). */
 function escapeText(text: string): string {
-  return text.replaceAll("&", "&amp;").replaceAll("<", "&lt;").replaceAll(">", "&gt;");
+  return text.replaceAll("&", "&amp;").replaceAll("<", "&lt;").replaceAll(">", "&gt;")
+    .replaceAll("\r", "&#13;");
 }
 
-/** Writes `root` as an indented document (two spaces a level; text-only elements on one line). */
+/**
+ * Writes `root` as an indented document (two spaces a level; text-only elements on one line).
+ * Throws XmlCharError when a value holds a character XML 1.0 cannot carry.
+ */
 export function writeXml(root: XmlElement): string {
   const lines: string[] = [];
   const write = (node: XmlElement, depth: number): void => {
     const pad = "  ".repeat(depth);
-    const attrs = Object.entries(node.attrs).map(([k, v]) => ` ${k}="${escapeXml(v)}"`).join("");
+    const attrs = Object.entries(node.attrs).map(([k, v]) =>
+      ` ${k}="${escapeXml(checkChars(v, `<${node.name} ${k}>`))}"`
+    ).join("");
+    const text = (value: string) => escapeText(checkChars(value, `<${node.name}>`));
     if (node.children.length === 0) {
       lines.push(`${pad}<${node.name}${attrs}/>`);
     } else if (node.children.every((c) => typeof c === "string")) {
-      lines.push(
-        `${pad}<${node.name}${attrs}>${escapeText(node.children.join(""))}</${node.name}>`,
-      );
+      lines.push(`${pad}<${node.name}${attrs}>${text(node.children.join(""))}</${node.name}>`);
     } else {
       lines.push(`${pad}<${node.name}${attrs}>`);
       for (const child of node.children) {
         if (typeof child === "string") {
-          if (child.trim() !== "") lines.push(pad + "  " + escapeText(child.trim()));
+          if (child.trim() !== "") lines.push(pad + "  " + text(child.trim()));
         } else write(child, depth + 1);
       }
       lines.push(`${pad}</${node.name}>`);
@@ -88,15 +138,31 @@ function decode(text: string, at: number): string {
       : /^#[0-9]+$/.test(ref)
       ? parseInt(ref.slice(1), 10)
       : NaN;
-    if (!(code >= 1 && code <= 0x10ffff)) {
+    if (!(code >= 1 && code <= 0x10ffff) || (code >= 0xd800 && code <= 0xdfff)) {
       throw new XmlSyntaxError(`unknown reference '&${ref};'`, at);
     }
-    return String.fromCodePoint(code);
+    const char = String.fromCodePoint(code);
+    if (badXmlChar(char) !== undefined) {
+      throw new XmlSyntaxError(`'&${ref};' is a character XML 1.0 does not allow`, at);
+    }
+    return char;
   });
 }
 
-/** Parses a document and returns its root element; throws XmlSyntaxError when malformed. */
-export function parseXml(text: string): XmlElement {
+/**
+ * Parses a document and returns its root element; throws XmlSyntaxError when malformed or when it
+ * holds a character XML 1.0 does not allow. A CR LF pair is read as a line feed.
+ */
+export function parseXml(source: string): XmlElement {
+  const bad = NOT_XML_CHAR.exec(source);
+  if (bad) {
+    const code = bad[0].codePointAt(0)!.toString(16).toUpperCase().padStart(4, "0");
+    throw new XmlSyntaxError(
+      `U+${code} at offset ${bad.index} is a character XML 1.0 does not allow`,
+      bad.index,
+    );
+  }
+  const text = source.replaceAll("\r\n", "\n");
   let pos = 0;
   const fail = (message: string): never => {
     throw new XmlSyntaxError(message, pos);
