@@ -74,3 +74,15 @@ export class StateWriteError extends QvmError {
 export class StateDamagedError extends QvmError {
   override name = "StateDamagedError";
 }
+
+/**
+ * The command was interrupted (Ctrl-C, SIGTERM) and stopped cleanly, undoing what it had made.
+ * Exit 128 + the signal's number, as a shell reports a process the signal ended: 130 or 143.
+ */
+export class InterruptedError extends QvmError {
+  override name = "InterruptedError";
+  constructor(signal: "SIGINT" | "SIGTERM", message: string) {
+    super(message);
+    this.exitCode = signal === "SIGINT" ? 130 : 143;
+  }
+}

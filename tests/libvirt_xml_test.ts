@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { validateConfig, type VmConfig } from "../src/config/mod.ts";
 import { UsageError } from "../src/errors.ts";
-import { domainToConfig, domainXml } from "../src/libvirt/mod.ts";
+import { domainToConfig, domainXml, exposureOf, refuseSystemWrites } from "../src/libvirt/mod.ts";
 import {
   child,
   el,
@@ -507,4 +507,92 @@ Deno.test("domainToConfig lists disk driver options, disk parts and a <vcpu curr
   assert.deepEqual(read.config.storage, [
     { name: "vda", type: "qcow2", file: "/a.qcow2", interface: "virtio" },
   ]);
+});
+
+Deno.test("exposureOf lists host paths with their access, listeners beyond this host, commands and foreign keys", () => {
+  const own = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJvYF6WH0vtFLZBV9mwwZ7b8I9cY1eTRyT8Hf0Pqsh0x me";
+  const config = validateConfig({
+    binary: "/opt/qemu/bin/qemu-system-x86_64",
+    arguments: [
+      { kernel: "/boot/vmlinuz" },
+      { drive: "file=/srv/a.img,format=raw,if=virtio" },
+      { drive: "file=/srv/b.img,format=raw,if=virtio,readonly=on" },
+      { cdrom: "/srv/c.iso" },
+      { serial: "file:/var/log/s.log" },
+      { monitor: "tcp:0.0.0.0:4444,server=on,wait=off" },
+      { qmp: "tcp:127.0.0.1:4445,server=on,wait=off" },
+      { vnc: ":1" },
+      { netdev: "user,id=n0,hostfwd=tcp::2222-:22,hostfwd=tcp:127.0.0.1:2223-:23" },
+      { chardev: "socket,id=c0,host=0.0.0.0,port=5555,server=on" },
+      { object: "memory-backend-file,id=m0,size=64M,mem-path=/dev/shm/m0,share=on" },
+      "s",
+    ],
+    args: [
+      "-virtfs",
+      "local,path=/srv/share,mount_tag=t,security_model=none",
+      "-D",
+      "/run/x.log",
+    ],
+    storage: [
+      {
+        name: "d",
+        type: "qcow2",
+        file: "/srv/d.qcow2",
+        backing_file: "/srv/base.raw",
+        backing_format: "raw",
+      },
+      {
+        name: "r",
+        type: "virtfs",
+        path: "/srv/ro",
+        mount_tag: "r",
+        security_model: "none",
+        readonly: true,
+      },
+    ],
+  });
+  const exposure = exposureOf(
+    { ...config, cloud_init: { runcmd: ["echo hi", ["touch", "/x"]], ssh_authorized_keys: [own] } },
+    { ownKeys: [own] },
+  );
+  const paths = Object.fromEntries(exposure.paths.map((p) => [p.path, `${p.by}:${p.writable}`]));
+  assert.deepEqual(paths, {
+    "/opt/qemu/bin/qemu-system-x86_64": "emulator:false",
+    "/boot/vmlinuz": "-kernel:false",
+    "/srv/a.img": "-drive:true",
+    "/srv/b.img": "-drive:false",
+    "/srv/c.iso": "-cdrom:false",
+    "/var/log/s.log": "-serial:true",
+    "/dev/shm/m0": "-object:true",
+    "/srv/share": "-virtfs:true",
+    "/run/x.log": "-D:true",
+    "/srv/d.qcow2": "disk d:true",
+    "/srv/base.raw": "backing file of disk d:false",
+    "/srv/ro": "share r:false",
+  });
+  assert.deepEqual(exposure.ports.sort(), [
+    "0.0.0.0:1234 (-s, the gdb server)",
+    "0.0.0.0:2222 -> guest 22/tcp",
+    "0.0.0.0:4444 (-monitor)",
+    "0.0.0.0:5555 (-chardev)",
+    "0.0.0.0:5901 (-vnc)",
+  ]);
+  assert.deepEqual(exposure.commands, ['"echo hi"', '"touch /x"']);
+  assert.deepEqual(exposure.foreignKeys, []);
+  assert.deepEqual(
+    exposureOf({ ...config, cloud_init: { ssh_authorized_keys: [own] } }, { ownKeys: [] })
+      .foreignKeys,
+    [own],
+  );
+  // Only what the guest could write, and only in a system folder, is refused.
+  refuseSystemWrites(exposure);
+  for (const path of ["/etc/shadow", "/usr/lib/x.so", "/boot/grub/grub.cfg"]) {
+    const writable = exposureOf(
+      validateConfig({ arguments: [{ drive: `file=${path},if=virtio` }] }),
+      {
+        ownKeys: [],
+      },
+    );
+    assert.throws(() => refuseSystemWrites(writable), UsageError, path);
+  }
 });

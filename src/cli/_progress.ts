@@ -77,10 +77,20 @@ export class Progress {
   #frame = 0;
   #drawn = false;
 
-  /** A progress line for this command run (`quiet`: the command's --quiet flag). */
-  constructor(ctx: Pick<Context, "json">, options: { quiet?: boolean } = {}) {
+  readonly #interrupts: boolean;
+
+  /**
+   * A progress line for this command run (`quiet`: the command's --quiet flag). While it shows,
+   * Ctrl-C clears it and exits 130, unless `interrupts` is false (the command handles Ctrl-C
+   * itself, to undo its work, and calls `done`).
+   */
+  constructor(
+    ctx: Pick<Context, "json">,
+    options: { quiet?: boolean; interrupts?: boolean } = {},
+  ) {
     this.enabled = progressAllowed(ctx, options.quiet === true);
     this.#color = this.enabled && !Deno.env.get("NO_COLOR");
+    this.#interrupts = options.interrupts !== false;
   }
 
   /** Shows `render()` now and redraws it every tick until `show` is called again or `done`. */
@@ -91,7 +101,7 @@ export class Progress {
     if (this.#timer === undefined) {
       this.#timer = setInterval(() => this.#draw(), TICK_MS);
       try {
-        Deno.addSignalListener("SIGINT", this.#interrupted);
+        if (this.#interrupts) Deno.addSignalListener("SIGINT", this.#interrupted);
       } catch { /* no signals here: Ctrl-C then leaves the line as it was */ }
     }
   }
@@ -107,7 +117,7 @@ export class Progress {
     if (this.#timer !== undefined) {
       clearInterval(this.#timer);
       try {
-        Deno.removeSignalListener("SIGINT", this.#interrupted);
+        if (this.#interrupts) Deno.removeSignalListener("SIGINT", this.#interrupted);
       } catch { /* never added */ }
     }
     this.#timer = undefined;

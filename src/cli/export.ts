@@ -1,11 +1,11 @@
 /** `qvm export`: a VM as a libvirt domain, printed, written to a file, or defined at a libvirt URI. */
 import type { Context } from "./context.ts";
 import type { CommandSpec, ParsedArgs } from "./spec.ts";
-import { PermissionError, QvmError, UsageError } from "../errors.ts";
-import { exists, vmPaths } from "../vm/paths.ts";
-import type { VmConfig } from "../config/mod.ts";
-import { defineDomain, domainXml, startDomain } from "../libvirt/mod.ts";
-import { cloudModule } from "../lazy.ts";
+import { PermissionError, UsageError } from "../errors.ts";
+import { Deadline } from "../vm/env.ts";
+import { exportDomain, exportToLibvirt } from "../vm/libvirt.ts";
+import { progressModule } from "./_format.ts";
+import { formatSize } from "./_size.ts";
 
 /** The command's arguments and flags. */
 export const spec: CommandSpec = {
@@ -13,8 +13,12 @@ export const spec: CommandSpec = {
   summary: "export a VM as libvirt domain XML, or define it at a libvirt URI",
   description:
     "Config parts libvirt has no element for go into <qemu:commandline> (listed on stderr). With\n" +
-    "--to, `virsh -c URI define` runs there: disks, kernel and shares must exist at the same paths\n" +
-    "on that host, and a domain of the same name must not.",
+    "--to, the XML goes to `virsh -c URI define` on its stdin, under the VM's lock (a second export\n" +
+    "of the VM finds the domain defined and fails): disks, kernel and shares must exist at the same\n" +
+    "paths on that host, and a domain of the same name must not. With --copy-storage (a stopped VM)\n" +
+    "each disk becomes a volume in --pool there, uploaded through libvirt, and the domain names the\n" +
+    "volumes; an overlay travels with the image it stands on as a second volume, or as one with\n" +
+    "--flatten. A failure or Ctrl-C deletes the volumes made (exit 130, or 143 on SIGTERM).",
   positionals: [{ name: "VM", description: "id or name", complete: "vm" }],
   options: {
     format: {
@@ -36,41 +40,30 @@ export const spec: CommandSpec = {
       description: "define the domain at this libvirt URI (e.g. qemu+ssh://host/system)",
     },
     start: { type: "boolean", description: "with --to: start the domain after defining it" },
+    "copy-storage": {
+      type: "boolean",
+      description: "with --to: upload the disks into volumes of a storage pool there",
+    },
+    pool: {
+      type: "string",
+      value: "NAME",
+      description: "with --copy-storage: the storage pool (default: default)",
+    },
+    flatten: {
+      type: "boolean",
+      description: "with --copy-storage: one self-contained volume per overlay",
+    },
+    quiet: { type: "boolean", short: "q", description: "no progress line on a terminal" },
   },
   examples: [
     "qvm export web1 --format libvirt -o web1.xml",
     "qvm export web1 --to qemu+ssh://root@host2/system --start",
+    "qvm export web1 --to qemu+ssh://root@host2/system --copy-storage --pool default --start",
   ],
 };
 
-function onPath(binary: string): string | undefined {
-  for (const dir of (Deno.env.get("PATH") ?? "").split(":")) {
-    try {
-      if (dir !== "" && Deno.statSync(`${dir}/${binary}`).isFile) return `${dir}/${binary}`;
-    } catch { /* not here */ }
-  }
-  return undefined;
-}
-
-/**
- * What qvm adds at start for `network:` and `cloud_init:` (the guest agent becomes a libvirt
- * channel instead): the same options, with `auto` host ports as 0 (QEMU picks a free one), and the
- * seed image, which exists once the VM has been started by qvm.
- */
-async function cloudOptions(
-  ctx: Context,
-  vm: { id: string; config: VmConfig },
-): Promise<{ argv: string[]; files: string[] } | undefined> {
-  if (vm.config.network === undefined && vm.config.cloud_init === undefined) return undefined;
-  const { cloudArgvPreview } = await cloudModule();
-  const argv = cloudArgvPreview(ctx, { id: vm.id, config: { ...vm.config, guest_agent: false } });
-  const files: string[] = [];
-  for (const arg of argv) {
-    const file = /^file=((?:[^,]|,,)+)/.exec(arg) ?? /file\.dir=((?:[^,]|,,)+)/.exec(arg);
-    if (file) files.push(file[1].replaceAll(",,", ","));
-  }
-  return { argv, files };
-}
+/** How long `export --to` waits for another command holding the VM's lock. */
+const LOCK_WAIT_MS = 60_000;
 
 /** Writes `-o FILE`; a failure is one line (exit 4 for a permission, else 3). */
 async function writeOutput(file: string, text: string): Promise<void> {
@@ -83,40 +76,39 @@ async function writeOutput(file: string, text: string): Promise<void> {
   }
 }
 
-/** Prints or writes the XML, or defines (and starts) the domain at `--to`. */
-export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
+function flagsOf(args: ParsedArgs) {
   const format = (args.values.format as string | undefined) ?? "libvirt";
   if (format !== "libvirt") {
     throw new UsageError(`export: unknown --format '${format}' (the one format is libvirt)`);
   }
   const uri = args.values.to as string | undefined;
   if (uri === "") throw new UsageError("export: --to needs a libvirt URI, e.g. qemu:///system");
-  if (args.values.start && uri === undefined) {
-    throw new UsageError("export: --start needs --to URI");
+  const copy = args.values["copy-storage"] === true;
+  const pool = args.values.pool as string | undefined;
+  for (const [flag, given] of [["start", args.values.start], ["copy-storage", copy]] as const) {
+    if (given && uri === undefined) throw new UsageError(`export: --${flag} needs --to URI`);
   }
+  for (const [flag, given] of [["pool", pool !== undefined], ["flatten", args.values.flatten]]) {
+    if (given && !copy) throw new UsageError(`export: --${flag} needs --copy-storage`);
+  }
+  if (pool === "") throw new UsageError("export: --pool needs a storage pool name");
+  return {
+    uri,
+    start: args.values.start === true,
+    copyStorage: copy
+      ? { pool: pool ?? "default", flatten: args.values.flatten === true }
+      : undefined,
+    output: args.values.output as string | undefined,
+  };
+}
+
+/** Prints or writes the XML, or defines (and starts) the domain at `--to`. */
+export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
+  const flags = flagsOf(args);
+  const { uri, output } = flags;
   const vm = ctx.store.require(args.positionals[0]);
-  const binary = vm.config.binary;
-  const emulator = binary !== undefined && !binary.startsWith("/") ? onPath(binary) : undefined;
-  const warnings: string[] = [];
-  if (binary !== undefined && !binary.startsWith("/") && emulator === undefined) {
-    warnings.push(`binary '${binary}' is not on PATH: libvirt will pick the emulator`);
-  }
-  const cloud = await cloudOptions(ctx, vm);
-  const made = domainXml(vm, { diskDir: vmPaths(ctx.dirs, vm.id).diskDir, emulator, cloud });
-  for (const line of made.passedThrough) {
-    warnings.push(`no libvirt element for '${line}': passed to QEMU in <qemu:commandline>`);
-  }
-  for (const key of made.unknownKeys) {
-    warnings.push(`${key}: qvm cannot map this to libvirt yet; it is kept in <metadata> only`);
-  }
-  if (vm.config.cloud_init?.user_data !== undefined || vm.config.cloud_init?.runcmd !== undefined) {
-    warnings.push(
-      "the config, cloud_init included, is kept in the domain's <metadata>: whoever can read " +
-        "the domain can read it",
-    );
-  }
-  const output = args.values.output as string | undefined;
   if (uri === undefined) {
+    const { made, warnings } = await exportDomain(ctx, vm);
     if (output !== undefined) await writeOutput(output, made.xml);
     for (const warning of warnings) ctx.warn(warning);
     if (ctx.json) {
@@ -124,25 +116,43 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
     } else if (output === undefined) ctx.out(made.xml);
     return 0;
   }
-  // Refusals come first and alone: one line, nothing defined.
-  const missing = made.files.filter((file) => !exists(file, { follow: true }));
-  if (missing.length > 0) {
-    throw new QvmError(
-      `export: ${vm.name} needs ${missing[0]}, which does not exist here ` +
-        "(start the VM once to create its disks; they must exist at the same paths at the target)",
-    );
+  const { Progress } = await progressModule();
+  const progress = new Progress(ctx, { quiet: args.values.quiet === true, interrupts: false });
+  let done;
+  try {
+    done = await exportToLibvirt(ctx, vm, {
+      uri,
+      start: flags.start,
+      copyStorage: flags.copyStorage,
+      deadline: Deadline.in(LOCK_WAIT_MS),
+      onProgress: (p) =>
+        progress.show(() =>
+          `copying ${vm.name} to pool '${flags.copyStorage?.pool}': ${p.volume} · ` +
+          progress.dim(`${formatSize(p.done)} of ${formatSize(p.total)}`)
+        ),
+    });
+  } finally {
+    progress.done();
   }
-  await defineDomain({ uri, name: vm.name, xml: made.xml });
-  if (output !== undefined) await writeOutput(output, made.xml);
-  for (const warning of warnings) ctx.warn(warning);
-  if (made.files.length > 0) {
+  if (output !== undefined) await writeOutput(output, done.made.xml);
+  for (const warning of done.warnings) ctx.warn(warning);
+  if (done.volumes.length > 0) {
+    ctx.note(`volumes made in pool '${flags.copyStorage?.pool}': ${done.volumes.join(", ")}`);
+  }
+  if (done.needed.length > 0) {
     ctx.note(
-      `these files must exist at the same paths where ${uri} runs: ${made.files.join(", ")}`,
+      `these files must exist at the same paths where ${uri} runs: ${done.needed.join(", ")}`,
     );
   }
-  if (args.values.start) await startDomain({ uri, name: vm.name });
-  const started = args.values.start === true;
-  if (ctx.json) ctx.outJson({ id: vm.id, name: vm.name, uri, defined: true, started });
-  else ctx.out(`${started ? "defined and started" : "defined"} ${vm.name} at ${uri}`);
+  if (ctx.json) {
+    ctx.outJson({
+      id: vm.id,
+      name: vm.name,
+      uri,
+      defined: true,
+      started: done.started,
+      volumes: done.volumes,
+    });
+  } else ctx.out(`${done.started ? "defined and started" : "defined"} ${vm.name} at ${uri}`);
   return 0;
 }

@@ -15,7 +15,7 @@ import {
 import { isMap, kindOf } from "./_util.ts";
 import { resolveConfigPaths } from "./paths.ts";
 
-/** The largest config file qvm reads: 1 MiB. */
+/** The largest config file qvm reads: 1 MiB (and the largest domain XML `import-libvirt` reads). */
 export const MAX_CONFIG_BYTES = 1024 * 1024;
 
 /** Options of `loadConfigFile`; `warn` receives YAML warnings as `FILE:LINE:COL: message`. */
@@ -30,29 +30,64 @@ function osReason(error: unknown): string {
   return message.replace(/: [a-z]+ '.*'$/s, "").split("\n")[0];
 }
 
-function fileError(path: string, error: unknown): QvmError {
+/** What `readSmallText` reads, for its messages, and whether only a regular file will do. */
+export interface SmallTextOptions {
+  /** What the file is, as messages say it: `config`, `domain XML`. */
+  what: string;
+  /**
+   * Refuse, at once, anything but a regular file (a FIFO, a device, a socket): a FIFO would
+   * block the read and a device (`/dev/zero`) never ends.
+   */
+  regularOnly?: boolean;
+}
+
+function fileError(path: string, error: unknown, what: string): QvmError {
   if (error instanceof Deno.errors.NotFound) {
-    return new NotFoundError(`${path}: no such config file`, { cause: error });
+    return new NotFoundError(`${path}: no such ${what} file`, { cause: error });
   }
   if (error instanceof Deno.errors.PermissionDenied || error instanceof Deno.errors.NotCapable) {
-    return new PermissionError(`${path}: cannot read config: ${osReason(error)}`, { cause: error });
+    return new PermissionError(`${path}: cannot read ${what}: ${osReason(error)}`, {
+      cause: error,
+    });
   }
-  return new UsageError(`${path}: cannot read config: ${osReason(error)}`, { cause: error });
+  return new UsageError(`${path}: cannot read ${what}: ${osReason(error)}`, { cause: error });
 }
 
-function tooLarge(path: string): UsageError {
-  return new UsageError(`${path}: config is larger than 1 MiB`);
+function tooLarge(path: string, what: string): UsageError {
+  return new UsageError(`${path}: ${what} is larger than 1 MiB`);
 }
 
-/** Reads at most 1 MiB (+1 byte to notice more), even from a pipe or a file that grows. */
-async function readText(path: string): Promise<string> {
+function kindOfFile(info: Deno.FileInfo): string {
+  if (info.isFifo) return "a FIFO";
+  if (info.isCharDevice) return "a character device";
+  if (info.isBlockDevice) return "a block device";
+  if (info.isSocket) return "a socket";
+  return "not a regular file";
+}
+
+/**
+ * Reads a small UTF-8 text file: at most 1 MiB (+1 byte to notice more), even from a pipe or a
+ * file that grows. Errors are one line naming the file: NotFoundError, PermissionError (exit 4),
+ * else UsageError (exit 3).
+ */
+export async function readSmallText(
+  path: string,
+  options: SmallTextOptions = { what: "config" },
+): Promise<string> {
+  const { what } = options;
   let file: Deno.FsFile | undefined;
   let bytes: Uint8Array;
   try {
     const info = await Deno.stat(path);
-    if (info.isDirectory) throw new UsageError(`${path}: is a folder, not a config file`);
-    if (info.size > MAX_CONFIG_BYTES) throw tooLarge(path);
+    if (info.isDirectory) throw new UsageError(`${path}: is a folder, not a ${what} file`);
+    if (options.regularOnly && !info.isFile) {
+      throw new UsageError(`${path}: is ${kindOfFile(info)}, not a ${what} file`);
+    }
+    if (info.size > MAX_CONFIG_BYTES) throw tooLarge(path, what);
     file = await Deno.open(path, { read: true });
+    if (options.regularOnly && !(await file.stat()).isFile) {
+      throw new UsageError(`${path}: changed into something other than a ${what} file`);
+    }
     const buffer = new Uint8Array(MAX_CONFIG_BYTES + 1);
     let length = 0;
     while (length < buffer.length) {
@@ -60,18 +95,18 @@ async function readText(path: string): Promise<string> {
       if (n === null) break;
       length += n;
     }
-    if (length > MAX_CONFIG_BYTES) throw tooLarge(path);
+    if (length > MAX_CONFIG_BYTES) throw tooLarge(path, what);
     bytes = buffer.subarray(0, length);
   } catch (error) {
     if (error instanceof QvmError) throw error;
-    throw fileError(path, error);
+    throw fileError(path, error, what);
   } finally {
     file?.close();
   }
   try {
     return new TextDecoder("utf-8", { fatal: true }).decode(bytes);
   } catch (error) {
-    throw new UsageError(`${path}: config is not valid UTF-8 text`, { cause: error });
+    throw new UsageError(`${path}: ${what} is not valid UTF-8 text`, { cause: error });
   }
 }
 
@@ -144,7 +179,7 @@ export async function loadConfigFile(
   path: string,
   options?: LoadOptions,
 ): Promise<Record<string, unknown>> {
-  const source = await readText(path);
+  const source = await readSmallText(path);
   const value = await parseYaml(path, source, options);
   if (value === null || value === undefined) return {};
   if (!isMap(value)) {

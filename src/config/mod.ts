@@ -38,7 +38,13 @@ export {
 } from "./network.ts";
 export { diskFile, PATH_KEYS, PATH_OPTIONS, SYSTEM_FOLDERS, systemFolderOf } from "./paths.ts";
 export { imageOf } from "./image.ts";
-export { loadConfigFile, type LoadOptions, MAX_CONFIG_BYTES } from "./load.ts";
+export {
+  loadConfigFile,
+  type LoadOptions,
+  MAX_CONFIG_BYTES,
+  readSmallText,
+  type SmallTextOptions,
+} from "./load.ts";
 export { mergeConfigs } from "./merge.ts";
 export { looksLikeId, NAME_PATTERN, validateName } from "./name.ts";
 export { validateConfig, type ValidateOptions } from "./validate.ts";

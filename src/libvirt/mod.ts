@@ -1,6 +1,7 @@
 /**
- * Handing qvm VMs to libvirt and taking libvirt domains in: domain XML building and reading (pure)
- * and the `virsh` runner. Loaded only by `export` and `import-libvirt`.
+ * Handing qvm VMs to libvirt and taking libvirt domains in: domain XML building and reading (pure),
+ * what an imported domain brings onto this host, the `virsh` runner, and carrying disks into a
+ * storage pool. Loaded only by `export` and `import-libvirt`.
  */
 export {
   archOf,
@@ -11,4 +12,26 @@ export {
   QVM_NS,
 } from "./domain.ts";
 export { domainToConfig, type ImportedDomain } from "./parse.ts";
-export { defineDomain, findVirsh, startDomain } from "./virsh.ts";
+export {
+  type Exposure,
+  exposureOf,
+  type HostPath,
+  refuseSystemWrites,
+  shortKey,
+} from "./exposure.ts";
+export {
+  checkDomainFree,
+  defineDomain,
+  domainDefined,
+  findVirsh,
+  type PoolTarget,
+  startDomain,
+} from "./virsh.ts";
+export {
+  type CopiedStorage,
+  type CopyProgress,
+  copyStorage,
+  deletedNote,
+  deleteVolumes,
+  type DiskCopy,
+} from "./copy.ts";

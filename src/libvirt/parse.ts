@@ -4,7 +4,7 @@
  * domain has that qvm cannot carry is listed in `notImported`, never dropped in silence.
  */
 import { UsageError } from "../errors.ts";
-import { stripDashes, validateConfig, type VmConfig } from "../config/mod.ts";
+import { isPublicKeyLine, stripDashes, validateConfig, type VmConfig } from "../config/mod.ts";
 import { domainXml, QEMU_NS, QVM_NS, QVM_RUNTIME_NS } from "./domain.ts";
 import { child, childElements, parseXml, textOf, type XmlElement, XmlSyntaxError } from "./xml.ts";
 
@@ -414,10 +414,43 @@ function keptJson(root: XmlElement): Record<string, unknown> {
   return kept;
 }
 
+function isMap(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+/**
+ * Refuses a kept config whose `cloud_init` names host files (a `user_data` file, a `.pub` file):
+ * validating it would read that file of this host into the guest's seed. qvm's own export always
+ * holds their text.
+ */
+function refuseHostFiles(kept: unknown): void {
+  const section = isMap(kept) ? kept.cloud_init : undefined;
+  if (!isMap(section)) return;
+  const files: string[] = [];
+  const userData = section.user_data;
+  if (typeof userData === "string" && !userData.startsWith("#") && !userData.includes("\n")) {
+    files.push(`cloud_init.user_data '${userData}'`);
+  }
+  if (Array.isArray(section.ssh_authorized_keys)) {
+    for (const item of section.ssh_authorized_keys) {
+      if (typeof item === "string" && !isPublicKeyLine(item)) {
+        files.push(`cloud_init.ssh_authorized_keys '${item}'`);
+      }
+    }
+  }
+  if (files.length > 0) {
+    throw new UsageError(
+      `the domain's qvm config names a file of this host as ${files[0]}: a domain must carry ` +
+        "the text itself",
+    );
+  }
+}
+
 /** The config qvm kept in `<metadata>`, if any and valid. */
 function keptConfig(root: XmlElement): VmConfig | undefined {
   const kept = keptJson(root).config;
   if (kept === undefined) return undefined;
+  refuseHostFiles(kept);
   try {
     return validateConfig(kept as Record<string, unknown>);
   } catch {
