@@ -36,8 +36,11 @@ export interface CopyOptions extends PoolTarget {
   disks: DiskCopy[];
   /** One self-contained volume per overlay instead of two. */
   flatten: boolean;
-  /** Folder for the private copies made here (a temp folder inside it, removed at the end). */
-  workDir: string;
+  /**
+   * The folder for the private copies made here (a temp folder inside it, removed at the end),
+   * asked for only when a copy is needed.
+   */
+  workDir: () => string;
   onProgress?: (progress: CopyProgress) => void;
 }
 
@@ -206,7 +209,7 @@ export async function copyStorage(options: CopyOptions): Promise<CopiedStorage> 
   const target: PoolTarget = { uri: options.uri, pool: options.pool, signal: options.signal };
   let tmpDir: string | undefined;
   const tmp = async () => {
-    tmpDir ??= await Deno.makeTempDir({ dir: options.workDir, prefix: ".qvm-export-" });
+    tmpDir ??= await Deno.makeTempDir({ dir: options.workDir(), prefix: ".qvm-export-" });
     return tmpDir;
   };
   const made: string[] = [];

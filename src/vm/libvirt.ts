@@ -310,14 +310,17 @@ export async function exportToLibvirt(
         const carried = new Set<string>();
         let copied: CopiedStorage | undefined;
         if (copy !== undefined) {
-          ensurePrivateDir(disksRoot(env.dirs), { within: env.dirs.dataDir });
           copied = await copyStorage({
             uri,
             pool: copy.pool,
             signal,
             disks,
             flatten: copy.flatten,
-            workDir: disksRoot(env.dirs),
+            // In qvm's disk folder: a copy left by a kill shows in `storage orphaned`.
+            workDir: () => {
+              ensurePrivateDir(disksRoot(env.dirs), { within: env.dirs.dataDir });
+              return disksRoot(env.dirs);
+            },
             onProgress: options.onProgress,
           });
           volumes = copied.volumes;
