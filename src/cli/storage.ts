@@ -174,6 +174,7 @@ const RESULT_WORDS: Record<DiskResult, string> = {
   ok: "ok",
   not_created: "not created yet",
   missing: "missing",
+  wrong_size: "wrong size",
   unreadable: "unreadable",
   corrupt: "corrupt",
   leaks: "leaks",

@@ -6,20 +6,16 @@
 import { diskFile, imageOf } from "../config/mod.ts";
 import { QvmError, UsageError } from "../errors.ts";
 import { escapeOptionValue } from "../qemu/argv.ts";
-import { qemuImg } from "../qemu/img.ts";
+import { asidePath, createAside, qemuImg } from "../qemu/img.ts";
 import { isOurQemu } from "../qemu/process.ts";
 import { type Dirs, ensurePrivateDir, type StateStore, type VmRecord } from "../state/mod.ts";
-import { vmPaths } from "../vm/paths.ts";
+import { ROOT_DRIVE, vmPaths } from "../vm/paths.ts";
 
-/** The overlay's file name in the VM's disk folder. */
-export const OVERLAY_NAME = "image-overlay.qcow2";
-
-/** The QEMU drive id of the root overlay (what `snapshot` names it by). */
-export const ROOT_DRIVE = "qvm-root";
+export { ROOT_DRIVE } from "../vm/paths.ts";
 
 /** The overlay file of VM `id`. */
 export function overlayPath(dirs: Dirs, id: string): string {
-  return `${vmPaths(dirs, id).diskDir}/${OVERLAY_NAME}`;
+  return vmPaths(dirs, id).rootOverlay;
 }
 
 /**
@@ -91,6 +87,7 @@ export async function ensureOverlay(
   } catch (error) {
     if (error instanceof QvmError) throw error;
   }
+  const recorded = env.store?.get(vm.id)?.createdFiles ?? [];
   if (existing) {
     const backing = existing["full-backing-filename"] ?? existing["backing-filename"] ?? "";
     if (real(backing) !== real(vm.image)) {
@@ -99,12 +96,30 @@ export async function ensureOverlay(
           `remove ${overlay} to start over from the new image`,
       );
     }
+    // qvm made it (its own name in the VM's own folder); one an older qvm left unrecorded is
+    // recorded now, so `rm --delete-storage` removes it and `storage orphaned` does not list it.
+    if (!recorded.includes(overlay)) env.store?.addCreatedFile(vm.id, overlay);
     return overlay;
   }
   const info = JSON.parse(await qemuImg(["info", "-U", "--output=json", vm.image]));
   const format = typeof info.format === "string" ? info.format : "raw";
-  await qemuImg(["create", "-q", "-f", "qcow2", "-b", vm.image, "-F", format, "--", overlay]);
-  Deno.chmodSync(overlay, 0o600);
-  env.store?.addCreatedFile(vm.id, overlay);
+  // Recorded before it is made, made aside and linked into place: a kill at any point leaves
+  // neither an unrecorded overlay nor a short one.
+  const aside = asidePath(overlay);
+  const unfinished = recorded.includes(aside);
+  env.store?.recordCreating(vm.id, [overlay, aside]);
+  try {
+    await createAside(overlay, {
+      make: (target) =>
+        qemuImg(["create", "-q", "-f", "qcow2", "-b", vm.image, "-F", format, "--", target]),
+      what: `the root disk of VM '${vm.name}'`,
+      replaceAside: unfinished,
+    });
+  } catch (error) {
+    if (!recorded.includes(overlay)) env.store?.forgetCreatedFile(vm.id, overlay);
+    env.store?.forgetCreatedFile(vm.id, aside);
+    throw error;
+  }
+  env.store?.forgetCreatedFile(vm.id, aside);
   return overlay;
 }

@@ -47,7 +47,7 @@ export {
 } from "./load.ts";
 export { mergeConfigs } from "./merge.ts";
 export { looksLikeId, NAME_PATTERN, validateName } from "./name.ts";
-export { validateConfig, type ValidateOptions } from "./validate.ts";
+export { MAX_MEMORY, sizeBytes, validateConfig, type ValidateOptions } from "./validate.ts";
 
 /**
  * Loads config files and merges them left to right onto `base` (a VM's current config, for

@@ -114,10 +114,26 @@ function wholeSize(value: unknown): unknown {
   return `${n}${units[unit]}`;
 }
 
+/** Bytes in a size as `parseSize` gives it (`16M`, `512`): binary units, as QEMU reads them. */
+export function sizeBytes(size: string): bigint {
+  const match = /^(\d+)([KMGT])?$/.exec(size);
+  if (!match) throw new RangeError(`not a size: ${size}`);
+  const power = match[2] === undefined ? 0 : "KMGT".indexOf(match[2]) + 1;
+  return BigInt(match[1]) * 1024n ** BigInt(power);
+}
+
+/** The most guest memory qvm accepts: far beyond any host, and what QEMU's x86 machines address. */
+export const MAX_MEMORY = "16T";
+
 function memoryOf(value: unknown): string {
   const size = parseSize(wholeSize(value), "M");
   if (size === undefined) {
     throw new UsageError(`invalid memory ${show(value)}: use a size like 512M or 2G`);
+  }
+  if (sizeBytes(size) > sizeBytes(MAX_MEMORY)) {
+    throw new UsageError(
+      `invalid memory ${show(value)}: more than ${MAX_MEMORY}, which no host can give a guest`,
+    );
   }
   return size;
 }
@@ -213,6 +229,10 @@ function argumentOf(item: unknown, i: number): ArgumentItem {
     throw new UsageError(
       `invalid ${where}: option '${option}' is managed by qvm and cannot be set`,
     );
+  }
+  if (option === "m" && isMap(checked)) {
+    const value = Object.values(checked)[0];
+    if (parseSize(wholeSize(value), "M") !== undefined) memoryOf(value); // the same bound
   }
   const key = CONFIG_KEY_NOT_OPTION[option];
   if (key !== undefined) {

@@ -1,6 +1,6 @@
 /**
- * qemu-img: creating missing disks (never overwriting) and reading image facts; and the folder of a
- * shared folder (virtfs), made at start when missing.
+ * qemu-img: creating missing disks (made aside, never overwriting), reading backing chains, and the
+ * folder of a shared folder (virtfs), made at start when missing.
  */
 import { QvmError, UsageError } from "../errors.ts";
 import { type DiskStorage, systemFolderOf, type VirtfsStorage } from "../config/mod.ts";
@@ -59,11 +59,83 @@ export function createArgs(disk: DiskStorage, file: string): string[] {
 }
 
 /**
- * Creates the disk at `file` unless something is already there; true if it created it. The file
- * is first claimed with an exclusive create, so an existing file is never overwritten; nothing is
- * ever created in a system folder (`/etc`, `/usr`, ..., also through a symlink), nor for a CD-ROM.
+ * Where an image qvm makes is written before it is complete: a hidden name beside `file`, so it is
+ * linked into place whole or not at all (a killed `qemu-img` leaves no short file under `file`).
  */
-export async function createDiskIfMissing(disk: DiskStorage, file: string): Promise<boolean> {
+export function asidePath(file: string): string {
+  const slash = file.lastIndexOf("/");
+  return `${file.slice(0, slash + 1)}.${file.slice(slash + 1)}.qvm-part`;
+}
+
+function reasonOf(err: unknown): string {
+  return (err as Error).message.replace(/, (open|link) '.*'$/, "").replace(/ \(os error \d+\)/, "");
+}
+
+/**
+ * Makes an image at `file` by `make(target)` (e.g. a `qemu-img create` of target): written at
+ * `asidePath(file)` (claimed with an exclusive create; a leftover there is replaced only when
+ * `replaceAside`), then linked into place, never over a file that is there: false when `file`
+ * exists (nothing made). A failure removes what it wrote and throws a QvmError.
+ */
+export async function createAside(
+  file: string,
+  options: { make: (target: string) => Promise<unknown>; what: string; replaceAside?: boolean },
+): Promise<boolean> {
+  const aside = asidePath(file);
+  const fail = (reason: string, detail?: string) =>
+    new QvmError(`cannot create ${options.what} at ${file}: ${reason}`, { detail });
+  if (options.replaceAside) {
+    try {
+      if (Deno.lstatSync(aside).isFile) Deno.removeSync(aside);
+    } catch { /* none */ }
+  }
+  try {
+    Deno.lstatSync(file);
+    return false;
+  } catch { /* not there: make it */ }
+  try {
+    Deno.openSync(aside, { write: true, createNew: true, mode: 0o600 }).close();
+  } catch (err) {
+    if (!(err instanceof Deno.errors.AlreadyExists)) throw fail(reasonOf(err));
+    throw fail(`${aside} is in the way (left by an interrupted create?): remove it`);
+  }
+  try {
+    await options.make(aside);
+    Deno.chmodSync(aside, 0o600);
+    try {
+      Deno.linkSync(aside, file); // fails rather than replace a file that appeared meanwhile
+    } catch (err) {
+      if (err instanceof Deno.errors.AlreadyExists) return false;
+      // A file system without hard links: rename, after one more look.
+      try {
+        Deno.lstatSync(file);
+        return false;
+      } catch { /* still not there */ }
+      Deno.renameSync(aside, file);
+    }
+    return true;
+  } catch (err) {
+    if (err instanceof QvmError) throw fail(err.message, err.detail);
+    throw fail(reasonOf(err));
+  } finally {
+    try {
+      Deno.removeSync(aside);
+    } catch { /* renamed into place */ }
+  }
+}
+
+/**
+ * Creates the disk at `file` unless something is already there; true if it created it. It is made
+ * aside and linked into place (`createAside`), so an existing file is never overwritten and an
+ * interrupted create never leaves a short one; nothing is ever created in a system folder (`/etc`,
+ * `/usr`, ..., also through a symlink), nor for a CD-ROM. `replaceAside`: a leftover of an
+ * interrupted create of this disk (recorded by the caller) may be replaced.
+ */
+export async function createDiskIfMissing(
+  disk: DiskStorage,
+  file: string,
+  options: { replaceAside?: boolean } = {},
+): Promise<boolean> {
   if (disk.media === "cdrom") return false;
   const folder = systemFolderOf(file);
   if (folder !== undefined) {
@@ -77,28 +149,69 @@ export async function createDiskIfMissing(disk: DiskStorage, file: string): Prom
       );
     }
   }
+  return await createAside(file, {
+    make: (target) => qemuImg(createArgs(disk, target)),
+    what: `disk '${disk.name}'`,
+    replaceAside: options.replaceAside,
+  });
+}
+
+const QCOW2_MAGIC = 0x514649fb;
+
+/**
+ * Reads a qcow2 header without qemu-img: undefined when `file` is not a regular file starting with
+ * qcow2's magic, else whether the header names a backing file. Never opens anything but a regular
+ * file (a fifo could block).
+ */
+export function qcow2Header(file: string): { backing: boolean } | undefined {
+  let image: Deno.FsFile | undefined;
   try {
-    Deno.openSync(file, { write: true, createNew: true, mode: 0o600 }).close();
-  } catch (err) {
-    if (err instanceof Deno.errors.AlreadyExists) return false;
-    const reason = (err as Error).message.replace(/, open '.*'$/, "").replace(
-      / \(os error \d+\)/,
-      "",
-    );
-    throw new QvmError(`cannot create disk '${disk.name}' at ${file}: ${reason}`);
+    if (!Deno.statSync(file).isFile) return undefined;
+    image = Deno.openSync(file, { read: true });
+    const head = new Uint8Array(20);
+    if ((image.readSync(head) ?? 0) < 20) return undefined;
+    const view = new DataView(head.buffer);
+    if (view.getUint32(0) !== QCOW2_MAGIC) return undefined;
+    return { backing: view.getBigUint64(8) !== 0n && view.getUint32(16) !== 0 };
+  } catch {
+    return undefined;
+  } finally {
+    image?.close();
   }
-  try {
-    await qemuImg(createArgs(disk, file));
-  } catch (err) {
-    Deno.removeSync(file);
-    if (err instanceof QvmError) {
-      throw new QvmError(`cannot create disk '${disk.name}' at ${file}: ${err.message}`, {
-        detail: err.detail,
-      });
-    }
-    throw err;
-  }
-  return true;
+}
+
+/** One image of a backing chain, as `qemu-img info --backing-chain` reads it. */
+export interface ChainLayer {
+  file: string;
+  format: string;
+  /** The backing file its header names (resolved against its folder), if any. */
+  backing?: string;
+  /** The backing file's format its header pins, if any. */
+  backingFormat?: string;
+}
+
+function layerOf(info: Record<string, unknown>): ChainLayer {
+  const backing = info["full-backing-filename"] ?? info["backing-filename"];
+  const backingFormat = info["backing-filename-format"];
+  return {
+    file: String(info.filename),
+    format: String(info.format),
+    ...(typeof backing === "string" ? { backing } : {}),
+    ...(typeof backingFormat === "string" ? { backingFormat } : {}),
+  };
+}
+
+/**
+ * The backing chain of the image at `file` opened as `format` (pinned, never probed), top first,
+ * read with `qemu-img info --backing-chain -U` (a running VM's image too). When a layer below
+ * cannot be opened (a backing file that is gone), the top alone, naming its backing file. Throws
+ * a QvmError when the top itself cannot be read.
+ */
+export async function backingChain(file: string, format: string): Promise<ChainLayer[]> {
+  const base = ["info", "--output=json", "-U", "-f", format];
+  const chain = await runQemuImg([...base, "--backing-chain", "--", file]);
+  if (chain.code === 0) return (JSON.parse(chain.stdout) as Record<string, unknown>[]).map(layerOf);
+  return [layerOf(JSON.parse(await qemuImg([...base, "--", file])))];
 }
 
 /**

@@ -56,6 +56,8 @@ export interface NewVm {
   name: string;
   configPath?: string | null;
   config: VmConfig;
+  /** Files qvm already made for it (a clone's copies of disks). */
+  createdFiles?: string[];
 }
 
 /**
@@ -144,6 +146,9 @@ export const SQL = {
   deleteByName: "DELETE FROM vm_instances WHERE name = ?",
   addFileById: `UPDATE vm_instances SET created_files = json_insert(created_files, '$[#]', ?),
     updated_at = ? WHERE id = ?`,
+  forgetFileById: `UPDATE vm_instances SET created_files =
+    (SELECT json_group_array(value) FROM json_each(created_files) WHERE value != ?1),
+    updated_at = ?2 WHERE id = ?3`,
 } as const;
 
 const SQLITE_HEADER = "SQLite format 3\0";
@@ -357,6 +362,7 @@ export class StateStore {
   #deleteById: StatementSync;
   #deleteByName: StatementSync;
   #addFileById: StatementSync;
+  #forgetFileById?: StatementSync;
   #begin: StatementSync;
   #commit: StatementSync;
   #rollback: StatementSync;
@@ -574,9 +580,10 @@ export class StateStore {
     const id = vm.id ?? crypto.randomUUID();
     const now = new Date().toISOString();
     try {
-      this.transaction(() =>
-        this.#insert.run(id, vm.name, vm.configPath ?? null, JSON.stringify(vm.config), now, now)
-      );
+      this.transaction(() => {
+        this.#insert.run(id, vm.name, vm.configPath ?? null, JSON.stringify(vm.config), now, now);
+        for (const file of vm.createdFiles ?? []) this.#addFileById.run(file, now, id);
+      });
       this.#changed = true;
     } catch (err) {
       if (isUniqueViolation(err)) {
@@ -665,6 +672,28 @@ export class StateStore {
   /** Records a file qvm created for the VM, so only such files are ever deleted with it. */
   addCreatedFile(id: string, file: string): void {
     this.transaction(() => this.#addFileById.run(file, new Date().toISOString(), id));
+    this.#changed = true;
+  }
+
+  /**
+   * Records `files` (those not recorded yet) as files qvm creates for the VM, in one transaction,
+   * before it makes them: a kill while they are made leaves nothing qvm made unrecorded.
+   */
+  recordCreating(id: string, files: readonly string[]): void {
+    this.transaction(() => {
+      const known = new Set(this.require(id).createdFiles);
+      for (const file of files) {
+        if (!known.has(file)) this.#addFileById.run(file, new Date().toISOString(), id);
+        known.add(file);
+      }
+    });
+    this.#changed = true;
+  }
+
+  /** Forgets a recorded file (one qvm did not make after all, or a temporary one now gone). */
+  forgetCreatedFile(id: string, file: string): void {
+    const forget = this.#forgetFileById ??= this.db.prepare(SQL.forgetFileById);
+    this.transaction(() => forget.run(file, new Date().toISOString(), id));
     this.#changed = true;
   }
 

@@ -5,6 +5,9 @@ function join(dir: string, ...names: string[]): string {
   return `${dir.endsWith("/") ? dir.slice(0, -1) : dir}/${names.join("/")}`;
 }
 
+/** The storage name and QEMU drive id of a VM's root disk, the overlay of its `image:`. */
+export const ROOT_DRIVE = "qvm-root";
+
 /** Every path belonging to one VM. */
 export interface VmPaths {
   /** QMP for commands (one client at a time, others wait). */
@@ -21,6 +24,8 @@ export interface VmPaths {
   serialLog: string;
   qemuLog: string;
   diskDir: string;
+  /** The root disk of a VM with `image:`: a qcow2 overlay of the image, made at first start. */
+  rootOverlay: string;
 }
 
 /** The paths of VM `id` under `dirs`; pure, nothing is created. */
@@ -36,6 +41,7 @@ export function vmPaths(dirs: Dirs, id: string): VmPaths {
     serialLog: join(dirs.dataDir, "logs", `${id}.serial.log`),
     qemuLog: join(dirs.dataDir, "logs", `${id}.qemu.log`),
     diskDir: join(dirs.dataDir, "disks", id),
+    rootOverlay: join(dirs.dataDir, "disks", id, "image-overlay.qcow2"),
   };
 }
 

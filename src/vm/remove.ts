@@ -1,18 +1,18 @@
 /**
  * Removing a VM: under its lock, refuse (or with `force`, stop) a live one, delete its row and its
  * runtime files and logs, and, when asked, the disks qvm created for it, except any file another
- * VM still uses (its config names it, or its images' backing chain does). The lock file goes
- * last, while held.
+ * VM still reaches (as a disk, `image:`, backing file, QEMU option, or down a backing chain). The
+ * lock file goes last, while held.
  */
-import { dirname, resolve } from "../path.ts";
-import { diskFile } from "../config/mod.ts";
 import { QvmError } from "../errors.ts";
+import { backingChain, qcow2Header } from "../qemu/img.ts";
 import type { VmRecord } from "../state/mod.ts";
 import type { Deadline, VmEnv } from "./env.ts";
 import { withVm } from "./guard.ts";
 import { isLive } from "./observe.ts";
 import { removeQuietly, runtimeFiles, vmPaths } from "./paths.ts";
 import { stopLocked } from "./stop.ts";
+import { type ReachedFile, reachedFiles } from "./storage.ts";
 import { cloudModule } from "../lazy.ts";
 
 /** What a removal did with the VM's disks. */
@@ -32,90 +32,49 @@ function realPath(file: string): string {
   }
 }
 
-/**
- * The absolute paths in QEMU option values (`arguments` items, raw `args`): a whole value
- * (`hda: /x/d.img`), a `key=/path` part of option text (`-drive file=/x/d.img,if=virtio`), or a
- * short-form character device (`file:/x/log`). Stored configs hold absolute paths only.
- */
-function pathsInOptions(value: unknown, found: string[]): string[] {
-  if (typeof value === "string") {
-    for (const part of value.replaceAll(",,", "\0").split(",")) {
-      const text = part.replaceAll("\0", ",");
-      const at = text.indexOf("=");
-      const path = (at >= 0 ? text.slice(at + 1) : text).replace(/^(file|pipe|unix):/, "");
-      if (path.startsWith("/")) found.push(path);
-      if (text.startsWith("/") && text !== path) found.push(text);
-    }
-  } else if (Array.isArray(value)) {
-    for (const element of value) pathsInOptions(element, found);
-  } else if (value !== null && typeof value === "object") {
-    for (const element of Object.values(value)) pathsInOptions(element, found);
-  }
-  return found;
-}
-
-const QCOW2_MAGIC = 0x514649fb;
-
-/** The backing file a qcow2 image's header names (resolved), or undefined. */
-function qcow2Backing(file: string): string | undefined {
-  let image: Deno.FsFile | undefined;
+/** The files under `file` in its backing chain (`file` first), read as `format` (pinned). */
+async function withBackingChain(file: string, format: string | undefined): Promise<string[]> {
+  const pinned = format ?? (qcow2Header(file) !== undefined ? "qcow2" : undefined);
+  // Only a regular qcow2 file that names a backing file has a chain to read (a fifo or a tty
+  // another VM names is never opened: it could block or disturb it).
+  if (pinned !== "qcow2" || qcow2Header(file)?.backing !== true) return [file];
   try {
-    // Only a regular file: opening a fifo or a tty another VM names could block or disturb it.
-    if (!Deno.statSync(file).isFile) return undefined;
-    image = Deno.openSync(file, { read: true });
-    const head = new Uint8Array(20);
-    if ((image.readSync(head) ?? 0) < 20) return undefined;
-    const view = new DataView(head.buffer);
-    if (view.getUint32(0) !== QCOW2_MAGIC) return undefined;
-    const offset = Number(view.getBigUint64(8));
-    const size = view.getUint32(16);
-    if (offset === 0 || size === 0 || size > 4096) return undefined;
-    const name = new Uint8Array(size);
-    image.seekSync(offset, Deno.SeekMode.Start);
-    if ((image.readSync(name) ?? 0) < size) return undefined;
-    const backing = new TextDecoder().decode(name);
-    if (/^[A-Za-z][A-Za-z0-9+.-]*:/.test(backing) && !backing.startsWith("file:")) return undefined;
-    return resolve(dirname(file), backing.replace(/^file:/, ""));
+    const layers = await backingChain(file, pinned);
+    return [file, ...layers.flatMap((l) => [l.file, ...(l.backing ? [l.backing] : [])])];
   } catch {
-    return undefined;
-  } finally {
-    image?.close();
+    return [file];
   }
-}
-
-/** `file` and the files under it in its qcow2 backing chain (as the images' headers name them). */
-function withBackingChain(file: string): string[] {
-  const chain = [file];
-  for (let next = qcow2Backing(file); next && chain.length < 64; next = qcow2Backing(next)) {
-    if (chain.includes(next)) break;
-    chain.push(next);
-  }
-  return chain;
 }
 
 /**
- * Every file other VMs' configs name, real path → VM name: their disks and the backing files the
- * config or the images themselves name, and any path in their QEMU options (`-drive file=`,
- * `hda`, `cdrom`, ...).
+ * Every file other VMs' configs reach, real path → who and how (`VM 'b' uses it (image:)`): their
+ * disks (the root overlay of an `image:` too), the backing files and images the configs name, what
+ * the images' backing chains hold (read with qemu-img, format pinned), and any file in their QEMU
+ * options (`-drive file=`, `-hda`, `-kernel`, ...).
  */
-function filesInUse(env: VmEnv, except: string): Map<string, string> {
+async function filesInUse(env: VmEnv, except: string): Promise<Map<string, string>> {
   const used = new Map<string, string>();
+  const chains = new Map<string, Promise<string[]>>();
   for (const other of env.store.list()) {
     if (other.id === except) continue;
-    const diskDir = vmPaths(env.dirs, other.id).diskDir;
-    let files: string[];
+    let files: ReachedFile[];
     try {
-      const config = other.config;
-      files = pathsInOptions([config.arguments, config.args], []);
-      for (const disk of config.storage) {
-        if (disk.type === "virtfs") continue;
-        files.push(diskFile(disk, diskDir));
-        if (disk.backing_file) files.push(disk.backing_file);
-      }
+      files = reachedFiles(other, env.dirs);
     } catch {
       continue; // a stored config qvm cannot read names no files
     }
-    for (const file of files.flatMap(withBackingChain)) used.set(realPath(file), other.name);
+    for (const file of files) {
+      const key = `${file.format ?? ""}:${file.path}`;
+      if (!chains.has(key)) chains.set(key, withBackingChain(file.path, file.format));
+      const [top, ...below] = await chains.get(key)!;
+      used.set(realPath(top), `VM '${other.name}' uses it (${file.via})`);
+      for (const path of below) {
+        used.set(
+          realPath(path),
+          `VM '${other.name}' uses it (in the backing chain of ${file.via})`,
+        );
+      }
+    }
   }
   return used;
 }
@@ -153,7 +112,7 @@ export function removeVm(
       }
     }
     const paths = vmPaths(env.dirs, vm.id);
-    const inUse = options.deleteStorage ? filesInUse(env, vm.id) : new Map<string, string>();
+    const inUse = options.deleteStorage ? await filesInUse(env, vm.id) : new Map<string, string>();
     env.store.remove(vm.id);
     runtimeFiles(paths).forEach(removeQuietly);
     removeQuietly(paths.serialLog);
@@ -163,8 +122,8 @@ export function removeVm(
     const kept: Removed["kept"] = [];
     if (options.deleteStorage) {
       for (const file of seen.vm.createdFiles) {
-        const user = inUse.get(realPath(file));
-        if (user !== undefined) kept.push({ file, reason: `VM '${user}' uses it` });
+        const reason = inUse.get(realPath(file));
+        if (reason !== undefined) kept.push({ file, reason });
         else if (removeQuietly(file)) deleted.push(file);
       }
       removeQuietly(paths.diskDir); // only if empty: never a recursive delete

@@ -16,7 +16,7 @@ import { withVm } from "./guard.ts";
 import { NotFoundError, NotRunningError, QvmError, TimeoutError, UsageError } from "../errors.ts";
 import { diskFile } from "../config/mod.ts";
 import type { DiskStorage, StorageItem } from "../config/mod.ts";
-import { overlayPath, ROOT_DRIVE } from "../cloud/image.ts";
+import { storageWithRoot } from "./storage.ts";
 import type { Dirs, VmRecord } from "../state/mod.ts";
 import { qemuImg } from "../qemu/img.ts";
 import type { QmpClient } from "../qemu/qmp.ts";
@@ -219,15 +219,7 @@ async function connectQmp(ctx: VmEnv, vm: VmRecord): Promise<QmpClient> {
  * from an `image:` (QEMU drive `qvm-root`, a qcow2 in the VM's disk folder).
  */
 function snapshotStorage(env: VmEnv, vm: VmRecord): StorageItem[] {
-  if (vm.config.image === undefined) return vm.config.storage;
-  const root: DiskStorage = {
-    name: ROOT_DRIVE,
-    type: "qcow2",
-    file: overlayPath(env.dirs, vm.id),
-    size: "0",
-    interface: "virtio",
-  };
-  return [root, ...vm.config.storage];
+  return storageWithRoot(vm, env.dirs);
 }
 
 const JOB_COMMANDS: Readonly<Record<SnapshotAction, string>> = {

@@ -3,18 +3,19 @@
  * record the pid, and wait for what the caller asked (process, QMP, or text on the serial console).
  * Any failure leaves no QEMU behind, marks the VM `failed`, and carries QEMU's own message.
  */
-import { NotFoundError, QvmError, TimeoutError } from "../errors.ts";
-import { diskFile } from "../config/mod.ts";
+import { NotFoundError, QvmError, TimeoutError, UsageError } from "../errors.ts";
+import { diskFile, type DiskStorage } from "../config/mod.ts";
 import type { VmRecord } from "../state/mod.ts";
 import { ensurePrivateDir } from "../state/mod.ts";
-import { createDiskIfMissing, createShareIfMissing } from "../qemu/img.ts";
+import { asidePath, createDiskIfMissing, createShareIfMissing } from "../qemu/img.ts";
 import { launchArgv } from "../qemu/launch.ts";
 import { isOurQemu, readPidFile, signalOurQemu } from "../qemu/process.ts";
 import type { Deadline, VmEnv } from "./env.ts";
 import { withVm } from "./guard.ts";
 import { FAULT_STATES, findQemuOf, isLive } from "./observe.ts";
 import { qmpOnce, withQmpSocket } from "./qmp_session.ts";
-import { removeQuietly, runtimeFiles, type VmPaths, vmPaths } from "./paths.ts";
+import { exists, removeQuietly, runtimeFiles, type VmPaths, vmPaths } from "./paths.ts";
+import { sizeProblem } from "./storage.ts";
 import { prepareQemuFiles } from "./safe_files.ts";
 import { recordSerialStart } from "./serial_start.ts";
 import { cloudModule } from "../lazy.ts";
@@ -93,6 +94,47 @@ export function qemuError(log: string): { message?: string; detail?: string } {
   const message = errors.length > 0 ? strip(errors[0]) : undefined;
   const rest = lines.filter((l) => l !== errors[0]);
   return { message, detail: rest.length > 0 ? rest.join("\n") : undefined };
+}
+
+/**
+ * Creates a missing disk, recorded in the VM's created files before it is made (with the name it
+ * is made under, until it is linked into place): a start killed meanwhile leaves nothing qvm made
+ * unrecorded, and the next start replaces what it left. True if it created the disk.
+ */
+async function createRecordedDisk(
+  env: VmEnv,
+  vm: VmRecord,
+  target: { disk: DiskStorage; file: string },
+): Promise<boolean> {
+  const { disk, file } = target;
+  if (disk.media === "cdrom" || exists(file)) return false;
+  const recorded = env.store.require(vm.id).createdFiles;
+  const aside = asidePath(file);
+  env.store.recordCreating(vm.id, [file, aside]);
+  let created = false;
+  try {
+    created = await createDiskIfMissing(disk, file, { replaceAside: recorded.includes(aside) });
+  } finally {
+    if (!created && !recorded.includes(file)) env.store.forgetCreatedFile(vm.id, file);
+    env.store.forgetCreatedFile(vm.id, aside);
+  }
+  return created;
+}
+
+/** Refuses a disk image that is empty or shorter than its `size:` (one line, exit 3). */
+function checkDiskSize(disk: DiskStorage, file: string): void {
+  let info: Deno.FileInfo;
+  try {
+    info = Deno.statSync(file);
+  } catch {
+    return; // QEMU says what is wrong with a path it cannot open
+  }
+  const problem = sizeProblem(disk, info);
+  if (problem === undefined) return;
+  throw new UsageError(
+    `disk '${disk.name}' at ${file}: ${problem}; remove it and the next start creates it anew` +
+      (disk.type === "raw" ? ", or set its size: to what it is" : ""),
+  );
 }
 
 /** Runs one QMP query, bounded by 500 ms. */
@@ -300,10 +342,8 @@ export async function launch(
       const file = diskFile(disk, paths.diskDir);
       if (!disk.file) ensurePrivateDir(paths.diskDir, { within: env.dirs.dataDir });
       options.onProgress?.({ step: "disk", file });
-      if (await createDiskIfMissing(disk, file)) {
-        env.store.addCreatedFile(vm.id, file);
-        createdDisks.push(file);
-      }
+      if (await createRecordedDisk(env, vm, { disk, file })) createdDisks.push(file);
+      else checkDiskSize(disk, file);
     }
     prepareQemuFiles(paths);
     const serialOffset = fileSize(paths.serialLog);

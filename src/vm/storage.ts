@@ -3,13 +3,32 @@
  * image (read with `-U`, so a running VM's disk can be inspected), whether it is intact, and which
  * files in qvm's disk folder no VM references. Reads only: nothing here writes or deletes.
  */
-import { type ImgRun, runQemuImg } from "../qemu/img.ts";
+import { asidePath, type ImgRun, runQemuImg } from "../qemu/img.ts";
+import { optionFiles } from "../qemu/reach.ts";
 import { join, resolve } from "../path.ts";
 import { QvmError } from "../errors.ts";
-import { diskFile } from "../config/mod.ts";
+import { diskFile, sizeBytes } from "../config/mod.ts";
 import type { DiskStorage, StorageItem } from "../config/mod.ts";
 import type { Dirs, VmRecord } from "../state/mod.ts";
-import { vmPaths } from "./paths.ts";
+import { ROOT_DRIVE, vmPaths } from "./paths.ts";
+
+/** The root disk of a VM made from an `image:`, as a storage item (a qcow2 over the image). */
+export function rootDisk(vm: Pick<VmRecord, "id" | "config">, dirs: Dirs): DiskStorage | undefined {
+  if (vm.config.image === undefined) return undefined;
+  return {
+    name: ROOT_DRIVE,
+    type: "qcow2",
+    file: vmPaths(dirs, vm.id).rootOverlay,
+    interface: "virtio",
+    backing_file: vm.config.image,
+  };
+}
+
+/** The VM's storage with its root disk (of `image:`) first, when it has one. */
+export function storageWithRoot(vm: Pick<VmRecord, "id" | "config">, dirs: Dirs): StorageItem[] {
+  const root = rootDisk(vm, dirs);
+  return root ? [root, ...vm.config.storage] : vm.config.storage;
+}
 
 /** One storage item of one VM and the path it lives at (a disk image, or a virtfs folder). */
 export interface StorageEntry {
@@ -18,10 +37,13 @@ export interface StorageEntry {
   path: string;
 }
 
-/** Every storage item of `vms`, in config order; paths are where QEMU would open them. */
+/**
+ * Every storage item of `vms`, in config order after the root disk of an `image:`; paths are where
+ * QEMU would open them.
+ */
 export function storageEntries(vms: readonly VmRecord[], dirs: Dirs): StorageEntry[] {
   return vms.flatMap((vm) =>
-    vm.config.storage.map((item) => ({
+    storageWithRoot(vm, dirs).map((item) => ({
       vm,
       item,
       path: item.type === "virtfs" ? item.path : diskFile(item, vmPaths(dirs, vm.id).diskDir),
@@ -69,6 +91,7 @@ export type DiskResult =
   | "ok"
   | "not_created"
   | "missing"
+  | "wrong_size"
   | "unreadable"
   | "corrupt"
   | "leaks";
@@ -82,6 +105,7 @@ export interface DiskVerdict {
 /** Results that make `storage verify` fail; `not_created` is only informational. */
 export const PROBLEMS: ReadonlySet<DiskResult> = new Set([
   "missing",
+  "wrong_size",
   "unreadable",
   "corrupt",
   "leaks",
@@ -133,8 +157,24 @@ function statOrUndefined(path: string): Deno.FileInfo | undefined {
 }
 
 /**
- * Verifies one disk: a missing file is `not_created` unless qvm created it (then `missing`);
- * raw disks only need to exist; qcow2 disks go through `qemu-img check -U`.
+ * What is wrong with the size of the disk image `info` describes, if anything: an empty file (what
+ * an interrupted create leaves), or a raw file shorter than its `size:`. Block devices and
+ * CD-ROMs are taken as they are.
+ */
+export function sizeProblem(disk: DiskStorage, info: Deno.FileInfo): string | undefined {
+  if (!info.isFile || disk.media === "cdrom") return undefined;
+  if (info.size === 0) return "it is empty (0 bytes), as an interrupted create leaves a disk";
+  if (disk.type === "raw" && disk.size !== undefined && BigInt(info.size) < sizeBytes(disk.size)) {
+    return `it is ${info.size} bytes, less than its size: ${disk.size} (an interrupted create ` +
+      "or copy?)";
+  }
+  return undefined;
+}
+
+/**
+ * Verifies one disk: a missing file is `not_created` unless qvm created it (then `missing`; one an
+ * interrupted start left unfinished is `not_created`); an empty or short file is `wrong_size`;
+ * raw disks need nothing more; qcow2 disks go through `qemu-img check -U`.
  */
 export async function verifyDisk(
   vm: VmRecord,
@@ -143,6 +183,12 @@ export async function verifyDisk(
 ): Promise<DiskVerdict> {
   const info = statOrUndefined(path);
   if (!info) {
+    if (vm.createdFiles.includes(asidePath(path))) {
+      return {
+        result: "not_created",
+        detail: "an interrupted start left it unfinished; the next start creates it",
+      };
+    }
     return vm.createdFiles.includes(path)
       ? { result: "missing", detail: "qvm created this disk and it is gone" }
       : { result: "not_created", detail: "the next start creates it empty" };
@@ -150,6 +196,8 @@ export async function verifyDisk(
   if (!info.isFile && !info.isBlockDevice) {
     return { result: "unreadable", detail: "neither a file nor a block device" };
   }
+  const problem = sizeProblem(disk, info);
+  if (problem !== undefined) return { result: "wrong_size", detail: problem };
   if (disk.type === "raw") return { result: "ok", detail: null };
   return checkVerdict(
     await runQemuImg(["check", "--output=json", "-U", "-f", disk.type, "--", path]),
@@ -187,9 +235,65 @@ function canonical(path: string): string {
   }
 }
 
+/** A file a VM's config reaches: a disk, a backing file, or a file its QEMU options name. */
+export interface ReachedFile {
+  path: string;
+  /** The format QEMU opens it as, when the config pins one. */
+  format?: string;
+  /** QEMU opens it as a disk image (so it may have a backing chain). */
+  disk: boolean;
+  /** QEMU writes it. */
+  writable: boolean;
+  /** How the config reaches it, for messages: `disk 'hdd'`, `-drive`, ... */
+  via: string;
+}
+
 /**
- * Every file some VM references: its disks' paths, their backing files, and whatever qvm created
- * for it. Paths are resolved (symlinks too, where they exist).
+ * Every file `vm`'s config reaches (not what lies below in backing chains): its disks (the root
+ * overlay of `image:` included) and their backing files, and the files its `arguments` and
+ * `args` name. Paths as the config has them (absolute).
+ */
+export function reachedFiles(vm: VmRecord, dirs: Dirs): ReachedFile[] {
+  const diskDir = vmPaths(dirs, vm.id).diskDir;
+  const files: ReachedFile[] = [];
+  for (const disk of storageWithRoot(vm, dirs)) {
+    if (disk.type === "virtfs") continue;
+    const readOnly = disk.media === "cdrom" ||
+      /^(on|true|yes)$/i.test(disk.options?.readonly ?? "");
+    const via = disk.name === ROOT_DRIVE ? "its root disk" : `disk '${disk.name}'`;
+    files.push({
+      path: diskFile(disk, diskDir),
+      format: disk.type,
+      disk: true,
+      writable: !readOnly,
+      via,
+    });
+    if (disk.backing_file) {
+      files.push({
+        path: disk.backing_file,
+        ...(disk.backing_format ? { format: disk.backing_format } : {}),
+        disk: true,
+        writable: false,
+        via: disk.name === ROOT_DRIVE ? "image:" : `the backing file of ${via}`,
+      });
+    }
+  }
+  for (const file of optionFiles(vm.config)) {
+    files.push({
+      path: file.path,
+      ...(file.format ? { format: file.format } : {}),
+      disk: file.disk,
+      writable: file.writable,
+      via: `-${file.option}`,
+    });
+  }
+  return files;
+}
+
+/**
+ * Every file some VM references: its disks' paths (the root overlay of `image:` too), their
+ * backing files, and whatever qvm created for it (or is creating). Paths are resolved (symlinks
+ * too, where they exist).
  */
 export function referencedFiles(vms: readonly VmRecord[], dirs: Dirs): Set<string> {
   const refs = new Set<string>();
