@@ -8,6 +8,7 @@
 import type { Context } from "./context.ts";
 import type { StartProgress, WaitFor } from "../vm/start.ts";
 import { type OnStopStep, STEP_LABELS } from "../vm/stop.ts";
+import { signalsHeld } from "../signals.ts";
 
 const ESC = String.fromCharCode(27);
 const SPINNER = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"];
@@ -106,10 +107,13 @@ export class Progress {
     }
   }
 
-  /** Ctrl-C: clear the line, then end as an interrupted command does (128 + SIGINT). */
+  /**
+   * Ctrl-C: clear the line, then end as an interrupted command does (128 + SIGINT), unless the
+   * command has Ctrl-C caught to undo its work first (it then ends so itself).
+   */
   #interrupted = () => {
     this.done();
-    Deno.exit(130);
+    if (!signalsHeld()) Deno.exit(130);
   };
 
   /** Clears the line (before the command prints its result or an error). */

@@ -1,65 +1,66 @@
-/** `qvm clone`: a new VM with a stopped VM's config and disks of its own. */
+/** `qvm clone`: a new VM with a stopped VM's config and copies of its disks (or new ones). */
 import type { Context } from "./context.ts";
 import type { CommandSpec, ParsedArgs } from "./spec.ts";
-import { QvmError, UsageError } from "../errors.ts";
-import type { VmConfig } from "../config/mod.ts";
+import { UsageError } from "../errors.ts";
 import { Deadline } from "../vm/env.ts";
-import { withVm } from "../vm/guard.ts";
-import { isLive } from "../vm/observe.ts";
+import { cloneVm } from "../vm/clone.ts";
 import { configModule } from "../lazy.ts";
+import { progressModule } from "./_format.ts";
 
 /** The command's arguments and flags. */
 export const spec: CommandSpec = {
   name: "clone",
-  summary: "define a new VM with a stopped VM's config and disks of its own",
+  summary: "define a new VM with a stopped VM's config and copies of its disks",
   description:
-    "The new VM gets the config of VM (a new id, name NEW) and disks of its own: a new overlay\n" +
-    "of `image:` and of each disk's backing_file, new empty disks otherwise, made at its first\n" +
-    "start. Disk contents are not copied. With cloud_init its host name defaults to NEW, so\n" +
-    "cloud-init sets it up as a new instance. A disk with a fixed `file:` would be shared, so\n" +
-    "such a VM is refused. Prints the new id.",
+    "The new VM gets the config of VM (a new id, name NEW) and copies of its disks as they are\n" +
+    "now, in its own disk folder: sparse, and an overlay (of `image:` or a backing_file) stays an\n" +
+    "overlay of the same base. Internal snapshots are not copied. --linked copies nothing: new\n" +
+    "overlays of the bases and new empty disks, made at its first start. Nothing writable is\n" +
+    "shared: a writable file named in arguments/args is refused, fixed host ports become auto\n" +
+    "(said on stderr). With cloud_init its host name defaults to NEW. Prints the new id.",
   positionals: [
     { name: "VM", description: "id or name of a stopped VM", complete: "vm" },
     { name: "NEW", description: "name of the new VM" },
   ],
-  options: {},
-  examples: ["qvm clone web1 web2"],
+  options: {
+    linked: { type: "boolean", description: "copy no disks: new overlays and empty disks" },
+    quiet: { type: "boolean", short: "q", description: "no progress line on a terminal" },
+  },
+  examples: ["qvm clone web1 web2", "qvm clone web1 web3 --linked"],
 };
 
 /** How long clone waits for another command that holds the source VM's lock. */
 const CLONE_WAIT_MS = 60_000;
 
-/** The clone's config: the source's with the new name; refused when it would share a disk file. */
-function cloneConfig(source: { name: string; config: VmConfig }, name: string): VmConfig {
-  for (const disk of source.config.storage) {
-    if (disk.type !== "virtfs" && disk.file !== undefined) {
-      throw new UsageError(
-        `cannot clone '${source.name}': its disk '${disk.name}' is the fixed file ${disk.file}, ` +
-          "which the clone would share (use backing_file or image: for disks a clone can copy)",
-      );
-    }
-  }
-  return { ...structuredClone(source.config), name };
-}
-
-/** Inserts the clone; prints its id (or `{id, name}` as JSON). */
+/** Clones; prints the new id (or `{id, name, from, copied}` as JSON). */
 export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
   const [from, name] = args.positionals;
-  const { validateName } = await configModule();
+  const { validateName, formatForward } = await configModule();
   validateName(name);
-  // Under the source's lock, as every other command that reads a VM to act on it: a VM that is
-  // live (running, starting, paused, ...) is refused, whatever its row says.
   const source = ctx.store.require(from);
   // A taken name is a mistake in the arguments: said before anything about the source VM.
   if (ctx.store.get(name)) throw new UsageError(`a VM named '${name}' already exists`);
-  const vm = await withVm(ctx, source, { deadline: Deadline.in(CLONE_WAIT_MS) }, (seen) => {
-    if (isLive(seen.status)) {
-      throw new QvmError(`VM '${seen.vm.name}' is ${seen.status}: stop it before clone`);
-    }
-    const config = cloneConfig(seen.vm, name);
-    return Promise.resolve(ctx.store.insert({ name, configPath: seen.vm.configPath, config }));
-  });
-  if (ctx.json) ctx.outJson({ id: vm.id, name: vm.name, from: source.id });
-  else ctx.out(vm.id);
+  const { Progress, formatSeconds } = await progressModule();
+  const progress = new Progress(ctx, { quiet: args.values.quiet === true });
+  const began = Date.now();
+  const cloned = await cloneVm(ctx, source, {
+    name,
+    linked: args.values.linked === true,
+    deadline: Deadline.in(CLONE_WAIT_MS),
+    onProgress: (p) =>
+      progress.show(() =>
+        `copying disk '${p.disk}' (${p.index} of ${p.count}): ${p.percent.toFixed(0)}% · ` +
+        progress.dim(formatSeconds(Date.now() - began))
+      ),
+  }).finally(() => progress.done());
+  for (const forward of cloned.autoPorts) {
+    ctx.warn(
+      `forward ${formatForward(forward)} has a fixed host port, which '${source.name}' uses: ` +
+        `'${name}' gets auto:${forward.guest} (a free port at its start)`,
+    );
+  }
+  if (ctx.json) {
+    ctx.outJson({ id: cloned.vm.id, name: cloned.vm.name, from: source.id, copied: cloned.copied });
+  } else ctx.out(cloned.vm.id);
   return 0;
 }

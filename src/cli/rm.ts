@@ -12,9 +12,9 @@ export const spec: CommandSpec = {
   summary: "remove VMs (storage kept unless --delete-storage)",
   description:
     "Every named VM is checked before any is removed. Running VMs need --force, which stops them\n" +
-    "at once. --delete-storage deletes only disk files qvm itself created, and keeps any that\n" +
-    "another VM's config names as a disk or backing file. On a terminal, qvm asks\n" +
-    "before removing unless --yes.",
+    "at once. --delete-storage deletes only disk files qvm itself created, and keeps (saying so)\n" +
+    "any that another VM reaches: as a disk, image:, backing file, a file in its arguments/args,\n" +
+    "or down a backing chain. On a terminal, qvm asks before removing unless --yes.",
   positionals: [{
     name: "VM",
     description: "ids or names",

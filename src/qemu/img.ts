@@ -240,3 +240,60 @@ export function createShareIfMissing(share: VirtfsStorage): boolean {
   }
   return true;
 }
+
+/**
+ * Copies the image at `from` (opened as `format`, pinned) to `to` with `qemu-img convert`: sparse
+ * (zeroes are not written), and an image over a backing file stays one, over the same `backing`
+ * (opened as `backingFormat`), with only its own clusters copied. `onProgress` hears the percent
+ * done; `signal` kills the copy. Throws a QvmError with qemu-img's message when it fails.
+ */
+export async function convertImage(
+  from: string,
+  to: string,
+  options: {
+    format: string;
+    backing?: string;
+    backingFormat?: string;
+    onProgress?: (percent: number) => void;
+    signal?: AbortSignal;
+  },
+): Promise<void> {
+  const args = ["convert", "-p", "-f", options.format, "-O", options.format];
+  if (options.backing !== undefined) {
+    args.push("-B", options.backing);
+    if (options.backingFormat !== undefined) args.push("-F", options.backingFormat);
+  }
+  args.push("--", from, to);
+  let child;
+  try {
+    child = new Deno.Command("qemu-img", {
+      args,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+      signal: options.signal,
+    }).spawn();
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) {
+      throw new QvmError("qemu-img not found: install qemu-utils");
+    }
+    throw err;
+  }
+  const decoder = new TextDecoder();
+  const stderr = new Response(child.stderr).text();
+  let text = "";
+  for await (const chunk of child.stdout) {
+    text = (text + decoder.decode(chunk, { stream: true })).slice(-200);
+    const done = [...text.matchAll(/\((\d+(?:\.\d+)?)\/100%\)/g)].at(-1);
+    if (done) options.onProgress?.(Number(done[1]));
+  }
+  const status = await child.status;
+  const message = (await stderr).trim();
+  if (!status.success) {
+    throw new QvmError(
+      message.split("\n").pop()?.replace(/^qemu-img: /, "") ||
+        `qemu-img convert ended with ${status.signal ?? `status ${status.code}`}`,
+      { detail: message || undefined },
+    );
+  }
+}
