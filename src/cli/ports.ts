@@ -2,6 +2,7 @@
 import type { Context } from "./context.ts";
 import type { CommandSpec, ParsedArgs } from "./spec.ts";
 import { isOurQemu } from "../qemu/process.ts";
+import { optionForwards } from "../qemu/reach.ts";
 import { cloudModule } from "../lazy.ts";
 
 /** The command's arguments and flags. */
@@ -10,7 +11,8 @@ export const spec: CommandSpec = {
   summary: "show a VM's port forwards (host -> guest)",
   description:
     "While the VM runs: the forwards in effect, with the host port each 'auto' forward got at\n" +
-    "start. Otherwise: the forwards as configured ('auto' until the next start).",
+    "start. Otherwise: the forwards as configured ('auto' until the next start). Forwards\n" +
+    "written in arguments/args (hostfwd= of -netdev user or -nic user) are listed too.",
   positionals: [{ name: "VM", description: "id or name", complete: "vm" }],
   options: {},
   examples: ["qvm ports web1", "qvm ports web1 --json"],
@@ -29,8 +31,10 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
   const vm = ctx.store.require(args.positionals[0]);
   const running = isOurQemu(vm.pid, vm.id);
   const { activeForwards } = await cloudModule();
-  const forwards = (running ? activeForwards(ctx.dirs, vm.id) : undefined) ??
-    vm.config.network?.ports ?? [];
+  const forwards = [
+    ...(running ? activeForwards(ctx.dirs, vm.id) : undefined) ?? vm.config.network?.ports ?? [],
+    ...optionForwards(vm.config),
+  ];
   const rows: PortRow[] = forwards.map((f) => ({
     proto: f.proto,
     host_address: f.address,
