@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { withEnv } from "./helpers/qvm.ts";
+import { exists, withEnv } from "./helpers/qvm.ts";
 import {
   addVm,
   createImage,
@@ -10,7 +10,7 @@ import {
   serial,
   tool,
 } from "./helpers/snapshot.ts";
-import { guestConfig, WAIT_READY } from "./helpers/guest.ts";
+import { eventually, guestConfig, WAIT_READY } from "./helpers/guest.ts";
 import {
   type BlockDevice,
   formatDate,
@@ -18,6 +18,7 @@ import {
   imgFailure,
   parseBlockDevices,
   parseSnapshots,
+  partialSnapshots,
   planSteps,
   selectDrives,
   type SnapshotInfo,
@@ -26,7 +27,7 @@ import {
   vmStateDrives,
 } from "../src/vm/_snapshot.ts";
 import { diskLockPath } from "../src/vm/snapshot.ts";
-import { formatListing, listingJson } from "../src/cli/snapshot.ts";
+import { formatListing, listingJson, partialLines } from "../src/cli/snapshot.ts";
 import { acquireLock } from "../src/vm/lock.ts";
 import { vmPaths } from "../src/vm/paths.ts";
 import { NotFoundError, UsageError } from "../src/errors.ts";
@@ -381,20 +382,22 @@ Deno.test("a qemu-img failure is its error line, not the hint after it; a lock n
   assert.equal(imgFailure(""), undefined);
 });
 
-Deno.test("a listing prints one row per drive and snapshot, and names drives without any", () => {
+Deno.test("a listing prints one row per drive and snapshot, names drives without any, and flags partial snapshots", () => {
   const vm = { id: "i", name: "g" } as VmRecord;
-  const listing = {
-    vm,
-    mode: "offline" as const,
-    drives: [
-      { drive: "hdd", file: "/d/hdd.qcow2", snapshots: [snap("before", 2048)] },
-      { drive: "data", file: "/d/data.qcow2", snapshots: [] },
-    ],
-  };
+  const drives = [
+    { drive: "hdd", file: "/d/hdd.qcow2", snapshots: [snap("before", 2048)] },
+    { drive: "data", file: "/d/data.qcow2", snapshots: [] },
+  ];
+  const listing = { vm, mode: "offline" as const, drives, partial: partialSnapshots(drives) };
   const lines = formatListing(listing).split("\n");
   assert.match(lines[0], /^DRIVE\s+NAME\s+ID\s+VM STATE\s+DATE\s+VM CLOCK$/);
   assert.match(lines[1], /^hdd\s+before\s+1\s+2K\s+\S+ \S+\s+00:00:00\.000$/);
   assert.equal(lines[2], "no snapshots on data");
+  assert.deepEqual(partialLines(listing), [
+    "partial: snapshot 'before' is on hdd but not on data (an interrupted create or delete); " +
+    "remove it with 'qvm snapshot delete g before --drive hdd'",
+  ]);
+  assert.deepEqual(partialSnapshots(drives.slice(0, 1)), [], "one drive is never partial");
   assert.deepEqual(listingJson(listing), {
     id: "i",
     vm: "g",
@@ -413,6 +416,7 @@ Deno.test("a listing prints one row per drive and snapshot, and names drives wit
       },
       { drive: "data", file: "/d/data.qcow2", snapshots: [] },
     ],
+    partial: [{ name: "before", drives: ["hdd"], missing: ["data"] }],
   });
 });
 
@@ -883,5 +887,49 @@ Deno.test("an offline snapshot of an image a running QEMU holds shows qemu-img's
       );
     }
     assert.deepEqual(await imageSnapshotNames(vm.files.hdd), []);
+  });
+});
+
+Deno.test("an offline create interrupted between drives takes the snapshot off the drives it reached; list flags a partial one with its repair", async () => {
+  await withEnv(async (env) => {
+    const vm = await addVm(env, "part", "[{name: a, size: 32M}, {name: b, size: 32M}]");
+    await createImage(vm.files.a);
+    await createImage(vm.files.b);
+    // A qemu-img that, after each snapshot create, says so and takes two seconds more.
+    const bin = `${env.root}/slowbin`;
+    const marker = `${env.root}/snapshot.made`;
+    await Deno.mkdir(bin);
+    await Deno.writeTextFile(
+      `${bin}/qemu-img`,
+      `#!/bin/sh\n/usr/bin/qemu-img "$@" || exit $?\n` +
+        `if [ "$1 $2" = "snapshot -c" ]; then touch ${marker}; sleep 2; fi\n`,
+      { mode: 0o755 },
+    );
+    const child = env.command(["snapshot", "create", "part", "s1"], {
+      env: { PATH: `${bin}:${Deno.env.get("PATH")}` },
+    }).spawn();
+    assert.ok(await eventually(() => exists(marker), 30_000), "no drive was snapshotted");
+    child.kill("SIGTERM");
+    const out = await child.output();
+    const stderr = new TextDecoder().decode(out.stderr);
+    assert.equal(out.code, 143, stderr);
+    assert.match(stderr, /interrupted: snapshot 's1' was taken off the drives it had reached/);
+    assert.deepEqual(await imageSnapshotNames(vm.files.a), []);
+    assert.deepEqual(await imageSnapshotNames(vm.files.b), []);
+
+    // One left on some drives only (a SIGKILL, or an older qvm): list flags it, says the repair.
+    const made = await tool("qemu-img", ["snapshot", "-c", "s2", vm.files.a]);
+    assert.equal(made.code, 0, made.out);
+    const listed = await env.run(["snapshot", "list", "part"]);
+    assert.equal(listed.code, 0, listed.stderr);
+    assert.match(
+      listed.stderr,
+      /partial: snapshot 's2' is on a but not on b .*'qvm snapshot delete part s2 --drive a'/,
+    );
+    const json = JSON.parse(await env.ok(["snapshot", "list", "part", "--json"]));
+    assert.deepEqual(json.partial, [{ name: "s2", drives: ["a"], missing: ["b"] }]);
+    await env.ok(["snapshot", "delete", "part", "s2", "--drive", "a"]);
+    const clean = await env.run(["snapshot", "list", "part"]);
+    assert.doesNotMatch(clean.stderr, /partial/);
   });
 });

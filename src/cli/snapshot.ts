@@ -97,7 +97,8 @@ export const spec: CommandSpec = {
       name: "list",
       summary: "list each qcow2 drive's snapshots: name, id, VM state size, date",
       description: "A running VM's snapshots are read over QMP (what QEMU sees); a stopped VM's\n" +
-        "with 'qemu-img info -U'.",
+        "with 'qemu-img info -U'. A snapshot on only some of the drives (an interrupted create\n" +
+        "or delete) is flagged as partial on stderr, with the commands that remove it.",
       positionals: [vmArg],
       options: { drive, live },
       examples: ["qvm snapshot list web1", "qvm snapshot list web1 --json"],
@@ -172,6 +173,7 @@ export function listingJson(listing: SnapshotListing): Record<string, unknown> {
         vm_clock_ns: s.vmClockNs,
       })),
     })),
+    partial: listing.partial.map((p) => ({ name: p.name, drives: p.on, missing: p.missing })),
   };
 }
 
@@ -196,6 +198,18 @@ export function formatListing(listing: SnapshotListing): string {
   return lines.join("\n");
 }
 
+/**
+ * One line per snapshot on only some drives, with the way to repair: delete it where it is (the
+ * drives without it cannot be given the same point in time).
+ */
+export function partialLines(listing: SnapshotListing): string[] {
+  return listing.partial.map((p) =>
+    `partial: snapshot '${p.name}' is on ${p.on.join(", ")} but not on ${p.missing.join(", ")} ` +
+    "(an interrupted create or delete); remove it with " +
+    p.on.map((d) => `'qvm snapshot delete ${listing.vm.name} ${p.name} --drive ${d}'`).join(", ")
+  );
+}
+
 /** Runs the chosen subcommand and prints what it did (or the listing). */
 export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
   const vm = ctx.store.require(args.positionals[0]);
@@ -207,6 +221,7 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
     });
     if (ctx.json) ctx.outJson(listingJson(listing));
     else ctx.out(formatListing(listing));
+    if (!ctx.json) partialLines(listing).forEach((line) => ctx.warn(line));
     return 0;
   }
   const name = args.positionals[1];

@@ -346,3 +346,30 @@ export function formatDate(ms: number): string {
   return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ` +
     `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
 }
+
+/** A snapshot that some of a VM's qcow2 drives hold and others do not (an interrupted action). */
+export interface PartialSnapshot {
+  name: string;
+  /** The drives holding it. */
+  on: string[];
+  /** The drives without it. */
+  missing: string[];
+}
+
+/**
+ * The snapshots present on only some of `drives` (each drive's snapshot names), in the order
+ * first seen: what an interrupted create or delete leaves. Empty for a single drive.
+ */
+export function partialSnapshots(
+  drives: readonly { drive: string; snapshots: readonly { name: string }[] }[],
+): PartialSnapshot[] {
+  if (drives.length < 2) return [];
+  const names = [...new Set(drives.flatMap((d) => d.snapshots.map((s) => s.name)))];
+  return names.flatMap((name) => {
+    const holds = (d: { snapshots: readonly { name: string }[] }) =>
+      d.snapshots.some((s) => s.name === name);
+    const on = drives.filter(holds).map((d) => d.drive);
+    const missing = drives.filter((d) => !holds(d)).map((d) => d.drive);
+    return missing.length === 0 ? [] : [{ name, on, missing }];
+  });
+}

@@ -30,6 +30,8 @@ import {
   imgFailure,
   parseBlockDevices,
   parseSnapshots,
+  type PartialSnapshot,
+  partialSnapshots,
   planSteps,
   rawDriveMessage,
   selectDrives,
@@ -41,8 +43,9 @@ import {
   vmStateDrives,
 } from "./_snapshot.ts";
 import { agentModule, qmpModule } from "../lazy.ts";
+import { withSignalsHeld } from "../signals.ts";
 
-export type { SnapshotAction, SnapshotInfo } from "./_snapshot.ts";
+export type { PartialSnapshot, SnapshotAction, SnapshotInfo } from "./_snapshot.ts";
 export { formatDate, formatVmClock } from "./_snapshot.ts";
 
 /** Whether an operation went through qemu-img (VM stopped) or QMP jobs (VM running). */
@@ -119,6 +122,8 @@ export interface SnapshotListing {
   vm: VmRecord;
   mode: SnapshotMode;
   drives: DriveSnapshots[];
+  /** Snapshots on only some of the drives listed (every qcow2 drive when none was named). */
+  partial: PartialSnapshot[];
 }
 
 /**
@@ -521,23 +526,62 @@ async function offlineAction(
     existing,
     overwrite: request.overwrite,
   });
-  const done: SnapshotDone[] = [];
-  for (const step of steps) {
-    for (const drive of step.drives) {
-      for (let i = 0; i < step.times; i++) {
-        // Only as many deletes as this drive has copies (duplicates come from outside qvm).
-        const copies = existing.get(drive)!.filter((s) => s.name === request.name).length;
-        if (step.op === "delete" && i >= copies) break;
-        try {
-          await qemuImg(["snapshot", IMG_FLAGS[step.op], request.name, files.get(drive)!]);
-        } catch (err) {
-          throw onDrive(drive, err);
+  const undone = request.action === "create"
+    ? `snapshot '${request.name}' was taken off the drives it had reached`
+    : `the ${request.action} of snapshot '${request.name}' may have reached only some drives ` +
+      `('qvm snapshot list ${vm.name}')`;
+  // Ctrl-C or SIGTERM between drives would leave a snapshot on some drives only: a create stops
+  // and deletes what it made; a load or a delete (quick, and worse left half done) runs to its end.
+  return await withSignalsHeld(undone, async (signal) => {
+    const done: SnapshotDone[] = [];
+    try {
+      for (const step of steps) {
+        for (const drive of step.drives) {
+          for (let i = 0; i < step.times; i++) {
+            // Only as many deletes as this drive has copies (duplicates come from outside qvm).
+            const copies = existing.get(drive)!.filter((s) => s.name === request.name).length;
+            if (step.op === "delete" && i >= copies) break;
+            if (request.action === "create") signal.throwIfAborted();
+            try {
+              await qemuImg(["snapshot", IMG_FLAGS[step.op], request.name, files.get(drive)!]);
+            } catch (err) {
+              throw onDrive(drive, err);
+            }
+          }
+          done.push({ action: step.op, drive, vmState: false });
         }
       }
-      done.push({ action: step.op, drive, vmState: false });
+      return done;
+    } catch (err) {
+      if (signal.aborted && request.action === "create") {
+        await undoCreate({ name: request.name, drives, files, existing });
+      }
+      throw err;
     }
+  });
+}
+
+/**
+ * Deletes what an interrupted offline create made: on each drive, the copies of snapshot `name`
+ * beyond those it had before (an overwrite's deletes cannot be undone).
+ */
+async function undoCreate(
+  made: {
+    name: string;
+    drives: DiskStorage[];
+    files: Map<string, string>;
+    existing: Map<string, SnapshotInfo[]>;
+  },
+): Promise<void> {
+  for (const drive of made.drives) {
+    const file = made.files.get(drive.name)!;
+    try {
+      const now = await imageSnapshots(drive, file, { share: false });
+      const before = made.existing.get(drive.name)!.filter((s) => s.name === made.name).length;
+      const extra = now.filter((s) => s.name === made.name).length - before;
+      for (let i = 0; i < extra; i++) await qemuImg(["snapshot", "-d", made.name, file]);
+    } catch { /* what is left shows in 'snapshot list' as partial */ }
   }
-  return done;
 }
 
 async function takeLocks(
@@ -640,7 +684,8 @@ async function withQuiescedGuest<T>(
 
 /**
  * The snapshots of the VM's qcow2 drives (or `drive`): from QMP `query-block` when its QEMU runs
- * (what QEMU itself sees), else from `qemu-img info -U`. Reads only, so no lock is taken.
+ * (what QEMU itself sees), else from `qemu-img info -U`, and those on only some of the drives.
+ * Reads only, so no lock is taken.
  */
 export async function listSnapshots(
   ctx: VmEnv,
@@ -655,15 +700,12 @@ export async function listSnapshots(
     const client = await connectQmp(ctx, vm);
     try {
       const attached = attachedDrives(await blockDevices(client), drives.map((d) => d.name));
-      return {
-        vm,
-        mode: "live",
-        drives: drives.map((d) => ({
-          drive: d.name,
-          file: diskFile(d, diskDir),
-          snapshots: attached.get(d.name)!.snapshots,
-        })),
-      };
+      const listed = drives.map((d) => ({
+        drive: d.name,
+        file: diskFile(d, diskDir),
+        snapshots: attached.get(d.name)!.snapshots,
+      }));
+      return { vm, mode: "live", drives: listed, partial: partialSnapshots(listed) };
     } finally {
       client.close();
       await client.closed;
@@ -683,5 +725,5 @@ export async function listSnapshots(
       snapshots: await imageSnapshots(drive, file, { share: true }),
     });
   }
-  return { vm, mode: "offline", drives: listed };
+  return { vm, mode: "offline", drives: listed, partial: partialSnapshots(listed) };
 }
