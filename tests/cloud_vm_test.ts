@@ -110,11 +110,40 @@ Deno.test({
       assert.equal(ports.forwards[0].guest_port, 22);
       assert.deepEqual(status.forwards[0].host, ports.forwards[0].host_port);
 
+      // What the guest writes is what a full clone gets.
+      const wrote = await env.run([
+        "ssh",
+        "cloud1",
+        "--",
+        "sh -c 'echo written-before-clone > /home/tester/mark && sync'",
+      ]);
+      assert.equal(wrote.code, 0, wrote.stderr);
+
       const stopAt = Date.now();
       const stopped = await env.run(["stop", "cloud1", "--timeout", "120"]);
       console.error(`cloud guest: stop took ${Math.round((Date.now() - stopAt) / 1000)} s`);
       assert.equal(stopped.code, 0, stopped.stderr);
       assert.match(stopped.stdout, /\(ACPI power-off\)/, "the guest powered off on ACPI");
+      const cloned = JSON.parse(await env.ok(["clone", "cloud1", "cloud2", "--json"]));
+      assert.equal(cloned.copied.length, 1);
+      const { from, to } = cloned.copied[0];
+      const compare = await new Deno.Command("qemu-img", {
+        args: ["compare", "-f", "qcow2", "-F", "qcow2", from, to],
+        stdout: "piped",
+      }).output();
+      assert.equal(compare.code, 0, "the clone's disk differs from what the guest wrote");
+      const copy = JSON.parse(
+        new TextDecoder().decode(
+          (await new Deno.Command("qemu-img", {
+            args: ["info", "--output=json", to],
+            stdout: "piped",
+          })
+            .output()).stdout,
+        ),
+      );
+      assert.equal(copy["backing-filename"], guest.image, "the copy is an overlay of the image");
+      await env.ok(["rm", "cloud2", "--delete-storage"]);
+      assert.ok((await Deno.stat(guest.image)).isFile);
       await env.ok(["rm", "cloud1"]);
     });
   },
