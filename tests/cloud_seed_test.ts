@@ -504,8 +504,16 @@ Deno.test("image: the root disk is an overlay made at first start; the image is 
     assert.equal(refused.stderr.trim().split("\n").length, 1);
     await env.ok(["stop", "img1", "--force"]);
     assert.deepEqual(await Deno.readFile(base), before);
-    await env.ok(["rm", "img1", "--delete-storage"]);
-    await assert.rejects(() => Deno.stat(overlay), Deno.errors.NotFound);
+    // img2 uses img1's root disk as its image: rm keeps it until img2 is gone too.
+    const kept = await env.run(["rm", "img1", "--delete-storage"]);
+    assert.equal(kept.code, 0, kept.stderr);
+    assert.match(kept.stderr, /kept .*image-overlay\.qcow2: VM 'img2' uses it \(image:\)/);
+    assert.ok((await Deno.stat(overlay)).isFile);
+    await env.ok(["rm", "img2", "--delete-storage"]);
+    assert.ok(
+      (await Deno.stat(overlay)).isFile,
+      "img2 did not make it: it is not img2's to delete",
+    );
   });
 });
 

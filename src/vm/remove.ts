@@ -40,7 +40,8 @@ async function withBackingChain(file: string, format: string | undefined): Promi
   if (pinned !== "qcow2" || qcow2Header(file)?.backing !== true) return [file];
   try {
     const layers = await backingChain(file, pinned);
-    return [file, ...layers.flatMap((l) => [l.file, ...(l.backing ? [l.backing] : [])])];
+    const below = layers.flatMap((l, i) => [...(i > 0 ? [l.file] : []), l.backing ?? ""]);
+    return [file, ...new Set(below.filter((f) => f !== "" && f !== file))];
   } catch {
     return [file];
   }
