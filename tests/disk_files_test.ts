@@ -165,13 +165,14 @@ Deno.test("a first start killed while it makes a raw disk leaves no short disk: 
   });
 });
 
-Deno.test("an empty or short raw disk is refused at start with one line, and storage verify fails on it", async () => {
+Deno.test("an empty disk, or a raw disk qvm made that has since shrunk, is refused at start with one line; storage verify fails on it", async () => {
   await withEnv(async (env) => {
     const empty = join(env.root, "empty.img");
     const short = join(env.root, "short.img");
+    const theirs = join(env.root, "theirs.img");
     await Deno.writeFile(empty, new Uint8Array());
-    await Deno.writeFile(short, new Uint8Array(4096));
-    for (const [vm, file] of [["e0", empty], ["s0", short]]) {
+    await Deno.writeFile(theirs, new Uint8Array(4096)); // a user's file is taken at its own size
+    const add = async (vm: string, file: string) =>
       await env.ok([
         "add",
         await env.file(
@@ -181,6 +182,12 @@ Deno.test("an empty or short raw disk is refused at start with one line, and sto
         "--name",
         vm,
       ]);
+    await add("s0", short);
+    await env.ok(["start", "s0", "--wait-for", "process"]);
+    await env.ok(["stop", "s0", "--force"]);
+    await Deno.truncate(short, 4096); // what an interrupted copy of it would leave
+    await add("e0", empty);
+    for (const [vm, file] of [["e0", empty], ["s0", short]]) {
       const start = await env.run(["start", vm, "--wait-for", "process"]);
       assert.equal(start.code, 3, start.stderr);
       assert.equal(start.stderr.trim().split("\n").length, 1, start.stderr);
@@ -190,6 +197,10 @@ Deno.test("an empty or short raw disk is refused at start with one line, and sto
       assert.match(verify.stdout, /problem: .*wrong size/);
     }
     assert.equal((await Deno.stat(empty)).size, 0, "the file was left as it was");
+    await add("t0", theirs);
+    const started = await env.run(["start", "t0", "--wait-for", "process"]);
+    assert.equal(started.code, 0, started.stderr);
+    await env.ok(["stop", "t0", "--force"]);
   });
 });
 

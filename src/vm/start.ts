@@ -121,15 +121,18 @@ async function createRecordedDisk(
   return created;
 }
 
-/** Refuses a disk image that is empty or shorter than its `size:` (one line, exit 3). */
-function checkDiskSize(disk: DiskStorage, file: string): void {
+/**
+ * Refuses a disk image that is empty, or a raw one qvm made (`made`) that is shorter than its
+ * `size:` (one line, exit 3).
+ */
+function checkDiskSize(disk: DiskStorage, file: string, options: { made: boolean }): void {
   let info: Deno.FileInfo;
   try {
     info = Deno.statSync(file);
   } catch {
     return; // QEMU says what is wrong with a path it cannot open
   }
-  const problem = sizeProblem(disk, info);
+  const problem = sizeProblem(disk, info, options);
   if (problem === undefined) return;
   throw new UsageError(
     `disk '${disk.name}' at ${file}: ${problem}; remove it and the next start creates it anew` +
@@ -343,7 +346,7 @@ export async function launch(
       if (!disk.file) ensurePrivateDir(paths.diskDir, { within: env.dirs.dataDir });
       options.onProgress?.({ step: "disk", file });
       if (await createRecordedDisk(env, vm, { disk, file })) createdDisks.push(file);
-      else checkDiskSize(disk, file);
+      else checkDiskSize(disk, file, { made: vm.createdFiles.includes(file) });
     }
     prepareQemuFiles(paths);
     const serialOffset = fileSize(paths.serialLog);

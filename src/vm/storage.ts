@@ -158,13 +158,20 @@ function statOrUndefined(path: string): Deno.FileInfo | undefined {
 
 /**
  * What is wrong with the size of the disk image `info` describes, if anything: an empty file (what
- * an interrupted create leaves), or a raw file shorter than its `size:`. Block devices and
- * CD-ROMs are taken as they are.
+ * an interrupted create leaves), or a raw disk qvm made (`made`) that is now shorter than its
+ * `size:` (a file of the user's is taken at its own size). Block devices and CD-ROMs are taken as
+ * they are.
  */
-export function sizeProblem(disk: DiskStorage, info: Deno.FileInfo): string | undefined {
+export function sizeProblem(
+  disk: DiskStorage,
+  info: Deno.FileInfo,
+  options: { made: boolean },
+): string | undefined {
   if (!info.isFile || disk.media === "cdrom") return undefined;
   if (info.size === 0) return "it is empty (0 bytes), as an interrupted create leaves a disk";
-  if (disk.type === "raw" && disk.size !== undefined && BigInt(info.size) < sizeBytes(disk.size)) {
+  const short = disk.type === "raw" && disk.size !== undefined &&
+    BigInt(info.size) < sizeBytes(disk.size);
+  if (options.made && short) {
     return `it is ${info.size} bytes, less than its size: ${disk.size} (an interrupted create ` +
       "or copy?)";
   }
@@ -173,7 +180,8 @@ export function sizeProblem(disk: DiskStorage, info: Deno.FileInfo): string | un
 
 /**
  * Verifies one disk: a missing file is `not_created` unless qvm created it (then `missing`; one an
- * interrupted start left unfinished is `not_created`); an empty or short file is `wrong_size`;
+ * interrupted start left unfinished is `not_created`); an empty file, or a raw one qvm made that
+ * is shorter than its size, is `wrong_size`;
  * raw disks need nothing more; qcow2 disks go through `qemu-img check -U`.
  */
 export async function verifyDisk(
@@ -196,7 +204,7 @@ export async function verifyDisk(
   if (!info.isFile && !info.isBlockDevice) {
     return { result: "unreadable", detail: "neither a file nor a block device" };
   }
-  const problem = sizeProblem(disk, info);
+  const problem = sizeProblem(disk, info, { made: vm.createdFiles.includes(path) });
   if (problem !== undefined) return { result: "wrong_size", detail: problem };
   if (disk.type === "raw") return { result: "ok", detail: null };
   return checkVerdict(
