@@ -15,9 +15,10 @@ export const spec: CommandSpec = {
     "The new VM gets the config of VM (a new id, name NEW) and copies of its disks as they are\n" +
     "now, in its own disk folder: sparse, and an overlay (of `image:` or a backing_file) stays an\n" +
     "overlay of the same base. Internal snapshots are not copied. --linked copies nothing: new\n" +
-    "overlays of the bases and new empty disks, made at its first start. Nothing writable is\n" +
-    "shared: a writable file named in arguments/args is refused, fixed host ports become auto\n" +
-    "(said on stderr). With cloud_init its host name defaults to NEW. Prints the new id.",
+    "overlays of the bases and new empty disks, made at its first start. No disk is shared\n" +
+    "(virtfs shares are: they are host folders): a writable file named in arguments/args is\n" +
+    "refused, and fixed host ports become auto (said on stderr). With cloud_init its host name\n" +
+    "defaults to NEW. Prints the new id.",
   positionals: [
     { name: "VM", description: "id or name of a stopped VM", complete: "vm" },
     { name: "NEW", description: "name of the new VM" },

@@ -3,9 +3,9 @@
  * own. A full clone copies what the source's disks hold now into the new VM's disk folder
  * (`qemu-img convert`: sparse; an overlay stays an overlay of the same backing file, the root
  * overlay of `image:` too); a linked clone gets new overlays and new empty disks at its first
- * start. Nothing writable is ever shared: a writable file the config's QEMU options name is
- * refused, and fixed host ports become `auto`. An interrupted or failed copy leaves no clone and
- * no copies behind.
+ * start. No disk is ever shared (virtfs shares are host folders, and stay shared): a writable
+ * file the config's QEMU options name is refused, and fixed host ports become `auto`. An
+ * interrupted or failed copy leaves no clone and no copies behind.
  */
 import { QvmError, UsageError } from "../errors.ts";
 import { diskFile, type DiskStorage, type PortForward, type VmConfig } from "../config/mod.ts";
