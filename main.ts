@@ -5,7 +5,7 @@
 import { Context, OutputClosed } from "./src/cli/context.ts";
 import { COMMANDS, findCommand } from "./src/cli/registry.ts";
 import { formatHelp, GLOBAL_OPTIONS, parseCommandArgs, selectSubcommand } from "./src/cli/spec.ts";
-import { ExitCode, QvmError, UsageError } from "./src/errors.ts";
+import { errorReport, ExitCode, UsageError } from "./src/errors.ts";
 import { refuseUnsafeDirs, resolveDirs } from "./src/state/paths.ts";
 import { VERSION } from "./src/version.ts";
 
@@ -103,32 +103,11 @@ export async function main(argv: string[]): Promise<number> {
     return await run(argv);
   } catch (err) {
     if (err instanceof OutputClosed) return ExitCode.ok;
-    if (err instanceof QvmError) {
-      console.error(`qvm: ${err.message}`);
-      if (err.detail) console.error(err.detail.trimEnd());
-      if (debug) console.error(err.stack);
-      return err.exitCode;
-    }
-    if (err instanceof Deno.errors.PermissionDenied) {
-      console.error(`qvm: permission denied: ${(err as Error).message}`);
-      return ExitCode.permission;
-    }
-    const message = (err as Error)?.message ?? "";
-    if (/\(os error 30\)/.test(message)) {
-      console.error(
-        `qvm: read-only file system: ${message.replace(/^.*\(os error 30\):?\s*/, "")}`,
-      );
-      return ExitCode.permission;
-    }
-    if (/\(os error (28|122)\)/.test(message)) {
-      console.error(
-        `qvm: no space left on the device: ${message.replace(/^.*\(os error \d+\):?\s*/, "")}`,
-      );
-      return ExitCode.failure;
-    }
-    console.error(`qvm: internal error: ${(err as Error)?.message ?? err}`);
+    const report = errorReport(err);
+    console.error(`qvm: ${report.message}`);
+    if (report.detail) console.error(report.detail.trimEnd());
     if (debug) console.error((err as Error)?.stack);
-    return ExitCode.failure;
+    return report.exitCode;
   }
 }
 

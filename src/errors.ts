@@ -86,3 +86,38 @@ export class InterruptedError extends QvmError {
     this.exitCode = signal === "SIGINT" ? 130 : 143;
   }
 }
+
+/** What the user is told about a failure: one line, optional detail lines, and the exit code. */
+export interface ErrorReport {
+  message: string;
+  detail?: string;
+  exitCode: number;
+}
+
+/**
+ * Turns any error into what qvm prints and exits with: a QvmError as it is, the OS's refusals as
+ * permission (4) or failure (1) lines, anything else as an internal error (1). `main.ts` reports a
+ * command's error this way, and a command on many VMs each VM's.
+ */
+export function errorReport(err: unknown): ErrorReport {
+  if (err instanceof QvmError) {
+    return { message: err.message, detail: err.detail, exitCode: err.exitCode };
+  }
+  const message = (err as Error)?.message ?? String(err);
+  if (err instanceof Deno.errors.PermissionDenied) {
+    return { message: `permission denied: ${message}`, exitCode: ExitCode.permission };
+  }
+  if (/\(os error 30\)/.test(message)) {
+    return {
+      message: `read-only file system: ${message.replace(/^.*\(os error 30\):?\s*/, "")}`,
+      exitCode: ExitCode.permission,
+    };
+  }
+  if (/\(os error (28|122)\)/.test(message)) {
+    return {
+      message: `no space left on the device: ${message.replace(/^.*\(os error \d+\):?\s*/, "")}`,
+      exitCode: ExitCode.failure,
+    };
+  }
+  return { message: `internal error: ${message}`, exitCode: ExitCode.failure };
+}

@@ -4,15 +4,15 @@
  */
 import type { Context } from "./context.ts";
 import type { CommandSpec, ParsedArgs } from "./spec.ts";
-import { QvmError, UsageError } from "../errors.ts";
-import { probeDatabaseWrite } from "../state/mod.ts";
+import { UsageError } from "../errors.ts";
+import { selectVms, START_PARALLEL } from "../vm/bulk.ts";
 import { Deadline } from "../vm/env.ts";
-import { withVm } from "../vm/guard.ts";
 import { vmPaths } from "../vm/paths.ts";
-import { launch, parseWaitFor } from "../vm/start.ts";
-import { STEP_LABELS, stopLocked } from "../vm/stop.ts";
+import { parseWaitFor } from "../vm/start.ts";
+import { type Restarted, restartVm } from "../vm/restart.ts";
+import { STEP_LABELS } from "../vm/stop.ts";
 import { parseTimeout } from "./start.ts";
-import { cloudModule } from "../lazy.ts";
+import { reportEach } from "./_bulk.ts";
 import { progressModule } from "./_format.ts";
 
 /** The command's arguments and flags. */
@@ -21,9 +21,19 @@ export const spec: CommandSpec = {
   summary: "stop a VM (escalating as stop does) and start it again, under one lock",
   description: "The stop escalates as 'qvm stop' does (ACPI, QMP quit, SIGTERM, SIGKILL) within\n" +
     "--stop-timeout; then QEMU is launched again and the start waits as 'qvm start' does.\n" +
-    "The VM's lock is held from before the stop until the start is done.",
-  positionals: [{ name: "VM", description: "id or name", complete: "vm" }],
+    "The VM's lock is held from before the stop until the start is done.\n" +
+    `Several VMs (or --all: every running VM) restart side by side, up to ${START_PARALLEL} at\n` +
+    "once, each with its own timeouts. One line per VM; exit 0 when all restarted, else the\n" +
+    "failures' exit code if they all share one, else 1.",
+  positionals: [{
+    name: "VM",
+    description: "ids or names",
+    optional: true,
+    variadic: true,
+    complete: "vm",
+  }],
   options: {
+    all: { type: "boolean", description: "restart every running VM" },
     "wait-for": {
       type: "string",
       value: "WHAT",
@@ -39,10 +49,23 @@ export const spec: CommandSpec = {
     force: { type: "boolean", short: "f", description: "SIGKILL at once instead of ACPI" },
     quiet: { type: "boolean", short: "q", description: "no progress line on a terminal" },
   },
-  examples: ["qvm restart web1", "qvm restart web1 --wait-for 'serial:login:' --timeout 120"],
+  examples: [
+    "qvm restart web1",
+    "qvm restart web1 --wait-for 'serial:login:' --timeout 120",
+    "qvm restart --all --wait-for ssh",
+  ],
 };
 
-/** Restarts the VM; prints the step that stopped it and the new pid. */
+function restartedLine(name: string, { step, started }: Restarted): string {
+  const how = step === null ? "was not running" : `stopped by ${STEP_LABELS[step]}`;
+  return `restarted ${name} (${how}; pid ${started.vm.pid})`;
+}
+
+function restartedJson(vm: { id: string; name: string }, { step, started }: Restarted) {
+  return { id: vm.id, name: vm.name, status: "running", stopped_by: step, pid: started.vm.pid };
+}
+
+/** Restarts the VM (or each VM, several at once); prints the step that stopped it and the new pid. */
 export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
   const waitValue = (args.values["wait-for"] as string | undefined) ?? "qmp";
   const waitFor = parseWaitFor(waitValue);
@@ -51,55 +74,40 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
       `invalid --wait-for '${waitValue}': use process, qmp, ssh, agent or serial:TEXT`,
     );
   }
-  const startS = parseTimeout(args.values.timeout, 60);
-  const stopDeadline = Deadline.in(
-    parseTimeout(args.values["stop-timeout"], 30, "--stop-timeout") * 1000,
-  );
+  const startMs = parseTimeout(args.values.timeout, 60) * 1000;
+  const stopMs = parseTimeout(args.values["stop-timeout"], 30, "--stop-timeout") * 1000;
+  const force = args.values.force === true;
+  const all = args.values.all === true;
+  if (all || args.positionals.length !== 1) {
+    const vms = await selectVms(ctx, {
+      names: args.positionals,
+      all,
+      allOf: "live",
+      command: "qvm restart",
+    });
+    return await reportEach(ctx, vms, {
+      limit: START_PARALLEL,
+      act: (vm) =>
+        restartVm(ctx, vm, { waitFor, startMs, stopDeadline: Deadline.in(stopMs), force }),
+      line: (restarted, vm) => restartedLine(vm.name, restarted),
+      json: (restarted, vm) => restartedJson(vm, restarted),
+      none: "no running VMs",
+    });
+  }
+  const stopDeadline = Deadline.in(stopMs);
   const vm = ctx.store.require(args.positionals[0]);
-  const paths = vmPaths(ctx.dirs, vm.id);
   const { Progress, showStart, showStop } = await progressModule();
   const progress = new Progress(ctx, { quiet: args.values.quiet === true });
-  const view = { name: vm.name, serialLog: paths.serialLog, verb: "restarting" };
-  const result = await withVm(ctx, vm, { deadline: stopDeadline }, async (seen) => {
-    // A start cannot be recorded in a database that cannot be written: stop nothing then.
-    const blocked = probeDatabaseWrite(ctx.store.path);
-    if (blocked) throw blocked;
-    // A wait the start could never satisfy is bad input: refused before anything is stopped.
-    if (waitFor.kind === "ssh" || waitFor.kind === "agent") {
-      (await cloudModule()).checkWaitable(seen.vm, waitFor.kind);
-    }
-    const stopped = await stopLocked(ctx, seen, {
-      deadline: stopDeadline,
-      force: args.values.force === true,
-      onStep: progress.enabled ? showStop(progress, view) : undefined,
-    });
-    if (stopped.unrecorded !== undefined) {
-      throw new QvmError(
-        `stopped ${vm.name} (${STEP_LABELS[stopped.step!]}) but did not start it again: the ` +
-          `database could not be updated: ${stopped.unrecorded}; the next qvm command will ` +
-          "record the stop",
-      );
-    }
-    const started = await launch(ctx, ctx.store.require(vm.id), {
-      paths,
-      waitFor,
-      deadline: Deadline.in(startS * 1000),
-      onProgress: progress.enabled ? showStart(progress, view) : undefined,
-    });
-    return { step: stopped.step, started };
+  const view = { name: vm.name, serialLog: vmPaths(ctx.dirs, vm.id).serialLog, verb: "restarting" };
+  const restarted = await restartVm(ctx, vm, {
+    waitFor,
+    startMs,
+    stopDeadline,
+    force,
+    onStop: progress.enabled ? showStop(progress, view) : undefined,
+    onStart: progress.enabled ? showStart(progress, view) : undefined,
   }).finally(() => progress.done());
-  const { step, started } = result;
-  if (ctx.json) {
-    ctx.outJson({
-      id: vm.id,
-      name: vm.name,
-      status: "running",
-      stopped_by: step,
-      pid: started.vm.pid,
-    });
-  } else {
-    const how = step === null ? "was not running" : `stopped by ${STEP_LABELS[step]}`;
-    ctx.out(`restarted ${vm.name} (${how}; pid ${started.vm.pid})`);
-  }
+  if (ctx.json) ctx.outJson(restartedJson(vm, restarted));
+  else ctx.out(restartedLine(vm.name, restarted));
   return 0;
 }

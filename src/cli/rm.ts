@@ -5,6 +5,9 @@ import { QvmError, UsageError } from "../errors.ts";
 import { Deadline } from "../vm/env.ts";
 import { isLive, observe } from "../vm/observe.ts";
 import { removeVm } from "../vm/remove.ts";
+import { STOP_PARALLEL } from "../vm/bulk.ts";
+import type { VmRecord } from "../state/mod.ts";
+import { reportEach } from "./_bulk.ts";
 
 /** The command's arguments and flags. */
 export const spec: CommandSpec = {
@@ -14,7 +17,9 @@ export const spec: CommandSpec = {
     "Every named VM is checked before any is removed. Running VMs need --force, which stops them\n" +
     "at once. --delete-storage deletes only disk files qvm itself created, and keeps (saying so)\n" +
     "any that another VM reaches: as a disk, image:, backing file, a file in its arguments/args,\n" +
-    "or down a backing chain. On a terminal, qvm asks before removing unless --yes.",
+    "or down a backing chain. On a terminal, qvm asks before removing unless --yes. Several VMs\n" +
+    `are removed side by side, up to ${STOP_PARALLEL} at once; a failure is reported on its VM's\n` +
+    "line and the others go on (exit code as 'stop').",
   positionals: [{
     name: "VM",
     description: "ids or names",
@@ -40,7 +45,7 @@ function confirm(question: string): boolean {
   return answer !== null && /^y(es)?$/i.test(answer.trim());
 }
 
-/** Checks every VM first, then removes them one by one; prints what was removed. */
+/** Checks every VM first, then removes them (several side by side); prints what was removed. */
 export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
   if (args.values.all && args.positionals.length > 0) {
     throw new UsageError("rm: give VM names or --all, not both");
@@ -67,20 +72,32 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
       return 1;
     }
   }
-  const removed = [];
-  for (const vm of vms) {
+  const removeOne = async (vm: VmRecord) => {
     const { deleted, kept } = await removeVm(ctx, vm, {
       deadline: Deadline.in(RM_WAIT_MS),
       force: args.values.force === true,
       deleteStorage: args.values["delete-storage"] === true,
     });
     for (const { file, reason } of kept) ctx.note(`kept ${file}: ${reason}`);
-    removed.push({
+    return {
       id: vm.id,
       name: vm.name,
       deleted_files: deleted,
       kept_files: kept.map(({ file, reason }) => ({ file, reason })),
+    };
+  };
+  if (vms.length > 1) {
+    // Side by side, each VM under its own lock; a failure is that VM's, the others go on.
+    return await reportEach(ctx, vms, {
+      limit: STOP_PARALLEL,
+      act: removeOne,
+      line: (_, vm) => `removed ${vm.name}`,
+      json: (removed) => removed,
     });
+  }
+  const removed = [];
+  for (const vm of vms) {
+    removed.push(await removeOne(vm));
     if (!ctx.json) ctx.out(`removed ${vm.name}`);
   }
   if (ctx.json) ctx.outJson(removed);

@@ -5,7 +5,9 @@ import { UsageError } from "../errors.ts";
 import { launchArgv, shellQuote } from "../qemu/launch.ts";
 import { vmPaths } from "../vm/paths.ts";
 import { Deadline, MAX_WAIT_S } from "../vm/env.ts";
-import { parseWaitFor, startVm } from "../vm/start.ts";
+import { parseWaitFor, type Started, startVm } from "../vm/start.ts";
+import { selectVms, START_PARALLEL } from "../vm/bulk.ts";
+import { reportEach } from "./_bulk.ts";
 import { cloudModule } from "../lazy.ts";
 import { progressModule } from "./_format.ts";
 
@@ -15,9 +17,19 @@ export const spec: CommandSpec = {
   summary: "start a VM (QEMU detached, QMP on a unix socket)",
   description:
     "Missing disks are created first (existing files are never overwritten). If QEMU fails or the\n" +
-    "wait times out, no process is left behind and the VM is marked failed.",
-  positionals: [{ name: "VM", description: "id or name", complete: "vm" }],
+    "wait times out, no process is left behind and the VM is marked failed.\n" +
+    `Several VMs (or --all: every VM not running) start side by side, up to ${START_PARALLEL} at\n` +
+    "once, each waiting as --wait-for says within its own --timeout. One line per VM; exit 0\n" +
+    "when all started, else the failures' exit code if they all share one, else 1.",
+  positionals: [{
+    name: "VM",
+    description: "ids or names",
+    optional: true,
+    variadic: true,
+    complete: "vm",
+  }],
   options: {
+    all: { type: "boolean", description: "start every VM that is not running" },
     "wait-for": {
       type: "string",
       value: "WHAT",
@@ -30,7 +42,12 @@ export const spec: CommandSpec = {
     "dry-run": { type: "boolean", description: "print the exact QEMU command line; start nothing" },
     quiet: { type: "boolean", short: "q", description: "no progress line on a terminal" },
   },
-  examples: ["qvm start web1", "qvm start web1 --wait-for 'serial:login:' --timeout 120"],
+  examples: [
+    "qvm start web1",
+    "qvm start web1 --wait-for 'serial:login:' --timeout 120",
+    "qvm start web1 web2 --wait-for ssh",
+    "qvm start --all",
+  ],
 };
 
 /**
@@ -48,7 +65,7 @@ export function parseTimeout(value: unknown, fallback: number, flag = "--timeout
   return n;
 }
 
-/** Starts the VM; prints its pid (or the command line with --dry-run). */
+/** Starts the VM (or each VM, several at once); prints its pid (or, with --dry-run, its command line). */
 export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
   const waitFor = parseWaitFor((args.values["wait-for"] as string | undefined) ?? "qmp");
   if (!waitFor) {
@@ -58,6 +75,31 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
     );
   }
   const timeoutS = parseTimeout(args.values.timeout, 60);
+  const all = args.values.all === true;
+  if (all || args.positionals.length !== 1) {
+    if (args.values["dry-run"]) throw new UsageError("qvm start: --dry-run takes one VM");
+    const vms = await selectVms(ctx, {
+      names: args.positionals,
+      all,
+      allOf: "not-live",
+      command: "qvm start",
+    });
+    return await reportEach(ctx, vms, {
+      limit: START_PARALLEL,
+      act: async (vm) => {
+        const started = await startVm(ctx, vm, {
+          waitFor,
+          deadline: Deadline.in(timeoutS * 1000),
+        });
+        if (ctx.debug) ctx.note(shellQuote(started.argv));
+        for (const disk of started.createdDisks) ctx.note(`created disk ${disk}`);
+        return started;
+      },
+      line: (started) => startedLine(started),
+      json: (started) => startedJson(started),
+      none: "no VMs to start: every VM is running",
+    });
+  }
   const vm = ctx.store.require(args.positionals[0]);
   if (args.values["dry-run"]) {
     const argv = launchArgv(vm, vmPaths(ctx.dirs, vm.id));
@@ -81,15 +123,15 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
   );
   if (ctx.debug) ctx.note(shellQuote(started.argv));
   for (const disk of started.createdDisks) ctx.note(`created disk ${disk}`);
-  if (ctx.json) {
-    ctx.outJson({
-      id: started.vm.id,
-      name: started.vm.name,
-      status: "running",
-      pid: started.vm.pid,
-    });
-  } else {
-    ctx.out(`started ${started.vm.name} (pid ${started.vm.pid})`);
-  }
+  if (ctx.json) ctx.outJson(startedJson(started));
+  else ctx.out(startedLine(started));
   return 0;
+}
+
+function startedLine(started: Started): string {
+  return `started ${started.vm.name} (pid ${started.vm.pid})`;
+}
+
+function startedJson(started: Started): Record<string, unknown> {
+  return { id: started.vm.id, name: started.vm.name, status: "running", pid: started.vm.pid };
 }

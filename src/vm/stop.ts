@@ -99,6 +99,22 @@ async function sendQmp(paths: VmPaths, command: string, budgetMs: number): Promi
   await qmpOnce(paths.monitorSocket, command, { timeoutMs, retry: false });
 }
 
+/**
+ * False when QEMU says the machine has no ACPI device (`-machine none`, `-no-acpi`), so no
+ * power-off request can reach a guest; true otherwise, also when QEMU cannot tell.
+ */
+async function hasAcpi(paths: VmPaths, timeoutMs: number): Promise<boolean> {
+  try {
+    await qmpOnce(paths.monitorSocket, "query-acpi-ospm-status", {
+      timeoutMs: Math.max(Math.min(timeoutMs, 1000), 50),
+      retry: false,
+    });
+    return true;
+  } catch (err) {
+    return !(err instanceof QvmError && /missing ACPI device/i.test(err.message));
+  }
+}
+
 /** Waits until QEMU `pid` is gone (true) or `ms` passes; with `watch`, also until a run state. */
 async function waitGone(
   vm: QemuOf,
@@ -171,15 +187,22 @@ async function escalate(
     if (!isOurQemu(pid, vm.id, vm.binary)) return i === 0 ? step : plan[i - 1].step;
     if (step === "acpi") {
       const state = await runStateOf(options.paths, waitMs);
+      // Steps the guest cannot answer give their share to the next one that may work.
+      const skipTo = (next: number) => {
+        const skipped = plan.slice(i, next).reduce((sum, p) => sum + p.waitMs, 0);
+        plan.splice(i, next - i);
+        plan[i] = { ...plan[i], waitMs: plan[i].waitMs + skipped };
+        i--;
+      };
       if (state === "shutdown") {
         step = "poweroff";
       } else if (state !== undefined && state !== "running") {
-        // Paused (or stuck): the guest cannot answer ACPI nor its agent; the share goes to quit.
-        const quit = plan.findIndex((p) => p.step === "quit");
-        const skipped = plan.slice(i, quit).reduce((sum, p) => sum + p.waitMs, 0);
-        plan.splice(i, quit - i);
-        plan[i] = { ...plan[i], waitMs: plan[i].waitMs + skipped };
-        i--;
+        // Paused (or stuck): the guest cannot answer ACPI nor its agent; on to quit.
+        skipTo(plan.findIndex((p) => p.step === "quit"));
+        continue;
+      } else if (!await hasAcpi(options.paths, waitMs)) {
+        // No ACPI device: a power-off request reaches nobody; the agent (if any) or quit.
+        skipTo(i + 1);
         continue;
       }
     }
