@@ -3,6 +3,7 @@ import type { Context } from "./context.ts";
 import type { OptionSpec, ParsedArgs } from "./spec.ts";
 import type { VmConfig } from "../config/mod.ts";
 import { configModule } from "../lazy.ts";
+import { portHolder } from "../cloud/paths.ts";
 
 /** The flags that set config keys on top of the YAML files. */
 export const configFlagOptions: Record<string, OptionSpec> = {
@@ -35,7 +36,10 @@ export function configFromFlags(values: ParsedArgs["values"]): Record<string, un
   return out;
 }
 
-/** Loads, merges (onto `base` when given) and validates configs; warnings go to stderr. */
+/**
+ * Loads, merges (onto `base` when given) and validates configs; warnings go to stderr. A fixed
+ * host port in use is refused naming the VM of ours that holds it.
+ */
 export async function loadVmConfig(
   ctx: Context,
   files: string[],
@@ -43,5 +47,9 @@ export async function loadVmConfig(
   base?: VmConfig,
 ): Promise<VmConfig> {
   const { loadConfigs } = await configModule();
-  return loadConfigs(files, overrides, { warn: (m: string) => ctx.warn(m), base });
+  return loadConfigs(files, overrides, {
+    warn: (m: string) => ctx.warn(m),
+    base,
+    portHolder: (forward) => portHolder(ctx, forward),
+  });
 }

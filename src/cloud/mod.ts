@@ -3,15 +3,25 @@
  * forwards, the NoCloud seed, the guest agent channel) and the waits for SSH and the agent.
  * Loaded lazily: VMs without these sections never import it.
  */
-import { isPublicKeyLine, type VmConfig } from "../config/mod.ts";
+import { isPublicKeyLine, type PortForward, type VmConfig } from "../config/mod.ts";
 import { QvmError, TimeoutError, UsageError } from "../errors.ts";
 import { type Dirs, ensurePrivateDir, type StateStore, type VmRecord } from "../state/mod.ts";
 import { ensureOverlay, overlayPath, rootDriveArgv } from "./image.ts";
 import { isOurQemu } from "../qemu/process.ts";
 import { escapeOptionValue } from "../qemu/argv.ts";
 import { agentPing } from "./agent.ts";
-import { cloudPaths } from "./paths.ts";
-import { forwardTo, macFor, networkArgv, recordForwards, settleForwards } from "./ports.ts";
+import { cloudPaths, portHolder } from "./paths.ts";
+import {
+  type ActiveForward,
+  autoPortsOf,
+  forwardTo,
+  macFor,
+  networkArgv,
+  readAutoPorts,
+  recordForwards,
+  settleForwards,
+  writeJsonFile,
+} from "./ports.ts";
 import {
   findIsoTool,
   instanceId,
@@ -53,17 +63,44 @@ export function agentArgv(socket: string): string[] {
 }
 
 /**
- * Prepares a start: settles the port forwards (a fixed port in use is a UsageError, before
- * anything is made), makes the root overlay of `image`, builds the seed, records the forwards,
+ * Settles `ports` for a start of `vm`: `auto` ones keep the host ports they got before (while
+ * free), and the ports picked now are kept for the next start.
+ */
+function settleNetwork(
+  env: { dirs: Dirs; store?: StateStore; warn?(message: string): void },
+  vm: { id: string; name: string },
+  ports: readonly PortForward[],
+): ActiveForward[] {
+  const paths = cloudPaths(env.dirs, vm.id);
+  const previous = readAutoPorts(paths.autoPortsFile);
+  const store = env.store;
+  const forwards = settleForwards(ports, {
+    previous,
+    holderOf: store ? (forward) => portHolder({ dirs: env.dirs, store }, forward) : undefined,
+    note: (message) => env.warn?.(`VM '${vm.name}': ${message}`),
+  });
+  const picks = autoPortsOf(ports, forwards);
+  const changed = Object.keys(picks).length !== Object.keys(previous).length ||
+    Object.entries(picks).some(([spec, port]) => previous[spec] !== port);
+  if (changed) {
+    ensurePrivateDir(paths.dir, { within: env.dirs.dataDir });
+    writeJsonFile(paths.autoPortsFile, picks);
+  }
+  return forwards;
+}
+
+/**
+ * Prepares a start: settles the port forwards (`auto` ones keep their earlier host ports while
+ * free; a fixed port in use is a UsageError, before anything else is made), makes the root overlay of `image`, builds the seed, records the forwards,
  * and returns the QEMU options to add.
  */
 export async function prepareCloud(
-  env: { dirs: Dirs; store?: StateStore },
+  env: { dirs: Dirs; store?: StateStore; warn?(message: string): void },
   vm: { id: string; name: string; config: VmConfig },
 ): Promise<string[]> {
   const paths = cloudPaths(env.dirs, vm.id);
   const { config } = vm;
-  const forwards = config.network ? settleForwards(config.network.ports) : undefined;
+  const forwards = config.network ? settleNetwork(env, vm, config.network.ports) : undefined;
   const argv: string[] = [];
   if (config.image) {
     argv.push(...rootDriveArgv(await ensureOverlay(env, { ...vm, image: config.image })));

@@ -1,5 +1,6 @@
 /** Where qvm keeps a cloud VM's files: the seed and known_hosts in the data dir, the rest at run time. */
-import type { Dirs } from "../state/mod.ts";
+import type { Dirs, StateStore } from "../state/mod.ts";
+import { isOurQemu } from "../qemu/process.ts";
 import type { ActiveForward } from "./ports.ts";
 
 /** Every cloud file of VM `id`. */
@@ -14,6 +15,8 @@ export interface CloudPaths {
   agentSocket: string;
   /** The forwards in effect, written at start. */
   forwardsFile: string;
+  /** The host ports `auto` forwards got, kept across starts (in the data dir). */
+  autoPortsFile: string;
 }
 
 /** The cloud paths of VM `id` under `dirs`; pure. */
@@ -28,6 +31,7 @@ export function cloudPaths(dirs: Dirs, id: string): CloudPaths {
     instanceIdFile: `${dir}/instance-id`,
     agentSocket: `${runtime}/${id}.ga`,
     forwardsFile: `${runtime}/${id}.ports.json`,
+    autoPortsFile: `${dir}/auto-ports.json`,
   };
 }
 
@@ -39,4 +43,23 @@ export function readForwards(file: string): ActiveForward[] | undefined {
   } catch {
     return undefined;
   }
+}
+
+/**
+ * The name of the running VM of ours whose forwards in effect hold host port `forward.host` (same
+ * protocol, an address that overlaps), if any: for the message when a fixed port is taken.
+ */
+export function portHolder(
+  env: { dirs: Dirs; store: StateStore },
+  forward: { proto: string; address: string; host: number },
+): string | undefined {
+  const overlaps = (a: string, b: string) => a === b || a === "0.0.0.0" || b === "0.0.0.0";
+  for (const vm of env.store.listLive()) {
+    const forwards = readForwards(cloudPaths(env.dirs, vm.id).forwardsFile) ?? [];
+    const holds = forwards.some((f) =>
+      f.proto === forward.proto && f.host === forward.host && overlaps(f.address, forward.address)
+    );
+    if (holds && isOurQemu(vm.pid, vm.id)) return vm.name;
+  }
+  return undefined;
 }

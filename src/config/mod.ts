@@ -7,7 +7,7 @@ import { loadConfigFile } from "./load.ts";
 import { mergeConfigs } from "./merge.ts";
 import { isMap } from "./_util.ts";
 import { shorthandsAcross } from "./_checks.ts";
-import { validateConfig } from "./validate.ts";
+import { validateConfig, type ValidateOptions } from "./validate.ts";
 import type { VmConfig } from "./types.ts";
 
 export type {
@@ -30,10 +30,13 @@ export {
 export { COMMAND_KEYS } from "./_checks.ts";
 export { type CloudInitConfig, isPublicKeyLine } from "./cloud_init.ts";
 export {
+  autoSpec,
   checkForwardsFree,
   formatForward,
+  hostPortFree,
   type NetworkConfig,
   type PortForward,
+  type PortHolder,
   udpPortsBound,
 } from "./network.ts";
 export { diskFile, PATH_KEYS, PATH_OPTIONS, SYSTEM_FOLDERS, systemFolderOf } from "./paths.ts";
@@ -60,7 +63,7 @@ export { MAX_MEMORY, sizeBytes, validateConfig, type ValidateOptions } from "./v
 export async function loadConfigs(
   paths: string[],
   overrides: Record<string, unknown>,
-  options?: { warn?: (message: string) => void; base?: VmConfig },
+  options?: ValidateOptions & { base?: VmConfig },
 ): Promise<VmConfig> {
   let merged: Record<string, unknown> = options?.base ? { ...options.base } : {};
   for (const path of paths) {

@@ -1,7 +1,7 @@
 /**
  * The `network:` section, a qvm extension of maqet's format: user-mode networking with port
  * forwards. `ports` items read `[ADDRESS:]HOST:GUEST[/tcp|udp]`, where HOST is a port number or
- * `auto` (a free port picked at each start). The host side listens on 127.0.0.1 unless ADDRESS
+ * `auto` (a free port picked at the first start and kept while it stays free). The host side listens on 127.0.0.1 unless ADDRESS
  * (an IPv4 address) is given.
  */
 import { UsageError } from "../errors.ts";
@@ -184,22 +184,37 @@ export function udpPortsBound(address: string): Set<number> {
   return ports;
 }
 
+/** Who holds a taken host port: the name of one of qvm's running VMs, else undefined. */
+export type PortHolder = (forward: PortForward & { host: number }) => string | undefined;
+
+/** The `auto` spec of `forward` (same address and protocol), as a user writes it. */
+export function autoSpec(forward: PortForward): string {
+  const address = forward.address === DEFAULT_FORWARD_ADDRESS ? "" : `${forward.address}:`;
+  return `${address}auto:${forward.guest}${forward.proto === "udp" ? "/udp" : ""}`;
+}
+
+/** True when host port `port` of `proto` can be bound on `address` right now. */
+export function hostPortFree(proto: PortForward["proto"], address: string, port: number): boolean {
+  return proto === "tcp" ? tcpPortFree(address, port) : !udpPortsBound(address).has(port);
+}
+
 /**
  * Throws a UsageError naming the first fixed forward whose host port is taken (TCP: a listener
  * cannot be opened; UDP: a socket is bound to it), or whose host address is not on this host.
+ * The message names the VM holding the port when `holderOf` knows it, and suggests `auto`.
  */
-export function checkForwardsFree(ports: readonly PortForward[]): void {
+export function checkForwardsFree(ports: readonly PortForward[], holderOf?: PortHolder): void {
   for (const forward of ports) {
     // Port 0 only checks that the address is one of this host's.
     tcpPortFree(forward.address, 0);
     if (forward.host === "auto") continue;
-    const free = forward.proto === "tcp"
-      ? tcpPortFree(forward.address, forward.host)
-      : !udpPortsBound(forward.address).has(forward.host);
-    if (!free) {
+    if (!hostPortFree(forward.proto, forward.address, forward.host)) {
+      const holder = holderOf?.({ ...forward, host: forward.host });
       throw new UsageError(
         `port forward ${forward.host}:${forward.guest}/${forward.proto}: host port ` +
-          `${forward.host} on ${forward.address} is already in use`,
+          `${forward.host} on ${forward.address} is already in use` +
+          (holder === undefined ? "" : ` by VM '${holder}'`) +
+          `; use '${autoSpec(forward)}' to let qvm pick a free port`,
       );
     }
   }

@@ -10,6 +10,7 @@ import { isMap, kindOf, show } from "./_util.ts";
 import { argumentOption, bareFlag } from "./arguments.ts";
 import { validateName } from "./name.ts";
 import { cloudSectionsOf } from "./cloud_sections.ts";
+import type { PortHolder } from "./network.ts";
 import { pathExists, systemFolderOf } from "./paths.ts";
 import type {
   ArgumentItem,
@@ -25,6 +26,8 @@ import type {
 export interface ValidateOptions {
   /** Called once per non-fatal finding, with a one-line message. */
   warn?: (message: string) => void;
+  /** Names the VM holding a fixed host port that is taken, for the error's message. */
+  portHolder?: PortHolder;
 }
 
 const KNOWN_KEYS = new Set([
@@ -562,7 +565,7 @@ export function validateConfig(
     arguments: given(raw.arguments) ? argumentsOf(raw.arguments, warn) : [],
     args: given(raw.args) ? argsOf(raw.args, warn) : [],
     storage: given(raw.storage) ? storageOf(raw.storage, warn) : [],
-    ...cloudSectionsOf(raw, warn),
+    ...cloudSectionsOf(raw, warn, options?.portHolder),
   };
   checkSingletons({ arguments: config.arguments });
   if (config.display !== undefined) checkTerminal("display", config.display, warn);
