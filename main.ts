@@ -5,7 +5,7 @@
 import { Context, OutputClosed } from "./src/cli/context.ts";
 import { COMMANDS, findCommand } from "./src/cli/registry.ts";
 import { formatHelp, GLOBAL_OPTIONS, parseCommandArgs, selectSubcommand } from "./src/cli/spec.ts";
-import { errorReport, ExitCode, UsageError } from "./src/errors.ts";
+import { didYouMean, errorReport, ExitCode, UsageError } from "./src/errors.ts";
 import { refuseUnsafeDirs, resolveDirs } from "./src/state/paths.ts";
 import { VERSION } from "./src/version.ts";
 
@@ -69,7 +69,10 @@ async function run(argv: string[]): Promise<number> {
     return rest.length === 0 ? ExitCode.invalid : ExitCode.ok;
   }
   const entry = findCommand(command);
-  if (!entry) throw new UsageError(`unknown command '${command}' (see 'qvm --help')`);
+  if (!entry) {
+    const hint = didYouMean(command, COMMANDS.map((c) => c.name));
+    throw new UsageError(`unknown command '${command}'${hint || " (see 'qvm --help')"}`);
+  }
   const module = await entry.load();
   const args = parseCommandArgs(module.spec, rest);
   if (args.values.help) {

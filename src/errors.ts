@@ -121,3 +121,75 @@ export function errorReport(err: unknown): ErrorReport {
   }
   return { message: `internal error: ${message}`, exitCode: ExitCode.failure };
 }
+
+/**
+ * Edit distance of `a` and `b`, ignoring case: insertions, deletions, replacements and swaps of
+ * two neighbours (`memroy` → `memory` is one) each count one.
+ */
+export function editDistance(a: string, b: string): number {
+  const s = a.toLowerCase();
+  const t = b.toLowerCase();
+  // Three rows of the table: two back (for swaps), the last, and the one being filled.
+  let older: number[] = [];
+  let last = Array.from({ length: t.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= s.length; i++) {
+    const row = [i];
+    for (let j = 1; j <= t.length; j++) {
+      const cost = s[i - 1] === t[j - 1] ? 0 : 1;
+      let best = Math.min(last[j] + 1, row[j - 1] + 1, last[j - 1] + cost);
+      if (i > 1 && j > 1 && s[i - 1] === t[j - 2] && s[i - 2] === t[j - 1]) {
+        best = Math.min(best, older[j - 2] + 1);
+      }
+      row.push(best);
+    }
+    older = last;
+    last = row;
+  }
+  return last[t.length];
+}
+
+/**
+ * The candidates that look like a typo of `word` (at most three, the closest): one edit away;
+ * else the one candidate that `word` (three letters or more) begins; else within a third of
+ * `word`'s length (words of six letters or more). Never for a single letter, nor a candidate
+ * with more than half of its letters changed.
+ */
+export function closeMatches(word: string, candidates: Iterable<string>): string[] {
+  const limit = Math.max(1, Math.floor(word.length / 3));
+  const scored: { candidate: string; distance: number }[] = [];
+  const prefixed: string[] = [];
+  for (const candidate of candidates) {
+    if (candidate === word) continue;
+    // A length gap larger than the limit cannot be within it: skip the table.
+    if (word.length >= 2 && Math.abs(candidate.length - word.length) <= limit) {
+      const distance = editDistance(word, candidate);
+      // At most half of the letters changed: `s` is no typo of `ls`, `rn` may be one of `rm`.
+      const longer = Math.max(word.length, candidate.length);
+      if (distance <= limit && 2 * distance <= longer) scored.push({ candidate, distance });
+    }
+    if (word.length >= 3 && candidate.toLowerCase().startsWith(word.toLowerCase())) {
+      prefixed.push(candidate);
+    }
+  }
+  const best = Math.min(...scored.map((s) => s.distance));
+  // One edit is the surest sign of a typo; then a word that begins a single candidate.
+  if (best > 1 && prefixed.length === 1) return prefixed;
+  return scored.filter((s) => s.distance === best).map((s) => s.candidate).slice(0, 3);
+}
+
+/**
+ * `: did you mean 'x'?` (or `'x' or 'y'`) for the close matches of `word` among `candidates`, each
+ * shown through `show`; "" when none is close. Appended to "unknown ..." messages.
+ */
+export function didYouMean(
+  word: string,
+  candidates: Iterable<string>,
+  show: (candidate: string) => string = (c) => `'${c}'`,
+): string {
+  const matches = closeMatches(word, candidates).map(show);
+  if (matches.length === 0) return "";
+  const list = matches.length === 1
+    ? matches[0]
+    : `${matches.slice(0, -1).join(", ")} or ${matches[matches.length - 1]}`;
+  return `: did you mean ${list}?`;
+}

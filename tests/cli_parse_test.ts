@@ -185,10 +185,10 @@ const REFUSED: { name: string; spec: CommandSpec; args: string[]; message: strin
     message: "qvm ls: unknown option '--colour'",
   },
   {
-    name: "flags are case-sensitive",
+    name: "flags are case-sensitive (the flag meant is named)",
     spec: LS,
     args: ["--JSON"],
-    message: "qvm ls: unknown option '--JSON'",
+    message: "qvm ls: unknown option '--JSON': did you mean '--json'?",
   },
   { name: "an unknown short flag", spec: LS, args: ["-x"], message: "qvm ls: unknown option '-x'" },
   {

@@ -3,7 +3,7 @@
  * generated from the same table (completions read it too). The parser is our own, a few dozen
  * lines: `node:util` would add its whole module's start-up cost to every command.
  */
-import { UsageError } from "../errors.ts";
+import { didYouMean, UsageError } from "../errors.ts";
 
 /** What a value completes to in shell completions. */
 export type Completion = "vm" | "file" | "dir" | readonly string[];
@@ -136,7 +136,10 @@ function tokenize(
       const name = eq === -1 ? arg.slice(2) : arg.slice(2, eq);
       const shown = name ? `--${name}` : arg;
       const spec = flags.long.get(name);
-      if (!spec) throw new UsageError(`${command}: unknown option '${shown}'`);
+      if (!spec) {
+        const hint = name ? didYouMean(name, flags.long.keys(), (c) => `'--${c}'`) : "";
+        throw new UsageError(`${command}: unknown option '${shown}'${hint}`);
+      }
       if (spec.type === "boolean") {
         if (eq !== -1) throw new UsageError(`${command}: option '${shown}' takes no value`);
         set(name, true);
@@ -200,10 +203,10 @@ export function selectSubcommand(
   }
   const sub = spec.subcommands.find((s) => s.name === args[index]);
   if (!sub) {
+    const names = spec.subcommands.map((s) => s.name);
     throw new UsageError(
-      `${spec.name}: unknown subcommand '${args[index]}' (${
-        spec.subcommands.map((s) => s.name).join(", ")
-      })`,
+      `${spec.name}: unknown subcommand '${args[index]}' (${names.join(", ")})` +
+        didYouMean(args[index], names),
     );
   }
   const rest = [...args.slice(0, index), ...args.slice(index + 1)];

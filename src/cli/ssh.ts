@@ -3,6 +3,7 @@ import type { Context } from "./context.ts";
 import type { CommandSpec, ParsedArgs } from "./spec.ts";
 import { NotRunningError, QvmError } from "../errors.ts";
 import { isOurQemu } from "../qemu/process.ts";
+import type { VmRecord } from "../state/mod.ts";
 import { cloudModule } from "../lazy.ts";
 
 /** The command's arguments and flags. */
@@ -46,7 +47,17 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
     throw error;
   }
   const status = await child.status;
+  if (status.code === 255) await hintIfBooting(ctx, vm);
   return status.signal ? 128 + signalNumber(status.signal) : status.code;
+}
+
+/** After ssh failed (255): if no SSH server answers on the forward yet, says so and what to run. */
+async function hintIfBooting(ctx: Context, vm: VmRecord): Promise<void> {
+  if (!await (await cloudModule()).sshNotAnswering(ctx.dirs, vm)) return;
+  ctx.note(
+    `qvm: VM '${vm.name}' runs, but its SSH server does not answer yet (the guest may still ` +
+      `be booting): wait for it with 'qvm wait ${vm.name} --for ssh'`,
+  );
 }
 
 function signalNumber(signal: Deno.Signal): number {

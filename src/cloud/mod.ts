@@ -31,7 +31,7 @@ import {
   seedUser,
   writeSeed,
 } from "./seed.ts";
-import { ensureKey, homeKeys, keyPaths, sshArgv } from "./ssh.ts";
+import { ensureKey, homeKeys, keyPaths, sshArgv, sshServerAnswers } from "./ssh.ts";
 
 export { cloudPaths } from "./paths.ts";
 export { activeForwards, agentEnabled } from "./status.ts";
@@ -193,6 +193,17 @@ export async function sshCommand(
     knownHosts: paths.knownHosts,
     alias: `qvm-${vm.id}`,
   }, options);
+}
+
+/**
+ * True when `vm` forwards a host port to guest port 22 but no SSH server answers there within
+ * `timeoutMs`: the guest is still booting (or runs no sshd). For the hint after a failed `ssh`.
+ */
+export async function sshNotAnswering(dirs: Dirs, vm: VmRecord, timeoutMs = 3000) {
+  const forward = forwardTo(activeForwards(dirs, vm.id) ?? [], 22);
+  if (!forward) return false;
+  const address = forward.address === "0.0.0.0" ? "127.0.0.1" : forward.address;
+  return !await sshServerAnswers(address, forward.host, timeoutMs);
 }
 
 /**

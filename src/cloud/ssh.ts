@@ -6,6 +6,7 @@
 import { QvmError } from "../errors.ts";
 import { shellQuote } from "../qemu/launch.ts";
 import { ensurePrivateDir } from "../state/mod.ts";
+import { after } from "../timers.ts";
 
 /** The key pair's paths under `dataDir`. */
 export function keyPaths(dataDir: string): { private: string; public: string } {
@@ -111,4 +112,42 @@ export function sshArgv(
   if (command.length === 1) argv.push("--", command[0]);
   else if (command.length > 1) argv.push("--", shellQuote(command));
   return argv;
+}
+
+/**
+ * True when an SSH server answers on `address:port` within `timeoutMs`: it sends its
+ * `SSH-2.0-...` line first. A port QEMU forwards to a guest whose sshd is not up yet accepts the
+ * connection and then closes it, or stays silent.
+ */
+export async function sshServerAnswers(
+  address: string,
+  port: number,
+  timeoutMs: number,
+): Promise<boolean> {
+  let conn: Deno.TcpConn | undefined;
+  let done = false;
+  after(timeoutMs, () => {
+    if (done) return;
+    try {
+      conn?.close();
+    } catch { /* already closed */ }
+  });
+  try {
+    conn = await Deno.connect({ hostname: address, port, transport: "tcp" });
+    const buffer = new Uint8Array(4);
+    let got = 0;
+    while (got < buffer.length) {
+      const n = await conn.read(buffer.subarray(got));
+      if (n === null) break;
+      got += n;
+    }
+    return new TextDecoder().decode(buffer.subarray(0, got)) === "SSH-";
+  } catch {
+    return false;
+  } finally {
+    done = true;
+    try {
+      conn?.close();
+    } catch { /* closed by the timer */ }
+  }
 }

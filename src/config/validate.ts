@@ -4,7 +4,7 @@
  */
 
 import { isAbsolute } from "../path.ts";
-import { UsageError } from "../errors.ts";
+import { didYouMean, UsageError } from "../errors.ts";
 import { checkCommandKeys, checkSingletons, settleShorthands } from "./_checks.ts";
 import { isMap, kindOf, show } from "./_util.ts";
 import { argumentOption, bareFlag } from "./arguments.ts";
@@ -506,7 +506,8 @@ function storageItemOf(item: unknown, i: number, warn: (message: string) => void
   const known = type === "virtfs" ? VIRTFS_KEYS : DISK_KEYS;
   for (const key of Object.keys(item)) {
     if (!known.has(key) && key !== "options") {
-      warn(`unknown storage key ${show(key)} in '${name}' (ignored)`);
+      const hint = didYouMean(key, [...known, "options"]);
+      warn(`unknown storage key ${show(key)} in '${name}' (ignored)${hint}`);
     }
   }
   return type === "virtfs" ? virtfsOf(item, name) : diskOf(item, name, type);
@@ -551,7 +552,7 @@ export function validateConfig(
     if (key === "log_file" && raw[key] !== undefined) {
       warn("log_file is maqet's own log (ignored): see 'qvm logs VM' and 'qvm logs VM --qemu'");
     } else if (!KNOWN_KEYS.has(key) && raw[key] !== undefined) {
-      warn(`unknown config key ${show(key)} (ignored)`);
+      warn(`unknown config key ${show(key)} (ignored)${didYouMean(key, KNOWN_KEYS)}`);
     }
   }
   const name = typeof raw.name === "number" ? String(raw.name) : raw.name;

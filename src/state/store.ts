@@ -7,6 +7,7 @@
  */
 import { DatabaseSync, type SQLInputValue, type StatementSync } from "node:sqlite";
 import {
+  didYouMean,
   ExitCode,
   NotFoundError,
   QvmError,
@@ -524,8 +525,25 @@ export class StateStore {
   /** Like `get`, but a missing VM is a NotFoundError (exit 3). */
   require(idOrName: string): VmRecord {
     const vm = this.get(idOrName);
-    if (!vm) throw new NotFoundError(`no VM with id or name '${idOrName}'`);
+    if (!vm) {
+      throw new NotFoundError(`no VM with id or name '${idOrName}'${this.#nameHint(idOrName)}`);
+    }
     return vm;
+  }
+
+  /**
+   * `: did you mean 'web1'?` for a name that is a typo of a VM's, else "". Reads every name: a
+   * scan, paid only when a lookup has already missed.
+   */
+  #nameHint(idOrName: string): string {
+    if (UUID_SHAPE.test(idOrName)) return "";
+    try {
+      const names = this.db.prepare("SELECT name FROM vm_instances");
+      names.setReturnArrays(true);
+      return didYouMean(idOrName, (names.all() as unknown as [string][]).map((row) => row[0]));
+    } catch {
+      return ""; // a hint is never worth a second failure
+    }
   }
 
   /** Every VM, by name; only those with `status` when given. */
