@@ -54,6 +54,7 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
 /** After ssh failed (255): if no SSH server answers on the forward yet, says so and what to run. */
 async function hintIfBooting(ctx: Context, vm: VmRecord): Promise<void> {
   if (!await (await cloudModule()).sshNotAnswering(ctx.dirs, vm)) return;
+  if (!isOurQemu(vm.pid, vm.id)) return; // it stopped meanwhile: ssh's own line says enough
   ctx.note(
     `qvm: VM '${vm.name}' runs, but its SSH server does not answer yet (the guest may still ` +
       `be booting): wait for it with 'qvm wait ${vm.name} --for ssh'`,
