@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import { checksumFor, parseChecksums, parseSha256 } from "../src/cloud/checksums.ts";
 import { BUILTIN_CATALOG, CATALOG_ENV, loadCatalog } from "../src/cloud/catalog.ts";
 import { exists, type QvmEnv, withEnv } from "./helpers/qvm.ts";
+import { pullProgressLine, showPull } from "../src/cli/_pull.ts";
 import { type ImageServer, serveImages, sha256Of } from "./helpers/image_server.ts";
 
 const A = "a".repeat(64);
@@ -486,4 +487,31 @@ Deno.test("launch FILE pins the image's format, grows the root disk with --disk-
       "no VM was left by the refusals",
     );
   });
+});
+
+Deno.test("the pull's progress line: bytes, share, rate; drawn once per step, not per chunk", () => {
+  assert.equal(
+    pullProgressLine(
+      {
+        step: "download",
+        name: "d.qcow2",
+        received: 3 << 20,
+        total: 12 << 20,
+        resumedFrom: 1 << 20,
+      },
+      2000,
+    ),
+    "downloading d.qcow2: 3M of 12M (25%), resumed at 1M · 1M/s",
+  );
+  assert.equal(
+    pullProgressLine({ step: "verify", name: "d.qcow2", algorithm: "sha512" }),
+    "verifying d.qcow2 (sha512)",
+  );
+  const shown: string[] = [];
+  const onPull = showPull({ show: (render) => shown.push(render()) });
+  for (let i = 0; i <= 100; i++) {
+    onPull({ step: "download", name: "d", received: i, total: 100, resumedFrom: 0 });
+  }
+  onPull({ step: "verify", name: "d", algorithm: "sha256" });
+  assert.deepEqual(shown, ["downloading d: 0 of 100 (0%)", "verifying d (sha256)"]);
 });

@@ -16,13 +16,34 @@ export const verifyFlagOptions: Record<string, OptionSpec> = {
   },
 };
 
-/** A pull's progress as one line: what is fetched and how much of it has arrived. */
-export function pullProgressLine(progress: PullProgress): string {
+/** A pull's progress as one line: what is fetched, how much has arrived, how fast. */
+export function pullProgressLine(progress: PullProgress, elapsedMs = 0): string {
   if (progress.step === "checksums") return `fetching ${progress.url}`;
   if (progress.step === "verify") return `verifying ${progress.name} (${progress.algorithm})`;
   const { name, received, total, resumedFrom } = progress;
   const got = formatSize(received);
   const of = total ? ` of ${formatSize(total)} (${Math.floor((received / total) * 100)}%)` : "";
   const resumed = resumedFrom > 0 ? `, resumed at ${formatSize(resumedFrom)}` : "";
-  return `downloading ${name}: ${got}${of}${resumed}`;
+  const rate = elapsedMs >= 1000
+    ? ` · ${formatSize(Math.round((received - resumedFrom) / (elapsedMs / 1000)))}/s`
+    : "";
+  return `downloading ${name}: ${got}${of}${resumed}${rate}`;
+}
+
+/**
+ * The `onPull` callback that shows a pull on `progress`: the line is set up once per step and
+ * redrawn on the progress line's own tick, not on every chunk that arrives.
+ */
+export function showPull(
+  progress: { show(render: () => string): void },
+): (event: PullProgress) => void {
+  let latest: PullProgress | undefined;
+  let since = 0;
+  return (event) => {
+    const step = latest?.step;
+    latest = event;
+    if (event.step === step && event.step !== "checksums") return;
+    since = Date.now();
+    progress.show(() => pullProgressLine(latest!, Date.now() - since));
+  };
 }

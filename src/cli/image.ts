@@ -9,7 +9,7 @@ import { formatSize } from "./_size.ts";
 import { progressModule } from "./_format.ts";
 import { listImages, pullImage, removeImages } from "../vm/images.ts";
 import { loadCatalog } from "../cloud/catalog.ts";
-import { pullProgressLine, verifyFlagOptions } from "./_pull.ts";
+import { showPull, verifyFlagOptions } from "./_pull.ts";
 
 /** The command's subcommands and their arguments. */
 export const spec: CommandSpec = {
@@ -72,7 +72,7 @@ async function pull(ctx: Context, args: ParsedArgs): Promise<number> {
     source: args.positionals[0],
     sha256: args.values.sha256 as string | undefined,
     insecure: args.values["insecure-no-checksum"] === true,
-  }, progress.enabled ? (p) => progress.show(() => pullProgressLine(p)) : undefined)
+  }, progress.enabled ? showPull(progress) : undefined)
     .finally(() => progress.done());
   if (ctx.json) {
     ctx.outJson({ ...image, fetched });

@@ -13,7 +13,7 @@ import { parseWaitFor } from "../vm/start.ts";
 import { LAUNCH_CPUS, LAUNCH_MEMORY, launchVm } from "../vm/launch.ts";
 import { vmPaths } from "../vm/paths.ts";
 import { progressModule } from "./_format.ts";
-import { pullProgressLine, verifyFlagOptions } from "./_pull.ts";
+import { showPull, verifyFlagOptions } from "./_pull.ts";
 
 const { image: _image, ...configFlags } = configFlagOptions;
 
@@ -93,7 +93,7 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
     waitFor,
     timeoutMs: timeoutS * 1000,
   }, {
-    onPull: progress.enabled ? (p) => progress.show(() => pullProgressLine(p)) : undefined,
+    onPull: progress.enabled ? showPull(progress) : undefined,
     onDefined: (vm) => {
       progress.done();
       if (!progress.enabled) return undefined;
