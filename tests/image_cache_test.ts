@@ -515,3 +515,27 @@ Deno.test("the pull's progress line: bytes, share, rate; drawn once per step, no
   onPull({ step: "verify", name: "d", algorithm: "sha256" });
   assert.deepEqual(shown, ["downloading d: 0 of 100 (0%)", "verifying d (sha256)"]);
 });
+
+Deno.test("two pulls of one URL at once download it once; a local file refuses --sha256", async () => {
+  await withServer(async (server, env) => {
+    const image = await tinyQcow2(env);
+    const sum = await sha256Of(image);
+    server.files.set("/d/tiny.qcow2", { bytes: image });
+    const url = `${server.base}/d/tiny.qcow2`;
+    const [a, b] = await Promise.all([
+      env.run(["image", "pull", url, "--sha256", sum, "--json"]),
+      env.run(["image", "pull", url, "--sha256", sum, "--json"]),
+    ]);
+    assert.equal(a.code, 0, a.stderr);
+    assert.equal(b.code, 0, b.stderr);
+    assert.deepEqual(
+      [JSON.parse(a.stdout).fetched, JSON.parse(b.stdout).fetched].sort(),
+      [false, true],
+    );
+    assert.equal(server.requests.filter((r) => r.path === "/d/tiny.qcow2").length, 1);
+    assert.equal(JSON.parse(await env.ok(["image", "ls", "--json"])).images.length, 1);
+    const local = await env.run(["launch", `${env.root}/tiny.qcow2`, "--sha256", sum]);
+    assert.equal(local.code, 3);
+    assert.match(local.stderr, /--sha256 and --insecure-no-checksum are for downloads/);
+  });
+});

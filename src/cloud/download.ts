@@ -62,7 +62,10 @@ async function request(url: string, init: RequestInit): Promise<Response> {
  * (404, 410). At most 1 MiB.
  */
 export async function fetchText(url: string): Promise<string | undefined> {
-  const response = await request(url, { headers: { "accept-encoding": "identity" } });
+  const response = await request(url, {
+    headers: { "accept-encoding": "identity" },
+    signal: AbortSignal.timeout(STALL_MS),
+  });
   if (response.status === 404 || response.status === 410) {
     await response.body?.cancel();
     return undefined;

@@ -270,18 +270,22 @@ export interface Admission {
   format?: ImageFormat;
 }
 
+/** A download that passed verification, ready to enter the cache. */
+export interface Verified {
+  part: PartFile;
+  record: Omit<CachedImage, "id" | "path">;
+}
+
 /**
- * Verifies a finished download and makes it a cache entry: digest, then `inspectImage`. A
- * mismatch or a file that is not a sound image deletes the download and throws a UsageError
- * (exit 3); nothing enters the cache. The caller holds the cache lock.
+ * Verifies a finished download: its digest, then `inspectImage`. A mismatch or a file that is
+ * not a sound image deletes the download and throws a UsageError (exit 3), so nothing can enter
+ * the cache. Takes no lock: hashing a large image takes seconds.
  */
-export async function admit(
-  dataDir: string,
+export async function verifyDownload(
   part: PartFile,
   what: Admission,
   onVerify?: (algorithm: DigestAlgorithm) => void,
-): Promise<CachedImage> {
-  let image: CachedImage;
+): Promise<Verified> {
   try {
     const algorithms: DigestAlgorithm[] = what.expected?.algorithm === "sha512"
       ? ["sha256", "sha512"]
@@ -306,37 +310,46 @@ export async function admit(
       }
       throw error;
     });
-    const existing = listCached(dataDir).find((i) => i.sha256 === sha256);
-    if (existing) {
-      removePart(part);
-      return addUrl(dataDir, existing, what.url);
-    }
-    const path = imagePath(dataDir, sha256, facts.format);
-    const size = Deno.statSync(part.file).size;
-    const record = {
-      sha256,
-      ...(sha512 ? { sha512 } : {}),
-      format: facts.format,
-      size,
-      virtual_size: facts.virtualSize,
-      name: what.name,
-      ...(what.alias ? { alias: what.alias } : {}),
-      urls: [what.url],
-      verified: what.verified,
-      fetched_at: new Date().toISOString(),
+    return {
+      part,
+      record: {
+        sha256,
+        ...(sha512 ? { sha512 } : {}),
+        format: facts.format,
+        size: Deno.statSync(part.file).size,
+        virtual_size: facts.virtualSize,
+        name: what.name,
+        ...(what.alias ? { alias: what.alias } : {}),
+        urls: [what.url],
+        verified: what.verified,
+        fetched_at: new Date().toISOString(),
+      },
     };
-    // The record first, the image last: an entry exists once its image file does.
-    writeRecord(recordPath(dataDir, sha256), record);
-    Deno.chmodSync(part.file, 0o400);
-    Deno.renameSync(part.file, path);
-    image = { ...record, id: sha256.slice(0, 12), path };
   } catch (error) {
     // A download that failed verification goes; one qvm could not check (a tool missing) stays.
     if (error instanceof UsageError) removePart(part);
     throw error;
   }
+}
+
+/**
+ * Makes a verified download a cache entry (or adds its URL to the entry that holds the same
+ * bytes). The caller holds the cache lock.
+ */
+export function admit(dataDir: string, verified: Verified): CachedImage {
+  const { part, record } = verified;
+  const existing = listCached(dataDir).find((i) => i.sha256 === record.sha256);
+  if (existing) {
+    removePart(part);
+    return addUrl(dataDir, existing, record.urls[0]);
+  }
+  const path = imagePath(dataDir, record.sha256, record.format);
+  // The record first, the image last: an entry exists once its image file does.
+  writeRecord(recordPath(dataDir, record.sha256), record);
+  Deno.chmodSync(part.file, 0o400);
+  Deno.renameSync(part.file, path);
   removePart(part);
-  return image;
+  return { ...record, id: record.sha256.slice(0, 12), path };
 }
 
 function writeRecord(path: string, record: Record<string, unknown>): void {

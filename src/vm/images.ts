@@ -26,6 +26,7 @@ import {
   type PartialDownload,
   preparePart,
   removeCached,
+  verifyDownload,
 } from "../cloud/image_cache.ts";
 import { sha256Hex } from "../sha256.ts";
 import { type Deadline, MAX_WAIT_S, type VmEnv } from "./env.ts";
@@ -177,17 +178,17 @@ export async function pullImage(
     await downloadToPart(origin.url, part, {
       onProgress: (p) => onProgress?.({ step: "download", name: origin.name, ...p }),
     });
+    const verified = await verifyDownload(part, {
+      url: origin.url,
+      name: origin.name,
+      alias: origin.entry?.name,
+      expected: expected.sum,
+      verified: expected.verified,
+      format: origin.entry?.format,
+    }, (algorithm) => onProgress?.({ step: "verify", name: origin.name, algorithm }));
     const cache = await cacheLock(env);
     try {
-      const image = await admit(dataDir, part, {
-        url: origin.url,
-        name: origin.name,
-        alias: origin.entry?.name,
-        expected: expected.sum,
-        verified: expected.verified,
-        format: origin.entry?.format,
-      }, (algorithm) => onProgress?.({ step: "verify", name: origin.name, algorithm }));
-      return { image, fetched: true };
+      return { image: admit(dataDir, verified), fetched: true };
     } finally {
       cache.release();
     }

@@ -101,6 +101,11 @@ async function resolveImage(
     } catch { /* not a file: a catalog name, unless it looks like a path */ }
     if (info) {
       if (!info.isFile) throw new UsageError(`image '${source}' is not a file`);
+      if (request.verify.sha256 !== undefined || request.verify.insecure) {
+        throw new UsageError(
+          "--sha256 and --insecure-no-checksum are for downloads, not for a local image file",
+        );
+      }
       const path = resolve(source);
       const facts = await inspectImage(path, { downloaded: false, shown: source });
       return { path, format: facts.format, virtualSize: facts.virtualSize, fetched: false };
