@@ -443,6 +443,7 @@ Deno.test("launch FILE pins the image's format, grows the root disk with --disk-
     const out = JSON.parse(launched.stdout);
     assert.match(out.name, /^tiny-[0-9a-f]{4}$/);
     assert.deepEqual(out.image, { path: `${env.root}/tiny.qcow2`, format: "qcow2", id: null });
+    assert.equal(out.tcg_fallback, false);
     const config = JSON.parse(JSON.parse(env.snapshot())[0].config_data);
     assert.equal(config.image_format, "qcow2");
     assert.equal(config.memory, "1G");

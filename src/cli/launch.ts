@@ -113,7 +113,7 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
       status: "running",
       pid: started.vm.pid,
       image: { path: image.path, format: image.format, id: image.cached?.id ?? null },
-      accel: launched.tcg ? "tcg" : null,
+      tcg_fallback: launched.tcg,
     });
   } else {
     ctx.out(`launched ${vm.name} (pid ${started.vm.pid}): qvm ssh ${vm.name}`);
