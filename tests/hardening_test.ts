@@ -389,6 +389,33 @@ Deno.test("a start waiting for the console fails fast when the guest powers off 
   });
 });
 
+Deno.test("a start waiting for ssh or the agent fails fast when the guest powers off instead", async () => {
+  await withEnv(async (env) => {
+    // No sshd and no agent in this guest: only the run state can end the wait early.
+    const extra = "  - no-shutdown\nnetwork:\n  ports: ['auto:22']\nguest_agent: true";
+    for (const kind of ["ssh", "agent"]) {
+      const name = `po-${kind}`;
+      await env.ok(["add", await guestConfig(env, { name, extra })]);
+      const started = Date.now();
+      const start = env.run(["start", name, "--wait-for", kind, "--timeout", "90"]);
+      assert.ok(
+        await eventually(async () =>
+          (await env.run(["qmp", "run", name, "query-status"])).code === 0
+        ),
+      );
+      await eventually(async () => {
+        await env.run(["qmp", "run", name, "system_powerdown"]);
+        return Date.now() - started > 60_000 ||
+          (await env.run(["status", name, "--json"])).stdout.includes('"failed"');
+      }, 60_000);
+      const res = await start;
+      assert.equal(res.code, 1, `${kind}: ${res.stderr}`);
+      assert.match(res.stderr, /^qvm: the guest powered off while booting/);
+      assert.ok(Date.now() - started < 60_000, `${kind}: the wait must not run out its 90 s`);
+    }
+  });
+});
+
 Deno.test("stop --timeout covers the whole command, the wait for another command's lock included", async () => {
   await withEnv(async (env) => {
     const id = (await env.ok(["add", await guestConfig(env, { name: "dl", acpi: false })])).trim();

@@ -1,9 +1,14 @@
-/** Config flags shared by `add` and `apply` (`--name`, `--memory`, `--cpu`, `--binary`, `--image`). */
+/**
+ * Config flags shared by `add` and `apply` (`--name`, `--memory`, `--cpu`, `--binary`, `--image`),
+ * and the cloud flags of `add` and `launch` (`--port`, `--user`, `--ssh-key`, `--disk-size`,
+ * `--accel`), each of which sets the config key a YAML file would.
+ */
 import type { Context } from "./context.ts";
 import type { OptionSpec, ParsedArgs } from "./spec.ts";
 import type { VmConfig } from "../config/mod.ts";
 import { configModule } from "../lazy.ts";
 import { portHolder } from "../cloud/paths.ts";
+import { UsageError } from "../errors.ts";
 
 /** The flags that set config keys on top of the YAML files. */
 export const configFlagOptions: Record<string, OptionSpec> = {
@@ -19,6 +24,58 @@ export const configFlagOptions: Record<string, OptionSpec> = {
   },
 };
 
+/** The cloud flags of `add` and `launch`: what a cloud VM needs, without a YAML file. */
+export const cloudFlagOptions: Record<string, OptionSpec> = {
+  port: {
+    type: "string",
+    multiple: true,
+    value: "SPEC",
+    description: "port forward HOST:GUEST, auto:GUEST or ADDRESS:HOST:GUEST (repeatable)",
+  },
+  user: { type: "string", value: "NAME", description: "login user cloud-init creates" },
+  "ssh-key": {
+    type: "string",
+    multiple: true,
+    value: "FILE",
+    description: "public key file for the user (repeatable; default ~/.ssh/*.pub)",
+    complete: "file",
+  },
+  "disk-size": {
+    type: "string",
+    value: "SIZE",
+    description: "root disk size, e.g. 20G (the image's overlay; cloud-init grows the root fs)",
+  },
+  accel: {
+    type: "string",
+    value: "kvm|tcg",
+    description: "accelerator: kvm only, or tcg (emulation); default KVM, else TCG",
+    complete: ["kvm", "tcg"],
+  },
+};
+
+function absolute(path: string): string {
+  return path.startsWith("/") || path === "" ? path : `${Deno.cwd()}/${path}`;
+}
+
+/** The config keys the cloud flags set (only those given), as a YAML file would write them. */
+export function cloudConfigFromFlags(values: ParsedArgs["values"]): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  const list = (key: string) => (Array.isArray(values[key]) ? values[key] as string[] : []);
+  if (list("port").length > 0) out.network = { ports: list("port") };
+  const cloudInit: Record<string, unknown> = {};
+  if (typeof values.user === "string") cloudInit.user = values.user;
+  if (list("ssh-key").length > 0) cloudInit.ssh_authorized_keys = list("ssh-key").map(absolute);
+  if (Object.keys(cloudInit).length > 0) out.cloud_init = cloudInit;
+  if (typeof values["disk-size"] === "string") out.disk_size = values["disk-size"];
+  if (typeof values.accel === "string") {
+    if (values.accel !== "kvm" && values.accel !== "tcg") {
+      throw new UsageError(`invalid --accel '${values.accel}': use kvm or tcg`);
+    }
+    out.arguments = [{ accel: values.accel }];
+  }
+  return out;
+}
+
 /** The config keys set by flags (only those given). */
 export function configFromFlags(values: ParsedArgs["values"]): Record<string, unknown> {
   const out: Record<string, unknown> = {};
@@ -30,8 +87,7 @@ export function configFromFlags(values: ParsedArgs["values"]): Record<string, un
   }
   if (typeof values.image === "string") {
     // Relative to where qvm runs, as any path given on the command line.
-    const image = values.image;
-    out.image = image.startsWith("/") || image === "" ? image : `${Deno.cwd()}/${image}`;
+    out.image = absolute(values.image);
   }
   return out;
 }

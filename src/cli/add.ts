@@ -3,7 +3,13 @@ import { resolve } from "../path.ts";
 import type { Context } from "./context.ts";
 import type { CommandSpec, ParsedArgs } from "./spec.ts";
 import { UsageError } from "../errors.ts";
-import { configFlagOptions, configFromFlags, loadVmConfig } from "./_config_flags.ts";
+import {
+  cloudConfigFromFlags,
+  cloudFlagOptions,
+  configFlagOptions,
+  configFromFlags,
+  loadVmConfig,
+} from "./_config_flags.ts";
 import { imageModule } from "../lazy.ts";
 
 /** The command's arguments and flags. */
@@ -22,14 +28,19 @@ export const spec: CommandSpec = {
   }],
   options: {
     ...configFlagOptions,
+    ...cloudFlagOptions,
     empty: { type: "boolean", description: "define a VM with an empty config" },
   },
-  examples: ["qvm add vm.yaml --name web1", "qvm add --empty --name scratch --memory 1G"],
+  examples: [
+    "qvm add vm.yaml --name web1",
+    "qvm add --empty --name scratch --memory 1G",
+    "qvm add --image base.qcow2 --port auto:22 --user dev --disk-size 20G --memory 1G",
+  ],
 };
 
 /** Validates everything, then inserts one row; prints the new id (or `{id, name}` as JSON). */
 export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
-  const overrides = configFromFlags(args.values);
+  const overrides = { ...configFromFlags(args.values), ...cloudConfigFromFlags(args.values) };
   if (args.positionals.length === 0 && !args.values.empty && Object.keys(overrides).length === 0) {
     throw new UsageError("add: give a CONFIG.yaml, config flags, or --empty");
   }

@@ -41,6 +41,11 @@ export const COMMANDS: readonly CommandEntry[] = [
     load: () => importCommand("add.ts"),
   },
   {
+    name: "launch",
+    summary: "define a VM from an image file, URL or catalog name, start it, wait for SSH",
+    load: () => importCommand("launch.ts"),
+  },
+  {
     name: "apply",
     summary: "merge configs into a VM (creating it if absent)",
     load: () => importCommand("apply.ts"),
@@ -157,6 +162,12 @@ export const COMMANDS: readonly CommandEntry[] = [
     summary: "list, verify, or find orphaned disk images",
     readOnly: true,
     load: () => importCommand("storage.ts"),
+  },
+  {
+    name: "image",
+    summary: "list, pull or remove cached base images; show the image catalog",
+    readOnlySubcommands: ["ls", "catalog"],
+    load: () => importCommand("image.ts"),
   },
   {
     name: "export",

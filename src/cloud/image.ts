@@ -3,7 +3,7 @@
  * in the VM's disk folder and kept across starts. The base image is only ever read; a start is
  * refused while a running VM writes to it.
  */
-import { diskFile, imageOf } from "../config/mod.ts";
+import { diskFile, type ImageFormat, imageOf, sizeBytes } from "../config/mod.ts";
 import { QvmError, UsageError } from "../errors.ts";
 import { escapeOptionValue } from "../qemu/argv.ts";
 import { asidePath, createAside, qemuImg } from "../qemu/img.ts";
@@ -59,12 +59,13 @@ export function runningWriterOf(
 
 /**
  * Makes the overlay of `image` for VM `vm` unless it is there (recording it as a file qvm made,
- * so `rm --delete-storage` removes it), and returns its path. An overlay left from another base
- * image is refused rather than silently reused.
+ * so `rm --delete-storage` removes it), and returns its path: over the image read as `format`
+ * (probed when the config pins none), `size` big when given (`disk_size`). An overlay left from
+ * another base image is refused rather than silently reused.
  */
 export async function ensureOverlay(
   env: { dirs: Dirs; store?: StateStore },
-  vm: { id: string; name: string; image: string },
+  vm: { id: string; name: string; image: string; format?: ImageFormat; size?: string },
 ): Promise<string> {
   // The image may have gone (or changed) since add: one line, exit 3, before anything is made.
   imageOf(vm.image);
@@ -101,8 +102,22 @@ export async function ensureOverlay(
     if (!recorded.includes(overlay)) env.store?.addCreatedFile(vm.id, overlay);
     return overlay;
   }
-  const info = JSON.parse(await qemuImg(["info", "-U", "--output=json", vm.image]));
-  const format = typeof info.format === "string" ? info.format : "raw";
+  // A pinned format is not probed again; the size is checked only when the overlay grows it.
+  let format: string | undefined = vm.format;
+  if (format === undefined || vm.size !== undefined) {
+    const info = JSON.parse(
+      await qemuImg(["info", "-U", "--output=json", ...(format ? ["-f", format] : []), vm.image]),
+    );
+    format ??= typeof info.format === "string" ? info.format : "raw";
+    const wanted = vm.size === undefined ? undefined : sizeBytes(vm.size);
+    if (wanted !== undefined && wanted < BigInt(info["virtual-size"] ?? 0)) {
+      throw new UsageError(
+        `VM '${vm.name}': disk_size ${vm.size} is smaller than image '${vm.image}' ` +
+          `(${info["virtual-size"]} bytes); the root disk can only grow`,
+      );
+    }
+  }
+  const size = vm.size === undefined ? [] : [vm.size];
   // Recorded before it is made, made aside and linked into place: a kill at any point leaves
   // neither an unrecorded overlay nor a short one.
   const aside = asidePath(overlay);
@@ -111,7 +126,19 @@ export async function ensureOverlay(
   try {
     await createAside(overlay, {
       make: (target) =>
-        qemuImg(["create", "-q", "-f", "qcow2", "-b", vm.image, "-F", format, "--", target]),
+        qemuImg([
+          "create",
+          "-q",
+          "-f",
+          "qcow2",
+          "-b",
+          vm.image,
+          "-F",
+          format!,
+          "--",
+          target,
+          ...size,
+        ]),
       what: `the root disk of VM '${vm.name}'`,
       replaceAside: unfinished,
     });

@@ -170,6 +170,18 @@ async function parseYaml(path: string, source: string, options?: LoadOptions): P
 }
 
 /**
+ * Reads a small YAML (or JSON) data file that is not a VM config (e.g. an image catalog, `what`
+ * in messages): a regular file of at most 1 MiB of UTF-8, errors as `FILE:LINE:COL: message`.
+ */
+export async function readDataFile(
+  path: string,
+  options: { what: string } & LoadOptions,
+): Promise<unknown> {
+  const text = await readSmallText(path, { what: options.what, regularOnly: true });
+  return await parseYaml(path, text, options);
+}
+
+/**
  * Reads one YAML config file into a raw map (not yet validated): at most 1 MiB, top level a map
  * (an empty file is an empty map), no qvm command as a key, no duplicate storage names or singleton
  * arguments, a key and its option in `arguments` settled (the later wins, with a warning), relative

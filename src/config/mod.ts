@@ -35,16 +35,18 @@ export {
   formatForward,
   hostPortFree,
   type NetworkConfig,
+  parsePortSpec,
   type PortForward,
   type PortHolder,
   udpPortsBound,
 } from "./network.ts";
 export { diskFile, PATH_KEYS, PATH_OPTIONS, SYSTEM_FOLDERS, systemFolderOf } from "./paths.ts";
-export { imageOf } from "./image.ts";
+export { diskSizeOf, IMAGE_FORMATS, type ImageFormat, imageFormatOf, imageOf } from "./image.ts";
 export {
   loadConfigFile,
   type LoadOptions,
   MAX_CONFIG_BYTES,
+  readDataFile,
   readSmallText,
   type SmallTextOptions,
 } from "./load.ts";
@@ -55,7 +57,8 @@ export { MAX_MEMORY, sizeBytes, validateConfig, type ValidateOptions } from "./v
 /**
  * Loads config files and merges them left to right onto `base` (a VM's current config, for
  * `apply`), then `overrides` (CLI flags such as `{name, memory, cpu, binary}`; `undefined` means
- * not given), and validates the result. Storage items merge by name only when both have one, so
+ * not given), then lets `complete` fill in what is still missing (`launch`'s defaults), and
+ * validates the result. Storage items merge by name only when both have one, so
  * an unnamed disk is always another disk (`storage<i>` by position), never a replacement; on
  * `apply` that is said with a warning. Nothing is written: callers persist only what this
  * returns, so a bad config changes nothing.
@@ -63,7 +66,10 @@ export { MAX_MEMORY, sizeBytes, validateConfig, type ValidateOptions } from "./v
 export async function loadConfigs(
   paths: string[],
   overrides: Record<string, unknown>,
-  options?: ValidateOptions & { base?: VmConfig },
+  options?: ValidateOptions & {
+    base?: VmConfig;
+    complete?: (merged: Record<string, unknown>) => Record<string, unknown>;
+  },
 ): Promise<VmConfig> {
   let merged: Record<string, unknown> = options?.base ? { ...options.base } : {};
   for (const path of paths) {
@@ -72,6 +78,7 @@ export async function loadConfigs(
     merged = mergeConfigs(merged, next);
   }
   merged = mergeConfigs(merged, overrides);
+  if (options?.complete) merged = options.complete(merged);
   const config = validateConfig(merged, options);
   if (options?.base && Array.isArray(merged.storage)) {
     for (const [i, item] of merged.storage.entries()) {

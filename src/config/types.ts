@@ -66,6 +66,10 @@ export interface VmConfig {
   storage: StorageItem[];
   /** qvm extension: base image; the root disk is a qcow2 overlay of it (it is never written). */
   image?: string;
+  /** qvm extension: the base image's format, pinned when the VM is defined (never probed after). */
+  image_format?: "qcow2" | "raw";
+  /** qvm extension: the size of the root overlay (at least the image's), e.g. `20G`. */
+  disk_size?: string;
   /** qvm extension: user-mode networking with port forwards. */
   network?: NetworkConfig;
   /** qvm extension: a NoCloud seed built at start. */

@@ -41,6 +41,8 @@ const KNOWN_KEYS = new Set([
   "arguments",
   "storage",
   "image",
+  "image_format",
+  "disk_size",
   "network",
   "cloud_init",
   "guest_agent",

@@ -40,6 +40,15 @@ function machineSetsAccel(config: VmConfig): boolean {
     );
 }
 
+/**
+ * True when the config picks QEMU's accelerator itself (`accel`, `enable-kvm`, or
+ * `-machine accel=`); otherwise qvm adds KVM with a TCG fallback.
+ */
+export function choosesAccel(config: VmConfig): boolean {
+  const given = optionsIn(config);
+  return given.has("accel") || given.has("enable-kvm") || machineSetsAccel(config);
+}
+
 /** argv (binary first) to launch VM `id` named `name` with `config`, files at `paths`. */
 export function launchArgv(
   vm: { id: string; name: string; config: VmConfig },
@@ -66,9 +75,7 @@ export function launchArgv(
   if (!given.has("display") && vm.config.display === undefined) {
     argv.push("-display", "none");
   }
-  const accelerated = given.has("accel") || given.has("enable-kvm") ||
-    machineSetsAccel(vm.config);
-  if (!accelerated) argv.push("-accel", "kvm", "-accel", "tcg");
+  if (!choosesAccel(vm.config)) argv.push("-accel", "kvm", "-accel", "tcg");
   return argv;
 }
 

@@ -158,6 +158,14 @@ async function kvmEnabled(ask: Ask): Promise<boolean> {
   }
 }
 
+/**
+ * KVM could not run the guest (QEMU's run state `internal-error` with KVM on): the guest may
+ * well run under TCG, which `launch` then tries.
+ */
+export class KvmFaultError extends QvmError {
+  override name = "KvmFaultError";
+}
+
 /** Fails fast when QEMU sits in a run state it cannot leave by itself (KVM failure, panic). */
 async function checkRunState(ask: Ask): Promise<void> {
   let state: string | undefined;
@@ -169,7 +177,7 @@ async function checkRunState(ask: Ask): Promise<void> {
   if (!FAULT_STATES.has(state)) return;
   if (state === "internal-error") {
     if (await kvmEnabled(ask)) {
-      throw new QvmError(
+      throw new KvmFaultError(
         "KVM failed to run the guest (QEMU run state internal-error); set accel tcg in the " +
           "config (arguments: [{accel: tcg}]) to run it without KVM",
       );
@@ -180,6 +188,14 @@ async function checkRunState(ask: Ask): Promise<void> {
   }
   if (state === "guest-panicked") throw new QvmError("the guest panicked while booting");
   throw new QvmError("the guest powered off while booting (QEMU run state shutdown)");
+}
+
+/** Checks the run state every half second until `signal` aborts; throws on a fault state. */
+async function watchRunState(paths: VmPaths, signal: AbortSignal): Promise<void> {
+  while (!signal.aborted) {
+    await checkRunState(askMonitor(paths));
+    await sleep(500);
+  }
 }
 
 async function waitForSerial(
@@ -242,7 +258,21 @@ async function waitUntilReady(
   if (waitFor.kind === "process") return;
   if (waitFor.kind === "ssh" || waitFor.kind === "agent") {
     const { waitForGuest } = await cloudModule();
-    await waitForGuest(options.env, vm, { kind: waitFor.kind, pid, deadline: deadline.at });
+    // The guest cannot answer from a fault state: watch QEMU's run state meanwhile.
+    const done = new AbortController();
+    const guest = waitForGuest(options.env, vm, {
+      kind: waitFor.kind,
+      pid,
+      deadline: deadline.at,
+      signal: done.signal,
+    });
+    const fault = watchRunState(paths, done.signal);
+    try {
+      await Promise.race([guest, fault]);
+    } finally {
+      done.abort();
+      await Promise.allSettled([guest, fault]);
+    }
     return;
   }
   if (waitFor.kind === "serial") {
