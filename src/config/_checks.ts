@@ -30,6 +30,7 @@ export const COMMAND_KEYS: ReadonlySet<string> = new Set([
   "doctor",
   "completions",
   "ssh",
+  "ssh-config",
   "exec",
   "ip",
   "ports",
