@@ -121,6 +121,11 @@ export const COMMANDS: readonly CommandEntry[] = [
     load: () => importCommand("ssh_config.ts"),
   },
   {
+    name: "cp",
+    summary: "copy files and folders between the host and a running VM",
+    load: () => importCommand("cp.ts"),
+  },
+  {
     name: "exec",
     summary: "run a command in a VM through the guest agent",
     load: () => importCommand("exec.ts"),

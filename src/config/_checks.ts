@@ -31,6 +31,7 @@ export const COMMAND_KEYS: ReadonlySet<string> = new Set([
   "completions",
   "ssh",
   "ssh-config",
+  "cp",
   "exec",
   "ip",
   "ports",
