@@ -153,8 +153,18 @@ async function copyWithScp(
     }
     throw error;
   }
+  // Ctrl-C reaches scp from the terminal; a SIGINT sent to qvm alone is passed on.
+  const stop = () => {
+    try {
+      child.kill("SIGINT");
+    } catch { /* ended */ }
+  };
+  options.signal?.addEventListener("abort", stop);
   const status = await child.status;
-  if (options.signal?.aborted) throw new CopyInterrupted("interrupted");
+  options.signal?.removeEventListener("abort", stop);
+  if (options.signal?.aborted) {
+    throw new CopyInterrupted("interrupted (scp may leave a partial file)");
+  }
   if (!status.success) {
     throw new QvmError(`scp failed (exit ${status.code}); see its message above`);
   }
