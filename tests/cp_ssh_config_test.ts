@@ -17,6 +17,7 @@ import {
   planTargets,
 } from "../src/cloud/copy_plan.ts";
 import { guestUser } from "../src/cloud/copy.ts";
+import { endScripts, finishScript, type Placed } from "../src/cloud/_copy_agent.ts";
 import { localScpPath, scpArgv, sshArgv, sshConfigBlock, sshWord } from "../src/cloud/ssh.ts";
 import { splitSshWords } from "../src/cli/ssh.ts";
 import { NotFoundError, UsageError } from "../src/errors.ts";
@@ -182,6 +183,92 @@ Deno.test("cp through the agent: files belong to the user qvm exec runs as", () 
     undefined,
   );
   assert.equal(guestUser({ guest_agent: true } as never, "me"), undefined);
+});
+
+/** Runs a generated guest script here, with the same POSIX sh and coreutils a guest has. */
+async function sh(script: string): Promise<{ code: number; stderr: string }> {
+  const out = await new Deno.Command("sh", { args: ["-c", script], stdin: "null" }).output();
+  return { code: out.code, stderr: new TextDecoder().decode(out.stderr) };
+}
+
+Deno.test("cp's guest scripts: finished files move into place; a symlink in the way is replaced, a directory refused", async () => {
+  const root = await Deno.makeTempDir({ prefix: "qvm-cp-" });
+  try {
+    const d = `${root}/d it's`;
+    const stage = `${d}/.qvm-cp-t`;
+    await Deno.mkdir(stage, { recursive: true, mode: 0o700 });
+    await Deno.mkdir(`${root}/other`);
+    await Deno.writeTextFile(`${d}/kept`, "old");
+    await Deno.symlink("../other", `${d}/sl`);
+    await Deno.mkdir(`${d}/isdir`);
+    for (const name of ["kept", "sl", "new 1", "isdir"]) {
+      await Deno.writeTextFile(`${stage}/${name}`, `new ${name}`);
+    }
+    const root0 = Deno.uid() === 0;
+    // As root, the replaced file belongs to someone else and must stay theirs.
+    if (root0) Deno.chownSync(`${d}/kept`, 65534, 65534);
+    const me = `${Deno.uid()}:${Deno.gid()}`;
+    const placed = (name: string, mode: number, kind: Placed["kind"] = "file", link = "") => ({
+      kind,
+      temp: `${stage}/${name}`,
+      dest: `${d}/${name}`,
+      dir: d,
+      mode,
+      link,
+    });
+    const ok = await sh(finishScript(
+      [
+        placed("kept", 0o644),
+        placed("sl", 0o640),
+        placed("new 1", 0o4750),
+        placed("lnk", 0, "symlink", "new 1"),
+      ],
+      me,
+      new Set(),
+    ));
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.equal(Deno.readTextFileSync(`${d}/kept`), "new kept");
+    assert.equal(Deno.statSync(`${d}/kept`).mode! & 0o7777, 0o644);
+    if (root0) assert.equal(Deno.statSync(`${d}/kept`).uid, 65534);
+    assert.ok(Deno.lstatSync(`${d}/sl`).isFile, "the symlink in the way was replaced");
+    assert.deepEqual([...Deno.readDirSync(`${root}/other`)], [], "and not followed");
+    assert.equal(Deno.statSync(`${d}/new 1`).mode! & 0o7777, 0o4750);
+    assert.equal(Deno.readLinkSync(`${d}/lnk`), "new 1");
+    const refused = await sh(finishScript([placed("isdir", 0o644)], me, new Set()));
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, /cannot overwrite directory/);
+    assert.equal(Deno.readTextFileSync(`${stage}/isdir`), "new isdir", "left for the ending");
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});
+
+Deno.test("cp's guest scripts: a copy of thousands of folders ends in scripts sh -c can take", async () => {
+  const root = await Deno.makeTempDir({ prefix: "qvm-cp-" });
+  try {
+    const long = "x".repeat(200);
+    const made: { path: string; mode: number }[] = [];
+    const staging: string[] = [];
+    for (let i = 0; i < 1500; i++) {
+      const path = `${root}/${long}${i}`;
+      await Deno.mkdir(`${path}/.qvm-cp-t`, { recursive: true, mode: 0o700 });
+      made.push({ path, mode: i % 2 ? 0o755 : 0o750 });
+      staging.push(`${path}/.qvm-cp-t`);
+    }
+    const scripts = endScripts(staging, made, `${Deno.uid()}:${Deno.gid()}`);
+    assert.ok(scripts.length > 1, `${scripts.length} scripts`);
+    for (const script of scripts) {
+      assert.ok(script.length < 128 * 1024, `${script.length} bytes`);
+      const ran = await sh(script);
+      assert.equal(ran.code, 0, ran.stderr);
+    }
+    for (const [i, dir] of made.entries()) {
+      assert.deepEqual([...Deno.readDirSync(dir.path)], [], "the private folder is gone");
+      assert.equal(Deno.statSync(dir.path).mode! & 0o7777, i % 2 ? 0o755 : 0o750);
+    }
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
 });
 
 Deno.test("ssh: its own options go to ssh, --flags to qvm, the first other word after VM starts COMMAND", () => {

@@ -46,7 +46,8 @@ import type { CopyOptions, CopyResult } from "./copy.ts";
 export const CHUNK = 4 * 1024 * 1024;
 /** Guest entries handled per `guest-exec` (keeps each command line well under ARG_MAX). */
 const BATCH_ENTRIES = 256;
-const BATCH_BYTES = 96 * 1024;
+/** Bytes of quoted paths per script: `sh -c` takes its script as one argument, at most 128 KiB. */
+const BATCH_BYTES = 64 * 1024;
 /** How long one guest script may run. */
 const SCRIPT_MS = 120_000;
 
@@ -431,7 +432,7 @@ interface InItem {
 }
 
 /** A written file or a symlink, waiting in its folder's private folder to be put in place. */
-interface Placed {
+export interface Placed {
   kind: "file" | "symlink";
   /** Where it waits (`DIR/.qvm-cp-TOKEN/NAME`). */
   temp: string;
@@ -448,7 +449,11 @@ interface Placed {
  * set, then one `mv` per folder (which replaces a symlink in the way, not following it, and
  * refuses to overwrite a directory). Stops at the first failure.
  */
-function finishScript(placed: readonly Placed[], owner: string, madeDirs: ReadonlySet<string>) {
+export function finishScript(
+  placed: readonly Placed[],
+  owner: string,
+  madeDirs: ReadonlySet<string>,
+): string {
   const lines = [`o=${q(owner)}`];
   for (const p of placed) {
     if (p.kind === "symlink") lines.push(`ln -s -- ${q(p.link)} ${q(p.temp)} || exit 1`);
@@ -480,24 +485,33 @@ function finishScript(placed: readonly Placed[], owner: string, madeDirs: Readon
 }
 
 /**
- * The script that ends a copy in the guest: the private folders go, and folders the copy made
- * get the owner and their modes. Goes on past a failure, then exits 1.
+ * The scripts that end a copy in the guest (one, unless it made very many folders): the private
+ * folders go, and folders the copy made get the owner and their modes. Each goes on past a
+ * failure, then exits 1.
  */
-function endScript(
+export function endScripts(
   staging: readonly string[],
   made: readonly { path: string; mode: number }[],
   owner: string,
-): string {
-  const lines = ["r=0"];
-  if (staging.length > 0) lines.push(`rm -rf -- ${staging.map(q).join(" ")} || r=1`);
-  if (owner !== "" && made.length > 0) {
-    lines.push(`chown -- ${q(owner)} ${made.map((d) => q(d.path)).join(" ")} || r=1`);
+): string[] {
+  const size = (path: string) => q(path).length + 1;
+  const lines = batches(staging, size).map((b) => `rm -rf -- ${b.map(q).join(" ")} || r=1`);
+  if (owner !== "") {
+    for (const b of batches(made.map((d) => d.path), size)) {
+      lines.push(`chown -- ${q(owner)} ${b.map(q).join(" ")} || r=1`);
+    }
   }
   for (const [mode, group] of groupBy(made, (d) => d.mode.toString(8))) {
-    lines.push(`chmod ${mode} -- ${group.map((d) => q(d.path)).join(" ")} || r=1`);
+    for (const b of batches(group.map((d) => d.path), size)) {
+      lines.push(`chmod ${mode} -- ${b.map(q).join(" ")} || r=1`);
+    }
   }
-  lines.push("exit $r");
-  return lines.join("\n");
+  return batches(lines, (line) => line.length).map((b) => ["r=0", ...b, "exit $r"].join("\n"));
+}
+
+/** How many bytes a placed file or symlink adds to its finish script. */
+function placedSize(p: Placed): number {
+  return 3 * q(p.temp).length + q(p.dest).length + q(p.link).length + 64;
 }
 
 /** Copies checked host `sources` to `destText` in the guest, by cp's rules. */
@@ -550,7 +564,7 @@ export async function copyIn(
   const staging = [...new Set(toPlace.map((i) => `${dirName(i.guest)}/${token}`))];
   const made = new Set<string>();
   const ending = () =>
-    endScript(
+    endScripts(
       staging,
       [...made].map((path) => ({ path, mode: modes.get(path) ?? 0o755 })),
       found.owner,
@@ -558,7 +572,7 @@ export async function copyIn(
   try {
     tally.checkAborted();
     // Folders first (missing ones made 0700, parents before children), then the private ones.
-    for (const batch of batches(dirs, (d) => d.guest.length + 4)) {
+    for (const batch of batches(dirs, (d) => q(d.guest).length + 1)) {
       const script = [
         "set --",
         `for d in ${
@@ -575,10 +589,11 @@ export async function copyIn(
       }
     }
     tally.directories = made.size;
-    for (const batch of batches(staging, (d) => d.length + 4)) {
+    for (const batch of batches(staging, (d) => q(d).length + 1)) {
       await guestScript(agent, `mkdir -m 700 -- ${batch.map(q).join(" ")}`);
     }
     let pending: Placed[] = [];
+    let pendingBytes = 0;
     const buffer = new Uint8Array(CHUNK);
     for (const item of toPlace) {
       tally.checkAborted();
@@ -597,20 +612,31 @@ export async function copyIn(
       } else {
         tally.symlinks++;
       }
-      pending.push(placed);
-      if (pending.length >= BATCH_ENTRIES) {
+      if (
+        pending.length >= BATCH_ENTRIES || pendingBytes + placedSize(placed) > BATCH_BYTES
+      ) {
         await guestScript(agent, finishScript(pending, found.owner, made));
         pending = [];
+        pendingBytes = 0;
       }
+      pending.push(placed);
+      pendingBytes += placedSize(placed);
     }
     tally.checkAborted();
-    // The last batch and the ending in one script: `exit 1` of the first part skips the second,
-    // which the failure path below then runs.
-    const last = pending.length > 0 ? finishScript(pending, found.owner, made) + "\n" : "";
-    await guestScript(agent, last + ending());
+    // The last batch and the ending in one script when they fit (the usual case): `exit 1` of
+    // the first part skips the second, which the failure path below then runs.
+    const [first = "", ...more] = ending();
+    const last = pending.length > 0 ? finishScript(pending, found.owner, made) : "";
+    if (last !== "" && first !== "" && last.length + first.length > BATCH_BYTES) {
+      await guestScript(agent, last);
+      await guestScript(agent, first);
+    } else if (last !== "" || first !== "") {
+      await guestScript(agent, [last, first].filter((part) => part !== "").join("\n"));
+    }
+    for (const script of more) await guestScript(agent, script);
   } catch (error) {
     try {
-      await guestScript(agent, ending());
+      for (const script of ending()) await guestScript(agent, script);
     } catch (cleanup) {
       agent.options.warn?.(`could not tidy up in VM '${agent.vm}': ${(cleanup as Error).message}`);
     }
