@@ -413,6 +413,13 @@ Deno.test("ssh-config: the port of the current run, fixed ports when stopped, an
       await env.file("fixed.yaml", "name: fixed\nnetwork:\n  ports: ['127.0.0.1:2299:22']\n"),
     ]);
     await env.ok(["add", "--empty", "--name", "plain"]);
+    await env.ok([
+      "add",
+      await env.file(
+        "maqet.yaml",
+        "name: maqet\nargs: [-netdev, 'user,id=n0,hostfwd=tcp:127.0.0.1:2298-:22']\n",
+      ),
+    ]);
 
     // Stopped: the fixed port is known; the auto one is not, so that VM is left out (named: an error).
     const stopped = await env.run(["ssh-config"]);
@@ -422,6 +429,11 @@ Deno.test("ssh-config: the port of the current run, fixed ports when stopped, an
       stopped.stdout,
     );
     assert.doesNotMatch(stopped.stdout, /Host (tiny|plain)/);
+    // A forward written as hostfwd= in the config's own QEMU options counts, as for qvm ports.
+    assert.ok(
+      stopped.stdout.includes("Host maqet\n  HostName 127.0.0.1\n  Port 2298\n"),
+      stopped.stdout,
+    );
     assert.match(stopped.stderr, /left out tiny: .*'auto'/);
     const named = await env.run(["ssh-config", "tiny"]);
     assert.equal(named.code, 3);
@@ -438,7 +450,7 @@ Deno.test("ssh-config: the port of the current run, fixed ports when stopped, an
     const block = await env.ok(["ssh-config", "tiny"]);
     assert.match(block, new RegExp(`^Host tiny\\n  HostName 127\\.0\\.0\\.1\\n  Port ${port}\\n`));
     const all = JSON.parse(await env.ok(["ssh-config", "--json"]));
-    assert.deepEqual(all.map((b: { name: string }) => b.name).sort(), ["fixed", "tiny"]);
+    assert.deepEqual(all.map((b: { name: string }) => b.name).sort(), ["fixed", "maqet", "tiny"]);
     assert.equal(all.find((b: { name: string }) => b.name === "tiny").port, port);
 
     // cp to a VM with no agent channel goes to scp (here: no sshd, so scp fails, exit 1);

@@ -9,6 +9,7 @@ import { type Dirs, ensurePrivateDir, type StateStore, type VmRecord } from "../
 import { ensureOverlay, overlayPath, rootDriveArgv } from "./image.ts";
 import { isOurQemu } from "../qemu/process.ts";
 import { escapeOptionValue } from "../qemu/argv.ts";
+import { optionForwards } from "../qemu/reach.ts";
 import { agentPing } from "./agent.ts";
 import { cloudPaths } from "./paths.ts";
 import { forwardTo, macFor, networkArgv, recordForwards, settleForwards } from "./ports.ts";
@@ -149,15 +150,18 @@ function noSshForward(vm: VmRecord): UsageError {
 
 /**
  * The forward to guest port 22 as `qvm ports` shows it: the one in effect while the VM runs
- * (its `auto` port picked), else as configured (`auto` then stays `auto`).
+ * (its `auto` port picked), else as configured (`auto` then stays `auto`); then one written as
+ * `hostfwd=` in the config's own QEMU options.
  */
 export function sshForward(
   dirs: Dirs,
   vm: VmRecord,
   running: boolean,
 ): PortForward | ActiveForward | undefined {
-  const forwards = (running ? activeForwards(dirs, vm.id) : undefined) ??
-    vm.config.network?.ports ?? [];
+  const forwards = [
+    ...(running ? activeForwards(dirs, vm.id) : undefined) ?? vm.config.network?.ports ?? [],
+    ...optionForwards(vm.config),
+  ];
   return forwardTo<PortForward | ActiveForward>(forwards, 22);
 }
 
