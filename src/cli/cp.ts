@@ -4,7 +4,7 @@ import type { CommandSpec, ParsedArgs } from "./spec.ts";
 import { UsageError } from "../errors.ts";
 import { copyFiles, type CopyProgress, type CopyRoute } from "../cloud/copy.ts";
 import { copyRequest, parseOperand } from "../cloud/copy_plan.ts";
-import { formatSeconds, Progress } from "./_progress.ts";
+import { formatSeconds, printable, Progress } from "./_progress.ts";
 import { formatSize } from "./_size.ts";
 
 /** The command's arguments and flags. */
@@ -99,7 +99,7 @@ function showCopy(progress: Progress): (state: CopyProgress) => void {
     const rate = spent > 0 ? `${formatSize(Math.round(done / (spent / 1000)))}/s · ` : "";
     const percent = total > 0 ? Math.floor((done / total) * 100) : 100;
     return `copying ${formatSize(done)} of ${formatSize(total)} (${percent}%) · ` +
-      progress.dim(`${rate}${formatSeconds(spent)}`) + (current ? ` · ${current}` : "");
+      progress.dim(`${rate}${formatSeconds(spent)}`) + (current ? ` · ${printable(current)}` : "");
   };
   return (state) => {
     latest = state;
