@@ -74,7 +74,7 @@ async function run(argv: string[]): Promise<number> {
     throw new UsageError(`unknown command '${command}'${hint || " (see 'qvm --help')"}`);
   }
   const module = await entry.load();
-  const args = parseCommandArgs(module.spec, rest);
+  const args = module.parse ? module.parse(rest) : parseCommandArgs(module.spec, rest);
   if (args.values.help) {
     const chosen = selectSubcommand(module.spec, rest);
     console.log(formatHelp(chosen.spec, chosen.path));

@@ -4,18 +4,21 @@
  * and cloud_init, besides name, size and the accelerator →
  * `start --wait-for ssh` → `ssh` runs a command → `exec` through the guest agent passes output
  * and exit codes through → `ip` shows the DHCP address → a live snapshot with the guest's file
- * systems frozen, and its load thawed → `stop` ends at the ACPI step → `rm`.
+ * systems frozen, and its load thawed → `cp` in and out (agent and scp), `ssh-config` used by
+ * plain OpenSSH, ssh options passed through → `stop` ends at the ACPI step → `rm`.
  */
 import assert from "node:assert/strict";
 import { cloudGuestReady, ensureCloudGuest } from "./fixture/cloud_guest.ts";
 import { withEnv } from "./helpers/qvm.ts";
-import { agentFreezeStatus } from "../src/cloud/agent.ts";
+import { agentCall, agentExec, agentFreezeStatus } from "../src/cloud/agent.ts";
+import { type QvmEnv } from "./helpers/qvm.ts";
 
 // Building the guest needs root (mmdebstrap); without root and without a cached guest, skip.
 const canRun = Deno.uid() === 0 || await cloudGuestReady();
 
 Deno.test({
-  name: "a Debian cloud guest: start --wait-for ssh, ssh, exec, ip, frozen snapshot, stop by ACPI",
+  name:
+    "a Debian cloud guest: start --wait-for ssh, ssh, exec, ip, frozen snapshot, cp, ssh-config, stop by ACPI",
   ignore: !canRun,
   sanitizeOps: false,
   sanitizeResources: false,
@@ -110,6 +113,8 @@ Deno.test({
       assert.equal(ports.forwards[0].guest_port, 22);
       assert.deepEqual(status.forwards[0].host, ports.forwards[0].host_port);
 
+      await copySteps(env, socket);
+
       // What the guest writes is what a full clone gets.
       const wrote = await env.run([
         "ssh",
@@ -148,3 +153,216 @@ Deno.test({
     });
   },
 });
+
+/** `count` random bytes (getRandomValues gives at most 64 KiB a call). */
+function randomBytes(count: number): Uint8Array {
+  const bytes = new Uint8Array(count);
+  for (let i = 0; i < count; i += 65536) crypto.getRandomValues(bytes.subarray(i, i + 65536));
+  return bytes;
+}
+
+async function sameFile(a: string, b: string): Promise<void> {
+  assert.deepEqual(await Deno.readFile(a), await Deno.readFile(b), `${a} and ${b} differ`);
+}
+
+/** Every entry below `root`: relative path, kind, permission bits, and contents or link target. */
+async function treeOf(root: string, rel = ""): Promise<string[]> {
+  const out: string[] = [];
+  const names = [...Deno.readDirSync(rel ? `${root}/${rel}` : root)].map((e) => e.name).sort();
+  for (const name of names) {
+    const path = rel ? `${rel}/${name}` : name;
+    const info = Deno.lstatSync(`${root}/${path}`);
+    const mode = ((info.mode ?? 0) & 0o7777).toString(8);
+    if (info.isSymlink) out.push(`${path} -> ${Deno.readLinkSync(`${root}/${path}`)}`);
+    else if (info.isDirectory) out.push(`${path}/ ${mode}`, ...await treeOf(root, path));
+    else out.push(`${path} ${mode} ${await Deno.readTextFile(`${root}/${path}`)}`);
+  }
+  return out;
+}
+
+/** Guest entries whose name starts with `.qvm-cp-` under `dirs` (what a copy must never leave). */
+async function leftovers(socket: string, dirs: string[]): Promise<string> {
+  const found = await agentExec(socket, ["find", ...dirs, "-name", ".qvm-cp-*"]);
+  return new TextDecoder().decode(found.stdout);
+}
+
+/**
+ * `qvm cp` both ways through the agent (an 8 MB random file, every byte value, a tree with -r,
+ * several sources, Ctrl-C), then with scp (`--via ssh`); `ssh-config` read by plain ssh and scp;
+ * `qvm ssh` passing ssh's own options; and an agent a killed client left mid-command.
+ */
+async function copySteps(env: QvmEnv, socket: string): Promise<void> {
+  const work = `${env.root}/cp`;
+  await Deno.mkdir(work);
+  const guestSays = async (argv: string[]) =>
+    new TextDecoder().decode((await agentExec(socket, argv)).stdout).trim();
+
+  // An 8 MB random file in and out through the agent: identical bytes, mode kept, the user's.
+  const big = `${work}/big.bin`;
+  await Deno.writeFile(big, randomBytes(8_000_000), { mode: 0o640 });
+  await Deno.chmod(big, 0o640);
+  let since = Date.now();
+  const cpIn = await env.run(["cp", big, "cloud1:/tmp/", "--json"]);
+  console.error(`cloud guest: cp 8 MB in took ${Math.round((Date.now() - since) / 1000)} s`);
+  assert.equal(cpIn.code, 0, cpIn.stderr);
+  assert.deepEqual(JSON.parse(cpIn.stdout), {
+    vm: "cloud1",
+    direction: "in",
+    via: "agent",
+    files: 1,
+    directories: 0,
+    symlinks: 0,
+    bytes: 8_000_000,
+    skipped: 0,
+  });
+  assert.equal(await guestSays(["stat", "-c", "%a %U %s", "/tmp/big.bin"]), "640 tester 8000000");
+  since = Date.now();
+  const back = `${work}/back.bin`;
+  const cpOut = await env.run(["cp", "cloud1:/tmp/big.bin", back]);
+  console.error(`cloud guest: cp 8 MB out took ${Math.round((Date.now() - since) / 1000)} s`);
+  assert.equal(cpOut.code, 0, cpOut.stderr);
+  await sameFile(big, back);
+  assert.equal(Deno.statSync(back).mode! & 0o7777, 0o640);
+
+  // Every byte value, to a relative path (the user's home) and back.
+  const bytes = `${work}/bytes.bin`;
+  await Deno.writeFile(bytes, Uint8Array.from({ length: 256 * 64 }, (_, i) => i % 256));
+  await env.ok(["cp", bytes, "cloud1:"]);
+  assert.equal(await guestSays(["stat", "-c", "%s", "/home/tester/bytes.bin"]), String(256 * 64));
+  await env.ok(["cp", "cloud1:bytes.bin", `${work}/bytes.back`]);
+  await sameFile(bytes, `${work}/bytes.back`);
+
+  // A tree with -r, in and out: folders, modes, a symlink, an empty folder; a fifo is skipped.
+  const tree = `${work}/tree`;
+  await Deno.mkdir(`${tree}/sub/deep`, { recursive: true });
+  await Deno.mkdir(`${tree}/empty`);
+  await Deno.writeTextFile(`${tree}/a.txt`, "a\n");
+  await Deno.writeTextFile(`${tree}/sub/run me.sh`, "#!/bin/sh\n");
+  await Deno.writeTextFile(`${tree}/sub/deep/secret`, "s\n");
+  await Deno.chmod(`${tree}/sub/run me.sh`, 0o755);
+  await Deno.chmod(`${tree}/sub/deep/secret`, 0o600);
+  await Deno.chmod(`${tree}/sub/deep`, 0o750);
+  await Deno.symlink("a.txt", `${tree}/link`);
+  const fifo = await new Deno.Command("mkfifo", { args: [`${tree}/fifo`] }).output();
+  assert.ok(fifo.success);
+  const cpTree = await env.run(["cp", "-r", tree, "cloud1:/tmp", "--json"]);
+  assert.equal(cpTree.code, 0, cpTree.stderr);
+  assert.match(cpTree.stderr, /skipped '.*fifo': not a regular file/);
+  const counts = JSON.parse(cpTree.stdout);
+  assert.deepEqual([counts.files, counts.directories, counts.symlinks, counts.skipped], [
+    3,
+    4,
+    1,
+    1,
+  ]);
+  assert.equal(await guestSays(["stat", "-c", "%a %U", "/tmp/tree"]), "755 tester");
+  const listed = await guestSays([
+    "find",
+    "/tmp/tree",
+    "-mindepth",
+    "1",
+    "-printf",
+    "%P|%m|%u|%l\\n",
+  ]);
+  assert.deepEqual(listed.split("\n").sort(), [
+    "a.txt|644|tester|",
+    "empty|755|tester|",
+    "link|777|tester|a.txt",
+    "sub/deep/secret|600|tester|",
+    "sub/deep|750|tester|",
+    "sub/run me.sh|755|tester|",
+    "sub|755|tester|",
+  ]);
+  await Deno.remove(`${tree}/fifo`);
+  await env.ok(["cp", "-r", "cloud1:/tmp/tree", `${work}/tree.back`]);
+  assert.deepEqual(await treeOf(`${work}/tree.back`), await treeOf(tree));
+
+  // Several sources into a folder; refusals name the problem and copy nothing.
+  await env.ok(["cp", `${tree}/a.txt`, bytes, "cloud1:/tmp/tree/empty"]);
+  assert.equal(await guestSays(["ls", "/tmp/tree/empty"]), "a.txt\nbytes.bin");
+  for (
+    const [args, message] of [
+      [["cp", "cloud1:/tmp/nothing", work], /cannot stat 'cloud1:\/tmp\/nothing'/],
+      [["cp", "cloud1:/tmp/tree", work], /is a directory \(copy it with -r\)/],
+      [
+        ["cp", big, bytes, "cloud1:/tmp/big.bin"],
+        /target 'cloud1:\/tmp\/big.bin' is not a directory/,
+      ],
+      [["cp", big, "cloud1:/nowhere/x"], /its folder does not exist/],
+    ] as [string[], RegExp][]
+  ) {
+    const refused = await env.run(args);
+    assert.equal(refused.code, 3, `${args.join(" ")}: ${refused.stderr}`);
+    assert.match(refused.stderr, message);
+  }
+  assert.equal(await leftovers(socket, ["/tmp", "/home/tester"]), "");
+
+  // Ctrl-C mid-copy: exit 130, and neither the file nor the copy's private folder is left.
+  const huge = `${work}/huge.bin`;
+  await Deno.writeFile(huge, randomBytes(24_000_000));
+  const child = env.command(["cp", huge, "cloud1:/tmp/huge.bin"]).spawn();
+  const began = Date.now();
+  while (await leftovers(socket, ["/tmp"]) === "") {
+    assert.ok(Date.now() - began < 60_000, "the copy's private folder never appeared");
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  Deno.kill(child.pid, "SIGINT");
+  const interrupted = await child.output();
+  assert.equal(interrupted.code, 130, new TextDecoder().decode(interrupted.stderr));
+  assert.equal(await leftovers(socket, ["/tmp"]), "");
+  assert.equal(await guestSays(["ls", "/tmp/huge.bin"]), "");
+
+  // A terminal shows the copy's progress.
+  const tty = await new Deno.Command("script", {
+    args: [
+      "-qfec",
+      [Deno.execPath(), "run", "-A", "--quiet", new URL("../main.ts", import.meta.url).pathname]
+        .concat(["cp", bytes, big, "cloud1:/tmp/tree/empty"]).map((w) => `'${w}'`).join(" "),
+      "/dev/null",
+    ],
+    env: { QVM_DATA_DIR: env.dataDir, QVM_RUNTIME_DIR: env.runtimeDir, COLUMNS: "200" },
+    stdin: "null",
+  }).output();
+  const drawn = new TextDecoder().decode(tty.stdout);
+  assert.equal(tty.code, 0, drawn);
+  assert.match(drawn, /copying [\d.]+[KM]? of 7\.6M \(\d+%\)/);
+
+  // With scp over the SSH forward: the same bytes both ways.
+  since = Date.now();
+  await env.ok(["cp", "--via", "ssh", big, "cloud1:/tmp/scp.bin"]);
+  await env.ok(["cp", "--via", "ssh", "cloud1:/tmp/scp.bin", `${work}/scp.back`]);
+  console.error(
+    `cloud guest: cp --via ssh 8 MB in and out took ${Math.round((Date.now() - since) / 1000)} s`,
+  );
+  await sameFile(big, `${work}/scp.back`);
+  assert.equal(await guestSays(["stat", "-c", "%a %U", "/tmp/scp.bin"]), "640 tester");
+
+  // ssh-config, read by plain OpenSSH: ssh and scp.
+  const config = `${work}/vms.ssh`;
+  await Deno.writeTextFile(config, await env.ok(["ssh-config"]));
+  const ssh = await new Deno.Command("ssh", { args: ["-F", config, "cloud1", "true"] }).output();
+  assert.equal(ssh.code, 0, new TextDecoder().decode(ssh.stderr));
+  const scp = await new Deno.Command("scp", {
+    args: ["-F", config, "cloud1:/tmp/big.bin", `${work}/plain-scp.bin`],
+  }).output();
+  assert.equal(scp.code, 0, new TextDecoder().decode(scp.stderr));
+  await sameFile(big, `${work}/plain-scp.bin`);
+
+  // qvm ssh passes ssh's options on (before its own, so they win).
+  const forced = await env.run(["ssh", "cloud1", "-o", "RequestTTY=force", "--", "tty"]);
+  assert.equal(forced.code, 0, forced.stderr);
+  assert.match(forced.stdout, /^\/dev\/pts\/\d+/);
+  const plain = await env.run(["ssh", "cloud1", "--", "tty"]);
+  assert.match(plain.stdout, /not a tty/);
+  const verbose = await env.run(["ssh", "-o", "LogLevel=DEBUG1", "cloud1", "true"]);
+  assert.equal(verbose.code, 0, verbose.stderr);
+  assert.match(verbose.stderr, /debug1: /);
+
+  // A client killed halfway through a command (a big write) leaves the agent usable.
+  const conn = await Deno.connect({ transport: "unix", path: socket });
+  await conn.write(
+    new TextEncoder().encode('{"execute":"guest-file-write","arguments":{"buf-b64":"AAAA'),
+  );
+  conn.close();
+  await agentCall(socket, { execute: "guest-ping" }, { timeoutMs: 10_000 });
+}

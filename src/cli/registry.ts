@@ -12,6 +12,8 @@ export interface CommandModule {
   run(ctx: Context, args: ParsedArgs): Promise<number | void> | number | void;
   /** True for a command that reports unsafe data/runtime dirs itself instead of being refused. */
   reportsUnsafeDirs?: boolean;
+  /** Its own argument parser, for a command that passes options on to another program. */
+  parse?(args: readonly string[]): ParsedArgs;
 }
 
 /** One row of the table. */
@@ -117,6 +119,16 @@ export const COMMANDS: readonly CommandEntry[] = [
     name: "ssh",
     summary: "open a shell or run a command in a VM over SSH",
     load: () => importCommand("ssh.ts"),
+  },
+  {
+    name: "ssh-config",
+    summary: "print OpenSSH config blocks for VMs (ssh -F, scp, rsync, editors)",
+    load: () => importCommand("ssh_config.ts"),
+  },
+  {
+    name: "cp",
+    summary: "copy files and folders between the host and a running VM",
+    load: () => importCommand("cp.ts"),
   },
   {
     name: "exec",

@@ -16,22 +16,37 @@ export class AgentError extends QvmError {
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
-/** Reads from `conn` until `done(buffer)` is true; returns the buffer. */
+/** Writes all of `bytes` to `conn` (a write to a socket may take only part of them). */
+async function writeAll(conn: Deno.UnixConn, bytes: Uint8Array): Promise<void> {
+  for (let offset = 0; offset < bytes.length;) offset += await conn.write(bytes.subarray(offset));
+}
+
+/**
+ * Reads from `conn` until the buffer holds `byte`; returns the buffer. Only new bytes are
+ * searched and the buffer grows by doubling, so a reply of megabytes (a `guest-file-read` chunk)
+ * costs linear time.
+ */
 async function readUntil(
   conn: Deno.UnixConn,
   buffer: Uint8Array,
-  done: (buffer: Uint8Array) => boolean,
+  byte: number,
 ): Promise<Uint8Array> {
-  const chunk = new Uint8Array(65536);
-  while (!done(buffer)) {
-    const n = await conn.read(chunk);
+  if (buffer.includes(byte)) return buffer;
+  let store = new Uint8Array(Math.max(buffer.length * 2, 65536));
+  store.set(buffer);
+  let length = buffer.length;
+  for (;;) {
+    if (store.length - length < 65536) {
+      const grown = new Uint8Array(store.length * 2);
+      grown.set(store.subarray(0, length));
+      store = grown;
+    }
+    const n = await conn.read(store.subarray(length, length + 65536));
     if (n === null) throw new QvmError("the guest agent channel closed");
-    const grown = new Uint8Array(buffer.length + n);
-    grown.set(buffer);
-    grown.set(chunk.subarray(0, n), buffer.length);
-    buffer = grown;
+    const found = store.subarray(length, length + n).includes(byte);
+    length += n;
+    if (found) return store.subarray(0, length);
   }
-  return buffer;
 }
 
 /** Reads JSON lines until one passes `accept`; returns it and what follows it. */
@@ -41,7 +56,7 @@ async function readReply(
   accept: (reply: Record<string, unknown>) => boolean,
 ): Promise<{ reply: Record<string, unknown>; rest: Uint8Array }> {
   for (;;) {
-    buffer = await readUntil(conn, buffer, (b) => b.includes(10));
+    buffer = await readUntil(conn, buffer, 10);
     const end = buffer.indexOf(10);
     const line = decoder.decode(buffer.subarray(0, end)).replace(/^[\s\xff]+/, "");
     buffer = buffer.subarray(end + 1);
@@ -93,14 +108,17 @@ export async function agentCall<T = unknown>(
   });
   try {
     const id = Math.floor(Math.random() * 2 ** 31);
-    await conn.write(
-      encoder.encode(JSON.stringify({ execute: "guest-sync-delimited", arguments: { id } }) + "\n"),
+    // 0xFF first: not valid in JSON text, it resets the agent's parser, so a command an earlier
+    // client left half-written (killed mid-write) is dropped instead of swallowing this one.
+    const sync = encoder.encode(
+      JSON.stringify({ execute: "guest-sync-delimited", arguments: { id } }) + "\n",
     );
+    await writeAll(conn, Uint8Array.of(0xff, ...sync));
     // Everything before the 0xFF marker is stale; the reply with our id follows it.
-    let buffer = await readUntil(conn, new Uint8Array(), (b) => b.includes(0xff));
+    let buffer = await readUntil(conn, new Uint8Array(), 0xff);
     buffer = buffer.subarray(buffer.indexOf(0xff) + 1);
     ({ rest: buffer } = await readReply(conn, buffer, (r) => r.return === id));
-    await conn.write(encoder.encode(JSON.stringify(command) + "\n"));
+    await writeAll(conn, encoder.encode(JSON.stringify(command) + "\n"));
     if (options.noReply) return undefined as T;
     const { reply } = await readReply(conn, buffer, (r) => "return" in r || "error" in r);
     if ("error" in reply) {
@@ -287,4 +305,62 @@ export async function thawIfFrozen(
 /** `guest-fsfreeze-status`: `"thawed"` or `"frozen"`. */
 export async function agentFreezeStatus(socket: string, timeoutMs: number): Promise<string> {
   return await agentCall<string>(socket, { execute: "guest-fsfreeze-status" }, { timeoutMs });
+}
+
+/** How long one file call may take: a 4 MiB chunk takes a few seconds under TCG. */
+const FILE_CALL_MS = 120_000;
+
+/**
+ * Opens `path` in the guest with `guest-file-open` (`mode` as fopen's: `r`, `w`, `a`, ...) and
+ * returns the agent's handle. A file the agent creates is made with mode 0666 whatever the guest's
+ * umask (qemu-ga sets it so): create files only where nobody else can reach them.
+ */
+export async function agentFileOpen(socket: string, path: string, mode: string): Promise<number> {
+  return await agentCall<number>(socket, {
+    execute: "guest-file-open",
+    arguments: { path, mode },
+  }, { timeoutMs: FILE_CALL_MS });
+}
+
+/** Reads up to `count` bytes (qemu-ga allows 48 MB) from an open guest file. */
+export async function agentFileRead(
+  socket: string,
+  handle: number,
+  count: number,
+): Promise<{ data: Uint8Array; eof: boolean }> {
+  const reply = await agentCall<{ count: number; "buf-b64": string; eof: boolean }>(socket, {
+    execute: "guest-file-read",
+    arguments: { handle, count },
+  }, { timeoutMs: FILE_CALL_MS });
+  const data = reply["buf-b64"] ? Uint8Array.fromBase64(reply["buf-b64"]) : new Uint8Array();
+  if (data.length !== reply.count) {
+    throw new QvmError(`guest agent: guest-file-read sent ${data.length} of ${reply.count} bytes`);
+  }
+  return { data, eof: reply.eof };
+}
+
+/** Writes all of `data` to an open guest file (again for what a short write left). */
+export async function agentFileWrite(
+  socket: string,
+  handle: number,
+  data: Uint8Array,
+): Promise<void> {
+  let offset = 0;
+  while (offset < data.length) {
+    const part = data.subarray(offset);
+    const { count } = await agentCall<{ count: number }>(socket, {
+      execute: "guest-file-write",
+      arguments: { handle, "buf-b64": part.toBase64() },
+    }, { timeoutMs: FILE_CALL_MS });
+    if (!(count > 0)) throw new QvmError("guest agent: guest-file-write wrote nothing");
+    offset += count;
+  }
+}
+
+/** Closes a guest file handle (for a written file, after the data is flushed). */
+export async function agentFileClose(socket: string, handle: number): Promise<void> {
+  await agentCall(socket, {
+    execute: "guest-file-close",
+    arguments: { handle },
+  }, { timeoutMs: FILE_CALL_MS });
 }

@@ -9,6 +9,7 @@ import { type Dirs, ensurePrivateDir, type StateStore, type VmRecord } from "../
 import { ensureOverlay, overlayPath, rootDriveArgv } from "./image.ts";
 import { isOurQemu } from "../qemu/process.ts";
 import { escapeOptionValue } from "../qemu/argv.ts";
+import { optionForwards } from "../qemu/reach.ts";
 import { agentPing } from "./agent.ts";
 import { cloudPaths, portHolder } from "./paths.ts";
 import {
@@ -31,7 +32,15 @@ import {
   seedUser,
   writeSeed,
 } from "./seed.ts";
-import { ensureKey, homeKeys, keyPaths, sshArgv, sshServerAnswers } from "./ssh.ts";
+import {
+  ensureKey,
+  homeKeys,
+  keyPaths,
+  sshArgv,
+  type SshArgvOptions,
+  sshServerAnswers,
+  type SshTarget,
+} from "./ssh.ts";
 import { sleep } from "../timers.ts";
 
 export { cloudPaths } from "./paths.ts";
@@ -177,30 +186,67 @@ export function cloudArgvPreview(
   return argv;
 }
 
-/** The ssh argv for `vm` (running, with a forward to guest port 22). */
-export async function sshCommand(
+/** Why a VM cannot be reached over SSH: no forward to guest port 22. */
+function noSshForward(vm: VmRecord): UsageError {
+  return new UsageError(
+    `VM '${vm.name}' forwards no host port to guest port 22: add network: {ports: ["auto:22"]}`,
+  );
+}
+
+/**
+ * The forward to guest port 22 as `qvm ports` shows it: the one in effect while the VM runs
+ * (its `auto` port picked), else as configured (`auto` then stays `auto`); then one written as
+ * `hostfwd=` in the config's own QEMU options.
+ */
+export function sshForward(
   dirs: Dirs,
   vm: VmRecord,
-  options: { command?: readonly string[]; batch?: boolean; connectTimeoutS?: number } = {},
-): Promise<string[]> {
-  const forwards = activeForwards(dirs, vm.id) ?? [];
-  const forward = forwardTo(forwards, 22);
-  if (!forward) {
+  running: boolean,
+): PortForward | ActiveForward | undefined {
+  const forwards = [
+    ...(running ? activeForwards(dirs, vm.id) : undefined) ?? vm.config.network?.ports ?? [],
+    ...optionForwards(vm.config),
+  ];
+  return forwardTo<PortForward | ActiveForward>(forwards, 22);
+}
+
+/**
+ * How ssh reaches `vm`: its SSH forward (see `sshForward`), the `cloud_init` user, qvm's key
+ * (made if missing) and the VM's known_hosts. A UsageError when there is no forward to port 22,
+ * or when its port is `auto` and the VM is not running (no port picked).
+ */
+export async function sshTarget(
+  dirs: Dirs,
+  vm: VmRecord,
+  options: { running: boolean },
+): Promise<SshTarget> {
+  const forward = sshForward(dirs, vm, options.running);
+  if (!forward) throw noSshForward(vm);
+  if (forward.host === "auto") {
     throw new UsageError(
-      `VM '${vm.name}' forwards no host port to guest port 22: add network: {ports: ["auto:22"]}`,
+      `VM '${vm.name}' is not running, and its SSH port is 'auto' (picked at start): start it first`,
     );
   }
   await ensureKey(dirs.dataDir);
   const paths = cloudPaths(dirs, vm.id);
   ensurePrivateDir(paths.dir, { within: dirs.dataDir });
-  return sshArgv({
+  return {
     user: seedUser(vm.config.cloud_init ?? {}, invokingUser()),
     port: forward.host,
     address: forward.address,
     key: keyPaths(dirs.dataDir).private,
     knownHosts: paths.knownHosts,
     alias: `qvm-${vm.id}`,
-  }, options);
+  };
+}
+
+/** The ssh argv for `vm` (running, with a forward to guest port 22). */
+export async function sshCommand(
+  dirs: Dirs,
+  vm: VmRecord,
+  options: SshArgvOptions = {},
+): Promise<string[]> {
+  return sshArgv(await sshTarget(dirs, vm, { running: true }), options);
 }
 
 /**
@@ -230,11 +276,7 @@ export function checkWaitable(vm: VmRecord, kind: "ssh" | "agent"): void {
   if (kind === "agent" && !agentEnabled(vm.config)) {
     throw new UsageError(`VM '${vm.name}' has no guest agent channel: set guest_agent: true`);
   }
-  if (kind === "ssh" && !forwardTo(vm.config.network?.ports ?? [], 22)) {
-    throw new UsageError(
-      `VM '${vm.name}' forwards no host port to guest port 22: add network: {ports: ["auto:22"]}`,
-    );
-  }
+  if (kind === "ssh" && !forwardTo(vm.config.network?.ports ?? [], 22)) throw noSshForward(vm);
 }
 
 /**

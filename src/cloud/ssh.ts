@@ -78,24 +78,30 @@ export interface SshTarget {
 }
 
 /**
- * The ssh argv (binary first) for `target`, then `command` (empty: an interactive shell; one
- * word: a shell line; several: those words, each quoted for the guest's shell).
+ * `value` as one word of an OpenSSH option (`-o Key=value` or a config file line): `%` doubled
+ * (ssh expands `%` tokens in paths), and in double quotes when it holds a space. A value ssh
+ * cannot carry (a `"` or a line break) is refused.
  */
-export function sshArgv(
-  target: SshTarget,
-  options: { command?: readonly string[]; batch?: boolean; connectTimeoutS?: number } = {},
-): string[] {
-  const host = target.address === "0.0.0.0" ? "127.0.0.1" : target.address;
-  const argv = [
-    "ssh",
-    "-p",
-    String(target.port),
-    "-i",
-    target.key,
+export function sshWord(value: string): string {
+  if (/["\r\n]/.test(value)) {
+    throw new QvmError(`cannot pass ${JSON.stringify(value)} to OpenSSH (a quote or line break)`);
+  }
+  const escaped = value.replaceAll("%", "%%");
+  return /[\s#]/.test(escaped) ? `"${escaped}"` : escaped;
+}
+
+/** The host ssh connects to for `target` (a forward on 0.0.0.0 is reached on 127.0.0.1). */
+export function sshHost(target: SshTarget): string {
+  return target.address === "0.0.0.0" ? "127.0.0.1" : target.address;
+}
+
+/** The `-o` options that make ssh and scp trust and reach a VM as `qvm ssh` does. */
+function trustOptions(target: SshTarget): string[] {
+  return [
     "-o",
     "IdentitiesOnly=yes",
     "-o",
-    `UserKnownHostsFile=${target.knownHosts}`,
+    `UserKnownHostsFile=${sshWord(target.knownHosts)}`,
     "-o",
     "StrictHostKeyChecking=accept-new",
     "-o",
@@ -103,9 +109,34 @@ export function sshArgv(
     "-o",
     "LogLevel=ERROR",
   ];
+}
+
+/** What `sshArgv` adds besides the target. */
+export interface SshArgvOptions {
+  command?: readonly string[];
+  batch?: boolean;
+  connectTimeoutS?: number;
+  /** The user's own ssh options (`-L 8080:localhost:80`, `-o ...`), placed first so they win. */
+  extra?: readonly string[];
+}
+
+/**
+ * The ssh argv (binary first) for `target`, then `command` (empty: an interactive shell; one
+ * word: a shell line; several: those words, each quoted for the guest's shell).
+ */
+export function sshArgv(target: SshTarget, options: SshArgvOptions = {}): string[] {
+  const argv = [
+    "ssh",
+    ...options.extra ?? [],
+    "-p",
+    String(target.port),
+    "-i",
+    target.key.replaceAll("%", "%%"),
+    ...trustOptions(target),
+  ];
   if (options.batch) argv.push("-o", "BatchMode=yes");
   if (options.connectTimeoutS) argv.push("-o", `ConnectTimeout=${options.connectTimeoutS}`);
-  argv.push("-l", target.user, host);
+  argv.push("-l", target.user, sshHost(target));
   // ssh joins the words into one line for the guest's shell: one word is that line as given,
   // several are quoted so the guest runs exactly those words (`-- sh -c 'exit 3'`).
   const command = options.command ?? [];
@@ -150,4 +181,64 @@ export async function sshServerAnswers(
       conn?.close();
     } catch { /* closed by the timer */ }
   }
+}
+
+/**
+ * The scp argv (binary first) copying `sources` to `dest` with `target`'s trust options; modes
+ * and times are kept (`-p`). The guest side's paths are given as the user wrote them after
+ * `VM:` (relative ones start in the login user's home, as scp reads them).
+ */
+export function scpArgv(
+  target: SshTarget,
+  copy: { direction: "in" | "out"; sources: readonly string[]; dest: string; recursive: boolean },
+  options: { quiet?: boolean } = {},
+): string[] {
+  const remote = (path: string) => `${target.user}@${sshHost(target)}:${path}`;
+  const argv = ["scp", "-p"];
+  if (copy.recursive) argv.push("-r");
+  if (options.quiet) argv.push("-q");
+  argv.push(
+    "-P",
+    String(target.port),
+    "-i",
+    target.key.replaceAll("%", "%%"),
+    ...trustOptions(target),
+    "-o",
+    "BatchMode=yes",
+    "--",
+  );
+  if (copy.direction === "in") {
+    argv.push(...copy.sources.map(localScpPath), remote(copy.dest));
+  } else {
+    argv.push(...copy.sources.map(remote), localScpPath(copy.dest));
+  }
+  return argv;
+}
+
+/** A host path as scp must see it: a relative one with `:` before any `/` gets `./`. */
+export function localScpPath(path: string): string {
+  const colon = path.indexOf(":");
+  if (colon === -1 || path.startsWith("/")) return path;
+  const slash = path.indexOf("/");
+  return slash !== -1 && slash < colon ? path : `./${path}`;
+}
+
+/**
+ * An OpenSSH config block for `target` under `Host name`, so `ssh -F FILE name`, `scp`, `rsync
+ * -e 'ssh -F FILE'` and editors reach the VM as `qvm ssh` does.
+ */
+export function sshConfigBlock(name: string, target: SshTarget): string {
+  return [
+    `Host ${name}`,
+    `  HostName ${sshHost(target)}`,
+    `  Port ${target.port}`,
+    `  User ${target.user}`,
+    `  IdentityFile ${sshWord(target.key)}`,
+    "  IdentitiesOnly yes",
+    `  UserKnownHostsFile ${sshWord(target.knownHosts)}`,
+    "  StrictHostKeyChecking accept-new",
+    `  HostKeyAlias ${target.alias}`,
+    "  LogLevel ERROR",
+    "",
+  ].join("\n");
 }

@@ -30,6 +30,8 @@ export const COMMAND_KEYS: ReadonlySet<string> = new Set([
   "doctor",
   "completions",
   "ssh",
+  "ssh-config",
+  "cp",
   "exec",
   "ip",
   "ports",
