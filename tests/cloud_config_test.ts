@@ -337,3 +337,49 @@ Deno.test("exec runs as root on a VM whose user_data names no user qvm knows", (
   assert.equal(execUser({ user: "ops" }, { cloudInit: vm.cloud_init, fallback: "alice" }), "ops");
   assert.equal(execUser({}, { cloudInit: { user: "dev" }, fallback: "alice" }), "dev");
 });
+
+Deno.test("qvm apply edits a cloud VM: its stored forwards, keys and user_data validate again", async () => {
+  await withEnv(async (env) => {
+    await env.file("keys/ok.pub", `${KEY}\n`);
+    const image = `${env.root}/base.qcow2`;
+    const made = await new Deno.Command("qemu-img", {
+      args: ["create", "-q", "-f", "qcow2", image, "16M"],
+    }).output();
+    assert.ok(made.success);
+    const cloud = await env.file(
+      "cloud.yaml",
+      [
+        "name: cloud",
+        `image: ${image}`,
+        "network: {ports: ['auto:22', '127.0.0.1:auto:80/udp']}",
+        "cloud_init: {user: dev, ssh_authorized_keys: [keys/ok.pub], runcmd: ['true']}",
+        "",
+      ].join("\n"),
+    );
+    await env.ok(["add", cloud]);
+    const scripted = await env.file(
+      "scripted.yaml",
+      "name: scripted\nnetwork: {ports: ['auto:22']}\ncloud_init: {user_data: \"#!/bin/sh\\ntrue\\n\"}\n",
+    );
+    await env.ok(["add", scripted]);
+    const before = JSON.parse(await env.ok(["inspect", "cloud", "--json"]));
+
+    const memory = await env.run(["apply", "cloud", "--memory", "2G"]);
+    assert.equal(memory.code, 0, memory.stderr);
+    const script = await env.run(["apply", "scripted", "--cpu", "2"]);
+    assert.equal(script.code, 0, script.stderr);
+    // A file that repeats a forward the VM has keeps it once; a new one is added.
+    const more = await env.file("more.yaml", "network: {ports: ['auto:22', 'auto:8080']}\n");
+    for (let i = 0; i < 2; i++) {
+      const applied = await env.run(["apply", "cloud", more]);
+      assert.equal(applied.code, 0, applied.stderr);
+    }
+    const after = JSON.parse(await env.ok(["inspect", "cloud", "--json"]));
+    const forwards = JSON.stringify(after.config.network.ports);
+    assert.equal(forwards.match(/"guest":22/g)?.length, 1, forwards);
+    assert.match(forwards, /"guest":8080/);
+    assert.match(forwards, /"proto":"udp","address":"127.0.0.1","host":"auto","guest":80/);
+    assert.deepEqual(after.config.cloud_init, before.config.cloud_init, "keys and runcmd kept");
+    assert.equal(after.config.memory, "2G");
+  });
+});

@@ -9,6 +9,7 @@ import { isMap } from "./_util.ts";
 import { shorthandsAcross } from "./_checks.ts";
 import { validateConfig, type ValidateOptions } from "./validate.ts";
 import type { VmConfig } from "./types.ts";
+import { formatForward } from "./network.ts";
 
 export type {
   ArgumentItem,
@@ -55,6 +56,17 @@ export { looksLikeId, NAME_PATTERN, validateName } from "./name.ts";
 export { MAX_MEMORY, sizeBytes, validateConfig, type ValidateOptions } from "./validate.ts";
 
 /**
+ * A validated config in the form config files use, so that validating it again gives it back:
+ * `network.ports` are kept as `{proto, address, host, guest}` and written as
+ * `ADDRESS:HOST:GUEST/PROTO`. `apply` merges onto this; libvirt metadata carries it.
+ */
+export function configInput(config: VmConfig): Record<string, unknown> {
+  const input: Record<string, unknown> = { ...config };
+  if (config.network) input.network = { ports: config.network.ports.map(formatForward) };
+  return input;
+}
+
+/**
  * Loads config files and merges them left to right onto `base` (a VM's current config, for
  * `apply`), then `overrides` (CLI flags such as `{name, memory, cpu, binary}`; `undefined` means
  * not given), then lets `complete` fill in what is still missing (`launch`'s defaults), and
@@ -71,7 +83,7 @@ export async function loadConfigs(
     complete?: (merged: Record<string, unknown>) => Record<string, unknown>;
   },
 ): Promise<VmConfig> {
-  let merged: Record<string, unknown> = options?.base ? { ...options.base } : {};
+  let merged: Record<string, unknown> = options?.base ? configInput(options.base) : {};
   for (const path of paths) {
     const next = await loadConfigFile(path, options);
     for (const message of shorthandsAcross(merged, next)) options?.warn?.(`${path}: ${message}`);
