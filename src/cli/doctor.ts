@@ -17,6 +17,7 @@ import { withVm } from "../vm/guard.ts";
 import { isLive } from "../vm/observe.ts";
 import { findBinary } from "../vm/start.ts";
 import { findIsoTool } from "../cloud/seed.ts";
+import { checkKey } from "../cloud/ssh.ts";
 import { tidyRuntime } from "../vm/upkeep.ts";
 import {
   actionFinding,
@@ -113,6 +114,35 @@ function seedToolFinding(): Finding {
     what: "neither genisoimage nor xorriso is installed",
     why: "cloud-init seeds are then served by QEMU's vvfat driver, which works but is less usual",
     fix: "apt-get install genisoimage, if you use cloud_init",
+  };
+}
+
+/** qvm's SSH key: ssh refuses a private key others can read, so `qvm ssh` would fail. */
+function sshKeyFinding(dataDir: string, fix: boolean): Finding {
+  const check = "ssh_key";
+  let found;
+  try {
+    found = checkKey(dataDir, { fix });
+  } catch (err) {
+    if (!(err instanceof Deno.errors.PermissionDenied)) throw err;
+    found = { state: "problem" as const, what: `cannot change qvm's SSH key: ${err.message}` };
+  }
+  if (found.state === "ok" || found.state === "absent") {
+    return { check, status: "ok", what: found.what, why: null, fix: null };
+  }
+  const why = "ssh refuses a private key that is not 0600 (qvm ssh sets it back when it runs)";
+  if (found.state === "fixed") {
+    return { check, status: "fixed", what: found.what, why, fix: "chmod 600" };
+  }
+  return {
+    check,
+    status: "problem",
+    what: found.what,
+    why: found.what.includes("mode") ? why : "qvm uses only a key file of its own there",
+    fix: found.what.includes("mode")
+      ? "qvm doctor --fix (or chmod 600 the key)"
+      : "move it away; qvm makes a new key on first need (VMs seeded with another key then " +
+        "refuse it)",
   };
 }
 
@@ -347,6 +377,7 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
   ];
   const refused = findings.filter((f) => f.refused);
   let storeOk = refused.length === 0;
+  if (storeOk) findings.push(sshKeyFinding(ctx.dirs.dataDir, fix));
   let canFix = fix;
   if (storeOk) {
     const database = databaseFindings(ctx);

@@ -108,7 +108,7 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
   if (!isOurQemu(vm.pid, vm.id)) throw new NotRunningError(`VM '${vm.name}' is not running`);
   const { sshCommand } = await cloudModule();
   const extra = (args.values["ssh-options"] ?? []) as string[];
-  const argv = await sshCommand(ctx.dirs, vm, { command, extra });
+  const argv = await sshCommand(ctx.dirs, vm, { command, extra, warn: (m) => ctx.warn(m) });
   if (ctx.debug) ctx.note(argv.join(" "));
   let child: Deno.ChildProcess;
   try {

@@ -33,6 +33,7 @@ import {
   writeSeed,
 } from "./seed.ts";
 import {
+  clearForeignFile,
   ensureKey,
   homeKeys,
   keyPaths,
@@ -126,7 +127,9 @@ export async function prepareCloud(
   if (forwards) argv.push(...networkArgv(forwards, mac));
   if (config.cloud_init) {
     const section = config.cloud_init;
-    const own = section.user_data === undefined ? await ensureKey(env.dirs.dataDir) : "";
+    const own = section.user_data === undefined
+      ? await ensureKey(env.dirs.dataDir, { warn: env.warn })
+      : "";
     ensurePrivateDir(paths.dir, { within: env.dirs.dataDir });
     const id = instanceId(vm.name, section);
     let previous: string | undefined;
@@ -147,6 +150,7 @@ export async function prepareCloud(
       mac: forwards ? mac : undefined,
     });
     argv.push(...seedDriveArgv(await writeSeed(paths.seedDir, files)));
+    clearForeignFile(paths.instanceIdFile, env.warn);
     Deno.writeTextFileSync(paths.instanceIdFile, id + "\n", { mode: 0o600 });
   }
   if (agentEnabled(config)) argv.push(...agentArgv(paths.agentSocket));
@@ -213,12 +217,13 @@ export function sshForward(
 /**
  * How ssh reaches `vm`: its SSH forward (see `sshForward`), the `cloud_init` user, qvm's key
  * (made if missing) and the VM's known_hosts. A UsageError when there is no forward to port 22,
- * or when its port is `auto` and the VM is not running (no port picked).
+ * or when its port is `auto` and the VM is not running (no port picked). `warn` hears what was
+ * repaired on the way (a key's mode, a lost .pub, a link in place of known_hosts).
  */
 export async function sshTarget(
   dirs: Dirs,
   vm: VmRecord,
-  options: { running: boolean },
+  options: { running: boolean; warn?: (message: string) => void },
 ): Promise<SshTarget> {
   const forward = sshForward(dirs, vm, options.running);
   if (!forward) throw noSshForward(vm);
@@ -227,9 +232,11 @@ export async function sshTarget(
       `VM '${vm.name}' is not running, and its SSH port is 'auto' (picked at start): start it first`,
     );
   }
-  await ensureKey(dirs.dataDir);
+  await ensureKey(dirs.dataDir, { warn: options.warn });
   const paths = cloudPaths(dirs, vm.id);
   ensurePrivateDir(paths.dir, { within: dirs.dataDir });
+  // ssh appends new host keys to this file by its path: a link there must not lead elsewhere.
+  clearForeignFile(paths.knownHosts, options.warn);
   return {
     user: seedUser(vm.config.cloud_init ?? {}, invokingUser()),
     port: forward.host,
@@ -244,9 +251,9 @@ export async function sshTarget(
 export async function sshCommand(
   dirs: Dirs,
   vm: VmRecord,
-  options: SshArgvOptions = {},
+  options: SshArgvOptions & { warn?: (message: string) => void } = {},
 ): Promise<string[]> {
-  return sshArgv(await sshTarget(dirs, vm, { running: true }), options);
+  return sshArgv(await sshTarget(dirs, vm, { running: true, warn: options.warn }), options);
 }
 
 /**
@@ -286,7 +293,7 @@ export function checkWaitable(vm: VmRecord, kind: "ssh" | "agent"): void {
  * without an answer once `signal` aborts (the caller found another reason to stop waiting).
  */
 export async function waitForGuest(
-  env: { dirs: Dirs },
+  env: { dirs: Dirs; warn?(message: string): void },
   vm: VmRecord,
   options: { kind: "ssh" | "agent"; pid: number; deadline: number; signal?: AbortSignal },
 ): Promise<void> {
@@ -297,7 +304,12 @@ export async function waitForGuest(
   const socket = cloudPaths(env.dirs, vm.id).agentSocket;
   const probe = vm.config.cloud_init ? CLOUD_INIT_DONE : "true";
   const argv = kind === "ssh"
-    ? await sshCommand(env.dirs, vm, { command: [probe], batch: true, connectTimeoutS: 5 })
+    ? await sshCommand(env.dirs, vm, {
+      command: [probe],
+      batch: true,
+      connectTimeoutS: 5,
+      warn: (message) => env.warn?.(message),
+    })
     : [];
   while (Date.now() < deadline) {
     if (signal?.aborted) return;

@@ -9,6 +9,7 @@ import { sha256Hex } from "../sha256.ts";
 import { QvmError } from "../errors.ts";
 import { escapeOptionValue } from "../qemu/argv.ts";
 import type { CloudInitConfig } from "../config/mod.ts";
+import { clearForeignFile } from "./ssh.ts";
 
 /** The volume label cloud-init's NoCloud data source looks for. */
 export const SEED_LABEL = "cidata";
@@ -170,6 +171,7 @@ export async function writeSeed(dir: string, files: SeedFiles): Promise<SeedMedi
   const tool = findIsoTool();
   if (!tool) return { kind: "vvfat", dir };
   const output = `${dir.replace(/\/[^/]+$/, "")}/${SEED_LABEL}.iso`;
+  clearForeignFile(output); // the ISO tool writes by path: never through a link
   const argv = isoArgv(tool, { files: paths, output });
   const result = await new Deno.Command(argv[0], {
     args: argv.slice(1),

@@ -1,9 +1,10 @@
 /**
  * qvm's own SSH identity and the OpenSSH command line `qvm ssh` runs: one ed25519 key pair in
- * the data dir (made with ssh-keygen on first need, private key 0600), and a known_hosts file per
- * VM, keyed by a stable alias so a new `auto` port does not look like a new host.
+ * the data dir (made with ssh-keygen on first need, private key 0600, never replaced), and a
+ * known_hosts file per VM, keyed by a stable alias so a new `auto` port does not look like a new host.
  */
-import { QvmError } from "../errors.ts";
+import { QvmError, TimeoutError } from "../errors.ts";
+import { sleep } from "../timers.ts";
 import { shellQuote } from "../qemu/launch.ts";
 import { ensurePrivateDir } from "../state/mod.ts";
 import { after } from "../timers.ts";
@@ -13,22 +14,41 @@ export function keyPaths(dataDir: string): { private: string; public: string } {
   return { private: `${dataDir}/ssh/id_ed25519`, public: `${dataDir}/ssh/id_ed25519.pub` };
 }
 
-/** Makes qvm's key pair if it is not there yet; returns the public key line. */
-export async function ensureKey(dataDir: string): Promise<string> {
-  const paths = keyPaths(dataDir);
+/** How long a first key creation waits for another qvm making the key at the same time. */
+const KEY_LOCK_WAIT_MS = 30_000;
+
+/** What is at `path` (never following a link), or undefined when nothing is. */
+function lstatOrUndefined(path: string): Deno.FileInfo | undefined {
   try {
-    return (await Deno.readTextFile(paths.public)).trim();
+    return Deno.lstatSync(path);
   } catch (error) {
-    if (!(error instanceof Deno.errors.NotFound)) throw error;
+    if (error instanceof Deno.errors.NotFound) return undefined;
+    throw error;
   }
-  ensurePrivateDir(`${dataDir}/ssh`, { within: dataDir });
-  await Deno.remove(paths.private).catch(() => {});
-  let result: Deno.CommandOutput;
+}
+
+/**
+ * Unlinks what is at `path` unless it is a plain file (a regular file with no other name): a
+ * symlink or hard link is removed, never followed, so a tool writing there makes a file of its
+ * own. Says so through `warn`; a folder is refused.
+ */
+export function clearForeignFile(path: string, warn?: (message: string) => void): void {
+  const info = lstatOrUndefined(path);
+  if (!info || (info.isFile && (info.nlink ?? 1) <= 1)) return;
+  if (info.isDirectory) {
+    throw new QvmError(`${path} is a folder where qvm keeps a file: move it away`);
+  }
+  Deno.removeSync(path);
+  const what = info.isSymlink ? "a symlink" : info.isFile ? "a hard link" : "not a regular file";
+  warn?.(`removed ${path}: it was ${what}, and qvm never writes through one`);
+}
+
+async function runKeygen(args: string[]): Promise<Deno.CommandOutput> {
   try {
-    result = await new Deno.Command("ssh-keygen", {
-      args: ["-q", "-t", "ed25519", "-N", "", "-C", "qvm", "-f", paths.private],
+    return await new Deno.Command("ssh-keygen", {
+      args,
       stdin: "null",
-      stdout: "null",
+      stdout: "piped",
       stderr: "piped",
     }).output();
   } catch (error) {
@@ -37,12 +57,190 @@ export async function ensureKey(dataDir: string): Promise<string> {
     }
     throw error;
   }
-  if (!result.success) {
-    const message = new TextDecoder().decode(result.stderr).trim().split("\n")[0];
-    throw new QvmError(`ssh-keygen failed: ${message}`);
+}
+
+function keygenFailure(result: Deno.CommandOutput): string {
+  const message = new TextDecoder().decode(result.stderr).trim().split("\n")[0];
+  return message || `exit status ${result.code}`;
+}
+
+/**
+ * The private key at `path` as ssh accepts it: a regular file of mode 0600. A key others can read
+ * (ssh refuses it: "UNPROTECTED PRIVATE KEY FILE") is set back to 0600, said through `warn`; a
+ * symlink in its place is refused. False when there is no key.
+ */
+function privateKeyReady(path: string, warn?: (message: string) => void): boolean {
+  const info = lstatOrUndefined(path);
+  if (!info) return false;
+  if (!info.isFile) {
+    throw new QvmError(
+      `qvm's SSH key ${path} is ${info.isSymlink ? "a symlink" : "not a regular file"}: ` +
+        "qvm uses only a key file of its own there; move it away",
+    );
   }
-  await Deno.chmod(paths.private, 0o600);
-  return (await Deno.readTextFile(paths.public)).trim();
+  const mode = (info.mode ?? 0o600) & 0o777;
+  if ((mode & 0o077) !== 0) {
+    Deno.chmodSync(path, 0o600);
+    warn?.(
+      `qvm's SSH key ${path} was mode ${mode.toString(8).padStart(4, "0")}, which ssh refuses: ` +
+        "set to 0600",
+    );
+  }
+  return true;
+}
+
+function readPublic(path: string): string | undefined {
+  try {
+    if (!lstatOrUndefined(path)?.isFile) return undefined;
+    const line = Deno.readTextFileSync(path).trim();
+    return line === "" ? undefined : line;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Writes `text` to `path` by a new file renamed into place (never through a link at `path`). */
+function writeAside(path: string, text: string): void {
+  const aside = `${path}.new-${crypto.randomUUID().slice(0, 8)}`;
+  Deno.writeTextFileSync(aside, text, { mode: 0o644, createNew: true });
+  Deno.renameSync(aside, path);
+}
+
+/** The public key line of the private key at `path`, read from the key with `ssh-keygen -y`. */
+async function publicOf(path: string): Promise<string> {
+  const result = await runKeygen(["-y", "-f", path]);
+  const line = new TextDecoder().decode(result.stdout).trim();
+  if (!result.success || line === "") {
+    throw new QvmError(
+      `cannot read qvm's SSH key ${path} (ssh-keygen -y: ${keygenFailure(result)}); qvm never ` +
+        "replaces an existing key: move it away to have a new one made (VMs seeded with the old " +
+        "one then no longer let qvm in)",
+    );
+  }
+  return line;
+}
+
+/** Waits for the flock on `path` (made if absent; a link there is replaced, never followed). */
+async function lockKeyFolder(path: string): Promise<Deno.FsFile> {
+  clearForeignFile(path);
+  const file = Deno.openSync(path, { read: true, write: true, create: true, mode: 0o600 });
+  const deadline = Date.now() + KEY_LOCK_WAIT_MS;
+  let pause = 5;
+  while (!(await file.tryLock(true))) {
+    if (Date.now() >= deadline) {
+      file.close();
+      throw new TimeoutError(`another qvm command has been making qvm's SSH key for too long`);
+    }
+    await sleep(pause);
+    pause = Math.min(pause * 2, 100);
+  }
+  return file;
+}
+
+/** Makes a new key pair aside and links it into place; false when another key got there first. */
+async function makeKey(paths: { private: string; public: string }): Promise<boolean> {
+  const aside = `${paths.private}.new-${crypto.randomUUID().slice(0, 8)}`;
+  try {
+    const result = await runKeygen(["-q", "-t", "ed25519", "-N", "", "-C", "qvm", "-f", aside]);
+    if (!result.success) throw new QvmError(`ssh-keygen failed: ${keygenFailure(result)}`);
+    Deno.chmodSync(aside, 0o600);
+    try {
+      Deno.linkSync(aside, paths.private); // atomic, and never over an existing key
+    } catch (error) {
+      if (error instanceof Deno.errors.AlreadyExists) return false;
+      throw error;
+    }
+    Deno.renameSync(`${aside}.pub`, paths.public);
+    return true;
+  } finally {
+    for (const leftover of [aside, `${aside}.pub`]) {
+      try {
+        Deno.removeSync(leftover);
+      } catch { /* linked or renamed into place, or never made */ }
+    }
+  }
+}
+
+/** Removes what a qvm killed while making the key left (`id_ed25519.new-*`); under the lock. */
+function removeLeftovers(dir: string): void {
+  for (const entry of Deno.readDirSync(dir)) {
+    if (!/^id_ed25519(\.pub)?\.new-/.test(entry.name)) continue;
+    try {
+      Deno.removeSync(`${dir}/${entry.name}`);
+    } catch { /* gone */ }
+  }
+}
+
+/**
+ * Returns the public key line of qvm's key pair, making the pair on first need. An existing
+ * private key is never replaced: a lost or emptied `.pub` is rebuilt from it (`ssh-keygen -y`),
+ * and a key others can read is set back to 0600. A new pair is made once, under a lock, by
+ * ssh-keygen under a temporary name and linked into place, so parallel first starts all get the
+ * one key. `warn` hears what was repaired.
+ */
+export async function ensureKey(
+  dataDir: string,
+  options: { warn?: (message: string) => void } = {},
+): Promise<string> {
+  const paths = keyPaths(dataDir);
+  const dir = `${dataDir}/ssh`;
+  ensurePrivateDir(dir, { within: dataDir });
+  if (privateKeyReady(paths.private, options.warn)) {
+    const line = readPublic(paths.public);
+    if (line !== undefined) return line;
+  }
+  const lock = await lockKeyFolder(`${dir}/id_ed25519.lock`);
+  try {
+    removeLeftovers(dir);
+    if (!privateKeyReady(paths.private, options.warn)) {
+      if (await makeKey(paths)) return readPublic(paths.public) ?? await publicOf(paths.private);
+    }
+    const line = readPublic(paths.public);
+    if (line !== undefined) return line;
+    const rebuilt = await publicOf(paths.private);
+    clearForeignFile(paths.public, options.warn);
+    writeAside(paths.public, rebuilt + "\n");
+    options.warn?.(`rebuilt ${paths.public} from qvm's SSH key (ssh-keygen -y)`);
+    return rebuilt;
+  } finally {
+    releaseLock(lock);
+  }
+}
+
+function releaseLock(file: Deno.FsFile): void {
+  try {
+    file.unlockSync();
+  } catch { /* closing drops it anyway */ }
+  file.close();
+}
+
+/** What `checkKey` found of qvm's private key. */
+export interface KeyCheck {
+  /** `absent`: no key yet (made on first need); `fixed`: its mode was set back to 0600. */
+  state: "ok" | "absent" | "problem" | "fixed";
+  what: string;
+}
+
+/**
+ * Checks qvm's private key as ssh will (for `doctor`): a mode others can read makes ssh refuse
+ * it; with `fix` such a mode is set back to 0600. A symlink or other non-file is reported only.
+ */
+export function checkKey(dataDir: string, options: { fix?: boolean } = {}): KeyCheck {
+  const path = keyPaths(dataDir).private;
+  const info = lstatOrUndefined(path);
+  if (!info) return { state: "absent", what: `no SSH key yet at ${path} (made on first need)` };
+  if (!info.isFile) {
+    return {
+      state: "problem",
+      what: `${path} is ${info.isSymlink ? "a symlink" : "not a regular file"}`,
+    };
+  }
+  const mode = (info.mode ?? 0o600) & 0o777;
+  if ((mode & 0o077) === 0) return { state: "ok", what: `SSH key ${path} is mode 0600` };
+  const octal = mode.toString(8).padStart(4, "0");
+  if (!options.fix) return { state: "problem", what: `SSH key ${path} is mode ${octal}` };
+  Deno.chmodSync(path, 0o600);
+  return { state: "fixed", what: `SSH key ${path} was mode ${octal}` };
 }
 
 /** The `~/.ssh/*.pub` key lines of the user running qvm (none when there is no such folder). */
