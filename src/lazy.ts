@@ -21,6 +21,7 @@ export const LAZY_MODULES = [
   "src/config/mod.ts",
   "src/qemu/qmp.ts",
   "src/cli/_progress.ts",
+  "src/vm/freeze.ts",
 ] as const;
 
 /** A path `lazyImport` accepts: a listed module or a command's module. */
@@ -49,3 +50,5 @@ export const imageModule = () =>
 export const configModule = () => lazyImport<typeof import("./config/mod.ts")>("src/config/mod.ts");
 /** The QMP client. */
 export const qmpModule = () => lazyImport<typeof import("./qemu/qmp.ts")>("src/qemu/qmp.ts");
+/** Guests frozen for a live snapshot: the freeze, and the thaw of one an interrupted qvm left. */
+export const freezeModule = () => lazyImport<typeof import("./vm/freeze.ts")>("src/vm/freeze.ts");

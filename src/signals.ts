@@ -24,11 +24,12 @@ export class InterruptedError extends QvmError {
 /**
  * Runs `work` with Ctrl-C and SIGTERM caught: the AbortSignal it gets aborts when one comes (pass
  * it to child processes that may be killed, check it between steps). Once it has aborted, an error
- * `work` ends with gives way to an InterruptedError saying `undone`, which `work` must have made
- * true (in its own `catch`); work that finishes all the same returns as usual.
+ * `work` ends with gives way to an InterruptedError saying `undone` (a function: asked then, for
+ * undoing that may fail), which `work` must have made true (in its own `catch` or `finally`);
+ * work that finishes all the same returns as usual.
  */
 export async function withSignalsHeld<T>(
-  undone: string,
+  undone: string | (() => string),
   work: (signal: AbortSignal) => Promise<T>,
 ): Promise<T> {
   const controller = new AbortController();
@@ -36,7 +37,9 @@ export async function withSignalsHeld<T>(
   const listeners = (["SIGINT", "SIGTERM"] as const).map((name) => {
     const listener = () => {
       caught ??= name;
-      controller.abort(new InterruptedError(name, `interrupted: ${undone}`));
+      // A function is asked once the work has ended (below); the reason then only says "why".
+      const said = typeof undone === "string" ? `interrupted: ${undone}` : "interrupted";
+      controller.abort(new InterruptedError(name, said));
     };
     try {
       Deno.addSignalListener(name, listener);
@@ -47,6 +50,9 @@ export async function withSignalsHeld<T>(
   try {
     return await work(controller.signal); // finished after all: what it did stands
   } catch (err) {
+    if (caught && typeof undone === "function") {
+      throw new InterruptedError(caught, `interrupted: ${undone()}`);
+    }
     if (caught) throw controller.signal.reason;
     throw err;
   } finally {

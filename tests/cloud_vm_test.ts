@@ -4,14 +4,17 @@
  * and cloud_init, besides name, size and the accelerator →
  * `start --wait-for ssh` → `ssh` runs a command → `exec` through the guest agent passes output
  * and exit codes through → `ip` shows the DHCP address → a live snapshot with the guest's file
- * systems frozen, and its load thawed → `cp` in and out (agent and scp), `ssh-config` used by
- * plain OpenSSH, ssh options passed through → `stop` ends at the ACPI step → `rm`.
+ * systems frozen, and its load thawed → a snapshot interrupted while the guest is frozen: SIGTERM
+ * and SIGINT thaw it on the way out, after SIGKILL the next command thaws it → qvm's SSH key and
+ * known_hosts under attack → exec with a big stdin, past the agent's output limit, and past its
+ * timeout → `cp` in and out (agent and scp), `ssh-config` used by plain OpenSSH, ssh options
+ * passed through → `stop` ends at the ACPI step → `rm`.
  */
 import assert from "node:assert/strict";
 import { cloudGuestReady, ensureCloudGuest } from "./fixture/cloud_guest.ts";
-import { withEnv } from "./helpers/qvm.ts";
 import { agentCall, agentExec, agentFreezeStatus } from "../src/cloud/agent.ts";
-import { type QvmEnv } from "./helpers/qvm.ts";
+import { keyPaths } from "../src/cloud/ssh.ts";
+import { exists, type QvmEnv, type QvmResult, withEnv } from "./helpers/qvm.ts";
 
 // Building the guest needs root (mmdebstrap); without root and without a cached guest, skip.
 const canRun = Deno.uid() === 0 || await cloudGuestReady();
@@ -109,6 +112,10 @@ Deno.test({
       assert.equal(load.code, 0, load.stderr);
       assert.match(load.stderr, /thawed the guest's file systems/);
       assert.equal(await agentFreezeStatus(socket, 10_000), "thawed");
+      await frozenGuestSteps(env, { id: status.id, socket });
+      await sshIdentitySteps(env, status.id);
+      await bigExecSteps(env);
+
       const ports = JSON.parse(await env.ok(["ports", "cloud1", "--json"]));
       assert.equal(ports.forwards[0].guest_port, 22);
       assert.deepEqual(status.forwards[0].host, ports.forwards[0].host_port);
@@ -365,4 +372,167 @@ async function copySteps(env: QvmEnv, socket: string): Promise<void> {
   );
   conn.close();
   await agentCall(socket, { execute: "guest-ping" }, { timeoutMs: 10_000 });
+}
+
+/**
+ * Starts a live snapshot of cloud1 while the test holds the VM's QMP socket (QEMU serves one
+ * client at a time), so qvm freezes the guest and then waits for QMP: a frozen guest, for as long
+ * as the test likes. `whileFrozen` runs then; `signal` is sent to qvm; the socket is let go once
+ * qvm has exited. Returns what qvm said and exited with.
+ */
+async function interruptFrozenSnapshot(
+  env: QvmEnv,
+  vm: { id: string; socket: string },
+  options: { signal: Deno.Signal; whileFrozen?: () => Promise<void> },
+): Promise<{ code: number; stderr: string }> {
+  const hold = await Deno.connect({ transport: "unix", path: `${env.runtimeDir}/${vm.id}.qmp` });
+  try {
+    const child = env.command(["snapshot", "create", "cloud1", "never", "--live"]).spawn();
+    const since = Date.now();
+    while (await agentFreezeStatus(vm.socket, 10_000) !== "frozen") {
+      assert.ok(Date.now() - since < 20_000, "qvm froze the guest before it asked QMP");
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    await options.whileFrozen?.();
+    child.kill(options.signal);
+    const out = await child.output();
+    return { code: out.code, stderr: new TextDecoder().decode(out.stderr) };
+  } finally {
+    hold.close();
+  }
+}
+
+/** A guest frozen for a live snapshot is thawed on every way qvm can end, SIGKILL included. */
+async function frozenGuestSteps(env: QvmEnv, vm: { id: string; socket: string }): Promise<void> {
+  const marker = `${env.runtimeDir}/${vm.id}.frozen`;
+  // While the snapshot holds the freeze, readers say `frozen` and leave it be; exec refuses.
+  const killed = await interruptFrozenSnapshot(env, vm, {
+    signal: "SIGKILL",
+    whileFrozen: async () => {
+      assert.match(await env.ok(["status", "cloud1"]), /^cloud1: frozen \(pid \d+\)/);
+      const listed = JSON.parse(await env.ok(["ls", "--json"]));
+      assert.equal(listed.find((v: { name: string }) => v.name === "cloud1").status, "frozen");
+      const refused = await env.run(["exec", "cloud1", "--", "true"]);
+      assert.equal(refused.code, 1, refused.stderr);
+      assert.match(refused.stderr, /file systems are frozen for a live snapshot/);
+      assert.equal(await agentFreezeStatus(vm.socket, 10_000), "frozen", "readers left it");
+    },
+  });
+  assert.equal(killed.code, 137);
+  // SIGKILL left the guest frozen; the next command of each kind finds and thaws it.
+  assert.equal(await agentFreezeStatus(vm.socket, 10_000), "frozen");
+  const status = await env.run(["status", "cloud1"]);
+  assert.match(status.stdout, /^cloud1: running/);
+  assert.match(status.stderr, /thawed VM 'cloud1''s file systems, left frozen by an interrupted/);
+  assert.equal(await agentFreezeStatus(vm.socket, 10_000), "thawed");
+  assert.equal(exists(marker), false);
+  const readers: [string, string[], (r: QvmResult) => void][] = [
+    ["ls", ["ls", "--json"], (r) => assert.match(r.stdout, /"status":"running"/)],
+    ["exec", ["exec", "cloud1", "--", "touch", "/tmp/after-thaw"], () => {}],
+    ["ssh", ["ssh", "cloud1", "--", "touch /tmp/after-thaw"], () => {}],
+    ["snapshot", ["snapshot", "list", "cloud1"], (r) => assert.match(r.stdout, /s1/)],
+    ["doctor --fix", ["doctor", "--fix", "--json"], (r) => {
+      const found = JSON.parse(r.stdout).checks.find((c: { check: string }) =>
+        c.check === "frozen_guest"
+      );
+      assert.equal(found.status, "fixed", r.stdout);
+    }],
+  ];
+  for (const [what, args, check] of readers) {
+    assert.equal((await interruptFrozenSnapshot(env, vm, { signal: "SIGKILL" })).code, 137);
+    if (what === "doctor --fix") {
+      // Without --fix doctor reports the frozen guest and leaves it.
+      const report = await env.run(["doctor", "--json"]);
+      const found = JSON.parse(report.stdout).checks.find((c: { check: string }) =>
+        c.check === "frozen_guest"
+      );
+      assert.equal(found.status, "problem", report.stdout);
+      assert.equal(await agentFreezeStatus(vm.socket, 10_000), "frozen");
+    }
+    const result = await env.run(args);
+    assert.equal(result.code === 0 || what === "doctor --fix", true, `${what}: ${result.stderr}`);
+    check(result);
+    assert.equal(await agentFreezeStatus(vm.socket, 10_000), "thawed", `${what} thawed it`);
+    assert.equal(exists(marker), false, `${what} removed the mark`);
+  }
+  // SIGTERM and Ctrl-C thaw on qvm's way out, and say so.
+  for (const [signal, code] of [["SIGTERM", 143], ["SIGINT", 130]] as const) {
+    const ended = await interruptFrozenSnapshot(env, vm, { signal });
+    assert.equal(ended.code, code, ended.stderr);
+    assert.match(ended.stderr, /interrupted: VM 'cloud1''s file systems were thawed/);
+    assert.equal(await agentFreezeStatus(vm.socket, 10_000), "thawed", signal);
+    assert.equal(exists(marker), false);
+  }
+  // An error after the freeze (the name exists) thaws before qvm reports it.
+  const again = await env.run(["snapshot", "create", "cloud1", "s1", "--live"]);
+  assert.equal(again.code, 3, again.stderr);
+  assert.equal(await agentFreezeStatus(vm.socket, 10_000), "thawed");
+  assert.equal(exists(marker), false);
+}
+
+/**
+ * qvm's key and the VM's known_hosts: a lost .pub is rebuilt from the key the guest already
+ * trusts (a new key would lock qvm out), a key others can read is set back to 0600, and a
+ * known_hosts planted as a symlink is replaced, its target untouched.
+ */
+async function sshIdentitySteps(env: QvmEnv, id: string): Promise<void> {
+  const key = keyPaths(env.dataDir);
+  const secret = await Deno.readFile(key.private);
+  await Deno.remove(key.public);
+  await Deno.chmod(key.private, 0o644);
+  const knownHosts = `${env.dataDir}/cloud/${id}/known_hosts`;
+  const target = await env.file("elsewhere", "not a known_hosts file\n");
+  await Deno.remove(knownHosts).catch(() => {});
+  await Deno.symlink(target, knownHosts);
+  const ssh = await env.run(["ssh", "cloud1", "--", "echo in"]);
+  assert.equal(ssh.code, 0, ssh.stderr);
+  assert.equal(ssh.stdout, "in\n");
+  assert.deepEqual(await Deno.readFile(key.private), secret, "the key the guest trusts is kept");
+  assert.equal((await Deno.stat(key.private)).mode! & 0o777, 0o600);
+  assert.match(ssh.stderr, /rebuilt .*id_ed25519\.pub/);
+  assert.match(ssh.stderr, /was mode 0644, which ssh refuses: set to 0600/);
+  assert.match(ssh.stderr, /removed .*known_hosts: it was a symlink/);
+  assert.equal(await Deno.readTextFile(target), "not a known_hosts file\n");
+  const info = await Deno.lstat(knownHosts);
+  assert.ok(info.isFile && !info.isSymlink, "ssh wrote a known_hosts of qvm's own");
+}
+
+/**
+ * exec with more than the agent takes in one message: a stdin of several MiB streams through a
+ * guest file; output past the agent's 16 MiB is said, with a non-zero exit; a command that
+ * outlives --timeout is named by its guest pid, and still runs.
+ */
+async function bigExecSteps(env: QvmEnv): Promise<void> {
+  const input = new Uint8Array(3 * 1024 * 1024 + 7).map((_, i) => (i * 7919) % 251);
+  const sum = new Uint8Array(await crypto.subtle.digest("SHA-256", input)).toHex();
+  const child = env.command(["exec", "cloud1", "--stdin", "--", "sha256sum"], { stdin: "piped" })
+    .spawn();
+  const writer = child.stdin.getWriter();
+  await writer.write(input);
+  await writer.close();
+  const out = await child.output();
+  const text = new TextDecoder();
+  assert.equal(out.code, 0, text.decode(out.stderr));
+  assert.equal(text.decode(out.stdout).split(" ")[0], sum);
+  const leftovers = await env.run(["exec", "cloud1", "--root", "--", "sh", "-c", "ls /tmp"]);
+  assert.doesNotMatch(leftovers.stdout, /qvm-stdin/, "the input file is gone");
+
+  const late = await env.run(["exec", "cloud1", "--timeout", "2", "--", "sleep", "300"]);
+  assert.equal(late.code, 2, late.stderr);
+  const pid = late.stderr.match(/still runs in the guest \(pid (\d+)\)/)?.[1];
+  assert.ok(pid, late.stderr);
+  assert.match(late.stderr, new RegExp(`qvm exec cloud1 --root -- kill ${pid}`));
+  assert.equal((await env.run(["exec", "cloud1", "--root", "--", "kill", pid])).code, 0);
+
+  const since = Date.now();
+  const cut = await env.command(["exec", "cloud1", "--", "head", "-c", "17000000", "/dev/zero"])
+    .output();
+  console.error(
+    `cloud guest: 16 MiB of exec output took ${Math.round((Date.now() - since) / 1000)} s`,
+  );
+  assert.equal(cut.code, 1);
+  assert.equal(cut.stdout.length, 16 * 1024 * 1024);
+  const said = text.decode(cut.stderr).trim().split("\n");
+  assert.equal(said.length, 1, said.join("\n"));
+  assert.match(said[0], /^qvm: the guest agent cut the command's stdout at 16 MiB/);
 }

@@ -395,10 +395,12 @@ Deno.test("doctor on a healthy home finds no problems and prints each check", as
         "kvm",
         "data_dir",
         "runtime_dir",
+        "ssh_key",
         "database",
         "runtime_files",
         "vm_status",
         "orphaned_qemu",
+        "frozen_guest",
       ],
     );
     assert.ok(checks.every((c) => c.status !== "problem"));

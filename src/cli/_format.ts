@@ -9,6 +9,7 @@ export const progressModule = () =>
 const COLORS: Record<string, string> = {
   running: "32",
   paused: "33",
+  frozen: "33",
   starting: "36",
   stopping: "36",
   unresponsive: "31",

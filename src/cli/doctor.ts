@@ -15,6 +15,7 @@ import type { VmRecord } from "../state/mod.ts";
 import { Deadline } from "../vm/env.ts";
 import { withVm } from "../vm/guard.ts";
 import { isLive } from "../vm/observe.ts";
+import { freezeModule } from "../lazy.ts";
 import { findBinary } from "../vm/start.ts";
 import { findIsoTool } from "../cloud/seed.ts";
 import { checkKey } from "../cloud/ssh.ts";
@@ -330,6 +331,44 @@ async function untrackedFinding(
   return finding;
 }
 
+/** Guests whose file systems a live snapshot froze and nobody thawed (qvm was killed meanwhile). */
+async function frozenFindings(ctx: Context, fix: boolean): Promise<Finding[]> {
+  const { frozenGuests } = await freezeModule();
+  const check = "frozen_guest";
+  const findings = (await frozenGuests(ctx, { fix })).map((g): Finding => {
+    const what = `VM '${g.name}''s file systems are frozen`;
+    if (g.state === "busy") {
+      return {
+        check,
+        status: "warning",
+        what: `${what}, and a qvm command holds the VM (a live snapshot being taken?)`,
+        why: "the command that froze them thaws them when it ends",
+        fix: "run qvm doctor again when that command has finished",
+      };
+    }
+    const why = "a live snapshot froze them and qvm was killed before the thaw: the guest's " +
+      "writes hang and its agent refuses exec";
+    if (g.state === "thawed") return { check, status: "fixed", what, why, fix: "thawed" };
+    return {
+      check,
+      status: "problem",
+      what,
+      why,
+      fix: fix
+        ? "the guest agent did not answer the thaw: try again, or restart the VM"
+        : "qvm doctor --fix thaws them (so does any qvm command on the VM, e.g. qvm status)",
+    };
+  });
+  if (findings.length > 0) return findings;
+  return [{
+    check,
+    status: "ok",
+    what: "no guest was left frozen by an interrupted live snapshot",
+    why: null,
+    fix: null,
+  }];
+}
+
 /** Live QEMUs that use this runtime dir: of no VM qvm knows, or of a VM that does not track them. */
 async function orphanFindings(ctx: Context, fix: boolean): Promise<Finding[]> {
   const mark = `${resolve(ctx.dirs.runtimeDir)}/`;
@@ -390,6 +429,7 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
       findings.push(...vmBinaryFindings(ctx));
       findings.push(...await upkeepFindings(ctx, canFix));
       findings.push(...await orphanFindings(ctx, canFix));
+      findings.push(...await frozenFindings(ctx, canFix));
     } catch (err) {
       if (!(err instanceof QvmError)) throw err;
       findings.push({

@@ -1,8 +1,9 @@
 /** `qvm exec`: run a command in a VM through the QEMU guest agent (no network needed). */
 import type { Context } from "./context.ts";
 import type { CommandSpec, ParsedArgs } from "./spec.ts";
-import { NotRunningError, UsageError } from "../errors.ts";
-import { isOurQemu } from "../qemu/process.ts";
+import { UsageError } from "../errors.ts";
+import { requireGuest } from "../vm/agent.ts";
+import { thawedWarning } from "../vm/observe.ts";
 import { parseTimeout } from "./start.ts";
 import { writeOut } from "./context.ts";
 import { agentModule, cloudModule } from "../lazy.ts";
@@ -14,10 +15,13 @@ export const spec: CommandSpec = {
   description:
     "Runs COMMAND with the guest agent's guest-exec (PATH is searched; no shell unless you run\n" +
     "one), prints its stdout and stderr when it ends, and exits with its exit code. With --stdin,\n" +
-    "qvm's input (read to its end) is passed to the command. Needs guest_agent (on by default\n" +
-    "with cloud_init). On a cloud_init VM the command runs as its user (as qvm ssh logs in),\n" +
-    "through runuser (as root with user_data, which names no user qvm knows); --user picks\n" +
-    "another, --root runs it as the agent does, as root.",
+    "qvm's input (read to its end, any size) is passed to the command. The guest agent keeps at\n" +
+    "most 16 MiB of each output stream: when it cut one, qvm says so and exits 1 (or the\n" +
+    "command's own non-zero code). After --timeout the command runs on in the guest: qvm exits 2\n" +
+    "and names its pid. Needs guest_agent (on by default with cloud_init). On a cloud_init VM\n" +
+    "the command runs as its user (as qvm ssh logs in), through runuser (as root with\n" +
+    "user_data, which names no user qvm knows); --user picks another, --root runs it as the\n" +
+    "agent does, as root.",
   positionals: [
     { name: "VM", description: "id or name", complete: "vm" },
     { name: "COMMAND", description: "command and arguments (after --)", variadic: true },
@@ -44,8 +48,8 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
   const timeoutS = args.values.timeout === undefined
     ? undefined
     : parseTimeout(args.values.timeout, 0);
-  const vm = ctx.store.require(name);
-  if (!isOurQemu(vm.pid, vm.id)) throw new NotRunningError(`VM '${vm.name}' is not running`);
+  const { vm, thawed } = await requireGuest(ctx, name);
+  if (thawed) ctx.warn(thawedWarning(vm.name));
   const { agentEnabled, cloudPaths, invokingUser } = await cloudModule();
   if (!agentEnabled(vm.config)) {
     throw new UsageError(`VM '${vm.name}' has no guest agent channel: set guest_agent: true`);
@@ -55,20 +59,31 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
     fallback: invokingUser(),
   });
   if (user !== undefined) command.unshift("runuser", "-u", user, "--");
-  const { agentExec } = await agentModule();
-  const input = args.values.stdin
-    ? new Uint8Array(await new Response(Deno.stdin.readable).arrayBuffer())
-    : undefined;
-  const result = await agentExec(cloudPaths(ctx.dirs, vm.id).agentSocket, command, {
-    input,
-    deadline: timeoutS === undefined ? undefined : Date.now() + timeoutS * 1000,
-  });
+  const { agentExec, ExecTimeoutError, AGENT_OUTPUT_LIMIT } = await agentModule();
+  let result;
+  try {
+    result = await agentExec(cloudPaths(ctx.dirs, vm.id).agentSocket, command, {
+      input: args.values.stdin ? Deno.stdin.readable : undefined,
+      deadline: timeoutS === undefined ? undefined : Date.now() + timeoutS * 1000,
+    });
+  } catch (err) {
+    if (err instanceof ExecTimeoutError) {
+      err.message += `; stop it with 'qvm exec ${vm.name} --root -- kill ${err.pid}'`;
+    }
+    throw err;
+  }
   writeOut(result.stdout);
   let offset = 0;
   while (offset < result.stderr.length) {
     offset += Deno.stderr.writeSync(result.stderr.subarray(offset));
   }
-  return result.code;
+  if (result.truncated.length === 0) return result.code;
+  ctx.note(
+    `qvm: the guest agent cut the command's ${result.truncated.join(" and ")} at ` +
+      `${AGENT_OUTPUT_LIMIT / 1024 / 1024} MiB (it keeps no more): the output above is ` +
+      "incomplete; run the command over 'qvm ssh', or write its output to a file in the guest",
+  );
+  return result.code === 0 ? 1 : result.code;
 }
 
 /** Who runs the command: `--root` → the agent's root, `--user`, else a cloud_init VM's user. */

@@ -1,9 +1,11 @@
 /** `qvm ssh`: OpenSSH into a VM over its forwarded port, with qvm's key and a per-VM known_hosts. */
 import type { Context } from "./context.ts";
 import { type CommandSpec, GLOBAL_OPTIONS, parseCommandArgs, type ParsedArgs } from "./spec.ts";
-import { NotRunningError, QvmError, UsageError } from "../errors.ts";
+import { QvmError, UsageError } from "../errors.ts";
 import { isOurQemu } from "../qemu/process.ts";
 import type { VmRecord } from "../state/mod.ts";
+import { requireGuest } from "../vm/agent.ts";
+import { thawedWarning } from "../vm/observe.ts";
 import { cloudModule } from "../lazy.ts";
 
 /** The command's arguments and flags. */
@@ -104,8 +106,8 @@ export function parse(args: readonly string[]): ParsedArgs {
 /** Runs ssh and returns its exit code. */
 export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
   const [name, ...command] = args.positionals;
-  const vm = ctx.store.require(name);
-  if (!isOurQemu(vm.pid, vm.id)) throw new NotRunningError(`VM '${vm.name}' is not running`);
+  const { vm, thawed } = await requireGuest(ctx, name);
+  if (thawed) ctx.warn(thawedWarning(vm.name));
   const { sshCommand } = await cloudModule();
   const extra = (args.values["ssh-options"] ?? []) as string[];
   const argv = await sshCommand(ctx.dirs, vm, { command, extra, warn: (m) => ctx.warn(m) });

@@ -1,7 +1,7 @@
 /** `qvm status`: one VM's real status, reconciled with its QEMU process. */
 import type { Context } from "./context.ts";
 import type { CommandSpec, ParsedArgs } from "./spec.ts";
-import { isLive, observe } from "../vm/observe.ts";
+import { isLive, observe, thawedWarning } from "../vm/observe.ts";
 import { paintStatus } from "./_format.ts";
 import { cloudStatusModule } from "../lazy.ts";
 
@@ -18,6 +18,7 @@ export const spec: CommandSpec = {
 export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
   const seen = await observe(ctx, ctx.store.require(args.positionals[0]));
   const { vm } = seen;
+  if (seen.thawed) ctx.warn(thawedWarning(vm.name));
   const live = isLive(seen.status);
   if (ctx.json) {
     ctx.outJson({

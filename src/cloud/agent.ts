@@ -195,54 +195,212 @@ export interface ExecResult {
   code: number;
   stdout: Uint8Array;
   stderr: Uint8Array;
+  /** The streams the agent cut (it keeps at most {@link AGENT_OUTPUT_LIMIT} bytes of each). */
+  truncated: ("stdout" | "stderr")[];
+}
+
+/** The most output qemu-ga keeps of a command per stream; the rest is dropped. */
+export const AGENT_OUTPUT_LIMIT = 16 * 1024 * 1024;
+
+/** A command run with `guest-exec` that had not ended when the deadline came: it runs on. */
+export class ExecTimeoutError extends TimeoutError {
+  override name = "ExecTimeoutError";
+  /** The command's process id in the guest. */
+  readonly pid: number;
+  constructor(message: string, pid: number) {
+    super(message);
+    this.pid = pid;
+  }
 }
 
 function base64Bytes(text: unknown): Uint8Array {
   if (typeof text !== "string" || text === "") return new Uint8Array();
-  return Uint8Array.from(atob(text), (c) => c.charCodeAt(0));
+  return Uint8Array.fromBase64(text);
+}
+
+/** Input up to this size goes in `guest-exec`'s own `input-data`; more through a guest file. */
+const INLINE_INPUT_BYTES = 64 * 1024;
+
+/** Bytes per `guest-file-write`: each is one base64 string in one JSON message. */
+const FILE_CHUNK_BYTES = 1024 * 1024;
+
+/** Reads a byte stream in pieces of a chosen size (the last may be shorter), holding one piece. */
+class Chunks {
+  #reader: ReadableStreamDefaultReader<Uint8Array>;
+  #rest: Uint8Array = new Uint8Array();
+  #ended = false;
+
+  constructor(stream: ReadableStream<Uint8Array>) {
+    this.#reader = stream.getReader();
+  }
+
+  /** Up to `size` bytes; an empty array once the stream has ended. */
+  async next(size: number): Promise<Uint8Array> {
+    const parts: Uint8Array[] = this.#rest.length > 0 ? [this.#rest] : [];
+    let have = this.#rest.length;
+    while (have < size && !this.#ended) {
+      const { value, done } = await this.#reader.read();
+      if (done) this.#ended = true;
+      else if (value.length > 0) {
+        parts.push(value);
+        have += value.length;
+      }
+    }
+    const all = parts.length === 1 ? parts[0] : concat(parts, have);
+    this.#rest = all.subarray(Math.min(size, all.length));
+    return all.subarray(0, Math.min(size, all.length));
+  }
+
+  /** Stops reading (the stream is left unread). */
+  cancel(): void {
+    this.#reader.cancel().catch(() => {});
+  }
+}
+
+function concat(parts: Uint8Array[], length: number): Uint8Array {
+  const out = new Uint8Array(length);
+  let at = 0;
+  for (const part of parts) {
+    out.set(part, at);
+    at += part.length;
+  }
+  return out;
+}
+
+/**
+ * Writes the byte stream `input` to a new file `path` in the guest, one {@link FILE_CHUNK_BYTES}
+ * piece at a time, so memory stays constant whatever the size. The agent makes the file mode 0666:
+ * `path` must be in a folder nobody else can reach.
+ */
+async function writeGuestFile(
+  socket: string,
+  target: { path: string; input: ReadableStream<Uint8Array> },
+): Promise<void> {
+  const chunks = new Chunks(target.input);
+  const handle = await agentFileOpen(socket, target.path, "w");
+  try {
+    for (;;) {
+      const piece = await chunks.next(FILE_CHUNK_BYTES);
+      if (piece.length === 0) break;
+      await agentFileWrite(socket, handle, piece);
+    }
+  } catch (error) {
+    chunks.cancel();
+    throw error;
+  } finally {
+    await agentFileClose(socket, handle);
+  }
+}
+
+/**
+ * The shell line that runs `"$@"` with its stdin read from file `$0`, whose private folder is
+ * removed first (the open descriptor keeps the data): how a big input reaches a command, as
+ * `guest-exec` takes input only as one base64 string.
+ */
+const STDIN_FROM_FILE = 'exec <"$0" && rm -rf -- "${0%/*}" && exec "$@"';
+
+/** Input small enough for `guest-exec` itself, or the stream of a bigger one. */
+async function splitInput(
+  input: Uint8Array | ReadableStream<Uint8Array> | undefined,
+): Promise<{ inline?: Uint8Array; stream?: ReadableStream<Uint8Array> }> {
+  if (input === undefined) return {};
+  if (input instanceof Uint8Array) {
+    if (input.length <= INLINE_INPUT_BYTES) return { inline: input };
+    return { stream: ReadableStream.from([input]) };
+  }
+  const chunks = new Chunks(input);
+  const head = await chunks.next(INLINE_INPUT_BYTES + 1);
+  if (head.length <= INLINE_INPUT_BYTES) return { inline: head };
+  return { stream: ReadableStream.from(prepend(head, chunks)) };
+}
+
+async function* prepend(head: Uint8Array, rest: Chunks): AsyncGenerator<Uint8Array> {
+  yield head;
+  for (;;) {
+    const piece = await rest.next(FILE_CHUNK_BYTES);
+    if (piece.length === 0) return;
+    yield piece;
+  }
 }
 
 /**
  * Runs `argv` in the guest with `guest-exec` (PATH is searched) and waits until it exits, polling
- * `guest-exec-status`. qemu-ga returns the output once the command has ended.
+ * `guest-exec-status`; qemu-ga returns the output once the command has ended, and `truncated`
+ * names a stream it cut. `input` (bytes or a stream) becomes the command's stdin: up to 64 KiB in
+ * the `guest-exec` call itself, more through a temporary guest file written piece by piece. At
+ * `deadline` an ExecTimeoutError carries the guest pid of the command, which runs on.
  */
 export async function agentExec(
   socket: string,
   argv: readonly string[],
-  options: { input?: Uint8Array; deadline?: number } = {},
+  options: { input?: Uint8Array | ReadableStream<Uint8Array>; deadline?: number } = {},
 ): Promise<ExecResult> {
-  const left = () => options.deadline === undefined ? 30_000 : options.deadline - Date.now();
+  const left = () =>
+    Math.min(
+      Math.max(options.deadline === undefined ? 30_000 : options.deadline - Date.now(), 1),
+      30_000,
+    );
+  const { inline, stream } = await splitInput(options.input);
+  let command = [...argv];
+  if (stream) {
+    // A folder of root's own (mktemp -d: 0700), as the agent makes the file itself mode 0666.
+    const made = await agentExec(socket, ["mktemp", "-d", "/tmp/qvm-stdin.XXXXXXXXXX"], {
+      deadline: options.deadline,
+    });
+    const dir = new TextDecoder().decode(made.stdout).trim();
+    if (made.code !== 0 || !dir.startsWith("/tmp/qvm-stdin.")) {
+      throw new QvmError(
+        `cannot make a folder in the guest for the command's input (mktemp -d: ${
+          new TextDecoder().decode(made.stderr).trim() || `exit status ${made.code}`
+        })`,
+      );
+    }
+    const inputFile = `${dir}/stdin`;
+    try {
+      await writeGuestFile(socket, { path: inputFile, input: stream });
+    } catch (error) {
+      await agentCall(socket, {
+        execute: "guest-exec",
+        arguments: { path: "rm", arg: ["-rf", "--", dir] },
+      }, { timeoutMs: 5000 }).catch(() => {});
+      throw error;
+    }
+    command = ["sh", "-c", STDIN_FROM_FILE, inputFile, ...argv];
+  }
   const args: Record<string, unknown> = {
-    path: argv[0],
-    arg: argv.slice(1),
+    path: command[0],
+    arg: command.slice(1),
     "capture-output": true,
   };
-  if (options.input && options.input.length > 0) {
-    args["input-data"] = btoa(String.fromCharCode(...options.input));
-  }
+  if (inline && inline.length > 0) args["input-data"] = inline.toBase64();
   const { pid } = await agentCall<{ pid: number }>(socket, {
     execute: "guest-exec",
     arguments: args,
-  }, {
-    timeoutMs: Math.min(Math.max(left(), 1), 30_000),
-  });
+  }, { timeoutMs: left() });
   let pause = 50;
   for (;;) {
-    if (options.deadline !== undefined && left() <= 0) {
-      throw new TimeoutError(`'${argv.join(" ")}' did not end in time in the guest`);
+    if (options.deadline !== undefined && Date.now() >= options.deadline) {
+      throw new ExecTimeoutError(
+        `'${argv.join(" ")}' did not end in time: it still runs in the guest (pid ${pid})`,
+        pid,
+      );
     }
     const status = await agentCall<Record<string, unknown>>(socket, {
       execute: "guest-exec-status",
       arguments: { pid },
-    }, { timeoutMs: Math.min(Math.max(left(), 1), 30_000) });
+    }, { timeoutMs: left() });
     if (status.exited) {
       const code = typeof status.exitcode === "number"
         ? status.exitcode
         : 128 + (typeof status.signal === "number" ? status.signal : 0);
+      const truncated: ExecResult["truncated"] = [];
+      if (status["out-truncated"] === true) truncated.push("stdout");
+      if (status["err-truncated"] === true) truncated.push("stderr");
       return {
         code,
         stdout: base64Bytes(status["out-data"]),
         stderr: base64Bytes(status["err-data"]),
+        truncated,
       };
     }
     await sleep(pause);
@@ -250,56 +408,14 @@ export async function agentExec(
   }
 }
 
-/** What {@link withFrozenGuest} did around the work. */
-export interface FreezeResult<T> {
-  value: T;
-  /** Number of file systems the agent froze; 0 when it did not (then `reason` says why). */
-  frozen: number;
-  reason?: string;
+/** `guest-fsfreeze-freeze`: freezes the guest's file systems; returns how many it froze. */
+export async function agentFreeze(socket: string, timeoutMs: number): Promise<number> {
+  return await agentCall<number>(socket, { execute: "guest-fsfreeze-freeze" }, { timeoutMs });
 }
 
-/**
- * Runs `work` with the guest's file systems frozen (`guest-fsfreeze-freeze`, then `-thaw` in any
- * case), so a live snapshot holds consistent file systems. An agent that does not answer the
- * freeze within `timeoutMs`, or refuses it, never stops the work: it runs unfrozen, `frozen` is 0
- * and `reason` says why, so the caller can tell the user.
- */
-export async function withFrozenGuest<T>(
-  socket: string,
-  work: () => Promise<T>,
-  timeoutMs = 5000,
-): Promise<FreezeResult<T>> {
-  let frozen = 0;
-  let reason: string | undefined;
-  try {
-    frozen = await agentCall<number>(socket, { execute: "guest-fsfreeze-freeze" }, { timeoutMs });
-  } catch (error) {
-    reason = (error as Error).message;
-  }
-  try {
-    return { value: await work(), frozen, reason };
-  } finally {
-    if (frozen > 0) {
-      await agentCall(socket, { execute: "guest-fsfreeze-thaw" }, { timeoutMs: 30_000 });
-    }
-  }
-}
-
-/**
- * Thaws a guest whose file systems are frozen (a guest restored from a snapshot taken frozen).
- * Never throws: `thawed` says whether it thawed, `reason` why it could not ask.
- */
-export async function thawIfFrozen(
-  socket: string,
-  timeoutMs = 5000,
-): Promise<{ thawed: boolean; reason?: string }> {
-  try {
-    if (await agentFreezeStatus(socket, timeoutMs) !== "frozen") return { thawed: false };
-    await agentCall(socket, { execute: "guest-fsfreeze-thaw" }, { timeoutMs: 30_000 });
-    return { thawed: true };
-  } catch (error) {
-    return { thawed: false, reason: (error as Error).message };
-  }
+/** `guest-fsfreeze-thaw`: thaws the guest's file systems (none frozen is no error); how many. */
+export async function agentThaw(socket: string, timeoutMs: number): Promise<number> {
+  return await agentCall<number>(socket, { execute: "guest-fsfreeze-thaw" }, { timeoutMs });
 }
 
 /** `guest-fsfreeze-status`: `"thawed"` or `"frozen"`. */

@@ -8,7 +8,7 @@ import { NotFoundError } from "../errors.ts";
 import type { VmRecord } from "../state/mod.ts";
 import type { Deadline, VmEnv } from "./env.ts";
 import { acquireLock, type VmLock } from "./lock.ts";
-import { type Observation, observe } from "./observe.ts";
+import { type Observation, observe, thawedWarning } from "./observe.ts";
 import { vmPaths } from "./paths.ts";
 
 /** The VM was removed by another command while this one waited for its lock. */
@@ -50,6 +50,7 @@ export async function withVm<T>(
       thorough: true,
       timeoutMs: Math.min(options.deadline.remainingMs(), 1000),
     });
+    if (seen.thawed) env.warn?.(thawedWarning(row.name));
     return await act({ ...seen, lock, deadline: options.deadline });
   } finally {
     lock.release();

@@ -9,7 +9,8 @@ import type { StoredStatus, VmBrief, VmRecord } from "../state/mod.ts";
 import { findQemuWithUuid, isOurQemu, readPidFile } from "../qemu/process.ts";
 import type { VmEnv } from "./env.ts";
 import { isLocked } from "./lock.ts";
-import { vmPaths } from "./paths.ts";
+import { exists, vmPaths } from "./paths.ts";
+import { freezeModule } from "../lazy.ts";
 import { runState } from "./qmp_session.ts";
 
 /**
@@ -23,7 +24,8 @@ export type ObservedStatus =
   | "unresponsive"
   | "internal-error"
   | "guest-panicked"
-  | "shutdown";
+  | "shutdown"
+  | "frozen";
 
 /** QEMU run states in which the guest cannot go on by itself. */
 export const FAULT_STATES: ReadonlySet<string> = new Set([
@@ -38,6 +40,7 @@ export const STATUSES: readonly ObservedStatus[] = [
   "starting",
   "running",
   "paused",
+  "frozen",
   "unresponsive",
   "internal-error",
   "guest-panicked",
@@ -53,6 +56,8 @@ export interface Observation {
   status: ObservedStatus;
   /** QEMU's own run state from `query-status` (e.g. `running`, `paused`), when asked. */
   qemuStatus?: string;
+  /** This observation thawed a guest that an interrupted live snapshot had left frozen. */
+  thawed?: boolean;
 }
 
 const STORED_LIVE: ReadonlySet<string> = new Set(["starting", "running", "stopping"]);
@@ -223,10 +228,22 @@ export async function observe(
     env.store.updateStatus(vm.id, "running");
     vm = env.store.require(vm.id);
   }
-  if (options.qmp === false) return { vm, status: "running" };
+  // A guest an interrupted live snapshot left frozen: one lstat, and a thaw only if it is there.
+  const freeze = exists(paths.frozenFile)
+    ? await (await freezeModule()).settleFreeze(env, vm, { locked: options.locked })
+    : "none";
+  const thawed = freeze === "thawed" ? { thawed: true } : {};
+  const live = freeze === "frozen" ? "frozen" : "running";
+  if (options.qmp === false) return { vm, status: live, ...thawed };
   const qemuStatus = await runState(paths.monitorSocket, options.timeoutMs ?? 1000);
-  if (qemuStatus === undefined) return { vm, status: "unresponsive" };
-  return { vm, status: statusFromQemu(qemuStatus), qemuStatus };
+  if (qemuStatus === undefined) return { vm, status: "unresponsive", ...thawed };
+  const status = statusFromQemu(qemuStatus);
+  return { vm, status: status === "running" ? live : status, qemuStatus, ...thawed };
+}
+
+/** The warning of a command whose observation thawed a guest an interrupted snapshot left frozen. */
+export function thawedWarning(name: string): string {
+  return `thawed VM '${name}''s file systems, left frozen by an interrupted live snapshot`;
 }
 
 /** True if a VM's stored state claims a process, so only a look at the machine can settle it. */

@@ -21,6 +21,8 @@ export interface VmPaths {
   bootFile: string;
   pidFile: string;
   lockFile: string;
+  /** Written before qvm freezes the guest's file systems, removed once they are thawed. */
+  frozenFile: string;
   serialLog: string;
   qemuLog: string;
   diskDir: string;
@@ -38,6 +40,7 @@ export function vmPaths(dirs: Dirs, id: string): VmPaths {
     bootFile: join(dirs.runtimeDir, `${id}.boot`),
     pidFile: join(dirs.runtimeDir, `${id}.pid`),
     lockFile: join(dirs.runtimeDir, `${id}.lock`),
+    frozenFile: join(dirs.runtimeDir, `${id}.frozen`),
     serialLog: join(dirs.dataDir, "logs", `${id}.serial.log`),
     qemuLog: join(dirs.dataDir, "logs", `${id}.qemu.log`),
     diskDir: join(dirs.dataDir, "disks", id),
@@ -65,6 +68,7 @@ export function runtimeFiles(paths: VmPaths): string[] {
     paths.eventSocket,
     paths.serialSocket,
     paths.bootFile,
+    paths.frozenFile,
   ];
 }
 

@@ -118,7 +118,7 @@ export async function runState(socket: string, timeoutMs: number): Promise<strin
 /** Looks up `idOrName` and throws NotRunningError (exit 3) unless its QEMU is alive. */
 export async function requireRunning(env: VmEnv, idOrName: string): Promise<VmRecord> {
   const seen = await observe(env, env.store.require(idOrName), { qmp: false });
-  if (seen.status !== "running") {
+  if (seen.status !== "running" && seen.status !== "frozen") {
     throw new NotRunningError(`VM '${seen.vm.name}' is not running (status: ${seen.status})`);
   }
   return seen.vm;

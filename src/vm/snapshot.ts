@@ -42,7 +42,7 @@ import {
   vmStateDrive,
   vmStateDrives,
 } from "./_snapshot.ts";
-import { agentModule, qmpModule } from "../lazy.ts";
+import { freezeModule, qmpModule } from "../lazy.ts";
 import { withSignalsHeld } from "../signals.ts";
 
 export type { PartialSnapshot, SnapshotAction, SnapshotInfo } from "./_snapshot.ts";
@@ -635,7 +635,8 @@ export function snapshotVm(
     try {
       vm = seen.vm;
       const { drives, skipped } = selectDrives(vm.name, snapshotStorage(ctx, vm), request.drive);
-      const live = seen.status === "running";
+      // Frozen: running, with its file systems still frozen (the thaw is retried after the save).
+      const live = seen.status === "running" || seen.status === "frozen";
       if (request.live && !live) {
         throw new NotRunningError(
           `VM '${vm.name}' is not running (status: ${seen.status}): --live needs a running VM`,
@@ -652,8 +653,8 @@ export function snapshotVm(
         return { ...outcome, mode: "live", done: await liveAction(ctx, vm, { request, drives }) };
       }
       const quiesced = await withQuiescedGuest(
-        agent,
-        request.action,
+        ctx,
+        { vm, socket: agent, action: request.action },
         () => liveAction(ctx, vm, { request, drives }),
       );
       return { ...outcome, mode: "live", done: quiesced.value, quiesce: quiesced.quiesce };
@@ -665,21 +666,20 @@ export function snapshotVm(
 
 /**
  * Runs a live create with the guest's file systems frozen by its agent (so the disks hold
- * consistent file systems), or a live load followed by a thaw when the restored guest was saved
- * frozen. An agent that does not answer never fails the snapshot: `reason` says what was not done.
+ * consistent file systems), or a live load followed by a thaw, as the restored guest may have been
+ * saved frozen. An agent that does not answer never fails the snapshot: `reason` says what was
+ * not done. Whatever ends qvm but SIGKILL thaws the guest; after SIGKILL the next command does.
  */
 async function withQuiescedGuest<T>(
-  socket: string,
-  action: "create" | "load",
+  env: VmEnv,
+  target: { vm: VmRecord; socket: string; action: "create" | "load" },
   work: () => Promise<T>,
 ): Promise<{ value: T; quiesce: Quiesce }> {
-  const { thawIfFrozen, withFrozenGuest } = await agentModule();
-  if (action === "load") {
-    const value = await work();
-    return { value, quiesce: { frozen: 0, ...await thawIfFrozen(socket) } };
-  }
-  const { value, frozen, reason } = await withFrozenGuest(socket, work);
-  return { value, quiesce: { frozen, thawed: false, reason } };
+  const { withFrozenGuest } = await freezeModule();
+  const { vm, socket, action } = target;
+  const done = await withFrozenGuest(env, { vm, socket, freeze: action === "create" }, work);
+  const thawed = action === "load" && done.thawed > 0;
+  return { value: done.value, quiesce: { frozen: done.frozen, thawed, reason: done.reason } };
 }
 
 /**
@@ -696,7 +696,7 @@ export async function listSnapshots(
   const seen = await observe(ctx, vm, { qmp: false });
   vm = seen.vm;
   const diskDir = vmPaths(ctx.dirs, vm.id).diskDir;
-  if (seen.status === "running") {
+  if (seen.status === "running" || seen.status === "frozen") {
     const client = await connectQmp(ctx, vm);
     try {
       const attached = attachedDrives(await blockDevices(client), drives.map((d) => d.name));

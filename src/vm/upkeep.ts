@@ -14,7 +14,7 @@ import { isLive } from "./observe.ts";
 import { exists, vmPaths } from "./paths.ts";
 
 /** The kinds of file qvm keeps per VM in the runtime dir (`<id>.<kind>`). */
-export type RuntimeKind = "qmp" | "mon" | "evt" | "serial" | "boot" | "pid" | "lock";
+export type RuntimeKind = "qmp" | "mon" | "evt" | "serial" | "boot" | "pid" | "lock" | "frozen";
 
 /** One file in the runtime dir that belongs to VM `id`. */
 export interface RuntimeFile {
@@ -23,7 +23,7 @@ export interface RuntimeFile {
   path: string;
 }
 
-const RUNTIME_FILE = /^(.+)\.(qmp|mon|evt|serial|boot|pid|lock)$/;
+const RUNTIME_FILE = /^(.+)\.(qmp|mon|evt|serial|boot|pid|lock|frozen)$/;
 
 /** The VM id and kind of a runtime dir entry named `name`, or undefined if it is not qvm's. */
 export function parseRuntimeFile(name: string): { id: string; kind: RuntimeKind } | undefined {
@@ -34,6 +34,7 @@ export function parseRuntimeFile(name: string): { id: string; kind: RuntimeKind 
 /** What a runtime file is, in words: `socket`, `pid file`, `lock file` or `serial start mark`. */
 export function describeKind(kind: RuntimeKind): string {
   if (kind === "boot") return "serial start mark";
+  if (kind === "frozen") return "frozen-guest mark";
   return kind === "pid" ? "pid file" : kind === "lock" ? "lock file" : "socket";
 }
 
