@@ -377,18 +377,25 @@ export async function agentExec(
     execute: "guest-exec",
     arguments: args,
   }, { timeoutMs: left() });
+  const late = () =>
+    new ExecTimeoutError(
+      `'${argv.join(" ")}' did not end in time: it still runs in the guest (pid ${pid})`,
+      pid,
+    );
+  const pastDeadline = () => options.deadline !== undefined && Date.now() >= options.deadline;
   let pause = 50;
   for (;;) {
-    if (options.deadline !== undefined && Date.now() >= options.deadline) {
-      throw new ExecTimeoutError(
-        `'${argv.join(" ")}' did not end in time: it still runs in the guest (pid ${pid})`,
-        pid,
-      );
+    if (pastDeadline()) throw late();
+    let status: Record<string, unknown>;
+    try {
+      status = await agentCall<Record<string, unknown>>(socket, {
+        execute: "guest-exec-status",
+        arguments: { pid },
+      }, { timeoutMs: left() });
+    } catch (error) {
+      if (error instanceof TimeoutError && pastDeadline()) throw late();
+      throw error;
     }
-    const status = await agentCall<Record<string, unknown>>(socket, {
-      execute: "guest-exec-status",
-      arguments: { pid },
-    }, { timeoutMs: left() });
     if (status.exited) {
       const code = typeof status.exitcode === "number"
         ? status.exitcode
