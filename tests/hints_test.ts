@@ -51,14 +51,24 @@ Deno.test("close matches: typos within a third of the length, else one command i
 Deno.test("an unknown config key like memroy is ignored with a warning that names memory", () => {
   const warnings: string[] = [];
   const config = validateConfig(
-    { memroy: "1G", cpus: 2, colour: "red", storage: [{ name: "d", szie: "1G" }] },
+    {
+      memroy: "1G",
+      cpus: 2,
+      colour: "red",
+      storage: [{ name: "d", szie: "1G" }],
+      network: { prots: ["auto:22"] },
+      cloud_init: { usr: "dev", ssh_authorised_keys: [] },
+    },
     { warn: (m) => warnings.push(m) },
   );
   assert.equal(config.memory, undefined);
-  assert.deepEqual(warnings, [
-    "unknown config key 'memroy' (ignored): did you mean 'memory'?",
-    "unknown config key 'cpus' (ignored): did you mean 'cpu'?",
+  assert.deepEqual(warnings.sort(), [
     "unknown config key 'colour' (ignored)",
+    "unknown config key 'cpus' (ignored): did you mean 'cpu'?",
+    "unknown config key 'memroy' (ignored): did you mean 'memory'?",
+    "unknown key cloud_init.ssh_authorised_keys (ignored): did you mean 'ssh_authorized_keys'?",
+    "unknown key cloud_init.usr (ignored): did you mean 'user'?",
+    "unknown key network.prots (ignored): did you mean 'ports'?",
     "unknown storage key 'szie' in 'd' (ignored): did you mean 'size'?",
   ]);
 });

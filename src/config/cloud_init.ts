@@ -6,7 +6,7 @@
  * stored config holds their text and a start never depends on them.
  */
 import { isAbsolute, resolve } from "../path.ts";
-import { UsageError } from "../errors.ts";
+import { didYouMean, UsageError } from "../errors.ts";
 import { isMap, kindOf, show } from "./_util.ts";
 
 /** A validated `cloud_init:` section; absent keys take their defaults at start. */
@@ -154,7 +154,9 @@ export function cloudInitOf(value: unknown, warn: (message: string) => void): Cl
     throw new UsageError(`invalid cloud_init ${show(value)}: expected a map, got ${kindOf(value)}`);
   }
   for (const key of Object.keys(value)) {
-    if (!CLOUD_INIT_KEYS.has(key)) warn(`unknown key cloud_init.${key} (ignored)`);
+    if (!CLOUD_INIT_KEYS.has(key)) {
+      warn(`unknown key cloud_init.${key} (ignored)${didYouMean(key, CLOUD_INIT_KEYS)}`);
+    }
   }
   const out: CloudInitConfig = {};
   const v = (key: string) => value[key] ?? undefined;

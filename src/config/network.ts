@@ -4,7 +4,7 @@
  * `auto` (a free port picked at the first start and kept while it stays free). The host side listens on 127.0.0.1 unless ADDRESS
  * (an IPv4 address) is given.
  */
-import { UsageError } from "../errors.ts";
+import { didYouMean, UsageError } from "../errors.ts";
 import { isMap, kindOf, show } from "./_util.ts";
 
 /** One port forward as configured; `host` is `"auto"` until a start picks a port. */
@@ -104,7 +104,9 @@ export function networkOf(value: unknown, warn: (message: string) => void): Netw
     );
   }
   for (const key of Object.keys(value)) {
-    if (!NETWORK_KEYS.has(key)) warn(`unknown key network.${key} (ignored)`);
+    if (!NETWORK_KEYS.has(key)) {
+      warn(`unknown key network.${key} (ignored)${didYouMean(key, NETWORK_KEYS)}`);
+    }
   }
   const raw = value.ports ?? [];
   if (!Array.isArray(raw)) {
