@@ -1,6 +1,7 @@
 /**
  * `auto` host ports stay put: picked at a VM's first start, kept across restarts and stop/start
- * while free, picked again (said on stderr) only when another program holds the port.
+ * while free, picked again (said on stderr) only when another program holds the port; `start
+ * --dry-run` shows the port the next start keeps.
  */
 import assert from "node:assert/strict";
 import { parsePortSpec } from "../src/config/network.ts";
@@ -59,6 +60,8 @@ Deno.test("an auto port is kept across a restart and a stop/start, and re-picked
       'memory: 32M\narguments:\n  - accel: tcg\nnetwork: {ports: ["auto:22", "auto:8080"]}\n',
     );
     await env.ok(["add", config, "--name", "fw"]);
+    const never = await env.ok(["start", "fw", "--dry-run"]);
+    assert.match(never, /hostfwd=tcp:127\.0\.0\.1:0-:22,hostfwd=tcp:127\.0\.0\.1:0-:8080 /);
     await env.ok(["start", "fw", "--wait-for", "process"]);
     const first = await hostPort(env, "fw", 22);
     const web = await hostPort(env, "fw", 8080);
@@ -95,6 +98,14 @@ Deno.test("an auto port is kept across a restart and a stop/start, and re-picked
     }
     // ...and that one is kept from then on, even once the old one is free again.
     await env.ok(["stop", "fw", "--force"]);
+    // A dry run shows the ports the next start keeps, as it would run them.
+    const dry = await env.ok(["start", "fw", "--dry-run"]);
+    assert.match(
+      dry,
+      new RegExp(
+        `hostfwd=tcp:127\\.0\\.0\\.1:${second}-:22,hostfwd=tcp:127\\.0\\.0\\.1:${web}-:8080 `,
+      ),
+    );
     await env.ok(["start", "fw", "--wait-for", "process"]);
     assert.equal(await hostPort(env, "fw", 22), second);
   });

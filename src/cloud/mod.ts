@@ -3,7 +3,7 @@
  * forwards, the NoCloud seed, the guest agent channel) and the waits for SSH and the agent.
  * Loaded lazily: VMs without these sections never import it.
  */
-import { isPublicKeyLine, type PortForward, type VmConfig } from "../config/mod.ts";
+import { formatForward, isPublicKeyLine, type PortForward, type VmConfig } from "../config/mod.ts";
 import { QvmError, TimeoutError, UsageError } from "../errors.ts";
 import { type Dirs, ensurePrivateDir, type StateStore, type VmRecord } from "../state/mod.ts";
 import { ensureOverlay, overlayPath, rootDriveArgv } from "./image.ts";
@@ -160,8 +160,9 @@ export async function prepareCloud(
 }
 
 /**
- * What `prepareCloud` would add, without making anything (for `start --dry-run`): `auto` host
- * ports appear as 0, which QEMU also accepts (it then binds a free port it does not report).
+ * What `prepareCloud` would add, without making anything (for `start --dry-run`): an `auto` host
+ * port shows the port an earlier start picked and the next start keeps while it is free; one
+ * never picked shows as 0, which QEMU also accepts (it then binds a free port it does not report).
  */
 export function cloudArgvPreview(
   env: { dirs: Dirs },
@@ -172,9 +173,10 @@ export function cloudArgvPreview(
   const argv: string[] = [];
   if (config.image) argv.push(...rootDriveArgv(overlayPath(env.dirs, vm.id)));
   if (config.network) {
+    const kept = readAutoPorts(paths.autoPortsFile);
     const forwards = config.network.ports.map((f) => ({
       ...f,
-      host: f.host === "auto" ? 0 : f.host,
+      host: f.host === "auto" ? kept[formatForward(f)] ?? 0 : f.host,
     }));
     argv.push(...networkArgv(forwards, macFor(vm.id)));
   }
