@@ -95,6 +95,127 @@ Deno.test("apply merges into an existing VM, creates an absent one, and refuses 
   });
 });
 
+/** A host port free right now. */
+function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  listener.close();
+  return port;
+}
+
+/** `qemu-img ARGS...`; fails the test unless it succeeds; returns stdout. */
+async function qemuImg(args: string[]): Promise<string> {
+  const out = await new Deno.Command("qemu-img", { args }).output();
+  assert.ok(out.success, new TextDecoder().decode(out.stderr));
+  return new TextDecoder().decode(out.stdout);
+}
+
+Deno.test("apply takes the cloud flags: a port or accel flag replaces the old one, a bigger disk size grows the root disk at the next start", async () => {
+  await withEnv(async (env) => {
+    // A blank image: no guest boots, QEMU and its forwards run (started with --wait-for process).
+    await qemuImg(["create", "-q", "-f", "qcow2", `${env.root}/tiny.qcow2`, "64M"]);
+    const keygen = await new Deno.Command("ssh-keygen", {
+      args: ["-q", "-t", "ed25519", "-N", "", "-f", `${env.root}/k`],
+    }).output();
+    assert.ok(keygen.success);
+    const key = (await Deno.readTextFile(`${env.root}/k.pub`)).trim();
+    const id = (await env.ok([
+      "add",
+      "--name",
+      "c1",
+      "--memory",
+      "32M",
+      "--image",
+      `${env.root}/tiny.qcow2`,
+      "--port",
+      "auto:22",
+      "--port",
+      "8080:80",
+      "--user",
+      "dev",
+      "--disk-size",
+      "128M",
+      "--accel",
+      "tcg",
+    ])).trim();
+    const config = () => JSON.parse(JSON.parse(env.snapshot())[0].config_data);
+    const ports = () =>
+      config().network.ports.map((p: { host: unknown; guest: number }) => `${p.host}:${p.guest}`);
+    // A VM with port forwards takes any apply (its stored forwards merge as written).
+    await env.ok(["apply", "c1", "--memory", "48M"]);
+    assert.equal(config().memory, "48M");
+    assert.deepEqual(ports(), ["auto:22", "8080:80"]);
+
+    await env.ok(["start", "c1", "--wait-for", "process"]);
+    const overlay = `${env.dataDir}/disks/${id}/image-overlay.qcow2`;
+    const size = async () =>
+      JSON.parse(await qemuImg(["info", "-U", "--output=json", overlay]))["virtual-size"];
+    assert.equal(await size(), 128 << 20);
+    const before = env.snapshot();
+    const running = await env.run(["apply", "c1", "--disk-size", "256M"]);
+    assert.equal(running.code, 1, running.stderr);
+    assert.equal(running.stderr, "qvm: VM 'c1' is running: stop it before apply\n");
+    assert.equal(env.snapshot(), before);
+    await env.ok(["stop", "c1", "--force"]);
+
+    const port = freePort();
+    const applied = await env.run([
+      "apply",
+      "c1",
+      "--port",
+      `${port}:22`,
+      "--user",
+      "ops",
+      "--ssh-key",
+      `${env.root}/k.pub`,
+      "--disk-size",
+      "256M",
+      "--accel",
+      "kvm",
+    ]);
+    assert.equal(applied.code, 0, applied.stderr);
+    assert.equal(applied.stdout.trim(), id);
+    assert.deepEqual(ports(), ["8080:80", `${port}:22`], "the forward to guest port 22 replaced");
+    assert.deepEqual(config().cloud_init, { user: "ops", ssh_authorized_keys: [key] });
+    assert.equal(config().disk_size, "256M");
+    assert.deepEqual(config().arguments, [{ accel: "kvm" }], "the accelerator replaced");
+    const dry = await env.ok(["start", "c1", "--dry-run"]);
+    assert.match(dry, / -accel kvm /);
+    assert.doesNotMatch(dry, /-accel tcg/);
+    assert.match(
+      dry,
+      new RegExp(`hostfwd=tcp:127\\.0\\.0\\.1:8080-:80,hostfwd=tcp:127\\.0\\.0\\.1:${port}-:22 `),
+    );
+
+    // Refused, the VM unchanged: a root disk smaller than it already is, a bad flag.
+    const unchanged = env.snapshot();
+    for (
+      const [args, message] of [
+        [
+          ["--disk-size", "64M"],
+          /^qvm: VM 'c1': disk_size 64M is smaller than its root disk \(134217728 bytes\): a root disk only grows\n$/,
+        ],
+        [["--accel", "hvf"], /^qvm: invalid --accel 'hvf': use kvm or tcg\n$/],
+        [["--port", "22"], /invalid port forward '22'/],
+      ] as const
+    ) {
+      const refused = await env.run(["apply", "c1", ...args]);
+      assert.equal(refused.code, 3, refused.stderr);
+      assert.match(refused.stderr, message);
+      assert.equal(env.snapshot(), unchanged);
+    }
+
+    // The next start grows the root disk to the new size.
+    await env.ok(["apply", "c1", "--accel", "tcg"]);
+    const started = await env.run(["start", "c1", "--wait-for", "process"]);
+    assert.equal(started.code, 0, started.stderr);
+    assert.equal(await size(), 256 << 20);
+    const forwards = JSON.parse(await env.ok(["ports", "c1", "--json"])).forwards;
+    assert.ok(forwards.some((f: { host_port: number }) => f.host_port === port));
+    await env.ok(["stop", "c1", "--force"]);
+  });
+});
+
 Deno.test("rm removes by id or name, --all removes every VM, and a missing VM removes nothing", async () => {
   await withEnv(async (env) => {
     const id = (await env.ok(["add", "--empty", "--name", "a"])).trim();

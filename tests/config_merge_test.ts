@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { mergeConfigs } from "../src/config/mod.ts";
+import { mergeConfigs, mergeFlags } from "../src/config/mod.ts";
 
 type Raw = Record<string, unknown>;
 
@@ -224,4 +224,27 @@ Deno.test("merging three configs left to right lets the last one win", () => {
     arguments: [{ machine: "q35" }],
     args: ["-a", "-b", "-c"],
   });
+});
+
+Deno.test("flags change a setting: a forward replaces those to its guest port, accel replaces accel and enable-kvm", () => {
+  const base = {
+    network: { ports: ["auto:22", "8080:80", "5353:53/udp", "not a spec"] },
+    arguments: [{ accel: "kvm" }, "enable-kvm", { machine: "q35" }],
+    cloud_init: { user: "dev", ssh_authorized_keys: ["/a.pub"] },
+  };
+  assert.deepEqual(
+    mergeFlags(base, {
+      network: { ports: ["2222:22", "53:53"] },
+      arguments: [{ accel: "tcg" }],
+      cloud_init: { ssh_authorized_keys: ["/b.pub"] },
+    }),
+    {
+      // 53/udp is another protocol; a malformed item is left for validation to name.
+      network: { ports: ["8080:80", "5353:53/udp", "not a spec", "2222:22", "53:53"] },
+      arguments: [{ machine: "q35" }, { accel: "tcg" }],
+      cloud_init: { user: "dev", ssh_authorized_keys: ["/a.pub", "/b.pub"] },
+    },
+  );
+  // Without those flags, it merges as mergeConfigs does.
+  assert.deepEqual(mergeFlags(base, { memory: "1G" }), mergeConfigs(base, { memory: "1G" }));
 });

@@ -1,7 +1,7 @@
 /**
  * Config flags shared by `add` and `apply` (`--name`, `--memory`, `--cpu`, `--binary`, `--image`),
- * and the cloud flags of `add` and `launch` (`--port`, `--user`, `--ssh-key`, `--disk-size`,
- * `--accel`), each of which sets the config key a YAML file would.
+ * and the cloud flags of `add`, `apply` and `launch` (`--port`, `--user`, `--ssh-key`,
+ * `--disk-size`, `--accel`), each of which sets the config key a YAML file would.
  */
 import type { Context } from "./context.ts";
 import type { OptionSpec, ParsedArgs } from "./spec.ts";
@@ -24,7 +24,7 @@ export const configFlagOptions: Record<string, OptionSpec> = {
   },
 };
 
-/** The cloud flags of `add` and `launch`: what a cloud VM needs, without a YAML file. */
+/** The cloud flags of `add`, `apply` and `launch`: what a cloud VM needs, without a YAML file. */
 export const cloudFlagOptions: Record<string, OptionSpec> = {
   port: {
     type: "string",

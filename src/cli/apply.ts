@@ -3,7 +3,13 @@ import { resolve } from "../path.ts";
 import type { Context } from "./context.ts";
 import type { CommandSpec, ParsedArgs } from "./spec.ts";
 import { UsageError } from "../errors.ts";
-import { configFlagOptions, configFromFlags, loadVmConfig } from "./_config_flags.ts";
+import {
+  cloudConfigFromFlags,
+  cloudFlagOptions,
+  configFlagOptions,
+  configFromFlags,
+  loadVmConfig,
+} from "./_config_flags.ts";
 import { applyVm } from "../vm/define.ts";
 import { Deadline } from "../vm/env.ts";
 
@@ -13,8 +19,11 @@ export const spec: CommandSpec = {
   summary: "merge configs into a VM's config (creating the VM if absent)",
   description:
     "The VM's current config is the base; the files merge onto it left to right, then flags.\n" +
-    "Refused while the VM runs. An invalid result leaves the VM unchanged. Concurrent applies\n" +
-    "to one VM take turns under its lock, so every one of them lands.",
+    "A flag changes a setting: --port replaces the forward to the same guest port (else adds\n" +
+    "one), --accel the accelerator; --ssh-key adds keys. A bigger --disk-size grows the root\n" +
+    "disk at the next start (it never shrinks). Refused while the VM runs. An invalid result\n" +
+    "leaves the VM unchanged. Concurrent applies to one VM take turns under its lock, so every\n" +
+    "one of them lands.",
   positionals: [
     { name: "VM", description: "id or name", complete: "vm" },
     {
@@ -25,8 +34,12 @@ export const spec: CommandSpec = {
       complete: "file",
     },
   ],
-  options: configFlagOptions,
-  examples: ["qvm apply web1 bigger-disk.yaml", "qvm apply web1 --memory 4G"],
+  options: { ...configFlagOptions, ...cloudFlagOptions },
+  examples: [
+    "qvm apply web1 bigger-disk.yaml",
+    "qvm apply web1 --memory 4G",
+    "qvm apply web1 --port 2222:22 --disk-size 40G --accel tcg",
+  ],
 };
 
 /** How long apply waits for another command that holds the VM. */
@@ -35,7 +48,7 @@ const APPLY_WAIT_MS = 60_000;
 /** Applies the configs; prints the VM's id (or `{id, name, created}` as JSON). */
 export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
   const [target, ...files] = args.positionals;
-  const overrides = configFromFlags(args.values);
+  const overrides = { ...configFromFlags(args.values), ...cloudConfigFromFlags(args.values) };
   if (files.length === 0 && Object.keys(overrides).length === 0) {
     throw new UsageError("apply: give a CONFIG.yaml or config flags");
   }

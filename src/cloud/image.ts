@@ -57,11 +57,45 @@ export function runningWriterOf(
   return undefined;
 }
 
+/** What `qemu-img info` says of an overlay that qvm reads. */
+interface OverlayInfo {
+  "backing-filename"?: string;
+  "full-backing-filename"?: string;
+  "virtual-size"?: number;
+}
+
+/**
+ * Refuses a `disk_size` smaller than VM `vm`'s root overlay already is (a root disk only grows);
+ * a VM whose overlay is not made yet passes.
+ */
+export async function checkRootDiskSize(
+  dirs: Dirs,
+  vm: { id: string; name: string; size: string },
+): Promise<void> {
+  const overlay = overlayPath(dirs, vm.id);
+  try {
+    Deno.lstatSync(overlay);
+  } catch {
+    return;
+  }
+  const info: OverlayInfo = JSON.parse(
+    await qemuImg(["info", "-U", "-f", "qcow2", "--output=json", overlay]),
+  );
+  const current = info["virtual-size"] ?? 0;
+  if (sizeBytes(vm.size) < BigInt(current)) {
+    throw new UsageError(
+      `VM '${vm.name}': disk_size ${vm.size} is smaller than its root disk (${current} bytes): ` +
+        "a root disk only grows",
+    );
+  }
+}
+
 /**
  * Makes the overlay of `image` for VM `vm` unless it is there (recording it as a file qvm made,
  * so `rm --delete-storage` removes it), and returns its path: over the image read as `format`
- * (probed when the config pins none), `size` big when given (`disk_size`). An overlay left from
- * another base image is refused rather than silently reused.
+ * (probed when the config pins none), `size` big when given (`disk_size`; an existing overlay
+ * smaller than that is grown). An overlay left from another base image is refused rather than
+ * silently reused.
  */
 export async function ensureOverlay(
   env: { dirs: Dirs; store?: StateStore },
@@ -81,7 +115,7 @@ export async function ensureOverlay(
   const overlay = overlayPath(env.dirs, vm.id);
   const diskDir = overlay.slice(0, overlay.lastIndexOf("/"));
   ensurePrivateDir(diskDir, { within: env.dirs.dataDir });
-  let existing: { "backing-filename"?: string; "full-backing-filename"?: string } | undefined;
+  let existing: OverlayInfo | undefined;
   try {
     Deno.lstatSync(overlay);
     existing = JSON.parse(await qemuImg(["info", "-U", "--output=json", overlay]));
@@ -100,6 +134,10 @@ export async function ensureOverlay(
     // qvm made it (its own name in the VM's own folder); one an older qvm left unrecorded is
     // recorded now, so `rm --delete-storage` removes it and `storage orphaned` does not list it.
     if (!recorded.includes(overlay)) env.store?.addCreatedFile(vm.id, overlay);
+    // A disk_size raised since the overlay was made (`apply --disk-size`) grows it; none shrinks it.
+    if (vm.size !== undefined && sizeBytes(vm.size) > BigInt(existing["virtual-size"] ?? 0)) {
+      await qemuImg(["resize", "-q", "-f", "qcow2", "--", overlay, vm.size]);
+    }
     return overlay;
   }
   // A pinned format is not probed again; the size is checked only when the overlay grows it.

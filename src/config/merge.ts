@@ -5,6 +5,7 @@
 
 import { clone, isMap, setKey } from "./_util.ts";
 import { argumentId, argumentOption, SHORTHAND_OPTIONS, SINGLETON_OPTIONS } from "./arguments.ts";
+import { parsePortSpec, type PortForward } from "./network.ts";
 import type { ArgumentItem } from "./types.ts";
 
 function optionOf(item: unknown): string | undefined {
@@ -139,4 +140,48 @@ export function mergeConfigs(
     }
   }
   return out;
+}
+
+/** The forward `item` reads as, or undefined when it is malformed (validation says so later). */
+function forwardOf(item: unknown): PortForward | undefined {
+  try {
+    return parsePortSpec(item);
+  } catch {
+    return undefined;
+  }
+}
+
+function portsOf(config: Record<string, unknown>): unknown[] {
+  return isMap(config.network) && Array.isArray(config.network.ports) ? config.network.ports : [];
+}
+
+/** Options that pick QEMU's accelerator: a flag's `accel` replaces every one of them. */
+const ACCEL_OPTIONS = new Set(["accel", "enable-kvm"]);
+
+/**
+ * Merges command-line flags (`over`) onto the merged configs (`base`) as `mergeConfigs` does,
+ * except that a flag changes a setting instead of adding a second one beside it: a forward given
+ * by a flag replaces the earlier forwards to the same guest port and protocol, and an `accel`
+ * given by a flag replaces the earlier `accel` and `enable-kvm` items.
+ */
+export function mergeFlags(
+  base: Record<string, unknown>,
+  over: Record<string, unknown>,
+): Record<string, unknown> {
+  const out = { ...base };
+  const guests = new Set(
+    portsOf(over).map(forwardOf).filter((f) => f !== undefined).map((f) => `${f.guest}/${f.proto}`),
+  );
+  if (guests.size > 0 && isMap(base.network) && Array.isArray(base.network.ports)) {
+    const kept = base.network.ports.filter((item) => {
+      const forward = forwardOf(item);
+      return forward === undefined || !guests.has(`${forward.guest}/${forward.proto}`);
+    });
+    out.network = { ...base.network, ports: kept };
+  }
+  const overArguments = Array.isArray(over.arguments) ? over.arguments : [];
+  if (overArguments.some((item) => optionOf(item) === "accel") && Array.isArray(base.arguments)) {
+    out.arguments = base.arguments.filter((item) => !ACCEL_OPTIONS.has(optionOf(item) ?? ""));
+  }
+  return mergeConfigs(out, over);
 }

@@ -4,7 +4,7 @@
  */
 
 import { loadConfigFile } from "./load.ts";
-import { mergeConfigs } from "./merge.ts";
+import { mergeConfigs, mergeFlags } from "./merge.ts";
 import { isMap } from "./_util.ts";
 import { shorthandsAcross } from "./_checks.ts";
 import { validateConfig, type ValidateOptions } from "./validate.ts";
@@ -51,7 +51,7 @@ export {
   readSmallText,
   type SmallTextOptions,
 } from "./load.ts";
-export { mergeConfigs } from "./merge.ts";
+export { mergeConfigs, mergeFlags } from "./merge.ts";
 export { looksLikeId, NAME_PATTERN, validateName } from "./name.ts";
 export { MAX_MEMORY, sizeBytes, validateConfig, type ValidateOptions } from "./validate.ts";
 
@@ -68,9 +68,9 @@ export function configInput(config: VmConfig): Record<string, unknown> {
 
 /**
  * Loads config files and merges them left to right onto `base` (a VM's current config, for
- * `apply`), then `overrides` (CLI flags such as `{name, memory, cpu, binary}`; `undefined` means
- * not given), then lets `complete` fill in what is still missing (`launch`'s defaults), and
- * validates the result. Storage items merge by name only when both have one, so
+ * `apply`), then `overrides` (CLI flags such as `{name, memory, cpu, binary}`, merged by
+ * `mergeFlags`; `undefined` means not given), then lets `complete` fill in what is still missing
+ * (`launch`'s defaults), and validates the result. Storage items merge by name only when both have one, so
  * an unnamed disk is always another disk (`storage<i>` by position), never a replacement; on
  * `apply` that is said with a warning. Nothing is written: callers persist only what this
  * returns, so a bad config changes nothing.
@@ -89,7 +89,7 @@ export async function loadConfigs(
     for (const message of shorthandsAcross(merged, next)) options?.warn?.(`${path}: ${message}`);
     merged = mergeConfigs(merged, next);
   }
-  merged = mergeConfigs(merged, overrides);
+  merged = mergeFlags(merged, overrides);
   if (options?.complete) merged = options.complete(merged);
   const config = validateConfig(merged, options);
   if (options?.base && Array.isArray(merged.storage)) {

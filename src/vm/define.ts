@@ -10,6 +10,7 @@ import type { Deadline, VmEnv } from "./env.ts";
 import { VmRemovedError, withVm } from "./guard.ts";
 import { acquireLock } from "./lock.ts";
 import { isLive } from "./observe.ts";
+import { imageModule } from "../lazy.ts";
 
 /** What `applyVm` needs: the deadline, and how to build the new config from the current one. */
 export interface ApplyOptions {
@@ -67,6 +68,10 @@ function applyExisting(env: VmEnv, existing: VmRecord, options: ApplyOptions) {
       throw new QvmError(`VM '${seen.vm.name}' is ${seen.status}: stop it before apply`);
     }
     const config = await options.merge(seen.vm.config);
+    if (config.image !== undefined && config.disk_size !== undefined) {
+      const { checkRootDiskSize } = await imageModule();
+      await checkRootDiskSize(env.dirs, { ...seen.vm, size: config.disk_size });
+    }
     const configPath = options.configPath === undefined ? seen.vm.configPath : options.configPath;
     if (!env.store.updateConfig(seen.vm.id, config, { configPath })) {
       throw new NotFoundError(`VM '${seen.vm.name}' no longer exists`);
