@@ -3,13 +3,20 @@
  * SHA256SUMS beside it: corrupted downloads (a wrong checksum, a transfer cut short) are refused
  * with nothing cached and no VM; then one launch (no YAML, no --accel: KVM when it works, TCG
  * when it faults) resumes the cut download, verifies it, boots the guest and waits for SSH. The
- * guest boots once (about a minute under TCG); every later check is a step on that VM: add new
- * ones before "stop".
+ * guest boots once (about a minute under TCG); every later check is a step on that VM (ssh, an
+ * 8 MB file copied in and out, `ssh-config` read by plain ssh and scp, a second VM from the
+ * cached image): add new ones before "stop".
  */
 import assert from "node:assert/strict";
 import { cloudGuestReady, ensureCloudGuest } from "./fixture/cloud_guest.ts";
 import { exists, QvmEnv } from "./helpers/qvm.ts";
 import { serveImages, sha256OfFile } from "./helpers/image_server.ts";
+
+function randomBytes(count: number): Uint8Array<ArrayBuffer> {
+  const bytes = new Uint8Array(count);
+  for (let i = 0; i < count; i += 65536) crypto.getRandomValues(bytes.subarray(i, i + 65536));
+  return bytes;
+}
 
 // Building the guest needs root (mmdebstrap); without root and without a cached guest, skip.
 const canRun = Deno.uid() === 0 || await cloudGuestReady();
@@ -125,6 +132,72 @@ Deno.test({
         assert.match(rm.stderr, new RegExp(`is the base of VM '${vm}': remove it first`));
         assert.ok(exists(image));
       });
+
+      const work = `${env.root}/files`;
+      const big = `${work}/big.bin`;
+      await t.step("cp an 8 MB random file in and out through the agent: identical", async () => {
+        await Deno.mkdir(work);
+        await Deno.writeFile(big, randomBytes(8 << 20));
+        const sum = await sha256OfFile(big);
+        const cpIn = await env.run(["cp", big, `${vm}:/tmp/`, "--json"]);
+        assert.equal(cpIn.code, 0, cpIn.stderr);
+        const copied = JSON.parse(cpIn.stdout);
+        assert.deepEqual([copied.via, copied.files, copied.bytes], ["agent", 1, 8 << 20]);
+        const inGuest = await env.run(["ssh", vm, "--", "sha256sum", "/tmp/big.bin"]);
+        assert.equal(inGuest.code, 0, inGuest.stderr);
+        assert.equal(inGuest.stdout.split(" ")[0], sum, "the guest holds the same bytes");
+        const cpOut = await env.run(["cp", `${vm}:/tmp/big.bin`, `${work}/back.bin`]);
+        assert.equal(cpOut.code, 0, cpOut.stderr);
+        assert.equal(await sha256OfFile(`${work}/back.bin`), sum);
+      });
+
+      await t.step("ssh-config used by plain ssh -F and scp -F, both ways", async () => {
+        const config = `${work}/vms.ssh`;
+        await Deno.writeTextFile(config, await env.ok(["ssh-config"]));
+        const openssh = async (program: string, args: string[]) => {
+          const out = await new Deno.Command(program, { args: ["-F", config, ...args] }).output();
+          const text = new TextDecoder();
+          assert.equal(out.code, 0, `${program} ${args.join(" ")}: ${text.decode(out.stderr)}`);
+          return text.decode(out.stdout);
+        };
+        await openssh("ssh", [vm, "true"]);
+        await openssh("scp", [big, `${vm}:/tmp/scp.bin`]);
+        const inGuest = await openssh("ssh", [vm, "sha256sum", "/tmp/scp.bin"]);
+        assert.equal(inGuest.split(" ")[0], await sha256OfFile(big));
+        await openssh("scp", [`${vm}:/tmp/scp.bin`, `${work}/scp.back`]);
+        assert.equal(await sha256OfFile(`${work}/scp.back`), await sha256OfFile(big));
+      });
+
+      await t.step(
+        "a second VM from the same URL uses the cached image: no second download",
+        async () => {
+          const downloads = () =>
+            server.requests.filter((r) => r.path === "/cloud/debian12.qcow2").length;
+          const before = downloads();
+          // Only QEMU's process is awaited and then killed: no second cloud boot.
+          const second = await env.run([
+            "launch",
+            url,
+            "--memory",
+            "256M",
+            "--accel",
+            "tcg",
+            "--wait-for",
+            "process",
+            "--json",
+          ]);
+          assert.equal(second.code, 0, second.stderr);
+          const out = JSON.parse(second.stdout);
+          assert.equal(out.image.path, image);
+          assert.equal(downloads(), before, "the image was not downloaded again");
+          await env.ok(["stop", out.name, "--force"]);
+          const ls = JSON.parse(await env.ok(["image", "ls", "--json"]));
+          assert.equal(ls.images.length, 1);
+          assert.deepEqual(ls.images[0].vms.toSorted(), [vm, out.name].toSorted());
+          await env.ok(["rm", out.name, "--delete-storage"]);
+          assert.ok(exists(image), "the cached image stays for the first VM");
+        },
+      );
 
       // Steps on the running VM go above this line.
 
