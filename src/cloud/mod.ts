@@ -7,7 +7,7 @@ import { isPublicKeyLine, type PortForward, type VmConfig } from "../config/mod.
 import { QvmError, TimeoutError, UsageError } from "../errors.ts";
 import { type Dirs, ensurePrivateDir, type StateStore, type VmRecord } from "../state/mod.ts";
 import { ensureOverlay, overlayPath, rootDriveArgv } from "./image.ts";
-import { isOurQemu } from "../qemu/process.ts";
+import { isOurQemu, markersIn } from "../qemu/process.ts";
 import { escapeOptionValue } from "../qemu/argv.ts";
 import { optionForwards } from "../qemu/reach.ts";
 import { agentPing } from "./agent.ts";
@@ -313,7 +313,7 @@ export async function waitForGuest(
     : [];
   while (Date.now() < deadline) {
     if (signal?.aborted) return;
-    if (!isOurQemu(pid, vm.id)) {
+    if (!isOurQemu(pid, markersIn(env.dirs.runtimeDir, vm))) {
       throw new QvmError(`QEMU exited before the guest answered over ${kind}`);
     }
     const started = Date.now();

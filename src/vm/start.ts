@@ -9,12 +9,19 @@ import type { VmRecord } from "../state/mod.ts";
 import { ensurePrivateDir } from "../state/mod.ts";
 import { asidePath, createDiskIfMissing, createShareIfMissing } from "../qemu/img.ts";
 import { launchArgv } from "../qemu/launch.ts";
-import { isOurQemu, readPidFile, signalOurQemu } from "../qemu/process.ts";
+import { isOurQemu, type QemuMarkers, readPidFile, signalOurQemu } from "../qemu/process.ts";
 import type { Deadline, VmEnv } from "./env.ts";
 import { withVm } from "./guard.ts";
 import { FAULT_STATES, findQemuOf, isLive } from "./observe.ts";
 import { qmpOnce, withQmpSocket } from "./qmp_session.ts";
-import { exists, removeQuietly, runtimeFiles, type VmPaths, vmPaths } from "./paths.ts";
+import {
+  exists,
+  qemuMarkers,
+  removeQuietly,
+  runtimeFiles,
+  type VmPaths,
+  vmPaths,
+} from "./paths.ts";
 import { sizeProblem } from "./storage.ts";
 import { prepareQemuFiles } from "./safe_files.ts";
 import { recordSerialStart } from "./serial_start.ts";
@@ -74,12 +81,12 @@ function tailOf(path: string, lines = 8): string {
 
 /** Kills whatever QEMU of this VM a failed start left (by pid file or by scan), until it is gone. */
 async function killLeftover(env: VmEnv, vm: VmRecord, paths: VmPaths): Promise<void> {
+  const markers = qemuMarkers(env.dirs, vm);
   for (let round = 0; round < 3; round++) {
-    const binary = vm.config.binary;
-    const pid = findQemuOf(env, vm.id, { fresh: true, binary });
+    const pid = findQemuOf(env, vm.id, { fresh: true, binary: markers.binary });
     if (pid === undefined) break;
-    signalOurQemu(pid, vm.id, "SIGKILL", binary);
-    for (let i = 0; i < 100 && isOurQemu(pid, vm.id, binary); i++) {
+    signalOurQemu(pid, markers, "SIGKILL");
+    for (let i = 0; i < 100 && isOurQemu(pid, markers); i++) {
       await sleep(20);
     }
   }
@@ -203,8 +210,7 @@ async function waitForSerial(
   check: {
     text: string;
     pid: number;
-    id: string;
-    binary?: string;
+    markers: QemuMarkers;
     deadline: Deadline;
     offset: number;
   },
@@ -232,7 +238,7 @@ async function waitForSerial(
     } catch (err) {
       if (!(err instanceof Deno.errors.NotFound)) throw err;
     }
-    if (!isOurQemu(check.pid, check.id, check.binary)) {
+    if (!isOurQemu(check.pid, check.markers)) {
       throw new QvmError(`QEMU exited before '${check.text}' appeared on the serial console`);
     }
     if (Date.now() - lastStateCheck >= 500) {
@@ -277,8 +283,8 @@ async function waitUntilReady(
   }
   if (waitFor.kind === "serial") {
     const offset = options.serialOffset;
-    const { binary } = vm.config;
-    await waitForSerial(paths, { text: waitFor.text, pid, id: vm.id, binary, deadline, offset });
+    const markers = qemuMarkers(options.env.dirs, vm);
+    await waitForSerial(paths, { text: waitFor.text, pid, markers, deadline, offset });
     return;
   }
   // The run state is asked on the connection that waited for QMP: one handshake, not two.
@@ -395,7 +401,7 @@ export async function launch(
       });
     }
     const pid = readPidFile(paths.pidFile);
-    if (!pid || !isOurQemu(pid, vm.id, vm.config.binary)) {
+    if (!pid || !isOurQemu(pid, qemuMarkers(env.dirs, vm))) {
       throw new QvmError(
         `QEMU exited right after starting: ${tailOf(paths.qemuLog, 1) || "no message"}`,
       );
