@@ -226,7 +226,7 @@ Deno.test("ls shows a running VM's uptime and colours its status on a terminal o
       /^NAME\s+UPTIME\nidle\s+-\nlsv\s+\d+s\n$/,
     );
     const json = JSON.parse(await env.ok(["ls", "--format", "json"]));
-    assert.deepEqual(Object.keys(json[0]), ["id", "name", "status", "pid"]);
+    assert.deepEqual(Object.keys(json[0]), ["id", "name", "status", "pid", "stop_reason"]);
     assert.equal((await env.run(["ls", "--format", "name,colour"])).code, 3);
     const unclosed = await env.run(["ls", "--format", "{{.Name"]);
     assert.equal(unclosed.code, 3);
@@ -238,9 +238,10 @@ Deno.test("ls shows a running VM's uptime and colours its status on a terminal o
     await env.ok(["add", await guestConfig(env, { name: "netv", extra: net })]);
     await env.ok(["start", "netv", "--wait-for", "qmp"]);
     const withSsh = await env.ok(["ls"]);
-    assert.match(withSsh, /^NAME\s+STATUS\s+PID\s+UPTIME\s+SSH\s+ID$/m);
-    assert.match(withSsh, /^netv\s+running\s+\d+\s+\d+s\s+127\.0\.0\.1:\d+\s+/m);
-    assert.match(withSsh, /^lsv\s+stopped\s+-\s+-\s+-\s+/m);
+    // ...and a VM that ended says how, in a REASON column.
+    assert.match(withSsh, /^NAME\s+STATUS\s+PID\s+UPTIME\s+SSH\s+ID\s+REASON$/m);
+    assert.match(withSsh, /^netv\s+running\s+\d+\s+\d+s\s+127\.0\.0\.1:\d+\s+\S+\s+-$/m);
+    assert.match(withSsh, /^lsv\s+stopped\s+-\s+-\s+-\s+\S+\s+stopped by qvm \(SIGKILL\)$/m);
     const port = JSON.parse(await env.ok(["ports", "netv", "--json"]));
     assert.match(JSON.stringify(port), new RegExp(withSsh.match(/127\.0\.0\.1:(\d+)/)![1]));
     await env.ok(["stop", "netv", "--force"]);

@@ -312,3 +312,53 @@ export function findQemuWithUuid(binaries: readonly string[] = []): QemuProcess[
   }
   return found;
 }
+
+/** A line of the traces qvm has QEMU write to its log (`launch.ts`): records for qvm, not messages. */
+const TRACE_LINE = /^(\d+@[\d.]+:)?(qemu_system_shutdown_request|runstate_set) /;
+
+/** `log` (QEMU's log text) without the trace lines qvm asked for: what QEMU itself said. */
+export function qemuMessages(log: string): string {
+  return log.split("\n").filter((line) => !TRACE_LINE.test(line)).join("\n");
+}
+
+/** How much of a QEMU log's end `logRunState` reads: many run-state lines, never the whole log. */
+const RUN_STATE_TAIL_BYTES = 4096;
+const RUN_STATE_LINE = "runstate_set current_run_state ";
+const RUN_STATE_NEW =
+  /^runstate_set current_run_state \d+ \([\w-]+\) new_state \d+ \(([\w-]+)\)\r?\n/;
+
+/**
+ * QEMU's run state (`running`, `paused`, `internal-error`, ...) from the last `runstate_set`
+ * trace line in its `-D` log, reading at most the last 4 KiB. qvm starts QEMU with that trace
+ * (QEMU writes it on every run-state change, whoever caused it) and a fresh log per run, so this
+ * costs no QMP round trip. Undefined when the log holds no such line (a QEMU started without the
+ * trace, or one still starting): ask QMP then.
+ */
+export function logRunState(log: string): string | undefined {
+  let file: Deno.FsFile | undefined;
+  try {
+    file = Deno.openSync(log, { read: true });
+    const size = file.statSync().size;
+    const start = Math.max(size - RUN_STATE_TAIL_BYTES, 0);
+    if (start > 0) file.seekSync(start, Deno.SeekMode.Start);
+    const buffer = new Uint8Array(size - start);
+    let got = 0;
+    while (got < buffer.length) {
+      const n = file.readSync(buffer.subarray(got));
+      if (n === null || n === 0) break;
+      got += n;
+    }
+    const text = new TextDecoder().decode(buffer.subarray(0, got));
+    // The last complete line wins; one QEMU is still writing may be cut short.
+    for (let at = text.lastIndexOf(RUN_STATE_LINE); at !== -1;) {
+      const state = RUN_STATE_NEW.exec(text.slice(at))?.[1];
+      if (state !== undefined) return state;
+      at = at === 0 ? -1 : text.lastIndexOf(RUN_STATE_LINE, at - 1);
+    }
+    return undefined;
+  } catch {
+    return undefined;
+  } finally {
+    file?.close();
+  }
+}

@@ -1,14 +1,18 @@
 /**
  * Truthful status: every read reconciles the database with reality. A VM is running only while its
- * pid is alive and is this VM's QEMU (`isOurQemu`: our uid, qvm's runtime markers, a QEMU binary);
- * QMP `query-status` (short timeout) tells paused, unresponsive or a fault state; a QEMU that is
- * gone is recorded as stopped, with how it ended. A QEMU of the VM that the database does not know about (a `start`
+ * pid is alive and is this VM's QEMU (`isOurQemu`: our uid, qvm's runtime markers, a QEMU binary).
+ * Its run state (paused, a fault state) comes from QEMU's `runstate_set` trace in its log, which
+ * costs no QMP round trip (`ls`), or from QMP `query-status` with a short timeout, which also tells
+ * unresponsive (`status`, and any QEMU started without the trace). A QEMU that is gone is recorded
+ * as stopped, with how it ended. A QEMU of the VM that the database does not know about (a `start`
  * killed at the wrong moment) is found by its pid file or by a process scan, and adopted.
  */
 import type { StoredStatus, VmBrief, VmRecord } from "../state/mod.ts";
 import {
   findQemuWithUuid,
   isOurQemu,
+  logRunState,
+  ourQemuState,
   type QemuMarkers,
   type QemuProcess,
   readPidFile,
@@ -183,8 +187,13 @@ function leftByQemu(markers: QemuMarkers): boolean {
 export interface ObserveOptions {
   /** Bound of the QMP question, so a wedged VM cannot hold up the caller (default 1 s). */
   timeoutMs?: number;
-  /** Ask QEMU for its run state (default true). */
+  /** Find out the run state (default true): from QMP, or with `fromLog` from QEMU's log. */
   qmp?: boolean;
+  /**
+   * Read the run state from QEMU's `runstate_set` trace in its log instead of asking QMP (QMP
+   * only for a QEMU started without the trace); a QEMU stopped by a signal is `unresponsive`.
+   */
+  fromLog?: boolean;
   /** The caller holds the VM's lock, so a held lock means no other command is busy. */
   locked?: boolean;
   /** Look for an unknown QEMU of the VM even when its row says it is not running. */
@@ -203,7 +212,8 @@ export async function observe(
   const paths = vmPaths(env.dirs, vm.id);
   const busy = () => !options.locked && isLocked(paths.lockFile);
   const markers = qemuMarkers(env.dirs, vm);
-  if (!isOurQemu(vm.pid, markers)) {
+  let state = ourQemuState(vm.pid, markers);
+  if (state === undefined) {
     const mayRun = STORED_LIVE.has(vm.status) || vm.stopReason === START_INTERRUPTED ||
       options.thorough === true || leftByQemu(markers);
     if (!mayRun) return { vm, status: vm.status };
@@ -227,6 +237,7 @@ export async function observe(
       return { vm: ended, status: "stopped" };
     }
     vm = adopt(env, vm, found);
+    state = ourQemuState(found, markers);
   } else if (vm.status === "stopping" || vm.status === "starting") {
     if (busy()) return { vm, status: vm.status };
   }
@@ -241,6 +252,15 @@ export async function observe(
   const thawed = freeze === "thawed" ? { thawed: true } : {};
   const live = freeze === "frozen" ? "frozen" : "running";
   if (options.qmp === false) return { vm, status: live, ...thawed };
+  if (options.fromLog) {
+    // Stopped by a signal (SIGSTOP, a debugger): it answers nothing, QMP included.
+    if (state === "T" || state === "t") return { vm, status: "unresponsive", ...thawed };
+    const logged = logRunState(paths.qemuLog);
+    if (logged !== undefined) {
+      const status = statusFromQemu(logged);
+      return { vm, status: status === "running" ? live : status, qemuStatus: logged, ...thawed };
+    }
+  }
   const qemuStatus = await runState(paths.monitorSocket, options.timeoutMs ?? 1000);
   if (qemuStatus === undefined) return { vm, status: "unresponsive", ...thawed };
   const status = statusFromQemu(qemuStatus);
@@ -271,7 +291,7 @@ export interface BriefObservation {
 export async function observeAll(
   env: VmEnv,
   vms: readonly VmBrief[],
-  options: { timeoutMs?: number } = {},
+  options: Pick<ObserveOptions, "timeoutMs" | "fromLog"> = {},
 ): Promise<BriefObservation[]> {
   const seen: BriefObservation[] = vms.map((vm) => ({ vm, status: vm.status as ObservedStatus }));
   // Only the VMs that claim a process become promises (10,000 resolved promises cost ~3 ms).

@@ -22,7 +22,7 @@ import { qemuImg } from "../qemu/img.ts";
 import type { QmpClient } from "../qemu/qmp.ts";
 import { acquireLock, type VmLock } from "./lock.ts";
 import { observe } from "./observe.ts";
-import { isOurQemu } from "../qemu/process.ts";
+import { isOurQemu, qemuMessages } from "../qemu/process.ts";
 import { qemuMarkers, vmPaths } from "./paths.ts";
 import { QMP_TIMEOUT_MS } from "./qmp_session.ts";
 import {
@@ -246,7 +246,8 @@ function fileSize(file: string): number {
 function logSince(file: string, offset: number): string {
   try {
     const bytes = Deno.readFileSync(file);
-    return new TextDecoder().decode(bytes.subarray(Math.min(offset, bytes.length))).trim();
+    return qemuMessages(new TextDecoder().decode(bytes.subarray(Math.min(offset, bytes.length))))
+      .trim();
   } catch {
     return "";
   }

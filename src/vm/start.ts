@@ -9,7 +9,13 @@ import type { VmRecord } from "../state/mod.ts";
 import { ensurePrivateDir } from "../state/mod.ts";
 import { asidePath, createDiskIfMissing, createShareIfMissing } from "../qemu/img.ts";
 import { launchArgv } from "../qemu/launch.ts";
-import { isOurQemu, type QemuMarkers, readPidFile, signalOurQemu } from "../qemu/process.ts";
+import {
+  isOurQemu,
+  type QemuMarkers,
+  qemuMessages,
+  readPidFile,
+  signalOurQemu,
+} from "../qemu/process.ts";
 import type { Deadline, VmEnv } from "./env.ts";
 import { withVm } from "./guard.ts";
 import { FAULT_STATES, findQemuOf, isLive } from "./observe.ts";
@@ -71,9 +77,10 @@ function fileSize(path: string): number {
   }
 }
 
+/** The last `lines` lines QEMU wrote to its log at `path`, its traces left out. */
 function tailOf(path: string, lines = 8): string {
   try {
-    return Deno.readTextFileSync(path).trimEnd().split("\n").slice(-lines).join("\n");
+    return qemuMessages(Deno.readTextFileSync(path)).trimEnd().split("\n").slice(-lines).join("\n");
   } catch {
     return "";
   }
@@ -93,11 +100,16 @@ async function killLeftover(env: VmEnv, vm: VmRecord, paths: VmPaths): Promise<v
   runtimeFiles(paths).forEach(removeQuietly);
 }
 
-/** QEMU's error from its log: the first line that is not a warning; warnings are the detail. */
+/**
+ * QEMU's error from its log: the first line that is not a warning (nor one of qvm's traces);
+ * warnings are the detail.
+ */
 export function qemuError(log: string): { message?: string; detail?: string } {
-  const lines = log.split("\n").map((l) => l.trimEnd()).filter((l) => l.trim() !== "");
+  const lines = qemuMessages(log).split("\n").map((l) => l.trimEnd()).filter((l) =>
+    l.trim() !== ""
+  );
   const strip = (line: string) => line.replace(/^[^:\s]*qemu[^:\s]*: /, "");
-  const errors = lines.filter((l) => !/(^|: )warning: /i.test(l) && !/^qemu_system_/.test(l));
+  const errors = lines.filter((l) => !/(^|: )warning: /i.test(l));
   const message = errors.length > 0 ? strip(errors[0]) : undefined;
   const rest = lines.filter((l) => l !== errors[0]);
   return { message, detail: rest.length > 0 ? rest.join("\n") : undefined };
