@@ -9,17 +9,15 @@ import type { VmRecord } from "../state/mod.ts";
 import { ensurePrivateDir } from "../state/mod.ts";
 import { asidePath, createDiskIfMissing, createShareIfMissing } from "../qemu/img.ts";
 import { launchArgv } from "../qemu/launch.ts";
-import {
-  isOurQemu,
-  type QemuMarkers,
-  qemuMessages,
-  readPidFile,
-  signalOurQemu,
-} from "../qemu/process.ts";
+import { isOurQemu, qemuMessages, readPidFile, signalOurQemu } from "../qemu/process.ts";
 import type { Deadline, VmEnv } from "./env.ts";
+import { checkQemu, faultError, kvmInUse, TCG_HINT } from "./fault.ts";
+
+// `launch` catches a KVM fault to start the VM again under TCG.
+export { KvmFaultError } from "./fault.ts";
 import { withVm } from "./guard.ts";
 import { FAULT_STATES, findQemuOf, isLive } from "./observe.ts";
-import { qmpOnce, withQmpSocket } from "./qmp_session.ts";
+import { withQmpSocket } from "./qmp_session.ts";
 import {
   exists,
   qemuMarkers,
@@ -159,74 +157,15 @@ function checkDiskSize(disk: DiskStorage, file: string, options: { made: boolean
   );
 }
 
-/** Runs one QMP query, bounded by 500 ms. */
-type Ask = <T>(command: string) => Promise<T>;
-
-/** `Ask` over a new connection to the VM's status monitor (it never waits for the socket). */
-function askMonitor(paths: VmPaths): Ask {
-  return <T>(command: string) =>
-    qmpOnce<T>(paths.monitorSocket, command, { timeoutMs: 500, retry: false });
-}
-
-/** True if QEMU runs the guest with KVM (false if unknown). */
-async function kvmEnabled(ask: Ask): Promise<boolean> {
-  try {
-    return (await ask<{ enabled: boolean }>("query-kvm")).enabled;
-  } catch {
-    return false;
-  }
-}
-
-/**
- * KVM could not run the guest (QEMU's run state `internal-error` with KVM on): the guest may
- * well run under TCG, which `launch` then tries.
- */
-export class KvmFaultError extends QvmError {
-  override name = "KvmFaultError";
-}
-
-/** Fails fast when QEMU sits in a run state it cannot leave by itself (KVM failure, panic). */
-async function checkRunState(ask: Ask): Promise<void> {
-  let state: string | undefined;
-  try {
-    state = (await ask<{ status: string }>("query-status")).status;
-  } catch {
-    return; // not answering yet: the wait goes on
-  }
-  if (!FAULT_STATES.has(state)) return;
-  if (state === "internal-error") {
-    if (await kvmEnabled(ask)) {
-      throw new KvmFaultError(
-        "KVM failed to run the guest (QEMU run state internal-error); set accel tcg in the " +
-          "config (arguments: [{accel: tcg}]) to run it without KVM",
-      );
-    }
-    throw new QvmError(
-      "the guest stopped with an emulation failure (QEMU run state internal-error)",
-    );
-  }
-  if (state === "guest-panicked") throw new QvmError("the guest panicked while booting");
-  throw new QvmError("the guest powered off while booting (QEMU run state shutdown)");
-}
-
-/** Checks the run state every half second until `signal` aborts; throws on a fault state. */
-async function watchRunState(paths: VmPaths, signal: AbortSignal): Promise<void> {
-  while (!signal.aborted) {
-    await checkRunState(askMonitor(paths));
-    await sleep(500);
-  }
-}
+/** How often a serial wait looks at QEMU's run state (a /proc and a log read, no QMP). */
+const STATE_CHECK_MS = 250;
 
 async function waitForSerial(
-  paths: VmPaths,
-  check: {
-    text: string;
-    pid: number;
-    markers: QemuMarkers;
-    deadline: Deadline;
-    offset: number;
-  },
+  env: VmEnv,
+  vm: VmRecord,
+  check: { text: string; pid: number; deadline: Deadline; offset: number },
 ): Promise<void> {
+  const paths = vmPaths(env.dirs, vm.id);
   let offset = check.offset;
   let carry = "";
   let lastStateCheck = 0;
@@ -250,19 +189,18 @@ async function waitForSerial(
     } catch (err) {
       if (!(err instanceof Deno.errors.NotFound)) throw err;
     }
-    if (!isOurQemu(check.pid, check.markers)) {
-      throw new QvmError(`QEMU exited before '${check.text}' appeared on the serial console`);
-    }
-    if (Date.now() - lastStateCheck >= 500) {
+    if (Date.now() - lastStateCheck >= STATE_CHECK_MS) {
       lastStateCheck = Date.now();
-      await checkRunState(askMonitor(paths));
+      await checkQemu(env, vm, {
+        pid: check.pid,
+        gone: `QEMU exited before '${check.text}' appeared on the serial console`,
+      });
     }
     await sleep(50);
   }
   let hint = "";
-  if (offset === check.offset && await kvmEnabled(askMonitor(paths))) {
-    hint = ": the guest printed nothing under KVM; if KVM does not work on this host, " +
-      "set accel tcg in the config (arguments: [{accel: tcg}])";
+  if (offset === check.offset && await kvmInUse(paths)) {
+    hint = `: the guest printed nothing under KVM; if KVM does not work on this host, ${TCG_HINT}`;
   }
   throw new TimeoutError(`'${check.text}' did not appear on the serial console in time${hint}`);
 }
@@ -272,42 +210,34 @@ async function waitUntilReady(
   paths: VmPaths,
   options: { waitFor: WaitFor; pid: number; deadline: Deadline; serialOffset: number; env: VmEnv },
 ): Promise<void> {
-  const { waitFor, pid, deadline } = options;
+  const { waitFor, pid, deadline, env } = options;
   if (waitFor.kind === "process") return;
   if (waitFor.kind === "ssh" || waitFor.kind === "agent") {
     const { waitForGuest } = await cloudModule();
-    // The guest cannot answer from a fault state: watch QEMU's run state meanwhile.
-    const done = new AbortController();
-    const guest = waitForGuest(options.env, vm, {
+    const gone = `QEMU exited before the guest answered over ${waitFor.kind}`;
+    await waitForGuest(env, vm, {
       kind: waitFor.kind,
-      pid,
       deadline: deadline.at,
-      signal: done.signal,
+      check: () => checkQemu(env, vm, { pid, gone }),
     });
-    const fault = watchRunState(paths, done.signal);
-    try {
-      await Promise.race([guest, fault]);
-    } finally {
-      done.abort();
-      await Promise.allSettled([guest, fault]);
-    }
     return;
   }
   if (waitFor.kind === "serial") {
     const offset = options.serialOffset;
-    const markers = qemuMarkers(options.env.dirs, vm);
-    await waitForSerial(paths, { text: waitFor.text, pid, markers, deadline, offset });
+    await waitForSerial(env, vm, { text: waitFor.text, pid, deadline, offset });
     return;
   }
   // The run state is asked on the connection that waited for QMP: one handshake, not two.
-  await withQmpSocket(
+  const state = await withQmpSocket(
     paths.qmpSocket,
     (client) =>
-      checkRunState(<T>(command: string) =>
-        client.execute<T>(command, undefined, { timeoutMs: 500 })
-      ),
+      client.execute<{ status: string }>("query-status", undefined, { timeoutMs: 500 })
+        .then((s) => s.status, () => undefined),
     { timeoutMs: Math.max(deadline.remainingMs(), 1) },
   );
+  if (state !== undefined && FAULT_STATES.has(state)) {
+    throw faultError(state, await kvmInUse(paths));
+  }
 }
 
 /** What a start is doing, for a caller that shows progress: creating a disk, or waiting. */
