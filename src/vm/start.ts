@@ -243,7 +243,7 @@ async function waitUntilReady(
 /** What a start is doing, for a caller that shows progress: creating a disk, or waiting. */
 export type StartProgress =
   | { step: "disk"; file: string }
-  | { step: "wait"; waitFor: WaitFor; serialOffset: number };
+  | { step: "wait"; waitFor: WaitFor; serialOffset: number; pid: number };
 
 /** Options of a start: what to wait for, until when, and who hears about progress. */
 export interface StartOptions {
@@ -349,7 +349,7 @@ export async function launch(
       );
     }
     env.store.updateStatus(vm.id, "running", { pid, qmpSocketPath: paths.qmpSocket });
-    options.onProgress?.({ step: "wait", waitFor: options.waitFor, serialOffset });
+    options.onProgress?.({ step: "wait", waitFor: options.waitFor, serialOffset, pid });
     await waitUntilReady(vm, paths, {
       waitFor: options.waitFor,
       pid,
