@@ -48,15 +48,42 @@ export function markersIn(
   };
 }
 
-/** The argv of a live process, or undefined if it is gone (or a zombie, whose cmdline is empty). */
-export function readCmdline(pid: number): string[] | undefined {
+let procBuffer = new Uint8Array(16384);
+const decoder = new TextDecoder();
+
+/**
+ * A /proc file's text, or undefined if it cannot be read (the process is gone). Read into one
+ * reused buffer until its end: /proc files report no size, and `readTextFileSync` spends two
+ * more calls (a stat, a read of nothing) and a fresh buffer on each. `ls` reads two per VM.
+ */
+function readProc(path: string): string | undefined {
+  let file: Deno.FsFile | undefined;
   try {
-    const raw = Deno.readTextFileSync(`/proc/${pid}/cmdline`);
-    if (raw.length === 0) return undefined;
-    return raw.split("\0").filter((part, i, all) => part !== "" || i < all.length - 1);
+    file = Deno.openSync(path, { read: true });
+    let size = 0;
+    for (;;) {
+      if (size === procBuffer.length) {
+        const larger = new Uint8Array(procBuffer.length * 2);
+        larger.set(procBuffer);
+        procBuffer = larger;
+      }
+      const n = file.readSync(procBuffer.subarray(size));
+      if (n === null || n === 0) break;
+      size += n;
+    }
+    return decoder.decode(procBuffer.subarray(0, size));
   } catch {
     return undefined;
+  } finally {
+    file?.close();
   }
+}
+
+/** The argv of a live process, or undefined if it is gone (or a zombie, whose cmdline is empty). */
+export function readCmdline(pid: number): string[] | undefined {
+  const raw = readProc(`/proc/${pid}/cmdline`);
+  if (!raw) return undefined;
+  return raw.split("\0").filter((part, i, all) => part !== "" || i < all.length - 1);
 }
 
 /** The `-uuid` a QEMU argv carries (the last one, as QEMU takes the last), or undefined. */
@@ -112,12 +139,8 @@ interface ProcStatus {
 
 /** `/proc/<pid>/status` of a process, or undefined if it is gone. */
 function readStatus(pid: number): ProcStatus | undefined {
-  let text: string;
-  try {
-    text = Deno.readTextFileSync(`/proc/${pid}/status`);
-  } catch {
-    return undefined;
-  }
+  const text = readProc(`/proc/${pid}/status`);
+  if (text === undefined) return undefined;
   const state = /\nState:\s+(\S)/.exec(text)?.[1];
   const uids = /\nUid:\s+(\d+)\s+(\d+)/.exec(text);
   if (state === undefined || !uids) return undefined;
@@ -141,12 +164,9 @@ export function readExe(pid: number): string | undefined {
 
 /** True if `pid` exists and is not a zombie (a dead process its parent has not reaped yet). */
 export function isLive(pid: number): boolean {
-  try {
-    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-    return !isDeadState(stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3));
-  } catch {
-    return false;
-  }
+  const stat = readProc(`/proc/${pid}/stat`);
+  if (stat === undefined) return false;
+  return !isDeadState(stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3));
 }
 
 /** The file names of QEMU system emulators (`.NAME-wrapped` is a Nix wrapper's real binary). */
@@ -338,17 +358,14 @@ export function logRunState(log: string): string | undefined {
   let file: Deno.FsFile | undefined;
   try {
     file = Deno.openSync(log, { read: true });
-    const size = file.statSync().size;
-    const start = Math.max(size - RUN_STATE_TAIL_BYTES, 0);
-    if (start > 0) file.seekSync(start, Deno.SeekMode.Start);
-    const buffer = new Uint8Array(size - start);
-    let got = 0;
-    while (got < buffer.length) {
-      const n = file.readSync(buffer.subarray(got));
-      if (n === null || n === 0) break;
-      got += n;
+    const buffer = new Uint8Array(RUN_STATE_TAIL_BYTES);
+    let got = readFull(file, buffer);
+    if (got === buffer.length) {
+      // Longer than the tail: read its last 4 KiB (a log is most often far shorter).
+      file.seekSync(-RUN_STATE_TAIL_BYTES, Deno.SeekMode.End);
+      got = readFull(file, buffer);
     }
-    const text = new TextDecoder().decode(buffer.subarray(0, got));
+    const text = decoder.decode(buffer.subarray(0, got));
     // The last complete line wins; one QEMU is still writing may be cut short.
     for (let at = text.lastIndexOf(RUN_STATE_LINE); at !== -1;) {
       const state = RUN_STATE_NEW.exec(text.slice(at))?.[1];
@@ -361,4 +378,15 @@ export function logRunState(log: string): string | undefined {
   } finally {
     file?.close();
   }
+}
+
+/** Reads `file` into `buffer` until it is full or the file ends; returns the bytes read. */
+function readFull(file: Deno.FsFile, buffer: Uint8Array): number {
+  let got = 0;
+  while (got < buffer.length) {
+    const n = file.readSync(buffer.subarray(got));
+    if (n === null || n === 0) break;
+    got += n;
+  }
+  return got;
 }
