@@ -14,7 +14,7 @@ Deno.test("add prints a new UUID; ls, status, info and inspect show the VM by id
     const id = (await env.ok(["add", config])).trim();
     assert.match(id, UUID);
     const ls = JSON.parse(await env.ok(["ls", "--json"]));
-    assert.deepEqual(ls, [{ id, name: "web1", status: "created", pid: null }]);
+    assert.deepEqual(ls, [{ id, name: "web1", status: "created", pid: null, stop_reason: null }]);
     assert.match(await env.ok(["ls"]), /web1\s+created/);
     for (const ref of [id, "web1"]) {
       const status = JSON.parse(await env.ok(["status", ref, "--json"]));
@@ -420,8 +420,18 @@ Deno.test("ls --json prints one VM per line, and still lists a VM whose name was
     const text = await env.ok(["ls", "--json"]);
     assert.equal(
       text,
-      `[\n  ${JSON.stringify({ id: ids[1], name: "a1", status: "created", pid: null })},\n` +
-        `  ${JSON.stringify({ id: ids[0], name: "b1", status: "created", pid: null })}\n]\n`,
+      `[\n  ${
+        JSON.stringify({ id: ids[1], name: "a1", status: "created", pid: null, stop_reason: null })
+      },\n` +
+        `  ${
+          JSON.stringify({
+            id: ids[0],
+            name: "b1",
+            status: "created",
+            pid: null,
+            stop_reason: null,
+          })
+        }\n]\n`,
     );
     const db = new DatabaseSync(join(env.dataDir, "qvm.db"));
     db.prepare("UPDATE vm_instances SET name = X'ff41' WHERE id = ?").run(ids[0]);

@@ -383,7 +383,7 @@ Deno.test("a start waiting for the console fails fast when the guest powers off 
     }, 60_000);
     const res = await start;
     assert.equal(res.code, 1, res.stderr);
-    assert.match(res.stderr, /^qvm: the guest powered off while booting/);
+    assert.match(res.stderr, /^qvm: the guest powered off \(QEMU run state shutdown\)/);
     assert.ok(Date.now() - started < 60_000, "the wait must not run out its 90 s");
     assert.equal((await status(env, "po")).status, "failed");
   });
@@ -410,7 +410,7 @@ Deno.test("a start waiting for ssh or the agent fails fast when the guest powers
       }, 60_000);
       const res = await start;
       assert.equal(res.code, 1, `${kind}: ${res.stderr}`);
-      assert.match(res.stderr, /^qvm: the guest powered off while booting/);
+      assert.match(res.stderr, /^qvm: the guest powered off \(QEMU run state shutdown\)/);
       assert.ok(Date.now() - started < 60_000, `${kind}: the wait must not run out its 90 s`);
     }
   });

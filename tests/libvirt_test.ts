@@ -509,6 +509,20 @@ async function bootThroughLibvirt(
   }, 90_000);
   assert(ready, `no '${GUEST_READY_MARKER}' in ${serialLog}`);
 
+  // libvirt's QEMU carries the VM's -uuid and runs as root, as qvm does here, but with none of
+  // qvm's runtime files: qvm neither counts it as the VM running nor signals it; doctor names it.
+  assert.equal(JSON.parse(await env.ok(["status", name, "--json"])).status, "created");
+  const stop = await env.run(["stop", name, "--force"]);
+  assert.equal(stop.code, 0, stop.stderr);
+  assert.equal((await lv.virsh("domstate", name)).stdout.trim(), "running", "qvm stop left it");
+  const doctor = JSON.parse((await env.run(["doctor", "--json"])).stdout);
+  assert.ok(
+    doctor.checks.some((c: { check: string; what: string }) =>
+      c.check === "foreign_qemu" && c.what.includes(`VM '${name}''s -uuid but is not qvm's`)
+    ),
+    JSON.stringify(doctor.checks),
+  );
+
   // libvirt's own rewrite of the domain still imports as the VM it came from.
   const dumped = await env.file(`${name}-dumped.xml`, (await lv.virsh("dumpxml", name)).stdout);
   const back = await env.run(["import-libvirt", dumped, "--name", `${name}-back`, "--json"]);

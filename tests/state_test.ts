@@ -64,7 +64,7 @@ Deno.test("ls finds the VMs to check through the partial index, not a scan", asy
   });
 });
 
-Deno.test("listJson is every VM's JSON, one per line by name, observed ones overridden", async () => {
+Deno.test("listJson is every VM's JSON with its stop reason, one per line by name, observed ones overridden", async () => {
   const text = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
   const lines = (list: unknown[]) =>
     `[\n${list.map((vm) => `  ${JSON.stringify(vm)}`).join(",\n")}\n]\n`;
@@ -74,23 +74,32 @@ Deno.test("listJson is every VM's JSON, one per line by name, observed ones over
     const b = store.insert({ name: "a-vm", config: CONFIG });
     const c = store.insert({ name: "c-vm", config: CONFIG });
     store.updateStatus(a.id, "running", { pid: 4242 });
-    store.updateStatus(c.id, "stopped", { pid: null });
+    store.updateStatus(c.id, "stopped", { pid: null, stopReason: "guest shutdown" });
     assert.deepEqual(store.listLive().map((vm) => vm.name), ["b-vm"]);
     const expected = [
-      { id: b.id, name: "a-vm", status: "created", pid: null },
-      { id: a.id, name: "b-vm", status: "paused", pid: 4242 },
-      { id: c.id, name: "c-vm", status: "stopped", pid: null },
+      { id: b.id, name: "a-vm", status: "created", pid: null, stop_reason: null },
+      { id: a.id, name: "b-vm", status: "paused", pid: 4242, stop_reason: null },
+      { id: c.id, name: "c-vm", status: "stopped", pid: null, stop_reason: "guest shutdown" },
     ];
     // Only a VM that claims a process takes its status from what was observed.
-    const observed = new Map([[a.id, { status: "paused", pid: 4242 }], [c.id, {
-      status: "running",
-      pid: 1,
-    }]]);
+    const observed = new Map([
+      [a.id, { status: "paused", pid: 4242, stop_reason: null }],
+      [c.id, { status: "running", pid: 1, stop_reason: null }],
+    ]);
     assert.equal(text(store.listJson(observed)), lines(expected));
     assert.deepEqual(JSON.parse(text(store.listJson(observed))), expected);
-    store.updateStatus(a.id, "stopped", { pid: null });
-    expected[1] = { ...expected[1], status: "stopped", pid: null };
+    store.updateStatus(a.id, "stopped", { pid: null, stopReason: "crashed or killed (SIGKILL)" });
+    expected[1] = {
+      ...expected[1],
+      status: "stopped",
+      pid: null,
+      stop_reason: "crashed or killed (SIGKILL)",
+    };
     assert.equal(text(store.listJson(new Map())), lines(expected));
+    assert.deepEqual(
+      store.listBrief().map((vm) => vm.stopReason),
+      expected.map((vm) => vm.stop_reason),
+    );
   });
 });
 

@@ -10,6 +10,7 @@ import {
   type Row,
 } from "../src/cli/ls.ts";
 import { formatSeconds, lastLineAfter, printable } from "../src/cli/_progress.ts";
+import { leftRunning } from "../src/cli/start.ts";
 
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
 const ESC = String.fromCharCode(27);
@@ -226,7 +227,7 @@ Deno.test("ls shows a running VM's uptime and colours its status on a terminal o
       /^NAME\s+UPTIME\nidle\s+-\nlsv\s+\d+s\n$/,
     );
     const json = JSON.parse(await env.ok(["ls", "--format", "json"]));
-    assert.deepEqual(Object.keys(json[0]), ["id", "name", "status", "pid"]);
+    assert.deepEqual(Object.keys(json[0]), ["id", "name", "status", "pid", "stop_reason"]);
     assert.equal((await env.run(["ls", "--format", "name,colour"])).code, 3);
     const unclosed = await env.run(["ls", "--format", "{{.Name"]);
     assert.equal(unclosed.code, 3);
@@ -238,9 +239,10 @@ Deno.test("ls shows a running VM's uptime and colours its status on a terminal o
     await env.ok(["add", await guestConfig(env, { name: "netv", extra: net })]);
     await env.ok(["start", "netv", "--wait-for", "qmp"]);
     const withSsh = await env.ok(["ls"]);
-    assert.match(withSsh, /^NAME\s+STATUS\s+PID\s+UPTIME\s+SSH\s+ID$/m);
-    assert.match(withSsh, /^netv\s+running\s+\d+\s+\d+s\s+127\.0\.0\.1:\d+\s+/m);
-    assert.match(withSsh, /^lsv\s+stopped\s+-\s+-\s+-\s+/m);
+    // ...and a VM that ended says how, in a REASON column.
+    assert.match(withSsh, /^NAME\s+STATUS\s+PID\s+UPTIME\s+SSH\s+ID\s+REASON$/m);
+    assert.match(withSsh, /^netv\s+running\s+\d+\s+\d+s\s+127\.0\.0\.1:\d+\s+\S+\s+-$/m);
+    assert.match(withSsh, /^lsv\s+stopped\s+-\s+-\s+-\s+\S+\s+stopped by qvm \(SIGKILL\)$/m);
     const port = JSON.parse(await env.ok(["ports", "netv", "--json"]));
     assert.match(JSON.stringify(port), new RegExp(withSsh.match(/127\.0\.0\.1:(\d+)/)![1]));
     await env.ok(["stop", "netv", "--force"]);
@@ -320,5 +322,57 @@ Deno.test("wait and restart show progress on a terminal; Ctrl-C clears the line 
     );
     assert.match(restart.text, /restarted tty4 \(stopped by ACPI power-off; pid \d+\)/);
     await env.ok(["stop", "tty4", "--force"]);
+  });
+});
+
+Deno.test("the line for starts interrupted while waiting names each VM left running and the stop command", () => {
+  assert.equal(leftRunning(new Map(), "SSH"), undefined, "nothing launched yet: nothing to say");
+  assert.equal(
+    leftRunning(new Map([["a", 11]]), "SSH"),
+    "qvm: interrupted while waiting for SSH: VM 'a' (pid 11) was left running; stop it with " +
+      "'qvm stop a'",
+  );
+  assert.equal(
+    leftRunning(new Map([["a", 11], ["b", 12]]), "SSH"),
+    "qvm: interrupted while waiting for SSH: VMs 'a' (pid 11), 'b' (pid 12) were left running; " +
+      "stop them with 'qvm stop a b'",
+  );
+});
+
+Deno.test("Ctrl-C during start --wait-for says the VM was left running and how to stop it, on a terminal and piped", async () => {
+  await withEnv(async (env) => {
+    await env.ok(["add", await guestConfig(env, { name: "int1" })]);
+    const left = (pid: number | string) =>
+      `qvm: interrupted while waiting for "NEVER" on the serial console: VM 'int1' (pid ${pid}) ` +
+      `was left running; stop it with 'qvm stop int1'`;
+    const start = ["start", "int1", "--wait-for", "serial:NEVER", "--timeout", "60"];
+    const tty = await runInTty(env, start, {
+      interruptWhen: (text) => frames(text).some((f) => f.includes('waiting for "NEVER"')),
+    });
+    assert.equal(tty.code, 130, tty.text.slice(-300));
+    const status = JSON.parse(await env.ok(["status", "int1", "--json"]));
+    assert.equal(status.status, "running");
+    assert.ok(
+      tty.text.includes(`${ESC}[2K${left(status.pid)}`),
+      JSON.stringify(tty.text.slice(-300)),
+    );
+    await env.ok(["stop", "int1", "--force"]);
+
+    const child = env.command(start).spawn();
+    const running = async () =>
+      JSON.parse(await env.ok(["status", "int1", "--json"])).status === "running";
+    let waited = false;
+    for (let i = 0; i < 100 && !waited; i++) {
+      waited = await running();
+      if (!waited) await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.ok(waited, "the start got to its wait");
+    child.kill("SIGINT");
+    const out = await child.output();
+    const stderr = new TextDecoder().decode(out.stderr);
+    assert.equal(out.code, 130, stderr);
+    const pid = JSON.parse(await env.ok(["status", "int1", "--json"])).pid;
+    assert.equal(stderr, `${left(pid)}\n`);
+    await env.ok(["stop", "int1", "--force"]);
   });
 });

@@ -478,11 +478,13 @@ Deno.test("doctor finds a QEMU of an unknown VM using this runtime dir; --fix do
     // Another qvm home's QEMU (its files elsewhere) is not this home's business.
     const elsewhere = join(env.root, "other");
     Deno.mkdirSync(elsewhere);
+    // Started the way qvm starts a VM's QEMU: its pid file and QMP socket beside each other.
     const bare = (pidfile: string, id: string) =>
       new Deno.Command("qemu-system-x86_64", {
         args: [
           ...["-accel", "tcg", "-display", "none", "-S", "-m", "32", "-nodefaults"],
           ...["-uuid", id, "-pidfile", pidfile, "-daemonize"],
+          ...["-qmp", `unix:${pidfile.replace(/\.pid$/, ".qmp")},server=on,wait=off`],
         ],
         stdout: "null",
         stderr: "piped",

@@ -77,7 +77,8 @@ export class Progress {
   #timer?: ReturnType<typeof setInterval>;
   #frame = 0;
   #drawn = false;
-
+  #listening = false;
+  #note?: () => string | undefined;
   readonly #interrupts: boolean;
 
   /**
@@ -101,29 +102,49 @@ export class Progress {
     this.#draw();
     if (this.#timer === undefined) {
       this.#timer = setInterval(() => this.#draw(), TICK_MS);
-      try {
-        if (this.#interrupts) Deno.addSignalListener("SIGINT", this.#interrupted);
-      } catch { /* no signals here: Ctrl-C then leaves the line as it was */ }
+      if (this.#interrupts) this.#listen();
     }
   }
 
   /**
-   * Ctrl-C: clear the line, then end as an interrupted command does (128 + SIGINT), unless the
-   * command has Ctrl-C caught to undo its work first (it then ends so itself).
+   * Until `done`, Ctrl-C prints `note()` (when it gives a line) on stderr before the command ends
+   * with 130, whether a line is drawn or not: what an interrupted wait leaves behind.
+   */
+  onInterrupt(note: () => string | undefined): void {
+    this.#note = note;
+    this.#listen();
+  }
+
+  #listen(): void {
+    if (this.#listening) return;
+    try {
+      Deno.addSignalListener("SIGINT", this.#interrupted);
+      this.#listening = true;
+    } catch { /* no signals here: Ctrl-C then leaves the line as it was */ }
+  }
+
+  /**
+   * Ctrl-C: clear the line, say what was left, then end as an interrupted command does (128 +
+   * SIGINT), unless the command has Ctrl-C caught to undo its work first (it then ends so itself).
    */
   #interrupted = () => {
+    const note = this.#note?.();
     this.done();
-    if (!signalsHeld()) Deno.exit(130);
+    if (signalsHeld()) return;
+    if (note) this.#write(`${note}\n`);
+    Deno.exit(130);
   };
 
   /** Clears the line (before the command prints its result or an error). */
   done(): void {
-    if (this.#timer !== undefined) {
-      clearInterval(this.#timer);
+    if (this.#timer !== undefined) clearInterval(this.#timer);
+    if (this.#listening) {
       try {
-        if (this.#interrupts) Deno.removeSignalListener("SIGINT", this.#interrupted);
-      } catch { /* never added */ }
+        Deno.removeSignalListener("SIGINT", this.#interrupted);
+      } catch { /* already removed */ }
     }
+    this.#listening = false;
+    this.#note = undefined;
     this.#timer = undefined;
     this.#render = undefined;
     if (this.#drawn) this.#write(`\r${ESC}[2K`);

@@ -2,7 +2,7 @@
 import type { Context } from "./context.ts";
 import type { CommandSpec, ParsedArgs } from "./spec.ts";
 import { QvmError } from "../errors.ts";
-import { isOurQemu } from "../qemu/process.ts";
+import { qemuAlive } from "../vm/observe.ts";
 import { vmPaths } from "../vm/paths.ts";
 import { qmpOnce } from "../vm/qmp_session.ts";
 
@@ -35,7 +35,7 @@ export const spec: CommandSpec = {
 /** Connects stdin/stdout to the serial socket until detach, EOF, or the VM stopping. */
 export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
   const vm = ctx.store.require(args.positionals[0]);
-  if (!isOurQemu(vm.pid, vm.id)) throw new QvmError(`VM '${vm.name}' is not running`);
+  if (!qemuAlive(ctx, vm)) throw new QvmError(`VM '${vm.name}' is not running`);
   const paths = vmPaths(ctx.dirs, vm.id);
   // QEMU serves one serial client at a time; a second connection would queue in silence.
   if (await serialClientAttached(paths.monitorSocket)) {

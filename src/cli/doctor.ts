@@ -10,12 +10,13 @@ import type { CommandSpec, ParsedArgs } from "./spec.ts";
 import { ExitCode, QvmError } from "../errors.ts";
 import { unsafeDirReason } from "../state/mod.ts";
 import { DEFAULT_BINARY } from "../qemu/launch.ts";
-import { findQemuWithUuid, isOurQemu, readCmdline } from "../qemu/process.ts";
+import { findQemuWithUuid, isOurQemu, type QemuProcess } from "../qemu/process.ts";
 import type { VmRecord } from "../state/mod.ts";
 import { Deadline } from "../vm/env.ts";
 import { withVm } from "../vm/guard.ts";
 import { isLive } from "../vm/observe.ts";
 import { freezeModule } from "../lazy.ts";
+import { qemuMarkers } from "../vm/paths.ts";
 import { findBinary } from "../vm/start.ts";
 import { findIsoTool } from "../cloud/seed.ts";
 import { checkKey } from "../cloud/ssh.ts";
@@ -369,15 +370,63 @@ async function frozenFindings(ctx: Context, fix: boolean): Promise<Finding[]> {
   }];
 }
 
-/** Live QEMUs that use this runtime dir: of no VM qvm knows, or of a VM that does not track them. */
+/** `uid` with its user name from /etc/passwd when there is one: `65534 (nobody)`. */
+function userOf(uid: number): string {
+  try {
+    for (const line of Deno.readTextFileSync("/etc/passwd").split("\n")) {
+      const [name, , id] = line.split(":");
+      if (id !== undefined && Number(id) === uid) return `${uid} (${name})`;
+    }
+  } catch { /* no passwd file: the number alone */ }
+  return String(uid);
+}
+
+/**
+ * A QEMU that carries a VM's `-uuid`, or names this runtime dir, but is not qvm's (another user
+ * runs it, or qvm did not start it with this runtime dir: a copy, a domain exported to libvirt).
+ */
+function foreignFinding(
+  ctx: Context,
+  qemu: QemuProcess,
+  vm: VmRecord | undefined,
+): Finding {
+  const ownUid = Deno.uid() ?? 0;
+  const who = qemu.uid === ownUid ? "" : `, running as user ${userOf(qemu.uid)},`;
+  const claims = vm
+    ? `carries VM '${vm.name}''s -uuid`
+    : `names ${ctx.dirs.runtimeDir} (-uuid ${qemu.uuid})`;
+  const not = qemu.uid === ownUid
+    ? "it was not started by qvm with this runtime dir (no pid file and QMP socket of qvm's)"
+    : "it runs as another user";
+  return {
+    check: "foreign_qemu",
+    status: "warning",
+    what: `QEMU process ${qemu.pid}${who} ${claims} but is not qvm's: ${not}`,
+    why: "qvm never signals it nor counts it as the VM running, and starts the VM beside it " +
+      "(QEMU's image locks keep two QEMUs off one writable disk)",
+    fix: `see who started it (ps -o user,pid,args -p ${qemu.pid}); a VM exported to libvirt ` +
+      "is stopped with virsh",
+  };
+}
+
+/**
+ * Live QEMUs of this qvm (see `isOurQemu`) of no VM qvm knows, or of a VM that does not track
+ * them; and QEMUs that claim a VM's -uuid or this runtime dir but are not qvm's (named only).
+ */
 async function orphanFindings(ctx: Context, fix: boolean): Promise<Finding[]> {
   const mark = `${resolve(ctx.dirs.runtimeDir)}/`;
   const findings: Finding[] = [];
-  for (const [pid, uuid] of findQemuWithUuid()) {
-    if (!readCmdline(pid)?.some((arg) => arg.includes(mark))) continue;
-    const vm = ctx.store.get(uuid);
-    if (vm?.id === uuid) {
-      if (!isOurQemu(pid, uuid)) continue;
+  for (const qemu of findQemuWithUuid()) {
+    const { pid, uuid } = qemu;
+    const found = ctx.store.get(uuid);
+    const vm = found?.id === uuid ? found : undefined;
+    if (!isOurQemu(pid, qemuMarkers(ctx.dirs, vm ?? { id: uuid }))) {
+      if (vm || qemu.cmdline.some((arg) => arg.includes(mark))) {
+        findings.push(foreignFinding(ctx, qemu, vm));
+      }
+      continue;
+    }
+    if (vm) {
       const untracked = await untrackedFinding(ctx, { pid, vm, fix });
       if (untracked) findings.push(untracked);
       continue;
@@ -390,8 +439,8 @@ async function orphanFindings(ctx: Context, fix: boolean): Promise<Finding[]> {
       fix: `kill ${pid} once you are sure it is not needed (doctor --fix does not kill processes)`,
     });
   }
-  if (findings.length > 0) return findings;
-  return [{
+  if (findings.some((f) => f.check !== "foreign_qemu")) return findings;
+  return [...findings, {
     check: "orphaned_qemu",
     status: "ok",
     what: "every QEMU process using this runtime dir belongs to a VM that tracks it",

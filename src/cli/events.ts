@@ -12,7 +12,7 @@ import type { QmpClient, QmpEvent } from "../qemu/qmp.ts";
 import { isOurQemu } from "../qemu/process.ts";
 import type { VmRecord } from "../state/mod.ts";
 import { isLive, observe } from "../vm/observe.ts";
-import { vmPaths } from "../vm/paths.ts";
+import { qemuMarkers, vmPaths } from "../vm/paths.ts";
 import { runState } from "../vm/qmp_session.ts";
 import { qmpModule } from "../lazy.ts";
 
@@ -107,7 +107,7 @@ async function stream(ctx: Context, client: QmpClient): Promise<void> {
 async function pollStatus(ctx: Context, vm: VmRecord, pid: number): Promise<void> {
   const socket = vmPaths(ctx.dirs, vm.id).monitorSocket;
   let last: string | undefined;
-  while (isOurQemu(pid, vm.id)) {
+  while (isOurQemu(pid, qemuMarkers(ctx.dirs, vm))) {
     const status = await runState(socket, 1000); // undefined: busy or going away
     if (status !== undefined && status !== last) {
       last = status;
@@ -132,7 +132,7 @@ async function followRun(ctx: Context, vm: VmRecord, pid: number): Promise<void>
   try {
     client = await QmpClient.connect(socket, { timeoutMs: 3000 });
   } catch (err) {
-    if (!isOurQemu(pid, vm.id)) return; // it ended while we connected
+    if (!isOurQemu(pid, qemuMarkers(ctx.dirs, vm))) return; // it ended while we connected
     if (err instanceof TimeoutError) {
       throw new QvmError(
         `the event monitor of VM '${vm.name}' is taken (is another 'qvm events' following it?)`,
@@ -153,7 +153,8 @@ async function runningPid(ctx: Context, vm: VmRecord): Promise<number | undefine
   const row = ctx.store.get(vm.id);
   if (!row || row.id !== vm.id) return undefined;
   const seen = await observe(ctx, row, { qmp: false });
-  return isLive(seen.status) && seen.vm.pid !== null && isOurQemu(seen.vm.pid, vm.id)
+  return isLive(seen.status) && seen.vm.pid !== null &&
+      isOurQemu(seen.vm.pid, qemuMarkers(ctx.dirs, vm))
     ? seen.vm.pid
     : undefined;
 }

@@ -2,7 +2,7 @@
 import type { Context } from "./context.ts";
 import type { CommandSpec, ParsedArgs } from "./spec.ts";
 import { NotRunningError, UsageError } from "../errors.ts";
-import { isOurQemu } from "../qemu/process.ts";
+import { qemuAlive } from "../vm/observe.ts";
 import { agentModule, cloudModule } from "../lazy.ts";
 
 /** The command's arguments and flags. */
@@ -20,7 +20,7 @@ export const spec: CommandSpec = {
 /** Prints the addresses. */
 export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
   const vm = ctx.store.require(args.positionals[0]);
-  if (!isOurQemu(vm.pid, vm.id)) throw new NotRunningError(`VM '${vm.name}' is not running`);
+  if (!qemuAlive(ctx, vm)) throw new NotRunningError(`VM '${vm.name}' is not running`);
   const { agentEnabled, cloudPaths } = await cloudModule();
   if (!agentEnabled(vm.config)) {
     throw new UsageError(`VM '${vm.name}' has no guest agent channel: set guest_agent: true`);

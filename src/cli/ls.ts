@@ -1,7 +1,9 @@
 /**
- * `qvm ls`: every VM with its real status (checked in parallel, each bounded by a timeout). On a
- * terminal the status is coloured; live VMs show their uptime and forwarded SSH port. `--format`
- * picks `table`, `json`, a column list (`name,status,ssh`) or a template (`{{.Name}} {{.Ssh}}`).
+ * `qvm ls`: every VM with its real status: a running VM's liveness from /proc, its run state
+ * (paused, a fault state) from QEMU's run-state trace in its log, so listing asks no QEMU over
+ * QMP (only one started by a qvm without the trace). On a terminal the status is coloured; live
+ * VMs show their uptime and forwarded SSH port, ended ones how they ended. `--format` picks
+ * `table`, `json`, a column list (`name,status,ssh`) or a template (`{{.Name}} {{.Ssh}}`).
  */
 import type { Context } from "./context.ts";
 import type { CommandSpec, ParsedArgs } from "./spec.ts";
@@ -17,7 +19,9 @@ export const spec: CommandSpec = {
   description:
     "--format table (default), json (as --json), a comma-separated column list, or a template\n" +
     "with {{.Field}} placeholders, one line per VM (\\t is a tab). Columns and fields: name,\n" +
-    "status, pid, uptime, ssh (the host address forwarded to guest port 22), id.",
+    "status, pid, uptime, ssh (the host address forwarded to guest port 22), id, reason (how a\n" +
+    "VM that is not running last ended). The run state comes from QEMU's own trace in its log:\n" +
+    "ls asks no VM over QMP ('qvm status VM' does, and tells an unresponsive QEMU).",
   positionals: [],
   options: {
     status: {
@@ -43,7 +47,7 @@ export const spec: CommandSpec = {
 };
 
 /** The fields a column list or template may name, in the default table's order. */
-export const FIELDS = ["name", "status", "pid", "uptime", "ssh", "id"] as const;
+export const FIELDS = ["name", "status", "pid", "uptime", "ssh", "id", "reason"] as const;
 /** One field of a listed VM. */
 export type Field = typeof FIELDS[number];
 
@@ -140,12 +144,13 @@ function rowOf(ctx: Context, o: BriefObservation): Row {
     uptime: up === undefined ? "-" : formatUptime(up),
     ssh: (live ? sshForward(ctx, o.vm.id) : undefined) ?? "-",
     id: o.vm.id,
+    reason: (!live ? o.vm.stopReason : undefined) ?? "-",
   };
 }
 
 /**
- * Prints a table, a JSON array of `{id, name, status, pid}` (one VM per line), or the `--format`
- * asked for.
+ * Prints a table, a JSON array of `{id, name, status, pid, stop_reason}` (one VM per line), or
+ * the `--format` asked for.
  */
 export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
   const wanted = args.values.status as string | undefined;
@@ -156,13 +161,14 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
   if ((ctx.json || format?.kind === "json") && wanted === undefined && !args.values.quiet) {
     // SQLite writes the JSON of every VM; only the VMs that claim a process are read and checked
     // here (at 10,000 VMs, none running, this halves the command's own work).
-    const checked = await observeAll(ctx, ctx.store.listLive());
+    const checked = await observeAll(ctx, ctx.store.listLive(), { fromLog: true });
     let json: Uint8Array | undefined;
     try {
       json = ctx.store.listJson(
         new Map(checked.map((o) => [o.vm.id, {
           status: o.status,
           pid: isLive(o.status) ? o.vm.pid : null,
+          stop_reason: isLive(o.status) ? null : o.vm.stopReason,
         }])),
       );
     } catch (err) {
@@ -179,7 +185,7 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
   // Names alone (for completions) need no reconciling unless a status filter asks for it.
   const seen = args.values.quiet && wanted === undefined
     ? all.map((vm) => ({ vm, status: vm.status }))
-    : await observeAll(ctx, all);
+    : await observeAll(ctx, all, { fromLog: true });
   const shown = wanted === undefined ? seen : seen.filter((o) => o.status === wanted);
   if (args.values.quiet) {
     if (shown.length > 0) ctx.out(shown.map((o) => o.vm.name).join("\n"));
@@ -193,6 +199,7 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
           name: o.vm.name,
           status: o.status,
           pid: isLive(o.status) ? o.vm.pid : null,
+          stop_reason: isLive(o.status) ? null : o.vm.stopReason,
         })
       }`
     );
@@ -208,9 +215,9 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
     ctx.note(wanted ? `no VMs with status ${wanted}` : "no VMs defined (see 'qvm add --help')");
     return 0;
   }
-  // The default table leaves out SSH when no VM forwards it, so plain VMs list as narrow as before.
+  // The default table leaves out SSH and REASON when no VM has one, so plain VMs list narrow.
   const columns = format?.columns ??
-    FIELDS.filter((f) => f !== "ssh" || rows.some((r) => r.ssh !== "-"));
+    FIELDS.filter((f) => (f !== "ssh" && f !== "reason") || rows.some((r) => r[f] !== "-"));
   ctx.out(table(
     columns.map((c) => c.toUpperCase()),
     rows.map((r) => columns.map((c) => c === "status" ? paintStatus(r.status) : r[c])),

@@ -1,8 +1,8 @@
 /** `qvm ports`: the port forwards of a VM: those in effect while it runs, else as configured. */
 import type { Context } from "./context.ts";
 import type { CommandSpec, ParsedArgs } from "./spec.ts";
-import { isOurQemu } from "../qemu/process.ts";
 import { optionForwards } from "../qemu/reach.ts";
+import { qemuAlive } from "../vm/observe.ts";
 import { cloudModule } from "../lazy.ts";
 
 /** The command's arguments and flags. */
@@ -29,7 +29,7 @@ export interface PortRow {
 /** Prints one `ADDRESS:HOST -> GUEST/PROTO` line per forward, or JSON. */
 export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
   const vm = ctx.store.require(args.positionals[0]);
-  const running = isOurQemu(vm.pid, vm.id);
+  const running = qemuAlive(ctx, vm);
   const { activeForwards } = await cloudModule();
   const forwards = [
     ...(running ? activeForwards(ctx.dirs, vm.id) : undefined) ?? vm.config.network?.ports ?? [],

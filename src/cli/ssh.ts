@@ -2,10 +2,9 @@
 import type { Context } from "./context.ts";
 import { type CommandSpec, GLOBAL_OPTIONS, parseCommandArgs, type ParsedArgs } from "./spec.ts";
 import { QvmError, UsageError } from "../errors.ts";
-import { isOurQemu } from "../qemu/process.ts";
 import type { VmRecord } from "../state/mod.ts";
 import { requireGuest } from "../vm/agent.ts";
-import { thawedWarning } from "../vm/observe.ts";
+import { qemuAlive, thawedWarning } from "../vm/observe.ts";
 import { cloudModule } from "../lazy.ts";
 
 /** The command's arguments and flags. */
@@ -134,7 +133,7 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
 /** After ssh failed (255): if no SSH server answers on the forward yet, says so and what to run. */
 async function hintIfBooting(ctx: Context, vm: VmRecord): Promise<void> {
   if (!await (await cloudModule()).sshNotAnswering(ctx.dirs, vm)) return;
-  if (!isOurQemu(vm.pid, vm.id)) return; // it stopped meanwhile: ssh's own line says enough
+  if (!qemuAlive(ctx, vm)) return; // it stopped meanwhile: ssh's own line says enough
   ctx.note(
     `qvm: VM '${vm.name}' runs, but its SSH server does not answer yet (the guest may still ` +
       `be booting): wait for it with 'qvm wait ${vm.name} --for ssh'`,

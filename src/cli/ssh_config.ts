@@ -3,7 +3,7 @@ import type { Context } from "./context.ts";
 import type { CommandSpec, ParsedArgs } from "./spec.ts";
 import type { VmRecord } from "../state/mod.ts";
 import type { SshTarget } from "../cloud/ssh.ts";
-import { isOurQemu } from "../qemu/process.ts";
+import { qemuAlive } from "../vm/observe.ts";
 import { UsageError } from "../errors.ts";
 import { sshForward, sshTarget } from "../cloud/mod.ts";
 import { sshConfigBlock, sshHost } from "../cloud/ssh.ts";
@@ -43,7 +43,7 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
     : ctx.store.list().filter((vm) => sshForward(ctx.dirs, vm, false) !== undefined);
   const found: { vm: VmRecord; target: SshTarget; running: boolean }[] = [];
   for (const vm of vms) {
-    const running = isOurQemu(vm.pid, vm.id);
+    const running = qemuAlive(ctx, vm);
     try {
       found.push({ vm, target: await sshTarget(ctx.dirs, vm, { running }), running });
     } catch (error) {

@@ -2,10 +2,11 @@
 import type { Context } from "./context.ts";
 import type { CommandSpec, ParsedArgs } from "./spec.ts";
 import { UsageError } from "../errors.ts";
+import type { VmRecord } from "../state/mod.ts";
 import { launchArgv, shellQuote } from "../qemu/launch.ts";
 import { vmPaths } from "../vm/paths.ts";
 import { Deadline, MAX_WAIT_S } from "../vm/env.ts";
-import { parseWaitFor, type Started, startVm } from "../vm/start.ts";
+import { parseWaitFor, type Started, type StartProgress, startVm } from "../vm/start.ts";
 import { selectVms, START_PARALLEL } from "../vm/bulk.ts";
 import { reportEach } from "./_bulk.ts";
 import { cloudModule } from "../lazy.ts";
@@ -76,6 +77,16 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
   }
   const timeoutS = parseTimeout(args.values.timeout, 60);
   const all = args.values.all === true;
+  const { Progress, showStart, describeWait } = await progressModule();
+  // Ctrl-C while starts wait ends qvm, not their VMs: say which were left running, and how to
+  // stop them.
+  const waiting = new Map<string, number>();
+  const interrupted = (progress: { onInterrupt(note: () => string | undefined): void }) =>
+    progress.onInterrupt(() => leftRunning(waiting, describeWait(waitFor)));
+  const watch = (vm: VmRecord, show?: (event: StartProgress) => void) => (event: StartProgress) => {
+    if (event.step === "wait") waiting.set(vm.name, event.pid);
+    show?.(event);
+  };
   if (all || args.positionals.length !== 1) {
     if (args.values["dry-run"]) throw new UsageError("qvm start: --dry-run takes one VM");
     const vms = await selectVms(ctx, {
@@ -84,21 +95,28 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
       allOf: "not-live",
       command: "qvm start",
     });
-    return await reportEach(ctx, vms, {
-      limit: START_PARALLEL,
-      act: async (vm) => {
-        const started = await startVm(ctx, vm, {
-          waitFor,
-          deadline: Deadline.in(timeoutS * 1000),
-        });
-        if (ctx.debug) ctx.note(shellQuote(started.argv));
-        for (const disk of started.createdDisks) ctx.note(`created disk ${disk}`);
-        return started;
-      },
-      line: (started) => startedLine(started),
-      json: (started) => startedJson(started),
-      none: "no VMs to start: every VM is running",
-    });
+    const progress = new Progress(ctx, { quiet: true });
+    interrupted(progress);
+    try {
+      return await reportEach(ctx, vms, {
+        limit: START_PARALLEL,
+        act: async (vm) => {
+          const started = await startVm(ctx, vm, {
+            waitFor,
+            deadline: Deadline.in(timeoutS * 1000),
+            onProgress: watch(vm),
+          }).finally(() => waiting.delete(vm.name));
+          if (ctx.debug) ctx.note(shellQuote(started.argv));
+          for (const disk of started.createdDisks) ctx.note(`created disk ${disk}`);
+          return started;
+        },
+        line: (started) => startedLine(started),
+        json: (started) => startedJson(started),
+        none: "no VMs to start: every VM is running",
+      });
+    } finally {
+      progress.done();
+    }
   }
   const vm = ctx.store.require(args.positionals[0]);
   if (args.values["dry-run"]) {
@@ -112,12 +130,13 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
     return 0;
   }
   const deadline = Deadline.in(timeoutS * 1000);
-  const { Progress, showStart } = await progressModule();
   const progress = new Progress(ctx, { quiet: args.values.quiet === true });
   const serialLog = vmPaths(ctx.dirs, vm.id).serialLog;
-  const onProgress = progress.enabled
-    ? showStart(progress, { name: vm.name, serialLog })
-    : undefined;
+  interrupted(progress);
+  const onProgress = watch(
+    vm,
+    progress.enabled ? showStart(progress, { name: vm.name, serialLog }) : undefined,
+  );
   const started = await startVm(ctx, vm, { waitFor, deadline, onProgress }).finally(() =>
     progress.done()
   );
@@ -126,6 +145,24 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
   if (ctx.json) ctx.outJson(startedJson(started));
   else ctx.out(startedLine(started));
   return 0;
+}
+
+/**
+ * The line for starts interrupted while they waited (`waiting`: VM name → QEMU pid), or undefined
+ * when none had launched its QEMU yet.
+ */
+export function leftRunning(
+  waiting: ReadonlyMap<string, number>,
+  what: string,
+): string | undefined {
+  if (waiting.size === 0) return undefined;
+  const names = [...waiting.keys()];
+  const which = [...waiting].map(([name, pid]) => `'${name}' (pid ${pid})`).join(", ");
+  return waiting.size === 1
+    ? `qvm: interrupted while waiting for ${what}: VM ${which} was left running; stop it with ` +
+      `'qvm stop ${names[0]}'`
+    : `qvm: interrupted while waiting for ${what}: VMs ${which} were left running; stop them ` +
+      `with 'qvm stop ${names.join(" ")}'`;
 }
 
 function startedLine(started: Started): string {

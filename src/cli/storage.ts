@@ -7,7 +7,7 @@ import type { CommandSpec, ParsedArgs } from "./spec.ts";
 import { QvmError } from "../errors.ts";
 import type { DiskStorage } from "../config/mod.ts";
 import type { VmRecord } from "../state/mod.ts";
-import { isOurQemu } from "../qemu/process.ts";
+import { qemuAlive } from "../vm/observe.ts";
 import {
   type DiskResult,
   type DiskVerdict,
@@ -206,7 +206,7 @@ async function verify(ctx: Context, args: ParsedArgs): Promise<number> {
       return verdict;
     },
   ).finally(() => progress.done());
-  const running = new Set(vms.filter((vm) => isOurQemu(vm.pid, vm.id)).map((vm) => vm.id));
+  const running = new Set(vms.filter((vm) => qemuAlive(ctx, vm)).map((vm) => vm.id));
   const results = disks.map((e, i) => ({
     vm: e.vm.name,
     vm_id: e.vm.id,

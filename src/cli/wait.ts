@@ -9,6 +9,7 @@ import { QvmError, TimeoutError, UsageError } from "../errors.ts";
 import type { VmRecord } from "../state/mod.ts";
 import { Deadline } from "../vm/env.ts";
 import { FAULT_STATES, isLive, observe, type ObservedStatus } from "../vm/observe.ts";
+import { checkQemu, faultError, kvmInUse, QemuFault } from "../vm/fault.ts";
 import { vmPaths } from "../vm/paths.ts";
 import { serialStart } from "../vm/serial_start.ts";
 import { parseTimeout } from "./start.ts";
@@ -145,21 +146,26 @@ async function waitFor(
     if (typeof answer === "string") {
       // The guest may have printed the text just before it stopped, between two looks.
       if (serial && sawLive && await serialHas(paths.serialLog, serial)) return;
+      if (FAULT_STATES.has(seen.status)) {
+        throw cantReach(faultError(seen.status, await kvmInUse(paths)).message);
+      }
       throw cantReach(answer);
     }
     if (isLive(seen.status)) sawLive = true;
     if (serial && await serialHas(paths.serialLog, serial)) return;
     if (seen.status === "running" && (target.kind === "ssh" || target.kind === "agent")) {
       const { waitForGuest } = await cloudModule();
+      const pid = seen.vm.pid!;
       try {
         await waitForGuest(ctx, seen.vm, {
           kind: target.kind,
-          pid: seen.vm.pid!,
           deadline: deadline.at,
+          check: () => checkQemu(ctx, seen.vm, { pid, gone: "QEMU exited" }),
         });
         return;
       } catch (err) {
         if (err instanceof TimeoutError) throw err;
+        if (err instanceof QemuFault) throw cantReach(err.message);
         // No forward to port 22, or no agent channel: this VM never answers that way.
         if (err instanceof UsageError) throw new QvmError(err.message);
         // QEMU went away meanwhile: the next look says where the VM ended up.

@@ -6,7 +6,7 @@
 import { NotRunningError, QvmError, TimeoutError, UsageError } from "../errors.ts";
 import type { VmConfig } from "../config/mod.ts";
 import type { Dirs, VmRecord } from "../state/mod.ts";
-import { isOurQemu } from "../qemu/process.ts";
+import { isOurQemu, markersIn } from "../qemu/process.ts";
 import { AgentError, agentPing } from "./agent.ts";
 import type { CopyRequest } from "./copy_plan.ts";
 import { checkHostSources, copyIn, CopyInterrupted, copyOut } from "./_copy_agent.ts";
@@ -66,7 +66,9 @@ export async function copyFiles(
   const hostSources = request.direction === "in"
     ? await checkHostSources(request.sources, options.recursive)
     : [];
-  if (!isOurQemu(vm.pid, vm.id)) throw new NotRunningError(`VM '${vm.name}' is not running`);
+  if (!isOurQemu(vm.pid, markersIn(env.dirs.runtimeDir, vm))) {
+    throw new NotRunningError(`VM '${vm.name}' is not running`);
+  }
   if (await chooseRoute(env.dirs, vm, options) === "agent") {
     const agent = {
       socket: cloudPaths(env.dirs, vm.id).agentSocket,

@@ -7,7 +7,7 @@ import { diskFile, type ImageFormat, imageOf, sizeBytes } from "../config/mod.ts
 import { QvmError, UsageError } from "../errors.ts";
 import { escapeOptionValue } from "../qemu/argv.ts";
 import { asidePath, createAside, qemuImg } from "../qemu/img.ts";
-import { isOurQemu } from "../qemu/process.ts";
+import { isOurQemu, markersIn } from "../qemu/process.ts";
 import { type Dirs, ensurePrivateDir, type StateStore, type VmRecord } from "../state/mod.ts";
 import { ROOT_DRIVE, vmPaths } from "../vm/paths.ts";
 
@@ -47,7 +47,7 @@ export function runningWriterOf(
 ): VmRecord | undefined {
   const target = real(image);
   for (const other of env.store.list()) {
-    if (other.id === id || !isOurQemu(other.pid, other.id)) continue;
+    if (other.id === id || !isOurQemu(other.pid, markersIn(env.dirs.runtimeDir, other))) continue;
     const files = other.config.storage.flatMap((d) =>
       d.type === "virtfs" ? [] : [diskFile(d, vmPaths(env.dirs, other.id).diskDir)]
     );

@@ -4,10 +4,9 @@
  * Loaded lazily: VMs without these sections never import it.
  */
 import { formatForward, isPublicKeyLine, type PortForward, type VmConfig } from "../config/mod.ts";
-import { QvmError, TimeoutError, UsageError } from "../errors.ts";
+import { TimeoutError, UsageError } from "../errors.ts";
 import { type Dirs, ensurePrivateDir, type StateStore, type VmRecord } from "../state/mod.ts";
 import { ensureOverlay, overlayPath, rootDriveArgv } from "./image.ts";
-import { isOurQemu } from "../qemu/process.ts";
 import { escapeOptionValue } from "../qemu/argv.ts";
 import { optionForwards } from "../qemu/reach.ts";
 import { agentPing } from "./agent.ts";
@@ -288,18 +287,21 @@ export function checkWaitable(vm: VmRecord, kind: "ssh" | "agent"): void {
   if (kind === "ssh" && !forwardTo(vm.config.network?.ports ?? [], 22)) throw noSshForward(vm);
 }
 
+/** How often `waitForGuest` calls its `check`, the probe running or not. */
+const CHECK_EVERY_MS = 250;
+
 /**
  * Waits until the guest answers: `ssh` runs a command over SSH (with `cloud_init`, one that
- * succeeds once cloud-init has finished), `agent` gets a `guest-ping` reply.
- * Fails as soon as QEMU is gone; a TimeoutError when `deadline` (epoch ms) passes. Returns
- * without an answer once `signal` aborts (the caller found another reason to stop waiting).
+ * succeeds once cloud-init has finished), `agent` gets a `guest-ping` reply. `check` runs about
+ * every 250 ms all along, probes included: what it throws (QEMU gone, a fault state) ends the wait
+ * at once, killing a running probe. A TimeoutError when `deadline` (epoch ms) passes.
  */
 export async function waitForGuest(
   env: { dirs: Dirs; warn?(message: string): void },
   vm: VmRecord,
-  options: { kind: "ssh" | "agent"; pid: number; deadline: number; signal?: AbortSignal },
+  options: { kind: "ssh" | "agent"; deadline: number; check: () => Promise<void> },
 ): Promise<void> {
-  const { kind, pid, deadline, signal } = options;
+  const { kind, deadline } = options;
   if (kind === "agent" && !agentEnabled(vm.config)) {
     throw new UsageError(`VM '${vm.name}' has no guest agent channel: set guest_agent: true`);
   }
@@ -313,21 +315,36 @@ export async function waitForGuest(
       warn: (message) => env.warn?.(message),
     })
     : [];
-  while (Date.now() < deadline) {
-    if (signal?.aborted) return;
-    if (!isOurQemu(pid, vm.id)) {
-      throw new QvmError(`QEMU exited before the guest answered over ${kind}`);
+  await options.check();
+  const stop = new AbortController();
+  const probing = (async () => {
+    while (Date.now() < deadline && !stop.signal.aborted) {
+      const started = Date.now();
+      if (kind === "agent") {
+        if (await agentPing(socket, Math.min(3000, Math.max(deadline - Date.now(), 1)))) return;
+      } else if (await answers(argv, { deadline, signal: stop.signal })) {
+        return;
+      }
+      const spent = Date.now() - started;
+      if (spent < 1000 && !stop.signal.aborted) await sleep(1000 - spent);
     }
-    const started = Date.now();
-    if (kind === "agent") {
-      if (await agentPing(socket, Math.min(3000, Math.max(deadline - Date.now(), 1)))) return;
-    } else if (await answers(argv, { deadline, signal })) {
-      return;
+    if (!stop.signal.aborted) {
+      throw new TimeoutError(`the guest did not answer over ${kind} in time`);
     }
-    const spent = Date.now() - started;
-    if (spent < 1000 && !signal?.aborted) await sleep(1000 - spent);
+  })();
+  const watching = (async () => {
+    while (!stop.signal.aborted) {
+      await sleep(CHECK_EVERY_MS);
+      if (!stop.signal.aborted) await options.check();
+    }
+  })();
+  try {
+    await Promise.race([probing, watching]);
+  } finally {
+    stop.abort();
+    probing.catch(() => {});
+    watching.catch(() => {});
   }
-  throw new TimeoutError(`the guest did not answer over ${kind} in time`);
 }
 
 /** Runs the ssh probe once, killed at `deadline` or when `signal` aborts; true when it exits 0. */

@@ -1,6 +1,6 @@
 /** Where qvm keeps a cloud VM's files: the seed and known_hosts in the data dir, the rest at run time. */
 import type { Dirs, StateStore } from "../state/mod.ts";
-import { isOurQemu } from "../qemu/process.ts";
+import { isOurQemu, markersIn } from "../qemu/process.ts";
 import type { ActiveForward } from "./ports.ts";
 
 /** Every cloud file of VM `id`. */
@@ -59,7 +59,7 @@ export function portHolder(
     const holds = forwards.some((f) =>
       f.proto === forward.proto && f.host === forward.host && overlaps(f.address, forward.address)
     );
-    if (holds && isOurQemu(vm.pid, vm.id)) return vm.name;
+    if (holds && isOurQemu(vm.pid, markersIn(env.dirs.runtimeDir, vm))) return vm.name;
   }
   return undefined;
 }

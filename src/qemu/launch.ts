@@ -9,8 +9,15 @@ import { argumentOption, type VmConfig } from "../config/mod.ts";
 import type { VmPaths } from "../vm/paths.ts";
 import { configArgv, escapeOptionValue, isStdioItem, passedArgs } from "./argv.ts";
 
-/** Traces QEMU's shutdown requests to its log (`-D`), with their cause. */
-const SHUTDOWN_TRACE = ["-trace", "enable=qemu_system_shutdown_request"];
+/**
+ * What QEMU traces to its log (`-D`): its shutdown requests, with their cause (why a QEMU that is
+ * gone ended), and every run-state change, whoever caused it (`ls` reads a VM's run state there
+ * instead of asking each QEMU over QMP).
+ */
+const TRACES = [
+  ...["-trace", "enable=qemu_system_shutdown_request"],
+  ...["-trace", "enable=runstate_set"],
+];
 
 /** The binary used when a config names none. */
 export const DEFAULT_BINARY = "qemu-system-x86_64";
@@ -55,8 +62,7 @@ export function launchArgv(
   paths: VmPaths,
 ): string[] {
   const given = optionsIn(vm.config);
-  // The traced shutdown request tells, after QEMU is gone, why it ended (guest, QMP quit, signal).
-  const argv = [vm.config.binary ?? DEFAULT_BINARY, "-D", paths.qemuLog, ...SHUTDOWN_TRACE];
+  const argv = [vm.config.binary ?? DEFAULT_BINARY, "-D", paths.qemuLog, ...TRACES];
   argv.push(...configArgv(vm.config, { diskDir: paths.diskDir }));
   argv.push("-name", escapeOptionValue(vm.name), "-uuid", vm.id);
   argv.push("-daemonize", "-pidfile", paths.pidFile);

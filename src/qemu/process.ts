@@ -1,26 +1,89 @@
 /**
  * Process checks that keep qvm from ever signalling a pid that is not its QEMU. A pid counts as
  * VM `id`'s QEMU only while all of these hold:
- * - it is alive and not a zombie (`/proc/<pid>/stat` state is not Z or X);
+ * - it is alive and not a zombie, and runs as the current user (real and effective uid), both
+ *   read from `/proc/<pid>/status` (which, unlike the owner of `/proc/<pid>`, a process cannot
+ *   change by making itself non-dumpable);
+ * - its argv carries qvm's own runtime markers for the VM: `-uuid` exactly `id` (the last one
+ *   wins, as in QEMU), `-pidfile` the VM's pid file and a `-qmp unix:` the VM's QMP socket, both in
+ *   the runtime dir of this qvm (`QemuMarkers`). The `-uuid` alone is visible to every user in
+ *   `ps`: another user's process, or a QEMU libvirt runs for a VM exported to it, may carry it too;
  * - its executable, read from the `/proc/<pid>/exe` link (which, unlike argv[0], a process cannot
  *   fake), is a QEMU binary: the VM's configured binary, or one named `qemu-system-*` or
  *   `qemu-kvm` where programs are installed (see `isQemuExe`), and owned by root or the current
- *   user (another user's copy, or a renamed copy of another program, is not a QEMU of ours);
- * - its argv has `-uuid` followed by exactly `id` (the last `-uuid` wins, as in QEMU).
- * When the exe link cannot be read (another user's process we may not inspect), the process is
- * not ours: QEMU runs as the user who ran qvm, so qvm can always read its own QEMU's link, and
- * argv[0] alone is never trusted.
+ *   user (another user's copy, or a renamed copy of another program, is not a QEMU of ours).
+ * Anything else is never signalled, never counts as the VM running, and `doctor` names it.
  */
+
+/**
+ * What marks a QEMU as the one qvm started for a VM: the VM's id and the runtime files qvm
+ * launched it with (see `vm/paths.ts`, whose `qemuMarkers` builds this).
+ */
+export interface QemuMarkers {
+  /** The VM's id: the QEMU's `-uuid`. */
+  id: string;
+  /** The pid file qvm passes as `-pidfile`. */
+  pidFile: string;
+  /** The QMP socket qvm passes as `-qmp unix:PATH,...`. */
+  qmpSocket: string;
+  /** The VM's configured QEMU binary, if it names one. */
+  binary?: string;
+}
+
+/**
+ * The markers of VM `vm`'s QEMU under `runtimeDir`: the pid file and QMP socket qvm launches it
+ * with. The one place these two names are made (`vm/paths.ts` takes them from here), so layers
+ * below `vm/` can check a QEMU's identity too.
+ */
+export function markersIn(
+  runtimeDir: string,
+  vm: { id: string; config?: { binary?: string } },
+): QemuMarkers {
+  const dir = runtimeDir.endsWith("/") ? runtimeDir.slice(0, -1) : runtimeDir;
+  return {
+    id: vm.id,
+    pidFile: `${dir}/${vm.id}.pid`,
+    qmpSocket: `${dir}/${vm.id}.qmp`,
+    binary: vm.config?.binary,
+  };
+}
+
+let procBuffer = new Uint8Array(16384);
+const decoder = new TextDecoder();
+
+/**
+ * A /proc file's text, or undefined if it cannot be read (the process is gone). Read into one
+ * reused buffer until its end: /proc files report no size, and `readTextFileSync` spends two
+ * more calls (a stat, a read of nothing) and a fresh buffer on each. `ls` reads two per VM.
+ */
+function readProc(path: string): string | undefined {
+  let file: Deno.FsFile | undefined;
+  try {
+    file = Deno.openSync(path, { read: true });
+    let size = 0;
+    for (;;) {
+      if (size === procBuffer.length) {
+        const larger = new Uint8Array(procBuffer.length * 2);
+        larger.set(procBuffer);
+        procBuffer = larger;
+      }
+      const n = file.readSync(procBuffer.subarray(size));
+      if (n === null || n === 0) break;
+      size += n;
+    }
+    return decoder.decode(procBuffer.subarray(0, size));
+  } catch {
+    return undefined;
+  } finally {
+    file?.close();
+  }
+}
 
 /** The argv of a live process, or undefined if it is gone (or a zombie, whose cmdline is empty). */
 export function readCmdline(pid: number): string[] | undefined {
-  try {
-    const raw = Deno.readTextFileSync(`/proc/${pid}/cmdline`);
-    if (raw.length === 0) return undefined;
-    return raw.split("\0").filter((part, i, all) => part !== "" || i < all.length - 1);
-  } catch {
-    return undefined;
-  }
+  const raw = readProc(`/proc/${pid}/cmdline`);
+  if (!raw) return undefined;
+  return raw.split("\0").filter((part, i, all) => part !== "" || i < all.length - 1);
 }
 
 /** The `-uuid` a QEMU argv carries (the last one, as QEMU takes the last), or undefined. */
@@ -37,6 +100,58 @@ export function cmdlineHasUuid(cmdline: readonly string[], id: string): boolean 
   return cmdlineUuid(cmdline) === id;
 }
 
+/** The text before the first lone comma of QEMU option text (`,,` is a literal comma). */
+function firstOptionPart(text: string): string {
+  let part = "";
+  for (let i = 0; i < text.length; i++) {
+    if (text[i] !== ",") part += text[i];
+    else if (text[i + 1] === ",") part += text[++i];
+    else break;
+  }
+  return part;
+}
+
+/**
+ * True if `cmdline` carries qvm's runtime markers for a VM: `-uuid` exactly `markers.id`, the
+ * last `-pidfile` exactly its pid file, and a `-qmp` on its QMP socket. Pure (a QEMU libvirt
+ * started carries the uuid but none of qvm's files).
+ */
+export function cmdlineHasMarkers(cmdline: readonly string[], markers: QemuMarkers): boolean {
+  if (cmdlineUuid(cmdline) !== markers.id) return false;
+  let pidFile: string | undefined;
+  let qmp = false;
+  for (let i = 1; i < cmdline.length - 1; i++) {
+    const option = cmdline[i].startsWith("--") ? cmdline[i].slice(1) : cmdline[i];
+    if (option === "-pidfile") pidFile = cmdline[++i];
+    else if (option === "-qmp" && firstOptionPart(cmdline[++i]) === `unix:${markers.qmpSocket}`) {
+      qmp = true;
+    }
+  }
+  return qmp && pidFile === markers.pidFile;
+}
+
+/** What `/proc/<pid>/status` says of a process: its real and effective uid and its state letter. */
+interface ProcStatus {
+  uid: number;
+  euid: number;
+  state: string;
+}
+
+/** `/proc/<pid>/status` of a process, or undefined if it is gone. */
+function readStatus(pid: number): ProcStatus | undefined {
+  const text = readProc(`/proc/${pid}/status`);
+  if (text === undefined) return undefined;
+  const state = /\nState:\s+(\S)/.exec(text)?.[1];
+  const uids = /\nUid:\s+(\d+)\s+(\d+)/.exec(text);
+  if (state === undefined || !uids) return undefined;
+  return { uid: Number(uids[1]), euid: Number(uids[2]), state };
+}
+
+/** True for the state letters of a process that is gone but not yet reaped. */
+function isDeadState(state: string): boolean {
+  return state === "Z" || state === "X" || state === "x";
+}
+
 /** The executable of a live process (`/proc/<pid>/exe`), or undefined if it cannot be read. */
 export function readExe(pid: number): string | undefined {
   try {
@@ -49,14 +164,13 @@ export function readExe(pid: number): string | undefined {
 
 /** True if `pid` exists and is not a zombie (a dead process its parent has not reaped yet). */
 export function isLive(pid: number): boolean {
-  try {
-    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-    const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
-    return state !== "Z" && state !== "X" && state !== "x";
-  } catch {
-    return false;
-  }
+  const stat = readProc(`/proc/${pid}/stat`);
+  if (stat === undefined) return false;
+  return !isDeadState(stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3));
 }
+
+/** The file names of QEMU system emulators (`.NAME-wrapped` is a Nix wrapper's real binary). */
+const QEMU_NAME = /^(\.?qemu-system-[\w.+-]+|qemu-kvm)$/;
 
 function basename(path: string): string {
   return path.slice(path.lastIndexOf("/") + 1);
@@ -114,7 +228,7 @@ export function isQemuExe(exe: string, binary?: string): boolean {
   const configured = binary ? resolveBinary(binary) : undefined;
   if (configured === exe) return true;
   const name = basename(exe);
-  if (!/^\.?qemu-system-[\w.+-]+$/.test(name) && name !== "qemu-kvm") return false;
+  if (!QEMU_NAME.test(name)) return false;
   const dir = dirOf(exe);
   if (installedDirs().has(dir)) return true;
   if (configured && dirOf(configured) === dir) return true;
@@ -134,26 +248,38 @@ function trustedExe(pid: number): boolean {
   }
 }
 
-/**
- * True if `pid` is alive (not a zombie), runs a QEMU binary (by its exe link; `binary` is the VM's
- * configured one, if any) and carries `-uuid` exactly `id`.
- */
-export function isOurQemu(pid: number | null | undefined, id: string, binary?: string): boolean {
-  if (!pid || !Number.isInteger(pid) || pid <= 0) return false;
-  const exe = readExe(pid);
-  if (exe === undefined || !isQemuExe(exe, binary) || !trustedExe(pid)) return false;
-  const cmdline = readCmdline(pid);
-  return cmdline !== undefined && cmdlineHasUuid(cmdline, id) && isLive(pid);
+/** The current user's uid (0 where the platform has none). */
+function ownUid(): number {
+  return Deno.uid() ?? 0;
 }
 
-/** Sends `signal` to `pid` only if it is still VM `id`'s QEMU; returns whether it was sent. */
-export function signalOurQemu(
-  pid: number,
-  id: string,
-  signal: Deno.Signal,
-  binary?: string,
-): boolean {
-  if (!isOurQemu(pid, id, binary)) return false;
+/**
+ * The `/proc` state letter (`S`, `R`, `T` for stopped by a signal, ...) of `pid` if it is VM
+ * `markers.id`'s live QEMU by every rule above, else undefined.
+ */
+export function ourQemuState(
+  pid: number | null | undefined,
+  markers: QemuMarkers,
+): string | undefined {
+  if (!pid || !Number.isInteger(pid) || pid <= 0) return undefined;
+  const status = readStatus(pid);
+  if (!status || status.uid !== ownUid() || status.euid !== ownUid()) return undefined;
+  if (isDeadState(status.state)) return undefined;
+  const cmdline = readCmdline(pid);
+  if (cmdline === undefined || !cmdlineHasMarkers(cmdline, markers)) return undefined;
+  const exe = readExe(pid);
+  if (exe === undefined || !isQemuExe(exe, markers.binary) || !trustedExe(pid)) return undefined;
+  return status.state;
+}
+
+/** True if `pid` is VM `markers.id`'s live QEMU: ours by uid, runtime markers and executable. */
+export function isOurQemu(pid: number | null | undefined, markers: QemuMarkers): boolean {
+  return ourQemuState(pid, markers) !== undefined;
+}
+
+/** Sends `signal` to `pid` only if it is still VM `markers.id`'s QEMU; returns whether it was sent. */
+export function signalOurQemu(pid: number, markers: QemuMarkers, signal: Deno.Signal): boolean {
+  if (!isOurQemu(pid, markers)) return false;
   try {
     Deno.kill(pid, signal);
     return true;
@@ -172,22 +298,95 @@ export function readPidFile(path: string): number | undefined {
   }
 }
 
+/** A live QEMU process carrying a `-uuid`, whoever runs it (see `findQemuWithUuid`). */
+export interface QemuProcess {
+  pid: number;
+  /** Its `-uuid`. */
+  uuid: string;
+  /** The real uid it runs as. */
+  uid: number;
+  cmdline: string[];
+}
+
 /**
- * Every live QEMU process (by its exe link, as in `isOurQemu`; `binaries` adds VMs' configured
- * ones) that carries a `-uuid`, as pid → uuid (for doctor and cleanup).
+ * Every live QEMU process that carries a `-uuid`, of any user: a QEMU by its exe link (as in
+ * `isOurQemu`; `binaries` adds VMs' configured ones), or, where the link cannot be read (another
+ * user's process, for a user other than root), by the name of its argv[0]. For doctor and
+ * cleanup, which tell qvm's own (`isOurQemu`) from the rest: nothing listed here is ours as such.
  */
-export function findQemuWithUuid(binaries: readonly string[] = []): Map<number, string> {
-  const found = new Map<number, string>();
+export function findQemuWithUuid(binaries: readonly string[] = []): QemuProcess[] {
+  const found: QemuProcess[] = [];
   for (const entry of Deno.readDirSync("/proc")) {
     if (!/^\d+$/.test(entry.name)) continue;
     const pid = Number(entry.name);
     const exe = readExe(pid);
-    if (exe === undefined) continue;
-    if (!isQemuExe(exe) && !binaries.some((binary) => isQemuExe(exe, binary))) continue;
-    if (!trustedExe(pid)) continue;
+    if (exe !== undefined && !isQemuExe(exe) && !binaries.some((b) => isQemuExe(exe, b))) continue;
     const cmdline = readCmdline(pid);
-    const uuid = cmdline && cmdlineUuid(cmdline);
-    if (uuid !== undefined && isLive(pid)) found.set(pid, uuid);
+    if (cmdline === undefined) continue;
+    // A process whose exe link we may not read is not ours; it is listed if named like QEMU.
+    if (exe === undefined && !QEMU_NAME.test(basename(cmdline[0] ?? ""))) continue;
+    const uuid = cmdlineUuid(cmdline);
+    const status = readStatus(pid);
+    if (uuid === undefined || !status || isDeadState(status.state)) continue;
+    found.push({ pid, uuid, uid: status.uid, cmdline });
   }
   return found;
+}
+
+/** A line of the traces qvm has QEMU write to its log (`launch.ts`): records for qvm, not messages. */
+const TRACE_LINE = /^(\d+@[\d.]+:)?(qemu_system_shutdown_request|runstate_set) /;
+
+/** `log` (QEMU's log text) without the trace lines qvm asked for: what QEMU itself said. */
+export function qemuMessages(log: string): string {
+  return log.split("\n").filter((line) => !TRACE_LINE.test(line)).join("\n");
+}
+
+/** How much of a QEMU log's end `logRunState` reads: many run-state lines, never the whole log. */
+const RUN_STATE_TAIL_BYTES = 4096;
+const RUN_STATE_LINE = "runstate_set current_run_state ";
+const RUN_STATE_NEW =
+  /^runstate_set current_run_state \d+ \([\w-]+\) new_state \d+ \(([\w-]+)\)\r?\n/;
+
+/**
+ * QEMU's run state (`running`, `paused`, `internal-error`, ...) from the last `runstate_set`
+ * trace line in its `-D` log, reading at most the last 4 KiB. qvm starts QEMU with that trace
+ * (QEMU writes it on every run-state change, whoever caused it) and a fresh log per run, so this
+ * costs no QMP round trip. Undefined when the log holds no such line (a QEMU started without the
+ * trace, or one still starting): ask QMP then.
+ */
+export function logRunState(log: string): string | undefined {
+  let file: Deno.FsFile | undefined;
+  try {
+    file = Deno.openSync(log, { read: true });
+    const buffer = new Uint8Array(RUN_STATE_TAIL_BYTES);
+    let got = readFull(file, buffer);
+    if (got === buffer.length) {
+      // Longer than the tail: read its last 4 KiB (a log is most often far shorter).
+      file.seekSync(-RUN_STATE_TAIL_BYTES, Deno.SeekMode.End);
+      got = readFull(file, buffer);
+    }
+    const text = decoder.decode(buffer.subarray(0, got));
+    // The last complete line wins; one QEMU is still writing may be cut short.
+    for (let at = text.lastIndexOf(RUN_STATE_LINE); at !== -1;) {
+      const state = RUN_STATE_NEW.exec(text.slice(at))?.[1];
+      if (state !== undefined) return state;
+      at = at === 0 ? -1 : text.lastIndexOf(RUN_STATE_LINE, at - 1);
+    }
+    return undefined;
+  } catch {
+    return undefined;
+  } finally {
+    file?.close();
+  }
+}
+
+/** Reads `file` into `buffer` until it is full or the file ends; returns the bytes read. */
+function readFull(file: Deno.FsFile, buffer: Uint8Array): number {
+  let got = 0;
+  while (got < buffer.length) {
+    const n = file.readSync(buffer.subarray(got));
+    if (n === null || n === 0) break;
+    got += n;
+  }
+  return got;
 }

@@ -42,7 +42,7 @@ export interface VmRecord {
 }
 
 /** The few columns a listing needs; the config is not parsed. */
-export type VmBrief = Pick<VmRecord, "id" | "name" | "status" | "pid">;
+export type VmBrief = Pick<VmRecord, "id" | "name" | "status" | "pid" | "stopReason">;
 
 /** Fields a status change may set alongside the status. */
 export interface StatusFields {
@@ -106,12 +106,12 @@ const LIVE = "(pid IS NOT NULL OR status IN ('starting', 'running', 'stopping'))
  * stdout as SQLite built it, never through a JavaScript string): at 10,000 VMs the
  * indented form cost ~2 ms more to build, and decoding and re-encoding it ~2 ms more again.
  */
-function listJsonSql(status: string, pid: string): string {
+function listJsonSql(status: string, pid: string, reason: string): string {
   // The separator carries each line's indent, so no row pays for a concatenation of its own.
   return `SELECT CAST(coalesce('[\n  ' || group_concat(json_object(
-      'id', id, 'name', name, 'status', ${status}, 'pid', ${pid}), ',\n  ') || '\n]', '[]')
-      || char(10) AS BLOB)
-    FROM (SELECT id, name, status, pid FROM vm_instances ORDER BY name)`;
+      'id', id, 'name', name, 'status', ${status}, 'pid', ${pid}, 'stop_reason', ${reason}),
+      ',\n  ') || '\n]', '[]') || char(10) AS BLOB)
+    FROM (SELECT id, name, status, pid, stop_reason FROM vm_instances ORDER BY name)`;
 }
 
 /**
@@ -123,18 +123,23 @@ export const SQL = {
   byId: `SELECT ${ROW_COLUMNS.join(", ")} FROM vm_instances WHERE id = ?`,
   byName: `SELECT ${ROW_COLUMNS.join(", ")} FROM vm_instances WHERE name = ?`,
   all: "SELECT * FROM vm_instances ORDER BY name",
-  allBrief: "SELECT id, name, status, pid FROM vm_instances ORDER BY name",
+  allBrief: "SELECT id, name, status, pid, stop_reason FROM vm_instances ORDER BY name",
   /**
    * The VMs that claim a process, in no order: read from the partial index `idx_vm_live`, not a
    * scan (an ORDER BY would make SQLite walk the name index over every VM instead).
    */
-  live: `SELECT id, name, status, pid FROM vm_instances WHERE ${LIVE}`,
+  live: `SELECT id, name, status, pid, stop_reason AS stopReason FROM vm_instances
+    WHERE ${LIVE}`,
   /** Every VM as `ls --json` prints it, built by SQLite (see `listJson`). */
-  allJson: listJsonSql("status", "NULL"),
-  /** `allJson` with the status and pid of the VMs that claim a process taken from ?1 (by id). */
+  allJson: listJsonSql("status", "NULL", "stop_reason"),
+  /**
+   * `allJson` with the status, pid and stop reason of the VMs that claim a process taken from ?1
+   * (by id).
+   */
   allJsonObserved: listJsonSql(
     `CASE WHEN ${LIVE} THEN coalesce(?1 -> id ->> 'status', status) ELSE status END`,
     `CASE WHEN ${LIVE} THEN ?1 -> id ->> 'pid' END`,
+    `CASE WHEN ${LIVE} THEN ?1 -> id ->> 'stop_reason' ELSE stop_reason END`,
   ),
   allByStatus: "SELECT * FROM vm_instances WHERE status = ? ORDER BY name",
   insert: `INSERT INTO vm_instances (id, name, config_path, config_data, created_at, updated_at)
@@ -508,6 +513,15 @@ export class StateStore {
     return change ? { ...row, ...change } : row;
   }
 
+  /** `#overlaid` for a brief row, whose stop reason is named `stopReason`. */
+  #overlaidBrief(row: VmBrief): VmBrief {
+    const change = this.#overlay?.get(row.id);
+    if (!change) return row;
+    const { stop_reason, ...rest } = change;
+    const brief = { ...row, ...rest } as VmBrief;
+    return stop_reason === undefined ? brief : { ...brief, stopReason: stop_reason };
+  }
+
   /**
    * The VM with this id or name, else undefined. An argument shaped like a UUID is looked up as
    * an id first, anything else as a name first: a name never looks like a UUID, so a name no
@@ -560,29 +574,37 @@ export class StateStore {
     return (rows as unknown as Row[]).map(toRecord);
   }
 
-  /** Every VM's id, name, status and pid, by name: what `ls` needs, without parsing configs. */
+  /**
+   * Every VM's id, name, status, pid and stop reason, by name: what `ls` needs, without parsing
+   * configs.
+   */
   listBrief(): VmBrief[] {
     // Read as arrays: objects built here cost less than SQLite's binding building them (at 10,000
     // VMs ~7 → ~5 ms, at 100,000 ~120 → ~60 ms).
     const rows = (this.#read(() => this.#allBrief.all()) as unknown as VmBrief[keyof VmBrief][][])
-      .map((v) => ({ id: v[0], name: v[1], status: v[2], pid: v[3] }) as VmBrief);
-    return this.#overlay ? rows.map((row) => this.#overlaid(row)) : rows;
+      .map((v) => ({ id: v[0], name: v[1], status: v[2], pid: v[3], stopReason: v[4] }) as VmBrief);
+    return this.#overlay ? rows.map((row) => this.#overlaidBrief(row)) : rows;
   }
 
   /** The VMs that claim a process (a pid, or a live stored status), in no order: what `ls` checks. */
   listLive(): VmBrief[] {
     const statement = this.#live ??= this.#read(() => this.db.prepare(SQL.live));
     const rows = this.#read(() => statement.all()) as unknown as VmBrief[];
-    return this.#overlay ? rows.map((row) => this.#overlaid(row)) : rows;
+    return this.#overlay ? rows.map((row) => this.#overlaidBrief(row)) : rows;
   }
 
   /**
-   * Every VM as `ls --json` prints it (one `{id, name, status, pid}` per line, by name, ending in
-   * a newline), built by SQLite as bytes. `observed` gives the status and pid shown for the VMs
-   * `listLive` returned (after checking them); every other VM claims no process, so it shows its
-   * stored status and pid null.
+   * Every VM as `ls --json` prints it (one `{id, name, status, pid, stop_reason}` per line, by
+   * name, ending in a newline), built by SQLite as bytes. `observed` gives the status, pid and
+   * stop reason shown for the VMs `listLive` returned (after checking them); every other VM
+   * claims no process, so it shows its stored status and reason and pid null.
    */
-  listJson(observed: ReadonlyMap<string, { status: string; pid: number | null }>): Uint8Array {
+  listJson(
+    observed: ReadonlyMap<
+      string,
+      { status: string; pid: number | null; stop_reason: string | null }
+    >,
+  ): Uint8Array {
     const sql = observed.size === 0 ? SQL.allJson : SQL.allJsonObserved;
     const statement = this.#json[sql] ??= this.#read(() => {
       const prepared = this.db.prepare(sql);

@@ -1,15 +1,25 @@
 /**
  * Truthful status: every read reconciles the database with reality. A VM is running only while its
- * pid is alive and is this VM's QEMU; QMP `query-status` (short timeout) tells paused, unresponsive
- * or a fault state; a QEMU that is gone is recorded as stopped, with how it ended. A QEMU of the VM
- * that the database does not know about (a `start` killed at the wrong moment) is found by its pid
- * file or by scanning for its `-uuid`, and adopted.
+ * pid is alive and is this VM's QEMU (`isOurQemu`: our uid, qvm's runtime markers, a QEMU binary).
+ * Its run state (paused, a fault state) comes from QEMU's `runstate_set` trace in its log, which
+ * costs no QMP round trip (`ls`), or from QMP `query-status` with a short timeout, which also tells
+ * unresponsive (`status`, and any QEMU started without the trace). A QEMU that is gone is recorded
+ * as stopped, with how it ended. A QEMU of the VM that the database does not know about (a `start`
+ * killed at the wrong moment) is found by its pid file or by a process scan, and adopted.
  */
 import type { StoredStatus, VmBrief, VmRecord } from "../state/mod.ts";
-import { findQemuWithUuid, isOurQemu, readPidFile } from "../qemu/process.ts";
+import {
+  findQemuWithUuid,
+  isOurQemu,
+  logRunState,
+  ourQemuState,
+  type QemuMarkers,
+  type QemuProcess,
+  readPidFile,
+} from "../qemu/process.ts";
 import type { VmEnv } from "./env.ts";
 import { isLocked } from "./lock.ts";
-import { exists, vmPaths } from "./paths.ts";
+import { exists, qemuMarkers, vmPaths } from "./paths.ts";
 import { freezeModule } from "../lazy.ts";
 import { runState } from "./qmp_session.ts";
 
@@ -107,10 +117,10 @@ export function endReason(env: VmEnv, vm: VmRecord): string {
   return "guest shutdown";
 }
 
-let scanned: { at: number; binary?: string; found: Map<number, string> } | undefined;
+let scanned: { at: number; binary?: string; found: QemuProcess[] } | undefined;
 
 /** The QEMUs carrying a `-uuid`, scanned at most every 200 ms (or now, when `fresh`). */
-function qemuProcesses(fresh: boolean, binary?: string): Map<number, string> {
+function qemuProcesses(fresh: boolean, binary?: string): QemuProcess[] {
   if (fresh || !scanned || Date.now() - scanned.at > 200 || scanned.binary !== binary) {
     scanned = { at: Date.now(), binary, found: findQemuWithUuid(binary ? [binary] : []) };
   }
@@ -119,7 +129,7 @@ function qemuProcesses(fresh: boolean, binary?: string): Map<number, string> {
 
 /**
  * The pid of a live QEMU of VM `id` that its row may not know: its pid file first, then a scan of
- * the process table for `-uuid id`. Undefined if there is none.
+ * the process table for `-uuid id`; either must be ours (`isOurQemu`). Undefined if there is none.
  */
 export function findQemuOf(
   env: VmEnv,
@@ -127,10 +137,11 @@ export function findQemuOf(
   options: { fresh?: boolean; binary?: string } = {},
 ): number | undefined {
   const { binary } = options;
-  const fromFile = readPidFile(vmPaths(env.dirs, id).pidFile);
-  if (fromFile && isOurQemu(fromFile, id, binary)) return fromFile;
-  for (const [pid, uuid] of qemuProcesses(options.fresh === true, binary)) {
-    if (uuid === id && isOurQemu(pid, id, binary)) return pid;
+  const markers = qemuMarkers(env.dirs, { id, config: { binary } });
+  const fromFile = readPidFile(markers.pidFile);
+  if (fromFile && isOurQemu(fromFile, markers)) return fromFile;
+  for (const { pid, uuid } of qemuProcesses(options.fresh === true, binary)) {
+    if (uuid === id && isOurQemu(pid, markers)) return pid;
   }
   return undefined;
 }
@@ -161,15 +172,11 @@ function adopt(env: VmEnv, vm: VmRecord, pid: number): VmRecord {
  * live QEMU of the VM, or (with no pid file) its QMP socket is in place. No process scan, and a
  * stale pid file left by a crash costs one read.
  */
-function leftByQemu(
-  paths: { pidFile: string; qmpSocket: string },
-  id: string,
-  binary?: string,
-): boolean {
-  const pid = readPidFile(paths.pidFile);
-  if (pid !== undefined) return isOurQemu(pid, id, binary);
+function leftByQemu(markers: QemuMarkers): boolean {
+  const pid = readPidFile(markers.pidFile);
+  if (pid !== undefined) return isOurQemu(pid, markers);
   try {
-    Deno.lstatSync(paths.qmpSocket);
+    Deno.lstatSync(markers.qmpSocket);
     return true;
   } catch {
     return false;
@@ -180,8 +187,13 @@ function leftByQemu(
 export interface ObserveOptions {
   /** Bound of the QMP question, so a wedged VM cannot hold up the caller (default 1 s). */
   timeoutMs?: number;
-  /** Ask QEMU for its run state (default true). */
+  /** Find out the run state (default true): from QMP, or with `fromLog` from QEMU's log. */
   qmp?: boolean;
+  /**
+   * Read the run state from QEMU's `runstate_set` trace in its log instead of asking QMP (QMP
+   * only for a QEMU started without the trace); a QEMU stopped by a signal is `unresponsive`.
+   */
+  fromLog?: boolean;
   /** The caller holds the VM's lock, so a held lock means no other command is busy. */
   locked?: boolean;
   /** Look for an unknown QEMU of the VM even when its row says it is not running. */
@@ -199,10 +211,11 @@ export async function observe(
 ): Promise<Observation> {
   const paths = vmPaths(env.dirs, vm.id);
   const busy = () => !options.locked && isLocked(paths.lockFile);
-  const binary = vm.config.binary;
-  if (!isOurQemu(vm.pid, vm.id, binary)) {
+  const markers = qemuMarkers(env.dirs, vm);
+  let state = ourQemuState(vm.pid, markers);
+  if (state === undefined) {
     const mayRun = STORED_LIVE.has(vm.status) || vm.stopReason === START_INTERRUPTED ||
-      options.thorough === true || leftByQemu(paths, vm.id, binary);
+      options.thorough === true || leftByQemu(markers);
     if (!mayRun) return { vm, status: vm.status };
     // Marked not running, yet a QEMU's files are there: adopt it only if no command is busy.
     if (!STORED_LIVE.has(vm.status) && !options.thorough && busy()) {
@@ -210,7 +223,10 @@ export async function observe(
     }
     // Marked live but no QEMU at its pid: a start/stop in progress holds the lock.
     if (STORED_LIVE.has(vm.status) && busy()) return { vm, status: vm.status };
-    const found = findQemuOf(env, vm.id, { fresh: options.locked === true, binary });
+    const found = findQemuOf(env, vm.id, {
+      fresh: options.locked === true,
+      binary: markers.binary,
+    });
     if (found === undefined) {
       if (!STORED_LIVE.has(vm.status)) return { vm, status: vm.status };
       if (vm.pid === null) {
@@ -221,6 +237,7 @@ export async function observe(
       return { vm: ended, status: "stopped" };
     }
     vm = adopt(env, vm, found);
+    state = ourQemuState(found, markers);
   } else if (vm.status === "stopping" || vm.status === "starting") {
     if (busy()) return { vm, status: vm.status };
   }
@@ -235,6 +252,15 @@ export async function observe(
   const thawed = freeze === "thawed" ? { thawed: true } : {};
   const live = freeze === "frozen" ? "frozen" : "running";
   if (options.qmp === false) return { vm, status: live, ...thawed };
+  if (options.fromLog) {
+    // Stopped by a signal (SIGSTOP, a debugger): it answers nothing, QMP included.
+    if (state === "T" || state === "t") return { vm, status: "unresponsive", ...thawed };
+    const logged = logRunState(paths.qemuLog);
+    if (logged !== undefined) {
+      const status = statusFromQemu(logged);
+      return { vm, status: status === "running" ? live : status, qemuStatus: logged, ...thawed };
+    }
+  }
   const qemuStatus = await runState(paths.monitorSocket, options.timeoutMs ?? 1000);
   if (qemuStatus === undefined) return { vm, status: "unresponsive", ...thawed };
   const status = statusFromQemu(qemuStatus);
@@ -265,7 +291,7 @@ export interface BriefObservation {
 export async function observeAll(
   env: VmEnv,
   vms: readonly VmBrief[],
-  options: { timeoutMs?: number } = {},
+  options: Pick<ObserveOptions, "timeoutMs" | "fromLog"> = {},
 ): Promise<BriefObservation[]> {
   const seen: BriefObservation[] = vms.map((vm) => ({ vm, status: vm.status as ObservedStatus }));
   // Only the VMs that claim a process become promises (10,000 resolved promises cost ~3 ms).
@@ -280,4 +306,12 @@ export async function observeAll(
   }
   await Promise.all(checks);
   return seen;
+}
+
+/**
+ * True if VM `vm`'s recorded pid is its live QEMU (ours by uid, runtime markers and binary; see
+ * `isOurQemu`): the quick check of commands that need a running VM. No scan, no QMP.
+ */
+export function qemuAlive(env: VmEnv, vm: VmRecord): boolean {
+  return isOurQemu(vm.pid, qemuMarkers(env.dirs, vm));
 }

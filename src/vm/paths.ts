@@ -1,4 +1,5 @@
 /** The files qvm keeps for one VM: sockets, pid file and lock in the runtime dir; logs and disks in the data dir. */
+import { markersIn, type QemuMarkers } from "../qemu/process.ts";
 import type { Dirs } from "../state/mod.ts";
 
 function join(dir: string, ...names: string[]): string {
@@ -32,13 +33,14 @@ export interface VmPaths {
 
 /** The paths of VM `id` under `dirs`; pure, nothing is created. */
 export function vmPaths(dirs: Dirs, id: string): VmPaths {
+  const { pidFile, qmpSocket } = markersIn(dirs.runtimeDir, { id });
   return {
-    qmpSocket: join(dirs.runtimeDir, `${id}.qmp`),
+    qmpSocket,
     monitorSocket: join(dirs.runtimeDir, `${id}.mon`),
     eventSocket: join(dirs.runtimeDir, `${id}.evt`),
     serialSocket: join(dirs.runtimeDir, `${id}.serial`),
     bootFile: join(dirs.runtimeDir, `${id}.boot`),
-    pidFile: join(dirs.runtimeDir, `${id}.pid`),
+    pidFile,
     lockFile: join(dirs.runtimeDir, `${id}.lock`),
     frozenFile: join(dirs.runtimeDir, `${id}.frozen`),
     serialLog: join(dirs.dataDir, "logs", `${id}.serial.log`),
@@ -46,6 +48,17 @@ export function vmPaths(dirs: Dirs, id: string): VmPaths {
     diskDir: join(dirs.dataDir, "disks", id),
     rootOverlay: join(dirs.dataDir, "disks", id, "image-overlay.qcow2"),
   };
+}
+
+/**
+ * What marks a process as this qvm's QEMU of VM `vm`: its id and the pid file and QMP socket in
+ * this runtime dir that `start` launches it with (see `isOurQemu`).
+ */
+export function qemuMarkers(
+  dirs: Dirs,
+  vm: { id: string; config?: { binary?: string } },
+): QemuMarkers {
+  return markersIn(dirs.runtimeDir, vm);
 }
 
 /**

@@ -22,8 +22,8 @@ import { qemuImg } from "../qemu/img.ts";
 import type { QmpClient } from "../qemu/qmp.ts";
 import { acquireLock, type VmLock } from "./lock.ts";
 import { observe } from "./observe.ts";
-import { isOurQemu } from "../qemu/process.ts";
-import { vmPaths } from "./paths.ts";
+import { isOurQemu, qemuMessages } from "../qemu/process.ts";
+import { qemuMarkers, vmPaths } from "./paths.ts";
 import { QMP_TIMEOUT_MS } from "./qmp_session.ts";
 import {
   type BlockDevice,
@@ -246,7 +246,8 @@ function fileSize(file: string): number {
 function logSince(file: string, offset: number): string {
   try {
     const bytes = Deno.readFileSync(file);
-    return new TextDecoder().decode(bytes.subarray(Math.min(offset, bytes.length))).trim();
+    return qemuMessages(new TextDecoder().decode(bytes.subarray(Math.min(offset, bytes.length))))
+      .trim();
   } catch {
     return "";
   }
@@ -370,9 +371,9 @@ async function diskOnlySnapshot(
 }
 
 /** True once VM `vm`'s QEMU is gone, polled for up to `waitMs`. */
-async function qemuGone(vm: VmRecord, waitMs: number): Promise<boolean> {
+async function qemuGone(env: VmEnv, vm: VmRecord, waitMs: number): Promise<boolean> {
   const deadline = Date.now() + waitMs;
-  while (isOurQemu(vm.pid, vm.id, vm.config.binary)) {
+  while (isOurQemu(vm.pid, qemuMarkers(env.dirs, vm))) {
     if (Date.now() >= deadline) return false;
     await new Promise((r) => setTimeout(r, 50));
   }
@@ -397,7 +398,7 @@ async function liveFailure(
   const answered = err instanceof JobFailure ||
     (err as { qmpClass?: string } | undefined)?.qmpClass !== undefined ||
     err instanceof UsageError || err instanceof NotFoundError || err instanceof TimeoutError;
-  if (await qemuGone(vm, answered ? 0 : 2000)) {
+  if (await qemuGone(ctx, vm, answered ? 0 : 2000)) {
     const seen = await observe(ctx, ctx.store.require(vm.id), { qmp: false, locked: true });
     const how = seen.vm.stopReason ? ` (${seen.vm.stopReason})` : "";
     const after: Record<SnapshotAction, string> = {

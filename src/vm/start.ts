@@ -9,12 +9,23 @@ import type { VmRecord } from "../state/mod.ts";
 import { ensurePrivateDir } from "../state/mod.ts";
 import { asidePath, createDiskIfMissing, createShareIfMissing } from "../qemu/img.ts";
 import { launchArgv } from "../qemu/launch.ts";
-import { isOurQemu, readPidFile, signalOurQemu } from "../qemu/process.ts";
+import { isOurQemu, qemuMessages, readPidFile, signalOurQemu } from "../qemu/process.ts";
 import type { Deadline, VmEnv } from "./env.ts";
+import { checkQemu, faultError, kvmInUse, TCG_HINT } from "./fault.ts";
+
+// `launch` catches a KVM fault to start the VM again under TCG.
+export { KvmFaultError } from "./fault.ts";
 import { withVm } from "./guard.ts";
 import { FAULT_STATES, findQemuOf, isLive } from "./observe.ts";
-import { qmpOnce, withQmpSocket } from "./qmp_session.ts";
-import { exists, removeQuietly, runtimeFiles, type VmPaths, vmPaths } from "./paths.ts";
+import { withQmpSocket } from "./qmp_session.ts";
+import {
+  exists,
+  qemuMarkers,
+  removeQuietly,
+  runtimeFiles,
+  type VmPaths,
+  vmPaths,
+} from "./paths.ts";
 import { sizeProblem } from "./storage.ts";
 import { prepareQemuFiles } from "./safe_files.ts";
 import { recordSerialStart } from "./serial_start.ts";
@@ -64,9 +75,10 @@ function fileSize(path: string): number {
   }
 }
 
+/** The last `lines` lines QEMU wrote to its log at `path`, its traces left out. */
 function tailOf(path: string, lines = 8): string {
   try {
-    return Deno.readTextFileSync(path).trimEnd().split("\n").slice(-lines).join("\n");
+    return qemuMessages(Deno.readTextFileSync(path)).trimEnd().split("\n").slice(-lines).join("\n");
   } catch {
     return "";
   }
@@ -74,23 +86,28 @@ function tailOf(path: string, lines = 8): string {
 
 /** Kills whatever QEMU of this VM a failed start left (by pid file or by scan), until it is gone. */
 async function killLeftover(env: VmEnv, vm: VmRecord, paths: VmPaths): Promise<void> {
+  const markers = qemuMarkers(env.dirs, vm);
   for (let round = 0; round < 3; round++) {
-    const binary = vm.config.binary;
-    const pid = findQemuOf(env, vm.id, { fresh: true, binary });
+    const pid = findQemuOf(env, vm.id, { fresh: true, binary: markers.binary });
     if (pid === undefined) break;
-    signalOurQemu(pid, vm.id, "SIGKILL", binary);
-    for (let i = 0; i < 100 && isOurQemu(pid, vm.id, binary); i++) {
+    signalOurQemu(pid, markers, "SIGKILL");
+    for (let i = 0; i < 100 && isOurQemu(pid, markers); i++) {
       await sleep(20);
     }
   }
   runtimeFiles(paths).forEach(removeQuietly);
 }
 
-/** QEMU's error from its log: the first line that is not a warning; warnings are the detail. */
+/**
+ * QEMU's error from its log: the first line that is not a warning (nor one of qvm's traces);
+ * warnings are the detail.
+ */
 export function qemuError(log: string): { message?: string; detail?: string } {
-  const lines = log.split("\n").map((l) => l.trimEnd()).filter((l) => l.trim() !== "");
+  const lines = qemuMessages(log).split("\n").map((l) => l.trimEnd()).filter((l) =>
+    l.trim() !== ""
+  );
   const strip = (line: string) => line.replace(/^[^:\s]*qemu[^:\s]*: /, "");
-  const errors = lines.filter((l) => !/(^|: )warning: /i.test(l) && !/^qemu_system_/.test(l));
+  const errors = lines.filter((l) => !/(^|: )warning: /i.test(l));
   const message = errors.length > 0 ? strip(errors[0]) : undefined;
   const rest = lines.filter((l) => l !== errors[0]);
   return { message, detail: rest.length > 0 ? rest.join("\n") : undefined };
@@ -140,75 +157,15 @@ function checkDiskSize(disk: DiskStorage, file: string, options: { made: boolean
   );
 }
 
-/** Runs one QMP query, bounded by 500 ms. */
-type Ask = <T>(command: string) => Promise<T>;
-
-/** `Ask` over a new connection to the VM's status monitor (it never waits for the socket). */
-function askMonitor(paths: VmPaths): Ask {
-  return <T>(command: string) =>
-    qmpOnce<T>(paths.monitorSocket, command, { timeoutMs: 500, retry: false });
-}
-
-/** True if QEMU runs the guest with KVM (false if unknown). */
-async function kvmEnabled(ask: Ask): Promise<boolean> {
-  try {
-    return (await ask<{ enabled: boolean }>("query-kvm")).enabled;
-  } catch {
-    return false;
-  }
-}
-
-/**
- * KVM could not run the guest (QEMU's run state `internal-error` with KVM on): the guest may
- * well run under TCG, which `launch` then tries.
- */
-export class KvmFaultError extends QvmError {
-  override name = "KvmFaultError";
-}
-
-/** Fails fast when QEMU sits in a run state it cannot leave by itself (KVM failure, panic). */
-async function checkRunState(ask: Ask): Promise<void> {
-  let state: string | undefined;
-  try {
-    state = (await ask<{ status: string }>("query-status")).status;
-  } catch {
-    return; // not answering yet: the wait goes on
-  }
-  if (!FAULT_STATES.has(state)) return;
-  if (state === "internal-error") {
-    if (await kvmEnabled(ask)) {
-      throw new KvmFaultError(
-        "KVM failed to run the guest (QEMU run state internal-error); set accel tcg in the " +
-          "config (arguments: [{accel: tcg}]) to run it without KVM",
-      );
-    }
-    throw new QvmError(
-      "the guest stopped with an emulation failure (QEMU run state internal-error)",
-    );
-  }
-  if (state === "guest-panicked") throw new QvmError("the guest panicked while booting");
-  throw new QvmError("the guest powered off while booting (QEMU run state shutdown)");
-}
-
-/** Checks the run state every half second until `signal` aborts; throws on a fault state. */
-async function watchRunState(paths: VmPaths, signal: AbortSignal): Promise<void> {
-  while (!signal.aborted) {
-    await checkRunState(askMonitor(paths));
-    await sleep(500);
-  }
-}
+/** How often a serial wait looks at QEMU's run state (a /proc and a log read, no QMP). */
+const STATE_CHECK_MS = 250;
 
 async function waitForSerial(
-  paths: VmPaths,
-  check: {
-    text: string;
-    pid: number;
-    id: string;
-    binary?: string;
-    deadline: Deadline;
-    offset: number;
-  },
+  env: VmEnv,
+  vm: VmRecord,
+  check: { text: string; pid: number; deadline: Deadline; offset: number },
 ): Promise<void> {
+  const paths = vmPaths(env.dirs, vm.id);
   let offset = check.offset;
   let carry = "";
   let lastStateCheck = 0;
@@ -232,19 +189,18 @@ async function waitForSerial(
     } catch (err) {
       if (!(err instanceof Deno.errors.NotFound)) throw err;
     }
-    if (!isOurQemu(check.pid, check.id, check.binary)) {
-      throw new QvmError(`QEMU exited before '${check.text}' appeared on the serial console`);
-    }
-    if (Date.now() - lastStateCheck >= 500) {
+    if (Date.now() - lastStateCheck >= STATE_CHECK_MS) {
       lastStateCheck = Date.now();
-      await checkRunState(askMonitor(paths));
+      await checkQemu(env, vm, {
+        pid: check.pid,
+        gone: `QEMU exited before '${check.text}' appeared on the serial console`,
+      });
     }
     await sleep(50);
   }
   let hint = "";
-  if (offset === check.offset && await kvmEnabled(askMonitor(paths))) {
-    hint = ": the guest printed nothing under KVM; if KVM does not work on this host, " +
-      "set accel tcg in the config (arguments: [{accel: tcg}])";
+  if (offset === check.offset && await kvmInUse(paths)) {
+    hint = `: the guest printed nothing under KVM; if KVM does not work on this host, ${TCG_HINT}`;
   }
   throw new TimeoutError(`'${check.text}' did not appear on the serial console in time${hint}`);
 }
@@ -254,48 +210,40 @@ async function waitUntilReady(
   paths: VmPaths,
   options: { waitFor: WaitFor; pid: number; deadline: Deadline; serialOffset: number; env: VmEnv },
 ): Promise<void> {
-  const { waitFor, pid, deadline } = options;
+  const { waitFor, pid, deadline, env } = options;
   if (waitFor.kind === "process") return;
   if (waitFor.kind === "ssh" || waitFor.kind === "agent") {
     const { waitForGuest } = await cloudModule();
-    // The guest cannot answer from a fault state: watch QEMU's run state meanwhile.
-    const done = new AbortController();
-    const guest = waitForGuest(options.env, vm, {
+    const gone = `QEMU exited before the guest answered over ${waitFor.kind}`;
+    await waitForGuest(env, vm, {
       kind: waitFor.kind,
-      pid,
       deadline: deadline.at,
-      signal: done.signal,
+      check: () => checkQemu(env, vm, { pid, gone }),
     });
-    const fault = watchRunState(paths, done.signal);
-    try {
-      await Promise.race([guest, fault]);
-    } finally {
-      done.abort();
-      await Promise.allSettled([guest, fault]);
-    }
     return;
   }
   if (waitFor.kind === "serial") {
     const offset = options.serialOffset;
-    const { binary } = vm.config;
-    await waitForSerial(paths, { text: waitFor.text, pid, id: vm.id, binary, deadline, offset });
+    await waitForSerial(env, vm, { text: waitFor.text, pid, deadline, offset });
     return;
   }
   // The run state is asked on the connection that waited for QMP: one handshake, not two.
-  await withQmpSocket(
+  const state = await withQmpSocket(
     paths.qmpSocket,
     (client) =>
-      checkRunState(<T>(command: string) =>
-        client.execute<T>(command, undefined, { timeoutMs: 500 })
-      ),
+      client.execute<{ status: string }>("query-status", undefined, { timeoutMs: 500 })
+        .then((s) => s.status, () => undefined),
     { timeoutMs: Math.max(deadline.remainingMs(), 1) },
   );
+  if (state !== undefined && FAULT_STATES.has(state)) {
+    throw faultError(state, await kvmInUse(paths));
+  }
 }
 
 /** What a start is doing, for a caller that shows progress: creating a disk, or waiting. */
 export type StartProgress =
   | { step: "disk"; file: string }
-  | { step: "wait"; waitFor: WaitFor; serialOffset: number };
+  | { step: "wait"; waitFor: WaitFor; serialOffset: number; pid: number };
 
 /** Options of a start: what to wait for, until when, and who hears about progress. */
 export interface StartOptions {
@@ -395,13 +343,13 @@ export async function launch(
       });
     }
     const pid = readPidFile(paths.pidFile);
-    if (!pid || !isOurQemu(pid, vm.id, vm.config.binary)) {
+    if (!pid || !isOurQemu(pid, qemuMarkers(env.dirs, vm))) {
       throw new QvmError(
         `QEMU exited right after starting: ${tailOf(paths.qemuLog, 1) || "no message"}`,
       );
     }
     env.store.updateStatus(vm.id, "running", { pid, qmpSocketPath: paths.qmpSocket });
-    options.onProgress?.({ step: "wait", waitFor: options.waitFor, serialOffset });
+    options.onProgress?.({ step: "wait", waitFor: options.waitFor, serialOffset, pid });
     await waitUntilReady(vm, paths, {
       waitFor: options.waitFor,
       pid,

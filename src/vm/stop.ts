@@ -8,12 +8,12 @@
  */
 import type { VmRecord } from "../state/mod.ts";
 import { QvmError } from "../errors.ts";
-import { isOurQemu, signalOurQemu } from "../qemu/process.ts";
+import { isOurQemu, type QemuMarkers, signalOurQemu } from "../qemu/process.ts";
 import type { Deadline, VmEnv } from "./env.ts";
 import { agentSocketOf } from "./agent.ts";
 import { withVm } from "./guard.ts";
 import { findQemuOf, isLive, type Observation } from "./observe.ts";
-import { removeQuietly, runtimeFiles, type VmPaths, vmPaths } from "./paths.ts";
+import { qemuMarkers, removeQuietly, runtimeFiles, type VmPaths, vmPaths } from "./paths.ts";
 import { qmpOnce, runState } from "./qmp_session.ts";
 import { agentModule } from "../lazy.ts";
 import { sleep } from "../timers.ts";
@@ -122,7 +122,7 @@ async function waitGone(
 ): Promise<boolean | "shutdown"> {
   const end = Date.now() + options.ms;
   let nextLook = Date.now() + 250;
-  while (isOurQemu(vm.pid, vm.id, vm.binary)) {
+  while (isOurQemu(vm.pid, vm)) {
     if (Date.now() >= end) return false;
     if (options.paths && Date.now() >= nextLook) {
       nextLook = Date.now() + 250;
@@ -133,11 +133,9 @@ async function waitGone(
   return true;
 }
 
-/** A VM's QEMU process: its pid, the VM's id and configured binary. */
-interface QemuOf {
-  id: string;
+/** A VM's QEMU process: its pid and what marks it as the VM's (see `isOurQemu`). */
+interface QemuOf extends QemuMarkers {
   pid: number;
-  binary?: string;
 }
 
 /** Takes one step; false if it could not be taken (QMP unreachable, pid no longer ours). */
@@ -165,9 +163,9 @@ async function take(
         await sendQmp(options.paths, "quit", options.budgetMs);
         return true;
       case "sigterm":
-        return signalOurQemu(vm.pid, vm.id, "SIGTERM", vm.binary);
+        return signalOurQemu(vm.pid, vm, "SIGTERM");
       case "sigkill":
-        return signalOurQemu(vm.pid, vm.id, "SIGKILL", vm.binary);
+        return signalOurQemu(vm.pid, vm, "SIGKILL");
     }
   } catch {
     return false;
@@ -184,7 +182,7 @@ async function escalate(
   for (let i = 0; i < plan.length; i++) {
     let { step, waitMs } = plan[i];
     const started = Date.now();
-    if (!isOurQemu(pid, vm.id, vm.binary)) return i === 0 ? step : plan[i - 1].step;
+    if (!isOurQemu(pid, vm)) return i === 0 ? step : plan[i - 1].step;
     if (step === "acpi") {
       const state = await runStateOf(options.paths, waitMs);
       // Steps the guest cannot answer give their share to the next one that may work.
@@ -212,7 +210,7 @@ async function escalate(
       paths: options.paths,
       agentSocket: options.agentSocket,
     });
-    if (!taken && isOurQemu(pid, vm.id, vm.binary)) continue;
+    if (!taken && isOurQemu(pid, vm)) continue;
     const left = Math.max(waitMs - (Date.now() - started), 0);
     const gone = await waitGone(vm, {
       ms: left,
@@ -249,14 +247,14 @@ export async function stopLocked(
 ): Promise<Stopped> {
   const { vm } = seen;
   const paths = vmPaths(env.dirs, vm.id);
-  const binary = vm.config.binary;
-  const pid = isOurQemu(vm.pid, vm.id, binary)
+  const markers = qemuMarkers(env.dirs, vm);
+  const pid = isOurQemu(vm.pid, markers)
     ? vm.pid!
-    : findQemuOf(env, vm.id, { fresh: true, binary });
+    : findQemuOf(env, vm.id, { fresh: true, binary: markers.binary });
   if (!isLive(seen.status) || pid === undefined) return { vm, step: null };
   let unrecorded = tryWrite(() => env.store.updateStatus(vm.id, "stopping"));
   const agentSocket = await agentSocketOf(env, vm);
-  const step = await escalate({ id: vm.id, pid, binary }, {
+  const step = await escalate({ ...markers, pid }, {
     plan: planStop(options.deadline.remainingMs() / 1000, {
       force: options.force,
       agent: agentSocket !== undefined,

@@ -11,7 +11,7 @@ import { Deadline, type VmEnv } from "./env.ts";
 import { VmRemovedError, withVm } from "./guard.ts";
 import { acquireLock, isLocked } from "./lock.ts";
 import { isLive } from "./observe.ts";
-import { exists, vmPaths } from "./paths.ts";
+import { exists, qemuMarkers, vmPaths } from "./paths.ts";
 
 /** The kinds of file qvm keeps per VM in the runtime dir (`<id>.<kind>`). */
 export type RuntimeKind = "qmp" | "mon" | "evt" | "serial" | "boot" | "pid" | "lock" | "frozen";
@@ -162,7 +162,7 @@ function tidyKnown(
       }
     }
     const qemuAlive = options.liveUuids.has(vm.id) ||
-      isOurQemu(seen.vm.pid, vm.id, vm.config.binary) ||
+      isOurQemu(seen.vm.pid, qemuMarkers(env.dirs, vm)) ||
       isLive(seen.vm.status);
     const files = options.files.filter((f) => exists(f.path));
     const { actions } = planUpkeep({ id: vm.id, files, vm: seen.vm, qemuAlive, lockHeld: false });
@@ -203,6 +203,19 @@ async function tidyUnknown(
 }
 
 /**
+ * The ids whose QEMU runs now and is ours (see `isOurQemu`), known VM or not: a process of
+ * another user or one not started by this qvm does not keep a VM's runtime files.
+ */
+function ourLiveUuids(env: VmEnv): Set<string> {
+  const ours = new Set<string>();
+  for (const { pid, uuid } of findQemuWithUuid()) {
+    const vm = vmWithId(env, uuid);
+    if (isOurQemu(pid, qemuMarkers(env.dirs, vm ?? { id: uuid }))) ours.add(uuid);
+  }
+  return ours;
+}
+
+/**
  * Finds stale runtime files and VMs wrongly marked live; unless `dryRun`, removes and settles
  * them, each VM under its lock (taken without waiting: a busy VM is skipped and reported).
  */
@@ -214,13 +227,13 @@ export async function tidyRuntime(
   for (const vm of env.store.listBrief()) {
     if (isLive(vm.status) && !byId.has(vm.id)) byId.set(vm.id, []);
   }
-  const liveUuids = new Set(findQemuWithUuid().values());
+  const liveUuids = ourLiveUuids(env);
   const result: UpkeepResult = { actions: [], busy: [] };
   for (const [id, files] of [...byId].sort(([a], [b]) => a.localeCompare(b))) {
     const vm = vmWithId(env, id);
     const lockFile = vmPaths(env.dirs, id).lockFile;
     const qemuAlive = liveUuids.has(id) ||
-      (vm !== undefined && isOurQemu(vm.pid, id, vm.config.binary));
+      (vm !== undefined && isOurQemu(vm.pid, qemuMarkers(env.dirs, vm)));
     const plan = planUpkeep({ id, files, vm, qemuAlive, lockHeld: isLocked(lockFile) });
     if (plan.busy) result.busy.push(vm?.name ?? id);
     if (options.dryRun || plan.actions.length === 0) {
