@@ -119,6 +119,8 @@ Deno.test("domainXml refuses a control character in the kernel command line with
 });
 
 Deno.test("domainXml maps each config part to its libvirt element", () => {
+  // A backing file must exist when a config is validated.
+  const base = Deno.makeTempFileSync({ suffix: ".qcow2" });
   const cases: [string, Record<string, unknown>, string[], string[]][] = [
     ["tcg is type qemu", { arguments: [{ accel: "tcg" }] }, ['<domain type="qemu"'], []],
     ["no accelerator is kvm", {}, ['<domain type="kvm"', '<memory unit="MiB">128</memory>'], []],
@@ -127,6 +129,12 @@ Deno.test("domainXml maps each config part to its libvirt element", () => {
       "memory units",
       { memory: "2G", cpu: 3 },
       ['<memory unit="GiB">2</memory>', "<vcpu>3</vcpu>"],
+      [],
+    ],
+    [
+      "cpu as -smp text: its count in <vcpu>, the text passed on",
+      { cpu: "4,sockets=1,cores=2,threads=2" },
+      ["<vcpu>4</vcpu>", '<qemu:arg value="-smp"/>', 'value="4,sockets=1,cores=2,threads=2"'],
       [],
     ],
     ["-m and -smp items", { arguments: [{ m: 512 }, { smp: 2 }] }, [
@@ -172,11 +180,11 @@ Deno.test("domainXml maps each config part to its libvirt element", () => {
           name: "o",
           type: "qcow2",
           file: "/x/o.qcow2",
-          backing_file: "/x/b.qcow2",
+          backing_file: base,
           backing_format: "qcow2",
         }],
       },
-      ['<backingStore type="file">', '<format type="qcow2"/>', '<source file="/x/b.qcow2"/>'],
+      ['<backingStore type="file">', '<format type="qcow2"/>', `<source file="${base}"/>`],
       [],
     ],
     ["a disk libvirt cannot describe", {
@@ -240,10 +248,14 @@ Deno.test("domainXml maps each config part to its libvirt element", () => {
       '<qemu:arg value="-no-hpet"/>',
     ], ['value="-nographic"']],
   ];
-  for (const [what, raw, present, absent] of cases) {
-    const { xml } = exported(raw);
-    for (const part of present) assert.ok(xml.includes(part), `${what}: no ${part} in\n${xml}`);
-    for (const part of absent) assert.ok(!xml.includes(part), `${what}: ${part} in\n${xml}`);
+  try {
+    for (const [what, raw, present, absent] of cases) {
+      const { xml } = exported(raw);
+      for (const part of present) assert.ok(xml.includes(part), `${what}: no ${part} in\n${xml}`);
+      for (const part of absent) assert.ok(!xml.includes(part), `${what}: ${part} in\n${xml}`);
+    }
+  } finally {
+    Deno.removeSync(base);
   }
 });
 

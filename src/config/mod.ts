@@ -24,6 +24,7 @@ export {
   argumentId,
   argumentOption,
   bareFlag,
+  FLAG_OPTIONS,
   SHORTHAND_OPTIONS,
   SINGLETON_OPTIONS,
   stripDashes,
@@ -52,7 +53,7 @@ export {
   type SmallTextOptions,
 } from "./load.ts";
 export { mergeConfigs, mergeFlags } from "./merge.ts";
-export { looksLikeId, NAME_PATTERN, validateName } from "./name.ts";
+export { looksLikeId, NAME_PATTERN, storageId, validateName } from "./name.ts";
 export { MAX_MEMORY, sizeBytes, validateConfig, type ValidateOptions } from "./validate.ts";
 
 /**

@@ -56,8 +56,8 @@ export interface VmConfig {
   binary?: string;
   /** `-m` value as given, e.g. `1G` or `512M`. */
   memory?: string;
-  /** `-smp` value. */
-  cpu?: number;
+  /** `-smp` value: a CPU count, or `-smp` text such as `4,sockets=1,cores=2,threads=2`. */
+  cpu?: number | string;
   display?: string;
   vga?: string;
   arguments: ArgumentItem[];

@@ -217,12 +217,16 @@ export async function backingChain(file: string, format: string): Promise<ChainL
 /**
  * Makes a shared folder's `path` (with its parents) when it does not exist, as maqet does at start;
  * true if it made it. Never inside a system folder (`/etc`, `/usr`, ..., also through a symlink).
+ * A file at `path` is refused (exit 3) before QEMU is launched.
  */
 export function createShareIfMissing(share: VirtfsStorage): boolean {
   try {
-    Deno.statSync(share.path);
-    return false;
+    if (Deno.statSync(share.path).isDirectory) return false;
+    throw new UsageError(
+      `shared folder '${share.name}' at ${share.path} is a file, and a virtfs share is a folder`,
+    );
   } catch (err) {
+    if (err instanceof UsageError) throw err;
     if (!(err instanceof Deno.errors.NotFound)) return false;
   }
   const folder = systemFolderOf(share.path);
