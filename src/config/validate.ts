@@ -43,6 +43,7 @@ const KNOWN_KEYS = new Set([
   "image",
   "image_format",
   "disk_size",
+  "allowed_backing_files",
   "network",
   "cloud_init",
   "guest_agent",

@@ -12,6 +12,7 @@ import {
   argumentOption,
   type ArgValue,
   diskFile,
+  formatForward,
   storageId,
   type StorageItem,
   stripDashes,
@@ -220,4 +221,28 @@ export function configArgv(config: VmConfig, options: { diskDir: string }): stri
     if (key === "args") argv.push(...passedArgs(config.args));
   }
   return argv;
+}
+
+/** Host addresses that mean every address of the host. */
+const ALL_ADDRESSES = new Set(["", "0.0.0.0", "::", "[::]"]);
+
+/**
+ * The port forwards of `config` that listen on every address of the host (`0.0.0.0`, or none
+ * given in a `hostfwd=` of `arguments`/`args`, which QEMU binds to all), as written: other
+ * machines on the network can connect to them.
+ */
+export function openForwards(config: VmConfig): string[] {
+  const found = (config.network?.ports ?? [])
+    .filter((forward) => ALL_ADDRESSES.has(forward.address))
+    .map(formatForward);
+  for (const arg of configArgv(config, { diskDir: "/" })) {
+    if (!arg.includes("hostfwd=")) continue;
+    for (const part of splitOptionText(arg)) {
+      if (!part.startsWith("hostfwd=")) continue;
+      // hostfwd=[tcp|udp]:[hostaddr]:hostport-[guestaddr]:guestport
+      const host = part.slice("hostfwd=".length).split("-")[0].split(":");
+      if (host.length === 3 && ALL_ADDRESSES.has(host[1])) found.push(part);
+    }
+  }
+  return found;
 }
