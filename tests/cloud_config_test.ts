@@ -140,21 +140,9 @@ Deno.test("cloud_init: each bad value is one UsageError line", async () => {
     await Deno.writeTextFile(`${dir}/id_ed25519`, "-----BEGIN OPENSSH PRIVATE KEY-----\nabc\n");
     await Deno.writeTextFile(`${dir}/empty.pub`, "\n");
     await Deno.writeTextFile(`${dir}/plain.yaml`, "packages: [jq]\n");
-    // Latin-1 text: each é is one byte that is not UTF-8.
-    await Deno.writeFile(
-      `${dir}/latin1.yaml`,
-      Uint8Array.from([
-        ...new TextEncoder().encode("#cloud-config\nwrite_files: [{path: /caf"),
-        0xe9,
-        ...new TextEncoder().encode(", content: x}]\n"),
-      ]),
-    );
     const cases: [unknown, RegExp][] = [
       [[], /expected a map/],
-      [{ user: "root" }, /cloud_init.user 'root': it is an account the guest keeps for itself/],
-      ...["sshd", "daemon", "bin", "nobody", "www-data", "_apt", "systemd-network"].map((
-        user,
-      ): [unknown, RegExp] => [{ user }, new RegExp(`'${user}': it is an account the guest`)]),
+      [{ user: "root" }, /cloud_init.user 'root'/],
       [{ user: "Dev" }, /cloud_init.user 'Dev'/],
       [{ user: 7 }, /cloud_init.user .7./],
       [{ ssh_authorized_keys: KEY }, /expected a list/],
@@ -174,7 +162,6 @@ Deno.test("cloud_init: each bad value is one UsageError line", async () => {
       [{ user_data: "packages: [jq]\nruncmd: []\n" }, /must start with '#cloud-config' or '#!'/],
       [{ user_data: `${dir}/plain.yaml` }, /plain\.yaml': it must start with/],
       [{ user_data: `${dir}/nope.yaml` }, /nope\.yaml' not found/],
-      [{ user_data: `${dir}/latin1.yaml` }, /latin1\.yaml' is not UTF-8 text/],
       [{ user_data: "" }, /expected a file name or inline text/],
       [{ user: "dev", user_data: "#cloud-config\n" }, /cannot be combined with cloud_init.user/],
       [{ guest: 1, user_data: 5 }, /expected a file name/],
@@ -187,6 +174,53 @@ Deno.test("cloud_init: each bad value is one UsageError line", async () => {
         return true;
       });
     }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("cloud_init.user may not be root or an account the guest keeps for itself", () => {
+  for (
+    const user of ["sshd", "daemon", "bin", "nobody", "www-data", "_apt", "systemd-network", "root"]
+  ) {
+    assert.throws(
+      () => cloudInitOf({ user }, noWarn),
+      (e: Error) => {
+        assert.ok(e instanceof UsageError, String(e));
+        assert.match(
+          e.message,
+          new RegExp(
+            `^invalid cloud_init.user '${user}': it is an account the guest keeps for itself`,
+          ),
+        );
+        return true;
+      },
+    );
+  }
+  assert.equal(cloudInitOf({ user: "dev" }, noWarn).user, "dev");
+  assert.equal(cloudInitOf({ user: "debian" }, noWarn).user, "debian");
+});
+
+Deno.test("a user_data file that is not UTF-8 is refused, not changed", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    // Latin-1 text: its é is one byte that is not UTF-8 (it would become U+FFFD).
+    await Deno.writeFile(
+      `${dir}/latin1.yaml`,
+      Uint8Array.from([
+        ...new TextEncoder().encode("#cloud-config\nwrite_files: [{path: /caf"),
+        0xe9,
+        ...new TextEncoder().encode(", content: x}]\n"),
+      ]),
+    );
+    assert.throws(
+      () => cloudInitOf({ user_data: `${dir}/latin1.yaml` }, noWarn),
+      (e: Error) => {
+        assert.ok(e instanceof UsageError, String(e));
+        assert.match(e.message, /latin1\.yaml' is not UTF-8 text$/);
+        return true;
+      },
+    );
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
