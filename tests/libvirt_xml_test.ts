@@ -522,6 +522,17 @@ Deno.test("domainToConfig lists disk driver options, disk parts and a <vcpu curr
 });
 
 Deno.test("exposureOf lists host paths with their access, listeners beyond this host, commands and foreign keys", () => {
+  // A backing file must exist when a config is validated.
+  const base = Deno.makeTempFileSync({ suffix: ".raw" });
+  try {
+    exposureCase(base);
+  } finally {
+    Deno.removeSync(base);
+  }
+});
+
+/** The checks of the test above, with `base` as disk d's backing file. */
+function exposureCase(base: string): void {
   const own = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJvYF6WH0vtFLZBV9mwwZ7b8I9cY1eTRyT8Hf0Pqsh0x me";
   const config = validateConfig({
     binary: "/opt/qemu/bin/qemu-system-x86_64",
@@ -550,7 +561,7 @@ Deno.test("exposureOf lists host paths with their access, listeners beyond this 
         name: "d",
         type: "qcow2",
         file: "/srv/d.qcow2",
-        backing_file: "/srv/base.raw",
+        backing_file: base,
         backing_format: "raw",
       },
       {
@@ -579,7 +590,7 @@ Deno.test("exposureOf lists host paths with their access, listeners beyond this 
     "/srv/share": "-virtfs:true",
     "/run/x.log": "-D:true",
     "/srv/d.qcow2": "disk d:true",
-    "/srv/base.raw": "backing file of disk d:false",
+    [base]: "backing file of disk d:false",
     "/srv/ro": "share r:false",
   });
   assert.deepEqual(exposure.ports.sort(), [
@@ -607,4 +618,4 @@ Deno.test("exposureOf lists host paths with their access, listeners beyond this 
     );
     assert.throws(() => refuseSystemWrites(writable), UsageError, path);
   }
-});
+}
