@@ -4,12 +4,13 @@
  */
 
 import { isAbsolute } from "../path.ts";
-import { didYouMean, NotFoundError, PermissionError, UsageError } from "../errors.ts";
+import { didYouMean, UsageError } from "../errors.ts";
 import { checkCommandKeys, checkSingletons, settleShorthands } from "./_checks.ts";
 import { isMap, kindOf, show } from "./_util.ts";
 import { argumentOption, bareFlag, FLAG_OPTIONS, stripDashes } from "./arguments.ts";
 import { storageNameProblem, validateName } from "./name.ts";
 import { cloudSectionsOf } from "./cloud_sections.ts";
+import { readableFile } from "./image.ts";
 import type { PortHolder } from "./network.ts";
 import { pathExists, systemFolderOf } from "./paths.ts";
 import type {
@@ -383,30 +384,6 @@ function absolutePath(key: string, value: unknown, where: string): string {
   return path;
 }
 
-/**
- * `path` when it is a file that can be read (a backing file must be there when the disk is
- * defined, as maqet checks, not only at its first start): exit 3 when missing or not a file,
- * 4 when it cannot be read.
- */
-function existingFile(key: string, path: string, where: string): string {
-  let info: Deno.FileInfo;
-  try {
-    info = Deno.statSync(path);
-  } catch (error) {
-    if (error instanceof Deno.errors.PermissionDenied) {
-      throw new PermissionError(`${key} ${show(path)}${where}: permission denied`);
-    }
-    throw new NotFoundError(`${key} ${show(path)}${where} not found`);
-  }
-  if (!info.isFile) throw new UsageError(`invalid ${key} ${show(path)}${where}: not a file`);
-  try {
-    Deno.openSync(path, { read: true }).close();
-  } catch {
-    throw new PermissionError(`${key} ${show(path)}${where}: cannot be read`);
-  }
-  return path;
-}
-
 /** `readonly` and friends: true/false, or the YAML 1.1 words maqet's parser read as booleans. */
 function flagOf(key: string, value: unknown, where: string): boolean {
   if (typeof value === "boolean") return value;
@@ -503,7 +480,8 @@ function diskOf(raw: Record<string, unknown>, name: string, type: "qcow2" | "raw
     }
   }
   const backing = given(item.backing_file)
-    ? existingFile("backing_file", absolutePath("backing_file", item.backing_file, where), where)
+    // It must be there when the disk is defined, as maqet checks, not only at its first start.
+    ? readableFile("backing_file", absolutePath("backing_file", item.backing_file, where), where)
     : undefined;
   const media = given(item.media)
     ? choice(
