@@ -1041,11 +1041,11 @@ Deno.test({
   },
 });
 
-Deno.test("every qvm command is a config key that is refused, except storage", async () => {
+Deno.test("every qvm command is a config key that is refused, except storage and image", async () => {
   const { COMMANDS } = await import("../src/cli/registry.ts");
   const { COMMAND_KEYS } = await import("../src/config/mod.ts");
   const missing = COMMANDS.map((c) => c.name).filter((n) =>
-    n !== "storage" && !COMMAND_KEYS.has(n)
+    n !== "storage" && n !== "image" && !COMMAND_KEYS.has(n)
   );
   assert.deepEqual(missing, []);
 });
