@@ -179,6 +179,53 @@ Deno.test("cloud_init: each bad value is one UsageError line", async () => {
   }
 });
 
+Deno.test("cloud_init.user may not be root or an account the guest keeps for itself", () => {
+  for (
+    const user of ["sshd", "daemon", "bin", "nobody", "www-data", "_apt", "systemd-network", "root"]
+  ) {
+    assert.throws(
+      () => cloudInitOf({ user }, noWarn),
+      (e: Error) => {
+        assert.ok(e instanceof UsageError, String(e));
+        assert.match(
+          e.message,
+          new RegExp(
+            `^invalid cloud_init.user '${user}': it is an account the guest keeps for itself`,
+          ),
+        );
+        return true;
+      },
+    );
+  }
+  assert.equal(cloudInitOf({ user: "dev" }, noWarn).user, "dev");
+  assert.equal(cloudInitOf({ user: "debian" }, noWarn).user, "debian");
+});
+
+Deno.test("a user_data file that is not UTF-8 is refused, not changed", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    // Latin-1 text: its é is one byte that is not UTF-8 (it would become U+FFFD).
+    await Deno.writeFile(
+      `${dir}/latin1.yaml`,
+      Uint8Array.from([
+        ...new TextEncoder().encode("#cloud-config\nwrite_files: [{path: /caf"),
+        0xe9,
+        ...new TextEncoder().encode(", content: x}]\n"),
+      ]),
+    );
+    assert.throws(
+      () => cloudInitOf({ user_data: `${dir}/latin1.yaml` }, noWarn),
+      (e: Error) => {
+        assert.ok(e instanceof UsageError, String(e));
+        assert.match(e.message, /latin1\.yaml' is not UTF-8 text$/);
+        return true;
+      },
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("validateConfig keeps the cloud sections and drops null ones", () => {
   const config = validateConfig({
     network: { ports: ["auto:22"] },

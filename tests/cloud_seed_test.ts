@@ -344,6 +344,42 @@ Deno.test("a VM with network and guest_agent starts under real QEMU: forwards in
   });
 });
 
+Deno.test("forwards on every host address (0.0.0.0, or hostfwd without one) are warned about at add and start, marked in ls", async () => {
+  await withEnv(async (env) => {
+    const config = await guestConfig(env, {
+      name: "open1",
+      extra: "network: {ports: ['0.0.0.0:auto:22', 'auto:80']}\n" +
+        "args: [-netdev, 'user,id=n9,hostfwd=tcp::0-:8080', -device, 'virtio-net-pci,netdev=n9']",
+    });
+    const add = await env.run(["add", config]);
+    assert.equal(add.code, 0, add.stderr);
+    const warned = (text: string) => {
+      const lines = text.trim().split("\n").filter((l) => l.includes("every address of this host"));
+      assert.equal(lines.length, 2, text);
+      assert.match(lines[0], /^qvm: warning: port forward 0\.0\.0\.0:auto:22\/tcp listens on/);
+      assert.match(lines[1], /port forward hostfwd=tcp::0-:8080 listens on every address/);
+    };
+    warned(add.stderr);
+    const start = await env.run(["start", "open1", ...WAIT_READY]);
+    assert.equal(start.code, 0, start.stderr);
+    warned(start.stderr);
+    const ports = JSON.parse(await env.ok(["ports", "open1", "--json"])).forwards;
+    const ssh = ports.find((f: { guest_port: number }) => f.guest_port === 22).host_port;
+    const ls = await env.run(["ls"]);
+    assert.match(ls.stdout, new RegExp(`^open1\\s.*0\\.0\\.0\\.0:${ssh} \\(exposed\\)`, "m"));
+    assert.match(ls.stderr, new RegExp(`open1 forwards 0\\.0\\.0\\.0:${ssh} -> 22/tcp on every`));
+    assert.doesNotMatch(ls.stderr, /-> 80\/tcp/, "127.0.0.1 is not every address");
+    const json = JSON.parse(await env.ok(["ls", "--json"]));
+    assert.deepEqual(Object.keys(json[0]), ["id", "name", "status", "pid"]);
+    await env.ok(["stop", "open1", "--force"]);
+    const quiet = await env.run([
+      "add",
+      await guestConfig(env, { name: "closed1", extra: "network: {ports: ['auto:22']}" }),
+    ]);
+    assert.equal(quiet.stderr, "");
+  });
+});
+
 Deno.test("a fixed forward whose port was taken since add is refused at start, nothing launched", async () => {
   await withEnv(async (env) => {
     const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -478,7 +514,10 @@ Deno.test("image: the root disk is an overlay made at first start; the image is 
 
     // A second VM may not take img1's running root disk as its image: not at add (from the
     // config or --image, also through a symlink), nor at start when it was added meanwhile.
-    const other = await guestConfig(env, { name: "img2", extra: `image: ${overlay}` });
+    const other = await guestConfig(env, {
+      name: "img2",
+      extra: `image: ${overlay}\nallowed_backing_files: [${base}]`,
+    });
     await Deno.symlink(overlay, `${env.root}/link.qcow2`);
     for (
       const argv of [

@@ -46,6 +46,21 @@ Deno.test("cpu accepts 1..1024 as a number or a numeric string", () => {
   assert.equal(validateConfig({ cpu: "8" }).cpu, 8);
 });
 
+const CPU_HINT = "use a whole number from 1 to 1024, or -smp text such as " +
+  "'4,sockets=1,cores=2,threads=2'";
+
+Deno.test("cpu accepts -smp text, as maqet passes it on; other text is refused", () => {
+  for (const text of ["4,sockets=1,cores=2,threads=2", "sockets=2,cores=2", "8,maxcpus=16"]) {
+    assert.equal(validateConfig({ cpu: text }).cpu, text);
+  }
+  for (const text of ["4,sockts=1", "4,cores=two", "4,,cores=2", "4;cores=2", "cores"]) {
+    assert.equal(
+      errorOf(() => validateConfig({ cpu: text })).message,
+      `invalid cpu '${text}': ${CPU_HINT}`,
+    );
+  }
+});
+
 Deno.test("name, binary, display and vga are kept as given", () => {
   assert.deepEqual(
     validateConfig({
@@ -90,21 +105,26 @@ Deno.test("a disk gets defaults: storage<i>, qcow2, 10G, virtio, no file", () =>
 });
 
 Deno.test("an overlay of a backing file without a size takes the backing file's size", () => {
-  const storage = [{
-    name: "hdd",
-    file: "/vm/hdd.qcow2",
-    backing_file: "/images/base.qcow2",
-    backing_format: "qcow2",
-    interface: "sata",
-  }];
-  assert.deepEqual(validateConfig({ storage }).storage, [{
-    name: "hdd",
-    type: "qcow2",
-    file: "/vm/hdd.qcow2",
-    interface: "sata",
-    backing_file: "/images/base.qcow2",
-    backing_format: "qcow2",
-  }]);
+  const base = Deno.makeTempFileSync({ suffix: ".qcow2" });
+  try {
+    const storage = [{
+      name: "hdd",
+      file: "/vm/hdd.qcow2",
+      backing_file: base,
+      backing_format: "qcow2",
+      interface: "sata",
+    }];
+    assert.deepEqual(validateConfig({ storage }).storage, [{
+      name: "hdd",
+      type: "qcow2",
+      file: "/vm/hdd.qcow2",
+      interface: "sata",
+      backing_file: base,
+      backing_format: "qcow2",
+    }]);
+  } finally {
+    Deno.removeSync(base);
+  }
 });
 
 Deno.test("every disk interface is accepted", () => {
@@ -210,10 +230,10 @@ const errorRows: [string, Raw, string][] = [
   ["a negative memory", { memory: -1 }, "invalid memory '-1': use a size like 512M or 2G"],
   ["a boolean memory", { memory: true }, "invalid memory 'true': use a size like 512M or 2G"],
   ["an unknown memory unit", { memory: "2X" }, "invalid memory '2X': use a size like 512M or 2G"],
-  ["cpu 0", { cpu: 0 }, "invalid cpu '0': use a whole number from 1 to 1024"],
-  ["cpu 1025", { cpu: 1025 }, "invalid cpu '1025': use a whole number from 1 to 1024"],
-  ["a fractional cpu", { cpu: 1.5 }, "invalid cpu '1.5': use a whole number from 1 to 1024"],
-  ["a word for cpu", { cpu: "two" }, "invalid cpu 'two': use a whole number from 1 to 1024"],
+  ["cpu 0", { cpu: 0 }, `invalid cpu '0': ${CPU_HINT}`],
+  ["cpu 1025", { cpu: 1025 }, `invalid cpu '1025': ${CPU_HINT}`],
+  ["a fractional cpu", { cpu: 1.5 }, `invalid cpu '1.5': ${CPU_HINT}`],
+  ["a word for cpu", { cpu: "two" }, `invalid cpu 'two': ${CPU_HINT}`],
   [
     "a name that is not text",
     { name: true },
@@ -322,9 +342,19 @@ const errorRows: [string, Raw, string][] = [
     "duplicate storage name 'storage1'",
   ],
   [
-    "a storage name that is not an id",
-    { storage: [{ name: "my disk" }] },
-    "invalid storage name 'my disk': use a letter, then up to 62 letters, digits, '.', '_' or '-'",
+    "a storage name with a slash (it names the disk's file)",
+    { storage: [{ name: "a/b" }] },
+    "invalid storage name 'a/b': '/' is not allowed (the name is its disk's file name)",
+  ],
+  [
+    "a storage name starting with a dot",
+    { storage: [{ name: ".." }] },
+    "invalid storage name '..': it cannot start with '.'",
+  ],
+  [
+    "a storage name with a control character",
+    { storage: [{ name: "a\tb" }] },
+    "invalid storage name 'a\\tb': control characters are not allowed",
   ],
   [
     "a relative disk file",

@@ -7,6 +7,7 @@ import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { pidsMentioning, type QvmEnv, type QvmResult, withEnv } from "./helpers/qvm.ts";
 import { alive, guestConfig, WAIT_READY } from "./helpers/guest.ts";
+import { readableQvm } from "./helpers/other_user.ts";
 
 const IS_ROOT = Deno.uid() === 0;
 
@@ -499,15 +500,18 @@ Deno.test("a read-only data dir: snapshot list and wait settle a dead QEMU in me
   });
 });
 
-/** Runs qvm as the unprivileged user `nobody` (for permission cases root would ignore). */
+/**
+ * Runs qvm as the unprivileged user `nobody` (for permission cases root would ignore), from a
+ * copy it may read wherever the checkout is (see `readableQvm`).
+ */
 async function runAsNobody(env: QvmEnv, args: string[]): Promise<QvmResult> {
-  const main = new URL("../main.ts", import.meta.url).pathname;
+  const { deno, main } = await readableQvm();
   const out = await new Deno.Command("setpriv", {
     args: [
       "--reuid=65534",
       "--regid=65534",
       "--clear-groups",
-      Deno.execPath(),
+      deno,
       "run",
       "-A",
       "--quiet",

@@ -243,3 +243,72 @@ Deno.test("install: odd prefixes, a damaged build repaired, concurrent installs,
     await Deno.remove(root, { recursive: true });
   }
 });
+
+Deno.test("dist/qvm runs only its own modules: an edited or truncated one is unpacked again; no usable cache means a temporary folder", async () => {
+  const root = await Deno.makeTempDir({ prefix: "qvm-distcache-" });
+  try {
+    const qvm = join(root, "qvm");
+    await Deno.writeTextFile(
+      qvm,
+      await buildOnce(await Deno.makeTempDir({ prefix: "qvm-build-" })),
+    );
+    await Deno.chmod(qvm, 0o755);
+    const vars = {
+      PATH: `${Deno.execPath().replace(/\/[^/]*$/, "")}:/usr/bin:/bin`,
+      HOME: join(root, "home"),
+      XDG_CACHE_HOME: join(root, "cache"),
+    };
+    const dirs = ["--data-dir", join(root, "data"), "--runtime-dir", join(root, "run")];
+    await Deno.mkdir(join(root, "data"), { mode: 0o700 });
+    await Deno.mkdir(join(root, "run"), { mode: 0o700 });
+    const run = (args: string[], env: Record<string, string> = {}) =>
+      runInstalled(qvm, args, { ...vars, ...env });
+    const version = await run(["--version"]);
+    assert.match(version.stdout, /^qvm \d+\.\d+\.\d+/, version.stderr);
+    const [cache] = [...Deno.readDirSync(join(root, "cache", "qvm"))].map((e) =>
+      join(root, "cache", "qvm", e.name)
+    );
+    assert.match(cache, /dist-[0-9a-f]{16}$/);
+
+    // An edited hot module (status runs from hot/status.js alone) is replaced before it runs.
+    const hot = join(cache, "hot", "status.js");
+    const original = await Deno.readTextFile(hot);
+    await Deno.writeTextFile(hot, `console.log("ALTERED");\n${original}`);
+    const status = await run([...dirs, "status", "nope"]);
+    assert.equal(status.code, 3, status.stderr);
+    assert.doesNotMatch(status.stdout, /ALTERED/);
+    assert.equal(await Deno.readTextFile(hot), original);
+
+    // A truncated or removed module of the split build: unpacked again, no stack trace.
+    await Deno.writeTextFile(join(cache, "main.js"), "");
+    await Deno.remove(join(cache, "src", "cli", "start.js"));
+    const help = await run(["start", "--help"]);
+    assert.equal(help.code, 0, help.stderr);
+    assert.match(help.stdout, /^Usage: qvm start/m);
+    assert.ok(Deno.statSync(join(cache, "main.js")).size > 0);
+    assert.ok(Deno.statSync(join(cache, "src", "cli", "start.js")).isFile);
+
+    // A cache that cannot be written (its folder is under a file, a home no one may write) or is
+    // not private: every command still runs, from a temporary folder that is gone afterwards.
+    const before = new Set([...Deno.readDirSync("/tmp")].map((e) => e.name));
+    const unusable: Record<string, string>[] = [
+      { XDG_CACHE_HOME: join(qvm, "cache") },
+      { HOME: "/proc", XDG_CACHE_HOME: "" }, // no one may write there, root neither
+    ];
+    for (const env of unusable) {
+      const again = await run(["--version"], env);
+      assert.match(again.stdout, /^qvm \d+\.\d+\.\d+/, again.stderr);
+      const ls = await run([...dirs, "ls", "--json"], env);
+      assert.equal(ls.stdout, "[]\n", ls.stderr);
+    }
+    await Deno.chmod(cache, 0o755);
+    const open = await run([...dirs, "ls", "--json"]);
+    assert.equal(open.stdout, "[]\n", open.stderr);
+    const left = [...Deno.readDirSync("/tmp")].filter((e) =>
+      e.name.startsWith("qvm-dist-") && !before.has(e.name)
+    );
+    assert.deepEqual(left, [], "a temporary folder was left behind");
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});

@@ -76,6 +76,14 @@ Deno.test("rm --delete-storage keeps a disk another VM names as its disk or back
     await env.ok(["add", await env.file("a.yaml", disk("hdd", shared)), "--name", "a"]);
     await env.ok(["add", await env.file("c.yaml", disk("hdd", base)), "--name", "c"]);
     await env.ok(["add", await env.file("b.yaml", disk("hdd", shared)), "--name", "b"]);
+    // a and c create their disks (the start itself fails: there is no kernel, only disks).
+    for (const vm of ["a", "c"]) {
+      await env.run(["start", vm, "--wait-for", "process", "--dry-run"]);
+      await env.run(["start", vm, "--wait-for", "process"]);
+      await env.run(["stop", vm, "--force"]);
+    }
+    assert.ok(exists(shared) && exists(base), "the starts must have created both disks");
+    // A backing file must exist when a VM naming it is defined.
     await env.ok([
       "add",
       await env.file(
@@ -87,13 +95,6 @@ Deno.test("rm --delete-storage keeps a disk another VM names as its disk or back
       "--name",
       "d",
     ]);
-    // a and c create their disks (the start itself fails: there is no kernel, only disks).
-    for (const vm of ["a", "c"]) {
-      await env.run(["start", vm, "--wait-for", "process", "--dry-run"]);
-      await env.run(["start", vm, "--wait-for", "process"]);
-      await env.run(["stop", vm, "--force"]);
-    }
-    assert.ok(exists(shared) && exists(base), "the starts must have created both disks");
     const rmA = await env.run(["rm", "a", "--delete-storage", "--yes"]);
     assert.equal(rmA.code, 0, rmA.stderr);
     assert.ok(exists(shared), "a disk VM b still uses was deleted");
@@ -131,7 +132,8 @@ Deno.test("rm --delete-storage keeps a disk another VM names in its QEMU options
     await env.run(["start", "a", "--wait-for", "process"]);
     await env.run(["stop", "a", "--force"]);
     assert.ok([raw, hd, base, own].every(exists), "the start must have created the disks");
-    // b's overlay names base.qcow2 only in its image header, not in b's config.
+    // b's overlay names base.qcow2 in its image header; b's config allows it only as a file a
+    // backing chain may name.
     const overlay = join(env.root, "overlay.qcow2");
     const img = await new Deno.Command("qemu-img", {
       args: ["create", "-q", "-f", "qcow2", "-b", base, "-F", "qcow2", overlay],
@@ -142,6 +144,7 @@ Deno.test("rm --delete-storage keeps a disk another VM names in its QEMU options
       await env.file(
         "b.yaml",
         `storage:\n  - name: top\n    file: ${overlay}\n    type: qcow2\n` +
+          `allowed_backing_files: [${base}]\n` +
           `arguments:\n  - drive: file=${raw},format=raw,if=virtio\n  - hdb: ${hd}\n`,
       ),
       "--name",

@@ -110,6 +110,12 @@ async function roundTrip(
 Deno.test("round trip: export, import-libvirt, start --dry-run gives the same QEMU command line", async (t) => {
   await withEnv(async (env) => {
     const share = await Deno.makeTempDir({ dir: env.root });
+    // A backing file must exist when a VM naming it is defined.
+    await Deno.mkdir(`${env.root}/d`);
+    const base = await new Deno.Command("qemu-img", {
+      args: ["create", "-q", "-f", "qcow2", `${env.root}/d/base.qcow2`, "1G"],
+    }).output();
+    assert.ok(base.success, new TextDecoder().decode(base.stderr));
     const cases: Record<string, string> = {
       "the test guest": await Deno.readTextFile(await guestConfig(env, { name: "guest" })),
       "defaults only": "name: bare\n",

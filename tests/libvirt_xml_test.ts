@@ -119,6 +119,8 @@ Deno.test("domainXml refuses a control character in the kernel command line with
 });
 
 Deno.test("domainXml maps each config part to its libvirt element", () => {
+  // A backing file must exist when a config is validated.
+  const base = Deno.makeTempFileSync({ suffix: ".qcow2" });
   const cases: [string, Record<string, unknown>, string[], string[]][] = [
     ["tcg is type qemu", { arguments: [{ accel: "tcg" }] }, ['<domain type="qemu"'], []],
     ["no accelerator is kvm", {}, ['<domain type="kvm"', '<memory unit="MiB">128</memory>'], []],
@@ -127,6 +129,12 @@ Deno.test("domainXml maps each config part to its libvirt element", () => {
       "memory units",
       { memory: "2G", cpu: 3 },
       ['<memory unit="GiB">2</memory>', "<vcpu>3</vcpu>"],
+      [],
+    ],
+    [
+      "cpu as -smp text: its count in <vcpu>, the text passed on",
+      { cpu: "4,sockets=1,cores=2,threads=2" },
+      ["<vcpu>4</vcpu>", '<qemu:arg value="-smp"/>', 'value="4,sockets=1,cores=2,threads=2"'],
       [],
     ],
     ["-m and -smp items", { arguments: [{ m: 512 }, { smp: 2 }] }, [
@@ -172,11 +180,11 @@ Deno.test("domainXml maps each config part to its libvirt element", () => {
           name: "o",
           type: "qcow2",
           file: "/x/o.qcow2",
-          backing_file: "/x/b.qcow2",
+          backing_file: base,
           backing_format: "qcow2",
         }],
       },
-      ['<backingStore type="file">', '<format type="qcow2"/>', '<source file="/x/b.qcow2"/>'],
+      ['<backingStore type="file">', '<format type="qcow2"/>', `<source file="${base}"/>`],
       [],
     ],
     ["a disk libvirt cannot describe", {
@@ -240,10 +248,14 @@ Deno.test("domainXml maps each config part to its libvirt element", () => {
       '<qemu:arg value="-no-hpet"/>',
     ], ['value="-nographic"']],
   ];
-  for (const [what, raw, present, absent] of cases) {
-    const { xml } = exported(raw);
-    for (const part of present) assert.ok(xml.includes(part), `${what}: no ${part} in\n${xml}`);
-    for (const part of absent) assert.ok(!xml.includes(part), `${what}: ${part} in\n${xml}`);
+  try {
+    for (const [what, raw, present, absent] of cases) {
+      const { xml } = exported(raw);
+      for (const part of present) assert.ok(xml.includes(part), `${what}: no ${part} in\n${xml}`);
+      for (const part of absent) assert.ok(!xml.includes(part), `${what}: ${part} in\n${xml}`);
+    }
+  } finally {
+    Deno.removeSync(base);
   }
 });
 
@@ -510,6 +522,17 @@ Deno.test("domainToConfig lists disk driver options, disk parts and a <vcpu curr
 });
 
 Deno.test("exposureOf lists host paths with their access, listeners beyond this host, commands and foreign keys", () => {
+  // A backing file must exist when a config is validated.
+  const base = Deno.makeTempFileSync({ suffix: ".raw" });
+  try {
+    exposureCase(base);
+  } finally {
+    Deno.removeSync(base);
+  }
+});
+
+/** The checks of the test above, with `base` as disk d's backing file. */
+function exposureCase(base: string): void {
   const own = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJvYF6WH0vtFLZBV9mwwZ7b8I9cY1eTRyT8Hf0Pqsh0x me";
   const config = validateConfig({
     binary: "/opt/qemu/bin/qemu-system-x86_64",
@@ -538,7 +561,7 @@ Deno.test("exposureOf lists host paths with their access, listeners beyond this 
         name: "d",
         type: "qcow2",
         file: "/srv/d.qcow2",
-        backing_file: "/srv/base.raw",
+        backing_file: base,
         backing_format: "raw",
       },
       {
@@ -567,7 +590,7 @@ Deno.test("exposureOf lists host paths with their access, listeners beyond this 
     "/srv/share": "-virtfs:true",
     "/run/x.log": "-D:true",
     "/srv/d.qcow2": "disk d:true",
-    "/srv/base.raw": "backing file of disk d:false",
+    [base]: "backing file of disk d:false",
     "/srv/ro": "share r:false",
   });
   assert.deepEqual(exposure.ports.sort(), [
@@ -595,4 +618,4 @@ Deno.test("exposureOf lists host paths with their access, listeners beyond this 
     );
     assert.throws(() => refuseSystemWrites(writable), UsageError, path);
   }
-});
+}

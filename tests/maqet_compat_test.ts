@@ -3,7 +3,7 @@
  * of maqet's format; `@` in an expected argument stands for the folder of the config files.
  */
 import assert from "node:assert/strict";
-import { type DiskStorage, loadConfigs, type VirtfsStorage } from "../src/config/mod.ts";
+import { type DiskStorage, loadConfigs, storageId, type VirtfsStorage } from "../src/config/mod.ts";
 import { QvmError } from "../src/errors.ts";
 import { configArgv } from "../src/qemu/argv.ts";
 import { createDiskIfMissing, createShareIfMissing } from "../src/qemu/img.ts";
@@ -510,7 +510,7 @@ const rows: Row[] = [
     ],
   },
   {
-    rule: "a number with a leading zero is octal, as maqet's YAML reads it: dmode: 0755 is 0755",
+    rule: "a YAML 1.1 octal number reaches QEMU as written: fmode: 0644 is 0644, not 420",
     files: [
       "storage:\n  - name: s\n    type: virtfs\n    path: /srv\n" +
       "    options: {dmode: 0755, fmode: 0644, security_model: mapped-file}\n" +
@@ -518,13 +518,80 @@ const rows: Row[] = [
       "  - {fsdev: local, id: f2, path: /srv, security_model: mapped, fmode: '0640'}\n",
     ],
     argv: [
+      "-virtfs",
+      "local,path=/srv,mount_tag=s,security_model=mapped-file,id=s,dmode=0755,fmode=0644",
       "-fsdev",
-      "local,id=f1,path=/srv,security_model=mapped,fmode=384",
+      "local,id=f1,path=/srv,security_model=mapped,fmode=0600",
       "-fsdev",
       "local,id=f2,path=/srv,security_model=mapped,fmode=0640",
-      "-virtfs",
-      "local,path=/srv,mount_tag=s,security_model=mapped-file,id=s,dmode=493,fmode=420",
     ],
+  },
+
+  // Round three: what maqet's own code makes of these.
+  {
+    rule: "cpu: a full -smp string is passed on as it is",
+    files: ["cpu: 4,sockets=1,cores=2,threads=2\n"],
+    argv: ["-smp", "4,sockets=1,cores=2,threads=2"],
+  },
+  {
+    rule: "args before arguments in the file: its options come first",
+    files: ["args: [-no-reboot]\narguments:\n  - no-shutdown\nmemory: 256M\n"],
+    argv: ["-no-reboot", "-no-shutdown", "-m", "256M"],
+  },
+  {
+    rule: "a storage key before a -drive in arguments puts that disk first",
+    files: [
+      "storage:\n  - {name: first, type: raw, file: /img/a.img}\n" +
+      "arguments:\n  - drive: file=/img/b.img,format=raw,if=virtio\n",
+    ],
+    argv: [
+      "-drive",
+      "file=/img/a.img,format=raw,if=virtio,id=first",
+      "-drive",
+      "file=/img/b.img,format=raw,if=virtio",
+    ],
+  },
+  {
+    rule: "a later file's new keys come after the earlier file's keys",
+    files: ["arguments:\n  - no-reboot\n", "memory: 1G\narguments:\n  - no-shutdown\n"],
+    argv: ["-no-reboot", "-no-shutdown", "-m", "1G"],
+  },
+  {
+    rule: "{enable-kvm: true} is the bare flag -enable-kvm (QEMU refuses -enable-kvm on)",
+    files: ["arguments:\n  - enable-kvm: true\n  - {no-reboot: on}\n  - {sandbox: true}\n"],
+    argv: ["-enable-kvm", "-no-reboot", "-sandbox", "on"],
+  },
+  {
+    rule: "{flag: false} leaves the flag out, with a warning",
+    files: ["arguments:\n  - enable-kvm: false\n  - no-reboot\n"],
+    argv: ["-no-reboot"],
+    warns: /arguments\[0\] .*turns a flag off: it is left out/,
+  },
+  {
+    rule: "a flag with any other value is refused: QEMU would read the value as a disk image",
+    files: ["arguments:\n  - enable-kvm: 1\n"],
+    refused: /-enable-kvm takes no value; write 'enable-kvm' or \{enable-kvm: true\}/,
+  },
+  {
+    rule: "a storage name with spaces and other letters names its file; its QEMU id is derived",
+    files: ["storage:\n  - {name: my disk, size: 1M}\n  - {name: données, type: raw}\n"],
+    argv: [
+      "-drive",
+      `file=/d/my disk.qcow2,format=qcow2,if=virtio,id=${storageId("my disk")}`,
+      "-drive",
+      `file=/d/données.raw,format=raw,if=virtio,id=${storageId("données")}`,
+    ],
+  },
+  {
+    rule: "a virtfs share whose path is a file is refused up front",
+    files: ["storage:\n  - {name: s, type: virtfs, path: /etc/hostname}\n"],
+    refused:
+      /invalid path '\/etc\/hostname' for storage 's': it is a file, and a virtfs share is a folder/,
+  },
+  {
+    rule: "a backing_file that does not exist is refused when the VM is defined",
+    files: ["storage:\n  - {name: top, file: ./top.qcow2, backing_file: ./nope.qcow2}\n"],
+    refused: /backing_file '.*\/nope\.qcow2' for storage 'top' not found/,
   },
   {
     rule: "YAML merge keys (<<: *anchor), which maqet's parser applies, are applied",
@@ -737,6 +804,10 @@ Deno.test("apply: maqet's options: form changes what a stored item has at the to
 
 Deno.test("a relative backing_file is found beside its disk, as qemu-img and maqet do", async () => {
   await withDir(async (dir) => {
+    await Deno.mkdir(`${dir}/vms`);
+    await Deno.mkdir(`${dir}/images`);
+    await Deno.writeTextFile(`${dir}/vms/base.qcow2`, "");
+    await Deno.writeTextFile(`${dir}/images/base.qcow2`, "");
     await Deno.writeTextFile(
       `${dir}/vm.yaml`,
       "storage:\n  - {name: a, file: vms/a.qcow2, backing_file: base.qcow2}\n" +
@@ -970,11 +1041,56 @@ Deno.test({
   },
 });
 
-Deno.test("every qvm command is a config key that is refused, except storage", async () => {
+Deno.test("every qvm command is a config key that is refused, except storage and image", async () => {
   const { COMMANDS } = await import("../src/cli/registry.ts");
   const { COMMAND_KEYS } = await import("../src/config/mod.ts");
   const missing = COMMANDS.map((c) => c.name).filter((n) =>
-    n !== "storage" && !COMMAND_KEYS.has(n)
+    n !== "storage" && n !== "image" && !COMMAND_KEYS.has(n)
   );
   assert.deepEqual(missing, []);
+});
+
+Deno.test("qvm add refuses a virtfs file and a missing backing_file (exit 3), defining nothing", async () => {
+  await withEnv(async (env) => {
+    await env.file("share.txt", "a file, not a folder\n");
+    const cases: [string, RegExp][] = [
+      [
+        "storage:\n  - {name: s, type: virtfs, path: ./share.txt}\n",
+        /it is a file, and a virtfs share is a folder/,
+      ],
+      [
+        "storage:\n  - {name: top, file: ./top.qcow2, backing_file: ./gone.qcow2}\n",
+        /backing_file '.*\/gone\.qcow2' for storage 'top' not found/,
+      ],
+    ];
+    for (const [text, message] of cases) {
+      const result = await env.run(["add", await env.file("vm.yaml", text)]);
+      assert.equal(result.code, 3, result.stderr);
+      assert.match(result.stderr, message);
+      assert.equal(result.stderr.trim().split("\n").length, 1, result.stderr);
+      assert.equal(env.snapshot(), "");
+    }
+  });
+});
+
+Deno.test({
+  name: "a disk named with spaces and non-ASCII letters boots, its file named after it",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    await withEnv(async (env) => {
+      const extra = "storage:\n  - {name: 'my disk é', size: 1M}\n" +
+        "  - {name: 'partage ü', type: virtfs, path: ./share}";
+      const id = (await env.ok(["add", await guestConfig(env, { name: "odd", extra })])).trim();
+      await env.ok(["start", "odd", ...WAIT_READY]);
+      const file = `${env.dataDir}/disks/${id}/my disk é.qcow2`;
+      assert.ok(Deno.statSync(file).isFile, file);
+      const blocks = JSON.parse(await env.ok(["qmp", "run", "odd", "query-block"]));
+      const device = blocks.find((b: { inserted?: { file: string } }) => b.inserted?.file === file);
+      assert.equal(device?.device, storageId("my disk é"));
+      const listing = JSON.parse(await env.ok(["snapshot", "list", "odd", "--json"]));
+      assert.equal(JSON.stringify(listing).includes("my disk é"), true, JSON.stringify(listing));
+      await env.ok(["stop", "odd", "--force"]);
+    });
+  },
 });

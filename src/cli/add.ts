@@ -10,7 +10,7 @@ import {
   configFromFlags,
   loadVmConfig,
 } from "./_config_flags.ts";
-import { imageModule } from "../lazy.ts";
+import { defineVm } from "../vm/define.ts";
 
 /** The command's arguments and flags. */
 export const spec: CommandSpec = {
@@ -45,20 +45,8 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
     throw new UsageError("add: give a CONFIG.yaml, config flags, or --empty");
   }
   const config = await loadVmConfig(ctx, args.positionals, overrides);
-  const id = crypto.randomUUID();
-  const name = config.name ?? `vm-${id.slice(0, 8)}`;
   const configPath = args.positionals.length > 0 ? resolve(args.positionals[0]) : null;
-  if (config.image !== undefined) {
-    const { runningWriterOf } = await imageModule();
-    const writer = runningWriterOf({ dirs: ctx.dirs, store: ctx.store }, config.image, id);
-    if (writer) {
-      throw new UsageError(
-        `image '${config.image}' is a disk that running VM '${writer.name}' writes to: stop it ` +
-          "or use a copy",
-      );
-    }
-  }
-  const vm = ctx.store.insert({ id, name, configPath, config: { ...config, name } });
+  const vm = await defineVm(ctx, config, { configPath });
   if (ctx.json) ctx.outJson({ id: vm.id, name: vm.name });
   else ctx.out(vm.id);
   return 0;

@@ -127,25 +127,40 @@ export function processUptime(pid: number): number | undefined {
   }
 }
 
-/** The host address forwarded to guest port 22 of a live VM (recorded at start), or undefined. */
-function sshForward(ctx: Context, id: string): string | undefined {
-  const ssh = readForwards(cloudPaths(ctx.dirs, id).forwardsFile)
-    ?.find((f) => f?.guest === 22 && f?.proto === "tcp");
-  return ssh ? `${ssh.address}:${ssh.host}` : undefined;
+/** A host address that is every address of the host: other machines can connect to it. */
+const ALL_ADDRESSES = new Set(["0.0.0.0", "::", ""]);
+
+/** What the SSH column shows of a forward: its host address, `(exposed)` on every address. */
+export function sshText(forward: { address: string; host: number }): string {
+  const exposed = ALL_ADDRESSES.has(forward.address) ? " (exposed)" : "";
+  return `${forward.address}:${forward.host}${exposed}`;
 }
 
-function rowOf(ctx: Context, o: BriefObservation): Row {
+/** A listed VM: its row, and its forwards that listen on every host address. */
+interface Listed {
+  row: Row;
+  exposed: string[];
+}
+
+function rowOf(ctx: Context, o: BriefObservation): Listed {
   const live = isLive(o.status) && o.vm.pid !== null;
   const up = live ? processUptime(o.vm.pid!) : undefined;
-  return {
+  // The forwards in effect of a live VM (recorded at start).
+  const forwards = (live ? readForwards(cloudPaths(ctx.dirs, o.vm.id).forwardsFile) : undefined) ??
+    [];
+  const ssh = forwards.find((f) => f?.guest === 22 && f?.proto === "tcp");
+  const row = {
     name: o.vm.name,
     status: o.status,
     pid: live ? String(o.vm.pid) : "-",
     uptime: up === undefined ? "-" : formatUptime(up),
-    ssh: (live ? sshForward(ctx, o.vm.id) : undefined) ?? "-",
+    ssh: ssh ? sshText(ssh) : "-",
     id: o.vm.id,
     reason: (!live ? o.vm.stopReason : undefined) ?? "-",
   };
+  const exposed = forwards.filter((f) => ALL_ADDRESSES.has(f?.address))
+    .map((f) => `${f.address}:${f.host} -> ${f.guest}/${f.proto}`);
+  return { row, exposed };
 }
 
 /**
@@ -206,7 +221,8 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
     ctx.out(lines.length === 0 ? "[]" : `[\n${lines.join(",\n")}\n]`);
     return 0;
   }
-  const rows = shown.map((o) => rowOf(ctx, o as BriefObservation));
+  const listed = shown.map((o) => rowOf(ctx, o as BriefObservation));
+  const rows = listed.map((l) => l.row);
   if (format?.kind === "template") {
     if (rows.length > 0) ctx.out(rows.map((r) => fillTemplate(format.template, r)).join("\n"));
     return 0;
@@ -222,5 +238,12 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
     columns.map((c) => c.toUpperCase()),
     rows.map((r) => columns.map((c) => c === "status" ? paintStatus(r.status) : r[c])),
   ));
+  for (const { row, exposed } of listed) {
+    if (exposed.length === 0) continue;
+    ctx.warn(
+      `${row.name} forwards ${exposed.join(", ")} on every address of this host: other ` +
+        "machines can connect",
+    );
+  }
   return 0;
 }

@@ -4,9 +4,9 @@
  * refused while a running VM writes to it.
  */
 import { diskFile, type ImageFormat, imageOf, sizeBytes } from "../config/mod.ts";
-import { QvmError, UsageError } from "../errors.ts";
+import { UsageError } from "../errors.ts";
 import { escapeOptionValue } from "../qemu/argv.ts";
-import { asidePath, createAside, qemuImg } from "../qemu/img.ts";
+import { asidePath, backingChain, createAside, qemuImg } from "../qemu/img.ts";
 import { isOurQemu, markersIn } from "../qemu/process.ts";
 import { type Dirs, ensurePrivateDir, type StateStore, type VmRecord } from "../state/mod.ts";
 import { ROOT_DRIVE, vmPaths } from "../vm/paths.ts";
@@ -92,14 +92,14 @@ export async function checkRootDiskSize(
 
 /**
  * Makes the overlay of `image` for VM `vm` unless it is there (recording it as a file qvm made,
- * so `rm --delete-storage` removes it), and returns its path: over the image read as `format`
- * (probed when the config pins none), `size` big when given (`disk_size`; an existing overlay
- * smaller than that is grown). An overlay left from another base image is refused rather than
- * silently reused.
+ * so `rm --delete-storage` removes it), and returns its path: over the image read as its pinned
+ * `format` (never guessed), `size` big when given (`disk_size`; an existing overlay smaller than
+ * that is grown). An overlay over another file or format is refused rather than silently reused.
+ * The image's own chain is checked before (see `checkConfigChains`).
  */
 export async function ensureOverlay(
   env: { dirs: Dirs; store?: StateStore },
-  vm: { id: string; name: string; image: string; format?: ImageFormat; size?: string },
+  vm: { id: string; name: string; image: string; format: ImageFormat; size?: string },
 ): Promise<string> {
   // The image may have gone (or changed) since add: one line, exit 3, before anything is made.
   imageOf(vm.image);
@@ -115,40 +115,44 @@ export async function ensureOverlay(
   const overlay = overlayPath(env.dirs, vm.id);
   const diskDir = overlay.slice(0, overlay.lastIndexOf("/"));
   ensurePrivateDir(diskDir, { within: env.dirs.dataDir });
-  let existing: OverlayInfo | undefined;
+  let exists = true;
   try {
     Deno.lstatSync(overlay);
-    existing = JSON.parse(await qemuImg(["info", "-U", "--output=json", overlay]));
-  } catch (error) {
-    if (error instanceof QvmError) throw error;
+  } catch {
+    exists = false;
   }
   const recorded = env.store?.get(vm.id)?.createdFiles ?? [];
-  if (existing) {
-    const backing = existing["full-backing-filename"] ?? existing["backing-filename"] ?? "";
-    if (real(backing) !== real(vm.image)) {
+  if (exists) {
+    const [top] = await backingChain(overlay, "qcow2", () => false);
+    const backing = top.backing ?? "";
+    if (real(backing) !== real(vm.image) || top.dataFile !== undefined) {
       throw new UsageError(
         `VM '${vm.name}' has a root disk over '${backing}', not over image '${vm.image}': ` +
           `remove ${overlay} to start over from the new image`,
+      );
+    }
+    if (top.backingFormat !== vm.format) {
+      throw new UsageError(
+        `VM '${vm.name}' has a root disk that opens image '${vm.image}' as ` +
+          `${top.backingFormat ?? "a guessed format"}, not as ${vm.format}: remove ${overlay} ` +
+          "to start over from the image",
       );
     }
     // qvm made it (its own name in the VM's own folder); one an older qvm left unrecorded is
     // recorded now, so `rm --delete-storage` removes it and `storage orphaned` does not list it.
     if (!recorded.includes(overlay)) env.store?.addCreatedFile(vm.id, overlay);
     // A disk_size raised since the overlay was made (`apply --disk-size`) grows it; none shrinks it.
-    if (vm.size !== undefined && sizeBytes(vm.size) > BigInt(existing["virtual-size"] ?? 0)) {
+    if (vm.size !== undefined && sizeBytes(vm.size) > BigInt(top.virtualSize ?? 0)) {
       await qemuImg(["resize", "-q", "-f", "qcow2", "--", overlay, vm.size]);
     }
     return overlay;
   }
-  // A pinned format is not probed again; the size is checked only when the overlay grows it.
-  let format: string | undefined = vm.format;
-  if (format === undefined || vm.size !== undefined) {
+  // The size is checked only when the overlay grows it.
+  if (vm.size !== undefined) {
     const info = JSON.parse(
-      await qemuImg(["info", "-U", "--output=json", ...(format ? ["-f", format] : []), vm.image]),
+      await qemuImg(["info", "-U", "--output=json", "-f", vm.format, "--", vm.image]),
     );
-    format ??= typeof info.format === "string" ? info.format : "raw";
-    const wanted = vm.size === undefined ? undefined : sizeBytes(vm.size);
-    if (wanted !== undefined && wanted < BigInt(info["virtual-size"] ?? 0)) {
+    if (sizeBytes(vm.size) < BigInt(info["virtual-size"] ?? 0)) {
       throw new UsageError(
         `VM '${vm.name}': disk_size ${vm.size} is smaller than image '${vm.image}' ` +
           `(${info["virtual-size"]} bytes); the root disk can only grow`,
@@ -172,7 +176,7 @@ export async function ensureOverlay(
           "-b",
           vm.image,
           "-F",
-          format!,
+          vm.format,
           "--",
           target,
           ...size,

@@ -3,7 +3,14 @@
  * forwards, the NoCloud seed, the guest agent channel) and the waits for SSH and the agent.
  * Loaded lazily: VMs without these sections never import it.
  */
-import { formatForward, isPublicKeyLine, type PortForward, type VmConfig } from "../config/mod.ts";
+import {
+  formatForward,
+  isPublicKeyLine,
+  isSystemAccount,
+  pinnedImageFormat,
+  type PortForward,
+  type VmConfig,
+} from "../config/mod.ts";
 import { TimeoutError, UsageError } from "../errors.ts";
 import { type Dirs, ensurePrivateDir, type StateStore, type VmRecord } from "../state/mod.ts";
 import { ensureOverlay, overlayPath, rootDriveArgv } from "./image.ts";
@@ -54,10 +61,13 @@ export function usesCloud(config: VmConfig): boolean {
     config.cloud_init !== undefined || config.guest_agent === true;
 }
 
-/** The login name of the user running qvm (cloud_init's default user). */
+/**
+ * The login name of the user running qvm (cloud_init's default user); `qvm` when that is root or
+ * another account the guest keeps for itself.
+ */
 export function invokingUser(): string {
   const name = Deno.env.get("USER") ?? Deno.env.get("LOGNAME") ?? "";
-  return /^[a-z_][a-z0-9_-]{0,31}$/.test(name) && name !== "root" ? name : "qvm";
+  return /^[a-z_][a-z0-9_-]{0,31}$/.test(name) && !isSystemAccount(name) ? name : "qvm";
 }
 
 /** The QEMU options of the guest agent channel on `socket`. */
@@ -117,7 +127,7 @@ export async function prepareCloud(
       await ensureOverlay(env, {
         ...vm,
         image: config.image,
-        format: config.image_format,
+        format: config.image_format ?? pinnedImageFormat(config.image),
         size: config.disk_size,
       }),
     ));

@@ -7,7 +7,7 @@ import type { ArgumentItem } from "./types.ts";
 
 /**
  * qvm's commands. A config key spelled like one (`start:`, `stop:`, as old maqet configs had) is a
- * command someone meant to run, not a VM setting; `storage` is both and stays a setting.
+ * command someone meant to run, not a VM setting; `storage` and `image` are both and stay settings.
  */
 export const COMMAND_KEYS: ReadonlySet<string> = new Set([
   "add",
@@ -38,6 +38,7 @@ export const COMMAND_KEYS: ReadonlySet<string> = new Set([
   "clone",
   "export",
   "import-libvirt",
+  "launch",
 ]);
 
 function options(raw: Record<string, unknown>): string[] {

@@ -20,6 +20,42 @@ export const SINGLETON_OPTIONS: ReadonlySet<string> = new Set([
   "append",
 ]);
 
+/**
+ * QEMU options that take no value (QEMU 7.2's `-help`, x86 and common ones): `{enable-kvm: true}`
+ * is the flag `-enable-kvm`, never `-enable-kvm on`, which QEMU reads as a disk image named "on".
+ */
+export const FLAG_OPTIONS: ReadonlySet<string> = new Set([
+  "S",
+  "s",
+  "alt-grab",
+  "async-teardown",
+  "ctrl-grab",
+  "enable-kvm",
+  "enable-sync-profile",
+  "full-screen",
+  "mem-prealloc",
+  "no-acpi",
+  "no-fd-bootchk",
+  "no-hpet",
+  "no-quit",
+  "no-reboot",
+  "no-shutdown",
+  "no-user-config",
+  "nodefaults",
+  "nographic",
+  "old-param",
+  "only-migratable",
+  "portrait",
+  "preconfig",
+  "semihosting",
+  "singlestep",
+  "snapshot",
+  "usb",
+  "win2k-hack",
+  "xen-attach",
+  "xen-domid-restrict",
+]);
+
 /** Top-level keys that are shorthands for an `arguments` option: `[key, option]`. */
 export const SHORTHAND_OPTIONS: ReadonlyArray<readonly [string, string]> = [
   ["memory", "m"],

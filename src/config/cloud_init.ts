@@ -34,6 +34,70 @@ const CLOUD_INIT_KEYS = new Set([
 /** Keys whose settings live in the generated user-data, so `user_data` cannot be combined with them. */
 const USER_DATA_KEYS = ["user", "ssh_authorized_keys", "packages", "runcmd"] as const;
 const USER_PATTERN = /^[a-z_][a-z0-9_-]{0,31}$/;
+/**
+ * Accounts a Linux guest has for itself (Debian's base-passwd, the services of common cloud
+ * images, Red Hat's): made the login user, cloud-init would give a daemon's account a shell, a
+ * sudo rule and the key. `root` among them: cloud-init's `disable_root` turns root's keys into a
+ * "log in as another user" message, so qvm could never log in.
+ */
+const SYSTEM_ACCOUNTS = new Set([
+  "root",
+  "daemon",
+  "bin",
+  "sys",
+  "sync",
+  "games",
+  "man",
+  "lp",
+  "mail",
+  "news",
+  "uucp",
+  "proxy",
+  "www-data",
+  "backup",
+  "list",
+  "irc",
+  "gnats",
+  "nobody",
+  "messagebus",
+  "sshd",
+  "syslog",
+  "uuidd",
+  "tcpdump",
+  "tss",
+  "landscape",
+  "pollinate",
+  "usbmux",
+  "lxd",
+  "dnsmasq",
+  "avahi",
+  "polkitd",
+  "rtkit",
+  "colord",
+  "ntp",
+  "chrony",
+  "postfix",
+  "statd",
+  "rpc",
+  "rpcuser",
+  "adm",
+  "halt",
+  "shutdown",
+  "operator",
+  "ftp",
+  "dbus",
+  "qemu",
+  "libvirt-qemu",
+  "cloud-init",
+]);
+
+/**
+ * True for an account a guest keeps for itself (see `SYSTEM_ACCOUNTS`), or named as such
+ * (`_apt`, `systemd-network`): never qvm's login user.
+ */
+export function isSystemAccount(name: string): boolean {
+  return SYSTEM_ACCOUNTS.has(name) || name.startsWith("_") || name.startsWith("systemd-");
+}
 const LABEL = "[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?";
 const HOSTNAME_PATTERN = new RegExp(`^${LABEL}(\\.${LABEL})*$`);
 const PACKAGE_PATTERN = /^[a-z0-9][a-z0-9+.-]*(=[A-Za-z0-9.+~:_-]+)?$/;
@@ -72,10 +136,17 @@ function readSmallFile(what: string, path: string): string {
   }
   if (!info.isFile) throw new UsageError(`${what}: ${show(path)} is not a file`);
   if (info.size > MAX_FILE_BYTES) throw new UsageError(`${what}: ${show(path)} is over 1 MiB`);
+  let bytes: Uint8Array;
   try {
-    return Deno.readTextFileSync(path);
+    bytes = Deno.readFileSync(path);
   } catch (error) {
     throw new UsageError(`${what}: cannot read ${show(path)} (${(error as Error).name})`);
+  }
+  try {
+    // Decoding leniently would change each invalid byte into U+FFFD without a word.
+    return new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+  } catch {
+    throw new UsageError(`${what}: ${show(path)} is not UTF-8 text`);
   }
 }
 
@@ -162,10 +233,16 @@ export function cloudInitOf(value: unknown, warn: (message: string) => void): Cl
   const v = (key: string) => value[key] ?? undefined;
   if (v("user") !== undefined) {
     const user = v("user");
-    if (typeof user !== "string" || !USER_PATTERN.test(user) || user === "root") {
+    if (typeof user !== "string" || !USER_PATTERN.test(user)) {
       throw new UsageError(
         `invalid cloud_init.user ${show(user)}: use a login name such as 'dev' (lower-case ` +
-          "letters, digits, '_' and '-'; not root)",
+          "letters, digits, '_' and '-')",
+      );
+    }
+    if (isSystemAccount(user)) {
+      throw new UsageError(
+        `invalid cloud_init.user ${show(user)}: it is an account the guest keeps for itself ` +
+          "(root or a system account); use a login name such as 'dev'",
       );
     }
     out.user = user;

@@ -125,15 +125,16 @@ async function importYaml(): Promise<typeof import("yaml")> {
 }
 
 /**
- * `0755` is octal 493, as in YAML 1.1, which maqet's parser reads: `dmode: 0755` must mean the
- * mode 0755 (QEMU reads the 493 qvm writes as such), not 755. Plain scalars only; `'0755'` stays text.
+ * `0755` is an octal number in YAML 1.1, which maqet's parser reads, and a decimal 755 in YAML
+ * 1.2. It is kept as written, `0755`, which QEMU reads as the octal mode it is (`dmode=0755`,
+ * `fmode=0644`), as maqet passes it on; never 755, nor the 493 a number would print.
  */
 const LEADING_ZERO_OCTAL = {
   identify: () => false,
   default: true,
   tag: "tag:yaml.org,2002:int",
   test: /^[-+]?0[0-7]+$/,
-  resolve: (text: string) => parseInt(text, 8),
+  resolve: (text: string) => text,
 };
 
 async function parseYaml(path: string, source: string, options?: LoadOptions): Promise<unknown> {

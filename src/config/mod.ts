@@ -24,12 +24,13 @@ export {
   argumentId,
   argumentOption,
   bareFlag,
+  FLAG_OPTIONS,
   SHORTHAND_OPTIONS,
   SINGLETON_OPTIONS,
   stripDashes,
 } from "./arguments.ts";
 export { COMMAND_KEYS } from "./_checks.ts";
-export { type CloudInitConfig, isPublicKeyLine } from "./cloud_init.ts";
+export { type CloudInitConfig, isPublicKeyLine, isSystemAccount } from "./cloud_init.ts";
 export {
   autoSpec,
   checkForwardsFree,
@@ -42,7 +43,14 @@ export {
   udpPortsBound,
 } from "./network.ts";
 export { diskFile, PATH_KEYS, PATH_OPTIONS, SYSTEM_FOLDERS, systemFolderOf } from "./paths.ts";
-export { diskSizeOf, IMAGE_FORMATS, type ImageFormat, imageFormatOf, imageOf } from "./image.ts";
+export {
+  diskSizeOf,
+  IMAGE_FORMATS,
+  type ImageFormat,
+  imageFormatOf,
+  imageOf,
+  pinnedImageFormat,
+} from "./image.ts";
 export {
   loadConfigFile,
   type LoadOptions,
@@ -52,7 +60,7 @@ export {
   type SmallTextOptions,
 } from "./load.ts";
 export { mergeConfigs, mergeFlags } from "./merge.ts";
-export { looksLikeId, NAME_PATTERN, validateName } from "./name.ts";
+export { looksLikeId, NAME_PATTERN, storageId, validateName } from "./name.ts";
 export { MAX_MEMORY, sizeBytes, validateConfig, type ValidateOptions } from "./validate.ts";
 
 /**
@@ -84,12 +92,18 @@ export async function loadConfigs(
   },
 ): Promise<VmConfig> {
   let merged: Record<string, unknown> = options?.base ? configInput(options.base) : {};
+  let formatGiven = overrides.image_format !== undefined;
   for (const path of paths) {
     const next = await loadConfigFile(path, options);
     for (const message of shorthandsAcross(merged, next)) options?.warn?.(`${path}: ${message}`);
     merged = mergeConfigs(merged, next);
+    formatGiven ||= next.image_format !== undefined;
   }
   merged = mergeFlags(merged, overrides);
+  if (!formatGiven && merged.image !== options?.base?.image) {
+    // The format pinned for the VM's former image says nothing about a new one.
+    delete merged.image_format;
+  }
   if (options?.complete) merged = options.complete(merged);
   const config = validateConfig(merged, options);
   if (options?.base && Array.isArray(merged.storage)) {

@@ -12,6 +12,7 @@ import { escapeOptionValue, splitOptionText } from "../qemu/argv.ts";
 import { stripDashes } from "./arguments.ts";
 import { isMap } from "./_util.ts";
 import { resolveCloudInitPaths } from "./cloud_init.ts";
+import { resolveBackingPaths } from "./image.ts";
 import type { DiskStorage } from "./types.ts";
 
 /** Options whose whole value is a file or folder path (`-kernel ./vmlinuz`, `-cdrom ./x.iso`). */
@@ -211,6 +212,7 @@ export function resolveConfigPaths(config: Record<string, unknown>, dir: string)
   if (Array.isArray(config.arguments)) resolveArguments(dir, config.arguments);
   if (Array.isArray(config.args)) resolveArgs(dir, config.args);
   resolveCloudInitPaths(config, dir);
+  resolveBackingPaths(config, dir);
 }
 
 /** The image file of a disk: its `file`, else `<diskDir>/<name>.<type>` under qvm's data dir. */

@@ -56,8 +56,8 @@ export interface VmConfig {
   binary?: string;
   /** `-m` value as given, e.g. `1G` or `512M`. */
   memory?: string;
-  /** `-smp` value. */
-  cpu?: number;
+  /** `-smp` value: a CPU count, or `-smp` text such as `4,sockets=1,cores=2,threads=2`. */
+  cpu?: number | string;
   display?: string;
   vga?: string;
   arguments: ArgumentItem[];
@@ -66,10 +66,15 @@ export interface VmConfig {
   storage: StorageItem[];
   /** qvm extension: base image; the root disk is a qcow2 overlay of it (it is never written). */
   image?: string;
-  /** qvm extension: the base image's format, pinned when the VM is defined (never probed after). */
+  /**
+   * qvm extension: the format `image` is opened as: given, or read from its header when the VM
+   * was defined (never probed after).
+   */
   image_format?: "qcow2" | "raw";
   /** qvm extension: the size of the root overlay (at least the image's), e.g. `20G`. */
   disk_size?: string;
+  /** Host files backing chains (of `image`, of qcow2 disks) may name besides the config's own. */
+  allowed_backing_files?: string[];
   /** qvm extension: user-mode networking with port forwards. */
   network?: NetworkConfig;
   /** qvm extension: a NoCloud seed built at start. */

@@ -7,9 +7,10 @@ import { isAbsolute } from "../path.ts";
 import { didYouMean, UsageError } from "../errors.ts";
 import { checkCommandKeys, checkSingletons, settleShorthands } from "./_checks.ts";
 import { isMap, kindOf, show } from "./_util.ts";
-import { argumentOption, bareFlag } from "./arguments.ts";
-import { validateName } from "./name.ts";
+import { argumentOption, bareFlag, FLAG_OPTIONS, stripDashes } from "./arguments.ts";
+import { storageNameProblem, validateName } from "./name.ts";
 import { cloudSectionsOf } from "./cloud_sections.ts";
+import { readableFile } from "./image.ts";
 import type { PortHolder } from "./network.ts";
 import { pathExists, systemFolderOf } from "./paths.ts";
 import type {
@@ -43,6 +44,7 @@ const KNOWN_KEYS = new Set([
   "image",
   "image_format",
   "disk_size",
+  "allowed_backing_files",
   "network",
   "cloud_init",
   "guest_agent",
@@ -71,7 +73,6 @@ const SECURITY_MODELS: readonly VirtfsStorage["security_model"][] = [
 /** Options that would take a VM out of qvm's hands (it must find and identify its QEMU). */
 const MANAGED_OPTIONS = new Set(["daemonize", "pidfile", "uuid"]);
 const KEY_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
-const STORAGE_NAME_PATTERN = /^[A-Za-z][A-Za-z0-9._-]{0,62}$/;
 const AHCI_PORTS = 6;
 
 function given(value: unknown): boolean {
@@ -143,12 +144,38 @@ function memoryOf(value: unknown): string {
   return size;
 }
 
-function cpuOf(value: unknown): number {
+/** The keys of QEMU's `-smp` option text (`4,sockets=1,cores=2,threads=2`). */
+const SMP_KEYS = new Set([
+  "cpus",
+  "maxcpus",
+  "sockets",
+  "dies",
+  "clusters",
+  "cores",
+  "threads",
+  "books",
+  "drawers",
+]);
+
+/** True for `-smp` option text: an optional CPU count, then `key=N` parts of known keys. */
+function isSmpText(text: string): boolean {
+  const parts = text.split(",");
+  if (/^\d+$/.test(parts[0])) parts.shift();
+  return parts.every((part) => {
+    const [key, value, extra] = part.split("=");
+    return extra === undefined && SMP_KEYS.has(key) && /^\d+$/.test(value ?? "");
+  });
+}
+
+/** `cpu:` is `-smp`: a count from 1 to 1024, or `-smp` text (as maqet, which passes it on as is). */
+function cpuOf(value: unknown): number | string {
   const n = typeof value === "string" && /^\d+$/.test(value) ? Number(value) : value;
-  if (typeof n !== "number" || !Number.isInteger(n) || n < 1 || n > 1024) {
-    throw new UsageError(`invalid cpu ${show(value)}: use a whole number from 1 to 1024`);
-  }
-  return n;
+  if (typeof n === "number" && Number.isInteger(n) && n >= 1 && n <= 1024) return n;
+  if (typeof value === "string" && /[=,]/.test(value) && isSmpText(value)) return value;
+  throw new UsageError(
+    `invalid cpu ${show(value)}: use a whole number from 1 to 1024, or -smp text such as ` +
+      "'4,sockets=1,cores=2,threads=2'",
+  );
 }
 
 function argsOf(value: unknown, warn: (message: string) => void): string[] {
@@ -287,6 +314,25 @@ function checkTerminal(option: string, value: unknown, warn: (message: string) =
   }
 }
 
+/**
+ * `{flag: true}` (or on/yes) of an option that takes no value is the bare flag, as written
+ * `-flag`; `{flag: false}` (or off/no) leaves it out (null). Any other item is returned as it is.
+ */
+function flagItem(item: ArgumentItem, where: string): ArgumentItem | null {
+  if (typeof item === "string" || bareFlag(item) !== undefined) return item;
+  const keys = Object.keys(item);
+  const option = stripDashes(keys[0]);
+  if (keys.length !== 1 || !FLAG_OPTIONS.has(option)) return item;
+  const value = item[keys[0]];
+  const word = typeof value === "string" ? value.toLowerCase() : value;
+  if (word === true || word === "on" || word === "yes" || word === "true") return option;
+  if (word === false || word === "off" || word === "no" || word === "false") return null;
+  throw new UsageError(
+    `invalid ${where} ${show(item)}: -${option} takes no value; write '${option}' or ` +
+      `{${option}: true}`,
+  );
+}
+
 /** Checks the items; a bare flag given again (`enable-kvm` in two files) is kept once. */
 function argumentsOf(value: unknown, warn: (message: string) => void): ArgumentItem[] {
   if (!Array.isArray(value)) {
@@ -300,7 +346,11 @@ function argumentsOf(value: unknown, warn: (message: string) => void): ArgumentI
       warn(`arguments[${i}] is empty (ignored)`);
       continue;
     }
-    const item = argumentOf(raw, i);
+    const item = flagItem(argumentOf(raw, i), `arguments[${i}]`);
+    if (item === null) {
+      warn(`arguments[${i}] ${show(raw)} turns a flag off: it is left out`);
+      continue;
+    }
     const flag = bareFlag(item);
     if (flag !== undefined && flags.has(flag)) continue;
     if (flag !== undefined) flags.add(flag);
@@ -430,7 +480,8 @@ function diskOf(raw: Record<string, unknown>, name: string, type: "qcow2" | "raw
     }
   }
   const backing = given(item.backing_file)
-    ? absolutePath("backing_file", item.backing_file, where)
+    // It must be there when the disk is defined, as maqet checks, not only at its first start.
+    ? readableFile("backing_file", absolutePath("backing_file", item.backing_file, where), where)
     : undefined;
   const media = given(item.media)
     ? choice(
@@ -464,10 +515,20 @@ function virtfsOf(raw: Record<string, unknown>, name: string): VirtfsStorage {
   const where = ` for storage '${name}'`;
   const { item, extras } = liftOptions(raw, VIRTFS_KEYS, MANAGED_VIRTFS_KEYS, where);
   if (!given(item.path)) throw new UsageError(`invalid storage '${name}': virtfs needs a 'path'`);
+  const path = absolutePath("path", item.path, where);
+  let info: Deno.FileInfo | undefined;
+  try {
+    info = Deno.statSync(path);
+  } catch { /* made at start, as maqet makes it */ }
+  if (info !== undefined && !info.isDirectory) {
+    throw new UsageError(
+      `invalid path ${show(path)}${where}: it is a file, and a virtfs share is a folder`,
+    );
+  }
   return {
     name,
     type: "virtfs",
-    path: absolutePath("path", item.path, where),
+    path,
     mount_tag: given(item.mount_tag) ? text("mount_tag", item.mount_tag, where) : name,
     security_model: given(item.security_model)
       ? choice(
@@ -491,13 +552,11 @@ function storageItemOf(item: unknown, i: number, warn: (message: string) => void
     );
   }
   const name = given(item.name) ? item.name : `storage${i}`;
-  if (typeof name !== "string" || !STORAGE_NAME_PATTERN.test(name)) {
-    throw new UsageError(
-      `invalid storage name ${
-        show(name)
-      }: use a letter, then up to 62 letters, digits, '.', '_' or '-'`,
-    );
+  if (typeof name !== "string") {
+    throw new UsageError(`invalid storage name ${show(name)}: expected text, got ${kindOf(name)}`);
   }
+  const problem = storageNameProblem(name);
+  if (problem !== undefined) throw new UsageError(`invalid storage name ${show(name)}: ${problem}`);
   const typeGiven = given(item.type) ? item.type : "qcow2";
   const type = typeof typeGiven === "string" ? typeGiven.toLowerCase() : typeGiven;
   if (type !== "qcow2" && type !== "raw" && type !== "virtfs") {
@@ -572,5 +631,19 @@ export function validateConfig(
   };
   checkSingletons({ arguments: config.arguments });
   if (config.display !== undefined) checkTerminal("display", config.display, warn);
-  return config;
+  return inOrderOf(config, Object.keys(raw));
+}
+
+/**
+ * `config` with its keys in the order of `order` (the config files' order), then the defaults:
+ * the order of `memory`, `cpu`, `display`, `vga`, `args`, `arguments` and `storage` is the order
+ * of their QEMU options, as in maqet (see `configArgv`).
+ */
+function inOrderOf(config: VmConfig, order: string[]): VmConfig {
+  const out: Record<string, unknown> = {};
+  const from = config as unknown as Record<string, unknown>;
+  for (const key of [...order, ...Object.keys(config)]) {
+    if (Object.hasOwn(from, key) && !Object.hasOwn(out, key)) out[key] = from[key];
+  }
+  return out as unknown as VmConfig;
 }

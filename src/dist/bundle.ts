@@ -85,13 +85,47 @@ export function patchChunks(files: Record<string, string>): { shims: number; com
   return { shims, commonJs: commonJs.length };
 }
 
-/** The code of `dist/qvm` after its shebang: unpack once (by hash), then run `main`. */
-function launcherSource(packed: string, hash: string): string {
+/**
+ * The code of `dist/qvm` after its shebang: find the command, make sure the modules it runs are
+ * this build's (see `CACHE_SOURCE`), then run it. `files` maps each module to its size and SHA-256.
+ */
+function launcherSource(
+  packed: string,
+  hash: string,
+  files: Record<string, [number, string]>,
+): string {
   return `// qvm ${VERSION}: built by src/dist/bundle.ts from qvm's sources; do not edit.
 const HASH = "${hash}";
 /** Every module, as JSON \`{path: text}\`, gzipped and base64-encoded: read only to unpack. */
 const PACKED = "${packed}";
+/** Every module's size in bytes and SHA-256, to check an unpacked copy against. */
+const FILES = ${JSON.stringify(files)};
+const HOT = ${JSON.stringify(HOT_COMMANDS)};
+${CACHE_SOURCE}
+${commandSource()}
+const needed = HOT.includes(command) ? [\`hot/\${command}.js\`, "package.json"] : Object.keys(FILES);
+let dir;
+try {
+  dir = await modulesDir(needed);
+} catch (err) {
+  console.error(\`qvm: cannot unpack qvm's modules into \${cacheRoot()} nor a temporary folder: \${err.message}\`);
+  Deno.exit(1);
+}
+${dispatchSource('fileUrl(dir) + "/"')}`;
+}
 
+/**
+ * How `dist/qvm` finds its modules, as JavaScript. They are unpacked once into a private cache
+ * folder named by the build's hash (`~/.cache/qvm/dist-<hash>`, atomically, by rename), and every
+ * run checks the ones it loads against `FILES` before running them: a file's SHA-256 is computed
+ * once, and its identity (inode, size, mtime, ctime: any write or replacement changes the ctime)
+ * recorded in `.verified`; later runs compare identities only (one lstat per file: a hot command
+ * checks its own module, any other command all of them). A file that differs (edited, truncated,
+ * missing) makes the run unpack the build again, replacing the damaged folder. When the cache
+ * cannot be used (no writable home, a cache folder that is not private), the modules go into a
+ * private temporary folder for this run, removed when it ends.
+ */
+const CACHE_SOURCE = `
 function cacheRoot() {
   const xdg = Deno.env.get("XDG_CACHE_HOME");
   const base = xdg?.startsWith("/") ? xdg : \`\${Deno.env.get("HOME") || "/root"}/.cache\`;
@@ -120,54 +154,117 @@ async function unpack() {
   return JSON.parse(await new Response(stream).text());
 }
 
-/** The folder holding this build's modules, unpacked on first run (atomically, by rename). */
-async function unpacked() {
-  const root = cacheRoot();
-  const dir = \`\${root}/dist-\${HASH}\`;
-  if (privateDir(dir)) return dir;
-  Deno.mkdirSync(root, { recursive: true, mode: 0o700 });
-  privateDir(root);
+async function sha256(bytes) {
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
+  return Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/** What changes whenever a file is written or replaced: its inode, size, mtime and ctime. */
+function identity(info) {
+  return \`\${info.ino},\${info.size},\${info.mtime?.getTime()},\${info.ctime?.getTime()}\`;
+}
+
+const STAMP = ".verified";
+
+/**
+ * True when \`dir\` holds \`paths\` as this build made them: each file is hashed once, then known by
+ * its identity (recorded in STAMP); a file whose identity changed is hashed again.
+ */
+async function verified(dir, paths) {
+  let stamp = {};
+  try {
+    stamp = JSON.parse(Deno.readTextFileSync(\`\${dir}/\${STAMP}\`));
+  } catch { /* none yet, or damaged: every file is hashed */ }
+  let changed = false;
+  for (const path of paths) {
+    let info;
+    try {
+      info = Deno.lstatSync(\`\${dir}/\${path}\`);
+    } catch {
+      return false;
+    }
+    const id = identity(info);
+    if (stamp[path] === id) continue;
+    const [size, hash] = FILES[path];
+    if (!info.isFile || info.size !== size) return false;
+    if (await sha256(Deno.readFileSync(\`\${dir}/\${path}\`)) !== hash) return false;
+    stamp[path] = id;
+    changed = true;
+  }
+  if (changed) {
+    try {
+      const tmp = \`\${dir}/\${STAMP}.\${Deno.pid}\`;
+      Deno.writeTextFileSync(tmp, JSON.stringify(stamp), { mode: 0o600 });
+      Deno.renameSync(tmp, \`\${dir}/\${STAMP}\`);
+    } catch { /* a read-only cache: checked by hash again next time */ }
+  }
+  return true;
+}
+
+/** Writes the build's modules into a new private folder in \`parent\`; returns its path. */
+async function writeModules(parent, prefix) {
   const files = await unpack();
-  const tmp = Deno.makeTempDirSync({ dir: root, prefix: ".unpack-" });
+  const tmp = Deno.makeTempDirSync({ dir: parent, prefix });
   for (const [path, text] of Object.entries(files)) {
     const slash = path.lastIndexOf("/");
     if (slash > 0) Deno.mkdirSync(\`\${tmp}/\${path.slice(0, slash)}\`, { recursive: true });
     Deno.writeTextFileSync(\`\${tmp}/\${path}\`, text, { createNew: true, mode: 0o600 });
   }
-  try {
-    Deno.renameSync(tmp, dir);
-  } catch (err) {
+  if (!(await verified(tmp, Object.keys(FILES)))) {
     Deno.removeSync(tmp, { recursive: true });
-    if (!privateDir(dir)) throw err;
+    throw new Error("the unpacked modules do not match this build");
   }
+  return tmp;
+}
+
+/** The cache folder of this build, holding \`needed\` as built: unpacked (again) when it does not. */
+async function cachedModules(needed) {
+  const root = cacheRoot();
+  const dir = \`\${root}/dist-\${HASH}\`;
+  if (privateDir(dir) && await verified(dir, needed)) return dir;
+  Deno.mkdirSync(root, { recursive: true, mode: 0o700 });
+  privateDir(root);
+  const fresh = await writeModules(root, ".unpack-");
+  try {
+    Deno.renameSync(fresh, dir);
+    return dir;
+  } catch { /* a damaged build is in the way, or a concurrent run unpacked it first */ }
+  if (privateDir(dir) && await verified(dir, needed)) {
+    Deno.removeSync(fresh, { recursive: true });
+    return dir;
+  }
+  const old = \`\${fresh}.old\`;
+  Deno.renameSync(dir, old);
+  Deno.renameSync(fresh, dir);
+  Deno.removeSync(old, { recursive: true });
   return dir;
+}
+
+/** The folder to run \`needed\` from: the cache, else a temporary folder for this run. */
+async function modulesDir(needed) {
+  try {
+    return await cachedModules(needed);
+  } catch {
+    const tmp = await writeModules(undefined, "qvm-dist-");
+    globalThis.addEventListener("unload", () => {
+      try {
+        Deno.removeSync(tmp, { recursive: true });
+      } catch { /* gone */ }
+    });
+    return tmp;
+  }
 }
 
 function fileUrl(path) {
   return \`file://\${path.split("/").map(encodeURIComponent).join("/")}\`;
 }
+`;
 
-let dir;
-try {
-  dir = await unpacked();
-} catch (err) {
-  console.error(\`qvm: cannot unpack qvm's modules into \${cacheRoot()}: \${err.message}\`);
-  Deno.exit(1);
-}
-${routeSource('fileUrl(dir) + "/"')}`;
-}
-
-/**
- * The launchers' last lines: run the command named in `Deno.args` from the build at `lib` (a JS
- * expression for its `file:` URL, ending in `/`): a command of `HOT_COMMANDS` from its own
- * single module (`hot/<command>.js`), any other from the split modules (`main.js` and what it
- * loads). The command is found as `main` finds it (global options before it may take a value).
- */
-export function routeSource(lib: string): string {
+/** The launchers' lines that find the command named in `Deno.args`, as `main` finds it. */
+function commandSource(): string {
   const valued = Object.entries(GLOBAL_OPTIONS).filter(([, o]) => o.type === "string")
     .map(([name]) => name);
-  return `const LIB = ${lib};
-let command;
+  return `let command;
 for (let i = 0; i < Deno.args.length; i++) {
   const arg = Deno.args[i];
   if (!arg.startsWith("-")) {
@@ -175,7 +272,16 @@ for (let i = 0; i < Deno.args.length; i++) {
     break;
   }
   if (!arg.includes("=") && ${JSON.stringify(valued)}.includes(arg.replace(/^--?/, ""))) i++;
+}`;
 }
+
+/**
+ * The launchers' last lines: run `command` from the build at `lib` (a JS expression for its
+ * `file:` URL, ending in `/`): a command of `HOT_COMMANDS` from its own single module
+ * (`hot/<command>.js`), any other from the split modules (`main.js` and what it loads).
+ */
+function dispatchSource(lib: string): string {
+  return `const LIB = ${lib};
 if (${JSON.stringify(HOT_COMMANDS)}.includes(command)) {
   await import(\`\${LIB}hot/\${command}.js\`);
 } else {
@@ -185,6 +291,16 @@ if (${JSON.stringify(HOT_COMMANDS)}.includes(command)) {
   Deno.exit(await main(Deno.args));
 }
 `;
+}
+
+/**
+ * The launchers' last lines: run the command named in `Deno.args` from the build at `lib` (a JS
+ * expression for its `file:` URL, ending in `/`): a command of `HOT_COMMANDS` from its own
+ * single module (`hot/<command>.js`), any other from the split modules (`main.js` and what it
+ * loads). The command is found as `main` finds it (global options before it may take a value).
+ */
+export function routeSource(lib: string): string {
+  return `${commandSource()}\n${dispatchSource(lib)}`;
 }
 
 /**
@@ -371,7 +487,11 @@ async function splitBundle(): Promise<Record<string, string>> {
 export async function packBuild(files: Record<string, string>): Promise<string> {
   const json = JSON.stringify(files);
   const hash = (await sha256Hex(json)).slice(0, 16);
-  return `${SHEBANG}\n${launcherSource(await gzipBase64(json), hash)}`;
+  const manifest: Record<string, [number, string]> = {};
+  for (const [path, text] of Object.entries(files)) {
+    manifest[path] = [new TextEncoder().encode(text).length, await sha256Hex(text)];
+  }
+  return `${SHEBANG}\n${launcherSource(await gzipBase64(json), hash, manifest)}`;
 }
 
 /** Builds `out` (default `dist/qvm`), mode 0755, written atomically; returns its size in bytes. */

@@ -118,6 +118,13 @@ export function archOf(binary: string | undefined): string {
   return match ? match[1] : "x86_64";
 }
 
+/** The CPU count of `cpu:` (a number, or `-smp` text: its leading count, or `cpus=`). */
+function cpuCount(cpu: VmConfig["cpu"]): number | undefined {
+  if (typeof cpu !== "string") return cpu;
+  const count = /^(\d+)(,|$)/.exec(cpu)?.[1] ?? /(^|,)cpus=(\d+)/.exec(cpu)?.[2];
+  return count === undefined ? undefined : Number(count);
+}
+
 /** Raw argv in option-sized groups (`-rtc base=utc -no-hpet` → `[-rtc, base=utc]`, `[-no-hpet]`). */
 export function optionGroups(argv: readonly string[]): string[][] {
   const groups: string[][] = [];
@@ -358,6 +365,8 @@ export function domainXml(vm: DomainSource, options: DomainOptions): DomainExpor
   if (rawStorage.length > 0) passed.push(storageArgv(rawStorage, options.diskDir));
   if (scsi) devices.push(el("controller", { type: "scsi", index: 0, model: "virtio-scsi" }));
   passed.push(...optionGroups(config.args.filter((a) => !(a.startsWith("-") && isNographic(a)))));
+  // -smp text (sockets, cores, threads): <vcpu> holds its count, QEMU gets the rest as written.
+  if (typeof config.cpu === "string") passed.push(["-smp", config.cpu]);
   const cloudArgv = options.cloud?.argv ?? [];
   if (cloudArgv.length > 0) passed.push(...optionGroups(cloudArgv));
   files.push(...options.cloud?.files ?? []);
@@ -409,7 +418,7 @@ export function domainXml(vm: DomainSource, options: DomainOptions): DomainExpor
         : el("qvm:runtime", { "xmlns:qvm": QVM_RUNTIME_NS }, [JSON.stringify(cloudArgv)]),
     ]),
     memoryElement(config.memory ?? plan.memory ?? DEFAULT_MEMORY),
-    el("vcpu", {}, [String(config.cpu ?? plan.vcpus ?? 1)]),
+    el("vcpu", {}, [String(cpuCount(config.cpu) ?? plan.vcpus ?? 1)]),
     el("os", {}, [
       el("type", { arch: archOf(binary), machine: plan.machine }, ["hvm"]),
       plan.kernel === undefined ? undefined : el("kernel", {}, [plan.kernel]),

@@ -12,6 +12,8 @@ import {
   argumentOption,
   type ArgValue,
   diskFile,
+  formatForward,
+  storageId,
   type StorageItem,
   stripDashes,
   type VirtfsStorage,
@@ -157,7 +159,7 @@ function virtfsArgv(share: VirtfsStorage): string[] {
     `path=${escapeOptionValue(share.path)}`,
     `mount_tag=${escapeOptionValue(share.mount_tag)}`,
     `security_model=${share.security_model}`,
-    `id=${escapeOptionValue(share.options?.id ?? share.name)}`,
+    `id=${escapeOptionValue(share.options?.id ?? storageId(share.name))}`,
   ];
   if (share.readonly) parts.push("readonly=on");
   parts.push(...extraParts(share.options));
@@ -176,7 +178,7 @@ export function storageArgv(storage: StorageItem[], diskDir: string): string[] {
     }
     const iface = item.interface === "virtio" || item.interface === "ide" ? item.interface : "none";
     const file = escapeOptionValue(diskFile(item, diskDir));
-    const id = escapeOptionValue(item.name);
+    const id = escapeOptionValue(storageId(item.name));
     const drive = [`file=${file}`, `format=${item.type}`, `if=${iface}`, `id=${id}`];
     if (item.media === "cdrom") drive.push("media=cdrom");
     argv.push("-drive", [...drive, ...extraParts(item.options)].join(","));
@@ -195,20 +197,52 @@ export function storageArgv(storage: StorageItem[], diskDir: string): string[] {
 }
 
 /**
- * The QEMU options for a validated config, in order: memory, cpu, display, vga, `arguments`,
- * storage, then raw `args`. `-nographic` and stdio serial ports and monitors are left out (see
- * `isNographic`, `isStdioDevice`). Pure; `diskDir` is where disks without a `file` live.
+ * The QEMU options for a validated config: those of `memory`, `cpu`, `display`, `vga`,
+ * `arguments`, `storage` and raw `args`, in the order these keys have in the config (the order
+ * of its files, as maqet writes them: a `storage` key before `arguments` puts its disks first).
+ * `-nographic` and stdio serial ports and monitors are left out (see `isNographic`,
+ * `isStdioDevice`). Pure; `diskDir` is where disks without a `file` live.
  */
 export function configArgv(config: VmConfig, options: { diskDir: string }): string[] {
   const argv: string[] = [];
-  if (config.memory !== undefined) argv.push("-m", config.memory);
-  if (config.cpu !== undefined) argv.push("-smp", String(config.cpu));
-  if (config.display !== undefined) argv.push("-display", config.display);
-  if (config.vga !== undefined) argv.push("-vga", config.vga);
-  for (const item of config.arguments) {
-    if (!isNographic(argumentOption(item)) && !isStdioItem(item)) argv.push(...argumentArgv(item));
+  for (const key of Object.keys(config)) {
+    if (key === "memory" && config.memory !== undefined) argv.push("-m", config.memory);
+    if (key === "cpu" && config.cpu !== undefined) argv.push("-smp", String(config.cpu));
+    if (key === "display" && config.display !== undefined) argv.push("-display", config.display);
+    if (key === "vga" && config.vga !== undefined) argv.push("-vga", config.vga);
+    if (key === "arguments") {
+      for (const item of config.arguments) {
+        if (!isNographic(argumentOption(item)) && !isStdioItem(item)) {
+          argv.push(...argumentArgv(item));
+        }
+      }
+    }
+    if (key === "storage") argv.push(...storageArgv(config.storage, options.diskDir));
+    if (key === "args") argv.push(...passedArgs(config.args));
   }
-  argv.push(...storageArgv(config.storage, options.diskDir));
-  argv.push(...passedArgs(config.args));
   return argv;
+}
+
+/** Host addresses that mean every address of the host. */
+const ALL_ADDRESSES = new Set(["", "0.0.0.0", "::", "[::]"]);
+
+/**
+ * The port forwards of `config` that listen on every address of the host (`0.0.0.0`, or none
+ * given in a `hostfwd=` of `arguments`/`args`, which QEMU binds to all), as written: other
+ * machines on the network can connect to them.
+ */
+export function openForwards(config: VmConfig): string[] {
+  const found = (config.network?.ports ?? [])
+    .filter((forward) => ALL_ADDRESSES.has(forward.address))
+    .map(formatForward);
+  for (const arg of configArgv(config, { diskDir: "/" })) {
+    if (!arg.includes("hostfwd=")) continue;
+    for (const part of splitOptionText(arg)) {
+      if (!part.startsWith("hostfwd=")) continue;
+      // hostfwd=[tcp|udp]:[hostaddr]:hostport-[guestaddr]:guestport
+      const host = part.slice("hostfwd=".length).split("-")[0].split(":");
+      if (host.length === 3 && ALL_ADDRESSES.has(host[1])) found.push(part);
+    }
+  }
+  return found;
 }

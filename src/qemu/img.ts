@@ -47,6 +47,91 @@ export async function qemuImg(args: string[]): Promise<string> {
   return run.stdout;
 }
 
+/** One image of a backing chain, as its header reads (`qemu-img info -f FORMAT`). */
+export interface ChainLayer {
+  /** The file, as it was opened. */
+  file: string;
+  /** The format it was opened as (pinned, never probed). */
+  format: string;
+  /** The backing file its header names, as QEMU would open it (resolved against its folder). */
+  backing?: string;
+  /** The backing file's format its header pins; QEMU guesses it when absent. */
+  backingFormat?: string;
+  /** A qcow2 image's external data file, if it has one. */
+  dataFile?: string;
+  /** The size of the disk it holds, in bytes. */
+  virtualSize?: number;
+}
+
+/** The deepest backing chain qvm reads. */
+const MAX_CHAIN = 16;
+
+function layerOf(file: string, format: string, info: Record<string, unknown>): ChainLayer {
+  const backing = info["full-backing-filename"] ?? info["backing-filename"];
+  const backingFormat = info["backing-filename-format"];
+  const specific = info["format-specific"] as { data?: Record<string, unknown> } | undefined;
+  const dataFile = specific?.data?.["data-file"];
+  return {
+    file,
+    format,
+    ...(typeof backing === "string" ? { backing } : {}),
+    ...(typeof backingFormat === "string" ? { backingFormat } : {}),
+    ...(typeof dataFile === "string" ? { dataFile } : {}),
+    ...(typeof info["virtual-size"] === "number" ? { virtualSize: info["virtual-size"] } : {}),
+  };
+}
+
+/**
+ * The backing chain of the image at `file` opened as `format` (pinned, never probed), top first
+ * (a running VM's image too: `-U`). One header is read at a time (`qemu-img info -f FORMAT`,
+ * which opens no backing file), and the walk goes on to a backing file only when `follow(path)`
+ * allows it, opened as the format its header pins (raw when none): a file a chain may not name
+ * is never opened, unlike with `qemu-img info --backing-chain`, which opens every file first and
+ * waits forever on a FIFO. The last layer is one without a backing file, one whose backing file
+ * `follow` refused, or one whose backing file cannot be opened (gone); each names its backing
+ * file. Throws a UsageError naming `file` when the top itself cannot be read as `format`.
+ */
+export async function backingChain(
+  file: string,
+  format: string,
+  follow: (path: string) => boolean = () => true,
+): Promise<ChainLayer[]> {
+  const chain: ChainLayer[] = [];
+  let next: { file: string; format: string } | undefined = { file, format };
+  while (next !== undefined) {
+    const current: { file: string; format: string } = next;
+    if (chain.length === MAX_CHAIN || chain.some((layer) => layer.file === current.file)) {
+      throw new UsageError(
+        `image '${file}': its backing chain ${
+          chain.length === MAX_CHAIN ? `is deeper than ${MAX_CHAIN} files` : "loops"
+        } (at '${current.file}')`,
+      );
+    }
+    const run = await runQemuImg([
+      "info",
+      "-U",
+      "--output=json",
+      "-f",
+      current.format,
+      "--",
+      current.file,
+    ]);
+    if (run.code !== 0) {
+      if (chain.length > 0) break; // a backing file that is gone: the layer above names it
+      const reason = run.stderr.trim().split("\n").pop()?.replace(/^qemu-img: /, "");
+      throw new UsageError(
+        `cannot read image '${file}' as ${format}: ${reason || "qemu-img failed"}`,
+      );
+    }
+    const layer = layerOf(current.file, current.format, JSON.parse(run.stdout));
+    chain.push(layer);
+    next = layer.backing !== undefined && follow(layer.backing)
+      ? { file: layer.backing, format: layer.backingFormat ?? "raw" }
+      : undefined;
+  }
+  return chain;
+}
+
 /** The `qemu-img create` argv for a disk at `file` (no size: an overlay as big as its backing file). */
 export function createArgs(disk: DiskStorage, file: string): string[] {
   const args = ["create", "-q", "-f", disk.type];
@@ -180,49 +265,19 @@ export function qcow2Header(file: string): { backing: boolean } | undefined {
   }
 }
 
-/** One image of a backing chain, as `qemu-img info --backing-chain` reads it. */
-export interface ChainLayer {
-  file: string;
-  format: string;
-  /** The backing file its header names (resolved against its folder), if any. */
-  backing?: string;
-  /** The backing file's format its header pins, if any. */
-  backingFormat?: string;
-}
-
-function layerOf(info: Record<string, unknown>): ChainLayer {
-  const backing = info["full-backing-filename"] ?? info["backing-filename"];
-  const backingFormat = info["backing-filename-format"];
-  return {
-    file: String(info.filename),
-    format: String(info.format),
-    ...(typeof backing === "string" ? { backing } : {}),
-    ...(typeof backingFormat === "string" ? { backingFormat } : {}),
-  };
-}
-
-/**
- * The backing chain of the image at `file` opened as `format` (pinned, never probed), top first,
- * read with `qemu-img info --backing-chain -U` (a running VM's image too). When a layer below
- * cannot be opened (a backing file that is gone), the top alone, naming its backing file. Throws
- * a QvmError when the top itself cannot be read.
- */
-export async function backingChain(file: string, format: string): Promise<ChainLayer[]> {
-  const base = ["info", "--output=json", "-U", "-f", format];
-  const chain = await runQemuImg([...base, "--backing-chain", "--", file]);
-  if (chain.code === 0) return (JSON.parse(chain.stdout) as Record<string, unknown>[]).map(layerOf);
-  return [layerOf(JSON.parse(await qemuImg([...base, "--", file])))];
-}
-
 /**
  * Makes a shared folder's `path` (with its parents) when it does not exist, as maqet does at start;
  * true if it made it. Never inside a system folder (`/etc`, `/usr`, ..., also through a symlink).
+ * A file at `path` is refused (exit 3) before QEMU is launched.
  */
 export function createShareIfMissing(share: VirtfsStorage): boolean {
   try {
-    Deno.statSync(share.path);
-    return false;
+    if (Deno.statSync(share.path).isDirectory) return false;
+    throw new UsageError(
+      `shared folder '${share.name}' at ${share.path} is a file, and a virtfs share is a folder`,
+    );
   } catch (err) {
+    if (err instanceof UsageError) throw err;
     if (!(err instanceof Deno.errors.NotFound)) return false;
   }
   const folder = systemFolderOf(share.path);

@@ -40,6 +40,7 @@ import {
   startDomain,
 } from "../libvirt/mod.ts";
 import { escapeOptionValue, splitOptionText } from "../qemu/argv.ts";
+import { checkConfigChains } from "../qemu/chains.ts";
 import { ensurePrivateDir, type VmRecord } from "../state/mod.ts";
 import { homeKeys, keyPaths } from "../cloud/ssh.ts";
 import { cloudModule } from "../lazy.ts";
@@ -448,7 +449,11 @@ export async function importDomainFile(
     );
   }
   const uuid = domain.uuid?.toLowerCase();
-  const id = uuid !== undefined && looksLikeId(uuid) && !env.store.get(uuid) ? uuid : undefined;
+  const id = uuid !== undefined && looksLikeId(uuid) && !env.store.get(uuid)
+    ? uuid
+    : crypto.randomUUID();
+  // The disks' images may name other host files in their headers: refused as add refuses them.
+  await checkConfigChains(config, vmPaths(env.dirs, id).diskDir);
   const vm = env.store.insert({ id, name, configPath: null, config: { ...config, name } });
   return { vm, exact: domain.exact, warnings };
 }

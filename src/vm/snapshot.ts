@@ -14,7 +14,7 @@ import { Deadline, type VmEnv } from "./env.ts";
 import { agentSocketOf } from "./agent.ts";
 import { withVm } from "./guard.ts";
 import { NotFoundError, NotRunningError, QvmError, TimeoutError, UsageError } from "../errors.ts";
-import { diskFile } from "../config/mod.ts";
+import { diskFile, storageId } from "../config/mod.ts";
 import type { DiskStorage, StorageItem } from "../config/mod.ts";
 import { storageWithRoot } from "./storage.ts";
 import type { Dirs, VmRecord } from "../state/mod.ts";
@@ -207,9 +207,19 @@ function attachedDrives(
   return found;
 }
 
-/** The running VM's block devices that have a medium, from QMP `query-block`. */
-async function blockDevices(client: QmpClient): Promise<BlockDevice[]> {
-  return parseBlockDevices(await client.execute("query-block"));
+/**
+ * The running VM's block devices that have a medium, from QMP `query-block`; a drive of the
+ * storage list is named by its storage name (QEMU knows it by its id, see `storageId`).
+ */
+async function blockDevices(
+  client: QmpClient,
+  storage: readonly StorageItem[],
+): Promise<BlockDevice[]> {
+  const names = new Map(storage.map((item) => [storageId(item.name), item.name]));
+  return parseBlockDevices(await client.execute("query-block")).map((device) => ({
+    ...device,
+    device: names.get(device.device) ?? device.device,
+  }));
 }
 
 async function connectQmp(ctx: VmEnv, vm: VmRecord): Promise<QmpClient> {
@@ -435,7 +445,7 @@ async function liveAction(
   const client = await connectQmp(ctx, vm);
   let op: SnapshotAction = request.action;
   try {
-    const devices = await blockDevices(client);
+    const devices = await blockDevices(client, snapshotStorage(ctx, vm));
     // A live load always brings back VM state; a live create does unless --disk-only.
     const withState = request.action === "load" ||
       (request.action === "create" && request.diskOnly !== true);
@@ -700,7 +710,10 @@ export async function listSnapshots(
   if (seen.status === "running" || seen.status === "frozen") {
     const client = await connectQmp(ctx, vm);
     try {
-      const attached = attachedDrives(await blockDevices(client), drives.map((d) => d.name));
+      const attached = attachedDrives(
+        await blockDevices(client, snapshotStorage(ctx, vm)),
+        drives.map((d) => d.name),
+      );
       const listed = drives.map((d) => ({
         drive: d.name,
         file: diskFile(d, diskDir),

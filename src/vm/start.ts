@@ -8,6 +8,7 @@ import { diskFile, type DiskStorage } from "../config/mod.ts";
 import type { VmRecord } from "../state/mod.ts";
 import { ensurePrivateDir } from "../state/mod.ts";
 import { asidePath, createDiskIfMissing, createShareIfMissing } from "../qemu/img.ts";
+import { checkConfigChains } from "../qemu/chains.ts";
 import { launchArgv } from "../qemu/launch.ts";
 import { isOurQemu, qemuMessages, readPidFile, signalOurQemu } from "../qemu/process.ts";
 import type { Deadline, VmEnv } from "./env.ts";
@@ -15,6 +16,7 @@ import { checkQemu, faultError, kvmInUse, TCG_HINT } from "./fault.ts";
 
 // `launch` catches a KVM fault to start the VM again under TCG.
 export { KvmFaultError } from "./fault.ts";
+import { warnOpenForwards } from "./define.ts";
 import { withVm } from "./guard.ts";
 import { FAULT_STATES, findQemuOf, isLive } from "./observe.ts";
 import { withQmpSocket } from "./qmp_session.ts";
@@ -292,6 +294,9 @@ export async function launch(
     // A wait that cannot succeed is bad input: refused before QEMU is launched.
     (await cloudModule()).checkWaitable(vm, options.waitFor.kind);
   }
+  // The images may have changed since the VM was defined: their chains are read again.
+  await checkConfigChains(vm.config, paths.diskDir);
+  warnOpenForwards(env, vm.config);
   const argv = launchArgv(vm, paths);
   const { image, network, cloud_init, guest_agent } = vm.config;
   if (image || network || cloud_init || guest_agent) {
