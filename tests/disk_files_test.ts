@@ -49,7 +49,13 @@ Deno.test("rm --delete-storage keeps what other VMs reach: image:, an image's ba
     // c: image: a file of its own whose qcow2 header has one of a's disks below it.
     const top = join(env.root, "top.qcow2");
     await qemuImg("create", "-q", "-f", "qcow2", "-b", chained, "-F", "qcow2", top);
-    await env.ok(["add", "--empty", "--name", "c", "--image", top]);
+    await env.ok([
+      "add",
+      await env.file("c.yaml", `image: ${top}\nallowed_backing_files: ["${chained}"]\n`),
+      "--empty",
+      "--name",
+      "c",
+    ]);
     // d: a kernel named only in raw args.
     await env.ok([
       "add",
