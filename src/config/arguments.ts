@@ -3,8 +3,8 @@
  * `id`, whether it is a bare flag. Pure; building QEMU's argv from items is `qemu/argv.ts`'s job.
  */
 
-import { splitOptionText } from "../qemu/argv.ts";
 import { isMap } from "./_util.ts";
+import { splitOptionText } from "./qemu_opts.ts";
 import type { ArgumentItem } from "./types.ts";
 
 /** `arguments` options that may appear once; a later config's item replaces an earlier one. */

@@ -42,6 +42,7 @@ export {
   type PortHolder,
   udpPortsBound,
 } from "./network.ts";
+export { escapeOptionValue, splitOptionText } from "./qemu_opts.ts";
 export { diskFile, PATH_KEYS, PATH_OPTIONS, SYSTEM_FOLDERS, systemFolderOf } from "./paths.ts";
 export {
   diskSizeOf,

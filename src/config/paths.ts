@@ -8,9 +8,9 @@
 // and node:path costs every command that loads the config module (start among them) ~15 ms of
 // start-up (node:fs alone: start --dry-run 48 -> 38 ms, paired).
 import { dirname, isAbsolute, join, resolve } from "../path.ts";
-import { escapeOptionValue, splitOptionText } from "../qemu/argv.ts";
 import { stripDashes } from "./arguments.ts";
 import { isMap } from "./_util.ts";
+import { escapeOptionValue, splitOptionText } from "./qemu_opts.ts";
 import { resolveCloudInitPaths } from "./cloud_init.ts";
 import { resolveBackingPaths } from "./image.ts";
 import type { DiskStorage } from "./types.ts";

@@ -12,7 +12,9 @@ import {
   argumentOption,
   type ArgValue,
   diskFile,
+  escapeOptionValue,
   formatForward,
+  splitOptionText,
   storageId,
   type StorageItem,
   stripDashes,
@@ -20,35 +22,9 @@ import {
   type VmConfig,
 } from "../config/mod.ts";
 
-/**
- * Escapes one value inside a QEMU `key=value,...` option: a literal comma is written `,,`.
- * The only escaping qvm does; every file path, name and sub-option value goes through it.
- */
-export function escapeOptionValue(value: string): string {
-  return value.replaceAll(",", ",,");
-}
-
-/**
- * Splits QEMU option text (`file=a,,b.img,if=virtio`) into its parts at single commas; `,,` is a
- * literal comma and comes back as `,`. `parts.map(escapeOptionValue).join(",")` gives the text back.
- */
-export function splitOptionText(text: string): string[] {
-  const parts: string[] = [];
-  let current = "";
-  for (let i = 0; i < text.length; i++) {
-    if (text[i] !== ",") {
-      current += text[i];
-    } else if (text[i + 1] === ",") {
-      current += ",";
-      i++;
-    } else {
-      parts.push(current);
-      current = "";
-    }
-  }
-  parts.push(current);
-  return parts;
-}
+// The option-text helpers live in config/ (configs are checked in that text); argv users get
+// them here too.
+export { escapeOptionValue, splitOptionText } from "../config/mod.ts";
 
 function scalarText(value: string | number | boolean): string {
   if (typeof value === "boolean") return value ? "on" : "off";
