@@ -13,7 +13,7 @@ import { isOurQemu } from "../qemu/process.ts";
 import type { VmRecord } from "../state/mod.ts";
 import { isLive, observe } from "../vm/observe.ts";
 import { qemuMarkers, vmPaths } from "../vm/paths.ts";
-import { runState } from "../vm/qmp_session.ts";
+import { runState } from "../qemu/run_state.ts";
 import { qmpModule } from "../lazy.ts";
 
 /** How long `--follow` waits, once the VM has stopped, for it to be started again. */

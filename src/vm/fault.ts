@@ -11,7 +11,8 @@ import type { VmRecord } from "../state/mod.ts";
 import type { VmEnv } from "./env.ts";
 import { FAULT_STATES } from "./observe.ts";
 import { qemuMarkers, type VmPaths, vmPaths } from "./paths.ts";
-import { qmpOnce, runState } from "./qmp_session.ts";
+import { qmpOnce } from "./qmp_session.ts";
+import { runState } from "../qemu/run_state.ts";
 
 /** The config change that runs a VM without KVM, as the hints name it. */
 export const TCG_HINT = "set accel tcg in the config (arguments: [{accel: tcg}])";

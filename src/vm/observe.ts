@@ -21,7 +21,7 @@ import type { VmEnv } from "./env.ts";
 import { isLocked } from "./lock.ts";
 import { exists, qemuMarkers, vmPaths } from "./paths.ts";
 import { freezeModule } from "../lazy.ts";
-import { runState } from "./qmp_session.ts";
+import { runState } from "../qemu/run_state.ts";
 
 /**
  * A status as qvm reports it: the stored ones plus the derived `paused`, `unresponsive` and QEMU's

@@ -14,7 +14,8 @@ import { agentSocketOf } from "./agent.ts";
 import { withVm } from "./guard.ts";
 import { findQemuOf, isLive, type Observation } from "./observe.ts";
 import { qemuMarkers, removeQuietly, runtimeFiles, type VmPaths, vmPaths } from "./paths.ts";
-import { qmpOnce, runState } from "./qmp_session.ts";
+import { qmpOnce } from "./qmp_session.ts";
+import { runState } from "../qemu/run_state.ts";
 import { agentModule } from "../lazy.ts";
 import { sleep } from "../timers.ts";
 
