@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { launchArgv, shellQuote } from "../src/qemu/launch.ts";
+import { launchArgv } from "../src/qemu/launch.ts";
+import { shellQuote } from "../src/shell.ts";
 import { vmPaths } from "../src/vm/paths.ts";
 import { planStop } from "../src/vm/stop.ts";
 import { parseWaitFor } from "../src/vm/start.ts";

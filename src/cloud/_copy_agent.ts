@@ -25,7 +25,7 @@ import {
   agentFileRead,
   agentFileWrite,
 } from "./agent.ts";
-import { shellQuote } from "../qemu/launch.ts";
+import { shellQuote } from "../shell.ts";
 import {
   baseName,
   type DestState,

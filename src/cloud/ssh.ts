@@ -5,7 +5,7 @@
  */
 import { QvmError, TimeoutError } from "../errors.ts";
 import { sleep } from "../timers.ts";
-import { shellQuote } from "../qemu/launch.ts";
+import { shellQuote } from "../shell.ts";
 import { ensurePrivateDir } from "../state/mod.ts";
 import { after } from "../timers.ts";
 

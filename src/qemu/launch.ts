@@ -84,9 +84,3 @@ export function launchArgv(
   if (!choosesAccel(vm.config)) argv.push("-accel", "kvm", "-accel", "tcg");
   return argv;
 }
-
-/** `argv` as one shell-pasteable line (for `start --dry-run`). */
-export function shellQuote(argv: readonly string[]): string {
-  return argv.map((a) => /^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replaceAll("'", `'\\''`)}'`)
-    .join(" ");
-}
