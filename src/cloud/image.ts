@@ -9,9 +9,9 @@ import { escapeOptionValue } from "../qemu/argv.ts";
 import { asidePath, backingChain, createAside, qemuImg } from "../qemu/img.ts";
 import { isOurQemu, markersIn } from "../qemu/process.ts";
 import { type Dirs, ensurePrivateDir, type StateStore, type VmRecord } from "../state/mod.ts";
-import { ROOT_DRIVE, vmPaths } from "../vm/paths.ts";
+import { ROOT_DRIVE, vmPaths } from "../vm_files.ts";
 
-export { ROOT_DRIVE } from "../vm/paths.ts";
+export { ROOT_DRIVE } from "../vm_files.ts";
 
 /** The overlay file of VM `id`. */
 export function overlayPath(dirs: Dirs, id: string): string {

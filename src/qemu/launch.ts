@@ -6,7 +6,7 @@
  * display, serial on `qvm console`.
  */
 import { argumentOption, type VmConfig } from "../config/mod.ts";
-import type { VmPaths } from "../vm/paths.ts";
+import type { VmPaths } from "../vm_files.ts";
 import { configArgv, escapeOptionValue, isStdioItem, passedArgs } from "./argv.ts";
 
 /**

@@ -1,0 +1,119 @@
+/**
+ * Every file qvm keeps for one VM, named in this one place: in the runtime dir, `<id>.<kind>`
+ * (QMP sockets, serial socket, pid file, lock, serial start mark, frozen-guest mark, guest agent
+ * socket, the port forwards in effect); in the data dir, its logs, its disk folder (with the
+ * overlay of its `image:`) and its cloud folder (seed, known_hosts, instance id, the host ports
+ * its `auto` forwards got). Pure string work, no node:path: `status` and `ls` use it too.
+ */
+
+/** The two folders a VM's files live in (the `Dirs` qvm resolves at start-up). */
+interface Folders {
+  dataDir: string;
+  runtimeDir: string;
+}
+
+function join(dir: string, ...names: string[]): string {
+  return `${dir.endsWith("/") ? dir.slice(0, -1) : dir}/${names.join("/")}`;
+}
+
+/** The overlay's file name in the VM's disk folder: the root disk of a VM with `image:`. */
+const OVERLAY_NAME = "image-overlay.qcow2";
+
+/** The storage name and QEMU drive id of a VM's root disk, the overlay of its `image:`. */
+export const ROOT_DRIVE = "qvm-root";
+
+/** Every path belonging to one VM. */
+export interface VmPaths {
+  /** QMP for commands (one client at a time, others wait). */
+  qmpSocket: string;
+  /** A second QMP monitor kept for status reads, so `ls` never queues behind a long command. */
+  monitorSocket: string;
+  /** A third QMP monitor that only `qvm events` reads, so following events takes neither other. */
+  eventSocket: string;
+  serialSocket: string;
+  /** Where the serial log stood when this run of QEMU began (`wait --for serial:` reads on). */
+  bootFile: string;
+  pidFile: string;
+  lockFile: string;
+  /** Written before qvm freezes the guest's file systems, removed once they are thawed. */
+  frozenFile: string;
+  serialLog: string;
+  qemuLog: string;
+  diskDir: string;
+  /** The root disk of a VM with `image:`: a qcow2 overlay of the image, made at first start. */
+  rootOverlay: string;
+}
+
+/** The paths of VM `id` under `dirs`; pure, nothing is created. */
+export function vmPaths(dirs: Folders, id: string): VmPaths {
+  return {
+    qmpSocket: join(dirs.runtimeDir, `${id}.qmp`),
+    monitorSocket: join(dirs.runtimeDir, `${id}.mon`),
+    eventSocket: join(dirs.runtimeDir, `${id}.evt`),
+    serialSocket: join(dirs.runtimeDir, `${id}.serial`),
+    bootFile: join(dirs.runtimeDir, `${id}.boot`),
+    pidFile: join(dirs.runtimeDir, `${id}.pid`),
+    lockFile: join(dirs.runtimeDir, `${id}.lock`),
+    frozenFile: join(dirs.runtimeDir, `${id}.frozen`),
+    serialLog: join(dirs.dataDir, "logs", `${id}.serial.log`),
+    qemuLog: join(dirs.dataDir, "logs", `${id}.qemu.log`),
+    diskDir: join(dirs.dataDir, "disks", id),
+    rootOverlay: join(dirs.dataDir, "disks", id, OVERLAY_NAME),
+  };
+}
+
+/**
+ * Where a disk of the VM lives: its `file`, else `<diskDir>/<name>.<type>`. The same rule as
+ * config's `diskFile`, in string work, so `info` needs neither node:path nor the config module.
+ */
+export function vmDiskFile(
+  diskDir: string,
+  disk: { name: string; type: string; file?: string },
+): string {
+  return disk.file ?? join(diskDir, `${disk.name}.${disk.type}`);
+}
+
+/** The files a running QEMU of this VM has (sockets, pid file): stale once it is gone. */
+export function runtimeFiles(paths: VmPaths): string[] {
+  return [
+    paths.pidFile,
+    paths.qmpSocket,
+    paths.monitorSocket,
+    paths.eventSocket,
+    paths.serialSocket,
+    paths.bootFile,
+    paths.frozenFile,
+  ];
+}
+
+/** Every cloud file of VM `id`. */
+export interface CloudPaths {
+  /** Folder of the VM's seed, ISO and known_hosts. */
+  dir: string;
+  seedDir: string;
+  knownHosts: string;
+  /** The instance id of the last seed, to notice a changed `cloud_init:` section. */
+  instanceIdFile: string;
+  /** The guest agent's socket. */
+  agentSocket: string;
+  /** The forwards in effect, written at start. */
+  forwardsFile: string;
+  /** The host ports `auto` forwards got, kept across starts (in the data dir). */
+  autoPortsFile: string;
+}
+
+/** The cloud paths of VM `id` under `dirs`; pure. */
+export function cloudPaths(dirs: Folders, id: string): CloudPaths {
+  const data = dirs.dataDir.replace(/\/+$/, "");
+  const runtime = dirs.runtimeDir.replace(/\/+$/, "");
+  const dir = `${data}/cloud/${id}`;
+  return {
+    dir,
+    seedDir: `${dir}/seed`,
+    knownHosts: `${dir}/known_hosts`,
+    instanceIdFile: `${dir}/instance-id`,
+    agentSocket: `${runtime}/${id}.ga`,
+    forwardsFile: `${runtime}/${id}.ports.json`,
+    autoPortsFile: `${dir}/auto-ports.json`,
+  };
+}
