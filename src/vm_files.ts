@@ -13,7 +13,7 @@ interface Folders {
 }
 
 function join(dir: string, ...names: string[]): string {
-  return `${dir.endsWith("/") ? dir.slice(0, -1) : dir}/${names.join("/")}`;
+  return `${dir.replace(/\/+$/, "")}/${names.join("/")}`;
 }
 
 /** The overlay's file name in the VM's disk folder: the root disk of a VM with `image:`. */
@@ -21,6 +21,77 @@ const OVERLAY_NAME = "image-overlay.qcow2";
 
 /** The storage name and QEMU drive id of a VM's root disk, the overlay of its `image:`. */
 export const ROOT_DRIVE = "qvm-root";
+
+/**
+ * Every kind of file qvm keeps per VM in the runtime dir (`<id>.<kind>`), and what it is in
+ * words. All but the lock belong to one run of QEMU and are stale once it is gone; the lock is
+ * the VM's for its whole life.
+ */
+export const RUNTIME_KINDS = {
+  qmp: "socket",
+  mon: "socket",
+  evt: "socket",
+  serial: "socket",
+  ga: "socket",
+  boot: "serial start mark",
+  frozen: "frozen-guest mark",
+  pid: "pid file",
+  lock: "lock file",
+  "ports.json": "port forwards record",
+} as const;
+
+/** A kind of runtime file (see `RUNTIME_KINDS`). */
+export type RuntimeKind = keyof typeof RUNTIME_KINDS;
+
+/** One file in the runtime dir that belongs to VM `id`. */
+export interface RuntimeFile {
+  id: string;
+  kind: RuntimeKind;
+  path: string;
+}
+
+const RUNTIME_FILE = new RegExp(
+  `^(.+)\\.(${Object.keys(RUNTIME_KINDS).map((k) => k.replaceAll(".", "\\.")).join("|")})$`,
+);
+
+/** The runtime dir's file of kind `kind` for VM `id`. */
+export function runtimeFile(dirs: Folders, id: string, kind: RuntimeKind): string {
+  return join(dirs.runtimeDir, `${id}.${kind}`);
+}
+
+/** The VM id and kind of a runtime dir entry named `name`, or undefined if it is not qvm's. */
+export function parseRuntimeFile(name: string): { id: string; kind: RuntimeKind } | undefined {
+  const match = name.match(RUNTIME_FILE);
+  return match ? { id: match[1], kind: match[2] as RuntimeKind } : undefined;
+}
+
+/** What a runtime file is, in words: `socket`, `pid file`, `lock file`, ... */
+export function describeKind(kind: RuntimeKind): string {
+  return RUNTIME_KINDS[kind];
+}
+
+/**
+ * Every qvm runtime file in `runtimeDir`, grouped by VM id, by name (a missing folder has none;
+ * other failures to read it are thrown).
+ */
+export function scanRuntimeDir(runtimeDir: string): Map<string, RuntimeFile[]> {
+  const byId = new Map<string, RuntimeFile[]>();
+  let entries: Deno.DirEntry[];
+  try {
+    entries = [...Deno.readDirSync(runtimeDir)];
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return byId;
+    throw err;
+  }
+  for (const entry of entries.sort((a, b) => a.name.localeCompare(b.name))) {
+    const parsed = parseRuntimeFile(entry.name);
+    if (!parsed || entry.isDirectory) continue;
+    const list = byId.get(parsed.id) ?? [];
+    list.push({ ...parsed, path: join(runtimeDir, entry.name) });
+    byId.set(parsed.id, list);
+  }
+  return byId;
+}
 
 /** Every path belonging to one VM. */
 export interface VmPaths {
@@ -47,14 +118,14 @@ export interface VmPaths {
 /** The paths of VM `id` under `dirs`; pure, nothing is created. */
 export function vmPaths(dirs: Folders, id: string): VmPaths {
   return {
-    qmpSocket: join(dirs.runtimeDir, `${id}.qmp`),
-    monitorSocket: join(dirs.runtimeDir, `${id}.mon`),
-    eventSocket: join(dirs.runtimeDir, `${id}.evt`),
-    serialSocket: join(dirs.runtimeDir, `${id}.serial`),
-    bootFile: join(dirs.runtimeDir, `${id}.boot`),
-    pidFile: join(dirs.runtimeDir, `${id}.pid`),
-    lockFile: join(dirs.runtimeDir, `${id}.lock`),
-    frozenFile: join(dirs.runtimeDir, `${id}.frozen`),
+    qmpSocket: runtimeFile(dirs, id, "qmp"),
+    monitorSocket: runtimeFile(dirs, id, "mon"),
+    eventSocket: runtimeFile(dirs, id, "evt"),
+    serialSocket: runtimeFile(dirs, id, "serial"),
+    bootFile: runtimeFile(dirs, id, "boot"),
+    pidFile: runtimeFile(dirs, id, "pid"),
+    lockFile: runtimeFile(dirs, id, "lock"),
+    frozenFile: runtimeFile(dirs, id, "frozen"),
     serialLog: join(dirs.dataDir, "logs", `${id}.serial.log`),
     qemuLog: join(dirs.dataDir, "logs", `${id}.qemu.log`),
     diskDir: join(dirs.dataDir, "disks", id),
@@ -104,16 +175,14 @@ export interface CloudPaths {
 
 /** The cloud paths of VM `id` under `dirs`; pure. */
 export function cloudPaths(dirs: Folders, id: string): CloudPaths {
-  const data = dirs.dataDir.replace(/\/+$/, "");
-  const runtime = dirs.runtimeDir.replace(/\/+$/, "");
-  const dir = `${data}/cloud/${id}`;
+  const dir = join(dirs.dataDir, "cloud", id);
   return {
     dir,
     seedDir: `${dir}/seed`,
     knownHosts: `${dir}/known_hosts`,
     instanceIdFile: `${dir}/instance-id`,
-    agentSocket: `${runtime}/${id}.ga`,
-    forwardsFile: `${runtime}/${id}.ports.json`,
+    agentSocket: runtimeFile(dirs, id, "ga"),
+    forwardsFile: runtimeFile(dirs, id, "ports.json"),
     autoPortsFile: `${dir}/auto-ports.json`,
   };
 }

@@ -13,6 +13,7 @@ import {
 import { takeBackup } from "../src/state/backup.ts";
 import { QvmError, StateWriteError, UsageError } from "../src/errors.ts";
 import type { VmConfig } from "../src/config/mod.ts";
+import { RUNTIME_KINDS, runtimeFile, type RuntimeKind } from "../src/vm_files.ts";
 
 const CONFIG: VmConfig = { memory: "1G", cpu: 2, arguments: [], args: [], storage: [] };
 
@@ -241,6 +242,37 @@ Deno.test("a file that is not SQLite is refused and left byte-for-byte untouched
     );
     assert.deepEqual(await Deno.readFile(path), bytes);
     assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name), ["qvm.db"]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("an emptied database is refused while the runtime dir holds any file of a run of a VM's QEMU; a lock alone proves nothing", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "qvm-state-" });
+  try {
+    const dirs = { dataDir: dir, runtimeDir: join(dir, "run") };
+    Deno.mkdirSync(dirs.runtimeDir);
+    const path = join(dir, "qvm.db");
+    const id = crypto.randomUUID();
+    for (const kind of Object.keys(RUNTIME_KINDS) as RuntimeKind[]) {
+      Deno.writeFileSync(path, new Uint8Array());
+      const file = runtimeFile(dirs, id, kind);
+      Deno.writeTextFileSync(file, "");
+      try {
+        if (kind === "lock") {
+          StateStore.open(path, { runtimeDir: dirs.runtimeDir }).close();
+        } else {
+          assert.throws(
+            () => StateStore.open(path, { runtimeDir: dirs.runtimeDir }),
+            (e) => e instanceof QvmError && /holds sockets or pid files of 1 VM/.test(e.message),
+            kind,
+          );
+          assert.equal(Deno.statSync(path).size, 0, `${kind}: nothing was written over it`);
+        }
+      } finally {
+        Deno.removeSync(file);
+      }
+    }
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

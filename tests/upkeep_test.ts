@@ -3,7 +3,14 @@ import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { exists, QvmEnv, withEnv } from "./helpers/qvm.ts";
 import { alive, eventually, guestConfig } from "./helpers/guest.ts";
-import { parseRuntimeFile, planUpkeep, type RuntimeFile } from "../src/vm/upkeep.ts";
+import { planUpkeep } from "../src/vm/upkeep.ts";
+import {
+  parseRuntimeFile,
+  RUNTIME_KINDS,
+  type RuntimeFile,
+  runtimeFile,
+  type RuntimeKind,
+} from "../src/vm_files.ts";
 import {
   actionFinding,
   type DirFacts,
@@ -309,6 +316,26 @@ Deno.test("cleanup --dry-run lists stale files and removes nothing; cleanup remo
     assert.equal(again.stdout, "");
     assert.match(again.stderr, /^nothing to clean up\n$/);
     assert.deepEqual(JSON.parse(await env.ok(["cleanup", "--json"])), []);
+  });
+});
+
+Deno.test("cleanup of a stopped VM removes every runtime file the file layout names but its lock", async () => {
+  await withEnv(async (env) => {
+    const id = await addEmpty(env, "s1");
+    const dir = runtimeDir(env);
+    const planted = Object.keys(RUNTIME_KINDS).map((kind) => {
+      const path = runtimeFile(env, id, kind as RuntimeKind);
+      if (RUNTIME_KINDS[kind as RuntimeKind] === "socket") staleSocket(path);
+      else Deno.writeTextFileSync(path, kind === "pid" ? "999999\n" : "");
+      return path;
+    });
+    assert.ok(planted.every((path) => path.startsWith(`${dir}/`) && exists(path)));
+    const lock = runtimeFile(env, id, "lock");
+    const res = await env.run(["cleanup", "--json"]);
+    assert.equal(res.code, 0, res.stderr);
+    const removed = JSON.parse(res.stdout).map((a: { path: string }) => a.path).sort();
+    assert.deepEqual(removed, planted.filter((path) => path !== lock).sort());
+    assert.deepEqual(planted.filter(exists), [lock], "only the VM's own lock file stays");
   });
 });
 

@@ -15,7 +15,7 @@ import {
   readVms,
   type StateStore,
 } from "../state/mod.ts";
-import { parseRuntimeFile } from "../vm/upkeep.ts";
+import { parseRuntimeFile } from "../vm_files.ts";
 
 /** What the database checks found, and whether the checks that need the VMs can run. */
 export interface DatabaseReport {

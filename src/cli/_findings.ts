@@ -2,7 +2,8 @@
  * `doctor`'s findings: what was checked, how it came out, why it matters and the fix, plus the
  * pure judgements (folders, leftovers) and the one-line rendering for terminals and pipes.
  */
-import { describeKind, parseRuntimeFile, type UpkeepAction } from "../vm/upkeep.ts";
+import type { UpkeepAction } from "../vm/upkeep.ts";
+import { describeKind, parseRuntimeFile } from "../vm_files.ts";
 
 /** How a check came out; `fixed` means `--fix` repaired it in this run. */
 export type FindingStatus = "ok" | "warning" | "problem" | "fixed";

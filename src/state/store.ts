@@ -20,6 +20,7 @@ import { LATEST_VERSION, MIGRATIONS } from "./schema.ts";
 import { storedConfig } from "./stored_config.ts";
 import { faultOf, translateFault } from "./_faults.ts";
 import { countVms, listBackups, takeBackup } from "./backup.ts";
+import { scanRuntimeDir } from "../vm_files.ts";
 
 /** Statuses stored in the database; `paused`/`unresponsive` are derived on read, never stored. */
 export type StoredStatus = "created" | "starting" | "running" | "stopping" | "stopped" | "failed";
@@ -286,19 +287,19 @@ function refuseLostDatabase(path: string, state: "missing" | "empty"): void {
   );
 }
 
-const VM_RUNTIME_FILE =
-  /^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\.(qmp|mon|serial|pid)$/;
+/** A VM id as qvm makes them (a lowercase UUID): what a runtime file of a VM is named after. */
+const VM_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 /**
- * An emptied (0-byte) database file while the runtime dir holds sockets or pid files of VMs:
- * those VMs existed, so the file lost them. (A lock file may outlive its VM; it proves nothing.)
+ * An emptied (0-byte) database file while the runtime dir holds sockets or pid files of VMs
+ * (any runtime file of a run of QEMU, see `RUNTIME_KINDS`): those VMs existed, so the file lost
+ * them. (A lock file may outlive its VM; it proves nothing.)
  */
 function refuseEmptiedDatabase(path: string, runtimeDir: string): void {
   const ids = new Set<string>();
   try {
-    for (const entry of Deno.readDirSync(runtimeDir)) {
-      const match = entry.name.match(VM_RUNTIME_FILE);
-      if (match) ids.add(match[1]);
+    for (const [id, files] of scanRuntimeDir(runtimeDir)) {
+      if (VM_ID.test(id) && files.some((file) => file.kind !== "lock")) ids.add(id);
     }
   } catch {
     return;

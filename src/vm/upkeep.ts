@@ -12,31 +12,7 @@ import { VmRemovedError, withVm } from "./guard.ts";
 import { acquireLock, isLocked } from "./lock.ts";
 import { isLive } from "./observe.ts";
 import { exists, qemuMarkers, vmPaths } from "./paths.ts";
-
-/** The kinds of file qvm keeps per VM in the runtime dir (`<id>.<kind>`). */
-export type RuntimeKind = "qmp" | "mon" | "evt" | "serial" | "boot" | "pid" | "lock" | "frozen";
-
-/** One file in the runtime dir that belongs to VM `id`. */
-export interface RuntimeFile {
-  id: string;
-  kind: RuntimeKind;
-  path: string;
-}
-
-const RUNTIME_FILE = /^(.+)\.(qmp|mon|evt|serial|boot|pid|lock|frozen)$/;
-
-/** The VM id and kind of a runtime dir entry named `name`, or undefined if it is not qvm's. */
-export function parseRuntimeFile(name: string): { id: string; kind: RuntimeKind } | undefined {
-  const match = name.match(RUNTIME_FILE);
-  return match ? { id: match[1], kind: match[2] as RuntimeKind } : undefined;
-}
-
-/** What a runtime file is, in words: `socket`, `pid file`, `lock file` or `serial start mark`. */
-export function describeKind(kind: RuntimeKind): string {
-  if (kind === "boot") return "serial start mark";
-  if (kind === "frozen") return "frozen-guest mark";
-  return kind === "pid" ? "pid file" : kind === "lock" ? "lock file" : "socket";
-}
+import { type RuntimeFile, scanRuntimeDir } from "../vm_files.ts";
 
 /** One thing cleanup does (or, in a dry run, would do); the shape `cleanup --json` prints. */
 export interface UpkeepAction {
@@ -87,26 +63,6 @@ export function planUpkeep(facts: VmFacts): { actions: UpkeepAction[]; busy: boo
   }
   if (facts.lockHeld && actions.length > 0) return { actions: [], busy: true };
   return { actions, busy: false };
-}
-
-/** Every qvm runtime file in `runtimeDir`, grouped by VM id (a missing folder has none). */
-export function runtimeFiles(runtimeDir: string): Map<string, RuntimeFile[]> {
-  const byId = new Map<string, RuntimeFile[]>();
-  let entries: Deno.DirEntry[];
-  try {
-    entries = [...Deno.readDirSync(runtimeDir)];
-  } catch (err) {
-    if (err instanceof Deno.errors.NotFound) return byId;
-    throw err;
-  }
-  for (const entry of entries.sort((a, b) => a.name.localeCompare(b.name))) {
-    const parsed = parseRuntimeFile(entry.name);
-    if (!parsed || entry.isDirectory) continue;
-    const list = byId.get(parsed.id) ?? [];
-    list.push({ ...parsed, path: `${runtimeDir}/${entry.name}` });
-    byId.set(parsed.id, list);
-  }
-  return byId;
 }
 
 /** What a cleanup pass did (or would do), and the VMs it left alone because they were busy. */
@@ -223,7 +179,7 @@ export async function tidyRuntime(
   env: VmEnv,
   options: { dryRun: boolean },
 ): Promise<UpkeepResult> {
-  const byId = runtimeFiles(env.dirs.runtimeDir);
+  const byId = scanRuntimeDir(env.dirs.runtimeDir);
   for (const vm of env.store.listBrief()) {
     if (isLive(vm.status) && !byId.has(vm.id)) byId.set(vm.id, []);
   }
