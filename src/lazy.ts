@@ -7,6 +7,11 @@
  * modules instead of 20. `lazyImport` builds the URL at run time, so Deno sees no edge. The
  * single-file build (`src/dist/bundle.ts`) makes every path in `LAZY_MODULES` (and every command)
  * an entry of its own and installs a loader for them under `LAZY_IMPORTER`.
+ *
+ * The loaders themselves (`cloudModule`, `qmpModule`, ...) sit beside the modules they load, in
+ * each folder's `lazy.ts` (config's, `configModule`, with the commands in `cli/_lazy.ts`):
+ * importing one shows which layer a module reaches, and this root helper imports nothing of the
+ * layers above it, not even a type.
  */
 
 /** Where the single-file build puts its loader of a module by repository path. */
@@ -34,21 +39,3 @@ export function lazyImport<T>(path: LazyPath): Promise<T> {
   const hook = (globalThis as Record<symbol, Importer | undefined>)[LAZY_IMPORTER];
   return (hook ? hook(path) : import(new URL(`../${path}`, import.meta.url).href)) as Promise<T>;
 }
-
-/** The cloud module (ports, cloud-init seed, ssh, guest agent wiring). */
-export const cloudModule = () => lazyImport<typeof import("./cloud/mod.ts")>("src/cloud/mod.ts");
-/** What `status --json` shows of a cloud VM (without the rest of the cloud module). */
-export const cloudStatusModule = () =>
-  lazyImport<typeof import("./cloud/status.ts")>("src/cloud/status.ts");
-/** The guest agent client. */
-export const agentModule = () =>
-  lazyImport<typeof import("./cloud/agent.ts")>("src/cloud/agent.ts");
-/** Base images and their overlays. */
-export const imageModule = () =>
-  lazyImport<typeof import("./cloud/image.ts")>("src/cloud/image.ts");
-/** Config loading, merging and validation (and with it the YAML parser). */
-export const configModule = () => lazyImport<typeof import("./config/mod.ts")>("src/config/mod.ts");
-/** The QMP client. */
-export const qmpModule = () => lazyImport<typeof import("./qemu/qmp.ts")>("src/qemu/qmp.ts");
-/** Guests frozen for a live snapshot: the freeze, and the thaw of one an interrupted qvm left. */
-export const freezeModule = () => lazyImport<typeof import("./vm/freeze.ts")>("src/vm/freeze.ts");

@@ -6,7 +6,7 @@
 import type { Context } from "./context.ts";
 import type { OptionSpec, ParsedArgs } from "./spec.ts";
 import type { VmConfig } from "../config/mod.ts";
-import { configModule } from "../lazy.ts";
+import { configModule } from "./_lazy.ts";
 import { portHolder } from "../cloud/paths.ts";
 import { UsageError } from "../errors.ts";
 

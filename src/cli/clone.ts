@@ -4,7 +4,7 @@ import type { CommandSpec, ParsedArgs } from "./spec.ts";
 import { UsageError } from "../errors.ts";
 import { Deadline } from "../vm/env.ts";
 import { cloneVm } from "../vm/clone.ts";
-import { configModule } from "../lazy.ts";
+import { configModule } from "./_lazy.ts";
 import { progressModule } from "./_format.ts";
 
 /** The command's arguments and flags. */

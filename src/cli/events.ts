@@ -14,7 +14,7 @@ import type { VmRecord } from "../state/mod.ts";
 import { isLive, observe } from "../vm/observe.ts";
 import { qemuMarkers, vmPaths } from "../vm/paths.ts";
 import { runState } from "../qemu/run_state.ts";
-import { qmpModule } from "../lazy.ts";
+import { qmpModule } from "../qemu/lazy.ts";
 
 /** How long `--follow` waits, once the VM has stopped, for it to be started again. */
 export const RESTART_GRACE_MS = 3000;

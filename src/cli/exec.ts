@@ -6,7 +6,7 @@ import { requireGuest } from "../vm/agent.ts";
 import { thawedWarning } from "../vm/observe.ts";
 import { parseTimeout } from "./start.ts";
 import { writeOut } from "./context.ts";
-import { agentModule, cloudModule } from "../lazy.ts";
+import { agentModule, cloudModule } from "../cloud/lazy.ts";
 
 /** The command's arguments and flags. */
 export const spec: CommandSpec = {

@@ -3,7 +3,7 @@ import type { Context } from "./context.ts";
 import type { CommandSpec, ParsedArgs } from "./spec.ts";
 import { optionForwards } from "../qemu/reach.ts";
 import { qemuAlive } from "../vm/observe.ts";
-import { cloudModule } from "../lazy.ts";
+import { cloudModule } from "../cloud/lazy.ts";
 
 /** The command's arguments and flags. */
 export const spec: CommandSpec = {

@@ -5,7 +5,7 @@ import { QvmError, UsageError } from "../errors.ts";
 import type { VmRecord } from "../state/mod.ts";
 import { requireGuest } from "../vm/agent.ts";
 import { qemuAlive, thawedWarning } from "../vm/observe.ts";
-import { cloudModule } from "../lazy.ts";
+import { cloudModule } from "../cloud/lazy.ts";
 
 /** The command's arguments and flags. */
 export const spec: CommandSpec = {

@@ -10,7 +10,7 @@ import { Deadline, MAX_WAIT_S } from "../vm/env.ts";
 import { parseWaitFor, type Started, type StartProgress, startVm } from "../vm/start.ts";
 import { selectVms, START_PARALLEL } from "../vm/bulk.ts";
 import { reportEach } from "./_bulk.ts";
-import { cloudModule } from "../lazy.ts";
+import { cloudModule } from "../cloud/lazy.ts";
 import { progressModule } from "./_format.ts";
 
 /** The command's arguments and flags. */

@@ -3,7 +3,7 @@ import type { Context } from "./context.ts";
 import type { CommandSpec, ParsedArgs } from "./spec.ts";
 import { isLive, observe, thawedWarning } from "../vm/observe.ts";
 import { paintStatus } from "./_format.ts";
-import { cloudStatusModule } from "../lazy.ts";
+import { cloudStatusModule } from "../cloud/lazy.ts";
 
 /** The command's arguments and flags. */
 export const spec: CommandSpec = {

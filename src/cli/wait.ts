@@ -13,7 +13,7 @@ import { checkQemu, faultError, kvmInUse, QemuFault } from "../vm/fault.ts";
 import { vmPaths } from "../vm/paths.ts";
 import { serialStart } from "../vm/serial_start.ts";
 import { parseTimeout } from "./start.ts";
-import { cloudModule } from "../lazy.ts";
+import { cloudModule } from "../cloud/lazy.ts";
 import { progressModule } from "./_format.ts";
 
 /** The command's arguments and flags. */

@@ -3,7 +3,7 @@ import { NotRunningError, QvmError } from "../errors.ts";
 import type { VmRecord } from "../state/mod.ts";
 import type { VmEnv } from "./env.ts";
 import { observe } from "./observe.ts";
-import { cloudModule } from "../lazy.ts";
+import { cloudModule } from "../cloud/lazy.ts";
 
 /** The guest agent's socket when the VM has the agent channel (cloud VMs), else undefined. */
 export async function agentSocketOf(env: VmEnv, vm: VmRecord): Promise<string | undefined> {

@@ -8,7 +8,7 @@ import type { VmConfig } from "../config/mod.ts";
 import type { VmRecord } from "../state/mod.ts";
 import { openForwards } from "../qemu/argv.ts";
 import { checkConfigChains } from "../qemu/chains.ts";
-import { imageModule } from "../lazy.ts";
+import { imageModule } from "../cloud/lazy.ts";
 import type { Deadline, VmEnv } from "./env.ts";
 import { VmRemovedError, withVm } from "./guard.ts";
 import { acquireLock } from "./lock.ts";

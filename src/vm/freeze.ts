@@ -21,7 +21,7 @@ import { acquireLock, isLocked, type VmLock } from "./lock.ts";
 import { exists, qemuMarkers, vmPaths } from "./paths.ts";
 import { isOurQemu } from "../qemu/process.ts";
 import { createFreshFile } from "./safe_files.ts";
-import { agentModule } from "../lazy.ts";
+import { agentModule } from "../cloud/lazy.ts";
 
 /** How long the agent gets to answer a ping: no answer means no agent, so no freeze. */
 const PING_TIMEOUT_MS = 3000;

@@ -43,7 +43,7 @@ import { escapeOptionValue, splitOptionText } from "../qemu/argv.ts";
 import { checkConfigChains } from "../qemu/chains.ts";
 import { ensurePrivateDir, type VmRecord } from "../state/mod.ts";
 import { homeKeys, keyPaths } from "../cloud/ssh.ts";
-import { cloudModule } from "../lazy.ts";
+import { cloudModule } from "../cloud/lazy.ts";
 import type { Deadline, VmEnv } from "./env.ts";
 import { withVm } from "./guard.ts";
 import { isLive } from "./observe.ts";

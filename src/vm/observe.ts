@@ -20,7 +20,7 @@ import {
 import type { VmEnv } from "./env.ts";
 import { isLocked } from "./lock.ts";
 import { exists, qemuMarkers, vmPaths } from "./paths.ts";
-import { freezeModule } from "../lazy.ts";
+import { freezeModule } from "./lazy.ts";
 import { runState } from "../qemu/run_state.ts";
 
 /**

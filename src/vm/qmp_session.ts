@@ -9,7 +9,7 @@ import type { VmRecord } from "../state/mod.ts";
 import type { VmEnv } from "./env.ts";
 import { observe } from "./observe.ts";
 import { vmPaths } from "./paths.ts";
-import { qmpModule } from "../lazy.ts";
+import { qmpModule } from "../qemu/lazy.ts";
 
 /** Default wait for the QMP socket (another client may hold it) and for each command. */
 export const QMP_TIMEOUT_MS = 30_000;

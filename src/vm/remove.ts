@@ -13,7 +13,7 @@ import { isLive } from "./observe.ts";
 import { removeQuietly, runtimeFiles, vmPaths } from "./paths.ts";
 import { stopLocked } from "./stop.ts";
 import { type ReachedFile, reachedFiles } from "./storage.ts";
-import { cloudModule } from "../lazy.ts";
+import { cloudModule } from "../cloud/lazy.ts";
 
 /** What a removal did with the VM's disks. */
 export interface Removed {

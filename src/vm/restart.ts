@@ -10,7 +10,7 @@ import { withVm } from "./guard.ts";
 import { vmPaths } from "./paths.ts";
 import { launch, type Started, type StartProgress, type WaitFor } from "./start.ts";
 import { type OnStopStep, STEP_LABELS, stopLocked, type StopStep } from "./stop.ts";
-import { cloudModule } from "../lazy.ts";
+import { cloudModule } from "../cloud/lazy.ts";
 
 /** What a restart waits for, and how long each half may take. */
 export interface RestartOptions {

@@ -42,7 +42,8 @@ import {
   vmStateDrive,
   vmStateDrives,
 } from "./_snapshot.ts";
-import { freezeModule, qmpModule } from "../lazy.ts";
+import { qmpModule } from "../qemu/lazy.ts";
+import { freezeModule } from "./lazy.ts";
 import { withSignalsHeld } from "../signals.ts";
 
 export type { PartialSnapshot, SnapshotAction, SnapshotInfo } from "./_snapshot.ts";

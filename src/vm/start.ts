@@ -31,7 +31,7 @@ import {
 import { sizeProblem } from "./storage.ts";
 import { prepareQemuFiles } from "./safe_files.ts";
 import { recordSerialStart } from "./serial_start.ts";
-import { cloudModule } from "../lazy.ts";
+import { cloudModule } from "../cloud/lazy.ts";
 import { sleep } from "../timers.ts";
 
 /** What `start --wait-for` waits for. */

@@ -16,7 +16,7 @@ import { findQemuOf, isLive, type Observation } from "./observe.ts";
 import { qemuMarkers, removeQuietly, runtimeFiles, type VmPaths, vmPaths } from "./paths.ts";
 import { qmpOnce } from "./qmp_session.ts";
 import { runState } from "../qemu/run_state.ts";
-import { agentModule } from "../lazy.ts";
+import { agentModule } from "../cloud/lazy.ts";
 import { sleep } from "../timers.ts";
 
 /** One escalation step; `poweroff` means the guest had powered off and QEMU was told to quit. */
