@@ -106,6 +106,20 @@ Deno.test("qvm's modules import no node: module but node:sqlite, and load module
   }
 });
 
+Deno.test("qvm waits with one sleep, timers.ts's: no module builds its own on setTimeout", async () => {
+  const files = await sources("src");
+  assert.ok(files.some((f) => f.path === "src/timers.ts"));
+  for (const { path, text } of files) {
+    if (path === "src/timers.ts") continue;
+    assert.doesNotMatch(text, /\b(function|const|let)\s+sleep\b/, `${path} defines a sleep`);
+    assert.doesNotMatch(
+      text,
+      /new Promise\(\s*\(?\s*\w+\s*\)?\s*=>\s*setTimeout\(/,
+      `${path} sleeps on setTimeout`,
+    );
+  }
+});
+
 Deno.test("main.ts loads no command module before the command is chosen", async () => {
   const graph = await moduleGraph("main.ts", { dynamic: true });
   const commands = graph.filter((s) =>

@@ -2,6 +2,7 @@
 import type { Context } from "./context.ts";
 import type { CommandSpec, ParsedArgs } from "./spec.ts";
 import { QvmError } from "../errors.ts";
+import { sleep } from "../timers.ts";
 import { qemuAlive } from "../vm/observe.ts";
 import { vmPaths } from "../vm/paths.ts";
 import { qmpOnce } from "../vm/qmp_session.ts";
@@ -164,10 +165,6 @@ async function deliver(
     await sleep(50);
   }
   return true;
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 /** One connected unix socket from the kernel's table (`ss -xpnH`). */

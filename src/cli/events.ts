@@ -8,6 +8,7 @@
 import { type Context, writeOut } from "./context.ts";
 import type { CommandSpec, ParsedArgs } from "./spec.ts";
 import { NotRunningError, QvmError, TimeoutError } from "../errors.ts";
+import { sleep } from "../timers.ts";
 import type { QmpClient, QmpEvent } from "../qemu/qmp.ts";
 import { isOurQemu } from "../qemu/process.ts";
 import type { VmRecord } from "../state/mod.ts";
@@ -77,7 +78,6 @@ export function formatEvent(line: EventLine): string {
 }
 
 const encoder = new TextEncoder();
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function print(ctx: Context, line: EventLine): void {
   writeOut(encoder.encode(`${ctx.json ? JSON.stringify(line) : formatEvent(line)}\n`));

@@ -5,6 +5,7 @@
 import { type Context, writeOut } from "./context.ts";
 import type { CommandSpec, ParsedArgs } from "./spec.ts";
 import { NotFoundError } from "../errors.ts";
+import { sleep } from "../timers.ts";
 import type { VmRecord } from "../state/mod.ts";
 import { isLocked } from "../vm/lock.ts";
 import { isLive, observe } from "../vm/observe.ts";
@@ -143,7 +144,7 @@ async function follow(ctx: Context, vm: VmRecord, path: string): Promise<boolean
         stoppedSince ??= Date.now();
         if (Date.now() - stoppedSince >= RESTART_GRACE_MS) break;
       }
-      await new Promise((r) => setTimeout(r, POLL_MS));
+      await sleep(POLL_MS);
     }
     // The guest's last words may have landed after the last read.
     if (log !== undefined) await drain(log.file, buf);

@@ -6,6 +6,7 @@
 import type { Context } from "./context.ts";
 import type { CommandSpec, ParsedArgs } from "./spec.ts";
 import { QvmError, TimeoutError, UsageError } from "../errors.ts";
+import { sleep } from "../timers.ts";
 import type { VmRecord } from "../state/mod.ts";
 import { Deadline } from "../vm/env.ts";
 import { FAULT_STATES, isLive, observe, type ObservedStatus } from "../vm/observe.ts";
@@ -74,7 +75,6 @@ export function verdict(target: WaitTarget, status: ObservedStatus): true | stri
 }
 
 const POLL_MS = 200;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function fileSize(path: string): number {
   try {

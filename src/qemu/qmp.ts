@@ -20,6 +20,7 @@
  */
 
 import { NotFoundError, PermissionError, QvmError, TimeoutError, UsageError } from "../errors.ts";
+import { sleep } from "../timers.ts";
 
 /** An asynchronous QMP event, e.g. `{"event": "STOP", "timestamp": {...}}`. */
 export interface QmpEvent {
@@ -566,8 +567,4 @@ function concat(chunks: Uint8Array[], length: number): Uint8Array {
 
 function errorMessage(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }

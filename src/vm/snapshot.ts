@@ -14,6 +14,7 @@ import { Deadline, type VmEnv } from "./env.ts";
 import { agentSocketOf } from "./agent.ts";
 import { withVm } from "./guard.ts";
 import { NotFoundError, NotRunningError, QvmError, TimeoutError, UsageError } from "../errors.ts";
+import { sleep } from "../timers.ts";
 import { diskFile, storageId } from "../config/mod.ts";
 import type { DiskStorage, StorageItem } from "../config/mod.ts";
 import { storageWithRoot } from "./storage.ts";
@@ -294,7 +295,7 @@ async function watchJob(
     } catch {
       return; // progress is not worth failing the job for
     }
-    await new Promise((r) => setTimeout(r, 200));
+    await sleep(200);
   }
 }
 
@@ -386,7 +387,7 @@ async function qemuGone(env: VmEnv, vm: VmRecord, waitMs: number): Promise<boole
   const deadline = Date.now() + waitMs;
   while (isOurQemu(vm.pid, qemuMarkers(env.dirs, vm))) {
     if (Date.now() >= deadline) return false;
-    await new Promise((r) => setTimeout(r, 50));
+    await sleep(50);
   }
   return true;
 }
