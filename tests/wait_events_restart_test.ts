@@ -97,6 +97,12 @@ Deno.test("wait: reached (0), timed out (2), and can't get there (1), against a 
     const agent = await env.run(["wait", "w1", "--for", "agent", "--timeout", "5"]);
     assert.equal(agent.code, 1, agent.stderr);
     assert.match(agent.stderr, /no guest agent channel/);
+    // Nor do `ip` and `exec` reach an agent: the same one line, exit 3.
+    for (const args of [["ip", "w1"], ["exec", "w1", "--", "true"]]) {
+      const res = await env.run(args);
+      assert.equal(res.code, 3, res.stderr);
+      assert.equal(res.stderr, "qvm: VM 'w1' has no guest agent channel: set guest_agent: true\n");
+    }
     // Text that never comes: a timeout; then the VM stops while waited on: exit 1, not 2.
     const never = await env.run(["wait", "w1", "--for", "serial:NEVER-PRINTED", "--timeout", "1"]);
     assert.equal(never.code, 2, never.stderr);

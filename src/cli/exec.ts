@@ -50,10 +50,8 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
     : parseTimeout(args.values.timeout, 0);
   const { vm, thawed } = await requireGuest(ctx, name);
   if (thawed) ctx.warn(thawedWarning(vm.name));
-  const { agentEnabled, cloudPaths, invokingUser } = await cloudModule();
-  if (!agentEnabled(vm.config)) {
-    throw new UsageError(`VM '${vm.name}' has no guest agent channel: set guest_agent: true`);
-  }
+  const { cloudPaths, invokingUser, requireAgentChannel } = await cloudModule();
+  requireAgentChannel(vm);
   const user = execUser(args.values, {
     cloudInit: vm.config.cloud_init,
     fallback: invokingUser(),

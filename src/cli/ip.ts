@@ -1,7 +1,7 @@
 /** `qvm ip`: the guest's IP addresses, as its guest agent reports them. */
 import type { Context } from "./context.ts";
 import type { CommandSpec, ParsedArgs } from "./spec.ts";
-import { NotRunningError, UsageError } from "../errors.ts";
+import { NotRunningError } from "../errors.ts";
 import { qemuAlive } from "../vm/observe.ts";
 import { agentModule, cloudModule } from "../cloud/lazy.ts";
 
@@ -21,10 +21,8 @@ export const spec: CommandSpec = {
 export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
   const vm = ctx.store.require(args.positionals[0]);
   if (!qemuAlive(ctx, vm)) throw new NotRunningError(`VM '${vm.name}' is not running`);
-  const { agentEnabled, cloudPaths } = await cloudModule();
-  if (!agentEnabled(vm.config)) {
-    throw new UsageError(`VM '${vm.name}' has no guest agent channel: set guest_agent: true`);
-  }
+  const { cloudPaths, requireAgentChannel } = await cloudModule();
+  requireAgentChannel(vm);
   const { agentAddresses } = await agentModule();
   const addresses = await agentAddresses(cloudPaths(ctx.dirs, vm.id).agentSocket, 10_000);
   addresses.sort((a, b) => a.family.localeCompare(b.family));

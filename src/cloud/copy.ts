@@ -11,7 +11,7 @@ import { AgentError, agentPing } from "./agent.ts";
 import type { CopyRequest } from "./copy_plan.ts";
 import { checkHostSources, copyIn, CopyInterrupted, copyOut } from "./_copy_agent.ts";
 import { cloudPaths } from "./paths.ts";
-import { agentEnabled } from "./status.ts";
+import { agentEnabled, requireAgentChannel } from "./status.ts";
 import { invokingUser, sshForward, sshTarget } from "./mod.ts";
 import { scpArgv } from "./ssh.ts";
 
@@ -109,11 +109,10 @@ async function chooseRoute(
   const ssh = sshForward(dirs, vm, true) !== undefined;
   if (!channel) {
     if (options.via === "auto" && ssh) return "ssh";
+    if (options.via === "agent" || ssh) requireAgentChannel(vm);
     throw new UsageError(
-      options.via === "agent" || ssh
-        ? `VM '${vm.name}' has no guest agent channel: set guest_agent: true`
-        : `VM '${vm.name}' has neither a guest agent channel nor an SSH forward: set ` +
-          `guest_agent: true, or forward guest port 22 (network: {ports: ["auto:22"]})`,
+      `VM '${vm.name}' has neither a guest agent channel nor an SSH forward: set ` +
+        `guest_agent: true, or forward guest port 22 (network: {ports: ["auto:22"]})`,
     );
   }
   const socket = cloudPaths(dirs, vm.id).agentSocket;

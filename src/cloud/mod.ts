@@ -51,8 +51,8 @@ import {
 import { sleep } from "../timers.ts";
 
 export { cloudPaths } from "./paths.ts";
-export { activeForwards, agentEnabled } from "./status.ts";
-import { activeForwards, agentEnabled } from "./status.ts";
+export { activeForwards, agentEnabled, requireAgentChannel } from "./status.ts";
+import { activeForwards, agentEnabled, requireAgentChannel } from "./status.ts";
 export type { ActiveForward } from "./ports.ts";
 
 /** True when the VM uses any cloud section (and so needs this module at start). */
@@ -291,9 +291,7 @@ export const CLOUD_INIT_DONE = "command -v cloud-init >/dev/null || exit 0; " +
 
 /** Throws a UsageError when `--wait-for kind` cannot succeed for `vm` (no forward, no channel). */
 export function checkWaitable(vm: VmRecord, kind: "ssh" | "agent"): void {
-  if (kind === "agent" && !agentEnabled(vm.config)) {
-    throw new UsageError(`VM '${vm.name}' has no guest agent channel: set guest_agent: true`);
-  }
+  if (kind === "agent") requireAgentChannel(vm);
   if (kind === "ssh" && !forwardTo(vm.config.network?.ports ?? [], 22)) throw noSshForward(vm);
 }
 
@@ -312,9 +310,7 @@ export async function waitForGuest(
   options: { kind: "ssh" | "agent"; deadline: number; check: () => Promise<void> },
 ): Promise<void> {
   const { kind, deadline } = options;
-  if (kind === "agent" && !agentEnabled(vm.config)) {
-    throw new UsageError(`VM '${vm.name}' has no guest agent channel: set guest_agent: true`);
-  }
+  if (kind === "agent") requireAgentChannel(vm);
   const socket = cloudPaths(env.dirs, vm.id).agentSocket;
   const probe = vm.config.cloud_init ? CLOUD_INIT_DONE : "true";
   const argv = kind === "ssh"

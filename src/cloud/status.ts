@@ -4,6 +4,7 @@
  */
 import type { PortForward, VmConfig } from "../config/mod.ts";
 import type { Dirs, VmRecord } from "../state/mod.ts";
+import { UsageError } from "../errors.ts";
 import type { ActiveForward } from "./ports.ts";
 import { agentAddresses, type GuestAddress } from "./agent.ts";
 import { cloudPaths, readForwards } from "./paths.ts";
@@ -11,6 +12,13 @@ import { cloudPaths, readForwards } from "./paths.ts";
 /** Whether the guest agent channel is on: `guest_agent`, else on exactly when `cloud_init` is set. */
 export function agentEnabled(config: VmConfig): boolean {
   return config.guest_agent ?? config.cloud_init !== undefined;
+}
+
+/** Throws a UsageError (exit 3) unless `vm` has the guest agent channel (see `agentEnabled`). */
+export function requireAgentChannel(vm: { name: string; config: VmConfig }): void {
+  if (!agentEnabled(vm.config)) {
+    throw new UsageError(`VM '${vm.name}' has no guest agent channel: set guest_agent: true`);
+  }
 }
 
 /** The forwards in effect for a running VM (recorded at start), else undefined. */
