@@ -13,7 +13,7 @@ import {
   type VmConfig,
 } from "../config/mod.ts";
 import { argumentArgv, splitOptionText } from "../qemu/argv.ts";
-import { optionGroups } from "./domain.ts";
+import { optionGroups } from "./export.ts";
 
 /** One host path the VM reaches. */
 export interface HostPath {

@@ -10,8 +10,8 @@ export {
   domainXml,
   QEMU_NS,
   QVM_NS,
-} from "./domain.ts";
-export { domainToConfig, type ImportedDomain } from "./parse.ts";
+} from "./export.ts";
+export { domainToConfig, type ImportedDomain } from "./import.ts";
 export {
   type Exposure,
   exposureOf,

@@ -1,11 +1,11 @@
 /**
- * A libvirt domain as a qvm config: the reverse of `domain.ts` for what qvm maps (memory, vCPUs,
+ * A libvirt domain as a qvm config: the reverse of `export.ts` for what qvm maps (memory, vCPUs,
  * accelerator, machine, kernel boot, file disks, 9p shares, `<qemu:commandline>`). Pure. What the
  * domain has that qvm cannot carry is listed in `notImported`, never dropped in silence.
  */
 import { UsageError } from "../errors.ts";
 import { isPublicKeyLine, stripDashes, validateConfig, type VmConfig } from "../config/mod.ts";
-import { domainXml, QEMU_NS, QVM_NS, QVM_RUNTIME_NS } from "./domain.ts";
+import { domainXml, QEMU_NS, QVM_NS, QVM_RUNTIME_NS } from "./export.ts";
 import { child, childElements, parseXml, textOf, type XmlElement, XmlSyntaxError } from "./xml.ts";
 
 /** What a domain XML gives qvm. */
