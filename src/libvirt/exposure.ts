@@ -13,7 +13,7 @@ import {
   type VmConfig,
 } from "../config/mod.ts";
 import { argumentArgv, splitOptionText } from "../qemu/argv.ts";
-import { optionGroups } from "./export.ts";
+import { optionGroups } from "./_export_args.ts";
 
 /** One host path the VM reaches. */
 export interface HostPath {
