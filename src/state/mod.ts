@@ -1,7 +1,6 @@
 /** The state module: the SQLite store and where qvm's files live. */
 export {
   type NewVm,
-  type OpenOptions,
   SQL,
   StateStore,
   type StatusFields,
@@ -9,6 +8,7 @@ export {
   type VmBrief,
   type VmRecord,
 } from "./store.ts";
+export { type OpenOptions } from "./open.ts";
 export {
   checkDir,
   databasePath,

@@ -1,26 +1,17 @@
 /**
- * The SQLite state store: one file, WAL, every id-or-name lookup as two prepared, reused, indexed
- * statements (primary key and unique name index, the one the argument's shape points to first).
- * Writes run in `BEGIN IMMEDIATE`.
- * SQLite's failures surface as one line (full disk, read-only data dir, damaged file); a database
- * that cannot be written is still opened read-only, so reads (and `stop`) keep working.
+ * The SQLite state store, the repository of VMs: one file, WAL, every id-or-name lookup as two
+ * prepared, reused, indexed statements (primary key and unique name index, the one the argument's
+ * shape points to first). Writes run in `BEGIN IMMEDIATE`; SQLite's failures surface as one line
+ * (full disk, read-only data dir, damaged file). Opening the file safely is `open.ts`'s job,
+ * bringing it to this schema `migrate.ts`'s.
  */
-import { DatabaseSync, type SQLInputValue, type StatementSync } from "node:sqlite";
-import {
-  didYouMean,
-  ExitCode,
-  NotFoundError,
-  QvmError,
-  StateDamagedError,
-  StateWriteError,
-  UsageError,
-} from "../errors.ts";
+import type { DatabaseSync, SQLInputValue, StatementSync } from "node:sqlite";
+import { didYouMean, NotFoundError, StateWriteError, UsageError } from "../errors.ts";
 import type { VmConfig } from "../config/mod.ts";
-import { LATEST_VERSION, MIGRATIONS } from "./schema.ts";
 import { storedConfig } from "./stored_config.ts";
-import { faultOf, translateFault } from "./_faults.ts";
-import { countVms, listBackups, takeBackup } from "./backup.ts";
-import { scanRuntimeDir } from "../vm_files.ts";
+import { translateFault } from "./_faults.ts";
+import { takeBackup } from "./backup.ts";
+import { openDatabase, type OpenOptions } from "./open.ts";
 
 /** Statuses stored in the database; `paused`/`unresponsive` are derived on read, never stored. */
 export type StoredStatus = "created" | "starting" | "running" | "stopping" | "stopped" | "failed";
@@ -158,18 +149,8 @@ export const SQL = {
     updated_at = ?2 WHERE id = ?3`,
 } as const;
 
-const SQLITE_HEADER = "SQLite format 3\0";
 /** A VM id's shape (a UUID, any case); no VM name may have it (see config/name.ts). */
 const UUID_SHAPE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-const BUSY_TIMEOUT_MS = 10_000;
-/**
- * Reads map the database file instead of copying each page in with a read call: at 100,000 VMs a
- * lookup by id went from ~7.2 to ~6.6 µs (paired, `deno task bench`), growth 100 → 100,000 VMs
- * from ~1.6x to ~1.5x. SQLite writes with write calls whatever this is; a file larger than the
- * mapping is read the usual way past it.
- */
-const MMAP_BYTES = 256 * 1024 * 1024;
-
 /** A `vm_instances` row as SQLite returns it. */
 export interface Row {
   id: string;
@@ -228,112 +209,6 @@ export function toRecord(row: Row): VmRecord {
     stopReason: row.stop_reason,
     createdFiles: JSON.parse(row.created_files),
   };
-}
-
-/**
- * Refuses a file that exists, is not empty, and is not an SQLite database; never writes to it.
- * A missing or empty file is a new database, unless qvm's backups hold VMs: then it was lost.
- */
-function assertSqliteFile(path: string, options: OpenOptions): void {
-  let file: Deno.FsFile;
-  try {
-    file = Deno.openSync(path, { read: true });
-  } catch (err) {
-    if (err instanceof Deno.errors.NotFound) return refuseLostDatabase(path, "missing");
-    if (err instanceof Deno.errors.PermissionDenied) {
-      throw new StateWriteError(`cannot read the state database ${path}: permission denied`, {
-        permission: true,
-      });
-    }
-    throw new QvmError(`cannot open state database ${path}: ${(err as Error).message}`);
-  }
-  let n: number;
-  try {
-    const head = new Uint8Array(16);
-    n = file.readSync(head) ?? 0;
-    if (n > 0 && new TextDecoder().decode(head.subarray(0, n)) !== SQLITE_HEADER) {
-      throw new StateDamagedError(
-        `${path} is not an SQLite database (left untouched): run 'qvm doctor' for the way out`,
-      );
-    }
-  } finally {
-    file.close();
-  }
-  if (n === 0) {
-    refuseLostDatabase(path, "empty");
-    if (options.runtimeDir) refuseEmptiedDatabase(path, options.runtimeDir);
-  }
-}
-
-function vms(count: number): string {
-  return `${count} VM${count === 1 ? "" : "s"}`;
-}
-
-/** A missing or empty database is never taken as "no VMs" while the latest backup holds some. */
-function refuseLostDatabase(path: string, state: "missing" | "empty"): void {
-  if (path === ":memory:") return;
-  const latest = listBackups(path)[0];
-  if (!latest) return;
-  let count: number;
-  try {
-    count = countVms(latest.path);
-  } catch {
-    return;
-  }
-  if (count === 0) return;
-  throw new StateDamagedError(
-    `the state database ${path} is ${state}, but qvm's latest backup ${latest.path} holds ` +
-      `${vms(count)}: run 'qvm doctor' for how to restore it`,
-  );
-}
-
-/** A VM id as qvm makes them (a lowercase UUID): what a runtime file of a VM is named after. */
-const VM_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
-
-/**
- * An emptied (0-byte) database file while the runtime dir holds sockets or pid files of VMs
- * (any runtime file of a run of QEMU, see `RUNTIME_KINDS`): those VMs existed, so the file lost
- * them. (A lock file may outlive its VM; it proves nothing.)
- */
-function refuseEmptiedDatabase(path: string, runtimeDir: string): void {
-  const ids = new Set<string>();
-  try {
-    for (const [id, files] of scanRuntimeDir(runtimeDir)) {
-      if (VM_ID.test(id) && files.some((file) => file.kind !== "lock")) ids.add(id);
-    }
-  } catch {
-    return;
-  }
-  if (ids.size === 0) return;
-  throw new StateDamagedError(
-    `the state database ${path} is empty, but ${runtimeDir} holds sockets or pid files of ` +
-      `${vms(ids.size)}: run 'qvm doctor' for the way out`,
-  );
-}
-
-/** `file:` URI for `path` opened immutable: no -shm, no locks, nothing written (WAL ignored). */
-function immutableUri(path: string): string {
-  return `file:${encodeURI(path).replace(/\?/g, "%3F").replace(/#/g, "%23")}?immutable=1`;
-}
-
-/** True if `path`'s write-ahead log holds frames (which an immutable open would not see). */
-function walHasFrames(path: string): boolean {
-  try {
-    return Deno.statSync(`${path}-wal`).size > 0;
-  } catch {
-    return false;
-  }
-}
-
-/** What `StateStore.open` may be told about the command using it. */
-export interface OpenOptions {
-  /**
-   * The command only reads: when the database cannot be written (read-only or full data dir),
-   * status corrections found while reading are kept in memory instead of failing the command.
-   */
-  readOnly?: boolean;
-  /** The runtime dir: an emptied database file is refused while VMs' files are in it. */
-  runtimeDir?: string;
 }
 
 /** A status change kept in memory by a read-only command whose database cannot be written. */
@@ -409,67 +284,10 @@ export class StateStore {
    * write throws `cannotWrite` (a read-only command keeps status corrections in memory).
    */
   static open(path: string, options: OpenOptions = {}): StateStore {
-    assertSqliteFile(path, options);
-    let db: DatabaseSync | undefined;
-    try {
-      db = new DatabaseSync(path);
-      db.exec(`PRAGMA busy_timeout = ${BUSY_TIMEOUT_MS}`);
-      db.exec("PRAGMA journal_mode = WAL");
-      db.exec("PRAGMA synchronous = NORMAL");
-      db.exec("PRAGMA foreign_keys = ON");
-      db.exec(`PRAGMA mmap_size = ${MMAP_BYTES}`);
-    } catch (err) {
-      if (db?.isOpen) db.close();
-      const failure = translateFault(err, path);
-      if (failure instanceof StateWriteError && path !== ":memory:") {
-        return StateStore.#openReadOnly(path, failure, options);
-      }
-      if (failure instanceof QvmError) throw failure;
-      throw new QvmError(`cannot open state database ${path}: ${(err as Error).message}`);
-    }
-    try {
-      migrate(db, path);
-      return new StateStore(path, db, options);
-    } catch (err) {
-      db.close();
-      throw faultOf(err) ? translateFault(err, path) : err;
-    }
-  }
-
-  /**
-   * Opens a database that cannot be written: plainly read-only when its -shm can be used, else
-   * immutable (only when its write-ahead log is empty, so nothing committed is missed).
-   */
-  static #openReadOnly(path: string, failure: StateWriteError, options: OpenOptions): StateStore {
-    for (const target of [path, immutableUri(path)]) {
-      if (target !== path && walHasFrames(path)) break;
-      let db: DatabaseSync | undefined;
-      try {
-        db = new DatabaseSync(target, { readOnly: true });
-        db.exec(`PRAGMA busy_timeout = ${BUSY_TIMEOUT_MS}`);
-        const version = currentVersion(db);
-        if (version > LATEST_VERSION) {
-          throw new QvmError(
-            `state database ${path} has schema v${version}, newer than this qvm understands ` +
-              `(v${LATEST_VERSION})`,
-          );
-        }
-        if (version !== LATEST_VERSION) {
-          throw new StateWriteError(
-            `the state database ${path} (schema v${version}) must be upgraded to v${LATEST_VERSION} ` +
-              `before qvm can read it, and it cannot be written: ${failure.message}`,
-            { permission: failure.exitCode === ExitCode.permission },
-          );
-        }
-        return new StateStore(path, db, { ...options, cannotWrite: failure });
-      } catch (err) {
-        if (db?.isOpen) db.close();
-        if (err instanceof QvmError) throw err;
-        const fault = translateFault(err, path);
-        if (fault instanceof StateDamagedError) throw fault;
-      }
-    }
-    throw failure;
+    return openDatabase(path, {
+      ...options,
+      make: (db, cannotWrite) => new StateStore(path, db, { ...options, cannotWrite }),
+    });
   }
 
   /**
@@ -770,60 +588,4 @@ export class StateStore {
 /** `[byId, byName]` for an argument shaped like a UUID, else `[byName, byId]`: both are tried. */
 function lookupOrder<T>(idOrName: string, byId: T, byName: T): [T, T] {
   return UUID_SHAPE.test(idOrName) ? [byId, byName] : [byName, byId];
-}
-
-function currentVersion(db: DatabaseSync): number {
-  const tables = new Set(
-    (db.prepare("SELECT name FROM sqlite_master WHERE type = 'table'").all() as { name: string }[])
-      .map((r) => r.name),
-  );
-  if (tables.has("schema_version")) {
-    const row = db.prepare("SELECT max(version) AS v FROM schema_version").get() as {
-      v: number | null;
-    };
-    return row.v ?? 0;
-  }
-  // A maqet database has vm_instances but no schema_version: it is our version 1.
-  return tables.has("vm_instances") ? 1 : 0;
-}
-
-function backupPath(path: string, version: number): string {
-  const stamp = new Date().toISOString().replace(/[:.]/g, "-");
-  return `${path}.v${version}-${stamp}.bak`;
-}
-
-/** Applies pending migrations in one IMMEDIATE transaction; a failure leaves the old database. */
-function migrate(db: DatabaseSync, path: string): void {
-  let version = currentVersion(db);
-  if (version > LATEST_VERSION) {
-    throw new QvmError(
-      `state database ${path} has schema v${version}, newer than this qvm understands (v${LATEST_VERSION})`,
-    );
-  }
-  if (version === LATEST_VERSION) return;
-  try {
-    if (version > 0 && path !== ":memory:") {
-      const backup = backupPath(path, version);
-      db.prepare("VACUUM INTO ?").run(backup);
-    }
-    db.exec("BEGIN IMMEDIATE");
-  } catch (err) {
-    throw translateFault(err, path);
-  }
-  try {
-    version = currentVersion(db); // another process may have migrated while we waited
-    db.exec("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)");
-    for (const step of MIGRATIONS) {
-      if (step.version <= version) continue;
-      db.exec(step.sql);
-      db.prepare("INSERT INTO schema_version (version) VALUES (?)").run(step.version);
-    }
-    db.exec("COMMIT");
-  } catch (err) {
-    if (db.isTransaction) db.exec("ROLLBACK");
-    if (faultOf(err)) throw translateFault(err, path);
-    throw new QvmError(
-      `migrating state database ${path} failed (left unchanged): ${(err as Error).message}`,
-    );
-  }
 }
