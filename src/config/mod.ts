@@ -62,7 +62,16 @@ export {
 } from "./load.ts";
 export { mergeConfigs, mergeFlags } from "./merge.ts";
 export { looksLikeId, NAME_PATTERN, storageId, validateName } from "./name.ts";
-export { MAX_MEMORY, sizeBytes, validateConfig, type ValidateOptions } from "./validate.ts";
+export {
+  CONFIG_KEYS,
+  type ConfigKey,
+  DISK_ITEM_KEYS,
+  MAX_MEMORY,
+  sizeBytes,
+  validateConfig,
+  type ValidateOptions,
+  VIRTFS_ITEM_KEYS,
+} from "./validate.ts";
 
 /**
  * A validated config in the form config files use, so that validating it again gives it back:

@@ -31,7 +31,11 @@ export interface ValidateOptions {
   portHolder?: PortHolder;
 }
 
-const KNOWN_KEYS = new Set([
+/**
+ * Every top-level key a config may have, written once: other folders read it as `CONFIG_KEYS`
+ * (libvirt's export decides for each whether its XML carries it).
+ */
+export const CONFIG_KEYS = [
   "name",
   "binary",
   "memory",
@@ -48,8 +52,12 @@ const KNOWN_KEYS = new Set([
   "network",
   "cloud_init",
   "guest_agent",
-]);
-const DISK_KEYS = new Set([
+] as const;
+/** A top-level config key. */
+export type ConfigKey = typeof CONFIG_KEYS[number];
+const KNOWN_KEYS: ReadonlySet<string> = new Set(CONFIG_KEYS);
+/** The keys of a disk storage item besides `options:` (its extra `-drive` sub-options). */
+export const DISK_ITEM_KEYS = [
   "name",
   "type",
   "file",
@@ -58,8 +66,18 @@ const DISK_KEYS = new Set([
   "backing_file",
   "backing_format",
   "media",
-]);
-const VIRTFS_KEYS = new Set(["name", "type", "path", "mount_tag", "security_model", "readonly"]);
+] as const;
+const DISK_KEYS: ReadonlySet<string> = new Set(DISK_ITEM_KEYS);
+/** The keys of a 9p share storage item besides `options:` (its extra `-virtfs` sub-options). */
+export const VIRTFS_ITEM_KEYS = [
+  "name",
+  "type",
+  "path",
+  "mount_tag",
+  "security_model",
+  "readonly",
+] as const;
+const VIRTFS_KEYS: ReadonlySet<string> = new Set(VIRTFS_ITEM_KEYS);
 /** Sub-options qvm writes itself on a disk's `-drive` / a share's `-virtfs`; `options:` can't set them. */
 const MANAGED_DRIVE_KEYS = new Set(["format", "if", "id"]);
 const MANAGED_VIRTFS_KEYS = new Set(["local", "fsdriver"]);

@@ -3,7 +3,14 @@
  * that libvirt has an element for is written as that element; everything else goes, as QEMU
  * options, into `<qemu:commandline>` and is listed in `passedThrough`, so nothing is dropped.
  */
-import { formatForward, type VmConfig } from "../config/mod.ts";
+import {
+  CONFIG_KEYS,
+  type ConfigKey,
+  DISK_ITEM_KEYS,
+  formatForward,
+  VIRTFS_ITEM_KEYS,
+  type VmConfig,
+} from "../config/mod.ts";
 import { isNographic, storageArgv } from "../qemu/argv.ts";
 import { UsageError } from "../errors.ts";
 import { type ArgumentPlan, optionGroups, planArguments } from "./_export_args.ts";
@@ -55,41 +62,35 @@ export interface DomainOptions {
 }
 
 const MEMORY_UNITS: Record<string, string> = { K: "KiB", M: "MiB", G: "GiB", T: "TiB" };
-/** The config keys the mapping reads; any other key is reported, never dropped in silence. */
-const MAPPED_KEYS = new Set([
-  "name",
-  "binary",
-  "memory",
-  "cpu",
-  "display",
-  "vga",
-  "arguments",
-  "args",
-  "storage",
-  "network",
-  "cloud_init",
-  "guest_agent",
-]);
-const MAPPED_DISK_KEYS = new Set([
-  "name",
-  "type",
-  "file",
-  "size",
-  "interface",
-  "media",
-  "backing_file",
-  "backing_format",
-  "options",
-]);
-const MAPPED_SHARE_KEYS = new Set([
-  "name",
-  "type",
-  "path",
-  "mount_tag",
-  "security_model",
-  "readonly",
-  "options",
-]);
+/**
+ * For each config key, whether the mapping carries it into the domain's XML (true) or keeps it in
+ * `<metadata>` only (false: reported in `unknownKeys`, never dropped in silence). Typed by
+ * config's own key list, so a key added there must be decided here.
+ */
+const MAPPED: Record<ConfigKey, boolean> = {
+  name: true,
+  binary: true,
+  memory: true,
+  cpu: true,
+  display: true,
+  vga: true,
+  args: true,
+  arguments: true,
+  storage: true,
+  image: false,
+  image_format: false,
+  disk_size: false,
+  allowed_backing_files: false,
+  network: true,
+  cloud_init: true,
+  guest_agent: true,
+};
+const MAPPED_KEYS: ReadonlySet<string> = new Set(
+  CONFIG_KEYS.filter((key) => MAPPED[key]),
+);
+/** Every key of a disk or share item is carried, its `options:` too. */
+const MAPPED_DISK_KEYS: ReadonlySet<string> = new Set([...DISK_ITEM_KEYS, "options"]);
+const MAPPED_SHARE_KEYS: ReadonlySet<string> = new Set([...VIRTFS_ITEM_KEYS, "options"]);
 
 /** The architecture a QEMU binary emulates (`qemu-system-aarch64` → `aarch64`); x86_64 otherwise. */
 export function archOf(binary: string | undefined): string {
