@@ -149,6 +149,137 @@ function decode(text: string, at: number): string {
   });
 }
 
+/** A cursor over a document being parsed (see `parseXml`). */
+class XmlReader {
+  pos = 0;
+
+  constructor(readonly text: string) {}
+
+  fail(message: string): never {
+    throw new XmlSyntaxError(message, this.pos);
+  }
+
+  skipSpace(): void {
+    SPACE.lastIndex = this.pos;
+    SPACE.exec(this.text);
+    this.pos = SPACE.lastIndex;
+  }
+
+  readName(): string {
+    NAME.lastIndex = this.pos;
+    const match = NAME.exec(this.text);
+    if (!match) this.fail(`expected a name at offset ${this.pos}`);
+    this.pos = NAME.lastIndex;
+    return match![0];
+  }
+
+  skipUntil(end: string, what: string): void {
+    const at = this.text.indexOf(end, this.pos);
+    if (at < 0) this.fail(`unterminated ${what}`);
+    this.pos = at + end.length;
+  }
+
+  /** Skips comments, processing instructions and space between markup outside the root. */
+  skipMisc(): void {
+    for (;;) {
+      this.skipSpace();
+      if (this.text.startsWith("<?", this.pos)) this.skipUntil("?>", "processing instruction");
+      else if (this.text.startsWith("<!--", this.pos)) this.skipUntil("-->", "comment");
+      else if (this.text.startsWith("<!DOCTYPE", this.pos)) this.fail("a DOCTYPE is not accepted");
+      else return;
+    }
+  }
+
+  /** The element at the cursor (`<` comes next) and all it holds, `depth` deep in the document. */
+  readElement(depth = 1): XmlElement {
+    if (this.text[this.pos] !== "<") this.fail(`expected '<' at offset ${this.pos}`);
+    if (depth > MAX_DEPTH) {
+      this.fail(`elements nest more than ${MAX_DEPTH} deep at offset ${this.pos}`);
+    }
+    this.pos++;
+    const name = this.readName();
+    const { attrs, empty } = this.readAttributes(name);
+    if (empty) return { name, attrs, children: [] };
+    return { name, attrs, children: this.readChildren(name, depth) };
+  }
+
+  /** The attributes of start tag `<name`, up to its `>` (or `/>`: then `empty`). */
+  readAttributes(name: string): { attrs: Record<string, string>; empty: boolean } {
+    const text = this.text;
+    const attrs: Record<string, string> = {};
+    for (;;) {
+      const before = this.pos;
+      this.skipSpace();
+      if (text.startsWith("/>", this.pos)) {
+        this.pos += 2;
+        return { attrs, empty: true };
+      }
+      if (text[this.pos] === ">") {
+        this.pos++;
+        return { attrs, empty: false };
+      }
+      if (this.pos === before) {
+        this.fail(`expected space, '>' or '/>' in <${name}> at offset ${this.pos}`);
+      }
+      const key = this.readName();
+      this.skipSpace();
+      if (text[this.pos] !== "=") this.fail(`attribute ${key} of <${name}> has no value`);
+      this.pos++;
+      this.skipSpace();
+      const quote = text[this.pos];
+      if (quote !== '"' && quote !== "'") this.fail(`attribute ${key} of <${name}> is not quoted`);
+      const end = text.indexOf(quote, this.pos + 1);
+      if (end < 0) this.fail(`unterminated attribute ${key} of <${name}>`);
+      const raw = text.slice(this.pos + 1, end);
+      if (raw.includes("<")) this.fail(`'<' inside attribute ${key} of <${name}>`);
+      if (key in attrs) this.fail(`attribute ${key} repeated in <${name}>`);
+      attrs[key] = decode(raw, this.pos);
+      this.pos = end + 1;
+    }
+  }
+
+  /** The children of `<name>`, `depth` deep, up to and including its end tag. */
+  readChildren(name: string, depth: number): XmlNode[] {
+    const text = this.text;
+    const children: XmlNode[] = [];
+    let textRun = "";
+    const flush = (): void => {
+      if (textRun !== "") children.push(textRun);
+      textRun = "";
+    };
+    for (;;) {
+      if (this.pos >= text.length) this.fail(`<${name}> is not closed`);
+      if (text.startsWith("</", this.pos)) {
+        this.pos += 2;
+        const closing = this.readName();
+        if (closing !== name) this.fail(`</${closing}> closes <${name}>`);
+        this.skipSpace();
+        if (text[this.pos] !== ">") this.fail(`expected '>' after </${closing}`);
+        this.pos++;
+        flush();
+        return children;
+      }
+      if (text.startsWith("<!--", this.pos)) {
+        this.skipUntil("-->", "comment");
+      } else if (text.startsWith("<![CDATA[", this.pos)) {
+        const start = this.pos + 9;
+        this.skipUntil("]]>", "CDATA section");
+        textRun += text.slice(start, this.pos - 3);
+      } else if (text.startsWith("<?", this.pos)) {
+        this.skipUntil("?>", "processing instruction");
+      } else if (text[this.pos] === "<") {
+        flush();
+        children.push(this.readElement(depth + 1));
+      } else {
+        const next = text.indexOf("<", this.pos);
+        const end = next < 0 ? text.length : next;
+        textRun += decode(text.slice(this.pos, end), this.pos);
+        this.pos = end;
+      }
+    }
+  }
+}
+
 /**
  * Parses a document and returns its root element; throws XmlSyntaxError when malformed or when it
  * holds a character XML 1.0 does not allow. A CR LF pair is read as a line feed.
@@ -162,114 +293,15 @@ export function parseXml(source: string): XmlElement {
       bad.index,
     );
   }
-  const text = source.replaceAll("\r\n", "\n");
-  let pos = 0;
-  const fail = (message: string): never => {
-    throw new XmlSyntaxError(message, pos);
-  };
-  const skipSpace = (): void => {
-    SPACE.lastIndex = pos;
-    SPACE.exec(text);
-    pos = SPACE.lastIndex;
-  };
-  const readName = (): string => {
-    NAME.lastIndex = pos;
-    const match = NAME.exec(text);
-    if (!match) fail(`expected a name at offset ${pos}`);
-    pos = NAME.lastIndex;
-    return match![0];
-  };
-  const skipUntil = (end: string, what: string): void => {
-    const at = text.indexOf(end, pos);
-    if (at < 0) fail(`unterminated ${what}`);
-    pos = at + end.length;
-  };
-  /** Skips comments, processing instructions and space between markup outside the root. */
-  const skipMisc = (): void => {
-    for (;;) {
-      skipSpace();
-      if (text.startsWith("<?", pos)) skipUntil("?>", "processing instruction");
-      else if (text.startsWith("<!--", pos)) skipUntil("-->", "comment");
-      else if (text.startsWith("<!DOCTYPE", pos)) fail("a DOCTYPE is not accepted");
-      else return;
-    }
-  };
-  const readElement = (depth = 1): XmlElement => {
-    if (text[pos] !== "<") fail(`expected '<' at offset ${pos}`);
-    if (depth > MAX_DEPTH) fail(`elements nest more than ${MAX_DEPTH} deep at offset ${pos}`);
-    pos++;
-    const name = readName();
-    const attrs: Record<string, string> = {};
-    for (;;) {
-      const before = pos;
-      skipSpace();
-      if (text.startsWith("/>", pos)) {
-        pos += 2;
-        return { name, attrs, children: [] };
-      }
-      if (text[pos] === ">") {
-        pos++;
-        break;
-      }
-      if (pos === before) fail(`expected space, '>' or '/>' in <${name}> at offset ${pos}`);
-      const key = readName();
-      skipSpace();
-      if (text[pos] !== "=") fail(`attribute ${key} of <${name}> has no value`);
-      pos++;
-      skipSpace();
-      const quote = text[pos];
-      if (quote !== '"' && quote !== "'") fail(`attribute ${key} of <${name}> is not quoted`);
-      const end = text.indexOf(quote, pos + 1);
-      if (end < 0) fail(`unterminated attribute ${key} of <${name}>`);
-      const raw = text.slice(pos + 1, end);
-      if (raw.includes("<")) fail(`'<' inside attribute ${key} of <${name}>`);
-      if (key in attrs) fail(`attribute ${key} repeated in <${name}>`);
-      attrs[key] = decode(raw, pos);
-      pos = end + 1;
-    }
-    const children: XmlNode[] = [];
-    let textRun = "";
-    const flush = (): void => {
-      if (textRun !== "") children.push(textRun);
-      textRun = "";
-    };
-    for (;;) {
-      if (pos >= text.length) fail(`<${name}> is not closed`);
-      if (text.startsWith("</", pos)) {
-        pos += 2;
-        const closing = readName();
-        if (closing !== name) fail(`</${closing}> closes <${name}>`);
-        skipSpace();
-        if (text[pos] !== ">") fail(`expected '>' after </${closing}`);
-        pos++;
-        flush();
-        return { name, attrs, children };
-      }
-      if (text.startsWith("<!--", pos)) {
-        skipUntil("-->", "comment");
-      } else if (text.startsWith("<![CDATA[", pos)) {
-        const start = pos + 9;
-        skipUntil("]]>", "CDATA section");
-        textRun += text.slice(start, pos - 3);
-      } else if (text.startsWith("<?", pos)) {
-        skipUntil("?>", "processing instruction");
-      } else if (text[pos] === "<") {
-        flush();
-        children.push(readElement(depth + 1));
-      } else {
-        const next = text.indexOf("<", pos);
-        const end = next < 0 ? text.length : next;
-        textRun += decode(text.slice(pos, end), pos);
-        pos = end;
-      }
-    }
-  };
-  if (text.charCodeAt(0) === 0xfeff) pos = 1;
-  skipMisc();
-  if (pos >= text.length) fail("the document is empty");
-  const root = readElement();
-  skipMisc();
-  if (pos < text.length) fail(`unexpected content after </${root.name}> at offset ${pos}`);
+  const reader = new XmlReader(source.replaceAll("\r\n", "\n"));
+  if (reader.text.charCodeAt(0) === 0xfeff) reader.pos = 1;
+  reader.skipMisc();
+  if (reader.pos >= reader.text.length) reader.fail("the document is empty");
+  const root = reader.readElement();
+  reader.skipMisc();
+  if (reader.pos < reader.text.length) {
+    reader.fail(`unexpected content after </${root.name}> at offset ${reader.pos}`);
+  }
   return root;
 }
 
