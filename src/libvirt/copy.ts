@@ -106,6 +106,52 @@ function stem(volume: string): string {
   return volume.replace(/\.(qcow2|raw|img|iso)$/, "");
 }
 
+/**
+ * The volumes of an overlay `disk` standing on `facts.backing`: its base (planned once per image
+ * in `bases`, by real path) and itself, rebased onto it at the target.
+ */
+async function planOverlay(
+  disk: DiskCopy,
+  options: { facts: ImageFacts & { backing: string }; bases: Map<string, Planned> },
+): Promise<Planned> {
+  const { facts, bases } = options;
+  const baseFormat = facts.backingFormat;
+  if (baseFormat !== "qcow2" && baseFormat !== "raw") {
+    throw new UsageError(
+      `${disk.file} stands on ${facts.backing} of ${
+        baseFormat === undefined ? "no recorded format" : `format '${baseFormat}'`
+      }: carry it with --flatten`,
+    );
+  }
+  const key = real(facts.backing);
+  let base = bases.get(key);
+  if (base === undefined) {
+    const baseFacts = await imageFacts(facts.backing, baseFormat);
+    if (baseFacts.backing !== undefined) {
+      throw new UsageError(
+        `${facts.backing}, the image under ${disk.file}, stands on ${baseFacts.backing} in ` +
+          "turn: carry such a chain with --flatten",
+      );
+    }
+    base = {
+      name: `${stem(disk.volume)}-base.${baseFormat}`,
+      format: baseFormat,
+      capacity: baseFacts.virtualSize,
+      source: facts.backing,
+    };
+    bases.set(key, base);
+  }
+  return {
+    name: disk.volume,
+    format: disk.format,
+    capacity: facts.virtualSize,
+    source: disk.file,
+    disk: disk.file,
+    base,
+    baseFormat,
+  };
+}
+
 /** Plans the volumes (base images first); reads the images, makes nothing. */
 async function plan(options: CopyOptions): Promise<Planned[]> {
   const bases = new Map<string, Planned>();
@@ -120,9 +166,7 @@ async function plan(options: CopyOptions): Promise<Planned[]> {
         source: disk.file,
         disk: disk.file,
       });
-      continue;
-    }
-    if (options.flatten) {
+    } else if (options.flatten) {
       disks.push({
         name: disk.volume,
         format: "qcow2",
@@ -131,43 +175,9 @@ async function plan(options: CopyOptions): Promise<Planned[]> {
         flattenFrom: disk.format,
         disk: disk.file,
       });
-      continue;
+    } else {
+      disks.push(await planOverlay(disk, { facts: { ...facts, backing: facts.backing }, bases }));
     }
-    const baseFormat = facts.backingFormat;
-    if (baseFormat !== "qcow2" && baseFormat !== "raw") {
-      throw new UsageError(
-        `${disk.file} stands on ${facts.backing} of ${
-          baseFormat === undefined ? "no recorded format" : `format '${baseFormat}'`
-        }: carry it with --flatten`,
-      );
-    }
-    const key = real(facts.backing);
-    let base = bases.get(key);
-    if (base === undefined) {
-      const baseFacts = await imageFacts(facts.backing, baseFormat);
-      if (baseFacts.backing !== undefined) {
-        throw new UsageError(
-          `${facts.backing}, the image under ${disk.file}, stands on ${baseFacts.backing} in ` +
-            "turn: carry such a chain with --flatten",
-        );
-      }
-      base = {
-        name: `${stem(disk.volume)}-base.${baseFormat}`,
-        format: baseFormat,
-        capacity: baseFacts.virtualSize,
-        source: facts.backing,
-      };
-      bases.set(key, base);
-    }
-    disks.push({
-      name: disk.volume,
-      format: disk.format,
-      capacity: facts.virtualSize,
-      source: disk.file,
-      disk: disk.file,
-      base,
-      baseFormat,
-    });
   }
   return [...bases.values(), ...disks];
 }
@@ -198,6 +208,119 @@ export function deletedNote(done: { pool: string; volumes: string[]; left: strin
   } deleted`;
 }
 
+/** Refuses (UsageError) a volume name given twice or already taken in the pool; makes nothing. */
+async function refuseTakenNames(
+  target: PoolTarget,
+  options: { names: string[]; pool: string; uri: string },
+): Promise<void> {
+  const { names } = options;
+  const twice = names.find((name, i) => names.indexOf(name) !== i);
+  if (twice !== undefined) throw new UsageError(`two disks would be volume '${twice}'`);
+  const taken = [...(await findVolumes(target, names)).keys()];
+  if (taken.length > 0) {
+    throw new UsageError(
+      `volume '${taken[0]}' already exists in pool '${options.pool}' at ${options.uri}: ` +
+        "nothing was copied (delete it, or rename the VM)",
+    );
+  }
+}
+
+/** Flattens each volume that needs it into a private copy under `tmp()`, its new source. */
+async function flattenSources(volumes: Planned[], tmp: () => Promise<string>): Promise<void> {
+  for (const volume of volumes) {
+    if (volume.flattenFrom === undefined) continue;
+    const flat = `${await tmp()}/${volume.name}`;
+    await qemuImg([
+      "convert",
+      "-q",
+      "-f",
+      volume.flattenFrom,
+      "-O",
+      "qcow2",
+      "--",
+      volume.source,
+      flat,
+    ]);
+    volume.source = flat;
+  }
+}
+
+/** What `uploadVolumes` works with: the volumes' paths at the target, and the copy's state. */
+interface UploadContext {
+  paths: Map<string, string>;
+  tmp: () => Promise<string>;
+  made: string[];
+  options: CopyOptions;
+}
+
+/** The path of `volume` at the target, as the pool listed it after the volumes were made. */
+function pathOf(volume: Planned, context: UploadContext): string {
+  const path = context.paths.get(volume.name);
+  if (path === undefined || path === "") {
+    throw new QvmError(`volume '${volume.name}' vanished from pool '${context.options.pool}'`);
+  }
+  return path;
+}
+
+/**
+ * The file to upload for `volume`: its source, or for an overlay a private copy whose header
+ * names its base's volume (it names the image where it is here; at the target it is a volume).
+ */
+async function uploadSource(volume: Planned, context: UploadContext): Promise<string> {
+  if (volume.base === undefined) return volume.source;
+  const source = `${await context.tmp()}/${volume.name}`;
+  await Deno.copyFile(volume.source, source);
+  await qemuImg([
+    "rebase",
+    "-u",
+    "-f",
+    "qcow2",
+    "-b",
+    pathOf(volume.base, context),
+    "-F",
+    volume.baseFormat!,
+    "--",
+    source,
+  ]);
+  return source;
+}
+
+/** Fills the volumes made, reporting progress over all of them; says where each disk went. */
+async function uploadVolumes(
+  target: PoolTarget,
+  volumes: Planned[],
+  context: UploadContext,
+): Promise<CopiedStorage> {
+  const { onProgress } = context.options;
+  const total = volumes.reduce((sum, v) => sum + Deno.statSync(v.source).size, 0);
+  let before = 0;
+  const copied: CopiedStorage = { paths: new Map(), backing: new Map(), volumes: context.made };
+  for (const volume of volumes) {
+    const source = await uploadSource(volume, context);
+    const size = Deno.statSync(source).size;
+    const start = before;
+    onProgress?.({ volume: volume.name, done: start, total });
+    await uploadVolume(target, {
+      name: volume.name,
+      file: source,
+      onBytes: (done) =>
+        onProgress?.({ volume: volume.name, done: start + Math.min(done, size), total }),
+    });
+    before += size;
+    onProgress?.({ volume: volume.name, done: before, total });
+    if (volume.disk !== undefined) {
+      copied.paths.set(volume.disk, pathOf(volume, context));
+      copied.backing.set(
+        volume.disk,
+        volume.base === undefined
+          ? undefined
+          : { path: pathOf(volume.base, context), format: volume.baseFormat! },
+      );
+    }
+  }
+  return copied;
+}
+
 /**
  * Copies `options.disks` into volumes of the pool (see the module comment). Refuses (UsageError,
  * exit 3) before making anything: a pool that is missing or stopped, a volume name that is taken
@@ -216,87 +339,14 @@ export async function copyStorage(options: CopyOptions): Promise<CopiedStorage> 
   try {
     const volumes = await plan(options);
     const names = volumes.map((v) => v.name);
-    const twice = names.find((name, i) => names.indexOf(name) !== i);
-    if (twice !== undefined) throw new UsageError(`two disks would be volume '${twice}'`);
-    const taken = [...(await findVolumes(target, names)).keys()];
-    if (taken.length > 0) {
-      throw new UsageError(
-        `volume '${taken[0]}' already exists in pool '${options.pool}' at ${options.uri}: ` +
-          "nothing was copied (delete it, or rename the VM)",
-      );
-    }
-    for (const volume of volumes) {
-      if (volume.flattenFrom === undefined) continue;
-      const flat = `${await tmp()}/${volume.name}`;
-      await qemuImg([
-        "convert",
-        "-q",
-        "-f",
-        volume.flattenFrom,
-        "-O",
-        "qcow2",
-        "--",
-        volume.source,
-        flat,
-      ]);
-      volume.source = flat;
-    }
+    await refuseTakenNames(target, { names, pool: options.pool, uri: options.uri });
+    await flattenSources(volumes, tmp);
     for (const volume of volumes) {
       await createVolume(target, volume);
       made.push(volume.name);
     }
     const paths = await findVolumes(target, names);
-    const pathOf = (volume: Planned): string => {
-      const path = paths.get(volume.name);
-      if (path === undefined || path === "") {
-        throw new QvmError(`volume '${volume.name}' vanished from pool '${options.pool}'`);
-      }
-      return path;
-    };
-    const total = volumes.reduce((sum, v) => sum + Deno.statSync(v.source).size, 0);
-    let before = 0;
-    const copied: CopiedStorage = { paths: new Map(), backing: new Map(), volumes: made };
-    for (const volume of volumes) {
-      let source = volume.source;
-      if (volume.base !== undefined) {
-        // The overlay's header names the image where it is here; at the target it is a volume.
-        source = `${await tmp()}/${volume.name}`;
-        await Deno.copyFile(volume.source, source);
-        await qemuImg([
-          "rebase",
-          "-u",
-          "-f",
-          "qcow2",
-          "-b",
-          pathOf(volume.base),
-          "-F",
-          volume.baseFormat!,
-          "--",
-          source,
-        ]);
-      }
-      const size = Deno.statSync(source).size;
-      const start = before;
-      options.onProgress?.({ volume: volume.name, done: start, total });
-      await uploadVolume(target, {
-        name: volume.name,
-        file: source,
-        onBytes: (done) =>
-          options.onProgress?.({ volume: volume.name, done: start + Math.min(done, size), total }),
-      });
-      before += size;
-      options.onProgress?.({ volume: volume.name, done: before, total });
-      if (volume.disk !== undefined) {
-        copied.paths.set(volume.disk, pathOf(volume));
-        copied.backing.set(
-          volume.disk,
-          volume.base === undefined
-            ? undefined
-            : { path: pathOf(volume.base), format: volume.baseFormat! },
-        );
-      }
-    }
-    return copied;
+    return await uploadVolumes(target, volumes, { paths, tmp, made, options });
   } catch (err) {
     const left = await deleteVolumes(target, made);
     if (err instanceof Error) {
