@@ -55,8 +55,8 @@ const RUNTIME_FILE = new RegExp(
 );
 
 /** The runtime dir's file of kind `kind` for VM `id`. */
-export function runtimeFile(dirs: Folders, id: string, kind: RuntimeKind): string {
-  return join(dirs.runtimeDir, `${id}.${kind}`);
+export function runtimeFile(dirs: Folders, file: { id: string; kind: RuntimeKind }): string {
+  return join(dirs.runtimeDir, `${file.id}.${file.kind}`);
 }
 
 /** The VM id and kind of a runtime dir entry named `name`, or undefined if it is not qvm's. */
@@ -118,14 +118,14 @@ export interface VmPaths {
 /** The paths of VM `id` under `dirs`; pure, nothing is created. */
 export function vmPaths(dirs: Folders, id: string): VmPaths {
   return {
-    qmpSocket: runtimeFile(dirs, id, "qmp"),
-    monitorSocket: runtimeFile(dirs, id, "mon"),
-    eventSocket: runtimeFile(dirs, id, "evt"),
-    serialSocket: runtimeFile(dirs, id, "serial"),
-    bootFile: runtimeFile(dirs, id, "boot"),
-    pidFile: runtimeFile(dirs, id, "pid"),
-    lockFile: runtimeFile(dirs, id, "lock"),
-    frozenFile: runtimeFile(dirs, id, "frozen"),
+    qmpSocket: runtimeFile(dirs, { id, kind: "qmp" }),
+    monitorSocket: runtimeFile(dirs, { id, kind: "mon" }),
+    eventSocket: runtimeFile(dirs, { id, kind: "evt" }),
+    serialSocket: runtimeFile(dirs, { id, kind: "serial" }),
+    bootFile: runtimeFile(dirs, { id, kind: "boot" }),
+    pidFile: runtimeFile(dirs, { id, kind: "pid" }),
+    lockFile: runtimeFile(dirs, { id, kind: "lock" }),
+    frozenFile: runtimeFile(dirs, { id, kind: "frozen" }),
     serialLog: join(dirs.dataDir, "logs", `${id}.serial.log`),
     qemuLog: join(dirs.dataDir, "logs", `${id}.qemu.log`),
     diskDir: join(dirs.dataDir, "disks", id),
@@ -181,8 +181,8 @@ export function cloudPaths(dirs: Folders, id: string): CloudPaths {
     seedDir: `${dir}/seed`,
     knownHosts: `${dir}/known_hosts`,
     instanceIdFile: `${dir}/instance-id`,
-    agentSocket: runtimeFile(dirs, id, "ga"),
-    forwardsFile: runtimeFile(dirs, id, "ports.json"),
+    agentSocket: runtimeFile(dirs, { id, kind: "ga" }),
+    forwardsFile: runtimeFile(dirs, { id, kind: "ports.json" }),
     autoPortsFile: `${dir}/auto-ports.json`,
   };
 }

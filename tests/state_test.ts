@@ -256,7 +256,7 @@ Deno.test("an emptied database is refused while the runtime dir holds any file o
     const id = crypto.randomUUID();
     for (const kind of Object.keys(RUNTIME_KINDS) as RuntimeKind[]) {
       Deno.writeFileSync(path, new Uint8Array());
-      const file = runtimeFile(dirs, id, kind);
+      const file = runtimeFile(dirs, { id, kind });
       Deno.writeTextFileSync(file, "");
       try {
         if (kind === "lock") {

@@ -324,13 +324,13 @@ Deno.test("cleanup of a stopped VM removes every runtime file the file layout na
     const id = await addEmpty(env, "s1");
     const dir = runtimeDir(env);
     const planted = Object.keys(RUNTIME_KINDS).map((kind) => {
-      const path = runtimeFile(env, id, kind as RuntimeKind);
+      const path = runtimeFile(env, { id, kind: kind as RuntimeKind });
       if (RUNTIME_KINDS[kind as RuntimeKind] === "socket") staleSocket(path);
       else Deno.writeTextFileSync(path, kind === "pid" ? "999999\n" : "");
       return path;
     });
     assert.ok(planted.every((path) => path.startsWith(`${dir}/`) && exists(path)));
-    const lock = runtimeFile(env, id, "lock");
+    const lock = runtimeFile(env, { id, kind: "lock" });
     const res = await env.run(["cleanup", "--json"]);
     assert.equal(res.code, 0, res.stderr);
     const removed = JSON.parse(res.stdout).map((a: { path: string }) => a.path).sort();

@@ -238,8 +238,12 @@ function commandlineValues(root: XmlElement, notes: string[]): string[] {
   return values;
 }
 
-/** `<on_reboot>` and the passed-through QEMU options, as `arguments` items or raw `args`. */
-function readPassed(root: XmlElement, values: string[], { config, args, notes }: Reading): void {
+/**
+ * `<qemu:commandline>` (as `arguments` items, or raw `args`), then `<on_reboot>`; other top-level
+ * elements qvm has no use for are notes.
+ */
+function readPassed(root: XmlElement, { config, args, notes }: Reading): void {
+  const values = commandlineValues(root, notes);
   const passed = commandlineItems(values);
   const onReboot = textOf(child(root, "on_reboot"));
   if (onReboot === "destroy" && !passed.items.includes("no-reboot")) args.push("no-reboot");
@@ -267,7 +271,7 @@ export function readDomain(root: XmlElement): ImportedDomain {
   readFeatures(root, reading);
   const { storage, agent } = devicesOf(child(root, "devices"), reading.notes);
   if (agent) reading.config.guest_agent = true;
-  readPassed(root, commandlineValues(root, reading.notes), reading);
+  readPassed(root, reading);
   reading.config.arguments = reading.args;
   reading.config.storage = storage;
   return { name, uuid, config: reading.config, notImported: reading.notes, exact: false };

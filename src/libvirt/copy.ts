@@ -245,8 +245,9 @@ async function flattenSources(volumes: Planned[], tmp: () => Promise<string>): P
   }
 }
 
-/** What `uploadVolumes` works with: the volumes' paths at the target, and the copy's state. */
+/** What `uploadVolumes` works with: the pool, the volumes' paths there, and the copy's state. */
 interface UploadContext {
+  target: PoolTarget;
   paths: Map<string, string>;
   tmp: () => Promise<string>;
   made: string[];
@@ -286,11 +287,7 @@ async function uploadSource(volume: Planned, context: UploadContext): Promise<st
 }
 
 /** Fills the volumes made, reporting progress over all of them; says where each disk went. */
-async function uploadVolumes(
-  target: PoolTarget,
-  volumes: Planned[],
-  context: UploadContext,
-): Promise<CopiedStorage> {
+async function uploadVolumes(volumes: Planned[], context: UploadContext): Promise<CopiedStorage> {
   const { onProgress } = context.options;
   const total = volumes.reduce((sum, v) => sum + Deno.statSync(v.source).size, 0);
   let before = 0;
@@ -300,7 +297,7 @@ async function uploadVolumes(
     const size = Deno.statSync(source).size;
     const start = before;
     onProgress?.({ volume: volume.name, done: start, total });
-    await uploadVolume(target, {
+    await uploadVolume(context.target, {
       name: volume.name,
       file: source,
       onBytes: (done) =>
@@ -346,7 +343,7 @@ export async function copyStorage(options: CopyOptions): Promise<CopiedStorage> 
       made.push(volume.name);
     }
     const paths = await findVolumes(target, names);
-    return await uploadVolumes(target, volumes, { paths, tmp, made, options });
+    return await uploadVolumes(volumes, { target, paths, tmp, made, options });
   } catch (err) {
     const left = await deleteVolumes(target, made);
     if (err instanceof Error) {

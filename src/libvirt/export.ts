@@ -141,9 +141,9 @@ function passedOptions(
  */
 function metadataElement(
   vm: DomainSource,
-  explicit: VmConfig["storage"],
-  cloudArgv: string[],
+  parts: { explicit: VmConfig["storage"]; cloudArgv: string[] },
 ): XmlElement {
+  const { explicit, cloudArgv } = parts;
   const { config } = vm;
   const qvmConfig: Record<string, unknown> = { ...config, name: vm.name, storage: explicit };
   if (config.network) qvmConfig.network = { ports: config.network.ports.map(formatForward) };
@@ -223,7 +223,7 @@ export function domainXml(vm: DomainSource, options: DomainOptions): DomainExpor
   const root = el("domain", { type: plan.type ?? "kvm", "xmlns:qemu": QEMU_NS }, [
     el("name", {}, [vm.name]),
     el("uuid", {}, [vm.id]),
-    metadataElement(vm, storage.explicit, options.cloud?.argv ?? []),
+    metadataElement(vm, { explicit: storage.explicit, cloudArgv: options.cloud?.argv ?? [] }),
     memoryElement(config.memory ?? plan.memory ?? DEFAULT_MEMORY),
     el("vcpu", {}, [String(cpuCount(config.cpu) ?? plan.vcpus ?? 1)]),
     osElement(binary, plan),
