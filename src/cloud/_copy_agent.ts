@@ -28,6 +28,8 @@ import {
 import { shellQuote } from "../shell.ts";
 import {
   baseName,
+  type CopyOptions,
+  type CopyResult,
   type DestState,
   dirName,
   joinPath,
@@ -40,7 +42,6 @@ import {
   TREE_FORMAT,
   type TreeEntry,
 } from "./copy_plan.ts";
-import type { CopyOptions, CopyResult } from "./copy.ts";
 
 /** Bytes per `guest-file-read`/`-write` call. */
 export const CHUNK = 4 * 1024 * 1024;

@@ -8,7 +8,7 @@ import type { VmConfig } from "../config/mod.ts";
 import type { Dirs, VmRecord } from "../state/mod.ts";
 import { isOurQemu, markersIn } from "../qemu/process.ts";
 import { AgentError, agentPing } from "./agent.ts";
-import type { CopyRequest } from "./copy_plan.ts";
+import type { CopyOptions, CopyRequest, CopyResult } from "./copy_plan.ts";
 import { checkHostSources, copyIn, CopyInterrupted, copyOut } from "./_copy_agent.ts";
 import { cloudPaths } from "./paths.ts";
 import { agentEnabled, requireAgentChannel } from "./status.ts";
@@ -16,41 +16,7 @@ import { invokingUser, sshForward, sshTarget } from "./mod.ts";
 import { scpArgv } from "./ssh.ts";
 
 export { CopyInterrupted };
-
-/** How a copy goes: `auto` takes the agent when the VM has one that answers, else scp. */
-export type CopyRoute = "auto" | "agent" | "ssh";
-
-/** What the copy reports while it runs. */
-export interface CopyProgress {
-  /** Bytes copied so far, of `total`. */
-  done: number;
-  total: number;
-  /** The file being copied, as a path on its side. */
-  current: string;
-}
-
-/** Options of {@link copyFiles}. */
-export interface CopyOptions {
-  recursive: boolean;
-  via: CopyRoute;
-  onProgress?: (progress: CopyProgress) => void;
-  /** Stops the copy between chunks (Ctrl-C); what it started is cleaned up first. */
-  signal?: AbortSignal;
-  /** A file left out (a device, a socket...), or a route taken instead of another. */
-  warn?: (message: string) => void;
-  /** True when scp may draw its own progress meter (a terminal, no --json). */
-  scpProgress?: boolean;
-}
-
-/** What a copy did. scp does not say, so its counts are null. */
-export interface CopyResult {
-  via: "agent" | "ssh";
-  files: number | null;
-  directories: number | null;
-  symlinks: number | null;
-  bytes: number | null;
-  skipped: number | null;
-}
+export type { CopyOptions, CopyProgress, CopyResult, CopyRoute } from "./copy_plan.ts";
 
 /**
  * Copies `request.sources` to `request.dest` (one side in `vm`) by cp's rules. Bad input (a

@@ -251,3 +251,38 @@ export function parseTreeListing(text: string): TreeEntry[] {
   }
   return entries;
 }
+
+/** How a copy goes: `auto` takes the agent when the VM has one that answers, else scp. */
+export type CopyRoute = "auto" | "agent" | "ssh";
+
+/** What the copy reports while it runs. */
+export interface CopyProgress {
+  /** Bytes copied so far, of `total`. */
+  done: number;
+  total: number;
+  /** The file being copied, as a path on its side. */
+  current: string;
+}
+
+/** Options of `copyFiles` (copy.ts). */
+export interface CopyOptions {
+  recursive: boolean;
+  via: CopyRoute;
+  onProgress?: (progress: CopyProgress) => void;
+  /** Stops the copy between chunks (Ctrl-C); what it started is cleaned up first. */
+  signal?: AbortSignal;
+  /** A file left out (a device, a socket...), or a route taken instead of another. */
+  warn?: (message: string) => void;
+  /** True when scp may draw its own progress meter (a terminal, no --json). */
+  scpProgress?: boolean;
+}
+
+/** What a copy did. scp does not say, so its counts are null. */
+export interface CopyResult {
+  via: "agent" | "ssh";
+  files: number | null;
+  directories: number | null;
+  symlinks: number | null;
+  bytes: number | null;
+  skipped: number | null;
+}
