@@ -18,7 +18,7 @@ export {
   resolveDirs,
   unsafeDirReason,
 } from "./paths.ts";
-export { LATEST_VERSION, MIGRATIONS } from "./schema.ts";
+export { LATEST_VERSION, MIGRATIONS } from "./migrate.ts";
 export {
   type Backup,
   BACKUP_GENERATIONS,

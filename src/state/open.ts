@@ -9,8 +9,7 @@ import { ExitCode, QvmError, StateDamagedError, StateWriteError } from "../error
 import { scanRuntimeDir } from "../vm_files.ts";
 import { faultOf, translateFault } from "./_faults.ts";
 import { countVms, listBackups } from "./backup.ts";
-import { currentVersion, migrate } from "./migrate.ts";
-import { LATEST_VERSION } from "./schema.ts";
+import { currentVersion, LATEST_VERSION, migrate } from "./migrate.ts";
 
 const SQLITE_HEADER = "SQLite format 3\0";
 const BUSY_TIMEOUT_MS = 10_000;
