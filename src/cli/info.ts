@@ -6,7 +6,7 @@ import type { Context } from "./context.ts";
 import type { CommandSpec, ParsedArgs } from "./spec.ts";
 import type { VmRecord } from "../state/mod.ts";
 import type { Dirs } from "../state/mod.ts";
-import { ROOT_DRIVE, vmDiskFile, vmPaths } from "../vm/paths.ts";
+import { ROOT_DRIVE, vmDiskFile, vmPaths } from "../vm_files.ts";
 
 /** The command's arguments and flags. */
 export const spec: CommandSpec = {

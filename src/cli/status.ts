@@ -3,7 +3,14 @@ import type { Context } from "./context.ts";
 import type { CommandSpec, ParsedArgs } from "./spec.ts";
 import { isLive, observe, thawedWarning } from "../vm/observe.ts";
 import { paintStatus } from "./_format.ts";
-import { cloudStatusModule } from "../cloud/lazy.ts";
+import { lazyImport } from "../lazy.ts";
+
+/**
+ * What `status --json` shows of a cloud VM, loaded only for one. The loader lives here, with the
+ * one command that uses it, so that `status` loads no module of its own for it at start-up.
+ */
+export const cloudStatusModule = () =>
+  lazyImport<typeof import("../cloud/status.ts")>("src/cloud/status.ts");
 
 /** The command's arguments and flags. */
 export const spec: CommandSpec = {

@@ -19,7 +19,8 @@ import {
 } from "../qemu/process.ts";
 import type { VmEnv } from "./env.ts";
 import { isLocked } from "./lock.ts";
-import { exists, qemuMarkers, vmPaths } from "./paths.ts";
+import { exists, qemuMarkers } from "./paths.ts";
+import { vmPaths } from "../vm_files.ts";
 import { freezeModule } from "./lazy.ts";
 import { runState } from "../qemu/run_state.ts";
 
