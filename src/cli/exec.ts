@@ -2,7 +2,7 @@
 import type { Context } from "./context.ts";
 import type { CommandSpec, ParsedArgs } from "./spec.ts";
 import { UsageError } from "../errors.ts";
-import { requireGuest } from "../vm/agent.ts";
+import { requireGuest } from "../vm/guest.ts";
 import { thawedWarning } from "../vm/observe.ts";
 import { parseTimeout } from "./start.ts";
 import { writeOut } from "./context.ts";

@@ -3,7 +3,7 @@ import type { Context } from "./context.ts";
 import { type CommandSpec, GLOBAL_OPTIONS, parseCommandArgs, type ParsedArgs } from "./spec.ts";
 import { QvmError, UsageError } from "../errors.ts";
 import type { VmRecord } from "../state/mod.ts";
-import { requireGuest } from "../vm/agent.ts";
+import { requireGuest } from "../vm/guest.ts";
 import { qemuAlive, thawedWarning } from "../vm/observe.ts";
 import { cloudModule } from "../cloud/lazy.ts";
 
