@@ -11,7 +11,9 @@
  * The loaders themselves (`cloudModule`, `qmpModule`, ...) sit beside the modules they load, in
  * each folder's `lazy.ts` (config's, `configModule`, with the commands in `cli/_lazy.ts`):
  * importing one shows which layer a module reaches, and this root helper imports nothing of the
- * layers above it, not even a type.
+ * layers above it, not even a type. A loader on the start-up path of `status` or `ls` sits with the
+ * module that calls it instead (`cloudStatusModule` in `cli/status.ts`, `freezeModule` in
+ * `vm/observe.ts`), so that those commands load no module for it.
  */
 
 /** Where the single-file build puts its loader of a module by repository path. */

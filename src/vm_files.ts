@@ -3,7 +3,8 @@
  * (QMP sockets, serial socket, pid file, lock, serial start mark, frozen-guest mark, guest agent
  * socket, the port forwards in effect); in the data dir, its logs, its disk folder (with the
  * overlay of its `image:`) and its cloud folder (seed, known_hosts, instance id, the host ports
- * its `auto` forwards got). Pure string work, no node:path: `status` and `ls` use it too.
+ * its `auto` forwards got). String work, no node:path (`status` and `ls` use it too), besides
+ * the scan of the runtime dir and the two checks made on a file (`exists`, `removeQuietly`).
  */
 
 /** The two folders a VM's files live in (the `Dirs` qvm resolves at start-up). */
@@ -185,4 +186,25 @@ export function cloudPaths(dirs: Folders, id: string): CloudPaths {
     forwardsFile: runtimeFile(dirs, { id, kind: "ports.json" }),
     autoPortsFile: `${dir}/auto-ports.json`,
   };
+}
+
+/** True if something is at `path`; a link counts as itself unless `follow` asks for its target. */
+export function exists(path: string, options: { follow?: boolean } = {}): boolean {
+  try {
+    if (options.follow) Deno.statSync(path);
+    else Deno.lstatSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Removes `path` if it is there; true if it removed it. Never recursive. */
+export function removeQuietly(path: string): boolean {
+  try {
+    Deno.removeSync(path);
+    return true;
+  } catch {
+    return false;
+  }
 }

@@ -15,7 +15,7 @@ import type { VmRecord } from "../state/mod.ts";
 import { Deadline } from "../vm/env.ts";
 import { withVm } from "../vm/guard.ts";
 import { isLive } from "../vm/observe.ts";
-import { freezeModule } from "../vm/lazy.ts";
+import { freezeModule } from "../vm/observe.ts";
 import { qemuMarkers } from "../vm/paths.ts";
 import { findBinary } from "../vm/start.ts";
 import { findIsoTool } from "../cloud/seed.ts";

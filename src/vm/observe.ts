@@ -12,6 +12,7 @@ import {
   findQemuWithUuid,
   isOurQemu,
   logRunState,
+  markersIn,
   ourQemuState,
   type QemuMarkers,
   type QemuProcess,
@@ -19,10 +20,16 @@ import {
 } from "../qemu/process.ts";
 import type { VmEnv } from "./env.ts";
 import { isLocked } from "./lock.ts";
-import { exists, qemuMarkers } from "./paths.ts";
-import { vmPaths } from "../vm_files.ts";
-import { freezeModule } from "./lazy.ts";
+import { exists, vmPaths } from "../vm_files.ts";
+import { lazyImport } from "../lazy.ts";
 import { runState } from "../qemu/run_state.ts";
+
+/**
+ * Guests frozen for a live snapshot: the freeze, and the thaw of one an interrupted qvm left.
+ * The loader lives here, with the check every observation makes, so that `status` and `ls` load
+ * no module of their own for it.
+ */
+export const freezeModule = () => lazyImport<typeof import("./freeze.ts")>("src/vm/freeze.ts");
 
 /**
  * A status as qvm reports it: the stored ones plus the derived `paused`, `unresponsive` and QEMU's
@@ -138,7 +145,7 @@ export function findQemuOf(
   options: { fresh?: boolean; binary?: string } = {},
 ): number | undefined {
   const { binary } = options;
-  const markers = qemuMarkers(env.dirs, { id, config: { binary } });
+  const markers = markersIn(env.dirs.runtimeDir, { id, config: { binary } });
   const fromFile = readPidFile(markers.pidFile);
   if (fromFile && isOurQemu(fromFile, markers)) return fromFile;
   for (const { pid, uuid } of qemuProcesses(options.fresh === true, binary)) {
@@ -212,7 +219,7 @@ export async function observe(
 ): Promise<Observation> {
   const paths = vmPaths(env.dirs, vm.id);
   const busy = () => !options.locked && isLocked(paths.lockFile);
-  const markers = qemuMarkers(env.dirs, vm);
+  const markers = markersIn(env.dirs.runtimeDir, vm);
   let state = ourQemuState(vm.pid, markers);
   if (state === undefined) {
     const mayRun = STORED_LIVE.has(vm.status) || vm.stopReason === START_INTERRUPTED ||
@@ -314,5 +321,5 @@ export async function observeAll(
  * `isOurQemu`): the quick check of commands that need a running VM. No scan, no QMP.
  */
 export function qemuAlive(env: VmEnv, vm: VmRecord): boolean {
-  return isOurQemu(vm.pid, qemuMarkers(env.dirs, vm));
+  return isOurQemu(vm.pid, markersIn(env.dirs.runtimeDir, vm));
 }

@@ -44,7 +44,7 @@ import {
   vmStateDrives,
 } from "./_snapshot.ts";
 import { qmpModule } from "../qemu/lazy.ts";
-import { freezeModule } from "./lazy.ts";
+import { freezeModule } from "./observe.ts";
 import { withSignalsHeld } from "../signals.ts";
 
 export type { PartialSnapshot, SnapshotAction, SnapshotInfo } from "./_snapshot.ts";
