@@ -56,7 +56,10 @@ const RUNTIME_FILE = new RegExp(
 );
 
 /** The runtime dir's file of kind `kind` for VM `id`. */
-export function runtimeFile(dirs: Folders, file: { id: string; kind: RuntimeKind }): string {
+export function runtimeFile(
+  dirs: Pick<Folders, "runtimeDir">,
+  file: { id: string; kind: RuntimeKind },
+): string {
   return join(dirs.runtimeDir, `${file.id}.${file.kind}`);
 }
 

@@ -14,6 +14,7 @@
  *   user (another user's copy, or a renamed copy of another program, is not a QEMU of ours).
  * Anything else is never signalled, never counts as the VM running, and `doctor` names it.
  */
+import { runtimeFile } from "../vm_files.ts";
 
 /**
  * What marks a QEMU as the one qvm started for a VM: the VM's id and the runtime files qvm
@@ -32,18 +33,17 @@ export interface QemuMarkers {
 
 /**
  * The markers of VM `vm`'s QEMU under `runtimeDir`: the pid file and QMP socket qvm launches it
- * with. The one place these two names are made (`vm/paths.ts` takes them from here), so layers
- * below `vm/` can check a QEMU's identity too.
+ * with, named by the file layout (`src/vm_files.ts`), so layers below `vm/` can check a QEMU's
+ * identity too.
  */
 export function markersIn(
   runtimeDir: string,
   vm: { id: string; config?: { binary?: string } },
 ): QemuMarkers {
-  const dir = runtimeDir.endsWith("/") ? runtimeDir.slice(0, -1) : runtimeDir;
   return {
     id: vm.id,
-    pidFile: `${dir}/${vm.id}.pid`,
-    qmpSocket: `${dir}/${vm.id}.qmp`,
+    pidFile: runtimeFile({ runtimeDir }, { id: vm.id, kind: "pid" }),
+    qmpSocket: runtimeFile({ runtimeDir }, { id: vm.id, kind: "qmp" }),
     binary: vm.config?.binary,
   };
 }
