@@ -2,7 +2,7 @@
  * POSIX path functions that give what `node:path` gives (its `resolve`, `join`, `dirname` and
  * `isAbsolute`, ported), without importing it: `node:path` costs any command that loads it ~3 ms
  * of start-up and ~5 MB of memory, and keeping every `node:` module but `node:sqlite` out of qvm
- * is what lets its single-file build load as one module. `tests/config_path_test.ts` compares them
+ * is what lets its single-file build load as one module. `tests/unit/config_path_test.ts` compares them
  * with `node:path` over many paths.
  */
 

@@ -1,7 +1,7 @@
 /**
  * SHA-256 of a string, synchronously, as lowercase hex. qvm hashes a few short strings (a
  * cloud-init section, a disk's path) where an async WebCrypto call would not fit, and importing
- * `node:crypto` for them costs ~14 ms of start-up. `tests/sha256_test.ts` checks it against
+ * `node:crypto` for them costs ~14 ms of start-up. `tests/unit/sha256_test.ts` checks it against
  * WebCrypto.
  */
 
