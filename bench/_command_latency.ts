@@ -58,7 +58,8 @@ export interface CommandLatency {
   notes: string[];
 }
 
-interface Sample {
+/** One run of a command: wall time, peak memory and CPU time (when measured), and its output. */
+export interface Sample {
   ms: number;
   rssKb?: number;
   cpuMs?: number;
@@ -67,7 +68,8 @@ interface Sample {
   stderr: string;
 }
 
-function hasTool(path: string): boolean {
+/** True if `path` is a file (a tool this machine has). */
+export function hasTool(path: string): boolean {
   try {
     return Deno.statSync(path).isFile;
   } catch {
@@ -98,7 +100,11 @@ async function perf(): Promise<string | null> {
  * start-up would pad both sides of every ratio), under `/usr/bin/time` for its peak memory and
  * under `perf stat` for its CPU time, each when that tool works here.
  */
-async function sample(argv: string[], env: Record<string, string>, cwd: string): Promise<Sample> {
+export async function sample(
+  argv: string[],
+  env: Record<string, string>,
+  cwd: string,
+): Promise<Sample> {
   const decode = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
   const spawn = (full: string[]) =>
     new Deno.Command(full[0], {

@@ -25,7 +25,17 @@ export interface BarGroup {
 }
 
 /** The file names the charts are written under, beside RESULTS.md. */
-export const CHART_FILES = { scaling: "scaling.svg", latency: "latency.svg" } as const;
+export const CHART_FILES = {
+  scaling: "scaling.svg",
+  latency: "latency.svg",
+  scale: "scale.svg",
+} as const;
+
+/** One line of a line chart: its label and its points. */
+export interface Series {
+  label: string;
+  points: { x: number; y: number }[];
+}
 
 const FONT = "font-family=\"system-ui, -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif\"";
 const PALETTE = ["#1f77b4", "#ff7f0e", "#d62728", "#2ca02c", "#9467bd", "#8c564b"];
@@ -215,6 +225,78 @@ export function barsSvg(groups: readonly BarGroup[], title: string): string {
     ...body,
     "</svg>",
   );
+  return out.join("\n") + "\n";
+}
+
+/**
+ * A line chart on linear axes from 0: one line per series (e.g. ms against running VMs, one line
+ * per command), with the axes' titles.
+ */
+export function linesSvg(
+  series: readonly Series[],
+  labels: { title: string; x: string; y: string },
+): string {
+  const points = series.flatMap((s) => s.points);
+  if (points.length === 0) return emptySvg("no measurements");
+  const width = 760, height = 440;
+  const m = { l: 64, r: 24, t: 44, b: 54 };
+  const legendH = series.length * 18 + 8;
+  const x0 = m.l, x1 = width - m.r, y0 = height - m.b, y1 = m.t + legendH;
+  const xStep = niceStep(Math.max(...points.map((p) => p.x)));
+  const yStep = niceStep(Math.max(...points.map((p) => p.y)));
+  const xMax = Math.ceil(Math.max(...points.map((p) => p.x)) / xStep) * xStep;
+  const yMax = Math.ceil(Math.max(...points.map((p) => p.y)) / yStep) * yStep;
+  const sx = (v: number) => x0 + v / xMax * (x1 - x0);
+  const sy = (v: number) => y0 - v / yMax * (y0 - y1);
+  const out = [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" ` +
+    `viewBox="0 0 ${width} ${height}" ${FONT} font-size="11">`,
+    `<rect width="${width}" height="${height}" fill="#fff"/>`,
+    `<text x="${width / 2}" y="22" text-anchor="middle" font-size="15" font-weight="600">` +
+    `${esc(labels.title)}</text>`,
+  ];
+  for (let v = 0; v <= yMax + 1e-9; v += yStep) {
+    out.push(
+      `<line x1="${x0}" y1="${sy(v).toFixed(1)}" x2="${x1}" y2="${sy(v).toFixed(1)}" ` +
+        `stroke="#e5e5e5"/>`,
+      `<text x="${x0 - 6}" y="${(sy(v) + 4).toFixed(1)}" text-anchor="end" fill="#555">` +
+        `${fmtNumber(v)}</text>`,
+    );
+  }
+  for (let v = 0; v <= xMax + 1e-9; v += xStep) {
+    out.push(
+      `<line x1="${sx(v).toFixed(1)}" y1="${y0}" x2="${sx(v).toFixed(1)}" y2="${y1}" ` +
+        `stroke="#f0f0f0"/>`,
+      `<text x="${sx(v).toFixed(1)}" y="${y0 + 16}" text-anchor="middle" fill="#555">` +
+        `${fmtNumber(v)}</text>`,
+    );
+  }
+  out.push(
+    `<rect x="${x0}" y="${y1}" width="${x1 - x0}" height="${y0 - y1}" fill="none" stroke="#999"/>`,
+    `<text x="${(x0 + x1) / 2}" y="${height - 14}" text-anchor="middle" fill="#333">` +
+      `${esc(labels.x)}</text>`,
+    `<text transform="translate(18 ${(y0 + y1) / 2}) rotate(-90)" text-anchor="middle" ` +
+      `fill="#333">${esc(labels.y)}</text>`,
+  );
+  series.forEach((s, i) => {
+    const color = PALETTE[i % PALETTE.length];
+    const line = [...s.points].sort((a, b) => a.x - b.x);
+    const ly = m.t + i * 18 + 6;
+    out.push(
+      `<line x1="${x0 + 10}" y1="${ly}" x2="${x0 + 40}" y2="${ly}" stroke="${color}" ` +
+        `stroke-width="2"/>`,
+      `<text x="${x0 + 48}" y="${ly + 4}" fill="#222">${esc(s.label)}</text>`,
+      `<path d="${
+        line.map((p, k) => `${k ? "L" : "M"}${sx(p.x).toFixed(1)},${sy(p.y).toFixed(1)}`)
+          .join(" ")
+      }" fill="none" stroke="${color}" stroke-width="2"/>`,
+      ...line.map((p) =>
+        `<circle cx="${sx(p.x).toFixed(1)}" cy="${sy(p.y).toFixed(1)}" r="3" fill="${color}">` +
+        `<title>${esc(`${s.label}, ${p.x}: ${fmtNumber(p.y)}`)}</title></circle>`
+      ),
+    );
+  });
+  out.push("</svg>");
   return out.join("\n") + "\n";
 }
 

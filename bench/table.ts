@@ -29,6 +29,7 @@ import { measureInterleaved, type TimeBox } from "./_state_timing.ts";
 import { type CommandLatency, measureCommandLatency } from "./_command_latency.ts";
 import { latencyMarkdown, latencyVerdicts } from "./_latency_report.ts";
 import { lifecycleSections, type Section } from "./lifecycle.ts";
+import { sectionOf, spliceSection } from "./_scale_report.ts";
 import {
   CHART_FILES,
   chartsMarkdown,
@@ -332,8 +333,11 @@ async function main(argv: string[]): Promise<number> {
       ? options.out.slice(0, options.out.lastIndexOf("/"))
       : ".";
     await writeCharts(dir, { scaling: scalingPoints(run.matrix), latency: latencyGroups(latency) });
-    await Deno.writeTextFile(options.out, markdown);
-    for (const path of [options.out, ...Object.values(CHART_FILES).map((f) => `${dir}/${f}`)]) {
+    // The many-running-VMs section is bench/scale.ts's: kept as that script last wrote it.
+    const kept = sectionOf(await Deno.readTextFile(options.out).catch(() => ""));
+    await Deno.writeTextFile(options.out, kept ? spliceSection(markdown, kept) : markdown);
+    const charts = [CHART_FILES.scaling, CHART_FILES.latency].map((f) => `${dir}/${f}`);
+    for (const path of [options.out, ...charts]) {
       await formatMarkdown(path);
     }
     console.log(`\nwrote ${options.out}`);
