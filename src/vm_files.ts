@@ -131,10 +131,15 @@ export function vmPaths(dirs: Folders, id: string): VmPaths {
     lockFile: runtimeFile(dirs, { id, kind: "lock" }),
     frozenFile: runtimeFile(dirs, { id, kind: "frozen" }),
     serialLog: join(dirs.dataDir, "logs", `${id}.serial.log`),
-    qemuLog: join(dirs.dataDir, "logs", `${id}.qemu.log`),
+    qemuLog: qemuLogPath(dirs, id),
     diskDir: join(dirs.dataDir, "disks", id),
     rootOverlay: join(dirs.dataDir, "disks", id, OVERLAY_NAME),
   };
+}
+
+/** The QEMU log (`-D`) of VM `id`: its run-state trace, and why it last ended. */
+export function qemuLogPath(dirs: Pick<Folders, "dataDir">, id: string): string {
+  return join(dirs.dataDir, "logs", `${id}.qemu.log`);
 }
 
 /**

@@ -10,6 +10,7 @@ import type { CommandSpec, ParsedArgs } from "./spec.ts";
 import { QvmError, UsageError } from "../errors.ts";
 import { type BriefObservation, isLive, observeAll, STATUSES } from "../vm/observe.ts";
 import { cloudPaths, readForwards } from "../cloud/paths.ts";
+import { listJson } from "../vm/list.ts";
 import { paintStatus, table } from "./_format.ts";
 
 /** The command's arguments and flags. */
@@ -175,17 +176,10 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
   const format = parseFormat(args.values.format as string | undefined);
   if ((ctx.json || format?.kind === "json") && wanted === undefined && !args.values.quiet) {
     // SQLite writes the JSON of every VM; only the VMs that claim a process are read and checked
-    // here (at 10,000 VMs, none running, this halves the command's own work).
-    const checked = await observeAll(ctx, ctx.store.listLive(), { fromLog: true });
+    // here, and the output is kept for the next run (see vm/list.ts).
     let json: Uint8Array | undefined;
     try {
-      json = ctx.store.listJson(
-        new Map(checked.map((o) => [o.vm.id, {
-          status: o.status,
-          pid: isLive(o.status) ? o.vm.pid : null,
-          stop_reason: isLive(o.status) ? null : o.vm.stopReason,
-        }])),
-      );
+      json = await listJson(ctx);
     } catch (err) {
       // A value SQLite's JSON cannot hold (a BLOB written into the database by hand): the
       // general path below prints it as the other commands would.

@@ -13,6 +13,11 @@
  *   `qemu-kvm` where programs are installed (see `isQemuExe`), and owned by root or the current
  *   user (another user's copy, or a renamed copy of another program, is not a QEMU of ours).
  * Anything else is never signalled, never counts as the VM running, and `doctor` names it.
+ *
+ * A pid qvm verified by all of these is recorded with the process's start time (`qemuIdentity`);
+ * while the same pid has that start time it is the same process, so it is known as the VM's QEMU
+ * from one read of `/proc/<pid>/stat` (`QemuMarkers.known`). A pid is not reused until its
+ * process is gone, and a new process at that pid starts later.
  */
 import { runtimeFile } from "../vm_files.ts";
 
@@ -29,23 +34,51 @@ export interface QemuMarkers {
   qmpSocket: string;
   /** The VM's configured QEMU binary, if it names one. */
   binary?: string;
+  /** The pid qvm verified as the VM's QEMU and recorded, with its start time (see above). */
+  known?: { pid: number; start: number };
+}
+
+/** What `/proc/<pid>/stat` says of a process: its state letter and its start time. */
+export interface ProcStat {
+  /** `R`, `S`, `D`, `T` (stopped by a signal), `Z` (a zombie), ... */
+  state: string;
+  /** When it started, in clock ticks since boot (field 22). */
+  start: number;
+}
+
+/** `/proc/<pid>/stat` of a process (one read), or undefined if it is gone. */
+export function readProcStat(pid: number): ProcStat | undefined {
+  let text: string;
+  try {
+    text = decoder.decode(Deno.readFileSync(`/proc/${pid}/stat`));
+  } catch {
+    return undefined;
+  }
+  // The name (field 2) is in parentheses and may hold spaces or parentheses: count from the last.
+  const rest = text.slice(text.lastIndexOf(")") + 2).split(" ");
+  const start = Number(rest[19]);
+  return rest[0] && Number.isInteger(start) ? { state: rest[0], start } : undefined;
 }
 
 /**
  * The markers of VM `vm`'s QEMU under `runtimeDir`: the pid file and QMP socket qvm launches it
- * with, named by the file layout (`src/vm_files.ts`), so layers below `vm/` can check a QEMU's
- * identity too.
+ * with, named by the file layout (`src/vm_files.ts`), and the pid its row records with the start
+ * time qvm verified it at (`known`), so layers below `vm/` can check a QEMU's identity too.
  */
 export function markersIn(
   runtimeDir: string,
-  vm: { id: string; config?: { binary?: string } },
+  vm: { id: string; config?: { binary?: string }; pid?: number | null; pidStart?: number | null },
 ): QemuMarkers {
-  return {
+  const markers: QemuMarkers = {
     id: vm.id,
     pidFile: runtimeFile({ runtimeDir }, { id: vm.id, kind: "pid" }),
     qmpSocket: runtimeFile({ runtimeDir }, { id: vm.id, kind: "qmp" }),
     binary: vm.config?.binary,
   };
+  if (vm.pid && vm.pidStart !== undefined && vm.pidStart !== null) {
+    markers.known = { pid: vm.pid, start: vm.pidStart };
+  }
+  return markers;
 }
 
 let procBuffer = new Uint8Array(16384);
@@ -148,7 +181,7 @@ function readStatus(pid: number): ProcStatus | undefined {
 }
 
 /** True for the state letters of a process that is gone but not yet reaped. */
-function isDeadState(state: string): boolean {
+export function isDeadState(state: string): boolean {
   return state === "Z" || state === "X" || state === "x";
 }
 
@@ -242,15 +275,17 @@ export function isQemuExe(exe: string, binary?: string): boolean {
 function trustedExe(pid: number): boolean {
   try {
     const owner = Deno.statSync(`/proc/${pid}/exe`).uid;
-    return owner === null || owner === 0 || owner === Deno.uid();
+    return owner === null || owner === 0 || owner === ownUid();
   } catch {
     return false;
   }
 }
 
+let uid: number | undefined;
+
 /** The current user's uid (0 where the platform has none). */
 function ownUid(): number {
-  return Deno.uid() ?? 0;
+  return uid ??= Deno.uid() ?? 0;
 }
 
 /**
@@ -262,6 +297,10 @@ export function ourQemuState(
   markers: QemuMarkers,
 ): string | undefined {
   if (!pid || !Number.isInteger(pid) || pid <= 0) return undefined;
+  if (markers.known?.pid === pid) {
+    const stat = readProcStat(pid);
+    if (stat?.start === markers.known.start && !isDeadState(stat.state)) return stat.state;
+  }
   const status = readStatus(pid);
   if (!status || status.uid !== ownUid() || status.euid !== ownUid()) return undefined;
   if (isDeadState(status.state)) return undefined;
@@ -270,6 +309,19 @@ export function ourQemuState(
   const exe = readExe(pid);
   if (exe === undefined || !isQemuExe(exe, markers.binary) || !trustedExe(pid)) return undefined;
   return status.state;
+}
+
+/**
+ * The state letter and start time of `pid` if it is VM `markers.id`'s live QEMU by every rule
+ * above (never by a `known` record), else undefined: what qvm records with a pid it verified.
+ * The start time is read before and after the checks, so it is the checked process's.
+ */
+export function qemuIdentity(pid: number, markers: QemuMarkers): ProcStat | undefined {
+  const before = readProcStat(pid);
+  const state = ourQemuState(pid, { ...markers, known: undefined });
+  const after = readProcStat(pid);
+  if (!before || state === undefined || after?.start !== before.start) return undefined;
+  return { state, start: before.start };
 }
 
 /** True if `pid` is VM `markers.id`'s live QEMU: ours by uid, runtime markers and executable. */

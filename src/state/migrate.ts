@@ -60,6 +60,26 @@ export const MIGRATIONS: readonly Migration[] = [
         WHERE pid IS NOT NULL OR status IN ('starting', 'running', 'stopping');
     `,
   },
+  {
+    version: 4,
+    description: "the start time of the recorded pid, and a token that every change of a VM renews",
+    // pid_start: when the QEMU at `pid` started (/proc/<pid>/stat, clock ticks since boot), read
+    // when qvm verified the process as the VM's: the same pid with the same start time is the
+    // same process, so `ls` need not verify it again. vm_generation: a random token each write to
+    // vm_instances renews (by trigger, so in the same transaction, whoever writes): `ls --json`
+    // keeps its output for a token and prints it again while the token is the same.
+    sql: `
+      ALTER TABLE vm_instances ADD COLUMN pid_start INTEGER;
+      CREATE TABLE vm_generation (token BLOB NOT NULL);
+      INSERT INTO vm_generation (token) VALUES (randomblob(16));
+      CREATE TRIGGER vm_generation_insert AFTER INSERT ON vm_instances
+        BEGIN UPDATE vm_generation SET token = randomblob(16); END;
+      CREATE TRIGGER vm_generation_update AFTER UPDATE ON vm_instances
+        BEGIN UPDATE vm_generation SET token = randomblob(16); END;
+      CREATE TRIGGER vm_generation_delete AFTER DELETE ON vm_instances
+        BEGIN UPDATE vm_generation SET token = randomblob(16); END;
+    `,
+  },
 ];
 
 /** The version a fully migrated database has. */

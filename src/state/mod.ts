@@ -1,6 +1,8 @@
 /** The state module: the SQLite store and where qvm's files live. */
 export {
   type NewVm,
+  observedParam,
+  type ObservedRow,
   SQL,
   StateStore,
   type StatusFields,
@@ -14,6 +16,7 @@ export {
   databasePath,
   type Dirs,
   ensurePrivateDir,
+  listCachePath,
   refuseUnsafeDirs,
   resolveDirs,
   unsafeDirReason,

@@ -16,6 +16,11 @@ export function databasePath(dataDir: string): string {
   return join(dataDir, "qvm.db");
 }
 
+/** Where `ls --json` keeps its last output for the next run (see `StateStore.listJson`). */
+export function listCachePath(dataDir: string): string {
+  return join(dataDir, "ls-json.cache");
+}
+
 /**
  * Data dir: flag, else `$QVM_DATA_DIR`, else `$XDG_DATA_HOME/qvm`, else `~/.local/share/qvm`.
  * Runtime dir: flag, else `$QVM_RUNTIME_DIR`, else `$XDG_RUNTIME_DIR/qvm`, else `/tmp/qvm-<uid>`.

@@ -31,14 +31,22 @@ export interface VmRecord {
   stopReason: string | null;
   /** Files qvm itself created for this VM (disks), the only ones `rm --delete-storage` removes. */
   createdFiles: string[];
+  /**
+   * When the process at `pid` started (clock ticks since boot, from /proc), read when qvm
+   * verified it as the VM's QEMU; null when unknown (a pid recorded by an older qvm).
+   */
+  pidStart: number | null;
 }
 
 /** The few columns a listing needs; the config is not parsed. */
-export type VmBrief = Pick<VmRecord, "id" | "name" | "status" | "pid" | "stopReason">;
+export type VmBrief = Pick<VmRecord, "id" | "name" | "status" | "pid" | "stopReason" | "pidStart">;
 
 /** Fields a status change may set alongside the status. */
 export interface StatusFields {
+  /** The VM's QEMU pid; setting it sets `pidStart` too (null unless given). */
   pid?: number | null;
+  /** The start time of `pid` (see `VmRecord.pidStart`); only with `pid`. */
+  pidStart?: number | null;
   qmpSocketPath?: string | null;
   stopReason?: string | null;
 }
@@ -58,11 +66,12 @@ export interface NewVm {
  * changes: a column in the SET list has its index entries rewritten even when its value stays,
  * so a status-only change that named `pid` would rewrite the pid index every time (measured at
  * 100,000 VMs: ~1.6x the cost of naming only `status`).
- * Parameters: status, then each field given (pid, qmpSocketPath, stopReason order), updated_at.
+ * Parameters: status, then each field given (pid and pidStart, qmpSocketPath, stopReason order),
+ * updated_at.
  */
 export function statusSql(fields: StatusFields, key: "id" | "name"): string {
   const sets = ["status = ?"];
-  if ("pid" in fields) sets.push("pid = ?");
+  if ("pid" in fields) sets.push("pid = ?", "pid_start = ?");
   if ("qmpSocketPath" in fields) sets.push("qmp_socket_path = ?");
   if ("stopReason" in fields) sets.push("stop_reason = ?");
   sets.push("updated_at = ?");
@@ -82,6 +91,7 @@ const ROW_COLUMNS = [
   "updated_at",
   "stop_reason",
   "created_files",
+  "pid_start",
 ] as const;
 
 /** The fields `statusSql` may set, in its parameter order. */
@@ -115,13 +125,15 @@ export const SQL = {
   byId: `SELECT ${ROW_COLUMNS.join(", ")} FROM vm_instances WHERE id = ?`,
   byName: `SELECT ${ROW_COLUMNS.join(", ")} FROM vm_instances WHERE name = ?`,
   all: "SELECT * FROM vm_instances ORDER BY name",
-  allBrief: "SELECT id, name, status, pid, stop_reason FROM vm_instances ORDER BY name",
+  allBrief: "SELECT id, name, status, pid, stop_reason, pid_start FROM vm_instances ORDER BY name",
   /**
    * The VMs that claim a process, in no order: read from the partial index `idx_vm_live`, not a
    * scan (an ORDER BY would make SQLite walk the name index over every VM instead).
    */
-  live: `SELECT id, name, status, pid, stop_reason AS stopReason FROM vm_instances
-    WHERE ${LIVE}`,
+  live: `SELECT id, name, status, pid, stop_reason AS stopReason, pid_start AS pidStart
+    FROM vm_instances WHERE ${LIVE}`,
+  /** The token every change of a VM renews (schema v4's trigger). */
+  token: "SELECT token FROM vm_generation",
   /** Every VM as `ls --json` prints it, built by SQLite (see `listJson`). */
   allJson: listJsonSql("status", "NULL", "stop_reason"),
   /**
@@ -151,6 +163,18 @@ export const SQL = {
 
 /** A VM id's shape (a UUID, any case); no VM name may have it (see config/name.ts). */
 const UUID_SHAPE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+/** What `ls --json` shows of a VM it checked: its observed status, its pid and stop reason. */
+export interface ObservedRow {
+  status: string;
+  pid: number | null;
+  stop_reason: string | null;
+}
+
+/** The parameter the observed `ls --json` statement takes: `observed` as JSON, or none. */
+export function observedParam(observed: ReadonlyMap<string, ObservedRow>): string | undefined {
+  return observed.size === 0 ? undefined : JSON.stringify(Object.fromEntries(observed));
+}
+
 /** A `vm_instances` row as SQLite returns it. */
 export interface Row {
   id: string;
@@ -164,6 +188,7 @@ export interface Row {
   updated_at: string;
   stop_reason: string | null;
   created_files: string;
+  pid_start: number | null;
 }
 
 /**
@@ -184,6 +209,7 @@ export function arrayToRecord(values: readonly unknown[]): VmRecord {
     updatedAt: values[8] as string,
     stopReason: values[9] as string | null,
     createdFiles: created === "[]" ? [] : JSON.parse(created),
+    pidStart: values[11] as number | null,
   };
 }
 
@@ -208,11 +234,14 @@ export function toRecord(row: Row): VmRecord {
     updatedAt: row.updated_at,
     stopReason: row.stop_reason,
     createdFiles: JSON.parse(row.created_files),
+    pidStart: row.pid_start,
   };
 }
 
 /** A status change kept in memory by a read-only command whose database cannot be written. */
-type StatusOverlay = Partial<Pick<Row, "status" | "pid" | "qmp_socket_path" | "stop_reason">>;
+type StatusOverlay = Partial<
+  Pick<Row, "status" | "pid" | "pid_start" | "qmp_socket_path" | "stop_reason">
+>;
 
 function isUniqueViolation(err: unknown): boolean {
   return err instanceof Error && /UNIQUE constraint failed/.test(err.message);
@@ -235,6 +264,7 @@ export class StateStore {
   #allBrief: StatementSync;
   /** Only `ls` runs these, so they are prepared on first use. */
   #live?: StatementSync;
+  #tokenStatement?: StatementSync;
   #json: Record<string, StatementSync> = {};
   #insert: StatementSync;
   /** Status UPDATEs by id and by name, per set of fields given, prepared on first use. */
@@ -336,8 +366,9 @@ export class StateStore {
   #overlaidBrief(row: VmBrief): VmBrief {
     const change = this.#overlay?.get(row.id);
     if (!change) return row;
-    const { stop_reason, ...rest } = change;
+    const { stop_reason, pid_start, ...rest } = change;
     const brief = { ...row, ...rest } as VmBrief;
+    if (pid_start !== undefined) brief.pidStart = pid_start;
     return stop_reason === undefined ? brief : { ...brief, stopReason: stop_reason };
   }
 
@@ -401,7 +432,16 @@ export class StateStore {
     // Read as arrays: objects built here cost less than SQLite's binding building them (at 10,000
     // VMs ~7 → ~5 ms, at 100,000 ~120 → ~60 ms).
     const rows = (this.#read(() => this.#allBrief.all()) as unknown as VmBrief[keyof VmBrief][][])
-      .map((v) => ({ id: v[0], name: v[1], status: v[2], pid: v[3], stopReason: v[4] }) as VmBrief);
+      .map((v) =>
+        ({
+          id: v[0],
+          name: v[1],
+          status: v[2],
+          pid: v[3],
+          stopReason: v[4],
+          pidStart: v[5],
+        }) as VmBrief
+      );
     return this.#overlay ? rows.map((row) => this.#overlaidBrief(row)) : rows;
   }
 
@@ -418,20 +458,50 @@ export class StateStore {
    * stop reason shown for the VMs `listLive` returned (after checking them); every other VM
    * claims no process, so it shows its stored status and reason and pid null.
    */
-  listJson(
-    observed: ReadonlyMap<
-      string,
-      { status: string; pid: number | null; stop_reason: string | null }
-    >,
-  ): Uint8Array {
-    const sql = observed.size === 0 ? SQL.allJson : SQL.allJsonObserved;
+  listJson(observed: ReadonlyMap<string, ObservedRow>): Uint8Array {
+    return this.#buildJson(observedParam(observed));
+  }
+
+  /**
+   * `listJson`'s output and the database's token (see `token`), read in one snapshot: the output
+   * is the one of that token. `param` is `observedParam` of what `listJson` would take.
+   */
+  snapshotJson(param: string | undefined): { token: string; json: Uint8Array } {
+    return this.#read(() => {
+      this.db.exec("BEGIN");
+      try {
+        return { token: this.token(), json: this.#buildJson(param) };
+      } finally {
+        this.db.exec("COMMIT");
+      }
+    });
+  }
+
+  #buildJson(param: string | undefined): Uint8Array {
+    const sql = param === undefined ? SQL.allJson : SQL.allJsonObserved;
     const statement = this.#json[sql] ??= this.#read(() => {
       const prepared = this.db.prepare(sql);
       prepared.setReturnArrays(true);
       return prepared;
     });
-    const params = observed.size === 0 ? [] : [JSON.stringify(Object.fromEntries(observed))];
+    const params = param === undefined ? [] : [param];
     return (this.#read(() => statement.get(...params)) as unknown as [Uint8Array])[0];
+  }
+
+  /**
+   * A token (hex) that every change of a VM renews, in the same transaction, whoever writes
+   * (schema v4's triggers): while it is the same, no VM was added, changed or removed.
+   */
+  token(): string {
+    const statement = this.#tokenStatement ??= this.#read(() => {
+      const prepared = this.db.prepare(SQL.token);
+      prepared.setReturnArrays(true);
+      return prepared;
+    });
+    const [token] = this.#read(() => statement.get()) as unknown as [Uint8Array];
+    let hex = "";
+    for (const byte of token) hex += byte.toString(16).padStart(2, "0");
+    return hex;
   }
 
   /** Adds a VM; a taken name is a UsageError and writes nothing. */
@@ -473,7 +543,10 @@ export class StateStore {
     const vm = this.get(idOrName);
     if (!vm) return false;
     const change: StatusOverlay = { ...this.#overlay?.get(vm.id), status };
-    if ("pid" in fields) change.pid = fields.pid ?? null;
+    if ("pid" in fields) {
+      change.pid = fields.pid ?? null;
+      change.pid_start = fields.pidStart ?? null;
+    }
     if ("qmpSocketPath" in fields) change.qmp_socket_path = fields.qmpSocketPath ?? null;
     if ("stopReason" in fields) change.stop_reason = fields.stopReason ?? null;
     (this.#overlay ??= new Map()).set(vm.id, change);
@@ -487,6 +560,7 @@ export class StateStore {
       if (!(key in fields)) return;
       mask |= 1 << bit;
       params.push(fields[key] ?? null);
+      if (key === "pid") params.push(fields.pidStart ?? null);
     });
     params.push(new Date().toISOString());
     const [byId, byName] = this.#status[mask] ??= this.#read(() => [

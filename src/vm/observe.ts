@@ -10,17 +10,20 @@
 import type { StoredStatus, VmBrief, VmRecord } from "../state/mod.ts";
 import {
   findQemuWithUuid,
+  isDeadState,
   isOurQemu,
   logRunState,
   markersIn,
   ourQemuState,
+  qemuIdentity,
   type QemuMarkers,
   type QemuProcess,
   readPidFile,
+  readProcStat,
 } from "../qemu/process.ts";
 import type { VmEnv } from "./env.ts";
 import { isLocked } from "./lock.ts";
-import { exists, vmPaths } from "../vm_files.ts";
+import { exists, qemuLogPath, vmPaths } from "../vm_files.ts";
 import { lazyImport } from "../lazy.ts";
 import { runState } from "../qemu/run_state.ts";
 
@@ -154,7 +157,8 @@ export function findQemuOf(
   return undefined;
 }
 
-function statusFromQemu(qemuStatus: string): ObservedStatus {
+/** The status qvm shows for QEMU run state `qemuStatus`. */
+export function statusFromQemu(qemuStatus: string): ObservedStatus {
   if (qemuStatus === "running") return "running";
   if (FAULT_STATES.has(qemuStatus)) return qemuStatus as ObservedStatus;
   return "paused";
@@ -165,10 +169,11 @@ function settle(env: VmEnv, vm: VmRecord, status: "stopped" | "failed", reason: 
   return env.store.require(vm.id);
 }
 
-/** Records `pid` as the VM's running QEMU. */
+/** Records `pid` as the VM's running QEMU, with its start time when it is verified now. */
 function adopt(env: VmEnv, vm: VmRecord, pid: number): VmRecord {
   env.store.updateStatus(vm.id, "running", {
     pid,
+    pidStart: qemuIdentity(pid, markersIn(env.dirs.runtimeDir, vm))?.start ?? null,
     qmpSocketPath: vmPaths(env.dirs, vm.id).qmpSocket,
     stopReason: null,
   });
@@ -292,9 +297,58 @@ export interface BriefObservation {
   qemuStatus?: string;
 }
 
+/** Where a glance found a running VM's run state: the log's size then, and the state. */
+export interface RunMark {
+  /** The start time of the process it was read for (the row's `pidStart`). */
+  start: number;
+  /** The size of QEMU's log when it was read. */
+  size: number;
+  /** QEMU's run state, from the log's last `runstate_set` line. */
+  state: string;
+}
+
+/**
+ * A running VM seen from its row alone, the way `ls` sees most: its recorded pid still has the
+ * start time qvm verified it at (one read of `/proc/<pid>/stat`, see `QemuMarkers.known`) and is
+ * not a zombie, and its run state is in its log. Undefined when anything is otherwise (a pid
+ * never verified, a process gone or replaced, no trace in the log): `observe` then looks fully.
+ * With `previous` (what a glance at the same process found), a log whose size has not changed
+ * since is not read again: QEMU only appends to it, a line for each change of run state. With
+ * `measure`, the result carries the mark for the next glance.
+ */
+export function glance(
+  env: VmEnv,
+  vm: VmBrief,
+  options: { previous?: RunMark; measure?: boolean } = {},
+): { seen: BriefObservation; mark?: RunMark } | undefined {
+  if (vm.status !== "running" || !vm.pid || vm.pidStart === null) return undefined;
+  const stat = readProcStat(vm.pid);
+  if (stat?.start !== vm.pidStart || isDeadState(stat.state)) return undefined;
+  // Stopped by a signal (SIGSTOP, a debugger): it answers nothing, QMP included.
+  if (stat.state === "T" || stat.state === "t") return { seen: { vm, status: "unresponsive" } };
+  const log = qemuLogPath(env.dirs, vm.id);
+  let size = -1;
+  if (options.measure || options.previous) {
+    try {
+      size = Deno.statSync(log).size; // before reading: a line added meanwhile changes it
+    } catch {
+      return undefined;
+    }
+  }
+  const { previous } = options;
+  const state = previous?.start === vm.pidStart && previous.size === size
+    ? previous.state
+    : logRunState(log);
+  if (state === undefined) return undefined;
+  const seen = { vm, status: statusFromQemu(state), qemuStatus: state };
+  return { seen, mark: size === -1 ? undefined : { start: vm.pidStart, size, state } };
+}
+
 /**
  * Observes many VMs in parallel; each QMP question is bounded by `timeoutMs`. VMs that claim no
  * process are taken as stored (nothing to check), so listing 10,000 VMs costs what the live do.
+ * With `fromLog`, a running VM whose recorded pid is still the process qvm verified costs one
+ * /proc read and one log read (`glance`); any other is observed in full.
  */
 export async function observeAll(
   env: VmEnv,
@@ -306,6 +360,11 @@ export async function observeAll(
   const checks: Promise<void>[] = [];
   for (let i = 0; i < vms.length; i++) {
     if (!needsCheck(vms[i])) continue;
+    const quick = options.fromLog ? glance(env, vms[i]) : undefined;
+    if (quick) {
+      seen[i] = quick.seen;
+      continue;
+    }
     checks.push(
       observe(env, env.store.require(vms[i].id), options).then((o) => {
         seen[i] = o;

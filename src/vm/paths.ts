@@ -17,11 +17,17 @@ export {
 
 /**
  * What marks a process as this qvm's QEMU of VM `vm`: its id and the pid file and QMP socket in
- * this runtime dir that `start` launches it with (see `isOurQemu`).
+ * this runtime dir that `start` launches it with (see `isOurQemu`), and the pid the VM's row
+ * records with the start time qvm verified it at.
  */
 export function qemuMarkers(
   dirs: Dirs,
-  vm: { id: string; config?: { binary?: string } },
+  vm: {
+    id: string;
+    config?: { binary?: string };
+    pid?: number | null;
+    pidStart?: number | null;
+  },
 ): QemuMarkers {
   return markersIn(dirs.runtimeDir, vm);
 }

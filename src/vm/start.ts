@@ -10,7 +10,13 @@ import { ensurePrivateDir } from "../state/mod.ts";
 import { asidePath, createDiskIfMissing, createShareIfMissing } from "../qemu/img.ts";
 import { checkConfigChains } from "../qemu/chains.ts";
 import { launchArgv } from "../qemu/launch.ts";
-import { isOurQemu, qemuMessages, readPidFile, signalOurQemu } from "../qemu/process.ts";
+import {
+  isOurQemu,
+  qemuIdentity,
+  qemuMessages,
+  readPidFile,
+  signalOurQemu,
+} from "../qemu/process.ts";
 import type { Deadline, VmEnv } from "./env.ts";
 import { checkQemu, faultError, kvmInUse, TCG_HINT } from "./fault.ts";
 
@@ -348,12 +354,17 @@ export async function launch(
       });
     }
     const pid = readPidFile(paths.pidFile);
-    if (!pid || !isOurQemu(pid, qemuMarkers(env.dirs, vm))) {
+    const identity = pid ? qemuIdentity(pid, qemuMarkers(env.dirs, vm)) : undefined;
+    if (!pid || !identity) {
       throw new QvmError(
         `QEMU exited right after starting: ${tailOf(paths.qemuLog, 1) || "no message"}`,
       );
     }
-    env.store.updateStatus(vm.id, "running", { pid, qmpSocketPath: paths.qmpSocket });
+    env.store.updateStatus(vm.id, "running", {
+      pid,
+      pidStart: identity.start,
+      qmpSocketPath: paths.qmpSocket,
+    });
     options.onProgress?.({ step: "wait", waitFor: options.waitFor, serialOffset, pid });
     await waitUntilReady(vm, paths, {
       waitFor: options.waitFor,

@@ -332,6 +332,7 @@ Deno.test("referenced files: disks, their backing files, and files qvm created",
     createdAt: "",
     updatedAt: "",
     stopReason: null,
+    pidStart: null,
     createdFiles: ["/d/disks/11111111-2222-3333-4444-555555555555/renamed.qcow2"],
     config: {
       arguments: [],

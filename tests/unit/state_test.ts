@@ -104,6 +104,43 @@ Deno.test("listJson is every VM's JSON with its stop reason, one per line by nam
   });
 });
 
+Deno.test("every change of a VM renews the token, whoever writes it; reads leave it; a snapshot's output is its token's", async () => {
+  await withStore((store, dir) => {
+    const seen = new Set([store.token()]);
+    const renewed = (what: string) => {
+      const token = store.token();
+      assert.ok(!seen.has(token), `${what} renews the token`);
+      seen.add(token);
+    };
+    const vm = store.insert({ name: "a", config: CONFIG });
+    renewed("insert");
+    store.updateStatus(vm.id, "running", { pid: 4242, pidStart: 7 });
+    renewed("a status change");
+    assert.equal(store.require(vm.id).pidStart, 7);
+    store.updateStatus(vm.id, "stopped", { pid: null });
+    renewed("a stop");
+    assert.equal(store.require(vm.id).pidStart, null, "a pid cleared clears its start time");
+    store.updateConfig(vm.id, { ...CONFIG, name: "b" });
+    renewed("a rename");
+    store.addCreatedFile(vm.id, "/d/x.qcow2");
+    renewed("a created file");
+    const before = store.token();
+    store.list();
+    store.listBrief();
+    store.listJson(new Map());
+    assert.equal(store.token(), before, "reads keep it");
+    const other = new DatabaseSync(join(dir, "qvm.db"));
+    other.exec("UPDATE vm_instances SET stop_reason = 'by hand'");
+    other.close();
+    renewed("another program's write");
+    const { token, json } = store.snapshotJson(undefined);
+    assert.equal(token, store.token());
+    assert.match(new TextDecoder().decode(json), /"stop_reason":"by hand"/);
+    store.remove(vm.id);
+    renewed("a removal");
+  });
+});
+
 Deno.test("every id-or-name lookup statement is an index SEARCH, never a SCAN", async () => {
   await withStore((store) => {
     for (

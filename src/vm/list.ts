@@ -1,0 +1,151 @@
+/**
+ * `ls --json` at the cost of what changed. Its output is a function of the database (every VM's
+ * row) and of what the checks of the VMs that claim a process found, so it is kept in a file
+ * under both: the database's token (which every change of a VM renews, in the same transaction,
+ * whoever writes) and the observed statuses. A run checks every such VM as always, then prints
+ * the kept bytes when the token and the statuses are the same, else builds the output (SQLite)
+ * and keeps it. The file also keeps where each running VM's run state was read (the size of its
+ * QEMU log then), so a log that has not grown is not read again.
+ *
+ * A VM added, removed, renamed, started or stopped changes the token; one killed is found by its
+ * check and recorded (which changes the token too); one paused or resumed from outside changes
+ * its log and so its observed status. A store that keeps corrections in memory (a database that
+ * cannot be written) never uses the file.
+ */
+import { listCachePath, observedParam, type ObservedRow, SQL, type VmBrief } from "../state/mod.ts";
+import type { VmEnv } from "./env.ts";
+import { type BriefObservation, glance, isLive, observeAll, type RunMark } from "./observe.ts";
+
+/** The first line of the file, with the form of the output (see `form`). */
+const MAGIC = "qvm ls --json 1";
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/** What the file keeps: the key of the output, the marks of the next glances, the output. */
+interface Kept {
+  token: string;
+  /** `observedParam` of the statuses the output shows, `{}` for none. */
+  observed: string;
+  marks: Record<string, RunMark>;
+  output: Uint8Array;
+}
+
+let formLine: string | undefined;
+
+/**
+ * The form of the output: the SQL that builds it (a hash) and the Deno, so the SQLite, that ran
+ * it; output kept by another build of qvm is never printed.
+ */
+function form(): string {
+  if (formLine === undefined) {
+    let hash = 0x811c9dc5; // FNV-1a
+    for (const char of SQL.allJson + SQL.allJsonObserved) {
+      hash = Math.imul(hash ^ char.charCodeAt(0), 0x01000193) >>> 0;
+    }
+    formLine = `${MAGIC} ${hash.toString(16)} deno-${Deno.version.deno}`;
+  }
+  return formLine;
+}
+
+/**
+ * The file's contents, or undefined when it is missing, of another form, or not whole: lines
+ * `form`, token, observed, marks, the output's length; then the output.
+ */
+function readKept(path: string, expectedForm: string): Kept | undefined {
+  let bytes: Uint8Array;
+  try {
+    bytes = Deno.readFileSync(path);
+  } catch {
+    return undefined;
+  }
+  let end = -1;
+  for (let line = 0; line < 5; line++) {
+    end = bytes.indexOf(10, end + 1);
+    if (end === -1) return undefined;
+  }
+  const [head, token, observed, marks, length] = decoder.decode(bytes.subarray(0, end)).split(
+    "\n",
+  );
+  if (head !== expectedForm || Number(length) !== bytes.length - end - 1) return undefined;
+  try {
+    return { token, observed, marks: JSON.parse(marks), output: bytes.subarray(end + 1) };
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Writes `kept` to `path` through a temp file renamed into place, so a reader sees a whole file,
+ * old or new. Best effort: a data dir that cannot be written keeps nothing.
+ */
+function writeKept(path: string, headForm: string, kept: Kept): void {
+  const head = encoder.encode(
+    [headForm, kept.token, kept.observed, JSON.stringify(kept.marks), kept.output.length, ""]
+      .join("\n"),
+  );
+  const bytes = new Uint8Array(head.length + kept.output.length);
+  bytes.set(head);
+  bytes.set(kept.output, head.length);
+  const temp = `${path}.${Deno.pid}.tmp`;
+  try {
+    Deno.writeFileSync(temp, bytes, { mode: 0o600 });
+    Deno.renameSync(temp, path);
+  } catch {
+    try {
+      Deno.removeSync(temp);
+    } catch { /* never written */ }
+  }
+}
+
+function shown(o: BriefObservation): ObservedRow {
+  const live = isLive(o.status);
+  return {
+    status: o.status,
+    pid: live ? o.vm.pid : null,
+    stop_reason: live ? null : o.vm.stopReason,
+  };
+}
+
+function sameMarks(a: Record<string, RunMark>, b: Record<string, RunMark>): boolean {
+  const keys = Object.keys(b);
+  if (Object.keys(a).length !== keys.length) return false;
+  return keys.every((id) =>
+    a[id]?.start === b[id].start && a[id].size === b[id].size && a[id].state === b[id].state
+  );
+}
+
+/**
+ * Every VM as `ls --json` prints it (see `StateStore.listJson`), the VMs that claim a process
+ * checked first (and any change recorded), the output kept for the next run.
+ */
+export async function listJson(env: VmEnv): Promise<Uint8Array> {
+  const useFile = env.store.cannotWrite === undefined;
+  const path = listCachePath(env.dirs.dataDir);
+  const headForm = form();
+  const kept = useFile ? readKept(path, headForm) : undefined;
+  const live = env.store.listLive();
+  const observed = new Map<string, ObservedRow>();
+  const marks: Record<string, RunMark> = {};
+  const rest: VmBrief[] = [];
+  for (const vm of live) {
+    const quick = glance(env, vm, { previous: kept?.marks[vm.id], measure: useFile });
+    if (quick) {
+      observed.set(vm.id, shown(quick.seen));
+      if (quick.mark) marks[vm.id] = quick.mark;
+    } else {
+      observed.set(vm.id, { status: vm.status, pid: null, stop_reason: null }); // its place
+      rest.push(vm);
+    }
+  }
+  for (const o of await observeAll(env, rest, { fromLog: true })) observed.set(o.vm.id, shown(o));
+  const param = observedParam(observed);
+  if (!useFile) return env.store.listJson(observed);
+  if (kept && kept.observed === (param ?? "{}") && kept.token === env.store.token()) {
+    if (!sameMarks(kept.marks, marks)) writeKept(path, headForm, { ...kept, marks });
+    return kept.output;
+  }
+  const { token, json } = env.store.snapshotJson(param);
+  writeKept(path, headForm, { token, observed: param ?? "{}", marks, output: json });
+  return json;
+}
