@@ -55,11 +55,8 @@ export { activeForwards, agentEnabled, requireAgentChannel } from "./status.ts";
 import { activeForwards, agentEnabled, requireAgentChannel } from "./status.ts";
 export type { ActiveForward } from "./ports.ts";
 
-/** True when the VM uses any cloud section (and so needs this module at start). */
-export function usesCloud(config: VmConfig): boolean {
-  return config.image !== undefined || config.network !== undefined ||
-    config.cloud_init !== undefined || config.guest_agent === true;
-}
+/** Whether a VM uses any cloud section (and so needs this module at start). */
+export { usesCloud } from "./paths.ts";
 
 /**
  * The login name of the user running qvm (cloud_init's default user); `qvm` when that is root or

@@ -6,6 +6,17 @@ import { cloudPaths } from "../vm_files.ts";
 
 export { type CloudPaths, cloudPaths } from "../vm_files.ts";
 
+/**
+ * True if a VM's config has cloud parts (an image, network, cloud-init or a guest agent): the
+ * VMs that have cloud files at all.
+ */
+export function usesCloud(
+  config: { image?: unknown; network?: unknown; cloud_init?: unknown; guest_agent?: boolean },
+): boolean {
+  return config.image !== undefined || config.network !== undefined ||
+    config.cloud_init !== undefined || config.guest_agent === true;
+}
+
 /** The forwards recorded in `file` at start, or undefined when there is no readable record. */
 export function readForwards(file: string): ActiveForward[] | undefined {
   try {

@@ -47,6 +47,7 @@ export async function withVm<T>(
     const seen = await observe(env, row, {
       qmp: options.qmp ?? false,
       locked: true,
+      lockedAt: lock.takenAt,
       thorough: true,
       timeoutMs: Math.min(options.deadline.remainingMs(), 1000),
     });

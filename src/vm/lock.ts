@@ -13,6 +13,8 @@ import { sleep } from "../timers.ts";
 
 /** A held lock; release it with `release()` (or let the process exit). */
 export interface VmLock {
+  /** When it was taken (`performance.now()`, read right after the kernel granted it). */
+  readonly takenAt: number;
   release(): void;
   /** Removes the lock file while it is still held (for a VM that no longer exists), then releases. */
   releaseAndRemove(): void;
@@ -54,12 +56,13 @@ export async function acquireLock(
     const file = openLockFile(path);
     let won = false;
     try {
-      won = await file.tryLock(true);
+      won = file.tryLockSync(true); // never blocks: a taken lock is waited for below
     } catch (err) {
       file.close();
       throw err;
     }
-    if (won && stillAt(file, path)) return heldLock(file, path);
+    const takenAt = performance.now();
+    if (won && stillAt(file, path)) return heldLock(file, { path, takenAt });
     file.close(); // lost, or won a lock file its holder has just removed: try again
     if (won) continue;
     if (Date.now() >= deadline) {
@@ -70,7 +73,8 @@ export async function acquireLock(
   }
 }
 
-function heldLock(file: Deno.FsFile, path: string): VmLock {
+function heldLock(file: Deno.FsFile, taken: { path: string; takenAt: number }): VmLock {
+  const { path, takenAt } = taken;
   let released = false;
   const release = () => {
     if (released) return;
@@ -82,6 +86,7 @@ function heldLock(file: Deno.FsFile, path: string): VmLock {
     }
   };
   return {
+    takenAt,
     release,
     releaseAndRemove() {
       if (!released && stillAt(file, path)) {

@@ -9,7 +9,7 @@
  */
 import type { StoredStatus, VmBrief, VmRecord } from "../state/mod.ts";
 import {
-  findQemuWithUuid,
+  findQemuUuids,
   isDeadState,
   isOurQemu,
   logRunState,
@@ -17,7 +17,6 @@ import {
   ourQemuState,
   qemuIdentity,
   type QemuMarkers,
-  type QemuProcess,
   readPidFile,
   readProcStat,
 } from "../qemu/process.ts";
@@ -128,12 +127,25 @@ export function endReason(env: VmEnv, vm: VmRecord): string {
   return "guest shutdown";
 }
 
-let scanned: { at: number; binary?: string; found: QemuProcess[] } | undefined;
+let scanned: { at: number; binary?: string; found: { pid: number; uuid: string }[] } | undefined;
 
-/** The QEMUs carrying a `-uuid`, scanned at most every 200 ms (or now, when `fresh`). */
-function qemuProcesses(fresh: boolean, binary?: string): QemuProcess[] {
-  if (fresh || !scanned || Date.now() - scanned.at > 200 || scanned.binary !== binary) {
-    scanned = { at: Date.now(), binary, found: findQemuWithUuid(binary ? [binary] : []) };
+/**
+ * The QEMUs carrying a `-uuid` (see `findQemuUuids`): a scan that began at `since` or later
+ * (`performance.now()` time), else one at most 200 ms old. Under a VM's lock, `since` is when
+ * the lock was taken: a QEMU of the VM that was there then is in any scan begun after, and while
+ * the lock is held no other command starts one; so the VMs of a command on many VMs share one
+ * scan wherever their locks were taken before it began, instead of one scan each.
+ */
+function qemuProcesses(
+  since: number | undefined,
+  binary?: string,
+): { pid: number; uuid: string }[] {
+  const now = performance.now();
+  if (
+    !scanned || scanned.binary !== binary ||
+    (since === undefined ? now - scanned.at > 200 : scanned.at < since)
+  ) {
+    scanned = { at: now, binary, found: findQemuUuids(binary ? [binary] : []) };
   }
   return scanned.found;
 }
@@ -145,13 +157,14 @@ function qemuProcesses(fresh: boolean, binary?: string): QemuProcess[] {
 export function findQemuOf(
   env: VmEnv,
   id: string,
-  options: { fresh?: boolean; binary?: string } = {},
+  options: { fresh?: boolean; since?: number; binary?: string } = {},
 ): number | undefined {
   const { binary } = options;
   const markers = markersIn(env.dirs.runtimeDir, { id, config: { binary } });
   const fromFile = readPidFile(markers.pidFile);
   if (fromFile && isOurQemu(fromFile, markers)) return fromFile;
-  for (const { pid, uuid } of qemuProcesses(options.fresh === true, binary)) {
+  const since = options.fresh ? performance.now() : options.since;
+  for (const { pid, uuid } of qemuProcesses(since, binary)) {
     if (uuid === id && isOurQemu(pid, markers)) return pid;
   }
   return undefined;
@@ -209,6 +222,8 @@ export interface ObserveOptions {
   fromLog?: boolean;
   /** The caller holds the VM's lock, so a held lock means no other command is busy. */
   locked?: boolean;
+  /** When the lock was taken (`performance.now()`): a process scan begun since will do. */
+  lockedAt?: number;
   /** Look for an unknown QEMU of the VM even when its row says it is not running. */
   thorough?: boolean;
 }
@@ -237,7 +252,7 @@ export async function observe(
     // Marked live but no QEMU at its pid: a start/stop in progress holds the lock.
     if (STORED_LIVE.has(vm.status) && busy()) return { vm, status: vm.status };
     const found = findQemuOf(env, vm.id, {
-      fresh: options.locked === true,
+      since: options.locked ? options.lockedAt ?? performance.now() : undefined,
       binary: markers.binary,
     });
     if (found === undefined) {

@@ -11,9 +11,10 @@ import type { Deadline, VmEnv } from "./env.ts";
 import { withVm } from "./guard.ts";
 import { isLive } from "./observe.ts";
 import { removeQuietly, runtimeFiles, vmPaths } from "./paths.ts";
+import { cloudPaths } from "../vm_files.ts";
 import { stopLocked } from "./stop.ts";
 import { type ReachedFile, reachedFiles } from "./storage.ts";
-import { cloudModule } from "../cloud/lazy.ts";
+import { usesCloud } from "../cloud/paths.ts";
 
 /** What a removal did with the VM's disks. */
 export interface Removed {
@@ -81,8 +82,8 @@ async function filesInUse(env: VmEnv, except: string): Promise<Map<string, strin
 }
 
 /** A cloud VM's own files: its agent socket, recorded forwards, and its seed/known_hosts folder. */
-async function removeCloudFiles(env: VmEnv, vm: VmRecord): Promise<void> {
-  const { cloudPaths, usesCloud } = await cloudModule();
+function removeCloudFiles(env: VmEnv, vm: VmRecord): void {
+  // Only a VM with cloud parts has these files (no cloud module to load for the others).
   if (!usesCloud(vm.config) && vm.config.guest_agent === undefined) return;
   const files = cloudPaths(env.dirs, vm.id);
   removeQuietly(files.agentSocket);
@@ -118,7 +119,7 @@ export function removeVm(
     runtimeFiles(paths).forEach(removeQuietly);
     removeQuietly(paths.serialLog);
     removeQuietly(paths.qemuLog);
-    await removeCloudFiles(env, seen.vm);
+    removeCloudFiles(env, seen.vm);
     const deleted: string[] = [];
     const kept: Removed["kept"] = [];
     if (options.deleteStorage) {

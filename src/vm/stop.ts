@@ -8,7 +8,7 @@
  */
 import type { VmRecord } from "../state/mod.ts";
 import { QvmError } from "../errors.ts";
-import { isOurQemu, type QemuMarkers, signalOurQemu } from "../qemu/process.ts";
+import { isOurQemu, logRunState, type QemuMarkers, signalOurQemu } from "../qemu/process.ts";
 import type { Deadline, VmEnv } from "./env.ts";
 import { agentSocketOf } from "./agent.ts";
 import { withVm } from "./guard.ts";
@@ -76,8 +76,10 @@ export interface Stopped {
 }
 
 /** QEMU's run state on the status socket (never held by a long command), within 50-1000 ms. */
-function runStateOf(paths: VmPaths, timeoutMs: number): Promise<string | undefined> {
-  return runState(paths.monitorSocket, Math.max(Math.min(timeoutMs, 1000), 50));
+/** QEMU's run state: from its log's trace (no QMP round trip), else over QMP. */
+async function runStateOf(paths: VmPaths, timeoutMs: number): Promise<string | undefined> {
+  return logRunState(paths.qemuLog) ??
+    await runState(paths.monitorSocket, Math.max(Math.min(timeoutMs, 1000), 50));
 }
 
 function socketExists(path: string): boolean {
