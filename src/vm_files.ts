@@ -97,6 +97,27 @@ export function scanRuntimeDir(runtimeDir: string): Map<string, RuntimeFile[]> {
   return byId;
 }
 
+/**
+ * The names in the runtime dir, from one listing (none when it does not exist): for a reader of
+ * many VMs, which then looks only for the files that are there.
+ */
+export function runtimeNames(dirs: Pick<Folders, "runtimeDir">): Set<string> {
+  const names = new Set<string>();
+  try {
+    for (const entry of Deno.readDirSync(dirs.runtimeDir)) names.add(entry.name);
+  } catch { /* no runtime dir: nothing runs */ }
+  return names;
+}
+
+/** The ids of the VMs with a freeze marker (`<id>.frozen`) among runtime dir `names`. */
+export function frozenIds(names: Iterable<string>): string[] {
+  const ids: string[] = [];
+  for (const name of names) {
+    if (name.endsWith(".frozen")) ids.push(name.slice(0, -".frozen".length));
+  }
+  return ids;
+}
+
 /** Every path belonging to one VM. */
 export interface VmPaths {
   /** QMP for commands (one client at a time, others wait). */

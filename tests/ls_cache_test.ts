@@ -147,6 +147,44 @@ Deno.test({
 
 Deno.test({
   name:
+    "a guest an interrupted live snapshot left frozen shows frozen in the next ls --json, a listing kept or not",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    await withEnv(async (env) => {
+      const config = await env.file(
+        "none.yaml",
+        "memory: 16M\narguments:\n  - machine: none\n  - accel: tcg\n  - nodefaults\n",
+      );
+      await env.ok(["add", config, "--name", "v"]);
+      await env.ok(["start", "v", "--wait-for", "qmp"]);
+      const { id, pid } = (await list(env)).v;
+      // Long enough after the start for ls to keep its listing of the runtime dir too.
+      await new Promise((resolve) => setTimeout(resolve, 2500));
+      assert.equal((await list(env)).v.status, "running", "a listing is kept");
+      assert.equal((await list(env)).v.status, "running");
+      // The freezing command still runs (it holds the VM's lock): its marker names the QEMU.
+      const lock = Deno.openSync(join(env.runtimeDir, `${id}.lock`), { read: true, write: true });
+      lock.lockSync(true);
+      const marker = join(env.runtimeDir, `${id}.frozen`);
+      try {
+        Deno.writeTextFileSync(marker, `${pid}\n`);
+        assert.equal((await list(env)).v.status, "frozen");
+        assert.equal((await list(env)).v.status, "frozen", "and the run after");
+      } finally {
+        lock.unlockSync();
+        lock.close();
+      }
+      // Nobody holds it any more and the guest has no agent to thaw: the marker goes.
+      assert.equal((await list(env)).v.status, "running");
+      assert.throws(() => Deno.lstatSync(marker));
+      await env.ok(["stop", "v", "--force"]);
+    });
+  },
+});
+
+Deno.test({
+  name:
     "a running VM's pid is recorded with its start time; a recorded pid whose process started at another time is checked in full",
   sanitizeResources: false,
   sanitizeOps: false,

@@ -5,7 +5,8 @@
  * whoever writes) and the observed statuses. A run checks every such VM as always, then prints
  * the kept bytes when the token and the statuses are the same, else builds the output (SQLite)
  * and keeps it. The file also keeps where each running VM's run state was read (the size of its
- * QEMU log then), so a log that has not grown is not read again.
+ * QEMU log then), so a log that has not grown is not read again, and which VMs had a freeze
+ * marker in the runtime dir, listed again only when the folder changed since.
  *
  * A VM added, removed, renamed, started or stopped changes the token; one killed is found by its
  * check and recorded (which changes the token too); one paused or resumed from outside changes
@@ -15,9 +16,16 @@
 import { listCachePath, observedParam, type ObservedRow, SQL, type VmBrief } from "../state/mod.ts";
 import type { VmEnv } from "./env.ts";
 import { type BriefObservation, glance, isLive, observeAll, type RunMark } from "./observe.ts";
+import { frozenIds, runtimeNames } from "../vm_files.ts";
 
 /** The first line of the file, with the form of the output (see `form`). */
-const MAGIC = "qvm ls --json 1";
+const MAGIC = "qvm ls --json 2";
+
+/**
+ * A listing of the runtime dir older than this (by its folder's mtime) is kept: a file made or
+ * removed there since changes the folder's mtime and ctime, later than the listing by then.
+ */
+const SETTLED_MS = 2000;
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -28,6 +36,8 @@ interface Kept {
   /** `observedParam` of the statuses the output shows, `{}` for none. */
   observed: string;
   marks: Record<string, RunMark>;
+  /** The VMs with a freeze marker, and the runtime dir's stamp when it was listed ("": never). */
+  frozen: { stamp: string; ids: string[] };
   output: Uint8Array;
 }
 
@@ -50,7 +60,7 @@ function form(): string {
 
 /**
  * The file's contents, or undefined when it is missing, of another form, or not whole: lines
- * `form`, token, observed, marks, the output's length; then the output.
+ * `form`, token, observed, marks, frozen, the output's length; then the output.
  */
 function readKept(path: string, expectedForm: string): Kept | undefined {
   let bytes: Uint8Array;
@@ -60,16 +70,21 @@ function readKept(path: string, expectedForm: string): Kept | undefined {
     return undefined;
   }
   let end = -1;
-  for (let line = 0; line < 5; line++) {
+  for (let line = 0; line < 6; line++) {
     end = bytes.indexOf(10, end + 1);
     if (end === -1) return undefined;
   }
-  const [head, token, observed, marks, length] = decoder.decode(bytes.subarray(0, end)).split(
-    "\n",
-  );
+  const lines = decoder.decode(bytes.subarray(0, end)).split("\n");
+  const [head, token, observed, marks, frozen, length] = lines;
   if (head !== expectedForm || Number(length) !== bytes.length - end - 1) return undefined;
   try {
-    return { token, observed, marks: JSON.parse(marks), output: bytes.subarray(end + 1) };
+    return {
+      token,
+      observed,
+      marks: JSON.parse(marks),
+      frozen: JSON.parse(frozen),
+      output: bytes.subarray(end + 1),
+    };
   } catch {
     return undefined;
   }
@@ -81,8 +96,15 @@ function readKept(path: string, expectedForm: string): Kept | undefined {
  */
 function writeKept(path: string, headForm: string, kept: Kept): void {
   const head = encoder.encode(
-    [headForm, kept.token, kept.observed, JSON.stringify(kept.marks), kept.output.length, ""]
-      .join("\n"),
+    [
+      headForm,
+      kept.token,
+      kept.observed,
+      JSON.stringify(kept.marks),
+      JSON.stringify(kept.frozen),
+      kept.output.length,
+      "",
+    ].join("\n"),
   );
   const bytes = new Uint8Array(head.length + kept.output.length);
   bytes.set(head);
@@ -107,6 +129,29 @@ function shown(o: BriefObservation): ObservedRow {
   };
 }
 
+/**
+ * The VMs with a freeze marker in the runtime dir: `kept`'s, while the folder's stamp (mtime,
+ * ctime, inode) is the one it was listed at, else a new listing. A listing is kept only when the
+ * folder had not changed for `SETTLED_MS` (a change in the same tick as the listing could leave
+ * its stamp as it was).
+ */
+function frozenNow(
+  env: VmEnv,
+  kept: Kept["frozen"] | undefined,
+): Kept["frozen"] {
+  let info: Deno.FileInfo;
+  try {
+    info = Deno.statSync(env.dirs.runtimeDir);
+  } catch {
+    return { stamp: "", ids: [] }; // no runtime dir: nothing runs, nothing is frozen
+  }
+  const mtime = info.mtime?.getTime() ?? 0;
+  const stamp = `${mtime} ${info.ctime?.getTime() ?? 0} ${info.ino ?? 0}`;
+  if (kept && kept.stamp !== "" && kept.stamp === stamp) return kept;
+  const ids = frozenIds(runtimeNames(env.dirs));
+  return { stamp: mtime > 0 && Date.now() - mtime > SETTLED_MS ? stamp : "", ids };
+}
+
 function sameMarks(a: Record<string, RunMark>, b: Record<string, RunMark>): boolean {
   const keys = Object.keys(b);
   if (Object.keys(a).length !== keys.length) return false;
@@ -125,11 +170,13 @@ export async function listJson(env: VmEnv): Promise<Uint8Array> {
   const headForm = form();
   const kept = useFile ? readKept(path, headForm) : undefined;
   const live = env.store.listLive();
+  const frozenList = live.length > 0 ? frozenNow(env, kept?.frozen) : { stamp: "", ids: [] };
+  const frozen = new Set(frozenList.ids);
   const observed = new Map<string, ObservedRow>();
   const marks: Record<string, RunMark> = {};
   const rest: VmBrief[] = [];
   for (const vm of live) {
-    const quick = glance(env, vm, { previous: kept?.marks[vm.id], measure: useFile });
+    const quick = glance(env, vm, { frozen, previous: kept?.marks[vm.id], measure: useFile });
     if (quick) {
       observed.set(vm.id, shown(quick.seen));
       if (quick.mark) marks[vm.id] = quick.mark;
@@ -142,10 +189,18 @@ export async function listJson(env: VmEnv): Promise<Uint8Array> {
   const param = observedParam(observed);
   if (!useFile) return env.store.listJson(observed);
   if (kept && kept.observed === (param ?? "{}") && kept.token === env.store.token()) {
-    if (!sameMarks(kept.marks, marks)) writeKept(path, headForm, { ...kept, marks });
+    if (!sameMarks(kept.marks, marks) || kept.frozen.stamp !== frozenList.stamp) {
+      writeKept(path, headForm, { ...kept, marks, frozen: frozenList });
+    }
     return kept.output;
   }
   const { token, json } = env.store.snapshotJson(param);
-  writeKept(path, headForm, { token, observed: param ?? "{}", marks, output: json });
+  writeKept(path, headForm, {
+    token,
+    observed: param ?? "{}",
+    marks,
+    frozen: frozenList,
+    output: json,
+  });
   return json;
 }

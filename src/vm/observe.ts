@@ -22,7 +22,7 @@ import {
 } from "../qemu/process.ts";
 import type { VmEnv } from "./env.ts";
 import { isLocked } from "./lock.ts";
-import { exists, qemuLogPath, vmPaths } from "../vm_files.ts";
+import { exists, frozenIds, qemuLogPath, runtimeNames, vmPaths } from "../vm_files.ts";
 import { lazyImport } from "../lazy.ts";
 import { runState } from "../qemu/run_state.ts";
 
@@ -326,17 +326,18 @@ export interface RunMark {
  * A running VM seen from its row alone, the way `ls` sees most: its recorded pid still has the
  * start time qvm verified it at (one read of `/proc/<pid>/stat`, see `QemuMarkers.known`) and is
  * not a zombie, and its run state is in its log. Undefined when anything is otherwise (a pid
- * never verified, a process gone or replaced, no trace in the log): `observe` then looks fully.
- * With `previous` (what a glance at the same process found), a log whose size has not changed
- * since is not read again: QEMU only appends to it, a line for each change of run state. With
- * `measure`, the result carries the mark for the next glance.
+ * never verified, a process gone or replaced, no trace in the log, a freeze marker in `frozen`):
+ * `observe` then looks fully. With `previous` (what a glance at the same process found), a log
+ * whose size has not changed since is not read again: QEMU only appends to it, a line for each
+ * change of run state. With `measure`, the result carries the mark for the next glance.
  */
 export function glance(
   env: VmEnv,
   vm: VmBrief,
-  options: { previous?: RunMark; measure?: boolean } = {},
+  options: { frozen: ReadonlySet<string>; previous?: RunMark; measure?: boolean },
 ): { seen: BriefObservation; mark?: RunMark } | undefined {
   if (vm.status !== "running" || !vm.pid || vm.pidStart === null) return undefined;
+  if (options.frozen.has(vm.id)) return undefined; // settled (thawed, or shown frozen) in full
   const stat = readProcStat(vm.pid);
   if (stat?.start !== vm.pidStart || isDeadState(stat.state)) return undefined;
   // Stopped by a signal (SIGSTOP, a debugger): it answers nothing, QMP included.
@@ -373,9 +374,11 @@ export async function observeAll(
   const seen: BriefObservation[] = vms.map((vm) => ({ vm, status: vm.status as ObservedStatus }));
   // Only the VMs that claim a process become promises (10,000 resolved promises cost ~3 ms).
   const checks: Promise<void>[] = [];
+  let frozen: Set<string> | undefined;
   for (let i = 0; i < vms.length; i++) {
     if (!needsCheck(vms[i])) continue;
-    const quick = options.fromLog ? glance(env, vms[i]) : undefined;
+    if (options.fromLog) frozen ??= new Set(frozenIds(runtimeNames(env.dirs)));
+    const quick = frozen ? glance(env, vms[i], { frozen }) : undefined;
     if (quick) {
       seen[i] = quick.seen;
       continue;
