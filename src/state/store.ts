@@ -257,27 +257,13 @@ export class StateStore {
   #overlay?: Map<string, StatusOverlay>;
   /** A VM was added, changed or removed: the database is backed up on close. */
   #changed = false;
-  #byId: StatementSync;
-  #byName: StatementSync;
-  #all: StatementSync;
-  #allByStatus: StatementSync;
-  #allBrief: StatementSync;
-  /** Only `ls` runs these, so they are prepared on first use. */
-  #live?: StatementSync;
-  #tokenStatement?: StatementSync;
-  #json: Record<string, StatementSync> = {};
-  #insert: StatementSync;
+  /**
+   * The statements run so far, each prepared once, on first use: a command runs few of them
+   * (preparing all fourteen up front cost `status` ~0.2 ms).
+   */
+  #statements = new Map<string, StatementSync>();
   /** Status UPDATEs by id and by name, per set of fields given, prepared on first use. */
   #status: ([StatementSync, StatementSync] | undefined)[] = [];
-  #configById: StatementSync;
-  #configByName: StatementSync;
-  #deleteById: StatementSync;
-  #deleteByName: StatementSync;
-  #addFileById: StatementSync;
-  #forgetFileById?: StatementSync;
-  #begin: StatementSync;
-  #commit: StatementSync;
-  #rollback: StatementSync;
 
   private constructor(
     path: string,
@@ -288,23 +274,60 @@ export class StateStore {
     this.db = db;
     this.cannotWrite = options.cannotWrite;
     this.#readOnlyCommand = options.readOnly === true;
-    this.#byId = db.prepare(SQL.byId);
-    this.#byName = db.prepare(SQL.byName);
-    this.#byId.setReturnArrays(true);
-    this.#byName.setReturnArrays(true);
-    this.#all = db.prepare(SQL.all);
-    this.#allByStatus = db.prepare(SQL.allByStatus);
-    this.#allBrief = db.prepare(SQL.allBrief);
-    this.#allBrief.setReturnArrays(true);
-    this.#insert = db.prepare(SQL.insert);
-    this.#configById = db.prepare(SQL.configById);
-    this.#configByName = db.prepare(SQL.configByName);
-    this.#deleteById = db.prepare(SQL.deleteById);
-    this.#deleteByName = db.prepare(SQL.deleteByName);
-    this.#addFileById = db.prepare(SQL.addFileById);
-    this.#begin = db.prepare("BEGIN IMMEDIATE");
-    this.#commit = db.prepare("COMMIT");
-    this.#rollback = db.prepare("ROLLBACK");
+  }
+
+  /** `sql` prepared (once); `arrays`: it returns rows as arrays. */
+  #prepared(sql: string, arrays = false): StatementSync {
+    let statement = this.#statements.get(sql);
+    if (!statement) {
+      statement = this.#read(() => this.db.prepare(sql));
+      if (arrays) statement.setReturnArrays(true);
+      this.#statements.set(sql, statement);
+    }
+    return statement;
+  }
+
+  get #byId(): StatementSync {
+    return this.#prepared(SQL.byId, true);
+  }
+  get #byName(): StatementSync {
+    return this.#prepared(SQL.byName, true);
+  }
+  get #all(): StatementSync {
+    return this.#prepared(SQL.all);
+  }
+  get #allByStatus(): StatementSync {
+    return this.#prepared(SQL.allByStatus);
+  }
+  get #allBrief(): StatementSync {
+    return this.#prepared(SQL.allBrief, true);
+  }
+  get #insert(): StatementSync {
+    return this.#prepared(SQL.insert);
+  }
+  get #configById(): StatementSync {
+    return this.#prepared(SQL.configById);
+  }
+  get #configByName(): StatementSync {
+    return this.#prepared(SQL.configByName);
+  }
+  get #deleteById(): StatementSync {
+    return this.#prepared(SQL.deleteById);
+  }
+  get #deleteByName(): StatementSync {
+    return this.#prepared(SQL.deleteByName);
+  }
+  get #addFileById(): StatementSync {
+    return this.#prepared(SQL.addFileById);
+  }
+  get #begin(): StatementSync {
+    return this.#prepared("BEGIN IMMEDIATE");
+  }
+  get #commit(): StatementSync {
+    return this.#prepared("COMMIT");
+  }
+  get #rollback(): StatementSync {
+    return this.#prepared("ROLLBACK");
   }
 
   /**
@@ -447,7 +470,7 @@ export class StateStore {
 
   /** The VMs that claim a process (a pid, or a live stored status), in no order: what `ls` checks. */
   listLive(): VmBrief[] {
-    const statement = this.#live ??= this.#read(() => this.db.prepare(SQL.live));
+    const statement = this.#prepared(SQL.live);
     const rows = this.#read(() => statement.all()) as unknown as VmBrief[];
     return this.#overlay ? rows.map((row) => this.#overlaidBrief(row)) : rows;
   }
@@ -479,11 +502,7 @@ export class StateStore {
 
   #buildJson(param: string | undefined): Uint8Array {
     const sql = param === undefined ? SQL.allJson : SQL.allJsonObserved;
-    const statement = this.#json[sql] ??= this.#read(() => {
-      const prepared = this.db.prepare(sql);
-      prepared.setReturnArrays(true);
-      return prepared;
-    });
+    const statement = this.#prepared(sql, true);
     const params = param === undefined ? [] : [param];
     return (this.#read(() => statement.get(...params)) as unknown as [Uint8Array])[0];
   }
@@ -493,11 +512,7 @@ export class StateStore {
    * (schema v4's triggers): while it is the same, no VM was added, changed or removed.
    */
   token(): string {
-    const statement = this.#tokenStatement ??= this.#read(() => {
-      const prepared = this.db.prepare(SQL.token);
-      prepared.setReturnArrays(true);
-      return prepared;
-    });
+    const statement = this.#prepared(SQL.token, true);
     const [token] = this.#read(() => statement.get()) as unknown as [Uint8Array];
     let hex = "";
     for (const byte of token) hex += byte.toString(16).padStart(2, "0");
@@ -625,7 +640,7 @@ export class StateStore {
 
   /** Forgets a recorded file (one qvm did not make after all, or a temporary one now gone). */
   forgetCreatedFile(id: string, file: string): void {
-    const forget = this.#forgetFileById ??= this.db.prepare(SQL.forgetFileById);
+    const forget = this.#prepared(SQL.forgetFileById);
     this.transaction(() => forget.run(file, new Date().toISOString(), id));
     this.#changed = true;
   }
