@@ -8,7 +8,9 @@
 import type { Context } from "./context.ts";
 import type { CommandSpec, ParsedArgs } from "./spec.ts";
 import { QvmError, UsageError } from "../errors.ts";
-import { type BriefObservation, isLive, observeAll, STATUSES } from "../vm/observe.ts";
+import { type BriefObservation, isLive, needsCheck, observeAll, STATUSES } from "../vm/observe.ts";
+import { runtimeNames } from "../vm_files.ts";
+import { readProcStat } from "../qemu/process.ts";
 import { cloudPaths, readForwards } from "../cloud/paths.ts";
 import { listJson } from "../vm/list.ts";
 import { paintStatus, table } from "./_format.ts";
@@ -114,18 +116,28 @@ export function formatUptime(seconds: number): string {
 /** Linux counts process start times in USER_HZ ticks, 100 a second on every architecture qvm runs on. */
 const TICKS_PER_SECOND = 100;
 
-/** Seconds since process `pid` started (from /proc), or undefined if it is gone. */
-export function processUptime(pid: number): number | undefined {
+/** Seconds since the system started (/proc/uptime), or NaN where it cannot be read. */
+function systemUptime(): number {
   try {
-    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    const startTicks = Number(fields[19]); // field 22 of stat; fields here start at field 3
-    const systemUp = Number(Deno.readTextFileSync("/proc/uptime").split(" ")[0]);
-    const up = systemUp - startTicks / TICKS_PER_SECOND;
-    return Number.isFinite(up) ? up : undefined;
+    return Number(Deno.readTextFileSync("/proc/uptime").split(" ")[0]);
   } catch {
-    return undefined;
+    return NaN;
   }
+}
+
+/**
+ * Seconds since process `pid` started (from /proc), or undefined if it is gone. `start` is its
+ * start time when known (what a listing's check just read), and `systemUp` the system's uptime,
+ * read once for many.
+ */
+export function processUptime(
+  pid: number,
+  known: { start?: number | null; systemUp?: number } = {},
+): number | undefined {
+  const startTicks = known.start ?? readProcStat(pid)?.start;
+  if (startTicks === undefined) return undefined;
+  const up = (known.systemUp ?? systemUptime()) - startTicks / TICKS_PER_SECOND;
+  return Number.isFinite(up) ? up : undefined;
 }
 
 /** A host address that is every address of the host: other machines can connect to it. */
@@ -143,12 +155,21 @@ interface Listed {
   exposed: string[];
 }
 
-function rowOf(ctx: Context, o: BriefObservation): Listed {
+/** What the rows of one listing share: the runtime dir's names, the system's uptime. */
+interface Around {
+  names: ReadonlySet<string>;
+  systemUp: number;
+}
+
+function rowOf(ctx: Context, o: BriefObservation, around: Around): Listed {
   const live = isLive(o.status) && o.vm.pid !== null;
-  const up = live ? processUptime(o.vm.pid!) : undefined;
-  // The forwards in effect of a live VM (recorded at start).
-  const forwards = (live ? readForwards(cloudPaths(ctx.dirs, o.vm.id).forwardsFile) : undefined) ??
-    [];
+  const up = live
+    ? processUptime(o.vm.pid!, { start: o.started, systemUp: around.systemUp })
+    : undefined;
+  // The forwards in effect of a live VM (recorded at start), read only when the file is there.
+  const file = cloudPaths(ctx.dirs, o.vm.id).forwardsFile;
+  const there = live && around.names.has(file.slice(file.lastIndexOf("/") + 1));
+  const forwards = (there ? readForwards(file) : undefined) ?? [];
   const ssh = forwards.find((f) => f?.guest === 22 && f?.proto === "tcp");
   const row = {
     name: o.vm.name,
@@ -191,10 +212,11 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
     }
   }
   const all = ctx.store.listBrief();
+  const names = all.some(needsCheck) ? runtimeNames(ctx.dirs) : new Set<string>();
   // Names alone (for completions) need no reconciling unless a status filter asks for it.
   const seen = args.values.quiet && wanted === undefined
     ? all.map((vm) => ({ vm, status: vm.status }))
-    : await observeAll(ctx, all, { fromLog: true });
+    : await observeAll(ctx, all, { fromLog: true, names });
   const shown = wanted === undefined ? seen : seen.filter((o) => o.status === wanted);
   if (args.values.quiet) {
     if (shown.length > 0) ctx.out(shown.map((o) => o.vm.name).join("\n"));
@@ -215,7 +237,8 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
     ctx.out(lines.length === 0 ? "[]" : `[\n${lines.join(",\n")}\n]`);
     return 0;
   }
-  const listed = shown.map((o) => rowOf(ctx, o as BriefObservation));
+  const around = { names, systemUp: systemUptime() };
+  const listed = shown.map((o) => rowOf(ctx, o as BriefObservation, around));
   const rows = listed.map((l) => l.row);
   if (format?.kind === "template") {
     if (rows.length > 0) ctx.out(rows.map((r) => fillTemplate(format.template, r)).join("\n"));

@@ -310,6 +310,8 @@ export interface BriefObservation {
   vm: VmBrief;
   status: ObservedStatus;
   qemuStatus?: string;
+  /** When its QEMU started (clock ticks since boot), when the look read it. */
+  started?: number;
 }
 
 /** Where a glance found a running VM's run state: the log's size then, and the state. */
@@ -341,7 +343,9 @@ export function glance(
   const stat = readProcStat(vm.pid);
   if (stat?.start !== vm.pidStart || isDeadState(stat.state)) return undefined;
   // Stopped by a signal (SIGSTOP, a debugger): it answers nothing, QMP included.
-  if (stat.state === "T" || stat.state === "t") return { seen: { vm, status: "unresponsive" } };
+  if (stat.state === "T" || stat.state === "t") {
+    return { seen: { vm, status: "unresponsive", started: stat.start } };
+  }
   const log = qemuLogPath(env.dirs, vm.id);
   let size = -1;
   if (options.measure || options.previous) {
@@ -356,7 +360,7 @@ export function glance(
     ? previous.state
     : logRunState(log);
   if (state === undefined) return undefined;
-  const seen = { vm, status: statusFromQemu(state), qemuStatus: state };
+  const seen = { vm, status: statusFromQemu(state), qemuStatus: state, started: stat.start };
   return { seen, mark: size === -1 ? undefined : { start: vm.pidStart, size, state } };
 }
 
@@ -369,7 +373,10 @@ export function glance(
 export async function observeAll(
   env: VmEnv,
   vms: readonly VmBrief[],
-  options: Pick<ObserveOptions, "timeoutMs" | "fromLog"> = {},
+  options: Pick<ObserveOptions, "timeoutMs" | "fromLog"> & {
+    /** A listing of the runtime dir the caller made (`runtimeNames`), else one is made. */
+    names?: ReadonlySet<string>;
+  } = {},
 ): Promise<BriefObservation[]> {
   const seen: BriefObservation[] = vms.map((vm) => ({ vm, status: vm.status as ObservedStatus }));
   // Only the VMs that claim a process become promises (10,000 resolved promises cost ~3 ms).
@@ -377,7 +384,7 @@ export async function observeAll(
   let frozen: Set<string> | undefined;
   for (let i = 0; i < vms.length; i++) {
     if (!needsCheck(vms[i])) continue;
-    if (options.fromLog) frozen ??= new Set(frozenIds(runtimeNames(env.dirs)));
+    if (options.fromLog) frozen ??= new Set(frozenIds(options.names ?? runtimeNames(env.dirs)));
     const quick = frozen ? glance(env, vms[i], { frozen }) : undefined;
     if (quick) {
       seen[i] = quick.seen;
