@@ -16,7 +16,7 @@ import { fmtCount, fmtRatio, type Verdict } from "./_state_report.ts";
 export const TARGET_VMS = 10_000;
 const STATUS_LIMIT = 1.25;
 const STATUS_RSS_LIMIT = 1.3;
-const LS_LIMIT = 1.5;
+const LS_LIMIT = 1.35;
 
 function verdict(target: string, pass: boolean | undefined, detail: string): Verdict {
   return { status: pass === undefined ? "SKIP" : pass ? "PASS" : "FAIL", target, detail };
