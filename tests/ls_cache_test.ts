@@ -58,6 +58,28 @@ function writeDirectly(env: QvmEnv, sql: string): void {
   }
 }
 
+Deno.test("a process's /proc stat is read past its name, whatever the name holds", async () => {
+  // A process may name itself anything, ") R 1 2 3" included: fields count from the last ")".
+  const script = 'printf ") R 1 2 3 4 5 6" > /proc/$$/comm; echo; sleep 30';
+  const child = new Deno.Command("sh", { args: ["-c", script], stdout: "piped" }).spawn();
+  try {
+    const reader = child.stdout.getReader();
+    await reader.read(); // the name is set
+    reader.releaseLock();
+    const text = Deno.readTextFileSync(`/proc/${child.pid}/stat`);
+    assert.match(text, /^\d+ \(\) R 1 2 3 4 5 6\) [A-Za-z] /);
+    const start = Number(text.slice(text.lastIndexOf(")") + 2).split(" ")[19]);
+    const stat = readProcStat(child.pid)!;
+    assert.equal(stat.start, start);
+    assert.match(stat.state, /^[A-Za-z]$/, "a state letter, not a field of the name");
+    assert.equal(readProcStat(0x3fffffff), undefined, "no such process");
+  } finally {
+    child.kill("SIGKILL");
+    await child.status;
+    await child.stdout.cancel().catch(() => {});
+  }
+});
+
 Deno.test({
   name:
     "ls --json never prints a kept output that is stale: VMs added, removed, renamed, started, paused, stopped by a signal and killed show in the next ls",

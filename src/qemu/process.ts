@@ -46,18 +46,20 @@ export interface ProcStat {
   start: number;
 }
 
+/** Fields 3 (the state) to 22 (the start time) of `/proc/<pid>/stat`, after the name's `)`. */
+const STAT_FIELDS = /^\) (\S) (?:\S+ ){18}(\d+) /;
+
 /** `/proc/<pid>/stat` of a process (one read), or undefined if it is gone. */
 export function readProcStat(pid: number): ProcStat | undefined {
   let text: string;
   try {
-    text = decoder.decode(Deno.readFileSync(`/proc/${pid}/stat`));
+    text = Deno.readTextFileSync(`/proc/${pid}/stat`);
   } catch {
     return undefined;
   }
   // The name (field 2) is in parentheses and may hold spaces or parentheses: count from the last.
-  const rest = text.slice(text.lastIndexOf(")") + 2).split(" ");
-  const start = Number(rest[19]);
-  return rest[0] && Number.isInteger(start) ? { state: rest[0], start } : undefined;
+  const fields = STAT_FIELDS.exec(text.slice(text.lastIndexOf(")")));
+  return fields ? { state: fields[1], start: Number(fields[2]) } : undefined;
 }
 
 /**
