@@ -17,6 +17,11 @@ export function usesCloud(
     config.cloud_init !== undefined || config.guest_agent === true;
 }
 
+/** Whether the guest agent channel is on: `guest_agent`, else on exactly when `cloud_init` is set. */
+export function agentEnabled(config: { guest_agent?: boolean; cloud_init?: unknown }): boolean {
+  return config.guest_agent ?? config.cloud_init !== undefined;
+}
+
 /** The forwards recorded in `file` at start, or undefined when there is no readable record. */
 export function readForwards(file: string): ActiveForward[] | undefined {
   try {

@@ -7,12 +7,9 @@ import type { Dirs, VmRecord } from "../state/mod.ts";
 import { UsageError } from "../errors.ts";
 import type { ActiveForward } from "./ports.ts";
 import { agentAddresses, type GuestAddress } from "./agent.ts";
-import { cloudPaths, readForwards } from "./paths.ts";
+import { agentEnabled, cloudPaths, readForwards } from "./paths.ts";
 
-/** Whether the guest agent channel is on: `guest_agent`, else on exactly when `cloud_init` is set. */
-export function agentEnabled(config: VmConfig): boolean {
-  return config.guest_agent ?? config.cloud_init !== undefined;
-}
+export { agentEnabled };
 
 /** Throws a UsageError (exit 3) unless `vm` has the guest agent channel (see `agentEnabled`). */
 export function requireAgentChannel(vm: { name: string; config: VmConfig }): void {

@@ -185,7 +185,7 @@ export async function settleFreeze(
   }
   try {
     if (!exists(paths.frozenFile)) return "none"; // thawed meanwhile
-    const socket = held() === "frozen" ? await agentSocketOf(env, vm) : undefined;
+    const socket = held() === "frozen" ? agentSocketOf(env, vm) : undefined;
     if (socket === undefined) {
       removeMarker(paths.frozenFile); // an earlier QEMU's, or no agent channel to thaw with
       return "none";

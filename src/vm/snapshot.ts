@@ -661,7 +661,7 @@ export function snapshotVm(
         const done = await offlineAction(ctx, vm, { request, drives });
         return { ...outcome, mode: "offline", done };
       }
-      const agent = await agentSocketOf(ctx, vm);
+      const agent = agentSocketOf(ctx, vm);
       if (agent === undefined || request.action === "delete") {
         return { ...outcome, mode: "live", done: await liveAction(ctx, vm, { request, drives }) };
       }

@@ -256,7 +256,7 @@ export async function stopLocked(
     : findQemuOf(env, vm.id, { fresh: true, binary: markers.binary });
   if (!isLive(seen.status) || pid === undefined) return { vm, step: null };
   let unrecorded = tryWrite(() => env.store.updateStatus(vm.id, "stopping"));
-  const agentSocket = await agentSocketOf(env, vm);
+  const agentSocket = agentSocketOf(env, vm);
   const step = await escalate({ ...markers, pid }, {
     plan: planStop(options.deadline.remainingMs() / 1000, {
       force: options.force,

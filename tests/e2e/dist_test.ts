@@ -83,6 +83,17 @@ Deno.test("the installed single-file qvm starts, stops and removes a real VM", a
     ) {
       assert.ok(Deno.statSync(join(lib, file)).isFile, file);
     }
+    // status and ls run from one module each, with what they may load inlined: never the cloud
+    // module, the config module or the YAML parser (a guest left frozen reaches only the small
+    // agent and status modules), which made every run parse ~250 KB instead of ~65 KB.
+    for (const file of ["hot/status.js", "hot/ls.js"]) {
+      const text = Deno.readTextFileSync(join(lib, file));
+      assert.ok(text.includes('"src/vm/freeze.ts"'), `${file} inlines what a frozen guest needs`);
+      for (const heavy of ['"src/cloud/mod.ts"', '"src/config/mod.ts"', "YAMLParseError"]) {
+        assert.ok(!text.includes(heavy), `${file} carries ${heavy}`);
+      }
+      assert.ok(text.length < 120_000, `${file} is ${text.length} bytes`);
+    }
     // Installing the same build again keeps its folder; the launcher is replaced.
     assert.equal(
       await install({ prefix: join(env.root, "prefix"), from: built, deno: Deno.execPath() }),
