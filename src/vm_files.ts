@@ -4,7 +4,8 @@
  * socket, the port forwards in effect); in the data dir, its logs, its disk folder (with the
  * overlay of its `image:`) and its cloud folder (seed, known_hosts, instance id, the host ports
  * its `auto` forwards got). String work, no node:path (`status` and `ls` use it too), besides
- * the scan of the runtime dir and the two checks made on a file (`exists`, `removeQuietly`).
+ * the scan of the runtime dir, the two checks made on a file (`exists`, `removeQuietly`) and the
+ * read of the forwards record (`readForwards`), which `ls` and the cloud module share.
  */
 
 /** The two folders a VM's files live in (the `Dirs` qvm resolves at start-up). */
@@ -215,6 +216,25 @@ export function cloudPaths(dirs: Folders, id: string): CloudPaths {
     forwardsFile: runtimeFile(dirs, { id, kind: "ports.json" }),
     autoPortsFile: `${dir}/auto-ports.json`,
   };
+}
+
+/** A port forward in effect, as a VM's forwards record (`<id>.ports.json`) holds it. */
+export interface ForwardRecord {
+  proto: "tcp" | "udp";
+  /** Host address the forward listens on. */
+  address: string;
+  host: number;
+  guest: number;
+}
+
+/** The forwards recorded in `file` at start, or undefined when there is no readable record. */
+export function readForwards(file: string): ForwardRecord[] | undefined {
+  try {
+    const data = JSON.parse(Deno.readTextFileSync(file));
+    return Array.isArray(data) ? data as ForwardRecord[] : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** True if something is at `path`; a link counts as itself unless `follow` asks for its target. */

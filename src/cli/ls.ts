@@ -7,12 +7,9 @@
  */
 import type { Context } from "./context.ts";
 import type { CommandSpec, ParsedArgs } from "./spec.ts";
-import { QvmError, UsageError } from "../errors.ts";
-import { type BriefObservation, isLive, needsCheck, observeAll, STATUSES } from "../vm/observe.ts";
-import { runtimeNames } from "../vm_files.ts";
-import { readProcStat } from "../qemu/process.ts";
-import { cloudPaths, readForwards } from "../cloud/paths.ts";
-import { listJson } from "../vm/list.ts";
+import { UsageError } from "../errors.ts";
+import { STATUSES } from "../vm/observe.ts";
+import { type ListedVm, listJson, listVms } from "../vm/list.ts";
 import { paintStatus, table } from "./_format.ts";
 
 /** The command's arguments and flags. */
@@ -113,33 +110,6 @@ export function formatUptime(seconds: number): string {
   return `${Math.floor(s / 86400)}d${pad(Math.floor((s % 86400) / 3600))}h`;
 }
 
-/** Linux counts process start times in USER_HZ ticks, 100 a second on every architecture qvm runs on. */
-const TICKS_PER_SECOND = 100;
-
-/** Seconds since the system started (/proc/uptime), or NaN where it cannot be read. */
-function systemUptime(): number {
-  try {
-    return Number(Deno.readTextFileSync("/proc/uptime").split(" ")[0]);
-  } catch {
-    return NaN;
-  }
-}
-
-/**
- * Seconds since process `pid` started (from /proc), or undefined if it is gone. `start` is its
- * start time when known (what a listing's check just read), and `systemUp` the system's uptime,
- * read once for many.
- */
-export function processUptime(
-  pid: number,
-  known: { start?: number | null; systemUp?: number } = {},
-): number | undefined {
-  const startTicks = known.start ?? readProcStat(pid)?.start;
-  if (startTicks === undefined) return undefined;
-  const up = (known.systemUp ?? systemUptime()) - startTicks / TICKS_PER_SECOND;
-  return Number.isFinite(up) ? up : undefined;
-}
-
 /** A host address that is every address of the host: other machines can connect to it. */
 const ALL_ADDRESSES = new Set(["0.0.0.0", "::", ""]);
 
@@ -155,32 +125,18 @@ interface Listed {
   exposed: string[];
 }
 
-/** What the rows of one listing share: the runtime dir's names, the system's uptime. */
-interface Around {
-  names: ReadonlySet<string>;
-  systemUp: number;
-}
-
-function rowOf(ctx: Context, o: BriefObservation, around: Around): Listed {
-  const live = isLive(o.status) && o.vm.pid !== null;
-  const up = live
-    ? processUptime(o.vm.pid!, { start: o.started, systemUp: around.systemUp })
-    : undefined;
-  // The forwards in effect of a live VM (recorded at start), read only when the file is there.
-  const file = cloudPaths(ctx.dirs, o.vm.id).forwardsFile;
-  const there = live && around.names.has(file.slice(file.lastIndexOf("/") + 1));
-  const forwards = (there ? readForwards(file) : undefined) ?? [];
-  const ssh = forwards.find((f) => f?.guest === 22 && f?.proto === "tcp");
+function rowOf(vm: ListedVm): Listed {
+  const ssh = vm.forwards.find((f) => f?.guest === 22 && f?.proto === "tcp");
   const row = {
-    name: o.vm.name,
-    status: o.status,
-    pid: live ? String(o.vm.pid) : "-",
-    uptime: up === undefined ? "-" : formatUptime(up),
+    name: vm.vm.name,
+    status: vm.status,
+    pid: vm.pid === null ? "-" : String(vm.pid),
+    uptime: vm.uptime === undefined ? "-" : formatUptime(vm.uptime),
     ssh: ssh ? sshText(ssh) : "-",
-    id: o.vm.id,
-    reason: (!live ? o.vm.stopReason : undefined) ?? "-",
+    id: vm.vm.id,
+    reason: vm.stopReason ?? "-",
   };
-  const exposed = forwards.filter((f) => ALL_ADDRESSES.has(f?.address))
+  const exposed = vm.forwards.filter((f) => ALL_ADDRESSES.has(f?.address))
     .map((f) => `${f.address}:${f.host} -> ${f.guest}/${f.proto}`);
   return { row, exposed };
 }
@@ -196,28 +152,15 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
   }
   const format = parseFormat(args.values.format as string | undefined);
   if ((ctx.json || format?.kind === "json") && wanted === undefined && !args.values.quiet) {
-    // SQLite writes the JSON of every VM; only the VMs that claim a process are read and checked
-    // here, and the output is kept for the next run (see vm/list.ts).
-    let json: Uint8Array | undefined;
-    try {
-      json = await listJson(ctx);
-    } catch (err) {
-      // A value SQLite's JSON cannot hold (a BLOB written into the database by hand): the
-      // general path below prints it as the other commands would.
-      if (err instanceof QvmError) throw err;
-    }
+    // SQLite writes the JSON of every VM; only the VMs that claim a process are checked, and
+    // the output is kept for the next run (see vm/list.ts).
+    const json = await listJson(ctx);
     if (json) {
       ctx.outBytes(json);
       return 0;
     }
   }
-  const all = ctx.store.listBrief();
-  const names = all.some(needsCheck) ? runtimeNames(ctx.dirs) : new Set<string>();
-  // Names alone (for completions) need no reconciling unless a status filter asks for it.
-  const seen = args.values.quiet && wanted === undefined
-    ? all.map((vm) => ({ vm, status: vm.status }))
-    : await observeAll(ctx, all, { fromLog: true, names });
-  const shown = wanted === undefined ? seen : seen.filter((o) => o.status === wanted);
+  const shown = await listVms(ctx, { status: wanted, namesOnly: args.values.quiet === true });
   if (args.values.quiet) {
     if (shown.length > 0) ctx.out(shown.map((o) => o.vm.name).join("\n"));
     return 0;
@@ -229,16 +172,15 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
           id: o.vm.id,
           name: o.vm.name,
           status: o.status,
-          pid: isLive(o.status) ? o.vm.pid : null,
-          stop_reason: isLive(o.status) ? null : o.vm.stopReason,
+          pid: o.pid,
+          stop_reason: o.stopReason,
         })
       }`
     );
     ctx.out(lines.length === 0 ? "[]" : `[\n${lines.join(",\n")}\n]`);
     return 0;
   }
-  const around = { names, systemUp: systemUptime() };
-  const listed = shown.map((o) => rowOf(ctx, o as BriefObservation, around));
+  const listed = shown.map(rowOf);
   const rows = listed.map((l) => l.row);
   if (format?.kind === "template") {
     if (rows.length > 0) ctx.out(rows.map((r) => fillTemplate(format.template, r)).join("\n"));

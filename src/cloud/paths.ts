@@ -1,10 +1,9 @@
 /** A cloud VM's files: their names and places (`src/vm_files.ts`), and reading the forwards record. */
 import type { Dirs, StateStore } from "../state/mod.ts";
 import { isOurQemu, markersIn } from "../qemu/process.ts";
-import type { ActiveForward } from "./ports.ts";
-import { cloudPaths } from "../vm_files.ts";
+import { cloudPaths, readForwards } from "../vm_files.ts";
 
-export { type CloudPaths, cloudPaths } from "../vm_files.ts";
+export { type CloudPaths, cloudPaths, readForwards } from "../vm_files.ts";
 
 /**
  * True if a VM's config has cloud parts (an image, network, cloud-init or a guest agent): the
@@ -20,16 +19,6 @@ export function usesCloud(
 /** Whether the guest agent channel is on: `guest_agent`, else on exactly when `cloud_init` is set. */
 export function agentEnabled(config: { guest_agent?: boolean; cloud_init?: unknown }): boolean {
   return config.guest_agent ?? config.cloud_init !== undefined;
-}
-
-/** The forwards recorded in `file` at start, or undefined when there is no readable record. */
-export function readForwards(file: string): ActiveForward[] | undefined {
-  try {
-    const data = JSON.parse(Deno.readTextFileSync(file));
-    return Array.isArray(data) ? data as ActiveForward[] : undefined;
-  } catch {
-    return undefined;
-  }
 }
 
 /**

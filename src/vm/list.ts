@@ -12,11 +12,30 @@
  * check and recorded (which changes the token too); one paused or resumed from outside changes
  * its log and so its observed status. A store that keeps corrections in memory (a database that
  * cannot be written) never uses the file.
+ *
+ * `listVms` is the listing for the other forms (a table, `--status`, `--format`): every VM's
+ * observation, with a live one's uptime and forwards in effect.
  */
 import { listCachePath, observedParam, type ObservedRow, SQL, type VmBrief } from "../state/mod.ts";
 import type { VmEnv } from "./env.ts";
-import { type BriefObservation, glance, isLive, observeAll, type RunMark } from "./observe.ts";
-import { frozenIds, runtimeNames } from "../vm_files.ts";
+import { QvmError } from "../errors.ts";
+import {
+  type BriefObservation,
+  glance,
+  isLive,
+  needsCheck,
+  observeAll,
+  type ObservedStatus,
+  type RunMark,
+} from "./observe.ts";
+import {
+  cloudPaths,
+  type ForwardRecord,
+  frozenIds,
+  readForwards,
+  runtimeNames,
+} from "../vm_files.ts";
+import { readProcStat } from "../qemu/process.ts";
 
 /** The first line of the file, with the form of the output (see `form`). */
 const MAGIC = "qvm ls --json 2";
@@ -162,9 +181,20 @@ function sameMarks(a: Record<string, RunMark>, b: Record<string, RunMark>): bool
 
 /**
  * Every VM as `ls --json` prints it (see `StateStore.listJson`), the VMs that claim a process
- * checked first (and any change recorded), the output kept for the next run.
+ * checked first (and any change recorded), the output kept for the next run. Undefined when a
+ * value SQLite's JSON cannot hold is in the database (a BLOB written there by hand): `listVms`
+ * then lists it as the other commands would.
  */
-export async function listJson(env: VmEnv): Promise<Uint8Array> {
+export async function listJson(env: VmEnv): Promise<Uint8Array | undefined> {
+  try {
+    return await keptListJson(env);
+  } catch (err) {
+    if (err instanceof QvmError) throw err;
+    return undefined;
+  }
+}
+
+async function keptListJson(env: VmEnv): Promise<Uint8Array> {
   const useFile = env.store.cannotWrite === undefined;
   const path = listCachePath(env.dirs.dataDir);
   const headForm = form();
@@ -203,4 +233,91 @@ export async function listJson(env: VmEnv): Promise<Uint8Array> {
     output: json,
   });
   return json;
+}
+
+/** Linux counts process start times in USER_HZ ticks, 100 a second on every architecture qvm runs on. */
+const TICKS_PER_SECOND = 100;
+
+/** Seconds since the system started (/proc/uptime), or NaN where it cannot be read. */
+function systemUptime(): number {
+  try {
+    return Number(Deno.readTextFileSync("/proc/uptime").split(" ")[0]);
+  } catch {
+    return NaN;
+  }
+}
+
+/**
+ * Seconds since process `pid` started (from /proc), or undefined if it is gone. `start` is its
+ * start time when known (what a listing's check just read), and `systemUp` the system's uptime,
+ * read once for many.
+ */
+export function processUptime(
+  pid: number,
+  known: { start?: number | null; systemUp?: number } = {},
+): number | undefined {
+  const startTicks = known.start ?? readProcStat(pid)?.start;
+  if (startTicks === undefined) return undefined;
+  const up = (known.systemUp ?? systemUptime()) - startTicks / TICKS_PER_SECOND;
+  return Number.isFinite(up) ? up : undefined;
+}
+
+/** A VM as `ls` lists it. */
+export interface ListedVm {
+  vm: VmBrief;
+  status: ObservedStatus;
+  /** Its QEMU's pid while it is live, else null. */
+  pid: number | null;
+  /** How it last ended, while it is not live. */
+  stopReason: string | null;
+  /** Seconds since its QEMU started, for a live VM when known. */
+  uptime?: number;
+  /** The forwards in effect of a live VM (recorded at start); none when it has no record. */
+  forwards: ForwardRecord[];
+}
+
+/**
+ * Every VM (only those with status `status`, when given) with its real status, checked as
+ * `observeAll` does from QEMU's log; a live VM with its uptime and forwards in effect. With
+ * `namesOnly` and no `status`, nothing is checked: the rows as stored, for names alone.
+ */
+export async function listVms(
+  env: VmEnv,
+  options: { status?: string; namesOnly?: boolean } = {},
+): Promise<ListedVm[]> {
+  const all = env.store.listBrief();
+  if (options.namesOnly && options.status === undefined) {
+    return all.map((vm) => ({ vm, status: vm.status, pid: null, stopReason: null, forwards: [] }));
+  }
+  // One listing of the runtime dir, for freeze markers and forwards records alike.
+  const names = all.some(needsCheck) ? runtimeNames(env.dirs) : new Set<string>();
+  const seen = await observeAll(env, all, { fromLog: true, names });
+  const shown = options.status === undefined
+    ? seen
+    : seen.filter((o) => o.status === options.status);
+  const systemUp = shown.some((o) => isLive(o.status)) ? systemUptime() : NaN;
+  return shown.map((o) => listed(env, o, { names, systemUp }));
+}
+
+function listed(
+  env: VmEnv,
+  o: BriefObservation,
+  around: { names: ReadonlySet<string>; systemUp: number },
+): ListedVm {
+  const live = isLive(o.status);
+  const pid = live ? o.vm.pid : null;
+  const uptime = pid === null
+    ? undefined
+    : processUptime(pid, { start: o.started, systemUp: around.systemUp });
+  // Read only when the runtime dir's listing has the record (most VMs have none).
+  const file = cloudPaths(env.dirs, o.vm.id).forwardsFile;
+  const there = pid !== null && around.names.has(file.slice(file.lastIndexOf("/") + 1));
+  return {
+    vm: o.vm,
+    status: o.status,
+    pid,
+    stopReason: live ? null : o.vm.stopReason,
+    uptime,
+    forwards: (there ? readForwards(file) : undefined) ?? [],
+  };
 }

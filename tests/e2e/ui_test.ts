@@ -1,14 +1,8 @@
 import assert from "node:assert/strict";
 import { QvmEnv, withEnv } from "../helpers/qvm.ts";
 import { GUEST_READY_MARKER, guestConfig, WAIT_READY } from "../helpers/guest.ts";
-import {
-  FIELDS,
-  fillTemplate,
-  formatUptime,
-  parseFormat,
-  processUptime,
-  type Row,
-} from "../../src/cli/ls.ts";
+import { FIELDS, fillTemplate, formatUptime, parseFormat, type Row } from "../../src/cli/ls.ts";
+import { processUptime } from "../../src/vm/list.ts";
 import { formatSeconds, lastLineAfter, printable } from "../../src/cli/_progress.ts";
 import { leftRunning } from "../../src/cli/start.ts";
 
