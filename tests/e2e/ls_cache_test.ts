@@ -7,10 +7,10 @@
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { join } from "node:path";
-import { listCachePath } from "../src/state/mod.ts";
-import { readProcStat } from "../src/qemu/process.ts";
-import { type QvmEnv, withEnv } from "./helpers/qvm.ts";
-import { alive, eventually } from "./helpers/guest.ts";
+import { listCachePath } from "../../src/state/mod.ts";
+import { readProcStat } from "../../src/qemu/process.ts";
+import { type QvmEnv, withEnv } from "../helpers/qvm.ts";
+import { alive, eventually } from "../helpers/guest.ts";
 
 interface Listed {
   id: string;
