@@ -4,7 +4,7 @@ import type { CommandSpec, ParsedArgs } from "./spec.ts";
 import { QvmError } from "../errors.ts";
 import { sleep } from "../timers.ts";
 import { qemuAlive } from "../vm/observe.ts";
-import { vmPaths } from "../vm/paths.ts";
+import { vmPaths } from "../vm_files.ts";
 import { qmpOnce } from "../vm/qmp_session.ts";
 
 /** The byte that detaches: Ctrl-] (0x1d), as telnet does. */

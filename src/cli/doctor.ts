@@ -10,13 +10,12 @@ import type { CommandSpec, ParsedArgs } from "./spec.ts";
 import { ExitCode, QvmError } from "../errors.ts";
 import { unsafeDirReason } from "../state/mod.ts";
 import { DEFAULT_BINARY } from "../qemu/launch.ts";
-import { findQemuWithUuid, isOurQemu, type QemuProcess } from "../qemu/process.ts";
+import { findQemuWithUuid, isOurQemu, markersIn, type QemuProcess } from "../qemu/process.ts";
 import type { VmRecord } from "../state/mod.ts";
 import { Deadline } from "../vm/env.ts";
 import { withVm } from "../vm/guard.ts";
 import { isLive } from "../vm/observe.ts";
 import { freezeModule } from "../vm/observe.ts";
-import { qemuMarkers } from "../vm/paths.ts";
 import { findBinary } from "../vm/start.ts";
 import { findIsoTool } from "../cloud/seed.ts";
 import { checkKey } from "../cloud/ssh.ts";
@@ -420,7 +419,7 @@ async function orphanFindings(ctx: Context, fix: boolean): Promise<Finding[]> {
     const { pid, uuid } = qemu;
     const found = ctx.store.get(uuid);
     const vm = found?.id === uuid ? found : undefined;
-    if (!isOurQemu(pid, qemuMarkers(ctx.dirs, vm ?? { id: uuid }))) {
+    if (!isOurQemu(pid, markersIn(ctx.dirs.runtimeDir, vm ?? { id: uuid }))) {
       if (vm || qemu.cmdline.some((arg) => arg.includes(mark))) {
         findings.push(foreignFinding(ctx, qemu, vm));
       }

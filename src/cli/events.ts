@@ -10,10 +10,10 @@ import type { CommandSpec, ParsedArgs } from "./spec.ts";
 import { NotRunningError, QvmError, TimeoutError } from "../errors.ts";
 import { sleep } from "../timers.ts";
 import type { QmpClient, QmpEvent } from "../qemu/qmp.ts";
-import { isOurQemu } from "../qemu/process.ts";
+import { isOurQemu, markersIn } from "../qemu/process.ts";
 import type { VmRecord } from "../state/mod.ts";
 import { isLive, observe } from "../vm/observe.ts";
-import { qemuMarkers, vmPaths } from "../vm/paths.ts";
+import { vmPaths } from "../vm_files.ts";
 import { runState } from "../qemu/run_state.ts";
 import { qmpModule } from "../qemu/lazy.ts";
 
@@ -107,7 +107,7 @@ async function stream(ctx: Context, client: QmpClient): Promise<void> {
 async function pollStatus(ctx: Context, vm: VmRecord, pid: number): Promise<void> {
   const socket = vmPaths(ctx.dirs, vm.id).monitorSocket;
   let last: string | undefined;
-  while (isOurQemu(pid, qemuMarkers(ctx.dirs, vm))) {
+  while (isOurQemu(pid, markersIn(ctx.dirs.runtimeDir, vm))) {
     const status = await runState(socket, 1000); // undefined: busy or going away
     if (status !== undefined && status !== last) {
       last = status;
@@ -132,7 +132,7 @@ async function followRun(ctx: Context, vm: VmRecord, pid: number): Promise<void>
   try {
     client = await QmpClient.connect(socket, { timeoutMs: 3000 });
   } catch (err) {
-    if (!isOurQemu(pid, qemuMarkers(ctx.dirs, vm))) return; // it ended while we connected
+    if (!isOurQemu(pid, markersIn(ctx.dirs.runtimeDir, vm))) return; // it ended while we connected
     if (err instanceof TimeoutError) {
       throw new QvmError(
         `the event monitor of VM '${vm.name}' is taken (is another 'qvm events' following it?)`,
@@ -154,7 +154,7 @@ async function runningPid(ctx: Context, vm: VmRecord): Promise<number | undefine
   if (!row || row.id !== vm.id) return undefined;
   const seen = await observe(ctx, row, { qmp: false });
   return isLive(seen.status) && seen.vm.pid !== null &&
-      isOurQemu(seen.vm.pid, qemuMarkers(ctx.dirs, vm))
+      isOurQemu(seen.vm.pid, markersIn(ctx.dirs.runtimeDir, vm))
     ? seen.vm.pid
     : undefined;
 }

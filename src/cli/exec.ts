@@ -7,6 +7,7 @@ import { thawedWarning } from "../vm/observe.ts";
 import { parseTimeout } from "./start.ts";
 import { writeOut } from "./context.ts";
 import { agentModule, cloudModule } from "../cloud/lazy.ts";
+import { cloudPaths } from "../vm_files.ts";
 
 /** The command's arguments and flags. */
 export const spec: CommandSpec = {
@@ -50,7 +51,7 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
     : parseTimeout(args.values.timeout, 0);
   const { vm, thawed } = await requireGuest(ctx, name);
   if (thawed) ctx.warn(thawedWarning(vm.name));
-  const { cloudPaths, invokingUser, requireAgentChannel } = await cloudModule();
+  const { invokingUser, requireAgentChannel } = await cloudModule();
   requireAgentChannel(vm);
   const user = execUser(args.values, {
     cloudInit: vm.config.cloud_init,

@@ -2,7 +2,7 @@
 import type { Context } from "./context.ts";
 import type { CommandSpec, ParsedArgs } from "./spec.ts";
 import { observe } from "../vm/observe.ts";
-import { vmPaths } from "../vm/paths.ts";
+import { vmPaths } from "../vm_files.ts";
 import { readCmdline } from "../qemu/process.ts";
 import { summarize } from "./info.ts";
 

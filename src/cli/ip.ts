@@ -4,6 +4,7 @@ import type { CommandSpec, ParsedArgs } from "./spec.ts";
 import { NotRunningError } from "../errors.ts";
 import { qemuAlive } from "../vm/observe.ts";
 import { agentModule, cloudModule } from "../cloud/lazy.ts";
+import { cloudPaths } from "../vm_files.ts";
 
 /** The command's arguments and flags. */
 export const spec: CommandSpec = {
@@ -21,7 +22,7 @@ export const spec: CommandSpec = {
 export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
   const vm = ctx.store.require(args.positionals[0]);
   if (!qemuAlive(ctx, vm)) throw new NotRunningError(`VM '${vm.name}' is not running`);
-  const { cloudPaths, requireAgentChannel } = await cloudModule();
+  const { requireAgentChannel } = await cloudModule();
   requireAgentChannel(vm);
   const { agentAddresses } = await agentModule();
   const addresses = await agentAddresses(cloudPaths(ctx.dirs, vm.id).agentSocket, 10_000);

@@ -11,7 +11,7 @@ import {
 import { parseTimeout } from "./start.ts";
 import { parseWaitFor } from "../vm/start.ts";
 import { LAUNCH_CPUS, LAUNCH_MEMORY, launchVm } from "../vm/launch.ts";
-import { vmPaths } from "../vm/paths.ts";
+import { vmPaths } from "../vm_files.ts";
 import { progressModule } from "./_format.ts";
 import { showPull, verifyFlagOptions } from "./_pull.ts";
 

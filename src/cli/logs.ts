@@ -9,7 +9,7 @@ import { sleep } from "../timers.ts";
 import type { VmRecord } from "../state/mod.ts";
 import { isLocked } from "../vm/lock.ts";
 import { isLive, observe } from "../vm/observe.ts";
-import { vmPaths } from "../vm/paths.ts";
+import { vmPaths } from "../vm_files.ts";
 
 /** How often `--follow` looks for new output and at the VM. */
 const POLL_MS = 200;

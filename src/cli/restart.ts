@@ -7,7 +7,7 @@ import type { CommandSpec, ParsedArgs } from "./spec.ts";
 import { UsageError } from "../errors.ts";
 import { selectVms, START_PARALLEL } from "../vm/bulk.ts";
 import { Deadline } from "../vm/env.ts";
-import { vmPaths } from "../vm/paths.ts";
+import { vmPaths } from "../vm_files.ts";
 import { parseWaitFor } from "../vm/start.ts";
 import { type Restarted, restartVm } from "../vm/restart.ts";
 import { STEP_LABELS } from "../vm/stop.ts";

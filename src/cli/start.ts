@@ -5,7 +5,7 @@ import { UsageError } from "../errors.ts";
 import type { VmRecord } from "../state/mod.ts";
 import { launchArgv } from "../qemu/launch.ts";
 import { shellQuote } from "../shell.ts";
-import { vmPaths } from "../vm/paths.ts";
+import { vmPaths } from "../vm_files.ts";
 import { Deadline, MAX_WAIT_S } from "../vm/env.ts";
 import { parseWaitFor, type Started, type StartProgress, startVm } from "../vm/start.ts";
 import { selectVms, START_PARALLEL } from "../vm/bulk.ts";

@@ -20,7 +20,7 @@ import {
   type StorageEntry,
   verifyDisk,
 } from "../vm/storage.ts";
-import { exists } from "../vm/paths.ts";
+import { exists } from "../vm_files.ts";
 import { table } from "./_format.ts";
 import { formatSize } from "./_size.ts";
 import { progressModule } from "./_format.ts";

@@ -11,7 +11,7 @@ import type { VmRecord } from "../state/mod.ts";
 import { Deadline } from "../vm/env.ts";
 import { FAULT_STATES, isLive, observe, type ObservedStatus } from "../vm/observe.ts";
 import { checkQemu, faultError, kvmInUse, QemuFault } from "../vm/fault.ts";
-import { vmPaths } from "../vm/paths.ts";
+import { vmPaths } from "../vm_files.ts";
 import { serialStart } from "../vm/serial_start.ts";
 import { parseTimeout } from "./start.ts";
 import { cloudModule } from "../cloud/lazy.ts";

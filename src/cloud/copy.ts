@@ -10,7 +10,7 @@ import { isOurQemu, markersIn } from "../qemu/process.ts";
 import { AgentError, agentPing } from "./agent.ts";
 import type { CopyOptions, CopyRequest, CopyResult } from "./copy_plan.ts";
 import { checkHostSources, copyIn, CopyInterrupted, copyOut } from "./_copy_agent.ts";
-import { cloudPaths } from "./paths.ts";
+import { cloudPaths } from "../vm_files.ts";
 import { agentEnabled, requireAgentChannel } from "./status.ts";
 import { invokingUser, sshForward, sshTarget } from "./mod.ts";
 import { scpArgv } from "./ssh.ts";

@@ -3,15 +3,18 @@
  * in the VM's disk folder and kept across starts. The base image is only ever read; a start is
  * refused while a running VM writes to it.
  */
-import { diskFile, type ImageFormat, imageOf, sizeBytes } from "../config/mod.ts";
+import {
+  diskFile,
+  escapeOptionValue,
+  type ImageFormat,
+  imageOf,
+  sizeBytes,
+} from "../config/mod.ts";
 import { UsageError } from "../errors.ts";
-import { escapeOptionValue } from "../qemu/argv.ts";
 import { asidePath, backingChain, createAside, qemuImg } from "../qemu/img.ts";
 import { isOurQemu, markersIn } from "../qemu/process.ts";
 import { type Dirs, ensurePrivateDir, type StateStore, type VmRecord } from "../state/mod.ts";
 import { ROOT_DRIVE, vmPaths } from "../vm_files.ts";
-
-export { ROOT_DRIVE } from "../vm_files.ts";
 
 /** The overlay file of VM `id`. */
 export function overlayPath(dirs: Dirs, id: string): string {

@@ -4,6 +4,7 @@
  * Loaded lazily: VMs without these sections never import it.
  */
 import {
+  escapeOptionValue,
   formatForward,
   isPublicKeyLine,
   isSystemAccount,
@@ -14,10 +15,10 @@ import {
 import { TimeoutError, UsageError } from "../errors.ts";
 import { type Dirs, ensurePrivateDir, type StateStore, type VmRecord } from "../state/mod.ts";
 import { ensureOverlay, overlayPath, rootDriveArgv } from "./image.ts";
-import { escapeOptionValue } from "../qemu/argv.ts";
 import { optionForwards } from "../qemu/reach.ts";
 import { agentPing } from "./agent.ts";
-import { cloudPaths, portHolder } from "./paths.ts";
+import { portHolder } from "./paths.ts";
+import { cloudPaths } from "../vm_files.ts";
 import {
   type ActiveForward,
   autoPortsOf,
@@ -50,7 +51,6 @@ import {
 } from "./ssh.ts";
 import { sleep } from "../timers.ts";
 
-export { cloudPaths } from "./paths.ts";
 export { activeForwards, agentEnabled, requireAgentChannel } from "./status.ts";
 import { activeForwards, agentEnabled, requireAgentChannel } from "./status.ts";
 export type { ActiveForward } from "./ports.ts";

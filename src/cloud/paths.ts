@@ -1,9 +1,7 @@
-/** A cloud VM's files: their names and places (`src/vm_files.ts`), and reading the forwards record. */
+/** Which VMs have cloud parts and the agent channel, and which VM holds a host port. */
 import type { Dirs, StateStore } from "../state/mod.ts";
 import { isOurQemu, markersIn } from "../qemu/process.ts";
 import { cloudPaths, readForwards } from "../vm_files.ts";
-
-export { type CloudPaths, cloudPaths, readForwards } from "../vm_files.ts";
 
 /**
  * True if a VM's config has cloud parts (an image, network, cloud-init or a guest agent): the

@@ -7,8 +7,7 @@
  */
 import { sha256Hex } from "../sha256.ts";
 import { QvmError } from "../errors.ts";
-import { escapeOptionValue } from "../qemu/argv.ts";
-import type { CloudInitConfig } from "../config/mod.ts";
+import { type CloudInitConfig, escapeOptionValue } from "../config/mod.ts";
 import { clearForeignFile } from "./ssh.ts";
 
 /** The volume label cloud-init's NoCloud data source looks for. */

@@ -7,7 +7,8 @@ import type { Dirs, VmRecord } from "../state/mod.ts";
 import { UsageError } from "../errors.ts";
 import type { ActiveForward } from "./ports.ts";
 import { agentAddresses, type GuestAddress } from "./agent.ts";
-import { agentEnabled, cloudPaths, readForwards } from "./paths.ts";
+import { agentEnabled } from "./paths.ts";
+import { cloudPaths, readForwards } from "../vm_files.ts";
 
 export { agentEnabled };
 

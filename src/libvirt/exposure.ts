@@ -8,11 +8,12 @@ import { UsageError } from "../errors.ts";
 import {
   PATH_KEYS,
   PATH_OPTIONS,
+  splitOptionText,
   stripDashes,
   systemFolderOf,
   type VmConfig,
 } from "../config/mod.ts";
-import { argumentArgv, splitOptionText } from "../qemu/argv.ts";
+import { argumentArgv } from "../qemu/argv.ts";
 import { optionGroups } from "./_export_args.ts";
 
 /** One host path the VM reaches. */

@@ -22,10 +22,6 @@ import {
   type VmConfig,
 } from "../config/mod.ts";
 
-// The option-text helpers live in config/ (configs are checked in that text); argv users get
-// them here too.
-export { escapeOptionValue, splitOptionText } from "../config/mod.ts";
-
 function scalarText(value: string | number | boolean): string {
   if (typeof value === "boolean") return value ? "on" : "off";
   return String(value);

@@ -5,9 +5,9 @@
  * A config's `-nographic` means a headless VM here (QEMU refuses it with `-daemonize`): no
  * display, serial on `qvm console`.
  */
-import { argumentOption, type VmConfig } from "../config/mod.ts";
+import { argumentOption, escapeOptionValue, type VmConfig } from "../config/mod.ts";
 import type { VmPaths } from "../vm_files.ts";
-import { configArgv, escapeOptionValue, isStdioItem, passedArgs } from "./argv.ts";
+import { configArgv, isStdioItem, passedArgs } from "./argv.ts";
 
 /**
  * What QEMU traces to its log (`-D`): its shutdown requests, with their cause (why a QEMU that is

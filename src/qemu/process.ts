@@ -23,7 +23,7 @@ import { runtimeFile } from "../vm_files.ts";
 
 /**
  * What marks a QEMU as the one qvm started for a VM: the VM's id and the runtime files qvm
- * launched it with (see `vm/paths.ts`, whose `qemuMarkers` builds this).
+ * launched it with (see `markersIn`).
  */
 export interface QemuMarkers {
   /** The VM's id: the QEMU's `-uuid`. */

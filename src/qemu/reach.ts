@@ -9,10 +9,11 @@ import {
   PATH_KEYS,
   PATH_OPTIONS,
   type PortForward,
+  splitOptionText,
   stripDashes,
   type VmConfig,
 } from "../config/mod.ts";
-import { argumentArgv, isNographic, isStdioItem, passedArgs, splitOptionText } from "./argv.ts";
+import { argumentArgv, isNographic, isStdioItem, passedArgs } from "./argv.ts";
 
 /** One file a QEMU option names. */
 export interface OptionFile {

@@ -17,7 +17,7 @@ import { sleep } from "../timers.ts";
 import type { Deadline, VmEnv } from "./env.ts";
 import { withVm } from "./guard.ts";
 import { isLive } from "./observe.ts";
-import { exists, removeQuietly, ROOT_DRIVE, vmPaths } from "./paths.ts";
+import { exists, removeQuietly, ROOT_DRIVE, vmPaths } from "../vm_files.ts";
 import { storageWithRoot } from "./storage.ts";
 
 /** A full clone's copy of one disk as it runs. */

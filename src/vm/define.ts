@@ -13,7 +13,7 @@ import type { Deadline, VmEnv } from "./env.ts";
 import { VmRemovedError, withVm } from "./guard.ts";
 import { acquireLock } from "./lock.ts";
 import { isLive } from "./observe.ts";
-import { vmPaths } from "./paths.ts";
+import { vmPaths } from "../vm_files.ts";
 
 /**
  * Says on stderr which port forwards of `config` listen on every address of the host (other

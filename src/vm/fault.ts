@@ -6,11 +6,11 @@
  * KVM is involved the message says how to run the VM without it.
  */
 import { QvmError } from "../errors.ts";
-import { isOurQemu, logRunState } from "../qemu/process.ts";
+import { isOurQemu, logRunState, markersIn } from "../qemu/process.ts";
 import type { VmRecord } from "../state/mod.ts";
 import type { VmEnv } from "./env.ts";
 import { FAULT_STATES } from "./observe.ts";
-import { qemuMarkers, type VmPaths, vmPaths } from "./paths.ts";
+import { type VmPaths, vmPaths } from "../vm_files.ts";
 import { qmpOnce } from "./qmp_session.ts";
 import { runState } from "../qemu/run_state.ts";
 
@@ -88,7 +88,7 @@ export async function checkQemu(
   vm: VmRecord,
   options: { pid: number; gone: string },
 ): Promise<void> {
-  if (!isOurQemu(options.pid, qemuMarkers(env.dirs, vm))) throw new QvmError(options.gone);
+  if (!isOurQemu(options.pid, markersIn(env.dirs.runtimeDir, vm))) throw new QvmError(options.gone);
   const fault = await faultOf(vmPaths(env.dirs, vm.id));
   if (fault) throw fault;
 }

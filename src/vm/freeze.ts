@@ -18,8 +18,8 @@ import type { VmRecord } from "../state/mod.ts";
 import type { VmEnv } from "./env.ts";
 import { agentSocketOf } from "./agent.ts";
 import { acquireLock, isLocked, type VmLock } from "./lock.ts";
-import { exists, qemuMarkers, vmPaths } from "./paths.ts";
-import { isOurQemu } from "../qemu/process.ts";
+import { exists, vmPaths } from "../vm_files.ts";
+import { isOurQemu, markersIn } from "../qemu/process.ts";
 import { createFreshFile } from "./safe_files.ts";
 import { agentModule } from "../cloud/lazy.ts";
 
@@ -223,7 +223,7 @@ export async function frozenGuests(
     const paths = vmPaths(env.dirs, brief.id);
     if (!exists(paths.frozenFile)) continue;
     const vm = env.store.require(brief.id);
-    if (!isOurQemu(vm.pid, qemuMarkers(env.dirs, vm))) continue; // gone: cleanup removes the mark
+    if (!isOurQemu(vm.pid, markersIn(env.dirs.runtimeDir, vm))) continue; // gone: cleanup removes the mark
     if (isLocked(paths.lockFile)) {
       found.push({ name: vm.name, state: "busy" });
       continue;

@@ -9,7 +9,7 @@ import type { VmRecord } from "../state/mod.ts";
 import type { Deadline, VmEnv } from "./env.ts";
 import { acquireLock, type VmLock } from "./lock.ts";
 import { type Observation, observe, thawedWarning } from "./observe.ts";
-import { vmPaths } from "./paths.ts";
+import { vmPaths } from "../vm_files.ts";
 
 /** The VM was removed by another command while this one waited for its lock. */
 export class VmRemovedError extends NotFoundError {

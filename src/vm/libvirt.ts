@@ -14,9 +14,11 @@
 import { InterruptedError, QvmError, UsageError } from "../errors.ts";
 import {
   diskFile,
+  escapeOptionValue,
   isPublicKeyLine,
   looksLikeId,
   readSmallText,
+  splitOptionText,
   validateConfig,
   validateName,
   type VmConfig,
@@ -39,7 +41,6 @@ import {
   shortKey,
   startDomain,
 } from "../libvirt/mod.ts";
-import { escapeOptionValue, splitOptionText } from "../qemu/argv.ts";
 import { checkConfigChains } from "../qemu/chains.ts";
 import { ensurePrivateDir, type VmRecord } from "../state/mod.ts";
 import { homeKeys, keyPaths } from "../cloud/ssh.ts";
@@ -47,7 +48,7 @@ import { cloudModule } from "../cloud/lazy.ts";
 import type { Deadline, VmEnv } from "./env.ts";
 import { withVm } from "./guard.ts";
 import { isLive } from "./observe.ts";
-import { exists, vmPaths } from "./paths.ts";
+import { exists, vmPaths } from "../vm_files.ts";
 import { disksRoot } from "./storage.ts";
 
 /** A VM as a domain, and what to tell the user about it. */

@@ -8,7 +8,7 @@ import type { QmpClient } from "../qemu/qmp.ts";
 import type { VmRecord } from "../state/mod.ts";
 import type { VmEnv } from "./env.ts";
 import { observe } from "./observe.ts";
-import { vmPaths } from "./paths.ts";
+import { vmPaths } from "../vm_files.ts";
 import { qmpModule } from "../qemu/lazy.ts";
 
 /** Default wait for the QMP socket (another client may hold it) and for each command. */

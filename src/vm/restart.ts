@@ -7,7 +7,7 @@ import type { VmRecord } from "../state/mod.ts";
 import { probeDatabaseWrite } from "../state/mod.ts";
 import { Deadline, type VmEnv } from "./env.ts";
 import { withVm } from "./guard.ts";
-import { vmPaths } from "./paths.ts";
+import { vmPaths } from "../vm_files.ts";
 import { launch, type Started, type StartProgress, type WaitFor } from "./start.ts";
 import { type OnStopStep, STEP_LABELS, stopLocked, type StopStep } from "./stop.ts";
 import { cloudModule } from "../cloud/lazy.ts";

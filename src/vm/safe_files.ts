@@ -5,7 +5,7 @@
  * create, so the target of a planted link is never truncated or appended to.
  */
 import { QvmError } from "../errors.ts";
-import type { VmPaths } from "./paths.ts";
+import type { VmPaths } from "../vm_files.ts";
 
 function lstatOrUndefined(path: string): Deno.FileInfo | undefined {
   try {

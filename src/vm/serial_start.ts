@@ -4,7 +4,7 @@
  * run printed, however late it is called. Written by `start` in the runtime dir, removed with the
  * VM's other runtime files when it stops.
  */
-import type { VmPaths } from "./paths.ts";
+import type { VmPaths } from "../vm_files.ts";
 
 /** Records `offset` as the start of this run's serial output (replacing, never following, a link). */
 export function recordSerialStart(paths: VmPaths, offset: number): void {

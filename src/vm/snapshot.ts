@@ -23,8 +23,8 @@ import { qemuImg } from "../qemu/img.ts";
 import type { QmpClient } from "../qemu/qmp.ts";
 import { acquireLock, type VmLock } from "./lock.ts";
 import { observe } from "./observe.ts";
-import { isOurQemu, qemuMessages } from "../qemu/process.ts";
-import { qemuMarkers, vmPaths } from "./paths.ts";
+import { isOurQemu, markersIn, qemuMessages } from "../qemu/process.ts";
+import { vmPaths } from "../vm_files.ts";
 import { QMP_TIMEOUT_MS } from "./qmp_session.ts";
 import {
   type BlockDevice,
@@ -385,7 +385,7 @@ async function diskOnlySnapshot(
 /** True once VM `vm`'s QEMU is gone, polled for up to `waitMs`. */
 async function qemuGone(env: VmEnv, vm: VmRecord, waitMs: number): Promise<boolean> {
   const deadline = Date.now() + waitMs;
-  while (isOurQemu(vm.pid, qemuMarkers(env.dirs, vm))) {
+  while (isOurQemu(vm.pid, markersIn(env.dirs.runtimeDir, vm))) {
     if (Date.now() >= deadline) return false;
     await sleep(50);
   }

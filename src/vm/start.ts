@@ -12,6 +12,7 @@ import { checkConfigChains } from "../qemu/chains.ts";
 import { launchArgv } from "../qemu/launch.ts";
 import {
   isOurQemu,
+  markersIn,
   qemuIdentity,
   qemuMessages,
   readPidFile,
@@ -26,14 +27,7 @@ import { warnOpenForwards } from "./define.ts";
 import { withVm } from "./guard.ts";
 import { FAULT_STATES, findQemuOf, isLive } from "./observe.ts";
 import { withQmpSocket } from "./qmp_session.ts";
-import {
-  exists,
-  qemuMarkers,
-  removeQuietly,
-  runtimeFiles,
-  type VmPaths,
-  vmPaths,
-} from "./paths.ts";
+import { exists, removeQuietly, runtimeFiles, type VmPaths, vmPaths } from "../vm_files.ts";
 import { sizeProblem } from "./storage.ts";
 import { prepareQemuFiles } from "./safe_files.ts";
 import { recordSerialStart } from "./serial_start.ts";
@@ -94,7 +88,7 @@ function tailOf(path: string, lines = 8): string {
 
 /** Kills whatever QEMU of this VM a failed start left (by pid file or by scan), until it is gone. */
 async function killLeftover(env: VmEnv, vm: VmRecord, paths: VmPaths): Promise<void> {
-  const markers = qemuMarkers(env.dirs, vm);
+  const markers = markersIn(env.dirs.runtimeDir, vm);
   for (let round = 0; round < 3; round++) {
     const pid = findQemuOf(env, vm.id, { fresh: true, binary: markers.binary });
     if (pid === undefined) break;
@@ -354,7 +348,7 @@ export async function launch(
       });
     }
     const pid = readPidFile(paths.pidFile);
-    const identity = pid ? qemuIdentity(pid, qemuMarkers(env.dirs, vm)) : undefined;
+    const identity = pid ? qemuIdentity(pid, markersIn(env.dirs.runtimeDir, vm)) : undefined;
     if (!pid || !identity) {
       throw new QvmError(
         `QEMU exited right after starting: ${tailOf(paths.qemuLog, 1) || "no message"}`,

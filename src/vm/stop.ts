@@ -8,12 +8,18 @@
  */
 import type { VmRecord } from "../state/mod.ts";
 import { QvmError } from "../errors.ts";
-import { isOurQemu, logRunState, type QemuMarkers, signalOurQemu } from "../qemu/process.ts";
+import {
+  isOurQemu,
+  logRunState,
+  markersIn,
+  type QemuMarkers,
+  signalOurQemu,
+} from "../qemu/process.ts";
 import type { Deadline, VmEnv } from "./env.ts";
 import { agentSocketOf } from "./agent.ts";
 import { withVm } from "./guard.ts";
 import { findQemuOf, isLive, type Observation } from "./observe.ts";
-import { qemuMarkers, removeQuietly, runtimeFiles, type VmPaths, vmPaths } from "./paths.ts";
+import { removeQuietly, runtimeFiles, type VmPaths, vmPaths } from "../vm_files.ts";
 import { qmpOnce } from "./qmp_session.ts";
 import { runState } from "../qemu/run_state.ts";
 import { agentModule } from "../cloud/lazy.ts";
@@ -250,7 +256,7 @@ export async function stopLocked(
 ): Promise<Stopped> {
   const { vm } = seen;
   const paths = vmPaths(env.dirs, vm.id);
-  const markers = qemuMarkers(env.dirs, vm);
+  const markers = markersIn(env.dirs.runtimeDir, vm);
   const pid = isOurQemu(vm.pid, markers)
     ? vm.pid!
     : findQemuOf(env, vm.id, { fresh: true, binary: markers.binary });

@@ -10,7 +10,7 @@ import { QvmError } from "../errors.ts";
 import { diskFile, sizeBytes } from "../config/mod.ts";
 import type { DiskStorage, StorageItem } from "../config/mod.ts";
 import type { Dirs, VmRecord } from "../state/mod.ts";
-import { ROOT_DRIVE, vmPaths } from "./paths.ts";
+import { ROOT_DRIVE, vmPaths } from "../vm_files.ts";
 
 /** The root disk of a VM made from an `image:`, as a storage item (a qcow2 over the image). */
 export function rootDisk(vm: Pick<VmRecord, "id" | "config">, dirs: Dirs): DiskStorage | undefined {

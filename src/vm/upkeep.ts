@@ -6,12 +6,12 @@
  */
 import { TimeoutError } from "../errors.ts";
 import type { VmRecord } from "../state/mod.ts";
-import { findQemuWithUuid, isOurQemu } from "../qemu/process.ts";
+import { findQemuWithUuid, isOurQemu, markersIn } from "../qemu/process.ts";
 import { Deadline, type VmEnv } from "./env.ts";
 import { VmRemovedError, withVm } from "./guard.ts";
 import { acquireLock, isLocked } from "./lock.ts";
 import { isLive } from "./observe.ts";
-import { exists, qemuMarkers, vmPaths } from "./paths.ts";
+import { exists, vmPaths } from "../vm_files.ts";
 import { type RuntimeFile, scanRuntimeDir } from "../vm_files.ts";
 
 /** One thing cleanup does (or, in a dry run, would do); the shape `cleanup --json` prints. */
@@ -118,7 +118,7 @@ function tidyKnown(
       }
     }
     const qemuAlive = options.liveUuids.has(vm.id) ||
-      isOurQemu(seen.vm.pid, qemuMarkers(env.dirs, vm)) ||
+      isOurQemu(seen.vm.pid, markersIn(env.dirs.runtimeDir, vm)) ||
       isLive(seen.vm.status);
     const files = options.files.filter((f) => exists(f.path));
     const { actions } = planUpkeep({ id: vm.id, files, vm: seen.vm, qemuAlive, lockHeld: false });
@@ -166,7 +166,7 @@ function ourLiveUuids(env: VmEnv): Set<string> {
   const ours = new Set<string>();
   for (const { pid, uuid } of findQemuWithUuid()) {
     const vm = vmWithId(env, uuid);
-    if (isOurQemu(pid, qemuMarkers(env.dirs, vm ?? { id: uuid }))) ours.add(uuid);
+    if (isOurQemu(pid, markersIn(env.dirs.runtimeDir, vm ?? { id: uuid }))) ours.add(uuid);
   }
   return ours;
 }
@@ -189,7 +189,7 @@ export async function tidyRuntime(
     const vm = vmWithId(env, id);
     const lockFile = vmPaths(env.dirs, id).lockFile;
     const qemuAlive = liveUuids.has(id) ||
-      (vm !== undefined && isOurQemu(vm.pid, qemuMarkers(env.dirs, vm)));
+      (vm !== undefined && isOurQemu(vm.pid, markersIn(env.dirs.runtimeDir, vm)));
     const plan = planUpkeep({ id, files, vm, qemuAlive, lockHeld: isLocked(lockFile) });
     if (plan.busy) result.busy.push(vm?.name ?? id);
     if (options.dryRun || plan.actions.length === 0) {

@@ -15,7 +15,8 @@ import {
 } from "../../src/cloud/seed.ts";
 import { macFor, networkArgv, settleForwards } from "../../src/cloud/ports.ts";
 import { sshArgv } from "../../src/cloud/ssh.ts";
-import { agentArgv, cloudPaths, prepareCloud } from "../../src/cloud/mod.ts";
+import { agentArgv, prepareCloud } from "../../src/cloud/mod.ts";
+import { cloudPaths } from "../../src/vm_files.ts";
 import { guestAddresses } from "../../src/cloud/agent.ts";
 import { UsageError } from "../../src/errors.ts";
 import { withEnv } from "../helpers/qvm.ts";

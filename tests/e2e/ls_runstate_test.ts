@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { logRunState, qemuMessages } from "../../src/qemu/process.ts";
 import { databasePath, StateStore } from "../../src/state/mod.ts";
 import { Deadline } from "../../src/vm/env.ts";
-import { vmPaths } from "../../src/vm/paths.ts";
+import { vmPaths } from "../../src/vm_files.ts";
 import { startVm } from "../../src/vm/start.ts";
 import { withEnv } from "../helpers/qvm.ts";
 import { alive, eventually } from "../helpers/guest.ts";

@@ -13,7 +13,7 @@ import { QvmError } from "../../src/errors.ts";
 import { configArgv } from "../../src/qemu/argv.ts";
 import { createDiskIfMissing, createShareIfMissing } from "../../src/qemu/img.ts";
 import { launchArgv } from "../../src/qemu/launch.ts";
-import { vmPaths } from "../../src/vm/paths.ts";
+import { vmPaths } from "../../src/vm_files.ts";
 import { ensureGuest } from "../fixture/mod.ts";
 import { GUEST_READY_MARKER, guestConfig, WAIT_READY } from "../helpers/guest.ts";
 import { exists, withEnv } from "../helpers/qvm.ts";

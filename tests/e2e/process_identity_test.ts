@@ -17,11 +17,12 @@ import {
   isLive,
   isOurQemu,
   isQemuExe,
+  markersIn,
   type QemuMarkers,
   readCmdline,
 } from "../../src/qemu/process.ts";
 import { launchArgv } from "../../src/qemu/launch.ts";
-import { qemuMarkers, vmPaths } from "../../src/vm/paths.ts";
+import { vmPaths } from "../../src/vm_files.ts";
 import { type QvmEnv, withEnv } from "../helpers/qvm.ts";
 import { alive, eventually, pidsMentioning } from "../helpers/guest.ts";
 
@@ -29,10 +30,7 @@ const ID = "0d3c8f9e-5a41-4c1b-9f4e-2b7d6a1e8c55";
 
 /** What marks VM `id`'s QEMU as this env's (see `isOurQemu`). */
 function markers(env: QvmEnv, id: string, binary?: string): QemuMarkers {
-  return qemuMarkers({ dataDir: env.dataDir, runtimeDir: env.runtimeDir }, {
-    id,
-    config: { binary },
-  });
+  return markersIn(env.runtimeDir, { id, config: { binary } });
 }
 
 /** The argv options by which qvm marks VM `id`'s QEMU as its own in `env`. */
@@ -308,8 +306,7 @@ Deno.test("a real QEMU counts only for its exact -uuid and markers; a zombie QEM
       assert.ok(!isOurQemu(pid, { ...markers(env, ID), id: ID.slice(0, -1) }));
       assert.ok(!isOurQemu(pid, { ...markers(env, ID), id: crypto.randomUUID() }));
       // Another runtime dir's qvm does not take it for its own.
-      const elsewhere = { dataDir: env.dataDir, runtimeDir: join(env.root, "run2") };
-      assert.ok(!isOurQemu(pid, qemuMarkers(elsewhere, { id: ID })));
+      assert.ok(!isOurQemu(pid, markersIn(join(env.root, "run2"), { id: ID })));
     } finally {
       Deno.kill(pid, "SIGKILL");
     }
@@ -345,7 +342,7 @@ Deno.test("a live process is live; a reaped one is not", async () => {
 Deno.test("qvm's runtime markers: the argv qvm launches carries them, a QEMU libvirt runs for the same -uuid does not", () => {
   const dirs = { dataDir: "/var/lib/qvm", runtimeDir: "/run/user/0/qvm,odd" };
   const vm = { id: ID, name: "web", config: { arguments: [], args: [], storage: [] } };
-  const ours = qemuMarkers(dirs, { id: ID });
+  const ours = markersIn(dirs.runtimeDir, { id: ID });
   const argv = launchArgv(vm as unknown as Parameters<typeof launchArgv>[0], vmPaths(dirs, ID));
   assert.ok(cmdlineHasMarkers(argv, ours), argv.join(" "));
   // What libvirt 9 gives QEMU for a domain exported with this VM's id: no pid file or QMP socket

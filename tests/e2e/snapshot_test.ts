@@ -29,7 +29,7 @@ import {
 import { diskLockPath } from "../../src/vm/snapshot.ts";
 import { formatListing, listingJson, partialLines } from "../../src/cli/snapshot.ts";
 import { acquireLock } from "../../src/vm/lock.ts";
-import { vmPaths } from "../../src/vm/paths.ts";
+import { vmPaths } from "../../src/vm_files.ts";
 import { NotFoundError, UsageError } from "../../src/errors.ts";
 import type { StorageItem } from "../../src/config/mod.ts";
 import type { VmRecord } from "../../src/state/mod.ts";

@@ -5,11 +5,12 @@ import {
   argumentOption,
   diskFile,
   type DiskStorage,
+  escapeOptionValue,
   type StorageItem,
   validateConfig,
   type VmConfig,
 } from "../../src/config/mod.ts";
-import { argumentArgv, configArgv, escapeOptionValue } from "../../src/qemu/argv.ts";
+import { argumentArgv, configArgv } from "../../src/qemu/argv.ts";
 
 function config(partial: Partial<VmConfig>): VmConfig {
   return { arguments: [], args: [], storage: [], ...partial };

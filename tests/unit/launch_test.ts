@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { launchArgv } from "../../src/qemu/launch.ts";
 import { shellQuote } from "../../src/shell.ts";
-import { vmPaths } from "../../src/vm/paths.ts";
+import { vmPaths } from "../../src/vm_files.ts";
 import { planStop } from "../../src/vm/stop.ts";
 import { parseWaitFor } from "../../src/vm/start.ts";
 import { cmdlineHasUuid } from "../../src/qemu/process.ts";

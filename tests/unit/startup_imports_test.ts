@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { diskFile } from "../../src/config/mod.ts";
-import { vmDiskFile } from "../../src/vm/paths.ts";
+import { vmDiskFile } from "../../src/vm_files.ts";
 
 const ROOT = new URL("../../", import.meta.url);
 const HEAVY = ["node:util", "node:path", "node:fs", "node:module", "yaml"];
