@@ -7,7 +7,7 @@
  */
 import { sha256Hex } from "../sha256.ts";
 import { QvmError } from "../errors.ts";
-import { type CloudInitConfig, escapeOptionValue } from "../config/mod.ts";
+import { type CloudInitConfig, escapeOptionValue, isSystemAccount } from "../config/mod.ts";
 import { clearForeignFile } from "./ssh.ts";
 
 /** The volume label cloud-init's NoCloud data source looks for. */
@@ -183,4 +183,13 @@ export async function writeSeed(dir: string, files: SeedFiles): Promise<SeedMedi
     throw new QvmError(`could not build the cloud-init seed with ${tool}: ${message}`);
   }
   return { kind: "iso", tool, file: output };
+}
+
+/**
+ * The login name of the user running qvm (cloud_init's default user); `qvm` when that is root or
+ * another account the guest keeps for itself.
+ */
+export function invokingUser(): string {
+  const name = Deno.env.get("USER") ?? Deno.env.get("LOGNAME") ?? "";
+  return /^[a-z_][a-z0-9_-]{0,31}$/.test(name) && !isSystemAccount(name) ? name : "qvm";
 }
