@@ -2,6 +2,7 @@
 
 import { UsageError } from "../errors.ts";
 import { isMap, show } from "./_util.ts";
+import { given } from "./_values.ts";
 import { argumentOption, SHORTHAND_OPTIONS, SINGLETON_OPTIONS } from "./arguments.ts";
 import type { ArgumentItem } from "./types.ts";
 
@@ -69,10 +70,6 @@ export function checkSingletons(raw: Record<string, unknown>): void {
     }
     seen.add(option);
   }
-}
-
-function given(value: unknown): boolean {
-  return value !== undefined && value !== null;
 }
 
 /** An `arguments` item as it reads in YAML flow style: `{m: 2G}`, `enable-kvm`. */

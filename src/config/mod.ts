@@ -56,13 +56,6 @@ export {
 } from "./load.ts";
 export { mergeConfigs, mergeFlags } from "./merge.ts";
 export { looksLikeId, NAME_PATTERN, storageId, validateName } from "./name.ts";
-export {
-  CONFIG_KEYS,
-  type ConfigKey,
-  DISK_ITEM_KEYS,
-  MAX_MEMORY,
-  sizeBytes,
-  validateConfig,
-  type ValidateOptions,
-  VIRTFS_ITEM_KEYS,
-} from "./validate.ts";
+export { CONFIG_KEYS, type ConfigKey, DISK_ITEM_KEYS, VIRTFS_ITEM_KEYS } from "./keys.ts";
+export { MAX_MEMORY, sizeBytes } from "./size.ts";
+export { validateConfig, type ValidateOptions } from "./validate.ts";
