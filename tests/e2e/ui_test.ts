@@ -279,7 +279,8 @@ Deno.test("a start timing out on a terminal shows the guest's last serial line, 
       "--wait-for",
       "serial:NEVER-PRINTED",
       "--timeout",
-      "8",
+      // Long enough for the guest's first serial line on a loaded machine (8 s was not, at load 20).
+      "20",
     ]);
     assert.equal(tty.code, 2, tty.text);
     const tails = frames(tty.text).flatMap((f) => f.match(/ · serial: (.+)$/)?.[1] ?? []);
