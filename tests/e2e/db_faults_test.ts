@@ -8,15 +8,7 @@ import { DatabaseSync } from "node:sqlite";
 import { pidsMentioning, type QvmEnv, type QvmResult, withEnv } from "../helpers/qvm.ts";
 import { alive, guestConfig, WAIT_READY } from "../helpers/guest.ts";
 import { readableQvm } from "../helpers/other_user.ts";
-
-const IS_ROOT = Deno.uid() === 0;
-
-/** True (and says so) when the test cannot run here: mounting a tmpfs needs root. */
-function skipUnlessRoot(what: string): boolean {
-  if (IS_ROOT) return false;
-  console.log(`skipped: ${what} needs root (it mounts a tmpfs)`);
-  return true;
-}
+import { needsRoot } from "../helpers/needs.ts";
 
 async function sh(cmd: string, args: string[]): Promise<void> {
   const out = await new Deno.Command(cmd, { args, stdout: "piped", stderr: "piped" }).output();
@@ -111,70 +103,73 @@ const WRITES: string[][] = [
 
 // ---- full data dir ----
 
-Deno.test("a full data dir: writes fail with one clear line, change nothing, and work again once space is back", async () => {
-  if (skipUnlessRoot("the full data dir test")) return;
-  await withEnv(async (env) => {
-    await withTmpfs(env.dataDir, "2m", async () => {
-      await addEmpty(env, "a");
-      await addEmpty(env, "b");
-      const fill = join(env.dataDir, "fill");
-      const noSpace = new RegExp(`^qvm: no space left on the data dir ${env.dataDir}`);
+Deno.test(
+  "a full data dir: writes fail with one clear line, change nothing, and work again once space is back",
+  { ignore: needsRoot("the full data dir test (it mounts a tmpfs)") },
+  async () => {
+    await withEnv(async (env) => {
+      await withTmpfs(env.dataDir, "2m", async () => {
+        await addEmpty(env, "a");
+        await addEmpty(env, "b");
+        const fill = join(env.dataDir, "fill");
+        const noSpace = new RegExp(`^qvm: no space left on the data dir ${env.dataDir}`);
 
-      // Full before qvm opens the database: the open itself cannot write.
-      fillUp(fill);
-      const frozen = openFrozen(dbPath(env));
-      const before = rows(frozen);
-      for (const args of WRITES) {
-        const res = await env.run(args);
-        assert.equal(res.code, 1, `${args.join(" ")}: ${res.stderr}`);
-        assertOneLine(res, noSpace, args.join(" "));
-      }
-      assert.equal(rows(frozen), before);
-      assert.equal(integrity(frozen), "ok");
-      frozen.close();
-      const listed = await env.run(["ls"]);
-      assert.equal(listed.code, 0, listed.stderr);
-      assert.match(listed.stdout, /^a\s+created/m);
-      assert.match(listed.stdout, /^b\s+created/m);
-      const { code, checks } = await doctorJson(env);
-      assert.equal(code, 1);
-      const full = checks.find((c) => c.check === "database" && c.status === "problem");
-      assert.match(full?.what ?? "", /^no space left on the data dir /, JSON.stringify(checks));
-      assert.match(full?.fix ?? "", /free some space/);
-
-      // Full while another connection keeps the database open: the write itself fails
-      // (SQLITE_FULL), and the transaction it was in must not be rolled back twice.
-      Deno.removeSync(fill);
-      const holder = new DatabaseSync(dbPath(env));
-      try {
-        assert.deepEqual(names(holder), ["a", "b"]);
+        // Full before qvm opens the database: the open itself cannot write.
         fillUp(fill);
+        const frozen = openFrozen(dbPath(env));
+        const before = rows(frozen);
         for (const args of WRITES) {
           const res = await env.run(args);
           assert.equal(res.code, 1, `${args.join(" ")}: ${res.stderr}`);
           assertOneLine(res, noSpace, args.join(" "));
-          assert.equal(rows(holder), before);
-          assert.equal(integrity(holder), "ok");
         }
-      } finally {
-        holder.close();
-      }
-      assert.deepEqual(pidsMentioning(env.root), [], "no QEMU was started");
+        assert.equal(rows(frozen), before);
+        assert.equal(integrity(frozen), "ok");
+        frozen.close();
+        const listed = await env.run(["ls"]);
+        assert.equal(listed.code, 0, listed.stderr);
+        assert.match(listed.stdout, /^a\s+created/m);
+        assert.match(listed.stdout, /^b\s+created/m);
+        const { code, checks } = await doctorJson(env);
+        assert.equal(code, 1);
+        const full = checks.find((c) => c.check === "database" && c.status === "problem");
+        assert.match(full?.what ?? "", /^no space left on the data dir /, JSON.stringify(checks));
+        assert.match(full?.fix ?? "", /free some space/);
 
-      // Space is back: the next command works.
-      Deno.removeSync(fill);
-      await addEmpty(env, "c");
-      await env.ok(["apply", "a", "--memory", "512M"]);
-      const db = new DatabaseSync(dbPath(env), { readOnly: true });
-      try {
-        assert.deepEqual(names(db), ["a", "b", "c"]);
-        assert.equal(integrity(db), "ok");
-      } finally {
-        db.close();
-      }
+        // Full while another connection keeps the database open: the write itself fails
+        // (SQLITE_FULL), and the transaction it was in must not be rolled back twice.
+        Deno.removeSync(fill);
+        const holder = new DatabaseSync(dbPath(env));
+        try {
+          assert.deepEqual(names(holder), ["a", "b"]);
+          fillUp(fill);
+          for (const args of WRITES) {
+            const res = await env.run(args);
+            assert.equal(res.code, 1, `${args.join(" ")}: ${res.stderr}`);
+            assertOneLine(res, noSpace, args.join(" "));
+            assert.equal(rows(holder), before);
+            assert.equal(integrity(holder), "ok");
+          }
+        } finally {
+          holder.close();
+        }
+        assert.deepEqual(pidsMentioning(env.root), [], "no QEMU was started");
+
+        // Space is back: the next command works.
+        Deno.removeSync(fill);
+        await addEmpty(env, "c");
+        await env.ok(["apply", "a", "--memory", "512M"]);
+        const db = new DatabaseSync(dbPath(env), { readOnly: true });
+        try {
+          assert.deepEqual(names(db), ["a", "b", "c"]);
+          assert.equal(integrity(db), "ok");
+        } finally {
+          db.close();
+        }
+      });
     });
-  });
-});
+  },
+);
 
 // ---- damaged, truncated and lost databases ----
 
@@ -397,108 +392,114 @@ Deno.test("backups: a command that changes VMs refreshes the latest; commands th
 
 // ---- read-only data dir ----
 
-Deno.test("a read-only data dir: commands that read work, writes exit 4 naming it, doctor advises no restore", async () => {
-  if (skipUnlessRoot("the read-only data dir test")) return;
-  await withEnv(async (env) => {
-    await withTmpfs(env.dataDir, "4m", async () => {
-      const aId = await addEmpty(env, "a");
-      await addEmpty(env, "b");
-      // `a` claims a QEMU that is gone: reading it must reconcile without writing.
+Deno.test(
+  "a read-only data dir: commands that read work, writes exit 4 naming it, doctor advises no restore",
+  { ignore: needsRoot("the read-only data dir tests (they mount a tmpfs)") },
+  async () => {
+    await withEnv(async (env) => {
+      await withTmpfs(env.dataDir, "4m", async () => {
+        const aId = await addEmpty(env, "a");
+        await addEmpty(env, "b");
+        // `a` claims a QEMU that is gone: reading it must reconcile without writing.
+        const db = new DatabaseSync(dbPath(env));
+        try {
+          db.prepare("UPDATE vm_instances SET status = 'running', pid = 999999 WHERE id = ?")
+            .run(aId);
+        } finally {
+          db.close();
+        }
+        Deno.mkdirSync(join(env.dataDir, "logs"), { recursive: true, mode: 0o700 });
+        Deno.writeTextFileSync(join(env.dataDir, "logs", `${aId}.serial.log`), "login: \n");
+        const frozen = openFrozen(dbPath(env));
+        const before = rows(frozen);
+        frozen.close();
+        await sh("mount", ["-o", "remount,ro", env.dataDir]);
+
+        const ls = await env.run(["ls"]);
+        assert.equal(ls.code, 0, ls.stderr);
+        assert.match(ls.stdout, /^a\s+stopped/m);
+        assert.match(ls.stdout, /^b\s+created/m);
+        const json = JSON.parse(await env.ok(["ls", "--json"]));
+        assert.deepEqual(json.map((vm: { status: string }) => vm.status), ["stopped", "created"]);
+        assert.match(await env.ok(["status", "a"]), /^a: stopped/);
+        assert.match(await env.ok(["info", "b"]), /name: b/);
+        assert.equal(JSON.parse(await env.ok(["inspect", "a", "--json"])).status, "stopped");
+        assert.match(await env.ok(["logs", "a"]), /login:/);
+
+        for (const args of WRITES) {
+          const res = await env.run(args);
+          assert.equal(res.code, 4, `${args.join(" ")}: ${res.stderr}`);
+          assertOneLine(
+            res,
+            new RegExp(`read-only.*${env.dataDir}|${env.dataDir}.*read-only`),
+            args.join(" "),
+          );
+        }
+        assert.deepEqual(pidsMentioning(env.root), [], "no QEMU was started");
+
+        const { checks } = await doctorJson(env);
+        const database = checks.filter((c) => c.check === "database");
+        assert.ok(database.some((c) => /read-only/.test(c.what)), JSON.stringify(database));
+        const doctor = await env.run(["doctor"]);
+        assert.doesNotMatch(doctor.stdout, /restore|backup/i, "nothing to restore");
+
+        const after = openFrozen(dbPath(env));
+        try {
+          assert.equal(rows(after), before, "reads wrote nothing");
+          assert.equal(integrity(after), "ok");
+        } finally {
+          after.close();
+        }
+        await sh("mount", ["-o", "remount,rw", env.dataDir]);
+        await addEmpty(env, "c");
+        assert.match(await env.ok(["status", "a"]), /^a: stopped/);
+      });
+    });
+  },
+);
+
+Deno.test(
+  "a read-only data dir: snapshot list and wait settle a dead QEMU in memory; restart stops nothing",
+  { ignore: needsRoot("the read-only data dir tests (they mount a tmpfs)") },
+  async () => {
+    await withEnv(async (env) => {
+      const disk = join(env.root, "d0.qcow2");
+      await sh("qemu-img", ["create", "-q", "-f", "qcow2", disk, "16M"]);
+      const item = `storage:\n  - name: d0\n    type: qcow2\n    file: ${disk}\n`;
+      const deadId = (await env.ok(["add", await env.file("a.yaml", item), "--name", "a"])).trim();
+      const guest = await guestConfig(env, { name: "g" });
+      await env.ok(["add", guest]);
+      await env.ok(["start", "g", ...WAIT_READY]);
+      const { pid } = JSON.parse(await env.ok(["status", "g", "--json"]));
+      // `a` claims a QEMU that is gone: reading it must settle that without writing.
       const db = new DatabaseSync(dbPath(env));
       try {
         db.prepare("UPDATE vm_instances SET status = 'running', pid = 999999 WHERE id = ?")
-          .run(aId);
+          .run(deadId);
       } finally {
         db.close();
       }
-      Deno.mkdirSync(join(env.dataDir, "logs"), { recursive: true, mode: 0o700 });
-      Deno.writeTextFileSync(join(env.dataDir, "logs", `${aId}.serial.log`), "login: \n");
-      const frozen = openFrozen(dbPath(env));
-      const before = rows(frozen);
-      frozen.close();
-      await sh("mount", ["-o", "remount,ro", env.dataDir]);
-
-      const ls = await env.run(["ls"]);
-      assert.equal(ls.code, 0, ls.stderr);
-      assert.match(ls.stdout, /^a\s+stopped/m);
-      assert.match(ls.stdout, /^b\s+created/m);
-      const json = JSON.parse(await env.ok(["ls", "--json"]));
-      assert.deepEqual(json.map((vm: { status: string }) => vm.status), ["stopped", "created"]);
-      assert.match(await env.ok(["status", "a"]), /^a: stopped/);
-      assert.match(await env.ok(["info", "b"]), /name: b/);
-      assert.equal(JSON.parse(await env.ok(["inspect", "a", "--json"])).status, "stopped");
-      assert.match(await env.ok(["logs", "a"]), /login:/);
-
-      for (const args of WRITES) {
-        const res = await env.run(args);
-        assert.equal(res.code, 4, `${args.join(" ")}: ${res.stderr}`);
-        assertOneLine(
-          res,
-          new RegExp(`read-only.*${env.dataDir}|${env.dataDir}.*read-only`),
-          args.join(" "),
-        );
-      }
-      assert.deepEqual(pidsMentioning(env.root), [], "no QEMU was started");
-
-      const { checks } = await doctorJson(env);
-      const database = checks.filter((c) => c.check === "database");
-      assert.ok(database.some((c) => /read-only/.test(c.what)), JSON.stringify(database));
-      const doctor = await env.run(["doctor"]);
-      assert.doesNotMatch(doctor.stdout, /restore|backup/i, "nothing to restore");
-
-      const after = openFrozen(dbPath(env));
+      // A read-only bind mount: QEMU keeps its logs open, so the data dir cannot be remounted.
+      await sh("mount", ["--bind", env.dataDir, env.dataDir]);
       try {
-        assert.equal(rows(after), before, "reads wrote nothing");
-        assert.equal(integrity(after), "ok");
+        await sh("mount", ["-o", "remount,ro,bind", env.dataDir]);
+        const list = await env.run(["snapshot", "list", "a"]);
+        assert.equal(list.code, 0, list.stderr);
+        assert.match(list.stdout, /no snapshots on d0/);
+        const wait = await env.run(["wait", "a", "--for", "stopped", "--timeout", "5"]);
+        assert.equal(wait.code, 0, wait.stderr);
+        const restart = await env.run(["restart", "g"]);
+        assert.equal(restart.code, 4, restart.stderr);
+        assertOneLine(restart, new RegExp(`read-only.*${env.dataDir}`), "restart");
+        assert.ok(alive(pid), "restart stopped a VM it could not start again");
+        assert.equal(JSON.parse(await env.ok(["status", "g", "--json"])).pid, pid);
       } finally {
-        after.close();
+        await sh("umount", [env.dataDir]);
       }
-      await sh("mount", ["-o", "remount,rw", env.dataDir]);
-      await addEmpty(env, "c");
-      assert.match(await env.ok(["status", "a"]), /^a: stopped/);
+      await env.ok(["stop", "g", "--force"]);
     });
-  });
-});
-
-Deno.test("a read-only data dir: snapshot list and wait settle a dead QEMU in memory; restart stops nothing", async () => {
-  if (skipUnlessRoot("the read-only data dir test")) return;
-  await withEnv(async (env) => {
-    const disk = join(env.root, "d0.qcow2");
-    await sh("qemu-img", ["create", "-q", "-f", "qcow2", disk, "16M"]);
-    const item = `storage:\n  - name: d0\n    type: qcow2\n    file: ${disk}\n`;
-    const deadId = (await env.ok(["add", await env.file("a.yaml", item), "--name", "a"])).trim();
-    const guest = await guestConfig(env, { name: "g" });
-    await env.ok(["add", guest]);
-    await env.ok(["start", "g", ...WAIT_READY]);
-    const { pid } = JSON.parse(await env.ok(["status", "g", "--json"]));
-    // `a` claims a QEMU that is gone: reading it must settle that without writing.
-    const db = new DatabaseSync(dbPath(env));
-    try {
-      db.prepare("UPDATE vm_instances SET status = 'running', pid = 999999 WHERE id = ?")
-        .run(deadId);
-    } finally {
-      db.close();
-    }
-    // A read-only bind mount: QEMU keeps its logs open, so the data dir cannot be remounted.
-    await sh("mount", ["--bind", env.dataDir, env.dataDir]);
-    try {
-      await sh("mount", ["-o", "remount,ro,bind", env.dataDir]);
-      const list = await env.run(["snapshot", "list", "a"]);
-      assert.equal(list.code, 0, list.stderr);
-      assert.match(list.stdout, /no snapshots on d0/);
-      const wait = await env.run(["wait", "a", "--for", "stopped", "--timeout", "5"]);
-      assert.equal(wait.code, 0, wait.stderr);
-      const restart = await env.run(["restart", "g"]);
-      assert.equal(restart.code, 4, restart.stderr);
-      assertOneLine(restart, new RegExp(`read-only.*${env.dataDir}`), "restart");
-      assert.ok(alive(pid), "restart stopped a VM it could not start again");
-      assert.equal(JSON.parse(await env.ok(["status", "g", "--json"])).pid, pid);
-    } finally {
-      await sh("umount", [env.dataDir]);
-    }
-    await env.ok(["stop", "g", "--force"]);
-  });
-});
+  },
+);
 
 /**
  * Runs qvm as the unprivileged user `nobody` (for permission cases root would ignore), from a
@@ -533,8 +534,9 @@ async function runAsNobody(env: QvmEnv, args: string[]): Promise<QvmResult> {
   return { code: out.code, stdout: text.decode(out.stdout), stderr: text.decode(out.stderr) };
 }
 
-Deno.test("a data dir its user cannot write (mode 0555): reads work, writes exit 4 naming it", async () => {
-  if (skipUnlessRoot("the unwritable data dir test (it runs qvm as nobody)")) return;
+Deno.test("a data dir its user cannot write (mode 0555): reads work, writes exit 4 naming it", {
+  ignore: needsRoot("the unwritable data dir test (it runs qvm as nobody)"),
+}, async () => {
   await withEnv(async (env) => {
     await sh("chown", ["65534:65534", env.root]);
     const ok = async (args: string[]) => {
@@ -570,24 +572,27 @@ Deno.test("a data dir its user cannot write (mode 0555): reads work, writes exit
   });
 });
 
-Deno.test("a database its user cannot read: commands exit 4 naming it; doctor advises access, not a restore", async () => {
-  if (skipUnlessRoot("the unreadable database test (it runs qvm as nobody)")) return;
-  await withEnv(async (env) => {
-    await sh("chown", ["65534:65534", env.root]);
-    const add = await runAsNobody(env, ["add", "--empty", "--name", "a"]);
-    assert.equal(add.code, 0, add.stderr);
-    await sh("chown", ["0:0", dbPath(env)]);
-    Deno.chmodSync(dbPath(env), 0o600);
-    for (const args of [["ls"], ["status", "a"], ["add", "--empty", "--name", "b"]]) {
-      const res = await runAsNobody(env, args);
-      assert.equal(res.code, 4, `${args.join(" ")}: ${res.stderr}`);
-      assertOneLine(res, new RegExp(`${dbPath(env)}: permission denied`), args.join(" "));
-    }
-    const doctor = await runAsNobody(env, ["doctor", "--json"]);
-    const database = (JSON.parse(doctor.stdout).checks as Check[])
-      .find((c) => c.check === "database" && c.status === "problem")!;
-    assert.match(database.what, /permission denied/);
-    assert.match(database.fix!, /chmod|chown/);
-    assert.doesNotMatch(database.fix!, /restore|backup/i, "the database is intact");
-  });
-});
+Deno.test(
+  "a database its user cannot read: commands exit 4 naming it; doctor advises access, not a restore",
+  { ignore: needsRoot("the unreadable database test (it runs qvm as nobody)") },
+  async () => {
+    await withEnv(async (env) => {
+      await sh("chown", ["65534:65534", env.root]);
+      const add = await runAsNobody(env, ["add", "--empty", "--name", "a"]);
+      assert.equal(add.code, 0, add.stderr);
+      await sh("chown", ["0:0", dbPath(env)]);
+      Deno.chmodSync(dbPath(env), 0o600);
+      for (const args of [["ls"], ["status", "a"], ["add", "--empty", "--name", "b"]]) {
+        const res = await runAsNobody(env, args);
+        assert.equal(res.code, 4, `${args.join(" ")}: ${res.stderr}`);
+        assertOneLine(res, new RegExp(`${dbPath(env)}: permission denied`), args.join(" "));
+      }
+      const doctor = await runAsNobody(env, ["doctor", "--json"]);
+      const database = (JSON.parse(doctor.stdout).checks as Check[])
+        .find((c) => c.check === "database" && c.status === "problem")!;
+      assert.match(database.what, /permission denied/);
+      assert.match(database.fix!, /chmod|chown/);
+      assert.doesNotMatch(database.fix!, /restore|backup/i, "the database is intact");
+    });
+  },
+);
