@@ -6,7 +6,8 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { exists, type QvmEnv, withEnv } from "../helpers/qvm.ts";
-import { eventually, guestConfig, WAIT_READY } from "../helpers/guest.ts";
+import { guestConfig, WAIT_READY } from "../helpers/guest.ts";
+import { eventually } from "../helpers/wait.ts";
 
 async function run(command: string, ...args: string[]): Promise<{ code: number; out: string }> {
   const out = await new Deno.Command(command, { args, stdout: "piped", stderr: "piped" }).output();
@@ -30,7 +31,7 @@ function freePort(): number {
 /** Waits until no process holds `file` open for writing (a QEMU stopped a moment ago may). */
 async function untilUnlocked(file: string): Promise<void> {
   const free = async () => (await run("qemu-img", "info", file)).code === 0;
-  assert.ok(await eventually(free, 10_000), `${file} stayed locked`);
+  assert.ok(await eventually(free, { timeout: 10_000 }), `${file} stayed locked`);
 }
 
 async function inspect(env: QvmEnv, vm: string) {
@@ -196,7 +197,7 @@ Deno.test("a clone interrupted by SIGTERM while it copies adds no VM and leaves 
     const child = env.command(["clone", "s", "s2"], {
       env: { PATH: `${bin}:${Deno.env.get("PATH")}` },
     }).spawn();
-    assert.ok(await eventually(() => exists(marker), 30_000), "the copy never began");
+    assert.ok(await eventually(() => exists(marker), { timeout: 30_000 }), "the copy never began");
     child.kill("SIGTERM");
     const out = await child.output();
     const stderr = new TextDecoder().decode(out.stderr);

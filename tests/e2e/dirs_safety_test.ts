@@ -10,7 +10,9 @@ import { DatabaseSync } from "node:sqlite";
 import { resolveDirs } from "../../src/state/paths.ts";
 import { UsageError } from "../../src/errors.ts";
 import { exists, pidsMentioning, type QvmEnv, withEnv } from "../helpers/qvm.ts";
-import { eventually, GUEST_READY_MARKER, guestConfig, WAIT_READY } from "../helpers/guest.ts";
+import { GUEST_READY_MARKER, guestConfig, WAIT_READY } from "../helpers/guest.ts";
+import { eventually } from "../helpers/wait.ts";
+import { needsRoot } from "../helpers/needs.ts";
 
 const MAIN = new URL("../../main.ts", import.meta.url).pathname;
 
@@ -105,7 +107,7 @@ for (const bad of BAD_DIRS) {
   for (const which of ["runtime", "data"] as const) {
     Deno.test({
       name: `every command exits 4 with one line when the ${which} dir is ${bad.name}`,
-      ignore: bad.rootOnly === true && Deno.uid() !== 0,
+      ignore: bad.rootOnly === true && needsRoot("a folder of another user (chown)"),
       async fn() {
         await withEnv(async (env) => {
           const { given, watched } = bad.make(env.root);
@@ -134,8 +136,6 @@ for (const bad of BAD_DIRS) {
     });
   }
 }
-
-if (Deno.uid() !== 0) console.log("skipped: a folder of another user (needs root to chown)");
 
 Deno.test("doctor --fix sets a subfolder of ours to 0700 but refuses a symlinked one, touching nothing", async () => {
   await withEnv(async (env) => {

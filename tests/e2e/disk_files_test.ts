@@ -6,7 +6,8 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { exists, type QvmEnv, withEnv } from "../helpers/qvm.ts";
-import { eventually, guestConfig, WAIT_READY } from "../helpers/guest.ts";
+import { guestConfig, WAIT_READY } from "../helpers/guest.ts";
+import { eventually } from "../helpers/wait.ts";
 
 async function qemuImg(...args: string[]): Promise<void> {
   const out = await new Deno.Command("qemu-img", { args, stdout: "null", stderr: "piped" })
@@ -127,7 +128,10 @@ async function killStartWhileCreating(
     env: { PATH: `${bin}:${Deno.env.get("PATH")}` },
   }).spawn();
   try {
-    assert.ok(await eventually(() => exists(marker), 30_000), "the start never made a disk");
+    assert.ok(
+      await eventually(() => exists(marker), { timeout: 30_000 }),
+      "the start never made a disk",
+    );
   } finally {
     child.kill("SIGKILL");
     await child.output();

@@ -7,7 +7,8 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { type QvmEnv, withEnv } from "../helpers/qvm.ts";
-import { alive, eventually, guestConfig, WAIT_READY } from "../helpers/guest.ts";
+import { alive, guestConfig, WAIT_READY } from "../helpers/guest.ts";
+import { eventually } from "../helpers/wait.ts";
 
 /** Starts `qvm ARGS` and kills it with `signal` after `delayMs`; resolves when it has exited. */
 async function killAfter(
@@ -51,7 +52,7 @@ function integrity(env: QvmEnv): string {
 /** Asserts at most one QEMU for the VM and a status that matches it; returns that QEMU's pid. */
 async function assertTruthful(env: QvmEnv, id: string, when: string): Promise<number | undefined> {
   // A QEMU in the middle of -daemonize is briefly two processes: let it settle.
-  await eventually(() => qemusOf(id).length <= 1, 5000);
+  await eventually(() => qemusOf(id).length <= 1, { timeout: 5000 });
   const qemus = qemusOf(id);
   assert.ok(qemus.length <= 1, `${when}: ${qemus.length} QEMUs for one VM`);
   const res = await env.run(["status", id, "--json"]);
@@ -75,7 +76,7 @@ async function assertTruthful(env: QvmEnv, id: string, when: string): Promise<nu
 /** After a fault: a second start gives one QEMU, stop stops it, nothing is left. */
 async function assertRecovers(env: QvmEnv, id: string, when: string): Promise<void> {
   await env.run(["start", id, "--wait-for", "process", "--timeout", "30"]);
-  await eventually(() => qemusOf(id).length <= 1, 5000);
+  await eventually(() => qemusOf(id).length <= 1, { timeout: 5000 });
   assert.equal(qemusOf(id).length, 1, `${when}: a start after the fault must leave one QEMU`);
   await assertTruthful(env, id, `${when}, restarted`);
   const stop = await env.run(["stop", id, "--force"]);

@@ -7,7 +7,8 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { exists, type QvmEnv, withEnv } from "../helpers/qvm.ts";
-import { alive, eventually, guestConfig, WAIT_READY } from "../helpers/guest.ts";
+import { alive, guestConfig, WAIT_READY } from "../helpers/guest.ts";
+import { eventually } from "../helpers/wait.ts";
 import { execUser } from "../../src/cli/exec.ts";
 import { planStop } from "../../src/vm/stop.ts";
 
@@ -328,7 +329,9 @@ Deno.test("a guest that powered off under no-shutdown is quit at once, as a gues
     const { pid } = await status(env, "ns");
     await env.ok(["qmp", "run", "ns", "system_powerdown"]);
     assert.ok(
-      await eventually(async () => (await status(env, "ns")).status === "shutdown", 20_000),
+      await eventually(async () => (await status(env, "ns")).status === "shutdown", {
+        timeout: 20_000,
+      }),
       "status must show QEMU's shutdown run state",
     );
     const started = Date.now();
@@ -383,7 +386,7 @@ Deno.test("a start waiting for the console fails fast when the guest powers off 
       await env.run(["qmp", "run", "po", "system_powerdown"]);
       return Date.now() - started > 60_000 ||
         (await env.run(["status", "po", "--json"])).stdout.includes('"failed"');
-    }, 60_000);
+    }, { timeout: 60_000 });
     const res = await start;
     assert.equal(res.code, 1, res.stderr);
     assert.match(res.stderr, /^qvm: the guest powered off \(QEMU run state shutdown\)/);
@@ -410,7 +413,7 @@ Deno.test("a start waiting for ssh or the agent fails fast when the guest powers
         await env.run(["qmp", "run", name, "system_powerdown"]);
         return Date.now() - started > 60_000 ||
           (await env.run(["status", name, "--json"])).stdout.includes('"failed"');
-      }, 60_000);
+      }, { timeout: 60_000 });
       const res = await start;
       assert.equal(res.code, 1, `${kind}: ${res.stderr}`);
       assert.match(res.stderr, /^qvm: the guest powered off \(QEMU run state shutdown\)/);

@@ -6,7 +6,8 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { exists, type QvmEnv, withEnv } from "../helpers/qvm.ts";
-import { eventually, GUEST_READY_MARKER, guestConfig, WAIT_READY } from "../helpers/guest.ts";
+import { GUEST_READY_MARKER, guestConfig, WAIT_READY } from "../helpers/guest.ts";
+import { eventually } from "../helpers/wait.ts";
 import {
   type Libvirt,
   libvirtMissing,
@@ -512,7 +513,7 @@ async function bootThroughLibvirt(
     } catch {
       return false;
     }
-  }, 90_000);
+  }, { timeout: 90_000 });
   assert(ready, `no '${GUEST_READY_MARKER}' in ${serialLog}`);
 
   // libvirt's QEMU carries the VM's -uuid and runs as root, as qvm does here, but with none of
@@ -544,7 +545,7 @@ async function bootThroughLibvirt(
   assert.deepEqual((await lv.virsh("shutdown", name)).code, 0);
   const off = await eventually(
     async () => (await lv.virsh("domstate", name)).stdout.trim() === "shut off",
-    60_000,
+    { timeout: 60_000 },
   );
   assert(off, `${name} did not power off on ACPI shutdown`);
   assert.deepEqual((await lv.virsh("undefine", name)).code, 0);
@@ -683,7 +684,7 @@ Deno.test({
         const child = env.command(["export", "secretive", "--to", lv.uri], {
           env: { TMPDIR: tmp, PATH: slow.path },
         }).spawn();
-        const reached = await eventually(() => exists(slow.marker), 20_000);
+        const reached = await eventually(() => exists(slow.marker), { timeout: 20_000 });
         assert.ok(reached, "virsh define was never run");
         child.kill("SIGTERM");
         const out = await child.output();
@@ -782,7 +783,7 @@ async function guestReady(lv: Libvirt, name: string): Promise<void> {
     } catch {
       return false;
     }
-  }, 90_000);
+  }, { timeout: 90_000 });
   assert(ready, `no '${GUEST_READY_MARKER}' in ${serialLog}`);
 }
 

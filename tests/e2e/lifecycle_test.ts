@@ -4,12 +4,12 @@ import { DatabaseSync } from "node:sqlite";
 import { QvmEnv, withEnv } from "../helpers/qvm.ts";
 import {
   alive,
-  eventually,
   GUEST_READY_MARKER,
   guestConfig,
   pidsMentioning,
   WAIT_READY,
 } from "../helpers/guest.ts";
+import { eventually } from "../helpers/wait.ts";
 
 async function status(env: QvmEnv, vm: string) {
   return JSON.parse(await env.ok(["status", vm, "--json"]));
@@ -88,7 +88,7 @@ Deno.test("a guest that powers itself off is seen as stopped by guest shutdown",
       path: join(env.runtimeDir, `${(await status(env, "p1")).id}.serial`),
     });
     await conn.write(new TextEncoder().encode("poweroff -f\n"));
-    assert.ok(await eventually(() => !alive(pid), 20_000));
+    assert.ok(await eventually(() => !alive(pid), { timeout: 20_000 }));
     conn.close();
     const s = await status(env, "p1");
     assert.equal(s.status, "stopped");

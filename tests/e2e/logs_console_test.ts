@@ -2,7 +2,8 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { type QvmEnv, withEnv } from "../helpers/qvm.ts";
-import { eventually, GUEST_READY_MARKER, guestConfig, WAIT_READY } from "../helpers/guest.ts";
+import { GUEST_READY_MARKER, guestConfig, WAIT_READY } from "../helpers/guest.ts";
+import { eventually } from "../helpers/wait.ts";
 
 const MAIN = new URL("../../main.ts", import.meta.url).pathname;
 
@@ -96,11 +97,11 @@ Deno.test("logs --follow waits for a VM that is starting and prints its boot", a
     let follower: Background | undefined;
     try {
       // Attach while the start is under way: from `created` up to `starting`.
-      await eventually(() => storedStatus(env, "w1") !== "created", 30_000);
+      await eventually(() => storedStatus(env, "w1") !== "created", { timeout: 30_000 });
       follower = new Background(env, ["logs", "w1", "--follow"]);
       assert.equal(await start.exited(), 0, start.stderr);
       assert.ok(
-        await eventually(() => follower!.stdout.includes(GUEST_READY_MARKER), 30_000),
+        await eventually(() => follower!.stdout.includes(GUEST_READY_MARKER), { timeout: 30_000 }),
         `logs --follow printed: ${JSON.stringify(follower.stdout)} ${follower.stderr}`,
       );
       assert.equal(await stopAndWait(env, "w1", follower), 0, follower.stderr);
@@ -118,7 +119,7 @@ Deno.test("logs --follow attached before start waits for the VM rather than endi
     try {
       await env.ok(["start", "w2", ...WAIT_READY]);
       assert.ok(
-        await eventually(() => follower.stdout.includes(GUEST_READY_MARKER), 30_000),
+        await eventually(() => follower.stdout.includes(GUEST_READY_MARKER), { timeout: 30_000 }),
         `logs --follow printed: ${JSON.stringify(follower.stdout)} ${follower.stderr}`,
       );
       assert.equal(await stopAndWait(env, "w2", follower), 0, follower.stderr);
@@ -138,12 +139,14 @@ Deno.test("logs --follow reads a truncated log again from its new start", async 
       path: join(env.runtimeDir, `${id}.serial`),
     });
     try {
-      assert.ok(await eventually(() => follower.stdout.includes(GUEST_READY_MARKER), 30_000));
+      assert.ok(
+        await eventually(() => follower.stdout.includes(GUEST_READY_MARKER), { timeout: 30_000 }),
+      );
       // As `logrotate copytruncate` does: the file is emptied in place, QEMU goes on appending.
       await Deno.truncate(join(env.dataDir, "logs", `${id}.serial.log`), 0);
       await serial.write(new TextEncoder().encode('echo "AFTER"-TRUNCATE\n'));
       assert.ok(
-        await eventually(() => follower.stdout.includes("AFTER-TRUNCATE"), 30_000),
+        await eventually(() => follower.stdout.includes("AFTER-TRUNCATE"), { timeout: 30_000 }),
         `logs --follow printed after the truncation: ${follower.stdout.slice(-300)}`,
       );
       serial.close();
@@ -163,18 +166,24 @@ Deno.test("logs --follow goes on through a stop and start, and ends once the VM 
     await env.ok(["start", "r1", ...WAIT_READY]);
     const follower = new Background(env, ["logs", "r1", "--follow"]);
     try {
-      assert.ok(await eventually(() => follower.stdout.includes(GUEST_READY_MARKER), 30_000));
+      assert.ok(
+        await eventually(() => follower.stdout.includes(GUEST_READY_MARKER), { timeout: 30_000 }),
+      );
       await env.ok(["stop", "r1", "--force"]);
       await env.ok(["start", "r1", ...WAIT_READY]);
       // The serial log spans both runs: the second boot is followed too.
       assert.ok(
-        await eventually(() => count(follower.stdout, GUEST_READY_MARKER) >= 2, 30_000),
+        await eventually(() => count(follower.stdout, GUEST_READY_MARKER) >= 2, {
+          timeout: 30_000,
+        }),
         `logs --follow printed ${count(follower.stdout, GUEST_READY_MARKER)} boots`,
       );
       // And through a restart in one command.
       await env.ok(["restart", "r1", ...WAIT_READY]);
       assert.ok(
-        await eventually(() => count(follower.stdout, GUEST_READY_MARKER) >= 3, 30_000),
+        await eventually(() => count(follower.stdout, GUEST_READY_MARKER) >= 3, {
+          timeout: 30_000,
+        }),
         `logs --follow printed ${count(follower.stdout, GUEST_READY_MARKER)} boots`,
       );
       assert.equal(await stopAndWait(env, "r1", follower), 0, follower.stderr);
@@ -221,7 +230,9 @@ Deno.test("console sends all of its piped input before it closes, and shows the 
     });
     assert.equal(bare.code, 0, bare.stderr);
     assert.ok(
-      await eventually(async () => (await env.ok(["logs", "c1"])).includes("BARE-FED 40"), 30_000),
+      await eventually(async () => (await env.ok(["logs", "c1"])).includes("BARE-FED 40"), {
+        timeout: 30_000,
+      }),
       `the last command never ran: ${(await env.ok(["logs", "c1"])).slice(-400)}`,
     );
   });
@@ -238,7 +249,10 @@ Deno.test("a second console is refused with one line while another client is att
         const serial = chardevs.find((c: { label: string }) => c.label === "qvm-serial");
         return !serial.filename.startsWith("disconnected:");
       };
-      assert.ok(await eventually(attached, 30_000), "the first console never attached");
+      assert.ok(
+        await eventually(attached, { timeout: 30_000 }),
+        "the first console never attached",
+      );
       const second = await env.run(["console", "c2"], { stdin: "echo second\n" });
       assert.equal(second.code, 1, second.stderr);
       assert.match(
@@ -250,25 +264,27 @@ Deno.test("a second console is refused with one line while another client is att
       await first.stdin!.write(new TextEncoder().encode('echo "FIRST"-OK\n'));
       await first.stdin!.close();
       assert.equal(await first.exited(), 0, first.stderr);
-      assert.ok(await eventually(async () => !(await attached()), 30_000));
+      assert.ok(await eventually(async () => !(await attached()), { timeout: 30_000 }));
       // Any other program on the socket counts too.
       const other = await Deno.connect({
         transport: "unix",
         path: join(env.runtimeDir, `${id}.serial`),
       });
       try {
-        assert.ok(await eventually(attached, 30_000));
+        assert.ok(await eventually(attached, { timeout: 30_000 }));
         const refused = await env.run(["console", "c2"], { stdin: "" });
         assert.equal(refused.code, 1, refused.stderr);
         assert.match(refused.stderr, new RegExp(`attached \\(deno, pid ${Deno.pid}\\)`));
       } finally {
         other.close();
       }
-      assert.ok(await eventually(async () => !(await attached()), 30_000));
+      assert.ok(await eventually(async () => !(await attached()), { timeout: 30_000 }));
       const third = await env.run(["console", "c2"], { stdin: 'echo "THIRD"-OK\n' });
       assert.equal(third.code, 0, third.stderr);
       assert.ok(
-        await eventually(async () => (await env.ok(["logs", "c2"])).includes("THIRD-OK"), 30_000),
+        await eventually(async () => (await env.ok(["logs", "c2"])).includes("THIRD-OK"), {
+          timeout: 30_000,
+        }),
       );
       assert.match(await env.ok(["logs", "c2"]), /FIRST-OK/);
     } finally {

@@ -11,7 +11,8 @@ import { Deadline } from "../../src/vm/env.ts";
 import { vmPaths } from "../../src/vm_files.ts";
 import { startVm } from "../../src/vm/start.ts";
 import { withEnv } from "../helpers/qvm.ts";
-import { alive, eventually } from "../helpers/guest.ts";
+import { alive } from "../helpers/guest.ts";
+import { eventually } from "../helpers/wait.ts";
 
 const COUNT = 100;
 

@@ -24,7 +24,9 @@ import {
 import { launchArgv } from "../../src/qemu/launch.ts";
 import { vmPaths } from "../../src/vm_files.ts";
 import { type QvmEnv, withEnv } from "../helpers/qvm.ts";
-import { alive, eventually, pidsMentioning } from "../helpers/guest.ts";
+import { alive, pidsMentioning } from "../helpers/guest.ts";
+import { eventually } from "../helpers/wait.ts";
+import { needsRoot } from "../helpers/needs.ts";
 
 const ID = "0d3c8f9e-5a41-4c1b-9f4e-2b7d6a1e8c55";
 
@@ -74,7 +76,7 @@ async function impostor(
     stderr: "null",
   }).spawn();
   const pid = child.pid;
-  const ready = await eventually(() => readCmdline(pid)?.[0] === options.argv0, 5000);
+  const ready = await eventually(() => readCmdline(pid)?.[0] === options.argv0, { timeout: 5000 });
   assert.ok(ready, "the impostor started");
   return {
     pid,
@@ -216,7 +218,7 @@ Deno.test("a process faking QEMU's argv at a VM's recorded pid is never signalle
 
 Deno.test({
   name: "another user's copy of a program named qemu-system-x86_64 is not a QEMU of ours",
-  ignore: Deno.uid() !== 0,
+  ignore: needsRoot("another user's qemu-system-x86_64 copy (chown)"),
   async fn() {
     await withEnv(async (env) => {
       const id = JSON.parse(await env.ok(["add", "--empty", "--name", "v2", "--json"])).id;
@@ -249,10 +251,6 @@ Deno.test({
     });
   },
 });
-
-if (Deno.uid() !== 0) {
-  console.log("skipped: another user's qemu-system-x86_64 copy (needs root to chown)");
-}
 
 /**
  * Starts a bare, paused QEMU with qvm's markers for VM `id` in `env` and returns its pid. Without
@@ -388,7 +386,7 @@ function asNobody(argv: string[]): Deno.ChildProcess {
 Deno.test({
   name:
     "a real QEMU another user runs with a VM's -uuid is not its QEMU: start works, stop, restart and rm never signal it, doctor names it",
-  ignore: Deno.uid() !== 0,
+  ignore: needsRoot("a QEMU run by another user (it runs QEMU as nobody)"),
   sanitizeResources: false,
   async fn() {
     await withEnv(async (env) => {

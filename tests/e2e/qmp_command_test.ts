@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { QvmEnv, type QvmResult, withEnv } from "../helpers/qvm.ts";
-import { eventually, guestConfig, WAIT_READY } from "../helpers/guest.ts";
+import { guestConfig, WAIT_READY } from "../helpers/guest.ts";
+import { eventually } from "../helpers/wait.ts";
 
 const MAIN = new URL("../../main.ts", import.meta.url).pathname;
 const KEY_LEFTSHIFT = 42;
@@ -72,7 +73,7 @@ class GuestShell {
     );
     const pattern = /\nQVM-BEGIN\r?\n([\s\S]*?)QVM-END\r?\n/;
     assert.ok(
-      await eventually(() => pattern.test(this.#text.slice(from)), 30_000),
+      await eventually(() => pattern.test(this.#text.slice(from)), { timeout: 30_000 }),
       `no output from '${command}': ${this.#text.slice(from)}`,
     );
     return this.#text.slice(from).match(pattern)![1];
@@ -112,7 +113,7 @@ async function recordKeyboard(shell: GuestShell) {
 /** Waits until the guest has seen `count` key events, and returns them. */
 async function awaitKeys(recorder: Awaited<ReturnType<typeof recordKeyboard>>, count: number) {
   let seen: [number, number][] = [];
-  await eventually(async () => (seen = await recorder.keys()).length >= count, 30_000);
+  await eventually(async () => (seen = await recorder.keys()).length >= count, { timeout: 30_000 });
   return seen;
 }
 
@@ -347,7 +348,11 @@ Deno.test("qmp device-add hot-plugs a PCI device and device-del waits until it i
       (await env.ok(["qmp", "device-del", "d1", "rng3", "--no-wait"])).trim(),
       "asked d1 to remove 'rng3'",
     );
-    assert.ok(await eventually(async () => (await peripherals(env, "d1")).length === 0, 30_000));
+    assert.ok(
+      await eventually(async () => (await peripherals(env, "d1")).length === 0, {
+        timeout: 30_000,
+      }),
+    );
   });
 });
 
@@ -365,7 +370,11 @@ Deno.test("qmp device-del times out (exit 2) when the guest does not release the
     assert.deepEqual(await peripherals(env, "d2"), ["rng2"]);
     // The request stays pending: once the guest runs, it completes.
     await env.ok(["qmp", "resume", "d2"]);
-    assert.ok(await eventually(async () => (await peripherals(env, "d2")).length === 0, 30_000));
+    assert.ok(
+      await eventually(async () => (await peripherals(env, "d2")).length === 0, {
+        timeout: 30_000,
+      }),
+    );
   });
 });
 

@@ -10,7 +10,8 @@ import {
   serial,
   tool,
 } from "../helpers/snapshot.ts";
-import { eventually, guestConfig, WAIT_READY } from "../helpers/guest.ts";
+import { guestConfig, WAIT_READY } from "../helpers/guest.ts";
+import { eventually } from "../helpers/wait.ts";
 import {
   type BlockDevice,
   formatDate,
@@ -908,7 +909,10 @@ Deno.test("an offline create interrupted between drives takes the snapshot off t
     const child = env.command(["snapshot", "create", "part", "s1"], {
       env: { PATH: `${bin}:${Deno.env.get("PATH")}` },
     }).spawn();
-    assert.ok(await eventually(() => exists(marker), 30_000), "no drive was snapshotted");
+    assert.ok(
+      await eventually(() => exists(marker), { timeout: 30_000 }),
+      "no drive was snapshotted",
+    );
     child.kill("SIGTERM");
     const out = await child.output();
     const stderr = new TextDecoder().decode(out.stderr);

@@ -2,7 +2,8 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { exists, QvmEnv, withEnv } from "../helpers/qvm.ts";
-import { alive, eventually, guestConfig } from "../helpers/guest.ts";
+import { alive, guestConfig } from "../helpers/guest.ts";
+import { eventually } from "../helpers/wait.ts";
 import { planUpkeep } from "../../src/vm/upkeep.ts";
 import {
   parseRuntimeFile,

@@ -30,19 +30,6 @@ export async function guestConfig(
   return await env.file(`${options.name}.yaml`, yaml);
 }
 
-/** Waits until `check` is true or `ms` pass; returns the last result. */
-export async function eventually(
-  check: () => boolean | Promise<boolean>,
-  ms = 10_000,
-): Promise<boolean> {
-  const deadline = Date.now() + ms;
-  while (Date.now() < deadline) {
-    if (await check()) return true;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  return await check();
-}
-
 /** True if `pid` is alive (and not a zombie). */
 export function alive(pid: number): boolean {
   try {
