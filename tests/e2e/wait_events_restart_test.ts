@@ -3,12 +3,12 @@ import { join } from "node:path";
 import { type QvmEnv, withEnv } from "../helpers/qvm.ts";
 import {
   alive,
-  eventually,
   GUEST_READY_MARKER,
   guestConfig,
   pidsMentioning,
   WAIT_READY,
 } from "../helpers/guest.ts";
+import { eventually, holdsLock, socketHasClient } from "../helpers/wait.ts";
 import { parseTarget, verdict } from "../../src/cli/wait.ts";
 import { eventLine, formatEvent } from "../../src/cli/events.ts";
 
@@ -124,11 +124,21 @@ Deno.test("wait: reached (0), timed out (2), and can't get there (1), against a 
 
 Deno.test("wait for serial text the guest prints as it powers off: reached (0), not can't get there", async () => {
   await withEnv(async (env) => {
-    await env.ok(["add", await guestConfig(env, { name: "w2" })]);
+    // QEMU traces each QMP request it reads to its log: the wait's first look shows there.
+    const extra = "  - trace: enable=handle_qmp_command";
+    const id = (await env.ok(["add", await guestConfig(env, { name: "w2", extra })])).trim();
     await env.ok(["start", "w2", ...WAIT_READY]);
+    const qemuLog = join(env.dataDir, "logs", `${id}.qemu.log`);
+    const before = (await Deno.readTextFile(qemuLog)).length;
     // The kernel's last line before QEMU exits: the VM is stopped by the next look.
     const last = spawnQvm(env, ["wait", "w2", "--for", "serial:Power down", "--timeout", "60"]);
-    await new Promise((r) => setTimeout(r, 1500)); // the wait has seen the VM running
+    assert.ok(
+      await eventually(
+        async () => (await Deno.readTextFile(qemuLog)).slice(before).includes('"query-status"'),
+        { timeout: 30_000 },
+      ),
+      "the wait never looked at the running VM",
+    );
     await env.ok(["stop", "w2"]);
     const res = await last.done();
     assert.equal(res.code, 0, res.stderr);
@@ -145,12 +155,15 @@ Deno.test("events: QMP events as JSON lines on their own monitor, ending when th
     assert.equal(notRunning.code, 3, notRunning.stderr);
     const started = await env.run(["start", "e1", ...WAIT_READY]);
     assert.equal(started.code, 0, started.stderr);
-    const events = spawnQvm(env, ["events", "e1", "--json"]);
     const id = (await status(env, "e1")).id;
-    // Connected once the event monitor's socket has a client: QEMU serves one at a time.
-    await new Promise((r) => setTimeout(r, 1500));
+    const events = spawnQvm(env, ["events", "e1", "--json"]);
+    // Connected once QEMU serves a client on the event monitor (one at a time).
+    assert.ok(await eventually(() => socketHasClient(join(env.runtimeDir, `${id}.evt`))));
     await env.ok(["qmp", "pause", "e1"]);
-    assert.ok(await eventually(() => events.stdout.includes('"STOP"'), 10_000), events.stdout);
+    assert.ok(
+      await eventually(() => events.stdout.includes('"STOP"'), { timeout: 10_000 }),
+      events.stdout,
+    );
     // While events are followed, the command socket and the status socket stay free.
     assert.equal((await status(env, "e1")).qemu_status, "paused");
     const q = JSON.parse(await env.ok(["qmp", "run", "e1", "query-status", "--json"]));
@@ -179,14 +192,17 @@ Deno.test("events: QMP events as JSON lines on their own monitor, ending when th
 
 Deno.test("events --follow waits for the start and goes on through a restart", async () => {
   await withEnv(async (env) => {
-    await env.ok(["add", await guestConfig(env, { name: "e2" })]);
+    const id = (await env.ok(["add", await guestConfig(env, { name: "e2" })])).trim();
     const events = spawnQvm(env, ["events", "e2", "--follow"]);
     await env.ok(["start", "e2", ...WAIT_READY]);
     await env.ok(["restart", "e2", ...WAIT_READY]);
-    // The restarted QEMU's events come through the new run's monitor.
-    await new Promise((r) => setTimeout(r, 1500));
+    // The restarted QEMU's events come through the new run's monitor, once it serves the follower.
+    assert.ok(await eventually(() => socketHasClient(join(env.runtimeDir, `${id}.evt`))));
     await env.ok(["qmp", "pause", "e2"]);
-    assert.ok(await eventually(() => / STOP\b/.test(events.stdout), 10_000), events.stdout);
+    assert.ok(
+      await eventually(() => / STOP\b/.test(events.stdout), { timeout: 10_000 }),
+      events.stdout,
+    );
     await env.ok(["stop", "e2", "--force"]);
     const res = await events.done();
     assert.equal(res.code, 0, res.stderr);
@@ -222,10 +238,11 @@ Deno.test("restart: stop by the usual escalation, then start, under one lock; ne
       await env.ok(["restart", "r1", ...WAIT_READY]),
       /restarted r1 \(was not running; pid \d+\)/,
     );
-    const before = (await status(env, "r1")).pid;
+    const { pid: before, id } = await status(env, "r1");
     const restart = spawnQvm(env, ["restart", "r1", ...WAIT_READY, "--json"]);
     // A start racing the restart waits for its lock, then finds the VM running: refused.
-    await new Promise((r) => setTimeout(r, 700));
+    const lock = join(env.runtimeDir, `${id}.lock`);
+    assert.ok(await eventually(() => holdsLock(restart.child.pid, lock)), "restart took no lock");
     const racing = await env.run(["start", "r1", "--timeout", "30"]);
     const res = await restart.done();
     assert.equal(res.code, 0, res.stderr);
@@ -262,13 +279,13 @@ Deno.test("restart: stop by the usual escalation, then start, under one lock; ne
 Deno.test("events shows a live snapshot's job going through its states", async () => {
   await withEnv(async (env) => {
     const extra = "storage:\n  - name: hdd\n    size: 64M\n";
-    await env.ok(["add", await guestConfig(env, { name: "e3", extra })]);
+    const id = (await env.ok(["add", await guestConfig(env, { name: "e3", extra })])).trim();
     await env.ok(["start", "e3", ...WAIT_READY]);
     const events = spawnQvm(env, ["events", "e3", "--json"]);
-    await new Promise((r) => setTimeout(r, 1500));
+    assert.ok(await eventually(() => socketHasClient(join(env.runtimeDir, `${id}.evt`))));
     await env.ok(["snapshot", "create", "e3", "s1"]);
     assert.ok(
-      await eventually(() => events.stdout.includes('"concluded"'), 10_000),
+      await eventually(() => events.stdout.includes('"concluded"'), { timeout: 10_000 }),
       events.stdout,
     );
     await env.ok(["stop", "e3", "--force"]);
@@ -292,9 +309,13 @@ Deno.test("events on a QEMU without the event monitor falls back to polled run s
     // As a QEMU started by a qvm from before the event monitor: no <id>.evt to connect to.
     await Deno.remove(join(env.runtimeDir, `${id}.evt`));
     const events = spawnQvm(env, ["events", "e4"]);
-    assert.ok(await eventually(() => / STATUS status=running/.test(events.stdout), 10_000));
+    assert.ok(
+      await eventually(() => / STATUS status=running/.test(events.stdout), { timeout: 10_000 }),
+    );
     await env.ok(["qmp", "pause", "e4"]);
-    assert.ok(await eventually(() => / STATUS status=paused/.test(events.stdout), 10_000));
+    assert.ok(
+      await eventually(() => / STATUS status=paused/.test(events.stdout), { timeout: 10_000 }),
+    );
     await env.ok(["stop", "e4", "--force"]);
     const res = await events.done();
     assert.equal(res.code, 0, res.stderr);
