@@ -7,7 +7,13 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { exists, type QvmEnv, withEnv } from "../helpers/qvm.ts";
-import { alive, guestConfig, WAIT_READY } from "../helpers/guest.ts";
+import {
+  alive,
+  GUEST_SHUTDOWN,
+  guestConfig,
+  shutdownCauses,
+  WAIT_READY,
+} from "../helpers/guest.ts";
 import { eventually } from "../helpers/wait.ts";
 import { execUser } from "../../src/cli/exec.ts";
 import { planStop } from "../../src/vm/stop.ts";
@@ -367,6 +373,7 @@ Deno.test("stop with the command socket gone uses the status socket, still by AC
     assert.equal(res.code, 0, res.stderr);
     assert.equal(JSON.parse(res.stdout).step, "acpi");
     assert.ok(Date.now() - started < 25_000, `took ${Date.now() - started} ms`);
+    assert.deepEqual(await shutdownCauses(env, id), [GUEST_SHUTDOWN], "the guest powered off");
   });
 });
 

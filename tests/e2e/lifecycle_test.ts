@@ -5,8 +5,10 @@ import { QvmEnv, withEnv } from "../helpers/qvm.ts";
 import {
   alive,
   GUEST_READY_MARKER,
+  GUEST_SHUTDOWN,
   guestConfig,
   pidsMentioning,
+  shutdownCauses,
   WAIT_READY,
 } from "../helpers/guest.ts";
 import { eventually } from "../helpers/wait.ts";
@@ -29,6 +31,8 @@ Deno.test("a booted guest is running; a graceful stop ends at the ACPI step", as
     const stop = JSON.parse(await env.ok(["stop", "g1", "--json", "--timeout", "30"]));
     assert.equal(stop.step, "acpi");
     assert.ok(!alive(s.pid));
+    // The guest itself asked QEMU to power off (not a quit or a signal qvm counted as ACPI).
+    assert.deepEqual(await shutdownCauses(env, s.id), [GUEST_SHUTDOWN]);
     const after = await status(env, "g1");
     assert.equal(after.status, "stopped");
     assert.equal(after.pid, null);

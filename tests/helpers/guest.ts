@@ -39,3 +39,15 @@ export function alive(pid: number): boolean {
     return false;
   }
 }
+
+/** QEMU's ShutdownCause for a shutdown the guest asked for (an ACPI power-off it answered). */
+export const GUEST_SHUTDOWN = 6;
+
+/**
+ * The causes of the shutdown requests QEMU traced to VM `id`'s log (`-D`, where qvm enables
+ * `qemu_system_shutdown_request`): the guest's own power-off is GUEST_SHUTDOWN, a QMP quit 2.
+ */
+export async function shutdownCauses(env: QvmEnv, id: string): Promise<number[]> {
+  const log = await Deno.readTextFile(`${env.dataDir}/logs/${id}.qemu.log`);
+  return [...log.matchAll(/qemu_system_shutdown_request reason=(\d+)/g)].map((m) => Number(m[1]));
+}
