@@ -17,7 +17,7 @@ Deno.test("add prints a new UUID; ls, status, info and inspect show the VM by id
     assert.deepEqual(ls, [{ id, name: "web1", status: "created", pid: null, stop_reason: null }]);
     assert.match(await env.ok(["ls"]), /web1\s+created/);
     for (const ref of [id, "web1"]) {
-      const status = JSON.parse(await env.ok(["status", ref, "--json"]));
+      const status = await env.status(ref);
       assert.equal(status.id, id);
       assert.equal(status.status, "created");
     }

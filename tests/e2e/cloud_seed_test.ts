@@ -326,7 +326,7 @@ Deno.test("a VM with network and guest_agent starts under real QEMU: forwards in
       (await env.ok(["ports", "net1"])).trim().split("\n")[1],
       `127.0.0.1:${http.host_port} -> 80/tcp`,
     );
-    const status = JSON.parse(await env.ok(["status", "net1", "--json"]));
+    const status = await env.status("net1");
     assert.deepEqual(status.forwards.map((f: { host: number }) => f.host), [
       ssh.host_port,
       http.host_port,
@@ -401,7 +401,7 @@ Deno.test("a fixed forward whose port was taken since add is refused at start, n
       assert.equal(result.code, 3, result.stderr);
       assert.match(result.stderr, new RegExp(`host port ${port} on 127.0.0.1 is already in use`));
       assert.equal(result.stderr.trim().split("\n").length, 1);
-      const status = JSON.parse(await env.ok(["status", "busy1", "--json"]));
+      const status = await env.status("busy1");
       assert.equal(status.pid, null);
     } finally {
       busy.close();
@@ -578,7 +578,7 @@ Deno.test("start --wait-for ssh or agent that cannot succeed is refused before Q
       assert.equal(result.code, 3, result.stderr);
       assert.match(result.stderr, message);
       assert.equal(result.stderr.trim().split("\n").length, 1, result.stderr);
-      const status = JSON.parse(await env.ok(["status", "nowait", "--json"]));
+      const status = await env.status("nowait");
       assert.equal(status.status, "created", JSON.stringify(status));
       assert.equal(status.stop_reason, null);
     }
@@ -604,7 +604,7 @@ Deno.test("image: one that has gone since add is refused at start with one line,
     assert.equal(folder.code, 3, folder.stderr);
     assert.match(folder.stderr, /not a regular file/);
     await assert.rejects(() => Deno.stat(`${env.dataDir}/disks/${id}`), Deno.errors.NotFound);
-    assert.equal(JSON.parse(await env.ok(["status", "gone1", "--json"])).status, "created");
+    assert.equal((await env.status("gone1")).status, "created");
   });
 });
 

@@ -98,7 +98,7 @@ Deno.test({
       const ip = await env.run(["ip", "cloud1"]);
       assert.equal(ip.code, 0, ip.stderr);
       assert.match(ip.stdout, /^eth0 10\.0\.2\.15\/24$/m);
-      const status = JSON.parse(await env.ok(["status", "cloud1", "--json"]));
+      const status = await env.status("cloud1");
       assert.ok(status.addresses.some((a: { address: string }) => a.address === "10.0.2.15"));
       // A live snapshot freezes the guest's file systems around the save and thaws them after;
       // loading it brings back a guest saved frozen, which qvm thaws.

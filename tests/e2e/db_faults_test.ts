@@ -470,7 +470,7 @@ Deno.test(
       const guest = await guestConfig(env, { name: "g" });
       await env.ok(["add", guest]);
       await env.ok(["start", "g", ...WAIT_READY]);
-      const { pid } = JSON.parse(await env.ok(["status", "g", "--json"]));
+      const { pid } = await env.status("g");
       // `a` claims a QEMU that is gone: reading it must settle that without writing.
       const db = new DatabaseSync(dbPath(env));
       try {
@@ -492,7 +492,7 @@ Deno.test(
         assert.equal(restart.code, 4, restart.stderr);
         assertOneLine(restart, new RegExp(`read-only.*${env.dataDir}`), "restart");
         assert.ok(alive(pid), "restart stopped a VM it could not start again");
-        assert.equal(JSON.parse(await env.ok(["status", "g", "--json"])).pid, pid);
+        assert.equal((await env.status("g")).pid, pid);
       } finally {
         await sh("umount", [env.dataDir]);
       }

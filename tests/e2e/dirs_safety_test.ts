@@ -14,8 +14,6 @@ import { GUEST_READY_MARKER, guestConfig, WAIT_READY } from "../helpers/guest.ts
 import { eventually } from "../helpers/wait.ts";
 import { needsRoot } from "../helpers/needs.ts";
 
-const MAIN = new URL("../../main.ts", import.meta.url).pathname;
-
 /** Every command, with arguments that would make it act if the folders were fine. */
 const COMMANDS: string[][] = [
   ["ls"],
@@ -295,19 +293,8 @@ Deno.test("an offline snapshot refuses (exit 4) a symlinked disk-locks folder an
   });
 });
 
-/** Runs the real qvm from folder `cwd` with `env` (no QVM_* from the test's own environment). */
-async function qvmIn(cwd: string, args: string[], env: Record<string, string> = {}) {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--quiet", MAIN, ...args],
-    cwd,
-    env: { NO_COLOR: "1", QVM_DATA_DIR: "", QVM_RUNTIME_DIR: "", ...env },
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const text = new TextDecoder();
-  return { code: out.code, stdout: text.decode(out.stdout), stderr: text.decode(out.stderr) };
-}
+/** No QVM_* folders from the env: the VM's folders come from these variables or flags alone. */
+const NO_DIRS = { QVM_DATA_DIR: "", QVM_RUNTIME_DIR: "" };
 
 Deno.test("relative data and runtime dirs are made absolute: rm --delete-storage from elsewhere deletes the disk", async () => {
   await withEnv(async (env) => {
@@ -320,10 +307,16 @@ Deno.test("relative data and runtime dirs are made absolute: rm --delete-storage
     const relative = { QVM_DATA_DIR: "data", QVM_RUNTIME_DIR: "./run/" };
     let id = "";
     try {
-      const add = await qvmIn(here, ["add", config, "--json"], relative);
+      const add = await env.run(["add", config, "--json"], {
+        cwd: here,
+        env: { ...NO_DIRS, ...relative },
+      });
       assert.equal(add.code, 0, add.stderr);
       id = JSON.parse(add.stdout).id;
-      const start = await qvmIn(here, ["start", "r1", "--wait-for", "process"], relative);
+      const start = await env.run(["start", "r1", "--wait-for", "process"], {
+        cwd: here,
+        env: { ...NO_DIRS, ...relative },
+      });
       assert.equal(start.code, 0, start.stderr);
       const disk = join(here, "data", "disks", id, "d0.qcow2");
       assert.ok(exists(disk));
@@ -339,9 +332,15 @@ Deno.test("relative data and runtime dirs are made absolute: rm --delete-storage
         db.close();
       }
       const flags = ["--data-dir", "../here/data", "--runtime-dir", "../here/./run"];
-      const status = await qvmIn(there, [...flags, "status", "r1", "--json"]);
+      const status = await env.run([...flags, "status", "r1", "--json"], {
+        cwd: there,
+        env: NO_DIRS,
+      });
       assert.equal(JSON.parse(status.stdout).status, "running", status.stderr);
-      const rm = await qvmIn(there, [...flags, "rm", "r1", "--force", "--delete-storage", "--yes"]);
+      const rm = await env.run([...flags, "rm", "r1", "--force", "--delete-storage", "--yes"], {
+        cwd: there,
+        env: NO_DIRS,
+      });
       assert.equal(rm.code, 0, rm.stderr);
       assert.ok(!exists(disk), "the disk was deleted");
       assert.ok(await eventually(() => pidsMentioning(id).length === 0), "its QEMU is gone");

@@ -223,7 +223,7 @@ Deno.test("a first start killed after it made the root overlay leaves it recorde
     const overlay = join(
       env.dataDir,
       "disks",
-      JSON.parse(await env.ok(["status", "o1", "--json"])).id,
+      (await env.status("o1")).id,
       "image-overlay.qcow2",
     );
     assert.ok((await createdFiles(env, "o1")).includes(overlay), "the overlay was not recorded");

@@ -18,10 +18,6 @@ import { eventually } from "../helpers/wait.ts";
 import { execUser } from "../../src/cli/exec.ts";
 import { planStop } from "../../src/vm/stop.ts";
 
-async function status(env: QvmEnv, vm: string) {
-  return JSON.parse(await env.ok(["status", vm, "--json"]));
-}
-
 function sql(env: QvmEnv, statement: string, ...params: (string | number | null)[]): void {
   const db = new DatabaseSync(join(env.dataDir, "qvm.db"));
   try {
@@ -187,7 +183,7 @@ Deno.test("a QEMU the database lost track of is reported by doctor and adopted b
   await withEnv(async (env) => {
     const id = (await env.ok(["add", await guestConfig(env, { name: "u1" })])).trim();
     await env.ok(["start", "u1", "--wait-for", "qmp"]);
-    const { pid } = await status(env, "u1");
+    const { pid } = await env.status("u1");
     sql(env, "UPDATE vm_instances SET status = 'stopped', pid = NULL WHERE id = ?", id);
     const report = await env.run(["doctor", "--json"]);
     assert.equal(report.code, 1);
@@ -197,7 +193,7 @@ Deno.test("a QEMU the database lost track of is reported by doctor and adopted b
     assert.ok(untracked, report.stdout);
     assert.match(untracked.what, new RegExp(`QEMU process ${pid} is VM 'u1'`));
     await env.run(["doctor", "--fix"]);
-    const after = await status(env, "u1");
+    const after = await env.status("u1");
     assert.equal(after.status, "running");
     assert.equal(after.pid, pid);
     // And the next start refuses rather than booting a second QEMU.
@@ -221,7 +217,7 @@ Deno.test("a failed start shows QEMU's error line, with its warnings only as det
     const first = res.stderr.split("\n")[0];
     assert.match(first, /^qvm: QEMU failed to start: .*\/nonexistent\/vmlinuz/);
     assert.doesNotMatch(first, /warning/);
-    const s = await status(env, "nok");
+    const s = await env.status("nok");
     assert.equal(s.status, "failed");
     assert.doesNotMatch(s.stop_reason, /warning/);
     assert.match(s.stop_reason, /nonexistent/);
@@ -248,7 +244,7 @@ Deno.test("durations are bounded: a huge or odd --timeout is exit 3 and starts n
       assert.match(res.stderr, /^qvm: invalid --(timeout|hold-time) .* from \d/, args.join(" "));
       assert.equal(res.stderr.trim().split("\n").length, 1);
     }
-    assert.equal((await status(env, "t1")).status, "created");
+    assert.equal((await env.status("t1")).status, "created");
     const ok = await env.run(["start", "t1", "--timeout", "86400", "--wait-for", "qmp"]);
     assert.equal(ok.code, 0, ok.stderr);
     await env.ok(["stop", "t1", "--force"]);
@@ -303,10 +299,10 @@ Deno.test("a QMP quit from outside qvm is recorded as such, not as a guest shutd
   await withEnv(async (env) => {
     await env.ok(["add", await guestConfig(env, { name: "q1" })]);
     await env.ok(["start", "q1", "--wait-for", "qmp"]);
-    const { pid } = await status(env, "q1");
+    const { pid } = await env.status("q1");
     await env.run(["qmp", "run", "q1", "quit"]);
     assert.ok(await eventually(() => !alive(pid)));
-    const s = await status(env, "q1");
+    const s = await env.status("q1");
     assert.equal(s.status, "stopped");
     assert.match(s.stop_reason, /QMP quit/);
   });
@@ -317,7 +313,7 @@ Deno.test("stop of a paused guest skips the ACPI wait and ends with QMP quit", a
     await env.ok(["add", await guestConfig(env, { name: "pz" })]);
     await env.ok(["start", "pz", ...WAIT_READY]);
     await env.ok(["qmp", "pause", "pz"]);
-    assert.equal((await status(env, "pz")).status, "paused");
+    assert.equal((await env.status("pz")).status, "paused");
     const started = Date.now();
     const res = await env.run(["stop", "pz", "--timeout", "60", "--json"]);
     assert.equal(res.code, 0, res.stderr);
@@ -332,10 +328,10 @@ Deno.test("a guest that powered off under no-shutdown is quit at once, as a gues
     const config = await guestConfig(env, { name: "ns", extra: "  - no-shutdown" });
     await env.ok(["add", config]);
     await env.ok(["start", "ns", ...WAIT_READY]);
-    const { pid } = await status(env, "ns");
+    const { pid } = await env.status("ns");
     await env.ok(["qmp", "run", "ns", "system_powerdown"]);
     assert.ok(
-      await eventually(async () => (await status(env, "ns")).status === "shutdown", {
+      await eventually(async () => (await env.status("ns")).status === "shutdown", {
         timeout: 20_000,
       }),
       "status must show QEMU's shutdown run state",
@@ -346,7 +342,7 @@ Deno.test("a guest that powered off under no-shutdown is quit at once, as a gues
     assert.equal(JSON.parse(res.stdout).step, "poweroff");
     assert.ok(Date.now() - started < 25_000, `took ${Date.now() - started} ms`);
     assert.ok(!alive(pid));
-    assert.match((await status(env, "ns")).stop_reason, /guest power-off/);
+    assert.match((await env.status("ns")).stop_reason, /guest power-off/);
   });
 });
 
@@ -398,7 +394,7 @@ Deno.test("a start waiting for the console fails fast when the guest powers off 
     assert.equal(res.code, 1, res.stderr);
     assert.match(res.stderr, /^qvm: the guest powered off \(QEMU run state shutdown\)/);
     assert.ok(Date.now() - started < 60_000, "the wait must not run out its 90 s");
-    assert.equal((await status(env, "po")).status, "failed");
+    assert.equal((await env.status("po")).status, "failed");
   });
 });
 
@@ -433,7 +429,7 @@ Deno.test("stop --timeout covers the whole command, the wait for another command
   await withEnv(async (env) => {
     const id = (await env.ok(["add", await guestConfig(env, { name: "dl", acpi: false })])).trim();
     await env.ok(["start", "dl", "--wait-for", "qmp"]);
-    const { pid } = await status(env, "dl");
+    const { pid } = await env.status("dl");
     // Another command holds the VM for 7 s; the guest ignores ACPI, so stop must escalate.
     const lock = await Deno.open(join(env.runtimeDir, `${id}.lock`), { read: true, write: true });
     await lock.lock(true);
@@ -474,7 +470,7 @@ Deno.test("a VM whose binary is a QEMU under another name is tracked, stopped an
     const modules = { QEMU_MODULE_DIR: "/usr/lib/x86_64-linux-gnu/qemu" };
     const start = await env.run(["start", "cb", "--wait-for", "qmp"], { env: modules });
     assert.equal(start.code, 0, start.stderr);
-    const s = await status(env, "cb");
+    const s = await env.status("cb");
     assert.equal(s.status, "running");
     sql(env, "UPDATE vm_instances SET status = 'failed', pid = NULL WHERE id = ?", id);
     const again = await env.run(["start", "cb", "--wait-for", "process"], { env: modules });
@@ -503,7 +499,7 @@ Deno.test("a guest that ignores ACPI and has no agent answering still stops, by 
     await Deno.writeTextFile(config, "\nguest_agent: true\n", { append: true });
     await env.ok(["add", config]);
     await env.ok(["start", "ga", "--wait-for", "qmp"]);
-    const { pid } = await status(env, "ga");
+    const { pid } = await env.status("ga");
     const res = await env.run(["stop", "ga", "--timeout", "6", "--json"]);
     assert.equal(res.code, 0, res.stderr);
     assert.equal(JSON.parse(res.stdout).step, "quit");

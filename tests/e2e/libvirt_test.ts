@@ -8,19 +8,10 @@ import { join } from "node:path";
 import { exists, type QvmEnv, withEnv } from "../helpers/qvm.ts";
 import { GUEST_READY_MARKER, guestConfig, WAIT_READY } from "../helpers/guest.ts";
 import { eventually } from "../helpers/wait.ts";
-import {
-  type Libvirt,
-  libvirtMissing,
-  sh,
-  sshdMissing,
-  startLibvirt,
-  startSshd,
-} from "../fixture/libvirt.ts";
+import { type Libvirt, sh, startLibvirt, startSshd } from "../fixture/libvirt.ts";
+import { LIBVIRT_MISSING, libvirtTest } from "../helpers/libvirt.ts";
+import { ignoreBecause } from "../helpers/needs.ts";
 
-const missing = libvirtMissing();
-if (missing) console.error(`libvirt tests skipped: ${missing}`);
-const noSshd = missing ?? sshdMissing();
-if (!missing && noSshd) console.error(`libvirt over ssh skipped: ${noSshd}`);
 const noValidator = (await sh("sh", ["-c", "command -v virt-xml-validate"])).code !== 0;
 if (noValidator) console.error("virt-xml-validate missing: exported XML is not schema-checked");
 
@@ -518,7 +509,7 @@ async function bootThroughLibvirt(
 
   // libvirt's QEMU carries the VM's -uuid and runs as root, as qvm does here, but with none of
   // qvm's runtime files: qvm neither counts it as the VM running nor signals it; doctor names it.
-  assert.equal(JSON.parse(await env.ok(["status", name, "--json"])).status, "created");
+  assert.equal((await env.status(name)).status, "created");
   const stop = await env.run(["stop", name, "--force"]);
   assert.equal(stop.code, 0, stop.stderr);
   assert.equal((await lv.virsh("domstate", name)).stdout.trim(), "running", "qvm stop left it");
@@ -552,89 +543,60 @@ async function bootThroughLibvirt(
   assert.ok(!(await lv.virsh("list", "--all", "--name")).stdout.includes(name));
 }
 
-Deno.test({
-  name: "a VM exported to a real libvirtd boots, powers off on ACPI, and is undefined",
-  ignore: missing !== undefined,
-  sanitizeResources: false,
-  sanitizeOps: false,
-  async fn() {
-    await withEnv(async (env) => {
-      const lv = await startLibvirt();
-      try {
-        await bootThroughLibvirt(env, lv, { uri: lv.uri, name: uniqueName("lvt") });
-      } finally {
-        await lv.stop();
-      }
-    });
+libvirtTest(
+  "a VM exported to a real libvirtd boots, powers off on ACPI, and is undefined",
+  async (env, lv) => {
+    await bootThroughLibvirt(env, lv, { uri: lv.uri, name: uniqueName("lvt") });
   },
-});
+);
 
-Deno.test({
-  name: "export --to qemu+ssh:// defines and starts the VM through sshd on 127.0.0.1",
-  ignore: noSshd !== undefined,
-  sanitizeResources: false,
-  sanitizeOps: false,
-  async fn() {
-    await withEnv(async (env) => {
-      const lv = await startLibvirt();
-      try {
-        const sshd = await startSshd(lv);
-        try {
-          await bootThroughLibvirt(env, lv, { uri: sshd.uri, name: uniqueName("lvs") });
-        } finally {
-          await sshd.stop();
-        }
-      } finally {
-        await lv.stop();
-      }
-    });
+libvirtTest(
+  "export --to qemu+ssh:// defines and starts the VM through sshd on 127.0.0.1",
+  async (env, lv) => {
+    const sshd = await startSshd(lv);
+    try {
+      await bootThroughLibvirt(env, lv, { uri: sshd.uri, name: uniqueName("lvs") });
+    } finally {
+      await sshd.stop();
+    }
   },
-});
+  { over: "ssh" },
+);
 
-Deno.test({
-  name: "export --to fails with one line and exit 1: unreachable, refused by libvirt, disk missing",
-  ignore: missing !== undefined,
-  sanitizeResources: false,
-  sanitizeOps: false,
-  async fn() {
-    await withEnv(async (env) => {
-      const lv = await startLibvirt();
-      try {
-        await env.ok(["add", "--empty", "--name", "plain"]);
-        const unreachable = await env.run([
-          "export",
-          "plain",
-          "--to",
-          `qemu:///system?socket=${env.root}/no-such.sock`,
-        ]);
-        const bin = await env.file("nobin.yaml", "name: nobin\nbinary: /nonexistent/qemu\n");
-        await env.ok(["add", bin]);
-        const refused = await env.run(["export", "nobin", "--to", lv.uri]);
-        const disk = await env.file(
-          "disk.yaml",
-          "name: withdisk\nstorage:\n  - {name: root, type: qcow2, size: 1G}\n",
-        );
-        await env.ok(["add", disk]);
-        const noDisk = await env.run(["export", "withdisk", "--to", lv.uri]);
-        const cases = { unreachable, refused, noDisk };
-        for (const [what, result] of Object.entries(cases)) {
-          assert.deepEqual(result.code, 1, `${what}: ${result.stderr}`);
-          assert.deepEqual(result.stderr.trim().split("\n").length, 1, `${what}: ${result.stderr}`);
-        }
-        includes(unreachable.stderr, "cannot reach libvirt at");
-        includes(refused.stderr, "refused 'nobin'");
-        includes(noDisk.stderr, "does not exist here");
-        assert.deepEqual((await lv.virsh("list", "--all", "--name")).stdout.trim(), "");
-        const startAlone = await env.run(["export", "plain", "--start"]);
-        assert.deepEqual(startAlone.code, 3);
-        const badFormat = await env.run(["export", "plain", "--format", "ovf"]);
-        assert.deepEqual(badFormat.code, 3);
-      } finally {
-        await lv.stop();
-      }
-    });
+libvirtTest(
+  "export --to fails with one line and exit 1: unreachable, refused by libvirt, disk missing",
+  async (env, lv) => {
+    await env.ok(["add", "--empty", "--name", "plain"]);
+    const unreachable = await env.run([
+      "export",
+      "plain",
+      "--to",
+      `qemu:///system?socket=${env.root}/no-such.sock`,
+    ]);
+    const bin = await env.file("nobin.yaml", "name: nobin\nbinary: /nonexistent/qemu\n");
+    await env.ok(["add", bin]);
+    const refused = await env.run(["export", "nobin", "--to", lv.uri]);
+    const disk = await env.file(
+      "disk.yaml",
+      "name: withdisk\nstorage:\n  - {name: root, type: qcow2, size: 1G}\n",
+    );
+    await env.ok(["add", disk]);
+    const noDisk = await env.run(["export", "withdisk", "--to", lv.uri]);
+    const cases = { unreachable, refused, noDisk };
+    for (const [what, result] of Object.entries(cases)) {
+      assert.deepEqual(result.code, 1, `${what}: ${result.stderr}`);
+      assert.deepEqual(result.stderr.trim().split("\n").length, 1, `${what}: ${result.stderr}`);
+    }
+    includes(unreachable.stderr, "cannot reach libvirt at");
+    includes(refused.stderr, "refused 'nobin'");
+    includes(noDisk.stderr, "does not exist here");
+    assert.deepEqual((await lv.virsh("list", "--all", "--name")).stdout.trim(), "");
+    const startAlone = await env.run(["export", "plain", "--start"]);
+    assert.deepEqual(startAlone.code, 3);
+    const badFormat = await env.run(["export", "plain", "--format", "ovf"]);
+    assert.deepEqual(badFormat.code, 3);
   },
-});
+);
 
 /**
  * A folder with a `virsh` that runs the real one, except that `define` first writes `marker` and
@@ -667,69 +629,48 @@ async function secretiveVm(env: QvmEnv): Promise<void> {
   await Deno.writeTextFile(join(env.dataDir, "cloud", id, "cidata.iso"), "");
 }
 
-Deno.test({
-  name:
-    "export --to: SIGTERM while virsh defines leaves no file with the domain's XML, and says so",
-  ignore: missing !== undefined,
-  sanitizeResources: false,
-  sanitizeOps: false,
-  async fn() {
-    await withEnv(async (env) => {
-      const lv = await startLibvirt();
-      try {
-        await secretiveVm(env);
-        const tmp = join(env.root, "tmp");
-        await Deno.mkdir(tmp);
-        const slow = await slowDefineVirsh(env);
-        const child = env.command(["export", "secretive", "--to", lv.uri], {
-          env: { TMPDIR: tmp, PATH: slow.path },
-        }).spawn();
-        const reached = await eventually(() => exists(slow.marker), { timeout: 20_000 });
-        assert.ok(reached, "virsh define was never run");
-        child.kill("SIGTERM");
-        const out = await child.output();
-        const sleeper = Number((await Deno.readTextFile(slow.marker)).trim());
-        try {
-          Deno.kill(sleeper, "SIGKILL");
-        } catch { /* gone */ }
-        const stderr = new TextDecoder().decode(out.stderr);
-        assert.deepEqual([...Deno.readDirSync(tmp)].map((e) => e.name), [], "files left in TMPDIR");
-        assert.equal((await lv.virsh("list", "--all", "--name")).stdout.trim(), "");
-        assert.equal(out.code, 143, stderr);
-        assert.equal(stderr.trim().split("\n").length, 1, stderr);
-        includes(stderr, "export interrupted: nothing was defined at");
-      } finally {
-        await lv.stop();
-      }
-    });
+libvirtTest(
+  "export --to: SIGTERM while virsh defines leaves no file with the domain's XML, and says so",
+  async (env, lv) => {
+    await secretiveVm(env);
+    const tmp = join(env.root, "tmp");
+    await Deno.mkdir(tmp);
+    const slow = await slowDefineVirsh(env);
+    const child = env.command(["export", "secretive", "--to", lv.uri], {
+      env: { TMPDIR: tmp, PATH: slow.path },
+    }).spawn();
+    const reached = await eventually(() => exists(slow.marker), { timeout: 20_000 });
+    assert.ok(reached, "virsh define was never run");
+    child.kill("SIGTERM");
+    const out = await child.output();
+    const sleeper = Number((await Deno.readTextFile(slow.marker)).trim());
+    try {
+      Deno.kill(sleeper, "SIGKILL");
+    } catch { /* gone */ }
+    const stderr = new TextDecoder().decode(out.stderr);
+    assert.deepEqual([...Deno.readDirSync(tmp)].map((e) => e.name), [], "files left in TMPDIR");
+    assert.equal((await lv.virsh("list", "--all", "--name")).stdout.trim(), "");
+    assert.equal(out.code, 143, stderr);
+    assert.equal(stderr.trim().split("\n").length, 1, stderr);
+    includes(stderr, "export interrupted: nothing was defined at");
   },
-});
+);
 
-Deno.test({
-  name: "two export --to of one VM at once: one defines it, the other finds it defined (exit 1)",
-  ignore: missing !== undefined,
-  sanitizeResources: false,
-  sanitizeOps: false,
-  async fn() {
-    await withEnv(async (env) => {
-      const lv = await startLibvirt();
-      try {
-        await secretiveVm(env);
-        const both = await Promise.all(
-          [1, 2].map(() => env.run(["export", "secretive", "--to", lv.uri])),
-        );
-        const codes = both.map((r) => r.code).sort();
-        assert.deepEqual(codes, [0, 1], both.map((r) => r.stderr).join("\n"));
-        const loser = both.find((r) => r.code === 1)!;
-        assert.equal(loser.stderr.trim().split("\n").length, 1, loser.stderr);
-        includes(loser.stderr, "a domain named 'secretive' is already defined");
-        assert.equal(both.filter((r) => r.stdout.includes("defined secretive")).length, 1);
-      } finally {
-        await lv.stop();
-      }
-    });
+libvirtTest(
+  "two export --to of one VM at once: one defines it, the other finds it defined (exit 1)",
+  async (env, lv) => {
+    await secretiveVm(env);
+    const both = await Promise.all(
+      [1, 2].map(() => env.run(["export", "secretive", "--to", lv.uri])),
+    );
+    const codes = both.map((r) => r.code).sort();
+    assert.deepEqual(codes, [0, 1], both.map((r) => r.stderr).join("\n"));
+    const loser = both.find((r) => r.code === 1)!;
+    assert.equal(loser.stderr.trim().split("\n").length, 1, loser.stderr);
+    includes(loser.stderr, "a domain named 'secretive' is already defined");
+    assert.equal(both.filter((r) => r.stdout.includes("defined secretive")).length, 1);
   },
-});
+);
 
 /** Defines and starts a dir pool `name` in `dir` (made here) at the libvirtd. */
 async function dirPool(lv: Libvirt, name: string, dir: string): Promise<void> {
@@ -925,62 +866,42 @@ async function copyAndBoot(
   );
 }
 
-Deno.test({
-  name:
-    "export --copy-storage: a stopped VM's disks become volumes it boots from, holding their data",
-  ignore: missing !== undefined,
-  sanitizeResources: false,
-  sanitizeOps: false,
-  async fn() {
-    await withEnv(async (env) => {
-      const lv = await startLibvirt();
-      try {
-        const poolDir = join(env.root, "pool");
-        await dirPool(lv, "qvmtest", poolDir);
-        await copyAndBoot(env, lv, {
-          uri: lv.uri,
-          name: uniqueName("cpy"),
-          pool: "qvmtest",
-          poolDir,
-          full: true,
-        });
-      } finally {
-        await lv.stop();
-      }
+libvirtTest(
+  "export --copy-storage: a stopped VM's disks become volumes it boots from, holding their data",
+  async (env, lv) => {
+    const poolDir = join(env.root, "pool");
+    await dirPool(lv, "qvmtest", poolDir);
+    await copyAndBoot(env, lv, {
+      uri: lv.uri,
+      name: uniqueName("cpy"),
+      pool: "qvmtest",
+      poolDir,
+      full: true,
     });
   },
-});
+);
 
-Deno.test({
-  name: "export --copy-storage over qemu+ssh:// carries the disks through sshd on 127.0.0.1",
-  ignore: noSshd !== undefined,
-  sanitizeResources: false,
-  sanitizeOps: false,
-  async fn() {
-    await withEnv(async (env) => {
-      const lv = await startLibvirt();
-      try {
-        const sshd = await startSshd(lv);
-        try {
-          const poolDir = join(env.root, "pool");
-          await dirPool(lv, "qvmtest", poolDir);
-          await copyAndBoot(env, lv, {
-            uri: sshd.uri,
-            name: uniqueName("cps"),
-            pool: "qvmtest",
-            poolDir,
-            // image:, a running VM and flattening are the same over any URI: the test above.
-            full: false,
-          });
-        } finally {
-          await sshd.stop();
-        }
-      } finally {
-        await lv.stop();
-      }
-    });
+libvirtTest(
+  "export --copy-storage over qemu+ssh:// carries the disks through sshd on 127.0.0.1",
+  async (env, lv) => {
+    const sshd = await startSshd(lv);
+    try {
+      const poolDir = join(env.root, "pool");
+      await dirPool(lv, "qvmtest", poolDir);
+      await copyAndBoot(env, lv, {
+        uri: sshd.uri,
+        name: uniqueName("cps"),
+        pool: "qvmtest",
+        poolDir,
+        // image:, a running VM and flattening are the same over any URI: the test above.
+        full: false,
+      });
+    } finally {
+      await sshd.stop();
+    }
   },
-});
+  { over: "ssh" },
+);
 
 /** Runs qvm on a pseudo-terminal (util-linux `script`); `interruptWhen` sends it SIGINT. */
 async function runInTty(
@@ -1013,121 +934,100 @@ async function runInTty(
   return { code: (await child.status).code, text };
 }
 
-Deno.test({
-  name:
-    "export --copy-storage refuses a missing pool or a taken volume with nothing made, and undoes a failed or interrupted copy",
-  ignore: missing !== undefined,
-  sanitizeResources: false,
-  sanitizeOps: false,
-  async fn() {
-    await withEnv(async (env) => {
-      const lv = await startLibvirt();
-      try {
-        const poolDir = join(env.root, "pool");
-        await dirPool(lv, "qvmtest", poolDir);
-        // libvirt refuses this domain (no such emulator) once its disks are uploaded.
-        const big = join(env.root, "big.raw");
-        const small = join(env.root, "small.qcow2");
-        assert.equal((await sh("qemu-img", ["create", "-q", "-f", "raw", big, "256M"])).code, 0);
-        await mark(big, "raw", 0x66, "0");
-        const fill = await sh("qemu-io", ["-f", "raw", "-c", "write -P 0x77 0 256M", big]);
-        assert.equal(fill.code, 0, fill.stderr);
-        assert.equal((await sh("qemu-img", ["create", "-q", "-f", "qcow2", small, "8M"])).code, 0);
-        const yaml = [
-          "name: side",
-          "binary: /nonexistent/qemu-system-x86_64",
-          "arguments: [{accel: tcg}]",
-          "storage:",
-          `  - {name: small, type: qcow2, file: ${small}}`,
-          `  - {name: big, type: raw, file: ${big}}`,
-        ].join("\n");
-        await env.ok(["add", await env.file("side.yaml", yaml)]);
-        const exportTo = (pool: string) =>
-          env.run(["export", "side", "--to", lv.uri, "--copy-storage", "--pool", pool]);
-        const oneLine = (result: { stderr: string }) =>
-          assert.equal(result.stderr.trim().split("\n").length, 1, result.stderr);
+libvirtTest(
+  "export --copy-storage refuses a missing pool or a taken volume with nothing made, and undoes a failed or interrupted copy",
+  async (env, lv) => {
+    const poolDir = join(env.root, "pool");
+    await dirPool(lv, "qvmtest", poolDir);
+    // libvirt refuses this domain (no such emulator) once its disks are uploaded.
+    const big = join(env.root, "big.raw");
+    const small = join(env.root, "small.qcow2");
+    assert.equal((await sh("qemu-img", ["create", "-q", "-f", "raw", big, "256M"])).code, 0);
+    await mark(big, "raw", 0x66, "0");
+    const fill = await sh("qemu-io", ["-f", "raw", "-c", "write -P 0x77 0 256M", big]);
+    assert.equal(fill.code, 0, fill.stderr);
+    assert.equal((await sh("qemu-img", ["create", "-q", "-f", "qcow2", small, "8M"])).code, 0);
+    const yaml = [
+      "name: side",
+      "binary: /nonexistent/qemu-system-x86_64",
+      "arguments: [{accel: tcg}]",
+      "storage:",
+      `  - {name: small, type: qcow2, file: ${small}}`,
+      `  - {name: big, type: raw, file: ${big}}`,
+    ].join("\n");
+    await env.ok(["add", await env.file("side.yaml", yaml)]);
+    const exportTo = (pool: string) =>
+      env.run(["export", "side", "--to", lv.uri, "--copy-storage", "--pool", pool]);
+    const oneLine = (result: { stderr: string }) =>
+      assert.equal(result.stderr.trim().split("\n").length, 1, result.stderr);
 
-        const noPool = await exportTo("nosuchpool");
-        assert.equal(noPool.code, 3, noPool.stderr);
-        oneLine(noPool);
-        includes(noPool.stderr, "there is no storage pool 'nosuchpool'");
+    const noPool = await exportTo("nosuchpool");
+    assert.equal(noPool.code, 3, noPool.stderr);
+    oneLine(noPool);
+    includes(noPool.stderr, "there is no storage pool 'nosuchpool'");
 
-        const taken = await lv.virsh("vol-create-as", "qvmtest", "side-big.raw", "1M");
-        assert.equal(taken.code, 0, taken.stderr);
-        const exists = await exportTo("qvmtest");
-        assert.equal(exists.code, 3, exists.stderr);
-        oneLine(exists);
-        includes(exists.stderr, "volume 'side-big.raw' already exists in pool 'qvmtest'");
-        assert.deepEqual(poolFiles(poolDir), ["side-big.raw"]);
-        assert.equal(Deno.statSync(join(poolDir, "side-big.raw")).size, 1024 * 1024);
-        assert.equal((await lv.virsh("vol-delete", "--pool", "qvmtest", "side-big.raw")).code, 0);
+    const taken = await lv.virsh("vol-create-as", "qvmtest", "side-big.raw", "1M");
+    assert.equal(taken.code, 0, taken.stderr);
+    const exists = await exportTo("qvmtest");
+    assert.equal(exists.code, 3, exists.stderr);
+    oneLine(exists);
+    includes(exists.stderr, "volume 'side-big.raw' already exists in pool 'qvmtest'");
+    assert.deepEqual(poolFiles(poolDir), ["side-big.raw"]);
+    assert.equal(Deno.statSync(join(poolDir, "side-big.raw")).size, 1024 * 1024);
+    assert.equal((await lv.virsh("vol-delete", "--pool", "qvmtest", "side-big.raw")).code, 0);
 
-        const refused = await exportTo("qvmtest");
-        assert.equal(refused.code, 1, refused.stderr);
-        oneLine(refused);
-        includes(refused.stderr, "refused 'side'");
-        includes(refused.stderr, "the 2 volumes made in pool 'qvmtest' were deleted");
-        assert.deepEqual(poolFiles(poolDir), []);
+    const refused = await exportTo("qvmtest");
+    assert.equal(refused.code, 1, refused.stderr);
+    oneLine(refused);
+    includes(refused.stderr, "refused 'side'");
+    includes(refused.stderr, "the 2 volumes made in pool 'qvmtest' were deleted");
+    assert.deepEqual(poolFiles(poolDir), []);
 
-        // Ctrl-C on a terminal, once the progress line shows: the volumes made are deleted.
-        const tty = await runInTty(
-          env,
-          ["export", "side", "--to", lv.uri, "--copy-storage", "--pool", "qvmtest"],
-          (text) => text.includes("side-big.raw"),
-        );
-        assert.equal(tty.code, 130, tty.text);
-        includes(tty.text, "copying side to pool 'qvmtest': side-big.raw");
-        includes(tty.text, "export interrupted: nothing was defined at");
-        assert.deepEqual(poolFiles(poolDir), []);
-        assert.equal((await lv.virsh("list", "--all", "--name")).stdout.trim(), "");
-      } finally {
-        await lv.stop();
-      }
-    });
+    // Ctrl-C on a terminal, once the progress line shows: the volumes made are deleted.
+    const tty = await runInTty(
+      env,
+      ["export", "side", "--to", lv.uri, "--copy-storage", "--pool", "qvmtest"],
+      (text) => text.includes("side-big.raw"),
+    );
+    assert.equal(tty.code, 130, tty.text);
+    includes(tty.text, "copying side to pool 'qvmtest': side-big.raw");
+    includes(tty.text, "export interrupted: nothing was defined at");
+    assert.deepEqual(poolFiles(poolDir), []);
+    assert.equal((await lv.virsh("list", "--all", "--name")).stdout.trim(), "");
   },
-});
+);
 
-Deno.test({
-  name: "a cloud VM defined in libvirt and read back with virsh dumpxml is still qvm's own config",
-  ignore: missing !== undefined,
-  sanitizeResources: false,
-  sanitizeOps: false,
-  async fn() {
-    await withEnv(async (env) => {
-      const lv = await startLibvirt();
-      try {
-        const yaml = [
-          "name: cloudy",
-          "memory: 256M",
-          "arguments: [{accel: tcg}]",
-          "network:",
-          '  ports: ["auto:22", "127.0.0.1:18081:80/tcp"]',
-          "guest_agent: true",
-        ].join("\n");
-        await env.ok(["add", await env.file("cloudy.yaml", yaml)]);
-        const file = join(env.root, "cloudy.xml");
-        await env.ok(["export", "cloudy", "-o", file]);
-        await validates(file);
-        assert.deepEqual((await lv.virsh("define", file)).code, 0);
-        const dumped = await lv.virsh("dumpxml", "cloudy");
-        assert.deepEqual(dumped.code, 0, dumped.stderr);
-        const back = await env.file("dumped.xml", dumped.stdout);
-        const read = await env.run(["import-libvirt", back, "--name", "cloudy-back", "--json"]);
-        assert.deepEqual(read.code, 0, read.stderr);
-        // libvirt keeps one <metadata> element per namespace: qvm's two must both survive.
-        assert.deepEqual(JSON.parse(read.stdout).exact, true, dumped.stdout);
-        assert.deepEqual(await dryRun(env, "cloudy-back"), await dryRun(env, "cloudy"));
-      } finally {
-        await lv.stop();
-      }
-    });
+libvirtTest(
+  "a cloud VM defined in libvirt and read back with virsh dumpxml is still qvm's own config",
+  async (env, lv) => {
+    const yaml = [
+      "name: cloudy",
+      "memory: 256M",
+      "arguments: [{accel: tcg}]",
+      "network:",
+      '  ports: ["auto:22", "127.0.0.1:18081:80/tcp"]',
+      "guest_agent: true",
+    ].join("\n");
+    await env.ok(["add", await env.file("cloudy.yaml", yaml)]);
+    const file = join(env.root, "cloudy.xml");
+    await env.ok(["export", "cloudy", "-o", file]);
+    await validates(file);
+    assert.deepEqual((await lv.virsh("define", file)).code, 0);
+    const dumped = await lv.virsh("dumpxml", "cloudy");
+    assert.deepEqual(dumped.code, 0, dumped.stderr);
+    const back = await env.file("dumped.xml", dumped.stdout);
+    const read = await env.run(["import-libvirt", back, "--name", "cloudy-back", "--json"]);
+    assert.deepEqual(read.code, 0, read.stderr);
+    // libvirt keeps one <metadata> element per namespace: qvm's two must both survive.
+    assert.deepEqual(JSON.parse(read.stdout).exact, true, dumped.stdout);
+    assert.deepEqual(await dryRun(env, "cloudy-back"), await dryRun(env, "cloudy"));
   },
-});
+);
 
 Deno.test({
   name:
     "exported XML keeps tabs and line breaks through xmllint, libvirt and back; a control character is refused",
-  ignore: missing !== undefined,
+  ignore: ignoreBecause(LIBVIRT_MISSING && `libvirt tests: ${LIBVIRT_MISSING}`),
   sanitizeResources: false,
   sanitizeOps: false,
   async fn() {
@@ -1216,7 +1116,7 @@ Deno.test("doctor reports virsh: its version, or a warning when it is missing", 
     );
     assert.equal(check.status, "warning");
     includes(check.fix, "libvirt-clients");
-    if (missing === undefined) {
+    if (LIBVIRT_MISSING === undefined) {
       const withVirsh = JSON.parse((await env.run(["doctor", "--json"])).stdout).checks
         .find((c: { check: string }) => c.check === "virsh");
       assert.equal(withVirsh.status, "ok");

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
-import { QvmEnv, withEnv } from "../helpers/qvm.ts";
+import { withEnv } from "../helpers/qvm.ts";
 import {
   alive,
   GUEST_READY_MARKER,
@@ -13,15 +13,11 @@ import {
 } from "../helpers/guest.ts";
 import { eventually } from "../helpers/wait.ts";
 
-async function status(env: QvmEnv, vm: string) {
-  return JSON.parse(await env.ok(["status", vm, "--json"]));
-}
-
 Deno.test("a booted guest is running; a graceful stop ends at the ACPI step", async () => {
   await withEnv(async (env) => {
     await env.ok(["add", await guestConfig(env, { name: "g1" })]);
     assert.match(await env.ok(["start", "g1", ...WAIT_READY]), /started g1 \(pid \d+\)/);
-    const s = await status(env, "g1");
+    const s = await env.status("g1");
     assert.equal(s.status, "running");
     assert.equal(s.qemu_status, "running");
     assert.ok(alive(s.pid));
@@ -33,7 +29,7 @@ Deno.test("a booted guest is running; a graceful stop ends at the ACPI step", as
     assert.ok(!alive(s.pid));
     // The guest itself asked QEMU to power off (not a quit or a signal qvm counted as ACPI).
     assert.deepEqual(await shutdownCauses(env, s.id), [GUEST_SHUTDOWN]);
-    const after = await status(env, "g1");
+    const after = await env.status("g1");
     assert.equal(after.status, "stopped");
     assert.equal(after.pid, null);
     assert.match(after.stop_reason, /ACPI power-off/);
@@ -45,7 +41,7 @@ Deno.test("a guest that ignores ACPI is escalated and gone within the timeout", 
   await withEnv(async (env) => {
     await env.ok(["add", await guestConfig(env, { name: "deaf", acpi: false })]);
     await env.ok(["start", "deaf", ...WAIT_READY]);
-    const { pid } = await status(env, "deaf");
+    const { pid } = await env.status("deaf");
     const started = Date.now();
     const res = await env.run(["stop", "deaf", "--timeout", "4"]);
     const elapsed = Date.now() - started;
@@ -54,7 +50,7 @@ Deno.test("a guest that ignores ACPI is escalated and gone within the timeout", 
     assert.ok(!alive(pid));
     // The sequence is budgeted inside the timeout; allow for qvm's own start-up on a busy machine.
     assert.ok(elapsed < 4000 + 3000, `took ${elapsed} ms`);
-    assert.match((await status(env, "deaf")).stop_reason, /QMP quit/);
+    assert.match((await env.status("deaf")).stop_reason, /QMP quit/);
   });
 });
 
@@ -62,7 +58,7 @@ Deno.test("stop --force kills at once", async () => {
   await withEnv(async (env) => {
     await env.ok(["add", await guestConfig(env, { name: "f1", acpi: false })]);
     await env.ok(["start", "f1", "--wait-for", "qmp"]);
-    const { pid } = await status(env, "f1");
+    const { pid } = await env.status("f1");
     assert.match(await env.ok(["stop", "f1", "--force"]), /\(SIGKILL\)/);
     assert.ok(!alive(pid));
   });
@@ -72,10 +68,10 @@ Deno.test("kill -9 of QEMU: the next read says stopped, notes the crash, clears 
   await withEnv(async (env) => {
     await env.ok(["add", await guestConfig(env, { name: "k1" })]);
     await env.ok(["start", "k1", "--wait-for", "qmp"]);
-    const { pid } = await status(env, "k1");
+    const { pid } = await env.status("k1");
     Deno.kill(pid, "SIGKILL");
     assert.ok(await eventually(() => !alive(pid)));
-    const s = await status(env, "k1");
+    const s = await env.status("k1");
     assert.equal(s.status, "stopped");
     assert.equal(s.pid, null);
     assert.match(s.stop_reason, /crashed or killed/);
@@ -86,15 +82,15 @@ Deno.test("a guest that powers itself off is seen as stopped by guest shutdown",
   await withEnv(async (env) => {
     await env.ok(["add", await guestConfig(env, { name: "p1" })]);
     await env.ok(["start", "p1", ...WAIT_READY]);
-    const { pid } = await status(env, "p1");
+    const { pid } = await env.status("p1");
     const conn = await Deno.connect({
       transport: "unix",
-      path: join(env.runtimeDir, `${(await status(env, "p1")).id}.serial`),
+      path: join(env.runtimeDir, `${(await env.status("p1")).id}.serial`),
     });
     await conn.write(new TextEncoder().encode("poweroff -f\n"));
     assert.ok(await eventually(() => !alive(pid), { timeout: 20_000 }));
     conn.close();
-    const s = await status(env, "p1");
+    const s = await env.status("p1");
     assert.equal(s.status, "stopped");
     assert.equal(s.stop_reason, "guest shutdown");
   });
@@ -104,10 +100,10 @@ Deno.test("SIGTERM from outside is noted as killed by signal 15", async () => {
   await withEnv(async (env) => {
     await env.ok(["add", await guestConfig(env, { name: "t1" })]);
     await env.ok(["start", "t1", "--wait-for", "qmp"]);
-    const { pid } = await status(env, "t1");
+    const { pid } = await env.status("t1");
     Deno.kill(pid, "SIGTERM");
     assert.ok(await eventually(() => !alive(pid)));
-    assert.equal((await status(env, "t1")).stop_reason, "killed (signal 15)");
+    assert.equal((await env.status("t1")).stop_reason, "killed (signal 15)");
   });
 });
 
@@ -122,7 +118,7 @@ Deno.test("a planted pid that is not our QEMU is never running and never signall
         id,
       );
       db.close();
-      const s = await status(env, "s1");
+      const s = await env.status("s1");
       assert.notEqual(s.status, "running");
       assert.equal(s.pid, null);
       // Plant it again for stop and rm --force: neither may touch the sleeper.
@@ -158,7 +154,7 @@ Deno.test("ten concurrent starts of one VM give exactly one QEMU", async () => {
     assert.equal(ok.length, 1, results.map((r) => r.stderr).join(""));
     for (const r of results.filter((r) => r.code !== 0)) assert.match(r.stderr, /already running/);
     assert.equal(pidsMentioning(env.root).length, 1);
-    assert.equal((await status(env, "c1")).status, "running");
+    assert.equal((await env.status("c1")).status, "running");
   });
 });
 
@@ -236,7 +232,7 @@ for (const row of FAILED_STARTS) {
       const res = await env.run(["start", "bad"]);
       assert.equal(res.code, row.code, res.stderr);
       assert.match(res.stderr, row.message);
-      const s = await status(env, "bad");
+      const s = await env.status("bad");
       assert.equal(s.status, "failed");
       assert.equal(s.pid, null);
       assert.deepEqual(pidsMentioning(env.root), []);
@@ -257,7 +253,7 @@ Deno.test("a --wait-for that times out exits 2, marks the VM failed and leaves n
     ]);
     assert.equal(res.code, 2, res.stderr);
     assert.match(res.stderr, /'NEVER-PRINTED' did not appear/);
-    assert.equal((await status(env, "w1")).status, "failed");
+    assert.equal((await env.status("w1")).status, "failed");
     assert.deepEqual(pidsMentioning(env.root), []);
   });
 });
@@ -273,7 +269,7 @@ Deno.test("start --dry-run prints the exact command line and starts nothing", as
       assert.ok(line.includes(part), `${part} in ${line}`);
     }
     assert.deepEqual(pidsMentioning(env.root), []);
-    assert.equal((await status(env, "d1")).status, "created");
+    assert.equal((await env.status("d1")).status, "created");
   });
 });
 
@@ -319,7 +315,7 @@ Deno.test("ls does not wait on a wedged VM longer than its timeout, and calls it
     await env.ok(["add", await guestConfig(env, { name: "wedged" })]);
     await env.ok(["start", "ok1", "--wait-for", "qmp"]);
     await env.ok(["start", "wedged", "--wait-for", "qmp"]);
-    const { pid } = await status(env, "wedged");
+    const { pid } = await env.status("wedged");
     Deno.kill(pid, "SIGSTOP");
     try {
       const ls = JSON.parse(await env.ok(["ls", "--json"]));
@@ -330,7 +326,7 @@ Deno.test("ls does not wait on a wedged VM longer than its timeout, and calls it
     } finally {
       Deno.kill(pid, "SIGCONT");
     }
-    assert.equal((await status(env, "wedged")).status, "running");
+    assert.equal((await env.status("wedged")).status, "running");
   });
 });
 
@@ -338,7 +334,7 @@ Deno.test("stop escalates to SIGKILL when QEMU answers nothing (SIGSTOPped)", as
   await withEnv(async (env) => {
     await env.ok(["add", await guestConfig(env, { name: "frozen" })]);
     await env.ok(["start", "frozen", "--wait-for", "qmp"]);
-    const { pid } = await status(env, "frozen");
+    const { pid } = await env.status("frozen");
     Deno.kill(pid, "SIGSTOP");
     const res = await env.run(["stop", "frozen", "--timeout", "3"]);
     assert.equal(res.code, 0, res.stderr);

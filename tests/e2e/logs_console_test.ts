@@ -1,11 +1,9 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
-import { type QvmEnv, withEnv } from "../helpers/qvm.ts";
+import { QVM_MAIN, type QvmEnv, withEnv } from "../helpers/qvm.ts";
 import { GUEST_READY_MARKER, guestConfig, WAIT_READY } from "../helpers/guest.ts";
 import { eventually } from "../helpers/wait.ts";
-
-const MAIN = new URL("../../main.ts", import.meta.url).pathname;
 
 /** A qvm process left running: its output so far, and how it ended. */
 class Background {
@@ -16,13 +14,7 @@ class Background {
   stdin?: WritableStreamDefaultWriter<Uint8Array>;
 
   constructor(env: QvmEnv, args: string[], options: { stdin?: boolean } = {}) {
-    this.#child = new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", "--quiet", MAIN, ...args],
-      env: { QVM_DATA_DIR: env.dataDir, QVM_RUNTIME_DIR: env.runtimeDir, NO_COLOR: "1" },
-      stdin: options.stdin ? "piped" : "null",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
+    this.#child = env.command(args, { stdin: options.stdin ? "piped" : "null" }).spawn();
     if (options.stdin) this.stdin = this.#child.stdin.getWriter();
     const collect = async (stream: ReadableStream<Uint8Array>, into: (text: string) => void) => {
       const decoder = new TextDecoder();
@@ -309,7 +301,7 @@ Deno.test("logs into a reader that stops early (| head) exits 0 quietly", async 
           '"$@" 2>"$QVM_ERR" | head -c 100 >/dev/null; echo "${PIPESTATUS[0]}"',
           "bash",
           Deno.execPath(),
-          ...["run", "-A", "--quiet", MAIN, "logs", "big", ...extra],
+          ...["run", "-A", "--quiet", QVM_MAIN, "logs", "big", ...extra],
         ],
         env: {
           QVM_DATA_DIR: env.dataDir,

@@ -1026,7 +1026,7 @@ Deno.test({
       assert.equal(dry.argv[dry.argv.indexOf("-netdev") + 1], forwards);
 
       await env.ok(["start", "fwd", ...WAIT_READY]);
-      const status = JSON.parse(await env.ok(["status", "fwd", "--json"]));
+      const status = await env.status("fwd");
       const cmdline = Deno.readTextFileSync(`/proc/${status.pid}/cmdline`).split("\0");
       assert.deepEqual(cmdline.slice(0, -1), dry.argv);
       for (const port of [ssh, web]) {

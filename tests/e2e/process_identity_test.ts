@@ -151,7 +151,7 @@ Deno.test("a renamed copy of another program carrying the VM's -uuid is never it
     try {
       assert.ok(!isOurQemu(fake.pid, markers(env, id)), "a renamed sh is not a QEMU");
       claim(env, "v2", fake.pid);
-      assert.notEqual(JSON.parse(await env.ok(["status", "v2", "--json"])).status, "running");
+      assert.notEqual((await env.status("v2")).status, "running");
       claim(env, "v2", fake.pid);
       const stop = await env.run(["stop", "v2", "--force"]);
       assert.equal(stop.code, 0, stop.stderr);
@@ -183,7 +183,7 @@ Deno.test("a process faking QEMU's argv at a VM's recorded pid is never signalle
       assert.ok(!findQemuWithUuid().some((q) => q.pid === fake.pid));
 
       claim(env, "v1", fake.pid);
-      const status = JSON.parse(await env.ok(["status", "v1", "--json"]));
+      const status = await env.status("v1");
       assert.notEqual(status.status, "running");
       claim(env, "v1", fake.pid);
       const ls = JSON.parse(await env.ok(["ls", "--json"]));
@@ -234,7 +234,7 @@ Deno.test({
         claim(env, "v2", fake.pid);
         await env.run(["stop", "v2", "--force"]);
         assert.ok(alive(fake.pid), "stop --force left it alone");
-        assert.notEqual(JSON.parse(await env.ok(["status", "v2", "--json"])).status, "running");
+        assert.notEqual((await env.status("v2")).status, "running");
         // Owned by us, it still counts only as the VM's configured binary (the owner rule comes
         // on top of the binary rule): then it is ours.
         Deno.chownSync(copy, 0, 0);
@@ -412,7 +412,7 @@ Deno.test({
         };
         assert.ok(await eventually(asQemu), "QEMU runs as nobody");
         assert.ok(!isOurQemu(foreign.pid, markers(env, id)));
-        assert.equal(JSON.parse(await env.ok(["status", "v3", "--json"])).status, "created");
+        assert.equal((await env.status("v3")).status, "created");
 
         const forced = await env.run(["stop", "v3", "--force"]);
         assert.equal(forced.code, 0, forced.stderr);

@@ -1,10 +1,9 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { QvmEnv, type QvmResult, withEnv } from "../helpers/qvm.ts";
+import { QVM_MAIN, QvmEnv, type QvmResult, withEnv } from "../helpers/qvm.ts";
 import { guestConfig, WAIT_READY } from "../helpers/guest.ts";
 import { eventually } from "../helpers/wait.ts";
 
-const MAIN = new URL("../../main.ts", import.meta.url).pathname;
 const KEY_LEFTSHIFT = 42;
 
 /** Adds the test guest as `name`, boots it until its shell is up, and returns its id. */
@@ -12,18 +11,6 @@ async function bootGuest(env: QvmEnv, name: string): Promise<string> {
   const id = (await env.ok(["add", await guestConfig(env, { name })])).trim();
   await env.ok(["start", name, ...WAIT_READY]);
   return id;
-}
-
-/** Runs qvm with `cwd` as its working directory (QvmEnv.run has no cwd). */
-async function runIn(env: QvmEnv, cwd: string, args: string[]): Promise<QvmResult> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--quiet", MAIN, ...args],
-    cwd,
-    env: { QVM_DATA_DIR: env.dataDir, QVM_RUNTIME_DIR: env.runtimeDir, NO_COLOR: "1" },
-    stdin: "null",
-  }).output();
-  const decoder = new TextDecoder();
-  return { code: out.code, stdout: decoder.decode(out.stdout), stderr: decoder.decode(out.stderr) };
 }
 
 function assertFails(result: QvmResult, code: number, message: RegExp) {
@@ -179,7 +166,7 @@ Deno.test("qmp pause and resume: status follows, and each prints the resulting s
   await withEnv(async (env) => {
     await bootGuest(env, "p1");
     assert.equal((await env.ok(["qmp", "pause", "p1"])).trim(), "p1: paused");
-    const paused = JSON.parse(await env.ok(["status", "p1", "--json"]));
+    const paused = await env.status("p1");
     assert.equal(paused.status, "paused");
     assert.equal(paused.qemu_status, "paused");
     const again = JSON.parse(await env.ok(["qmp", "pause", "p1", "--json"]));
@@ -188,7 +175,7 @@ Deno.test("qmp pause and resume: status follows, and each prints the resulting s
     assert.equal(JSON.parse(await env.ok(["qmp", "run", "p1", "query-status"])).status, "paused");
 
     assert.equal((await env.ok(["qmp", "resume", "p1"])).trim(), "p1: running");
-    const running = JSON.parse(await env.ok(["status", "p1", "--json"]));
+    const running = await env.status("p1");
     assert.equal(running.status, "running");
     assert.equal(running.qemu_status, "running");
   });
@@ -274,7 +261,9 @@ Deno.test("qmp screendump writes a valid PNG for .png and PPM otherwise, at an a
     assert.ok(width > 0 && height > 0, `${width}x${height}`);
 
     // A relative FILE is resolved against qvm's working directory, not QEMU's.
-    const rel = await runIn(env, env.root, ["qmp", "screendump", "s1", "screen.ppm", "--json"]);
+    const rel = await env.run(["qmp", "screendump", "s1", "screen.ppm", "--json"], {
+      cwd: env.root,
+    });
     assert.equal(rel.code, 0, rel.stderr);
     const ppm = join(env.root, "screen.ppm");
     const json = JSON.parse(rel.stdout);
@@ -434,7 +423,7 @@ async function runIntoHead(env: QvmEnv, args: string[]): Promise<QvmResult> {
       '"$@" 2>"$QVM_ERR" | head -c 100 >/dev/null; echo "${PIPESTATUS[0]}"',
       "bash",
       Deno.execPath(),
-      ...["run", "-A", "--quiet", MAIN, ...args],
+      ...["run", "-A", "--quiet", QVM_MAIN, ...args],
     ],
     env: {
       QVM_DATA_DIR: env.dataDir,

@@ -700,7 +700,7 @@ Deno.test("a live snapshot load restores the guest's memory: a marker written af
       "loaded snapshot 'clean' on hdd (live, VM state)\n",
     );
     assert.deepEqual(await markerInGuest(env, vm.id), { rc: 1, seen: false });
-    const status = JSON.parse(await env.ok(["status", "hot", "--json"]));
+    const status = await env.status("hot");
     assert.equal(status.status, "running");
     assert.equal(status.qemu_status, "running");
   });
@@ -765,7 +765,7 @@ Deno.test("live list and delete; live errors name the drive and snapshot", async
     await env.ok(["snapshot", "delete", "warm", "cold", "--live"]);
     assert.deepEqual(await imageSnapshotNames(vm.files.hdd), []);
     assert.equal(await env.ok(["snapshot", "list", "warm"]), "no snapshots on hdd\n");
-    const status = JSON.parse(await env.ok(["status", "warm", "--json"]));
+    const status = await env.status("warm");
     assert.equal(status.qemu_status, "running");
   });
 });

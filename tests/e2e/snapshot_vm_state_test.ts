@@ -30,7 +30,7 @@ async function listed(env: QvmEnv, vm: string): Promise<Record<string, string[]>
 }
 
 async function guestStatus(env: QvmEnv, vm: string): Promise<{ status: string; qemu?: string }> {
-  const status = JSON.parse(await env.ok(["status", vm, "--json"]));
+  const status = await env.status(vm);
   return { status: status.status, qemu: status.qemu_status };
 }
 
@@ -268,7 +268,7 @@ Deno.test("when QEMU dies during a live load, qvm says so instead of a later QMP
     const vm = await addVm(env, "dies", "[{name: hdd, size: 32M}]");
     await env.ok(["start", "dies", ...WAIT_READY]);
     await env.ok(["snapshot", "create", "dies", "s1"]);
-    const pid = JSON.parse(await env.ok(["status", "dies", "--json"])).pid as number;
+    const pid = (await env.status("dies")).pid as number;
 
     // A second QMP client (the VM's status socket) kills QEMU once the load job runs.
     const { QmpClient } = await import("../../src/qemu/qmp.ts");

@@ -1,12 +1,11 @@
 import assert from "node:assert/strict";
-import { QvmEnv, withEnv } from "../helpers/qvm.ts";
+import { QVM_MAIN, QvmEnv, withEnv } from "../helpers/qvm.ts";
 import { GUEST_READY_MARKER, guestConfig, WAIT_READY } from "../helpers/guest.ts";
 import { FIELDS, fillTemplate, formatUptime, parseFormat, type Row } from "../../src/cli/ls.ts";
 import { processUptime } from "../../src/vm/list.ts";
 import { formatSeconds, lastLineAfter, printable } from "../../src/cli/_progress.ts";
 import { leftRunning } from "../../src/cli/start.ts";
 
-const MAIN = new URL("../../main.ts", import.meta.url).pathname;
 const ESC = String.fromCharCode(27);
 
 /** What qvm wrote to a pseudo-terminal, with the time each chunk arrived (ms after spawn). */
@@ -30,7 +29,7 @@ async function runInTty(
   options: { env?: Record<string, string>; interruptWhen?: (text: string) => boolean } = {},
 ): Promise<TtyRun> {
   const command = "exec " +
-    [Deno.execPath(), "run", "-A", "--quiet", MAIN, ...args].map(shellWord).join(" ");
+    [Deno.execPath(), "run", "-A", "--quiet", QVM_MAIN, ...args].map(shellWord).join(" ");
   const vars: Record<string, string> = {
     QVM_DATA_DIR: env.dataDir,
     QVM_RUNTIME_DIR: env.runtimeDir,
@@ -345,7 +344,7 @@ Deno.test("Ctrl-C during start --wait-for says the VM was left running and how t
       interruptWhen: (text) => frames(text).some((f) => f.includes('waiting for "NEVER"')),
     });
     assert.equal(tty.code, 130, tty.text.slice(-300));
-    const status = JSON.parse(await env.ok(["status", "int1", "--json"]));
+    const status = await env.status("int1");
     assert.equal(status.status, "running");
     assert.ok(
       tty.text.includes(`${ESC}[2K${left(status.pid)}`),
@@ -354,8 +353,7 @@ Deno.test("Ctrl-C during start --wait-for says the VM was left running and how t
     await env.ok(["stop", "int1", "--force"]);
 
     const child = env.command(start).spawn();
-    const running = async () =>
-      JSON.parse(await env.ok(["status", "int1", "--json"])).status === "running";
+    const running = async () => (await env.status("int1")).status === "running";
     let waited = false;
     for (let i = 0; i < 100 && !waited; i++) {
       waited = await running();
@@ -366,7 +364,7 @@ Deno.test("Ctrl-C during start --wait-for says the VM was left running and how t
     const out = await child.output();
     const stderr = new TextDecoder().decode(out.stderr);
     assert.equal(out.code, 130, stderr);
-    const pid = JSON.parse(await env.ok(["status", "int1", "--json"])).pid;
+    const pid = (await env.status("int1")).pid;
     assert.equal(stderr, `${left(pid)}\n`);
     await env.ok(["stop", "int1", "--force"]);
   });

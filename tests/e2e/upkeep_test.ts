@@ -270,7 +270,7 @@ Deno.test("cleanup --dry-run lists stale files and removes nothing; cleanup remo
     const cfg = await guestConfig(env, { name: "g1" });
     const liveId = JSON.parse(await env.ok(["add", cfg, "--json"])).id;
     await env.ok(["start", "g1", "--wait-for", "qmp"]);
-    const livePid = JSON.parse(await env.ok(["status", "g1", "--json"])).pid;
+    const livePid = (await env.status("g1")).pid;
     const liveFiles = ["qmp", "mon", "serial", "pid", "lock"].map((k) =>
       join(env.runtimeDir, `${liveId}.${k}`)
     );
@@ -310,7 +310,7 @@ Deno.test("cleanup --dry-run lists stale files and removes nothing; cleanup remo
     assert.ok(exists(other), "files that are not qvm's are left alone");
     assert.ok(liveFiles.every(exists), "a running VM's files survive");
     assert.ok(alive(livePid));
-    assert.equal(JSON.parse(await env.ok(["status", "g1", "--json"])).status, "running");
+    assert.equal((await env.status("g1")).status, "running");
 
     const again = await env.run(["cleanup"]);
     assert.equal(again.code, 0);

@@ -12,10 +12,6 @@ import { eventually, holdsLock, socketHasClient } from "../helpers/wait.ts";
 import { parseTarget, verdict } from "../../src/cli/wait.ts";
 import { eventLine, formatEvent } from "../../src/cli/events.ts";
 
-async function status(env: QvmEnv, vm: string) {
-  return JSON.parse(await env.ok(["status", vm, "--json"]));
-}
-
 /** Starts `qvm ARGS` in the background; its output is read when it ends. */
 function spawnQvm(env: QvmEnv, args: string[]) {
   const child = env.command(args).spawn();
@@ -71,7 +67,7 @@ Deno.test("wait: reached (0), timed out (2), and can't get there (1), against a 
     // Started while waiting: reached.
     const running = spawnQvm(env, ["wait", "w1", "--for", "running", "--json"]);
     // An earlier run's output does not count: only what this run of QEMU prints.
-    const id = JSON.parse(await env.ok(["status", "w1", "--json"])).id;
+    const id = (await env.status("w1")).id;
     const log = join(env.dataDir, "logs", `${id}.serial.log`);
     await Deno.mkdir(join(env.dataDir, "logs"), { recursive: true, mode: 0o700 });
     await Deno.writeTextFile(log, "TEXT-OF-AN-EARLIER-RUN\n", { mode: 0o600 });
@@ -155,7 +151,7 @@ Deno.test("events: QMP events as JSON lines on their own monitor, ending when th
     assert.equal(notRunning.code, 3, notRunning.stderr);
     const started = await env.run(["start", "e1", ...WAIT_READY]);
     assert.equal(started.code, 0, started.stderr);
-    const id = (await status(env, "e1")).id;
+    const id = (await env.status("e1")).id;
     const events = spawnQvm(env, ["events", "e1", "--json"]);
     // Connected once QEMU serves a client on the event monitor (one at a time).
     assert.ok(await eventually(() => socketHasClient(join(env.runtimeDir, `${id}.evt`))));
@@ -165,7 +161,7 @@ Deno.test("events: QMP events as JSON lines on their own monitor, ending when th
       events.stdout,
     );
     // While events are followed, the command socket and the status socket stay free.
-    assert.equal((await status(env, "e1")).qemu_status, "paused");
+    assert.equal((await env.status("e1")).qemu_status, "paused");
     const q = JSON.parse(await env.ok(["qmp", "run", "e1", "query-status", "--json"]));
     assert.equal(q.status ?? q.return?.status, "paused");
     // A second reader is refused with one line naming the monitor; the first keeps reading.
@@ -238,7 +234,7 @@ Deno.test("restart: stop by the usual escalation, then start, under one lock; ne
       await env.ok(["restart", "r1", ...WAIT_READY]),
       /restarted r1 \(was not running; pid \d+\)/,
     );
-    const { pid: before, id } = await status(env, "r1");
+    const { pid: before, id } = await env.status("r1");
     const restart = spawnQvm(env, ["restart", "r1", ...WAIT_READY, "--json"]);
     // A start racing the restart waits for its lock, then finds the VM running: refused.
     const lock = join(env.runtimeDir, `${id}.lock`);
@@ -253,12 +249,12 @@ Deno.test("restart: stop by the usual escalation, then start, under one lock; ne
     assert.equal(racing.code, 1, racing.stderr);
     assert.match(racing.stderr, /already running/);
     assert.deepEqual(pidsMentioning(env.root), [out.pid]);
-    assert.equal((await status(env, "r1")).status, "running");
+    assert.equal((await env.status("r1")).status, "running");
     // A wait the VM can never satisfy (no port 22 forward, no agent channel) stops nothing.
     for (const what of ["ssh", "agent"]) {
       const refused = await env.run(["restart", "r1", "--wait-for", what, "--timeout", "5"]);
       assert.equal(refused.code, 3, refused.stderr);
-      assert.equal((await status(env, "r1")).pid, out.pid);
+      assert.equal((await env.status("r1")).pid, out.pid);
     }
     // A start that times out after the stop leaves the VM failed, with no QEMU behind.
     const timedOut = await env.run([
@@ -271,7 +267,7 @@ Deno.test("restart: stop by the usual escalation, then start, under one lock; ne
     ]);
     assert.equal(timedOut.code, 2, timedOut.stderr);
     assert.deepEqual(pidsMentioning(env.root), []);
-    assert.equal((await status(env, "r1")).status, "failed");
+    assert.equal((await env.status("r1")).status, "failed");
     assert.equal((await env.run(["restart", "r1", "--wait-for", "soon"])).code, 3);
   });
 });
@@ -305,7 +301,7 @@ Deno.test("events on a QEMU without the event monitor falls back to polled run s
   await withEnv(async (env) => {
     await env.ok(["add", await guestConfig(env, { name: "e4" })]);
     await env.ok(["start", "e4", ...WAIT_READY]);
-    const { id } = await status(env, "e4");
+    const { id } = await env.status("e4");
     // As a QEMU started by a qvm from before the event monitor: no <id>.evt to connect to.
     await Deno.remove(join(env.runtimeDir, `${id}.evt`));
     const events = spawnQvm(env, ["events", "e4"]);

@@ -2,7 +2,8 @@
 import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 
-const MAIN = new URL("../../main.ts", import.meta.url).pathname;
+/** The qvm entry point the tests run (main.ts at the repository root). */
+export const QVM_MAIN = new URL("../../main.ts", import.meta.url).pathname;
 
 /** What one qvm invocation did. */
 export interface QvmResult {
@@ -35,10 +36,12 @@ export class QvmEnv {
       env?: Record<string, string>;
       stdin?: "null" | "piped";
       stdio?: Deno.CommandOptions["stdout"];
+      cwd?: string;
     } = {},
   ): Deno.Command {
     return new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", "--quiet", MAIN, ...args],
+      args: ["run", "-A", "--quiet", QVM_MAIN, ...args],
+      cwd: options.cwd,
       env: {
         QVM_DATA_DIR: this.dataDir,
         QVM_RUNTIME_DIR: this.runtimeDir,
@@ -51,13 +54,14 @@ export class QvmEnv {
     });
   }
 
-  /** Runs `qvm ARGS...`; `stdin` text is piped in when given. */
+  /** Runs `qvm ARGS...` (from folder `cwd` when given); `stdin` text is piped in when given. */
   async run(
     args: string[],
-    options: { stdin?: string; env?: Record<string, string> } = {},
+    options: { stdin?: string; env?: Record<string, string>; cwd?: string } = {},
   ): Promise<QvmResult> {
     const command = this.command(args, {
       env: options.env,
+      cwd: options.cwd,
       stdin: options.stdin === undefined ? "null" : "piped",
     });
     const child = command.spawn();
@@ -82,6 +86,11 @@ export class QvmEnv {
       throw new Error(`qvm ${args.join(" ")} exited ${result.code}: ${result.stderr}`);
     }
     return result.stdout;
+  }
+
+  /** `qvm status VM --json`, parsed. */
+  async status(vm: string) {
+    return JSON.parse(await this.ok(["status", vm, "--json"]));
   }
 
   /** Every row of the state database as JSON text (empty string if there is no database). */

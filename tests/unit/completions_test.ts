@@ -1,8 +1,6 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { QvmEnv } from "../helpers/qvm.ts";
-
-const MAIN = new URL("../../main.ts", import.meta.url).pathname;
+import { QVM_MAIN, QvmEnv } from "../helpers/qvm.ts";
 
 /** Runs the bash completion function for `words` (the last one being completed). */
 async function complete(env: QvmEnv, script: string, words: string[]): Promise<string[]> {
@@ -10,7 +8,7 @@ async function complete(env: QvmEnv, script: string, words: string[]): Promise<s
   await Deno.mkdir(bin, { recursive: true });
   await Deno.writeTextFile(
     join(bin, "qvm"),
-    `#!/bin/sh\nexec "${Deno.execPath()}" run -A --quiet "${MAIN}" "$@"\n`,
+    `#!/bin/sh\nexec "${Deno.execPath()}" run -A --quiet "${QVM_MAIN}" "$@"\n`,
     { mode: 0o755 },
   );
   const scriptFile = join(env.root, "qvm.bash");
