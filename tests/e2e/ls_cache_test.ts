@@ -10,7 +10,8 @@ import { join } from "node:path";
 import { listCachePath } from "../../src/state/mod.ts";
 import { readProcStat } from "../../src/qemu/process.ts";
 import { type QvmEnv, withEnv } from "../helpers/qvm.ts";
-import { alive, eventually } from "../helpers/guest.ts";
+import { alive } from "../helpers/guest.ts";
+import { eventually } from "../helpers/wait.ts";
 
 interface Listed {
   id: string;
@@ -236,7 +237,7 @@ Deno.test({
       // this one is the VM's QEMU, so it runs.
       writeDirectly(env, `UPDATE vm_instances SET pid_start = ${pid_start! + 1} WHERE name = 'v'`);
       assert.equal((await list(env)).v.status, "running");
-      assert.equal(JSON.parse(await env.ok(["status", "v", "--json"])).status, "running");
+      assert.equal((await env.status("v")).status, "running");
 
       // The row pointing at another process (as a reused pid would): never the VM's QEMU.
       const other = new Deno.Command("sleep", { args: ["30"] }).spawn();
