@@ -115,23 +115,12 @@ ${dispatchSource('fileUrl(dir) + "/"')}`;
 }
 
 /**
- * How `dist/qvm` finds its modules, as JavaScript. They are unpacked once into a private cache
- * folder named by the build's hash (`~/.cache/qvm/dist-<hash>`, atomically, by rename), and every
- * run checks the ones it loads against `FILES` before running them: a file's SHA-256 is computed
- * once, and its identity (inode, size, mtime, ctime: any write or replacement changes the ctime)
- * recorded in `.verified`; later runs compare identities only (one lstat per file: a hot command
- * checks its own module, any other command all of them). A file that differs (edited, truncated,
- * missing) makes the run unpack the build again, replacing the damaged folder. When the cache
- * cannot be used (no writable home, a cache folder that is not private), the modules go into a
- * private temporary folder for this run, removed when it ends.
+ * How a launcher checks the files it runs, as JavaScript (`dist/qvm` and `dist/qvm-standalone`
+ * share it). Needs a global `FILES`, each file's size in bytes and SHA-256. A file's SHA-256 is
+ * computed once, and its identity (inode, size, mtime, ctime: any write or replacement changes the
+ * ctime) recorded in `.verified`; later runs compare identities only, one lstat per file.
  */
-const CACHE_SOURCE = `
-function cacheRoot() {
-  const xdg = Deno.env.get("XDG_CACHE_HOME");
-  const base = xdg?.startsWith("/") ? xdg : \`\${Deno.env.get("HOME") || "/root"}/.cache\`;
-  return \`\${base}/qvm\`;
-}
-
+export const VERIFY_SOURCE = `
 /** True for a folder of ours no one else can write, false when missing; throws when unsafe. */
 function privateDir(path) {
   let info;
@@ -146,12 +135,6 @@ function privateDir(path) {
     throw new Error(\`\${path} is not a private folder of yours\`);
   }
   return true;
-}
-
-async function unpack() {
-  const bytes = Uint8Array.from(atob(PACKED), (c) => c.charCodeAt(0));
-  const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("gzip"));
-  return JSON.parse(await new Response(stream).text());
 }
 
 async function sha256(bytes) {
@@ -200,16 +183,50 @@ async function verified(dir, paths) {
   }
   return true;
 }
+`;
+
+/**
+ * How a launcher unpacks the files it carries, as JavaScript: needs a global `PACKED`, the files
+ * as JSON `{path: text}`, gzipped and base64-encoded.
+ */
+export const UNPACK_SOURCE = `
+async function unpack() {
+  const bytes = Uint8Array.from(atob(PACKED), (c) => c.charCodeAt(0));
+  const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("gzip"));
+  return JSON.parse(await new Response(stream).text());
+}
+
+/** Writes \`files\` (\`{path: text}\`) into the folder \`dir\`, each new, mode 0600. */
+function writeFiles(dir, files) {
+  for (const [path, text] of Object.entries(files)) {
+    const slash = path.lastIndexOf("/");
+    if (slash > 0) Deno.mkdirSync(\`\${dir}/\${path.slice(0, slash)}\`, { recursive: true });
+    Deno.writeTextFileSync(\`\${dir}/\${path}\`, text, { createNew: true, mode: 0o600 });
+  }
+}
+`;
+
+/**
+ * How `dist/qvm` finds its modules, as JavaScript. They are unpacked once into a private cache
+ * folder named by the build's hash (`~/.cache/qvm/dist-<hash>`, atomically, by rename), and every
+ * run checks the ones it loads against `FILES` before running them (`VERIFY_SOURCE`: a hot command
+ * checks its own module, any other command all of them). A file that differs (edited, truncated,
+ * missing) makes the run unpack the build again, replacing the damaged folder. When the cache
+ * cannot be used (no writable home, a cache folder that is not private), the modules go into a
+ * private temporary folder for this run, removed when it ends.
+ */
+const CACHE_SOURCE = `${VERIFY_SOURCE}${UNPACK_SOURCE}
+function cacheRoot() {
+  const xdg = Deno.env.get("XDG_CACHE_HOME");
+  const base = xdg?.startsWith("/") ? xdg : \`\${Deno.env.get("HOME") || "/root"}/.cache\`;
+  return \`\${base}/qvm\`;
+}
 
 /** Writes the build's modules into a new private folder in \`parent\`; returns its path. */
 async function writeModules(parent, prefix) {
   const files = await unpack();
   const tmp = Deno.makeTempDirSync({ dir: parent, prefix });
-  for (const [path, text] of Object.entries(files)) {
-    const slash = path.lastIndexOf("/");
-    if (slash > 0) Deno.mkdirSync(\`\${tmp}/\${path.slice(0, slash)}\`, { recursive: true });
-    Deno.writeTextFileSync(\`\${tmp}/\${path}\`, text, { createNew: true, mode: 0o600 });
-  }
+  writeFiles(tmp, files);
   if (!(await verified(tmp, Object.keys(FILES)))) {
     Deno.removeSync(tmp, { recursive: true });
     throw new Error("the unpacked modules do not match this build");
@@ -261,7 +278,7 @@ function fileUrl(path) {
 `;
 
 /** The launchers' lines that find the command named in `Deno.args`, as `main` finds it. */
-function commandSource(): string {
+export function commandSource(): string {
   const valued = Object.entries(GLOBAL_OPTIONS).filter(([, o]) => o.type === "string")
     .map(([name]) => name);
   return `let command;
@@ -280,7 +297,7 @@ for (let i = 0; i < Deno.args.length; i++) {
  * `file:` URL, ending in `/`): a command of `HOT_COMMANDS` from its own single module
  * (`hot/<command>.js`), any other from the split modules (`main.js` and what it loads).
  */
-function dispatchSource(lib: string): string {
+export function dispatchSource(lib: string): string {
   return `const LIB = ${lib};
 if (${JSON.stringify(HOT_COMMANDS)}.includes(command)) {
   await import(\`\${LIB}hot/\${command}.js\`);
@@ -435,7 +452,8 @@ export async function unpackBuild(
   return { hash, files: JSON.parse(await new Response(stream).text()) };
 }
 
-async function gzipBase64(text: string): Promise<string> {
+/** `text` gzipped and base64-encoded, as the launchers' `PACKED` holds it. */
+export async function gzipBase64(text: string): Promise<string> {
   const stream = new Blob([text]).stream().pipeThrough(new CompressionStream("gzip"));
   const bytes = new Uint8Array(await new Response(stream).arrayBuffer());
   let binary = "";
@@ -445,8 +463,10 @@ async function gzipBase64(text: string): Promise<string> {
   return btoa(binary);
 }
 
-async function sha256Hex(text: string): Promise<string> {
-  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));
+/** The SHA-256 of `data` (text as UTF-8), in hex. */
+export async function sha256Hex(data: string | Uint8Array<ArrayBuffer>): Promise<string> {
+  const bytes = typeof data === "string" ? new TextEncoder().encode(data) : data;
+  const digest = await crypto.subtle.digest("SHA-256", bytes);
   return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
 }
 
