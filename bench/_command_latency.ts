@@ -1,13 +1,15 @@
 /**
  * Command latency: the wall time (and peak memory) of whole `qvm status`, `qvm ls --json` and
- * `qvm info` processes on databases of 100, 10,000 and 100,000 VMs, run from source and as the
- * installed single file (`src/dist/bundle.ts` + `src/dist/install.ts`), side by side in one run with
+ * `qvm info` processes on databases of 100, 10,000 and 100,000 VMs, run from source, as the
+ * installed single file (`src/dist/bundle.ts` + `src/dist/install.ts`) and as the standalone file
+ * that carries its own Deno (`src/dist/standalone.ts`), side by side in one run with
  * `deno run` of an empty script (Deno's start-up floor) and the `sqlite3` CLI doing the same
  * lookup (the process floor without Deno). Runs rotate through the forms, so a noisy moment hurts
  * them all alike; medians are compared.
  */
 import { buildDist } from "../src/dist/bundle.ts";
 import { install } from "../src/dist/install.ts";
+import { buildStandalone, defaultStandaloneOptions } from "../src/dist/standalone.ts";
 import { createPopulation, disposePopulation, vmName } from "./_state_fixture.ts";
 import { median } from "./_state_timing.ts";
 import { SQL } from "../src/state/mod.ts";
@@ -26,6 +28,7 @@ export type LatencyCommand = typeof LATENCY_COMMANDS[number];
 export const FORMS = [
   "source",
   "installed",
+  "standalone",
   "node:sqlite script",
   "empty deno run",
   "sqlite3",
@@ -196,7 +199,8 @@ function looksRight(command: LatencyCommand, vm: string, s: Sample): boolean {
 /**
  * Measures every command × form at every size; `runs` alternating runs per form (fewer at
  * 100,000 VMs, whose database takes longest to build). Builds and installs `dist/qvm` into a temp
- * prefix first.
+ * prefix first, and builds the standalone file beside it (its runtime compressed with xz -1: a warm
+ * run never reads it, and a runtime compressed before is reused).
  */
 export async function measureCommandLatency(
   options: { sizes: number[]; runs: number },
@@ -217,6 +221,13 @@ export async function measureCommandLatency(
       prefix: `${root}/prefix`,
       from: `${root}/dist/qvm`,
       deno: Deno.execPath(),
+    });
+    const standalone = `${root}/dist/qvm-standalone`;
+    await buildStandalone({
+      ...defaultStandaloneOptions(),
+      out: standalone,
+      from: `${root}/dist/qvm`,
+      level: 1,
     });
     const sqlite3 = ["/usr/bin/sqlite3", "/usr/local/bin/sqlite3"].find(hasTool);
     if (!sqlite3) result.notes.push("no sqlite3 CLI on this machine: its column is empty");
@@ -242,6 +253,7 @@ export async function measureCommandLatency(
             ...qvmArgs(command, vm),
           ],
           installed: [installed, ...flags, ...qvmArgs(command, vm)],
+          standalone: [standalone, ...flags, ...qvmArgs(command, vm)],
           "node:sqlite script": [
             Deno.execPath(),
             "run",
@@ -256,7 +268,7 @@ export async function measureCommandLatency(
         };
         if (sqlite3) argv.sqlite3 = [sqlite3, "-json", `${dataDir}/qvm.db`, sqlFor(command, vm)];
         const forms = FORMS.filter((f) => argv[f]);
-        for (const form of forms) { // warm-up (and the installed form's one-time unpack)
+        for (const form of forms) { // warm-up (and the standalone form's one-time unpack)
           const s = await sample(argv[form]!, env, work);
           if (form !== "empty deno run" && form !== "sqlite3" && !looksRight(command, vm, s)) {
             throw new Error(`${form} qvm ${command} failed: ${s.stderr || s.stdout}`);

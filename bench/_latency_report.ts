@@ -17,6 +17,8 @@ export const TARGET_VMS = 10_000;
 const STATUS_LIMIT = 1.25;
 const STATUS_RSS_LIMIT = 1.3;
 const LS_LIMIT = 1.35;
+/** The standalone file against the installed form: its launcher may add next to nothing. */
+const STANDALONE_LIMIT = 1.05;
 
 function verdict(target: string, pass: boolean | undefined, detail: string): Verdict {
   return { status: pass === undefined ? "SKIP" : pass ? "PASS" : "FAIL", target, detail };
@@ -34,7 +36,10 @@ function cell(lat: CommandLatency, size: number, command: LatencyCommand, form: 
   return lat.cells[size]?.[command]?.[form];
 }
 
-/** The start-up targets: status and ls against an empty `deno run`, installed against source. */
+/**
+ * The start-up targets: status and ls against an empty `deno run`, installed against source, and
+ * standalone against installed (at the target size, or at each size measured when it was not).
+ */
 export function latencyVerdicts(lat: CommandLatency): Verdict[] {
   const size = TARGET_VMS;
   const at = `at ${fmtCount(size)} VMs`;
@@ -88,6 +93,25 @@ export function latencyVerdicts(lat: CommandLatency): Verdict[] {
       `${inst.ms.toFixed(1)} vs ${src.ms.toFixed(1)} ms: ${fmtRatio(r)}${cpuNote(inst, src)}`,
     ));
   }
+  const sizes = lat.sizes.includes(size) ? [size] : lat.sizes;
+  for (const at of sizes) {
+    for (const command of LATENCY_COMMANDS) {
+      const target = `standalone qvm ${command} at ${fmtCount(at)} VMs ≤ ${STANDALONE_LIMIT}x ` +
+        `installed (median wall time)`;
+      const inst = cell(lat, at, command, "installed");
+      const alone = cell(lat, at, command, "standalone");
+      if (!inst || !alone) {
+        out.push(verdict(target, undefined, "not measured"));
+        continue;
+      }
+      const r = alone.ms / inst.ms;
+      out.push(verdict(
+        target,
+        r <= STANDALONE_LIMIT,
+        `${alone.ms.toFixed(1)} vs ${inst.ms.toFixed(1)} ms: ${fmtRatio(r)}${cpuNote(alone, inst)}`,
+      ));
+    }
+  }
   return out;
 }
 
@@ -97,7 +121,9 @@ export function latencyMarkdown(lat: CommandLatency): string {
     "Whole processes, spawn included, on databases built like the tables' ones (`--data-dir` " +
     "of that size, the VM asked about is the middle one, none running). Forms: **source** = " +
     "`deno run -A --quiet main.ts …`; **installed** = `dist/qvm` built by `src/dist/bundle.ts` and " +
-    "installed by `src/dist/install.ts`, run as an executable; **empty deno run** = `deno run -A " +
+    "installed by `src/dist/install.ts`, run as an executable; **standalone** = `dist/qvm-standalone` " +
+    "built by `src/dist/standalone.ts` (Deno and the modules in one file, unpacked by its first " +
+    "run into a cache folder), run as an executable; **empty deno run** = `deno run -A " +
     "--quiet EMPTY.ts`, Deno's start-up floor; **node:sqlite script** = a Deno script that " +
     "only opens the database with `node:sqlite` and runs the same lookup (for `ls --json`, qvm's " +
     "own JSON query, bytes written as they are): Deno plus SQLite with nothing of qvm; **sqlite3** = the `sqlite3` CLI doing the same " +
@@ -114,8 +140,8 @@ export function latencyMarkdown(lat: CommandLatency): string {
     lines.push(
       `**${fmtCount(size)} VMs** (${lat.runs[size]} rounds)`,
       "",
-      "| command | source ms | installed ms | node:sqlite script ms | empty deno run ms | sqlite3 ms | source / empty | installed / empty | script / empty | installed / source | CPU ms source / installed / script / empty | MB source / installed / script / empty |",
-      "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+      "| command | source ms | installed ms | standalone ms | node:sqlite script ms | empty deno run ms | sqlite3 ms | source / empty | installed / empty | script / empty | installed / source | standalone / installed | CPU ms source / installed / standalone / script / empty | MB source / installed / standalone / script / empty |",
+      "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     );
     for (const command of LATENCY_COMMANDS) {
       const c = Object.fromEntries(FORMS.map((f) => [f, cell(lat, size, command, f)]));
@@ -126,12 +152,13 @@ export function latencyMarkdown(lat: CommandLatency): string {
       const script = "node:sqlite script";
       const empty = "empty deno run";
       lines.push(
-        `| \`qvm ${command}\` | ${ms("source")} | ${ms("installed")} | ${ms(script)} | ` +
-          `${ms(empty)} | ${ms("sqlite3")} | ${ratio("source", empty)} | ` +
+        `| \`qvm ${command}\` | ${ms("source")} | ${ms("installed")} | ${ms("standalone")} | ` +
+          `${ms(script)} | ${ms(empty)} | ${ms("sqlite3")} | ${ratio("source", empty)} | ` +
           `${ratio("installed", empty)} | ${ratio(script, empty)} | ` +
-          `${ratio("installed", "source")} | ` +
-          `${cpu("source")} / ${cpu("installed")} / ${cpu(script)} / ${cpu(empty)} | ` +
-          `${mb("source")} / ${mb("installed")} / ${mb(script)} / ${mb(empty)} |`,
+          `${ratio("installed", "source")} | ${ratio("standalone", "installed")} | ` +
+          `${cpu("source")} / ${cpu("installed")} / ${cpu("standalone")} / ${cpu(script)} / ` +
+          `${cpu(empty)} | ${mb("source")} / ${mb("installed")} / ${mb("standalone")} / ` +
+          `${mb(script)} / ${mb(empty)} |`,
       );
     }
     lines.push("");

@@ -8,6 +8,9 @@
  *
  * `--quick`: sizes 10, 100, 1,000 and short time boxes; writes a file only when `--out` is given.
  * `QVM_BENCH_SIZES=10,100` overrides the sizes in either mode.
+ * `--latency-only`: only the command-latency section (source, installed, standalone and the
+ * floors), at `$QVM_BENCH_SIZES` or its usual sizes; prints it, writes nothing. `--rounds N`: rounds
+ * of that comparison (default 15, 5 with `--quick`); more rounds steady its medians on a busy host.
  */
 import { fileURLToPath } from "node:url";
 import { SQL } from "../src/state/mod.ts";
@@ -62,6 +65,8 @@ import {
 /** How the table script runs. */
 export interface TableOptions {
   quick: boolean;
+  /** Measure the command latency only (no state tables, no lifecycle); write nothing. */
+  latencyOnly: boolean;
   /** Where to write the report; undefined means print only. */
   out?: string;
   sizes: number[];
@@ -76,26 +81,60 @@ const FULL_BOX: TimeBox = { boxMs: 800, rounds: 8, warmupMs: 50 };
 const QUICK_BOX: TimeBox = { boxMs: 120, rounds: 3, warmupMs: 20 };
 const DEFAULT_OUT = fileURLToPath(new URL("./RESULTS.md", import.meta.url));
 
-/** Parses `--quick`, `--out PATH` and `--help`; sizes come from `$QVM_BENCH_SIZES` or the mode. */
+/**
+ * Parses `--quick`, `--latency-only`, `--out PATH` and `--help`; sizes come from
+ * `$QVM_BENCH_SIZES` or the mode.
+ */
 export function parseTableArgs(argv: string[]): TableOptions | undefined {
   let quick = false;
+  let latencyOnly = false;
+  let rounds: number | undefined;
   let out: string | undefined;
   for (let i = 0; i < argv.length; i++) {
     const [flag, inline] = argv[i].split(/=(.*)/s, 2);
     if (flag === "--help" || flag === "-h") return undefined;
     if (flag === "--quick") quick = true;
+    else if (flag === "--latency-only") latencyOnly = true;
     else if (flag === "--out" && (inline ?? argv[i + 1]) !== undefined) {
       out = inline ?? argv[++i];
-    } else throw new Error(`unknown or incomplete option '${argv[i]}' (--quick, --out PATH)`);
+    } else if (flag === "--rounds" && (inline ?? argv[i + 1]) !== undefined) {
+      rounds = Number(inline ?? argv[++i]);
+      if (!Number.isInteger(rounds) || rounds < 1) {
+        throw new Error(`--rounds takes a positive integer, not '${inline ?? argv[i]}'`);
+      }
+    } else {
+      throw new Error(
+        `unknown or incomplete option '${
+          argv[i]
+        }' (--quick, --latency-only, --rounds N, --out PATH)`,
+      );
+    }
   }
+  if (latencyOnly && out !== undefined) throw new Error("--latency-only writes no report");
+  const latencySizes = quick ? [100, 10_000] : [100, 10_000, 100_000];
   return {
     quick,
-    out: out ?? (quick ? undefined : DEFAULT_OUT),
+    latencyOnly,
+    out: latencyOnly ? undefined : out ?? (quick ? undefined : DEFAULT_OUT),
     sizes: benchSizes(quick ? [10, 100, 1_000] : undefined),
     box: quick ? QUICK_BOX : FULL_BOX,
-    latencyRuns: quick ? 5 : 15,
-    latencySizes: quick ? [100, 10_000] : [100, 10_000, 100_000],
+    latencyRuns: rounds ?? (quick ? 5 : 15),
+    latencySizes: latencyOnly ? benchSizes(latencySizes) : latencySizes,
   };
+}
+
+/** `--latency-only`: the command-latency tables and their verdicts, printed. */
+async function latencyOnly(options: TableOptions): Promise<number> {
+  progress(
+    `command latency: status, ls, info at ${options.latencySizes.map(fmtCount).join(", ")} VMs`,
+  );
+  const latency = await measureCommandLatency({
+    sizes: options.latencySizes,
+    runs: options.latencyRuns,
+  });
+  const verdicts = latencyVerdicts(latency);
+  console.log(`\n${latencyMarkdown(latency)}\n\n${verdicts.map(formatVerdict).join("\n")}`);
+  return 0;
 }
 
 function progress(message: string): void {
@@ -303,9 +342,13 @@ async function formatMarkdown(path: string): Promise<void> {
 async function main(argv: string[]): Promise<number> {
   const options = parseTableArgs(argv);
   if (!options) {
-    console.log("Usage: deno run -A bench/table.ts [--quick] [--out PATH]  (env QVM_BENCH_SIZES)");
+    console.log(
+      "Usage: deno run -A bench/table.ts [--quick] [--latency-only] [--rounds N] [--out PATH]  " +
+        "(env QVM_BENCH_SIZES)",
+    );
     return 0;
   }
+  if (options.latencyOnly) return await latencyOnly(options);
   const machine = describeMachine(sqliteVersion());
   const run = measureState(options, machine);
   const verdicts = stateVerdicts(run.matrix);
