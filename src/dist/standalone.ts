@@ -399,7 +399,7 @@ if (import.meta.main) {
     const options = parseStandaloneArgs(Deno.args);
     const size = await buildStandalone(options);
     const rel = options.out.startsWith(ROOT) ? options.out.slice(ROOT.length) : options.out;
-    console.log(`built ${rel} (${(size / 1024 / 1024).toFixed(1)} MiB, ${options.compression})`);
+    console.log(`built ${rel} (${(size / 1e6).toFixed(1)} MB, ${options.compression})`);
   } catch (err) {
     console.error(`standalone: ${(err as Error).message}`);
     Deno.exit(1);
