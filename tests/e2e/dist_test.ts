@@ -169,10 +169,18 @@ Deno.test("the installed single-file qvm starts, stops and removes a real VM", a
   });
 });
 
-/** One real build per run of this file, shared by the install tests below. */
+/** One real build per run of this file, shared by the install tests below (its text). */
 let built: Promise<string> | undefined;
-function buildOnce(root: string): Promise<string> {
-  built ??= buildDist(join(root, "qvm")).then(() => Deno.readTextFile(join(root, "qvm")));
+function buildOnce(): Promise<string> {
+  built ??= (async () => {
+    const dir = await Deno.makeTempDir({ prefix: "qvm-build-" });
+    try {
+      await buildDist(join(dir, "qvm"));
+      return await Deno.readTextFile(join(dir, "qvm"));
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  })();
   return built;
 }
 
@@ -196,7 +204,7 @@ function installProcess(prefix: string, from: string) {
 Deno.test("install: odd prefixes, a damaged build repaired, concurrent installs, earlier builds kept", async () => {
   const root = await Deno.makeTempDir({ prefix: "qvm-install-" });
   try {
-    const text = await buildOnce(await Deno.makeTempDir({ prefix: "qvm-build-" }));
+    const text = await buildOnce();
     const { files } = await unpackBuild(text);
     // Builds that differ from the real one by a comment: each gets a hash of its own.
     const variants: string[] = [];
@@ -261,7 +269,7 @@ Deno.test("dist/qvm runs only its own modules: an edited or truncated one is unp
     const qvm = join(root, "qvm");
     await Deno.writeTextFile(
       qvm,
-      await buildOnce(await Deno.makeTempDir({ prefix: "qvm-build-" })),
+      await buildOnce(),
     );
     await Deno.chmod(qvm, 0o755);
     const vars = {
