@@ -160,6 +160,31 @@ Deno.test("dist/qvm-standalone alone in a folder, no deno or node on PATH: unpac
       assert.equal(Deno.statSync(deno).size, size);
     });
 
+    await t.step(
+      "a run checks the modules it loads, no more: a command's when it runs",
+      async () => {
+        const add = join(dir, "lib", "src", "cli", "add.js");
+        const config = join(dir, "lib", "src", "config", "mod.js");
+        const originals = [await Deno.readTextFile(add), await Deno.readTextFile(config)];
+        await Deno.writeTextFile(add, `console.log("ALTERED");\n${originals[0]}`);
+        await Deno.writeTextFile(config, `console.log("ALTERED");\n${originals[1]}`);
+        // --version loads main.js and its imports only: the cache stays as it is.
+        assert.match(await ok(["--version"]), /^qvm \d+\.\d+\.\d+\n$/);
+        assert.match(await Deno.readTextFile(add), /^console\.log\("ALTERED"\)/);
+        // add's module, and the config module it can load lazily, are checked before it runs.
+        assert.doesNotMatch(await ok(["add", "--help"]), /ALTERED/);
+        assert.equal(await Deno.readTextFile(add), originals[0]);
+        assert.equal(await Deno.readTextFile(config), originals[1]);
+        // A module main.js imports, removed, is noticed before anything runs.
+        const main = await Deno.readTextFile(join(dir, "lib", "main.js"));
+        const chunk = main.match(/from "\.\/(chunk-\w+\.js)"/)![1];
+        await Deno.remove(join(dir, "lib", chunk));
+        assert.match(await ok(["--version"]), /^qvm \d+\.\d+\.\d+\n$/);
+        assert.ok(Deno.lstatSync(join(dir, "lib", chunk)).isFile);
+        assert.equal(unpacked(cache), dir);
+      },
+    );
+
     await t.step("a cache folder others may write is replaced by a private one", async () => {
       await Deno.chmod(dir, 0o777);
       const missing = await run(qvm, ["status", "nope"], env);

@@ -295,15 +295,24 @@ for (let i = 0; i < Deno.args.length; i++) {
 /**
  * The launchers' last lines: run `command` from the build at `lib` (a JS expression for its
  * `file:` URL, ending in `/`): a command of `HOT_COMMANDS` from its own single module
- * (`hot/<command>.js`), any other from the split modules (`main.js` and what it loads).
+ * (`hot/<command>.js`), any other from the split modules (`main.js` and what it loads). `check`,
+ * when given, names an async function the split modules' loader awaits with a module's path in
+ * the build (`src/cli/add.js`) before it imports that module.
  */
-export function dispatchSource(lib: string): string {
+export function dispatchSource(lib: string, check?: string): string {
+  const load = check
+    ? `async (path) => {
+    const file = path.replace(/\\.ts$/, ".js");
+    await ${check}(file);
+    return import(LIB + file);
+  }`
+    : `(path) =>
+    import(LIB + path.replace(/\\.ts$/, ".js"))`;
   return `const LIB = ${lib};
 if (${JSON.stringify(HOT_COMMANDS)}.includes(command)) {
   await import(\`\${LIB}hot/\${command}.js\`);
 } else {
-  globalThis[Symbol.for("${LAZY_IMPORTER.description}")] = (path) =>
-    import(LIB + path.replace(/\\.ts$/, ".js"));
+  globalThis[Symbol.for("${LAZY_IMPORTER.description}")] = ${load};
   const { main } = await import(\`\${LIB}main.js\`);
   Deno.exit(await main(Deno.args));
 }

@@ -194,15 +194,27 @@ exit
 }
 
 /**
- * `qvm.mjs`, the first module the cached Deno runs: checks the files the command needs by identity
- * (`VERIFY_SOURCE`; Deno itself and, for a hot command, its one module, else every module) and
- * that its folder is private, then runs the command as the installed form does. When a check
- * fails, it has the standalone file unpack a fresh copy and run the command from there.
+ * `qvm.mjs`, the first module the cached Deno runs: checks by identity (`VERIFY_SOURCE`) the files
+ * this run loads, no more, and that its folder is private, then runs the command as the installed
+ * form does. Checked before anything runs: Deno itself and, for a hot command, its one module,
+ * else `main.js` and what it imports. A command's module is checked, with every module it imports
+ * or can load lazily (`DEPS`), when `main` loads it: before the command does anything. When a
+ * check fails, the standalone file unpacks a fresh copy and runs the command from there.
  */
-function launcherSource(version: string, files: Record<string, [number, string]>): string {
+function launcherSource(
+  version: string,
+  parts: { files: Record<string, [number, string]>; deps: Record<string, string[]> },
+): string {
+  const names = Object.keys(parts.files);
+  const deps = names.map((name) =>
+    (parts.deps[name.slice("lib/".length)] ?? []).map((dep) => names.indexOf(`lib/${dep}`))
+  );
   return `// qvm ${version} standalone: built by src/dist/standalone.ts; do not edit.
 /** Every file's size in bytes and SHA-256, to check the unpacked copy against. */
-const FILES = ${JSON.stringify(files)};
+const FILES = ${JSON.stringify(parts.files)};
+const NAMES = Object.keys(FILES);
+/** Per file of NAMES, the modules it imports or loads lazily (their places in NAMES). */
+const DEPS = ${JSON.stringify(deps)};
 const HOT = ${JSON.stringify(HOT_COMMANDS)};
 ${VERIFY_SOURCE}
 ${commandSource()}
@@ -211,19 +223,31 @@ const SELF = Deno.env.get("QVM_STANDALONE_FILE");
 const FRESH = Deno.env.get("QVM_STANDALONE_FRESH") === "1";
 Deno.env.delete("QVM_STANDALONE_FILE");
 Deno.env.delete("QVM_STANDALONE_FRESH");
-const needed = HOT.includes(command)
-  ? ["deno", \`lib/hot/\${command}.js\`, "lib/package.json"]
-  : Object.keys(FILES);
-let intact = false;
-try {
-  intact = privateDir(DIR) && await verified(DIR, needed);
-} catch { /* a folder others may write */ }
-if (!intact) {
+const checked = new Set();
+
+/** True when \`paths\` and every module they reach are as built; each file is checked once a run. */
+async function intact(paths) {
+  const todo = [];
+  for (const stack = paths.map((path) => NAMES.indexOf(path)); stack.length > 0;) {
+    const at = stack.pop();
+    if (at < 0 || checked.has(at)) continue; // not in this build: its import fails as usual
+    checked.add(at);
+    todo.push(NAMES[at]);
+    stack.push(...(DEPS[at] ?? []));
+  }
+  try {
+    return todo.length === 0 || await verified(DIR, todo);
+  } catch {
+    return false;
+  }
+}
+
+/** Has the standalone file unpack a fresh copy and run the command from it; exits with its code. */
+async function runFresh() {
   if (FRESH || !SELF) {
     console.error(\`qvm: the files unpacked in \${DIR} do not match this build\`);
     Deno.exit(1);
   }
-  // The standalone file unpacks a fresh copy and runs the command from it.
   const child = new Deno.Command("/bin/sh", {
     args: [SELF, ...Deno.args],
     env: { QVM_STANDALONE_FRESH: "1" },
@@ -237,7 +261,41 @@ if (!intact) {
   }
   Deno.exit((await child.status).code);
 }
-${dispatchSource('new URL("lib/", import.meta.url).href')}`;
+
+/** The split modules' loader checks each module (a command's, with all it reaches) first. */
+async function check(file) {
+  if (!(await intact([\`lib/\${file}\`]))) await runFresh();
+}
+
+let safe = false;
+try {
+  safe = privateDir(DIR);
+} catch { /* a folder others may write */ }
+const first = HOT.includes(command) ? \`lib/hot/\${command}.js\` : "lib/main.js";
+if (!safe || !(await intact(["deno", "lib/package.json", first]))) await runFresh();
+${dispatchSource('new URL("lib/", import.meta.url).href', "check")}`;
+}
+
+/**
+ * What each split module of a build (`{path: text}`, paths relative to lib/) loads: its static
+ * and literal dynamic imports, and the modules it names for `lazyImport` (`"src/cloud/mod.ts"`).
+ * A hot module (`hot/ls.js`) carries all it runs, so it has none.
+ */
+export function moduleDeps(files: Record<string, string>): Record<string, string[]> {
+  const deps: Record<string, string[]> = {};
+  for (const [path, text] of Object.entries(files)) {
+    if (!path.endsWith(".js") || path.startsWith("hot/")) continue;
+    const found = new Set<string>();
+    const base = new URL(path, "file:///lib/");
+    for (const [, spec] of text.matchAll(/\b(?:from|import)\s*\(?\s*["'](\.\.?\/[^"']+)["']/g)) {
+      found.add(decodeURIComponent(new URL(spec, base).pathname.slice("/lib/".length)));
+    }
+    for (const [, lazy] of text.matchAll(/["'`](src\/[\w./-]+)\.ts["'`]/g)) found.add(`${lazy}.js`);
+    found.delete(path);
+    const known = [...found].filter((dep) => dep in files).sort();
+    if (known.length > 0) deps[path] = known;
+  }
+  return deps;
 }
 
 /** `unpack.js`: run once by the fresh Deno, writes qvm's modules into its argument and checks all. */
@@ -347,7 +405,7 @@ export async function buildStandalone(options: StandaloneOptions): Promise<numbe
   for (const [path, source] of Object.entries(files)) {
     manifest[`lib/${path}`] = [new TextEncoder().encode(source).length, await sha256Hex(source)];
   }
-  const launcher = launcherSource(version, manifest);
+  const launcher = launcherSource(version, { files: manifest, deps: moduleDeps(files) });
   const packedFiles: Record<string, string> = { "qvm.mjs": launcher };
   for (const [path, source] of Object.entries(files)) packedFiles[`lib/${path}`] = source;
   const unpacker = new TextEncoder().encode(unpackerSource(version, {
