@@ -49,6 +49,11 @@ export interface LatencyCell {
    */
   cpuMs?: number;
   runs: number;
+  /**
+   * The standalone form only: its wall time over the installed form's in the same round (the runs
+   * alternate, so a pair shares the machine's load), median and quartiles over the rounds.
+   */
+  paired?: { median: number; low: number; high: number };
 }
 
 /** Everything the section reports. */
@@ -149,6 +154,13 @@ export async function sample(
     stdout: decode(out.stdout),
     stderr: decode(out.stderr),
   };
+}
+
+/** `a[i].ms / b[i].ms` over the rounds: median and quartiles. */
+function pairedRatio(a: Sample[], b: Sample[]): { median: number; low: number; high: number } {
+  const ratios = a.map((s, i) => s.ms / b[i].ms).sort((x, y) => x - y);
+  const at = (q: number) => ratios[Math.min(ratios.length - 1, Math.floor(q * ratios.length))];
+  return { median: median(ratios), low: at(0.25), high: at(0.75) };
 }
 
 function sqlFor(command: LatencyCommand, vm: string): string {
@@ -293,6 +305,9 @@ export async function measureCommandLatency(
             cpuMs: cpu.length ? median(cpu) : undefined,
             runs: list.length,
           };
+        }
+        if (cells.standalone && samples.installed) {
+          cells.standalone.paired = pairedRatio(samples.standalone, samples.installed);
         }
         result.cells[size][command] = cells;
       }

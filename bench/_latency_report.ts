@@ -97,18 +97,25 @@ export function latencyVerdicts(lat: CommandLatency): Verdict[] {
   for (const at of sizes) {
     for (const command of LATENCY_COMMANDS) {
       const target = `standalone qvm ${command} at ${fmtCount(at)} VMs ≤ ${STANDALONE_LIMIT}x ` +
-        `installed (median wall time)`;
+        `installed (median wall time, paired by round)`;
       const inst = cell(lat, at, command, "installed");
       const alone = cell(lat, at, command, "standalone");
       if (!inst || !alone) {
         out.push(verdict(target, undefined, "not measured"));
         continue;
       }
+      // Judged on the rounds' paired ratios when there are, else on the ratio of the medians.
       const r = alone.ms / inst.ms;
+      const p = alone.paired;
+      const pairs = p
+        ? `; paired per round ${fmtRatio(p.median)} (quartiles ${fmtRatio(p.low)} to ` +
+          `${fmtRatio(p.high)})`
+        : "";
       out.push(verdict(
         target,
-        r <= STANDALONE_LIMIT,
-        `${alone.ms.toFixed(1)} vs ${inst.ms.toFixed(1)} ms: ${fmtRatio(r)}${cpuNote(alone, inst)}`,
+        (p?.median ?? r) <= STANDALONE_LIMIT,
+        `${alone.ms.toFixed(1)} vs ${inst.ms.toFixed(1)} ms: ${fmtRatio(r)}${pairs}` +
+          cpuNote(alone, inst),
       ));
     }
   }
