@@ -9,12 +9,12 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { buildDist } from "../src/dist/bundle.ts";
+import { buildDist } from "../../src/dist/bundle.ts";
 import {
   buildStandalone,
   defaultStandaloneOptions,
   parseStandaloneArgs,
-} from "../src/dist/standalone.ts";
+} from "../../src/dist/standalone.ts";
 
 interface Run {
   code: number;
@@ -72,7 +72,7 @@ function unpacked(cache: string): string {
 }
 
 Deno.test("standalone build options: dist/qvm to dist/qvm-standalone with xz, --gzip", () => {
-  const root = new URL("../", import.meta.url).pathname;
+  const root = new URL("../../", import.meta.url).pathname;
   const options = parseStandaloneArgs([]);
   assert.equal(options.out, `${root}dist/qvm-standalone`);
   assert.equal(options.from, `${root}dist/qvm`);
