@@ -7,12 +7,11 @@ import type { CommandSpec, OptionSpec, ParsedArgs, PositionalSpec } from "./spec
 import {
   formatDate,
   formatVmClock,
-  listSnapshots,
   type SnapshotAction,
-  type SnapshotListing,
   type SnapshotOutcome,
-  snapshotVm,
-} from "../vm/snapshot.ts";
+} from "../vm/_snapshot.ts";
+import { outcomeJson, snapshotVm } from "../vm/snapshot_action.ts";
+import { listingJson, listSnapshots, type SnapshotListing } from "../vm/snapshot_list.ts";
 import { table } from "./_format.ts";
 import { formatSize } from "./_size.ts";
 import { parseTimeout } from "./start.ts";
@@ -133,19 +132,6 @@ export function formatOutcome(outcome: SnapshotOutcome, name: string): string {
   }).join("\n");
 }
 
-/** The `--json` shape of a create/load/delete. */
-export function outcomeJson(outcome: SnapshotOutcome, name: string): Record<string, unknown> {
-  return {
-    id: outcome.vm.id,
-    vm: outcome.vm.name,
-    mode: outcome.mode,
-    snapshot: name,
-    actions: outcome.done.map((d) => ({ action: d.action, drive: d.drive, vm_state: d.vmState })),
-    skipped: outcome.skipped,
-    quiesce: outcome.quiesce ?? null,
-  };
-}
-
 /** What the guest agent did for the guest's file systems, as one line (undefined: no agent). */
 export function quiesceNote(outcome: SnapshotOutcome): string | undefined {
   const q = outcome.quiesce;
@@ -154,27 +140,6 @@ export function quiesceNote(outcome: SnapshotOutcome): string | undefined {
   if (q.thawed) return "thawed the guest's file systems (the snapshot was saved frozen)";
   if (q.reason) return `guest file systems not frozen: ${q.reason}`;
   return undefined;
-}
-
-/** The `--json` shape of a listing (dates in ISO 8601 UTC). */
-export function listingJson(listing: SnapshotListing): Record<string, unknown> {
-  return {
-    id: listing.vm.id,
-    vm: listing.vm.name,
-    mode: listing.mode,
-    drives: listing.drives.map((d) => ({
-      drive: d.drive,
-      file: d.file,
-      snapshots: d.snapshots.map((s) => ({
-        name: s.name,
-        id: s.id,
-        vm_state_size: s.vmStateSize,
-        date: new Date(s.dateMs).toISOString(),
-        vm_clock_ns: s.vmClockNs,
-      })),
-    })),
-    partial: listing.partial.map((p) => ({ name: p.name, drives: p.on, missing: p.missing })),
-  };
 }
 
 /** A listing as a table (one row per drive and snapshot) and a line for drives without any. */

@@ -1,10 +1,12 @@
 /**
  * The pure core of `qvm snapshot`: which drives an operation touches, what a snapshot name may be,
  * reading snapshot tables (qemu-img info JSON and QMP `query-block` share one shape), and planning
- * the steps of an action from the snapshots that already exist. No I/O here.
+ * the steps of an action from the snapshots that already exist, and the shapes of a request and
+ * its outcome. No I/O here.
  */
 import { NotFoundError, UsageError } from "../errors.ts";
 import type { DiskStorage, StorageItem } from "../config/mod.ts";
+import type { VmRecord } from "../state/mod.ts";
 
 /** What `snapshot create|load|delete` does. */
 export type SnapshotAction = "create" | "load" | "delete";
@@ -372,4 +374,66 @@ export function partialSnapshots(
     const missing = drives.filter((d) => !holds(d)).map((d) => d.drive);
     return missing.length === 0 ? [] : [{ name, on, missing }];
   });
+}
+
+/** Whether an operation went through qemu-img (VM stopped) or QMP jobs (VM running). */
+export type SnapshotMode = "offline" | "live";
+
+/** What `snapshot create|load|delete` was asked to do. */
+export interface SnapshotRequest {
+  action: SnapshotAction;
+  name: string;
+  /** A storage item's name; all qcow2 drives when absent. */
+  drive?: string;
+  /** Require the live path (a running VM). */
+  live?: boolean;
+  /** `create`: replace a snapshot of the same name. */
+  overwrite?: boolean;
+  /**
+   * `create` on a running VM: snapshot the drives only, without VM state, so that it need not
+   * cover every writable drive. Offline snapshots are disk-only whatever this says.
+   */
+  diskOnly?: boolean;
+  /** Bound on each lock wait and each live job. */
+  timeoutS: number;
+  /** Hears a live job's state while it runs (QEMU's `current-progress` of `total-progress`). */
+  onJob?: (job: SnapshotJobProgress) => void;
+}
+
+/** A live snapshot job as it runs, for a caller that shows progress. */
+export interface SnapshotJobProgress {
+  op: SnapshotAction;
+  /** QEMU's job status, e.g. `running`. */
+  status: string;
+  /** Percent done as QEMU counts it (QEMU 7.2 reports only 0 or 100). */
+  percent: number;
+}
+
+/** One action done on one drive. */
+export interface SnapshotDone {
+  action: SnapshotAction;
+  drive: string;
+  /** The drive holds (or held) the VM state of this live snapshot. */
+  vmState: boolean;
+}
+
+/** What a `create|load|delete` did. */
+export interface SnapshotOutcome {
+  vm: VmRecord;
+  mode: SnapshotMode;
+  done: SnapshotDone[];
+  /** Raw drives passed over (no `--drive` given). */
+  skipped: string[];
+  /** What the guest agent did for the guest's file systems; absent when the VM has no agent. */
+  quiesce?: Quiesce;
+}
+
+/** A live snapshot's use of the guest agent: file systems frozen around a save, thawed after a load. */
+export interface Quiesce {
+  /** File systems frozen around the save (0 if not frozen). */
+  frozen: number;
+  /** After a load: the restored guest was frozen (saved so) and has been thawed. */
+  thawed: boolean;
+  /** Why nothing was frozen or thawed, when the agent could not. */
+  reason?: string;
 }

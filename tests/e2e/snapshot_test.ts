@@ -27,8 +27,9 @@ import {
   vmStateDrive,
   vmStateDrives,
 } from "../../src/vm/_snapshot.ts";
-import { diskLockPath } from "../../src/vm/snapshot.ts";
-import { formatListing, listingJson, partialLines } from "../../src/cli/snapshot.ts";
+import { diskLockPath } from "../../src/vm/snapshot_action.ts";
+import { formatListing, partialLines } from "../../src/cli/snapshot.ts";
+import { listingJson } from "../../src/vm/snapshot_list.ts";
 import { acquireLock } from "../../src/vm/lock.ts";
 import { vmPaths } from "../../src/vm_files.ts";
 import { NotFoundError, UsageError } from "../../src/errors.ts";
