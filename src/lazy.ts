@@ -27,6 +27,7 @@ export const LAZY_MODULES = [
   "src/cloud/image.ts",
   "src/config/mod.ts",
   "src/qemu/qmp.ts",
+  "src/progress.ts",
   "src/cli/_progress.ts",
   "src/vm/freeze.ts",
 ] as const;

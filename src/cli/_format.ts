@@ -2,9 +2,19 @@
 import { useColor } from "./context.ts";
 import { lazyImport } from "../lazy.ts";
 
-/** Progress lines on a terminal, loaded only by the commands that draw them. */
-export const progressModule = () =>
-  lazyImport<typeof import("./_progress.ts")>("src/cli/_progress.ts");
+/**
+ * Progress lines on a terminal (the line, and what it says for a start or stop), loaded only by
+ * the commands that draw them.
+ */
+export async function progressModule(): Promise<
+  typeof import("../progress.ts") & typeof import("./_progress.ts")
+> {
+  const [line, views] = await Promise.all([
+    lazyImport<typeof import("../progress.ts")>("src/progress.ts"),
+    lazyImport<typeof import("./_progress.ts")>("src/cli/_progress.ts"),
+  ]);
+  return { ...line, ...views };
+}
 
 const COLORS: Record<string, string> = {
   running: "32",

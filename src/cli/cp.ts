@@ -4,7 +4,7 @@ import type { CommandSpec, ParsedArgs } from "./spec.ts";
 import { UsageError } from "../errors.ts";
 import { copyFiles, type CopyProgress, type CopyRoute } from "../cloud/copy.ts";
 import { copyRequest, parseOperand } from "../cloud/copy_plan.ts";
-import { formatSeconds, printable, Progress } from "./_progress.ts";
+import { formatSeconds, printable, Progress } from "../progress.ts";
 import { formatSize } from "./_size.ts";
 
 /** The command's arguments and flags. */

@@ -3,7 +3,7 @@ import { QVM_MAIN, QvmEnv, withEnv } from "../helpers/qvm.ts";
 import { GUEST_READY_MARKER, guestConfig, WAIT_READY } from "../helpers/guest.ts";
 import { FIELDS, fillTemplate, formatUptime, parseFormat, type Row } from "../../src/cli/ls.ts";
 import { processUptime } from "../../src/vm/list.ts";
-import { formatSeconds, lastLineAfter, printable } from "../../src/cli/_progress.ts";
+import { formatSeconds, lastLineAfter, printable } from "../../src/progress.ts";
 import { leftRunning } from "../../src/cli/start.ts";
 
 const ESC = String.fromCharCode(27);
