@@ -4,18 +4,26 @@
  */
 import type { Context } from "./context.ts";
 import type { CommandSpec, OptionSpec, ParsedArgs, PositionalSpec } from "./spec.ts";
-import { QvmError, TimeoutError, UsageError } from "../errors.ts";
-import { encodeRequest, type QmpClient, QmpError, type QmpEvent } from "../qemu/qmp.ts";
-import { parseChord, qmpKeys, textKeys } from "../qemu/keys.ts";
-import type { VmRecord } from "../state/mod.ts";
-import { withQmp } from "../vm/qmp_session.ts";
-import { parseHoldTime, parseJsonArgs, parseProperties, screendumpTarget } from "./_qmp_args.ts";
+import { UsageError } from "../errors.ts";
+import { KEY_NAMES_HELP, parseChord, textKeys } from "../qemu/keys.ts";
+import {
+  parseHoldTime,
+  parseJsonArgs,
+  parseProperties,
+  screendumpTarget,
+} from "../qemu/qmp_args.ts";
+import * as qmp from "../vm/qmp_commands.ts";
 import { parseTimeout } from "./start.ts";
 
 const DEFAULT_TIMEOUT_S = 30;
 /** How long `type` holds each key down unless `--hold-time` says otherwise. */
 const TYPE_HOLD_MS = 20;
 
+const holdTime = (description: string): OptionSpec => ({
+  type: "string",
+  value: "MS",
+  description,
+});
 const vmArg: PositionalSpec = { name: "VM", description: "id or name", complete: "vm" };
 
 const timeout: OptionSpec = {
@@ -24,14 +32,6 @@ const timeout: OptionSpec = {
   description: `seconds to wait for the QMP socket (another client may hold it) and for each ` +
     `reply (default ${DEFAULT_TIMEOUT_S})`,
 };
-
-const KEY_NAMES =
-  "Key names are QEMU's (QKeyCode): a-z, 0-9, f1-f12, ctrl, ctrl_r, alt, alt_r, shift, shift_r,\n" +
-  "meta_l, meta_r, ret, spc, tab, esc, backspace, delete, insert, home, end, pgup, pgdn, up,\n" +
-  "down, left, right, minus, equal, bracket_left, bracket_right, backslash, semicolon,\n" +
-  "apostrophe, grave_accent, comma, dot, slash, kp_0-kp_9, kp_enter, sysrq, print, pause, ...\n" +
-  "Also accepted: enter, return, space, escape, control, del, ins, pageup, pagedown, super, win,\n" +
-  "meta, capslock. Case does not matter.";
 
 /** The command's subcommands and their arguments. */
 export const spec: CommandSpec = {
@@ -63,14 +63,10 @@ export const spec: CommandSpec = {
       summary: "press keys together (a chord) with QMP send-key",
       description: "The keys are pressed in order, held, then released in reverse order.\n" +
         "Give them as separate arguments or joined with '-' or '+' (ctrl-alt-delete).\n" +
-        KEY_NAMES,
+        KEY_NAMES_HELP,
       positionals: [vmArg, { name: "KEY", description: "key name(s)", variadic: true }],
       options: {
-        "hold-time": {
-          type: "string",
-          value: "MS",
-          description: "milliseconds to hold the chord (default: QEMU's, 100)",
-        },
+        "hold-time": holdTime("milliseconds to hold the chord (default: QEMU's, 100)"),
         timeout,
       },
       examples: ["qvm qmp keys web1 ctrl-alt-f2", "qvm qmp keys web1 ctrl alt delete"],
@@ -85,11 +81,7 @@ export const spec: CommandSpec = {
         "after '--'.",
       positionals: [vmArg, { name: "TEXT", description: "the text to type" }],
       options: {
-        "hold-time": {
-          type: "string",
-          value: "MS",
-          description: `milliseconds to hold each key (default ${TYPE_HOLD_MS})`,
-        },
+        "hold-time": holdTime(`milliseconds to hold each key (default ${TYPE_HOLD_MS})`),
         timeout,
       },
       examples: [`qvm qmp type web1 $'root\\n'`, "qvm qmp type web1 -- '-v'"],
@@ -161,226 +153,97 @@ export const spec: CommandSpec = {
   ],
 };
 
-/** `execute`, with a QMP error reply turned into one line naming the command, class and desc. */
-async function call<T = unknown>(
-  client: QmpClient,
-  command: string,
-  options: { args?: Record<string, unknown>; timeoutMs: number },
-): Promise<T> {
-  try {
-    return await client.execute<T>(command, options.args, { timeoutMs: options.timeoutMs });
-  } catch (error) {
-    if (error instanceof QmpError) {
-      throw new QvmError(`QMP ${command} failed: ${error.qmpClass}: ${error.message}`, {
-        cause: error,
-      });
-    }
-    throw error;
-  }
-}
-
-/** Runs the chosen subcommand. */
+/** Runs the chosen subcommand and prints what it did (`qmp run`: always JSON). */
 export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
   const timeoutMs = parseTimeout(args.values.timeout, DEFAULT_TIMEOUT_S) * 1000;
   const [vmName, ...rest] = args.positionals;
-  const session = <T>(fn: (client: QmpClient, vm: VmRecord) => Promise<T>) =>
-    withQmp(ctx, vmName, fn, { timeoutMs });
+  const done = await perform({ ctx, vmName, timeoutMs }, { ...args, positionals: rest });
+  if (ctx.json || done.text === undefined) ctx.outJson(done.json);
+  else ctx.out(done.text);
+  return 0;
+}
+
+/** Where a subcommand goes: the command's context, the VM named, and the session's bound. */
+type Target = { ctx: Context; vmName: string; timeoutMs: number };
+/** What a subcommand prints: `json` with --json, else `text` (none: JSON either way). */
+type Done = { json: unknown; text?: string };
+
+/** Runs subcommand `args.subcommand` with the words after VM. */
+function perform(on: Target, args: ParsedArgs): Promise<Done> {
+  const [first, ...more] = args.positionals;
+  const holdTime = args.values["hold-time"];
   switch (args.subcommand) {
-    case "run":
-      return await runCommand(ctx, rest, { session, timeoutMs });
+    case "run": // `quit` has no reply: QEMU closes the connection instead.
+      return qmp.runQmpCommand(on.ctx, on.vmName, {
+        ...on,
+        command: first,
+        args: parseJsonArgs(more[0]),
+      }).then((result) => ({ json: result ?? {} }));
     case "keys":
-      return await sendChord(ctx, rest, { session, timeoutMs, holdTime: args.values["hold-time"] });
+      return sendChord(on, { names: args.positionals, holdTime });
     case "type":
-      return await typeText(ctx, rest[0], {
-        session,
-        timeoutMs,
-        holdTime: args.values["hold-time"],
-      });
+      return typeText(on, { text: first, holdTime });
     case "screendump":
-      return await screendump(ctx, rest[0], { session, timeoutMs, format: args.values.format });
+      return dumpScreen(on, { file: first, format: args.values.format });
     case "pause":
     case "resume":
-      return await setRunState(ctx, args.subcommand, { session, timeoutMs });
+      return setRunState(on, args.subcommand);
     case "device-add":
-      return await deviceAdd(ctx, rest, { session, timeoutMs });
+      return deviceAdd(on, { driver: first, id: more[0], props: more.slice(1) });
     case "device-del":
-      return await deviceDel(ctx, rest[0], {
-        session,
-        timeoutMs,
-        wait: args.values["no-wait"] !== true,
-      });
+      return deviceDel(on, { id: first, wait: args.values["no-wait"] !== true });
     default:
       throw new UsageError(`qmp: unknown subcommand '${args.subcommand}'`);
   }
 }
 
-type Session = <T>(fn: (client: QmpClient, vm: VmRecord) => Promise<T>) => Promise<T>;
-
-interface SessionOptions {
-  session: Session;
-  timeoutMs: number;
+async function sendChord(on: Target, o: { names: string[]; holdTime: unknown }): Promise<Done> {
+  const keys = parseChord(o.names);
+  const hold = parseHoldTime(o.holdTime);
+  const vm = await qmp.sendKeys(on.ctx, on.vmName, { ...on, chords: [keys], holdMs: hold });
+  return {
+    json: { id: vm.id, name: vm.name, keys, hold_time_ms: hold ?? null },
+    text: `sent ${keys.join("-")} to ${vm.name}`,
+  };
 }
 
-async function runCommand(
-  ctx: Context,
-  [command, jsonArgs]: string[],
-  { session, timeoutMs }: SessionOptions,
-): Promise<number> {
-  const qmpArgs = parseJsonArgs(jsonArgs);
-  try {
-    // What QEMU could not read is refused here, before the VM is looked at.
-    encodeRequest({ execute: command, arguments: qmpArgs, id: "qvm-0" });
-  } catch (error) {
-    if (error instanceof UsageError) throw new UsageError(`invalid JSON-ARGS: ${error.message}`);
-    throw error;
-  }
-  const result = await session((client) => call(client, command, { args: qmpArgs, timeoutMs }));
-  // `quit` has no reply: QEMU closes the connection instead.
-  ctx.outJson(result ?? {});
-  return 0;
+async function typeText(on: Target, o: { text: string; holdTime: unknown }): Promise<Done> {
+  const chords = textKeys(o.text);
+  const hold = parseHoldTime(o.holdTime, TYPE_HOLD_MS)!;
+  const vm = await qmp.sendKeys(on.ctx, on.vmName, { ...on, chords, holdMs: hold });
+  return {
+    json: { id: vm.id, name: vm.name, characters: chords.length, hold_time_ms: hold },
+    text: `typed ${chords.length} character${chords.length === 1 ? "" : "s"} into ${vm.name}`,
+  };
 }
 
-async function sendChord(
-  ctx: Context,
-  names: string[],
-  { session, timeoutMs, holdTime }: SessionOptions & { holdTime: unknown },
-): Promise<number> {
-  const keys = parseChord(names);
-  const hold = parseHoldTime(holdTime);
-  const qmpArgs: Record<string, unknown> = { keys: qmpKeys(keys) };
-  if (hold !== undefined) qmpArgs["hold-time"] = hold;
-  const vm = await session(async (client, vm) => {
-    await call(client, "send-key", { args: qmpArgs, timeoutMs });
-    return vm;
-  });
-  if (ctx.json) ctx.outJson({ id: vm.id, name: vm.name, keys, hold_time_ms: hold ?? null });
-  else ctx.out(`sent ${keys.join("-")} to ${vm.name}`);
-  return 0;
+async function dumpScreen(on: Target, o: { file: string; format: unknown }): Promise<Done> {
+  const target = screendumpTarget(o.file, { format: o.format });
+  const { vm, bytes } = await qmp.screendump(on.ctx, on.vmName, { ...on, ...target });
+  return { json: { id: vm.id, name: vm.name, ...target, bytes }, text: target.file };
 }
 
-async function typeText(
-  ctx: Context,
-  text: string,
-  { session, timeoutMs, holdTime }: SessionOptions & { holdTime: unknown },
-): Promise<number> {
-  const chords = textKeys(text);
-  const hold = parseHoldTime(holdTime, TYPE_HOLD_MS)!;
-  const vm = await session(async (client, vm) => {
-    // One at a time: QEMU queues each chord's press, hold and release behind the previous one.
-    for (const keys of chords) {
-      await call(client, "send-key", {
-        args: { keys: qmpKeys(keys), "hold-time": hold },
-        timeoutMs,
-      });
-    }
-    return vm;
-  });
-  if (ctx.json) {
-    ctx.outJson({ id: vm.id, name: vm.name, characters: chords.length, hold_time_ms: hold });
-  } else {
-    ctx.out(`typed ${chords.length} character${chords.length === 1 ? "" : "s"} into ${vm.name}`);
-  }
-  return 0;
-}
-
-async function screendump(
-  ctx: Context,
-  file: string,
-  { session, timeoutMs, format }: SessionOptions & { format: unknown },
-): Promise<number> {
-  const target = screendumpTarget(file, { format });
-  const vm = await session(async (client, vm) => {
-    await call(client, "screendump", {
-      args: { filename: target.file, format: target.format },
-      timeoutMs,
-    });
-    return vm;
-  });
-  let bytes: number;
-  try {
-    bytes = (await Deno.stat(target.file)).size;
-  } catch (error) {
-    throw new QvmError(`QEMU reported success but ${target.file} is missing`, { cause: error });
-  }
-  if (ctx.json) {
-    ctx.outJson({ id: vm.id, name: vm.name, file: target.file, format: target.format, bytes });
-  } else ctx.out(target.file);
-  return 0;
-}
-
-async function setRunState(
-  ctx: Context,
-  action: "pause" | "resume",
-  { session, timeoutMs }: SessionOptions,
-): Promise<number> {
-  const { vm, state } = await session(async (client, vm) => {
-    await call(client, action === "pause" ? "stop" : "cont", { timeoutMs });
-    const state = await call<{ status: string; running: boolean }>(client, "query-status", {
-      timeoutMs,
-    });
-    return { vm, state };
-  });
-  if (ctx.json) {
-    ctx.outJson({ id: vm.id, name: vm.name, status: state.status, running: state.running });
-  } else {
-    ctx.out(`${vm.name}: ${state.status}`);
-  }
-  return 0;
+async function setRunState(on: Target, action: "pause" | "resume"): Promise<Done> {
+  const { vm, status, running } = await qmp.setCpuState(on.ctx, on.vmName, { ...on, action });
+  return { json: { id: vm.id, name: vm.name, status, running }, text: `${vm.name}: ${status}` };
 }
 
 async function deviceAdd(
-  ctx: Context,
-  [driver, id, ...props]: string[],
-  { session, timeoutMs }: SessionOptions,
-): Promise<number> {
+  on: Target,
+  { driver, id, props }: { driver: string; id: string; props: string[] },
+): Promise<Done> {
   const properties = parseProperties(props);
-  const vm = await session(async (client, vm) => {
-    await call(client, "device_add", { args: { driver, id, ...properties }, timeoutMs });
-    return vm;
-  });
-  if (ctx.json) ctx.outJson({ id: vm.id, name: vm.name, device: { id, driver, properties } });
-  else ctx.out(`added ${driver} '${id}' to ${vm.name}`);
-  return 0;
+  const vm = await qmp.addDevice(on.ctx, on.vmName, { ...on, driver, id, properties });
+  return {
+    json: { id: vm.id, name: vm.name, device: { id, driver, properties } },
+    text: `added ${driver} '${id}' to ${vm.name}`,
+  };
 }
 
-/** Resolves when the device is gone; rejects if the guest reports it refused the unplug. */
-function removal(client: QmpClient, id: string, options: { since: number; timeoutMs: number }) {
-  const forDevice = (event: QmpEvent) => event.data?.device === id;
-  const deleted = client.waitForEvent("DEVICE_DELETED", { ...options, match: forDevice });
-  const refused = client.waitForEvent("DEVICE_UNPLUG_GUEST_ERROR", {
-    ...options,
-    match: forDevice,
-  }).then(() => {
-    throw new QvmError(`the guest refused to release device '${id}'`);
-  });
-  // The loser of the race is rejected when the session closes; nobody needs that rejection.
-  deleted.catch(() => {});
-  refused.catch(() => {});
-  return Promise.race([deleted, refused]);
-}
-
-async function deviceDel(
-  ctx: Context,
-  id: string,
-  { session, timeoutMs, wait }: SessionOptions & { wait: boolean },
-): Promise<number> {
-  const vm = await session(async (client, vm) => {
-    const since = client.events.length;
-    await call(client, "device_del", { args: { id }, timeoutMs });
-    if (!wait) return vm;
-    try {
-      await removal(client, id, { since, timeoutMs });
-    } catch (error) {
-      if (!(error instanceof TimeoutError)) throw error;
-      throw new TimeoutError(
-        `device '${id}' of ${vm.name} was not removed within ${timeoutMs / 1000} s: the guest ` +
-          "did not release it (PCI hot-unplug needs the guest's cooperation; is it paused or " +
-          "still booting?). The request stays pending.",
-      );
-    }
-    return vm;
-  });
-  if (ctx.json) ctx.outJson({ id: vm.id, name: vm.name, device: id, removed: wait });
-  else ctx.out(wait ? `removed '${id}' from ${vm.name}` : `asked ${vm.name} to remove '${id}'`);
-  return 0;
+async function deviceDel(on: Target, { id, wait }: { id: string; wait: boolean }): Promise<Done> {
+  const vm = await qmp.removeDevice(on.ctx, on.vmName, { ...on, id, wait });
+  return {
+    json: { id: vm.id, name: vm.name, device: id, removed: wait },
+    text: wait ? `removed '${id}' from ${vm.name}` : `asked ${vm.name} to remove '${id}'`,
+  };
 }

@@ -57,6 +57,15 @@ export function keyName(name: string): string {
   );
 }
 
+/** The key names `parseChord` accepts, as help text says them. */
+export const KEY_NAMES_HELP =
+  "Key names are QEMU's (QKeyCode): a-z, 0-9, f1-f12, ctrl, ctrl_r, alt, alt_r, shift, shift_r,\n" +
+  "meta_l, meta_r, ret, spc, tab, esc, backspace, delete, insert, home, end, pgup, pgdn, up,\n" +
+  "down, left, right, minus, equal, bracket_left, bracket_right, backslash, semicolon,\n" +
+  "apostrophe, grave_accent, comma, dot, slash, kp_0-kp_9, kp_enter, sysrq, print, pause, ...\n" +
+  "Also accepted: enter, return, space, escape, control, del, ins, pageup, pagedown, super, win,\n" +
+  "meta, capslock. Case does not matter.";
+
 /**
  * The keys of one chord from the command line: each argument may itself join keys with `-` or
  * `+` (`ctrl-alt-delete`, `ctrl+c`), so `ctrl alt delete` and `ctrl-alt-delete` are the same.

@@ -13,7 +13,7 @@ import {
   parseProperties,
   propertyValue,
   screendumpTarget,
-} from "../../src/cli/_qmp_args.ts";
+} from "../../src/qemu/qmp_args.ts";
 import { UsageError } from "../../src/errors.ts";
 
 Deno.test("key names: QKeyCode names pass, aliases and case resolve to them", () => {

@@ -1,4 +1,7 @@
-/** Pure argument parsing for `qvm qmp`: JSON arguments, device properties, hold time, image format. */
+/**
+ * QMP arguments from the words of `qvm qmp` (pure): a JSON object of arguments, typed `device_add`
+ * properties, a key hold time, a screendump's format and absolute path. Key names are `keys.ts`'s.
+ */
 import { isAbsolute, resolve } from "../path.ts";
 import { UsageError } from "../errors.ts";
 
