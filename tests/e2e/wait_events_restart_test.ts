@@ -10,7 +10,8 @@ import {
 } from "../helpers/guest.ts";
 import { eventually, holdsLock, socketHasClient } from "../helpers/wait.ts";
 import { parseTarget, verdict } from "../../src/cli/wait.ts";
-import { eventLine, formatEvent } from "../../src/cli/events.ts";
+import { formatEvent } from "../../src/cli/events.ts";
+import { eventLine } from "../../src/vm/events.ts";
 
 /** Starts `qvm ARGS` in the background; its output is read when it ends. */
 function spawnQvm(env: QvmEnv, args: string[]) {
