@@ -4,29 +4,18 @@
  */
 import type { Context } from "./context.ts";
 import type { CommandSpec, ParsedArgs } from "./spec.ts";
-import { QvmError } from "../errors.ts";
-import type { DiskStorage } from "../config/mod.ts";
-import type { VmRecord } from "../state/mod.ts";
-import { qemuAlive } from "../vm/observe.ts";
+import type { DiskResult } from "../vm/storage.ts";
 import {
-  type DiskResult,
-  type DiskVerdict,
-  imageInfo,
-  mapLimit,
-  orphanedFiles,
-  PROBLEMS,
-  referencedFiles,
-  storageEntries,
-  type StorageEntry,
-  verifyDisk,
-} from "../vm/storage.ts";
-import { exists } from "../vm_files.ts";
+  type DiskReport,
+  listStorage,
+  orphanedStorage,
+  type VerifyProgress,
+  verifyStorage,
+} from "../vm/storage_report.ts";
+import type { VmRecord } from "../state/mod.ts";
 import { table } from "./_format.ts";
 import { formatSize } from "./_size.ts";
 import { progressModule } from "./_format.ts";
-
-/** qemu-img processes run at once: enough to hide latency, few enough not to swamp the host. */
-const CONCURRENCY = 4;
 
 const vmArg = {
   name: "VM",
@@ -79,60 +68,6 @@ export const spec: CommandSpec = {
   examples: ["qvm storage ls", "qvm storage verify", "qvm storage orphaned"],
 };
 
-function selectVms(ctx: Context, args: ParsedArgs): VmRecord[] {
-  const wanted = args.positionals[0];
-  return wanted === undefined ? ctx.store.list() : [ctx.store.require(wanted)];
-}
-
-/** One row of `storage ls`, with the stable keys `--json` prints. */
-interface LsRow {
-  vm: string;
-  vm_id: string;
-  storage: string;
-  type: string;
-  path: string;
-  state: "present" | "missing" | "unreadable";
-  format: string | null;
-  virtual_size: number | null;
-  actual_size: number | null;
-  backing_file: string | null;
-  error: string | null;
-}
-
-async function describe(entry: StorageEntry): Promise<LsRow> {
-  const { vm, item, path } = entry;
-  const row: LsRow = {
-    vm: vm.name,
-    vm_id: vm.id,
-    storage: item.name,
-    type: item.type,
-    path,
-    state: "present",
-    format: null,
-    virtual_size: null,
-    actual_size: null,
-    backing_file: null,
-    error: null,
-  };
-  if (!exists(path, { follow: true })) return { ...row, state: "missing" };
-  if (item.type === "virtfs") return row;
-  try {
-    const info = await imageInfo(path, item.type);
-    return {
-      ...row,
-      format: info.format,
-      virtual_size: info.virtualSize,
-      actual_size: info.actualSize,
-      backing_file: info.backingFile,
-    };
-  } catch (err) {
-    if (err instanceof QvmError && !/not found: install/.test(err.message)) {
-      return { ...row, state: "unreadable", error: err.message };
-    }
-    throw err;
-  }
-}
-
 function noStorage(ctx: Context, args: ParsedArgs, vms: VmRecord[]): void {
   if (args.positionals[0] !== undefined) ctx.note(`VM '${vms[0].name}' has no storage`);
   else if (vms.length === 0) ctx.note("no VMs defined (see 'qvm add --help')");
@@ -140,8 +75,7 @@ function noStorage(ctx: Context, args: ParsedArgs, vms: VmRecord[]): void {
 }
 
 async function list(ctx: Context, args: ParsedArgs): Promise<number> {
-  const vms = selectVms(ctx, args);
-  const rows = await mapLimit(storageEntries(vms, ctx.dirs), CONCURRENCY, describe);
+  const { vms, rows } = await listStorage(ctx, args.positionals[0]);
   if (ctx.json) {
     ctx.outJson(rows);
     return 0;
@@ -180,52 +114,35 @@ const RESULT_WORDS: Record<DiskResult, string> = {
   leaks: "leaks",
 };
 
-function isDisk(entry: StorageEntry): entry is StorageEntry & { item: DiskStorage } {
-  return entry.item.type !== "virtfs";
-}
-
 async function verify(ctx: Context, args: ParsedArgs): Promise<number> {
-  const vms = selectVms(ctx, args);
-  const disks = storageEntries(vms, ctx.dirs).filter(isDisk);
   const { Progress, formatSeconds } = await progressModule();
   const progress = new Progress(ctx, { quiet: args.values.quiet === true });
   const began = Date.now();
-  let checked = 0;
-  let current = "";
-  progress.show(() =>
-    `verifying disks: ${checked} of ${disks.length} checked · ` +
-    progress.dim(`${formatSeconds(Date.now() - began)}${current ? ` · ${current}` : ""}`)
-  );
-  const verdicts: DiskVerdict[] = await mapLimit(
-    disks,
-    CONCURRENCY,
-    async (e) => {
-      current = e.path;
-      const verdict = await verifyDisk(e.vm, e.item, e.path);
-      checked++;
-      return verdict;
+  let at: VerifyProgress = { checked: 0, total: 0, current: "" };
+  const { vms, results } = await verifyStorage(ctx, args.positionals[0], {
+    onProgress: (state) => {
+      at = state;
+      progress.show(() =>
+        `verifying disks: ${at.checked} of ${at.total} checked · ` +
+        progress.dim(`${formatSeconds(Date.now() - began)}${at.current ? ` · ${at.current}` : ""}`)
+      );
     },
-  ).finally(() => progress.done());
-  const running = new Set(vms.filter((vm) => qemuAlive(ctx, vm)).map((vm) => vm.id));
-  const results = disks.map((e, i) => ({
-    vm: e.vm.name,
-    vm_id: e.vm.id,
-    storage: e.item.name,
-    path: e.path,
-    result: verdicts[i].result,
-    problem: PROBLEMS.has(verdicts[i].result),
-    detail: verdicts[i].detail,
-    vm_running: running.has(e.vm.id),
-  }));
+  }).finally(() => progress.done());
   const problems = results.filter((r) => r.problem);
   if (ctx.json) {
     ctx.outJson(results);
     return problems.length > 0 ? 1 : 0;
   }
-  if (disks.length === 0) {
+  if (results.length === 0) {
     noStorage(ctx, args, vms);
     return 0;
   }
+  return report(ctx, results);
+}
+
+/** Prints what is not ok, then the count of problems (exit 1) or that all disks are ok. */
+function report(ctx: Context, results: DiskReport[]): number {
+  const problems = results.filter((r) => r.problem);
   for (const r of results) {
     if (r.result === "ok") continue;
     const where = `${r.path} (VM '${r.vm}', disk '${r.storage}')`;
@@ -236,20 +153,20 @@ async function verify(ctx: Context, args: ParsedArgs): Promise<number> {
     );
   }
   if (problems.length > 0) {
-    ctx.note(`${problems.length} of ${disks.length} disks have problems`);
+    ctx.note(`${problems.length} of ${results.length} disks have problems`);
     return 1;
   }
   const notCreated = results.filter((r) => r.result === "not_created").length;
   ctx.out(
     notCreated === 0
-      ? `all ${disks.length} disks ok`
-      : `all ${disks.length - notCreated} existing disks ok; ${notCreated} not created yet`,
+      ? `all ${results.length} disks ok`
+      : `all ${results.length - notCreated} existing disks ok; ${notCreated} not created yet`,
   );
   return 0;
 }
 
 function orphaned(ctx: Context): number {
-  const files = orphanedFiles(ctx.dirs, referencedFiles(ctx.store.list(), ctx.dirs));
+  const files = orphanedStorage(ctx);
   if (ctx.json) {
     ctx.outJson(files);
     return 0;
