@@ -2,12 +2,9 @@
 import type { Context } from "./context.ts";
 import type { CommandSpec, ParsedArgs } from "./spec.ts";
 import { UsageError } from "../errors.ts";
-import { requireGuest } from "../vm/guest.ts";
-import { thawedWarning } from "../vm/observe.ts";
+import { execInGuest } from "../vm/exec.ts";
 import { parseTimeout } from "./start.ts";
 import { writeOut } from "./context.ts";
-import { agentModule, cloudModule } from "../cloud/lazy.ts";
-import { cloudPaths } from "../vm_files.ts";
 
 /** The command's arguments and flags. */
 export const spec: CommandSpec = {
@@ -49,28 +46,12 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
   const timeoutS = args.values.timeout === undefined
     ? undefined
     : parseTimeout(args.values.timeout, 0);
-  const { vm, thawed } = await requireGuest(ctx, name);
-  if (thawed) ctx.warn(thawedWarning(vm.name));
-  const { invokingUser, requireAgentChannel } = await cloudModule();
-  requireAgentChannel(vm);
-  const user = execUser(args.values, {
-    cloudInit: vm.config.cloud_init,
-    fallback: invokingUser(),
+  const result = await execInGuest(ctx, name, {
+    command,
+    who: args.values,
+    input: args.values.stdin ? Deno.stdin.readable : undefined,
+    timeoutS,
   });
-  if (user !== undefined) command.unshift("runuser", "-u", user, "--");
-  const { agentExec, ExecTimeoutError, AGENT_OUTPUT_LIMIT } = await agentModule();
-  let result;
-  try {
-    result = await agentExec(cloudPaths(ctx.dirs, vm.id).agentSocket, command, {
-      input: args.values.stdin ? Deno.stdin.readable : undefined,
-      deadline: timeoutS === undefined ? undefined : Date.now() + timeoutS * 1000,
-    });
-  } catch (err) {
-    if (err instanceof ExecTimeoutError) {
-      err.message += `; stop it with 'qvm exec ${vm.name} --root -- kill ${err.pid}'`;
-    }
-    throw err;
-  }
   writeOut(result.stdout);
   let offset = 0;
   while (offset < result.stderr.length) {
@@ -79,28 +60,8 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
   if (result.truncated.length === 0) return result.code;
   ctx.note(
     `qvm: the guest agent cut the command's ${result.truncated.join(" and ")} at ` +
-      `${AGENT_OUTPUT_LIMIT / 1024 / 1024} MiB (it keeps no more): the output above is ` +
+      `${result.limit / 1024 / 1024} MiB (it keeps no more): the output above is ` +
       "incomplete; run the command over 'qvm ssh', or write its output to a file in the guest",
   );
   return result.code === 0 ? 1 : result.code;
-}
-
-/** Who runs the command: `--root` → the agent's root, `--user`, else a cloud_init VM's user. */
-export function execUser(
-  values: ParsedArgs["values"],
-  vm: { cloudInit?: { user?: string; user_data?: string }; fallback: string },
-): string | undefined {
-  if (values.root === true && typeof values.user === "string") {
-    throw new UsageError("qvm exec: give --user or --root, not both");
-  }
-  if (values.root === true) return undefined;
-  if (typeof values.user === "string") {
-    if (!/^[a-z_][a-z0-9_.-]{0,31}$/i.test(values.user)) {
-      throw new UsageError(`qvm exec: invalid --user '${values.user}'`);
-    }
-    return values.user === "root" ? undefined : values.user;
-  }
-  // With verbatim user_data qvm creates no user, so none is known to exist: the agent's root.
-  if (vm.cloudInit === undefined || vm.cloudInit.user_data !== undefined) return undefined;
-  return vm.cloudInit.user ?? vm.fallback;
 }

@@ -1,11 +1,8 @@
 /** `qvm ssh`: OpenSSH into a VM over its forwarded port, with qvm's key and a per-VM known_hosts. */
 import type { Context } from "./context.ts";
 import { type CommandSpec, GLOBAL_OPTIONS, parseCommandArgs, type ParsedArgs } from "./spec.ts";
-import { QvmError, UsageError } from "../errors.ts";
-import type { VmRecord } from "../state/mod.ts";
-import { requireGuest } from "../vm/guest.ts";
-import { qemuAlive, thawedWarning } from "../vm/observe.ts";
-import { cloudModule } from "../cloud/lazy.ts";
+import { UsageError } from "../errors.ts";
+import { sshInto } from "../vm/ssh.ts";
 
 /** The command's arguments and flags. */
 export const spec: CommandSpec = {
@@ -105,48 +102,13 @@ export function parse(args: readonly string[]): ParsedArgs {
 /** Runs ssh and returns its exit code. */
 export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
   const [name, ...command] = args.positionals;
-  const { vm, thawed } = await requireGuest(ctx, name);
-  if (thawed) ctx.warn(thawedWarning(vm.name));
-  const { sshCommand } = await cloudModule();
-  const extra = (args.values["ssh-options"] ?? []) as string[];
-  const argv = await sshCommand(ctx.dirs, vm, { command, extra, warn: (m) => ctx.warn(m) });
-  if (ctx.debug) ctx.note(argv.join(" "));
-  let child: Deno.ChildProcess;
-  try {
-    child = new Deno.Command(argv[0], {
-      args: argv.slice(1),
-      stdin: "inherit",
-      stdout: "inherit",
-      stderr: "inherit",
-    }).spawn();
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) {
-      throw new QvmError("ssh not found: install openssh-client");
-    }
-    throw error;
-  }
-  const status = await child.status;
-  if (status.code === 255) await hintIfBooting(ctx, vm);
-  return status.signal ? 128 + signalNumber(status.signal) : status.code;
-}
-
-/** After ssh failed (255): if no SSH server answers on the forward yet, says so and what to run. */
-async function hintIfBooting(ctx: Context, vm: VmRecord): Promise<void> {
-  if (!await (await cloudModule()).sshNotAnswering(ctx.dirs, vm)) return;
-  if (!qemuAlive(ctx, vm)) return; // it stopped meanwhile: ssh's own line says enough
-  ctx.note(
-    `qvm: VM '${vm.name}' runs, but its SSH server does not answer yet (the guest may still ` +
-      `be booting): wait for it with 'qvm wait ${vm.name} --for ssh'`,
-  );
-}
-
-function signalNumber(signal: Deno.Signal): number {
-  const numbers: Partial<Record<Deno.Signal, number>> = {
-    SIGHUP: 1,
-    SIGINT: 2,
-    SIGQUIT: 3,
-    SIGKILL: 9,
-    SIGTERM: 15,
-  };
-  return numbers[signal] ?? 1;
+  const { code, hint } = await sshInto(ctx, name, {
+    command,
+    extra: (args.values["ssh-options"] ?? []) as string[],
+    onArgv: (argv) => {
+      if (ctx.debug) ctx.note(argv.join(" "));
+    },
+  });
+  if (hint) ctx.note(hint);
+  return code;
 }

@@ -15,7 +15,7 @@ import {
   WAIT_READY,
 } from "../helpers/guest.ts";
 import { eventually } from "../helpers/wait.ts";
-import { execUser } from "../../src/cli/exec.ts";
+import { execUser } from "../../src/vm/exec.ts";
 import { planStop } from "../../src/vm/stop.ts";
 
 function sql(env: QvmEnv, statement: string, ...params: (string | number | null)[]): void {

@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { UsageError } from "../../src/errors.ts";
 import { networkOf, parsePortSpec, udpPortsBound } from "../../src/config/network.ts";
 import { settleForwards } from "../../src/cloud/ports.ts";
-import { execUser } from "../../src/cli/exec.ts";
+import { execUser } from "../../src/vm/exec.ts";
 import { cloudInitOf, isPublicKeyLine, isUserData } from "../../src/config/cloud_init.ts";
 import { validateConfig } from "../../src/config/mod.ts";
 import { withEnv } from "../helpers/qvm.ts";
