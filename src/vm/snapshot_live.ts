@@ -24,6 +24,7 @@ import {
   type SnapshotDone,
   type SnapshotInfo,
   type SnapshotRequest,
+  type SnapshotStep,
   vmStateDrive,
   vmStateDrives,
 } from "./_snapshot.ts";
@@ -145,6 +146,82 @@ async function liveFailure(
   return err;
 }
 
+/** What a live action will do: the drives as QEMU has them, the steps, and the VM-state drive. */
+interface LivePlan {
+  attached: Map<string, AttachedDrive>;
+  steps: SnapshotStep[];
+  withState: boolean;
+  stateDrive?: string;
+}
+
+/**
+ * Plans a live action from what the running QEMU has: a load always brings back VM state, a
+ * create does unless disk-only, and then it must cover every writable drive (`vmStateDrives`).
+ */
+async function planLive(
+  client: QmpClient,
+  target: { env: VmEnv; vm: VmRecord; request: SnapshotRequest; drives: DiskStorage[] },
+): Promise<LivePlan> {
+  const { env, vm, request } = target;
+  const devices = await blockDevices(client, storageWithRoot(vm, env.dirs));
+  const withState = request.action === "load" ||
+    (request.action === "create" && request.diskOnly !== true);
+  const names = withState
+    ? vmStateDrives(vm.name, {
+      action: request.action as "create" | "load",
+      storage: storageWithRoot(vm, env.dirs),
+      devices,
+      drive: request.drive,
+    })
+    : target.drives.map((d) => d.name);
+  // After a failed load the memory does not match the drives: saving it would keep that split.
+  if (withState && request.action === "create" && (await qemuStatus(client)) === "restore-vm") {
+    throw new UsageError(
+      `VM '${vm.name}' is held stopped after a failed snapshot load: its memory does not ` +
+        "match its drives, so a snapshot with VM state would keep that; reset it, stop it, " +
+        "or load another snapshot first (or take a disk-only snapshot with --disk-only)",
+    );
+  }
+  const attached = attachedDrives(devices, names);
+  const existing = new Map([...attached].map(([name, a]) => [name, a.snapshots]));
+  const steps = planSteps(request.action, request.name, {
+    existing,
+    overwrite: request.overwrite,
+  });
+  const stateDrive = withState
+    ? vmStateDrive(request.action as "create" | "load", request.name, existing)
+    : undefined;
+  return { attached, steps, withState, stateDrive };
+}
+
+/** Runs one planned step on its drives; what it did, drive by drive. */
+async function runStep(
+  client: QmpClient,
+  work: { step: SnapshotStep; plan: LivePlan; request: SnapshotRequest; qemuLog: string },
+): Promise<SnapshotDone[]> {
+  const { step, plan, request } = work;
+  const nodes = step.drives.map((d) => plan.attached.get(d)!.node);
+  for (let i = 0; i < step.times; i++) {
+    if (step.op === "create" && !plan.withState) {
+      await diskOnlySnapshot(client, { name: request.name, nodes });
+      continue;
+    }
+    const args: Record<string, unknown> = { tag: request.name, devices: nodes };
+    if (step.op !== "delete") args.vmstate = plan.attached.get(plan.stateDrive!)!.node;
+    await runJob(client, step.op, {
+      args,
+      timeoutMs: request.timeoutS * 1000,
+      qemuLog: work.qemuLog,
+      onJob: request.onJob,
+    });
+  }
+  return step.drives.map((drive) => ({
+    action: step.op,
+    drive,
+    vmState: step.op !== "delete" && drive === plan.stateDrive,
+  }));
+}
+
 /** Creates, loads or deletes `request.name` on a running VM's drives with QMP. */
 export async function liveAction(
   ctx: VmEnv,
@@ -157,60 +234,11 @@ export async function liveAction(
   const client = await connectQmp(ctx, vm);
   let op: SnapshotAction = request.action;
   try {
-    const devices = await blockDevices(client, storageWithRoot(vm, ctx.dirs));
-    // A live load always brings back VM state; a live create does unless --disk-only.
-    const withState = request.action === "load" ||
-      (request.action === "create" && request.diskOnly !== true);
-    const names = withState
-      ? vmStateDrives(vm.name, {
-        action: request.action as "create" | "load",
-        storage: storageWithRoot(vm, ctx.dirs),
-        devices,
-        drive: request.drive,
-      })
-      : options.drives.map((d) => d.name);
-    // After a failed load the memory does not match the drives: saving it would keep that split.
-    if (withState && request.action === "create" && (await qemuStatus(client)) === "restore-vm") {
-      throw new UsageError(
-        `VM '${vm.name}' is held stopped after a failed snapshot load: its memory does not ` +
-          "match its drives, so a snapshot with VM state would keep that; reset it, stop it, " +
-          "or load another snapshot first (or take a disk-only snapshot with --disk-only)",
-      );
-    }
-    const attached = attachedDrives(devices, names);
-    const existing = new Map([...attached].map(([name, a]) => [name, a.snapshots]));
-    const steps = planSteps(request.action, request.name, {
-      existing,
-      overwrite: request.overwrite,
-    });
-    const stateDrive = withState
-      ? vmStateDrive(request.action as "create" | "load", request.name, existing)
-      : undefined;
+    const plan = await planLive(client, { env: ctx, vm, ...options });
     const done: SnapshotDone[] = [];
-    for (const step of steps) {
+    for (const step of plan.steps) {
       op = step.op;
-      const nodes = step.drives.map((d) => attached.get(d)!.node);
-      for (let i = 0; i < step.times; i++) {
-        if (step.op === "create" && !withState) {
-          await diskOnlySnapshot(client, { name: request.name, nodes });
-          continue;
-        }
-        const args: Record<string, unknown> = { tag: request.name, devices: nodes };
-        if (step.op !== "delete") args.vmstate = attached.get(stateDrive!)!.node;
-        await runJob(client, step.op, {
-          args,
-          timeoutMs: request.timeoutS * 1000,
-          qemuLog,
-          onJob: request.onJob,
-        });
-      }
-      for (const drive of step.drives) {
-        done.push({
-          action: step.op,
-          drive,
-          vmState: step.op !== "delete" && drive === stateDrive,
-        });
-      }
+      done.push(...await runStep(client, { step, plan, request, qemuLog }));
     }
     // QEMU resumes a guest after a load only if it was running; one left stopped by a failed
     // load ("restore-vm") now has memory and drives that match again, so it runs on.
