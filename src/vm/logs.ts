@@ -105,21 +105,7 @@ async function follow(env: VmEnv, vm: VmRecord, out: Output & { path: string }):
   let stoppedSince: number | undefined;
   try {
     while (true) {
-      if (log !== undefined) {
-        // Truncated (copytruncate, or QEMU's own log at a new start): read it from its start.
-        if (log.file.statSync().size < log.offset) {
-          await log.file.seek(0, Deno.SeekMode.Start);
-          log.offset = 0;
-        }
-        log.offset += await drain(log.file, out);
-        // Replaced by a new file (or removed): finish the old one, then take the new one.
-        const now = statIno(path);
-        if (now !== log.ino) {
-          log.offset += await drain(log.file, out);
-          log.file.close();
-          log = undefined;
-        }
-      }
+      if (log !== undefined) log = await readOn(log, out);
       if (log === undefined) {
         log = openLog(path);
         if (log !== undefined) {
@@ -144,6 +130,27 @@ async function follow(env: VmEnv, vm: VmRecord, out: Output & { path: string }):
     log?.file.close();
   }
   return found;
+}
+
+/**
+ * Copies what was added to the followed log; undefined (the old file read to its end and closed)
+ * once the log at `out.path` is another file or gone.
+ */
+async function readOn(
+  log: Followed,
+  out: Output & { path: string },
+): Promise<Followed | undefined> {
+  // Truncated (copytruncate, or QEMU's own log at a new start): read it from its start.
+  if (log.file.statSync().size < log.offset) {
+    await log.file.seek(0, Deno.SeekMode.Start);
+    log.offset = 0;
+  }
+  log.offset += await drain(log.file, out);
+  // Replaced by a new file (or removed): finish the old one, then take the new one.
+  if (statIno(out.path) === log.ino) return log;
+  log.offset += await drain(log.file, out);
+  log.file.close();
+  return undefined;
 }
 
 function statIno(path: string): number | null | undefined {

@@ -16,7 +16,7 @@ import type { DiskStorage } from "../config/mod.ts";
 import type { Dirs, VmRecord } from "../state/mod.ts";
 import { Deadline, type VmEnv } from "./env.ts";
 import { agentSocketOf } from "./agent.ts";
-import { withVm } from "./guard.ts";
+import { type Guarded, withVm } from "./guard.ts";
 import { acquireLock, type VmLock } from "./lock.ts";
 import { freezeModule } from "./observe.ts";
 import { vmPaths } from "../vm_files.ts";
@@ -93,39 +93,48 @@ export function snapshotVm(
   return withVm(ctx, vm, { deadline }, async (seen) => {
     const held: VmLock[] = [];
     try {
-      vm = seen.vm;
-      const { drives, skipped } = selectDrives(
-        vm.name,
-        storageWithRoot(vm, ctx.dirs),
-        request.drive,
-      );
-      // Frozen: running, with its file systems still frozen (the thaw is retried after the save).
-      const live = seen.status === "running" || seen.status === "frozen";
-      if (request.live && !live) {
-        throw new NotRunningError(
-          `VM '${vm.name}' is not running (status: ${seen.status}): --live needs a running VM`,
-        );
-      }
-      await takeLocks(ctx, vm, { drives, timeoutMs: deadline.remainingMs(), held });
-      const outcome = { vm, skipped: skipped.map((d) => d.name) };
-      if (!live) {
-        const done = await offlineAction(ctx, vm, { request, drives });
-        return { ...outcome, mode: "offline", done };
-      }
-      const agent = agentSocketOf(ctx, vm);
-      if (agent === undefined || request.action === "delete") {
-        return { ...outcome, mode: "live", done: await liveAction(ctx, vm, { request, drives }) };
-      }
-      const quiesced = await withQuiescedGuest(
-        ctx,
-        { vm, socket: agent, action: request.action },
-        () => liveAction(ctx, vm, { request, drives }),
-      );
-      return { ...outcome, mode: "live", done: quiesced.value, quiesce: quiesced.quiesce };
+      return await actLocked(ctx, { seen, request, deadline, held });
     } finally {
       for (const lock of held.reverse()) lock.release();
     }
   });
+}
+
+/**
+ * The action under the VM's lock: the drives chosen again from the VM as it is now, their image
+ * locks taken into `held`, then offline or live (with the guest's file systems quiesced when it
+ * has an agent).
+ */
+async function actLocked(
+  ctx: VmEnv,
+  work: { seen: Guarded; request: SnapshotRequest; deadline: Deadline; held: VmLock[] },
+): Promise<SnapshotOutcome> {
+  const { seen, request } = work;
+  const vm = seen.vm;
+  const { drives, skipped } = selectDrives(vm.name, storageWithRoot(vm, ctx.dirs), request.drive);
+  // Frozen: running, with its file systems still frozen (the thaw is retried after the save).
+  const live = seen.status === "running" || seen.status === "frozen";
+  if (request.live && !live) {
+    throw new NotRunningError(
+      `VM '${vm.name}' is not running (status: ${seen.status}): --live needs a running VM`,
+    );
+  }
+  await takeLocks(ctx, vm, { drives, timeoutMs: work.deadline.remainingMs(), held: work.held });
+  const outcome = { vm, skipped: skipped.map((d) => d.name) };
+  if (!live) {
+    const done = await offlineAction(ctx, vm, { request, drives });
+    return { ...outcome, mode: "offline", done };
+  }
+  const agent = agentSocketOf(ctx, vm);
+  if (agent === undefined || request.action === "delete") {
+    return { ...outcome, mode: "live", done: await liveAction(ctx, vm, { request, drives }) };
+  }
+  const quiesced = await withQuiescedGuest(
+    ctx,
+    { vm, socket: agent, action: request.action },
+    () => liveAction(ctx, vm, { request, drives }),
+  );
+  return { ...outcome, mode: "live", done: quiesced.value, quiesce: quiesced.quiesce };
 }
 
 /**

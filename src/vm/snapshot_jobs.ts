@@ -69,6 +69,24 @@ async function watchJob(
   }
 }
 
+/** Starts a job with `command`; a QEMU without it (before 6.0) is told apart. */
+async function startJob(
+  client: QmpClient,
+  job: { command: string; args: Record<string, unknown> },
+): Promise<void> {
+  try {
+    await client.execute(job.command, job.args);
+  } catch (err) {
+    if ((err as { qmpClass?: string }).qmpClass === "CommandNotFound") {
+      throw new QvmError(
+        `live snapshots need QEMU 6.0 or newer (no QMP ${job.command}); stop the VM to snapshot ` +
+          "offline",
+      );
+    }
+    throw err;
+  }
+}
+
 /**
  * Runs one snapshot job and waits until it concludes (JOB_STATUS_CHANGE), then reads its
  * `error` from `query-jobs` and dismisses it. A job error is a QvmError with QEMU's words; what
@@ -88,16 +106,7 @@ export async function runJob(
   const logOffset = fileSize(options.qemuLog);
   const jobId = `qvm-${op}-${crypto.randomUUID().slice(0, 8)}`;
   const since = client.events.length;
-  try {
-    await client.execute(command, { "job-id": jobId, ...options.args });
-  } catch (err) {
-    if ((err as { qmpClass?: string }).qmpClass === "CommandNotFound") {
-      throw new QvmError(
-        `live snapshots need QEMU 6.0 or newer (no QMP ${command}); stop the VM to snapshot offline`,
-      );
-    }
-    throw err;
-  }
+  await startJob(client, { command, args: { "job-id": jobId, ...options.args } });
   let concluded = false;
   const watching = options.onJob
     ? watchJob(client, { id: jobId, op, done: () => concluded }, options.onJob)

@@ -93,25 +93,8 @@ export async function offlineAction(
   // Ctrl-C or SIGTERM between drives would leave a snapshot on some drives only: a create stops
   // and deletes what it made; a load or a delete (quick, and worse left half done) runs to its end.
   return await withSignalsHeld(undone, async (signal) => {
-    const done: SnapshotDone[] = [];
     try {
-      for (const step of steps) {
-        for (const drive of step.drives) {
-          for (let i = 0; i < step.times; i++) {
-            // Only as many deletes as this drive has copies (duplicates come from outside qvm).
-            const copies = existing.get(drive)!.filter((s) => s.name === request.name).length;
-            if (step.op === "delete" && i >= copies) break;
-            if (request.action === "create") signal.throwIfAborted();
-            try {
-              await qemuImg(["snapshot", IMG_FLAGS[step.op], request.name, files.get(drive)!]);
-            } catch (err) {
-              throw onDrive(drive, err);
-            }
-          }
-          done.push({ action: step.op, drive, vmState: false });
-        }
-      }
-      return done;
+      return await runImgSteps({ request, steps, files, existing, signal });
     } catch (err) {
       if (signal.aborted && request.action === "create") {
         await undoCreate({ name: request.name, drives, files, existing });
@@ -119,6 +102,38 @@ export async function offlineAction(
       throw err;
     }
   });
+}
+
+/**
+ * Runs the planned steps with qemu-img, drive by drive; a create stops between snapshots once
+ * `signal` is aborted. What was done, per drive.
+ */
+async function runImgSteps(plan: {
+  request: SnapshotRequest;
+  steps: SnapshotStep[];
+  files: Map<string, string>;
+  existing: Map<string, SnapshotInfo[]>;
+  signal: AbortSignal;
+}): Promise<SnapshotDone[]> {
+  const { request, files, existing, signal } = plan;
+  const done: SnapshotDone[] = [];
+  for (const step of plan.steps) {
+    for (const drive of step.drives) {
+      for (let i = 0; i < step.times; i++) {
+        // Only as many deletes as this drive has copies (duplicates come from outside qvm).
+        const copies = existing.get(drive)!.filter((s) => s.name === request.name).length;
+        if (step.op === "delete" && i >= copies) break;
+        if (request.action === "create") signal.throwIfAborted();
+        try {
+          await qemuImg(["snapshot", IMG_FLAGS[step.op], request.name, files.get(drive)!]);
+        } catch (err) {
+          throw onDrive(drive, err);
+        }
+      }
+      done.push({ action: step.op, drive, vmState: false });
+    }
+  }
+  return done;
 }
 
 /**
