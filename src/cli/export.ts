@@ -2,6 +2,7 @@
 import type { Context } from "./context.ts";
 import type { CommandSpec, ParsedArgs } from "./spec.ts";
 import { PermissionError, UsageError } from "../errors.ts";
+import type { VmRecord } from "../state/mod.ts";
 import { Deadline } from "../vm/env.ts";
 import { exportDomain, exportToLibvirt } from "../vm/libvirt.ts";
 import { progressModule } from "./_format.ts";
@@ -105,19 +106,28 @@ function flagsOf(args: ParsedArgs) {
 /** Prints or writes the XML, or defines (and starts) the domain at `--to`. */
 export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
   const flags = flagsOf(args);
-  const { uri, output } = flags;
   const vm = ctx.store.require(args.positionals[0]);
-  if (uri === undefined) {
+  if (flags.uri === undefined) {
     const { made, warnings } = await exportDomain(ctx, vm);
-    if (output !== undefined) await writeOutput(output, made.xml);
+    if (flags.output !== undefined) await writeOutput(flags.output, made.xml);
     for (const warning of warnings) ctx.warn(warning);
     if (ctx.json) {
       ctx.outJson({ id: vm.id, name: vm.name, xml: made.xml, passed_through: made.passedThrough });
-    } else if (output === undefined) ctx.out(made.xml);
+    } else if (flags.output === undefined) ctx.out(made.xml);
     return 0;
   }
+  return await defineAt(ctx, vm, { ...flags, uri: flags.uri, quiet: args.values.quiet === true });
+}
+
+/** `--to URI`: defines (and starts) the domain there, copying the disks with --copy-storage. */
+async function defineAt(
+  ctx: Context,
+  vm: VmRecord,
+  flags: ReturnType<typeof flagsOf> & { uri: string; quiet: boolean },
+): Promise<number> {
+  const { uri, output } = flags;
   const { Progress } = await progressModule();
-  const progress = new Progress(ctx, { quiet: args.values.quiet === true, interrupts: false });
+  const progress = new Progress(ctx, { quiet: flags.quiet, interrupts: false });
   let done;
   try {
     done = await exportToLibvirt(ctx, vm, {
@@ -145,14 +155,8 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
     );
   }
   if (ctx.json) {
-    ctx.outJson({
-      id: vm.id,
-      name: vm.name,
-      uri,
-      defined: true,
-      started: done.started,
-      volumes: done.volumes,
-    });
+    const { started, volumes } = done;
+    ctx.outJson({ id: vm.id, name: vm.name, uri, defined: true, started, volumes });
   } else ctx.out(`${done.started ? "defined and started" : "defined"} ${vm.name} at ${uri}`);
   return 0;
 }
