@@ -7,7 +7,7 @@
 export { agentArgv, cloudArgvPreview, prepareCloud } from "./prepare.ts";
 export { usesCloud } from "./paths.ts";
 export { invokingUser } from "./seed.ts";
-export { sshCommand, sshForward, sshNotAnswering, sshTarget } from "./ssh_target.ts";
+export { sshCommand, sshForward, sshNotAnswering, sshTarget, vmForwards } from "./ssh_target.ts";
 export { checkWaitable, CLOUD_INIT_DONE, waitForGuest } from "./guest_wait.ts";
 export { activeForwards, agentEnabled, requireAgentChannel } from "./status.ts";
 export type { ActiveForward } from "./ports.ts";

@@ -28,20 +28,28 @@ export function noSshForward(vm: VmRecord): UsageError {
 }
 
 /**
- * The forward to guest port 22 as `qvm ports` shows it: the one in effect while the VM runs
- * (its `auto` port picked), else as configured (`auto` then stays `auto`); then one written as
+ * The forwards of `vm` as `qvm ports` shows them: those in effect while the VM runs (`auto`
+ * ports picked), else as configured (`auto` then stays `auto`); then those written as
  * `hostfwd=` in the config's own QEMU options.
  */
+export function vmForwards(
+  dirs: Dirs,
+  vm: VmRecord,
+  running: boolean,
+): (PortForward | ActiveForward)[] {
+  return [
+    ...(running ? activeForwards(dirs, vm.id) : undefined) ?? vm.config.network?.ports ?? [],
+    ...optionForwards(vm.config),
+  ];
+}
+
+/** The forward to guest port 22 as `qvm ports` shows it (see `vmForwards`). */
 export function sshForward(
   dirs: Dirs,
   vm: VmRecord,
   running: boolean,
 ): PortForward | ActiveForward | undefined {
-  const forwards = [
-    ...(running ? activeForwards(dirs, vm.id) : undefined) ?? vm.config.network?.ports ?? [],
-    ...optionForwards(vm.config),
-  ];
-  return forwardTo<PortForward | ActiveForward>(forwards, 22);
+  return forwardTo<PortForward | ActiveForward>(vmForwards(dirs, vm, running), 22);
 }
 
 /**

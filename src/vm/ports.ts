@@ -3,7 +3,6 @@
  * `auto` forward got at start), else as configured, and those written in its QEMU arguments.
  */
 import { cloudModule } from "../cloud/lazy.ts";
-import { optionForwards } from "../qemu/reach.ts";
 import type { VmRecord } from "../state/mod.ts";
 import type { VmEnv } from "./env.ts";
 import { qemuAlive } from "./observe.ts";
@@ -23,11 +22,7 @@ export async function portForwards(
 ): Promise<{ vm: VmRecord; running: boolean; forwards: PortRow[] }> {
   const vm = env.store.require(idOrName);
   const running = qemuAlive(env, vm);
-  const { activeForwards } = await cloudModule();
-  const forwards = [
-    ...(running ? activeForwards(env.dirs, vm.id) : undefined) ?? vm.config.network?.ports ?? [],
-    ...optionForwards(vm.config),
-  ];
+  const forwards = (await cloudModule()).vmForwards(env.dirs, vm, running);
   return {
     vm,
     running,
