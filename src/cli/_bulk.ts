@@ -6,7 +6,8 @@
 import type { Context } from "./context.ts";
 import { errorReport } from "../errors.ts";
 import type { VmRecord } from "../state/mod.ts";
-import { bulkExitCode, eachVm } from "../vm/bulk.ts";
+import type { ParsedArgs } from "./spec.ts";
+import { type AllOf, bulkExitCode, eachVm, selectVms } from "../vm/bulk.ts";
 
 /** What a command tells `reportEach`: the pool's size, the work, and how a success is shown. */
 export interface EachOptions<R> {
@@ -51,4 +52,18 @@ export async function reportEach<R>(
     }));
   }
   return bulkExitCode(outcomes);
+}
+
+/**
+ * The VMs of a command that works on one or several (`VM...` or `--all`), or undefined when it
+ * names exactly one: that one runs on its own, with a progress line.
+ */
+export function bulkVms(
+  ctx: Context,
+  args: ParsedArgs,
+  options: { allOf: AllOf; command: string },
+): Promise<VmRecord[] | undefined> {
+  const all = args.values.all === true;
+  if (!all && args.positionals.length === 1) return Promise.resolve(undefined);
+  return selectVms(ctx, { names: args.positionals, all, ...options });
 }

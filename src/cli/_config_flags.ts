@@ -53,12 +53,23 @@ export const cloudFlagOptions: Record<string, OptionSpec> = {
   },
 };
 
+/** Every flag of `add` and `apply` that sets a config key. */
+export const allConfigFlagOptions: Record<string, OptionSpec> = {
+  ...configFlagOptions,
+  ...cloudFlagOptions,
+};
+
+/** The config keys the config and cloud flags set (only those given). */
+export function configOverrides(values: ParsedArgs["values"]): Record<string, unknown> {
+  return { ...configFromFlags(values), ...cloudConfigFromFlags(values) };
+}
+
 function absolute(path: string): string {
   return path.startsWith("/") || path === "" ? path : `${Deno.cwd()}/${path}`;
 }
 
 /** The config keys the cloud flags set (only those given), as a YAML file would write them. */
-export function cloudConfigFromFlags(values: ParsedArgs["values"]): Record<string, unknown> {
+function cloudConfigFromFlags(values: ParsedArgs["values"]): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   const list = (key: string) => (Array.isArray(values[key]) ? values[key] as string[] : []);
   if (list("port").length > 0) out.network = { ports: list("port") };
@@ -77,7 +88,7 @@ export function cloudConfigFromFlags(values: ParsedArgs["values"]): Record<strin
 }
 
 /** The config keys set by flags (only those given). */
-export function configFromFlags(values: ParsedArgs["values"]): Record<string, unknown> {
+function configFromFlags(values: ParsedArgs["values"]): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   for (const key of ["name", "memory", "binary"] as const) {
     if (typeof values[key] === "string") out[key] = values[key];

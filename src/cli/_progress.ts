@@ -2,7 +2,8 @@
  * What the progress line (`src/progress.ts`) says while a VM starts or stops: the step, what it
  * waits for, the time left, and the guest's last serial line.
  */
-import type { StartProgress, WaitFor } from "../vm/start.ts";
+import type { StartProgress } from "../vm/start.ts";
+import type { WaitFor } from "../vm/ready.ts";
 import { type OnStopStep, STEP_LABELS } from "../vm/stop.ts";
 import { formatSeconds, lastLineAfter, printable, type Progress } from "../progress.ts";
 

@@ -3,13 +3,7 @@ import { resolve } from "../path.ts";
 import type { Context } from "./context.ts";
 import type { CommandSpec, ParsedArgs } from "./spec.ts";
 import { UsageError } from "../errors.ts";
-import {
-  cloudConfigFromFlags,
-  cloudFlagOptions,
-  configFlagOptions,
-  configFromFlags,
-  loadVmConfig,
-} from "./_config_flags.ts";
+import { allConfigFlagOptions, configOverrides, loadVmConfig } from "./_config_flags.ts";
 import { defineVm } from "../vm/define.ts";
 
 /** The command's arguments and flags. */
@@ -27,8 +21,7 @@ export const spec: CommandSpec = {
     complete: "file",
   }],
   options: {
-    ...configFlagOptions,
-    ...cloudFlagOptions,
+    ...allConfigFlagOptions,
     empty: { type: "boolean", description: "define a VM with an empty config" },
   },
   examples: [
@@ -40,7 +33,7 @@ export const spec: CommandSpec = {
 
 /** Validates everything, then inserts one row; prints the new id (or `{id, name}` as JSON). */
 export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
-  const overrides = { ...configFromFlags(args.values), ...cloudConfigFromFlags(args.values) };
+  const overrides = configOverrides(args.values);
   if (args.positionals.length === 0 && !args.values.empty && Object.keys(overrides).length === 0) {
     throw new UsageError("add: give a CONFIG.yaml, config flags, or --empty");
   }

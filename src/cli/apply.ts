@@ -3,13 +3,7 @@ import { resolve } from "../path.ts";
 import type { Context } from "./context.ts";
 import type { CommandSpec, ParsedArgs } from "./spec.ts";
 import { UsageError } from "../errors.ts";
-import {
-  cloudConfigFromFlags,
-  cloudFlagOptions,
-  configFlagOptions,
-  configFromFlags,
-  loadVmConfig,
-} from "./_config_flags.ts";
+import { allConfigFlagOptions, configOverrides, loadVmConfig } from "./_config_flags.ts";
 import { applyVm } from "../vm/define.ts";
 import { Deadline } from "../vm/env.ts";
 
@@ -34,7 +28,7 @@ export const spec: CommandSpec = {
       complete: "file",
     },
   ],
-  options: { ...configFlagOptions, ...cloudFlagOptions },
+  options: allConfigFlagOptions,
   examples: [
     "qvm apply web1 bigger-disk.yaml",
     "qvm apply web1 --memory 4G",
@@ -48,7 +42,7 @@ const APPLY_WAIT_MS = 60_000;
 /** Applies the configs; prints the VM's id (or `{id, name, created}` as JSON). */
 export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
   const [target, ...files] = args.positionals;
-  const overrides = { ...configFromFlags(args.values), ...cloudConfigFromFlags(args.values) };
+  const overrides = configOverrides(args.values);
   if (files.length === 0 && Object.keys(overrides).length === 0) {
     throw new UsageError("apply: give a CONFIG.yaml or config flags");
   }

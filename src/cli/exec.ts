@@ -3,7 +3,7 @@ import type { Context } from "./context.ts";
 import type { CommandSpec, ParsedArgs } from "./spec.ts";
 import { UsageError } from "../errors.ts";
 import { execInGuest } from "../vm/exec.ts";
-import { parseTimeout } from "./start.ts";
+import { parseTimeout } from "./_options.ts";
 import { writeOut } from "./context.ts";
 
 /** The command's arguments and flags. */

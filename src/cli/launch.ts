@@ -1,15 +1,8 @@
 /** `qvm launch`: define a VM from an image, start it, and wait until SSH answers. */
 import type { Context } from "./context.ts";
 import type { CommandSpec, ParsedArgs } from "./spec.ts";
-import { UsageError } from "../errors.ts";
-import {
-  cloudConfigFromFlags,
-  cloudFlagOptions,
-  configFlagOptions,
-  configFromFlags,
-} from "./_config_flags.ts";
-import { parseTimeout } from "./start.ts";
-import { parseWaitFor } from "../vm/start.ts";
+import { cloudFlagOptions, configFlagOptions, configOverrides } from "./_config_flags.ts";
+import * as common from "./_options.ts";
 import { LAUNCH_CPUS, LAUNCH_MEMORY, launchVm } from "../vm/launch.ts";
 import { vmPaths } from "../vm_files.ts";
 import { progressModule } from "./_format.ts";
@@ -48,18 +41,9 @@ export const spec: CommandSpec = {
     ...configFlags,
     ...cloudFlagOptions,
     ...verifyFlagOptions,
-    "wait-for": {
-      type: "string",
-      value: "WHAT",
-      description: "ssh (default), agent, qmp, process or serial:TEXT",
-      complete: ["ssh", "agent", "qmp", "process", "serial:"],
-    },
-    timeout: {
-      type: "string",
-      value: "S",
-      description: "seconds the start may wait (default 600; the download is not counted)",
-    },
-    quiet: { type: "boolean", short: "q", description: "no progress line on a terminal" },
+    "wait-for": common.waitForOption("ssh"),
+    timeout: common.timeoutOption(600, "the start may wait, the download not counted"),
+    quiet: common.quietOption,
   },
   examples: [
     "qvm launch debian-12",
@@ -71,15 +55,9 @@ export const spec: CommandSpec = {
 /** Launches the VM and prints how to reach it. */
 export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
   const [source, ...files] = args.positionals;
-  const waitFor = parseWaitFor((args.values["wait-for"] as string | undefined) ?? "ssh");
-  if (!waitFor) {
-    throw new UsageError(
-      `invalid --wait-for '${args.values["wait-for"]}': use ssh, agent, qmp, process or ` +
-        "serial:TEXT",
-    );
-  }
-  const timeoutS = parseTimeout(args.values.timeout, 600);
-  const overrides = { ...configFromFlags(args.values), ...cloudConfigFromFlags(args.values) };
+  const waitFor = common.parseWaitForOption(args.values["wait-for"], "ssh");
+  const timeoutS = common.parseTimeout(args.values.timeout, 600);
+  const overrides = configOverrides(args.values);
   const { Progress, showStart } = await progressModule();
   const progress = new Progress(ctx, { quiet: args.values.quiet === true });
   const launched = await launchVm(ctx, {

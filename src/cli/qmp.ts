@@ -13,7 +13,7 @@ import {
   screendumpTarget,
 } from "../qemu/qmp_args.ts";
 import * as qmp from "../vm/qmp_commands.ts";
-import { parseTimeout } from "./start.ts";
+import { parseTimeout } from "./_options.ts";
 
 const DEFAULT_TIMEOUT_S = 30;
 /** How long `type` holds each key down unless `--hold-time` says otherwise. */

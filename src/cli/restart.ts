@@ -4,15 +4,12 @@
  */
 import type { Context } from "./context.ts";
 import type { CommandSpec, ParsedArgs } from "./spec.ts";
-import { UsageError } from "../errors.ts";
-import { selectVms, START_PARALLEL } from "../vm/bulk.ts";
-import { Deadline } from "../vm/env.ts";
+import { START_PARALLEL } from "../vm/bulk.ts";
 import { vmPaths } from "../vm_files.ts";
-import { parseWaitFor } from "../vm/start.ts";
 import { type Restarted, restartVm } from "../vm/restart.ts";
 import { STEP_LABELS } from "../vm/stop.ts";
-import { parseTimeout } from "./start.ts";
-import { reportEach } from "./_bulk.ts";
+import * as common from "./_options.ts";
+import { bulkVms, reportEach } from "./_bulk.ts";
 import { progressModule } from "./_format.ts";
 
 /** The command's arguments and flags. */
@@ -25,29 +22,14 @@ export const spec: CommandSpec = {
     `Several VMs (or --all: every running VM) restart side by side, up to ${START_PARALLEL} at\n` +
     "once, each with its own timeouts. One line per VM; exit 0 when all restarted, else the\n" +
     "failures' exit code if they all share one, else 1.",
-  positionals: [{
-    name: "VM",
-    description: "ids or names",
-    optional: true,
-    variadic: true,
-    complete: "vm",
-  }],
+  positionals: [common.vmsPositional],
   options: {
     all: { type: "boolean", description: "restart every running VM" },
-    "wait-for": {
-      type: "string",
-      value: "WHAT",
-      description: "process, qmp (default), ssh, agent, or serial:TEXT",
-      complete: ["process", "qmp", "ssh", "agent", "serial:"],
-    },
-    timeout: { type: "string", value: "S", description: "seconds for the start (default 60)" },
-    "stop-timeout": {
-      type: "string",
-      value: "S",
-      description: "seconds for the stop, lock wait included (default 30)",
-    },
-    force: { type: "boolean", short: "f", description: "SIGKILL at once instead of ACPI" },
-    quiet: { type: "boolean", short: "q", description: "no progress line on a terminal" },
+    "wait-for": common.waitForOption("qmp"),
+    timeout: common.timeoutOption(60, "for the start"),
+    "stop-timeout": common.timeoutOption(30, "for the stop, lock wait included"),
+    force: common.forceKillOption,
+    quiet: common.quietOption,
   },
   examples: [
     "qvm restart web1",
@@ -67,34 +49,20 @@ function restartedJson(vm: { id: string; name: string }, { step, started }: Rest
 
 /** Restarts the VM (or each VM, several at once); prints the step that stopped it and the new pid. */
 export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
-  const waitValue = (args.values["wait-for"] as string | undefined) ?? "qmp";
-  const waitFor = parseWaitFor(waitValue);
-  if (!waitFor) {
-    throw new UsageError(
-      `invalid --wait-for '${waitValue}': use process, qmp, ssh, agent or serial:TEXT`,
-    );
-  }
-  const startMs = parseTimeout(args.values.timeout, 60) * 1000;
-  const stopMs = parseTimeout(args.values["stop-timeout"], 30, "--stop-timeout") * 1000;
+  const waitFor = common.parseWaitForOption(args.values["wait-for"], "qmp");
+  const startMs = common.parseTimeout(args.values.timeout, 60) * 1000;
+  const stopMs = common.parseTimeout(args.values["stop-timeout"], 30, "--stop-timeout") * 1000;
   const force = args.values.force === true;
-  const all = args.values.all === true;
-  if (all || args.positionals.length !== 1) {
-    const vms = await selectVms(ctx, {
-      names: args.positionals,
-      all,
-      allOf: "live",
-      command: "qvm restart",
-    });
+  const vms = await bulkVms(ctx, args, { allOf: "live", command: "qvm restart" });
+  if (vms) {
     return await reportEach(ctx, vms, {
       limit: START_PARALLEL,
-      act: (vm) =>
-        restartVm(ctx, vm, { waitFor, startMs, stopDeadline: Deadline.in(stopMs), force }),
+      act: (vm) => restartVm(ctx, vm, { waitFor, startMs, stopMs, force }),
       line: (restarted, vm) => restartedLine(vm.name, restarted),
       json: (restarted, vm) => restartedJson(vm, restarted),
       none: "no running VMs",
     });
   }
-  const stopDeadline = Deadline.in(stopMs);
   const vm = ctx.store.require(args.positionals[0]);
   const { Progress, showStart, showStop } = await progressModule();
   const progress = new Progress(ctx, { quiet: args.values.quiet === true });
@@ -102,7 +70,7 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
   const restarted = await restartVm(ctx, vm, {
     waitFor,
     startMs,
-    stopDeadline,
+    stopMs,
     force,
     onStop: progress.enabled ? showStop(progress, view) : undefined,
     onStart: progress.enabled ? showStart(progress, view) : undefined,

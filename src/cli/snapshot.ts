@@ -14,7 +14,7 @@ import { outcomeJson, snapshotVm } from "../vm/snapshot_action.ts";
 import { listingJson, listSnapshots, type SnapshotListing } from "../vm/snapshot_list.ts";
 import { table } from "./_format.ts";
 import { formatSize } from "./_size.ts";
-import { parseTimeout } from "./start.ts";
+import { parseTimeout } from "./_options.ts";
 import { progressModule } from "./_format.ts";
 
 const DEFAULT_TIMEOUT_S = 300;

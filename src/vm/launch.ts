@@ -22,7 +22,8 @@ import { choosesAccel } from "../qemu/launch.ts";
 import type { VmRecord } from "../state/mod.ts";
 import { Deadline, type VmEnv } from "./env.ts";
 import { cacheLock, fileNameOf, pullImage, type PullProgress, type PullRequest } from "./images.ts";
-import { KvmFaultError, type Started, type StartProgress, startVm, type WaitFor } from "./start.ts";
+import { KvmFaultError, type Started, type StartProgress, startVm } from "./start.ts";
+import type { WaitFor } from "./ready.ts";
 
 /** What to launch. */
 export interface LaunchRequest {

@@ -8,7 +8,8 @@ import { probeDatabaseWrite } from "../state/mod.ts";
 import { Deadline, type VmEnv } from "./env.ts";
 import { withVm } from "./guard.ts";
 import { vmPaths } from "../vm_files.ts";
-import { launch, type Started, type StartProgress, type WaitFor } from "./start.ts";
+import { launch, type Started, type StartProgress } from "./start.ts";
+import type { WaitFor } from "./ready.ts";
 import { type OnStopStep, STEP_LABELS, stopLocked, type StopStep } from "./stop.ts";
 import { cloudModule } from "../cloud/lazy.ts";
 
@@ -17,8 +18,8 @@ export interface RestartOptions {
   waitFor: WaitFor;
   /** Milliseconds for the start, counted from when the stop is done. */
   startMs: number;
-  /** The stop's deadline, the wait for the VM's lock included. */
-  stopDeadline: Deadline;
+  /** Milliseconds for the stop, the wait for the VM's lock included. */
+  stopMs: number;
   force?: boolean;
   onStop?: OnStopStep;
   onStart?: (progress: StartProgress) => void;
@@ -37,7 +38,8 @@ export interface Restarted {
  */
 export function restartVm(env: VmEnv, vm: VmRecord, options: RestartOptions): Promise<Restarted> {
   const { waitFor } = options;
-  return withVm(env, vm, { deadline: options.stopDeadline }, async (seen) => {
+  const stopDeadline = Deadline.in(options.stopMs);
+  return withVm(env, vm, { deadline: stopDeadline }, async (seen) => {
     // A start cannot be recorded in a database that cannot be written: stop nothing then.
     const blocked = probeDatabaseWrite(env.store.path);
     if (blocked) throw blocked;
@@ -46,7 +48,7 @@ export function restartVm(env: VmEnv, vm: VmRecord, options: RestartOptions): Pr
       (await cloudModule()).checkWaitable(seen.vm, waitFor.kind);
     }
     const stopped = await stopLocked(env, seen, {
-      deadline: options.stopDeadline,
+      deadline: stopDeadline,
       force: options.force,
       onStep: options.onStop,
     });

@@ -24,3 +24,12 @@ export function serialStart(paths: VmPaths): number | undefined {
     return undefined;
   }
 }
+
+/** Where the serial log ends now (0 when there is none): where a run that begins now starts. */
+export function serialLogEnd(paths: VmPaths): number {
+  try {
+    return Deno.statSync(paths.serialLog).size;
+  } catch {
+    return 0;
+  }
+}

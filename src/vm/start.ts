@@ -28,30 +28,12 @@ import { withVm } from "./guard.ts";
 import { FAULT_STATES, findQemuOf, isLive } from "./observe.ts";
 import { withQmpSocket } from "./qmp_session.ts";
 import { exists, removeQuietly, runtimeFiles, type VmPaths, vmPaths } from "../vm_files.ts";
+import { SerialScanner, type WaitFor, waitReady } from "./ready.ts";
 import { sizeProblem } from "./storage.ts";
 import { prepareQemuFiles } from "./safe_files.ts";
-import { recordSerialStart } from "./serial_start.ts";
+import { recordSerialStart, serialLogEnd } from "./serial_start.ts";
 import { cloudModule } from "../cloud/lazy.ts";
 import { sleep } from "../timers.ts";
-
-/** What `start --wait-for` waits for. */
-export type WaitFor =
-  | { kind: "process" }
-  | { kind: "qmp" }
-  | { kind: "serial"; text: string }
-  | { kind: "ssh" }
-  | { kind: "agent" };
-
-/** Parses a `--wait-for` value: `process`, `qmp`, `serial:TEXT`, `ssh` or `agent`. */
-export function parseWaitFor(value: string): WaitFor | undefined {
-  if (value === "process" || value === "qmp" || value === "ssh" || value === "agent") {
-    return { kind: value };
-  }
-  if (value.startsWith("serial:") && value.length > "serial:".length) {
-    return { kind: "serial", text: value.slice("serial:".length) };
-  }
-  return undefined;
-}
 
 /** Finds `binary` the way a shell would; undefined if it is not there or not executable. */
 export function findBinary(binary: string): string | undefined {
@@ -67,14 +49,6 @@ export function findBinary(binary: string): string | undefined {
     } catch { /* next */ }
   }
   return undefined;
-}
-
-function fileSize(path: string): number {
-  try {
-    return Deno.statSync(path).size;
-  } catch {
-    return 0;
-  }
 }
 
 /** The last `lines` lines QEMU wrote to its log at `path`, its traces left out. */
@@ -159,87 +133,65 @@ function checkDiskSize(disk: DiskStorage, file: string, options: { made: boolean
   );
 }
 
-/** How often a serial wait looks at QEMU's run state (a /proc and a log read, no QMP). */
+/** How often a start's wait looks at its QEMU (a /proc and a log read, no QMP). */
 const STATE_CHECK_MS = 250;
 
-async function waitForSerial(
+/**
+ * Waits until the QEMU just launched (`pid`) is ready as `waitFor` says: at once (process), on
+ * the QMP socket (qmp), or through the one wait loop (serial, ssh, agent), failing as soon as that
+ * QEMU is gone or faulted.
+ */
+async function waitUntilReady(
   env: VmEnv,
   vm: VmRecord,
-  check: { text: string; pid: number; deadline: Deadline; offset: number },
+  options: { waitFor: WaitFor; pid: number; deadline: Deadline; serialOffset: number },
 ): Promise<void> {
+  const { waitFor, pid, deadline } = options;
   const paths = vmPaths(env.dirs, vm.id);
-  let offset = check.offset;
-  let carry = "";
-  let lastStateCheck = 0;
-  const decoder = new TextDecoder();
-  while (!check.deadline.expired) {
-    try {
-      const file = await Deno.open(paths.serialLog, { read: true });
-      try {
-        await file.seek(offset, Deno.SeekMode.Start);
-        const buf = new Uint8Array(65536);
-        let n: number | null;
-        while ((n = await file.read(buf)) !== null && n > 0) {
-          offset += n;
-          carry += decoder.decode(buf.subarray(0, n), { stream: true });
-          if (carry.includes(check.text)) return;
-          carry = carry.slice(-check.text.length);
-        }
-      } finally {
-        file.close();
-      }
-    } catch (err) {
-      if (!(err instanceof Deno.errors.NotFound)) throw err;
-    }
-    if (Date.now() - lastStateCheck >= STATE_CHECK_MS) {
-      lastStateCheck = Date.now();
-      await checkQemu(env, vm, {
-        pid: check.pid,
-        gone: `QEMU exited before '${check.text}' appeared on the serial console`,
-      });
-    }
-    await sleep(50);
-  }
-  let hint = "";
-  if (offset === check.offset && await kvmInUse(paths)) {
-    hint = `: the guest printed nothing under KVM; if KVM does not work on this host, ${TCG_HINT}`;
-  }
-  throw new TimeoutError(`'${check.text}' did not appear on the serial console in time${hint}`);
-}
-
-async function waitUntilReady(
-  vm: VmRecord,
-  paths: VmPaths,
-  options: { waitFor: WaitFor; pid: number; deadline: Deadline; serialOffset: number; env: VmEnv },
-): Promise<void> {
-  const { waitFor, pid, deadline, env } = options;
   if (waitFor.kind === "process") return;
-  if (waitFor.kind === "ssh" || waitFor.kind === "agent") {
-    const { waitForGuest } = await cloudModule();
-    const gone = `QEMU exited before the guest answered over ${waitFor.kind}`;
-    await waitForGuest(env, vm, {
-      kind: waitFor.kind,
-      deadline: deadline.at,
-      check: () => checkQemu(env, vm, { pid, gone }),
-    });
+  if (waitFor.kind === "qmp") {
+    // The run state is asked on the connection that waited for QMP: one handshake, not two.
+    const state = await withQmpSocket(
+      paths.qmpSocket,
+      (client) =>
+        client.execute<{ status: string }>("query-status", undefined, { timeoutMs: 500 })
+          .then((s) => s.status, () => undefined),
+      { timeoutMs: Math.max(deadline.remainingMs(), 1) },
+    );
+    if (state !== undefined && FAULT_STATES.has(state)) {
+      throw faultError(state, await kvmInUse(paths));
+    }
     return;
   }
-  if (waitFor.kind === "serial") {
-    const offset = options.serialOffset;
-    await waitForSerial(env, vm, { text: waitFor.text, pid, deadline, offset });
-    return;
-  }
-  // The run state is asked on the connection that waited for QMP: one handshake, not two.
-  const state = await withQmpSocket(
-    paths.qmpSocket,
-    (client) =>
-      client.execute<{ status: string }>("query-status", undefined, { timeoutMs: 500 })
-        .then((s) => s.status, () => undefined),
-    { timeoutMs: Math.max(deadline.remainingMs(), 1) },
-  );
-  if (state !== undefined && FAULT_STATES.has(state)) {
-    throw faultError(state, await kvmInUse(paths));
-  }
+  const scanner = waitFor.kind === "serial"
+    ? new SerialScanner(paths.serialLog, waitFor.text, options.serialOffset)
+    : undefined;
+  const gone = scanner
+    ? `QEMU exited before '${scanner.text}' appeared on the serial console`
+    : `QEMU exited before the guest answered over ${waitFor.kind}`;
+  await waitReady(env, {
+    spec: waitFor,
+    deadline,
+    scanner,
+    watch: {
+      lookMs: STATE_CHECK_MS,
+      look: async () => {
+        await checkQemu(env, vm, { pid, gone });
+        return { live: true, running: vm };
+      },
+      guestCheck: () => checkQemu(env, vm, { pid, gone }),
+      timedOut: async () => {
+        let hint = "";
+        if (scanner && scanner.offset === scanner.from && await kvmInUse(paths)) {
+          hint =
+            `: the guest printed nothing under KVM; if KVM does not work on this host, ${TCG_HINT}`;
+        }
+        return new TimeoutError(
+          `'${scanner?.text}' did not appear on the serial console in time${hint}`,
+        );
+      },
+    },
+  });
 }
 
 /** What a start is doing, for a caller that shows progress: creating a disk, or waiting. */
@@ -278,6 +230,16 @@ export function startVm(
     const paths = vmPaths(env.dirs, vm.id);
     return launch(env, seen.vm, { ...options, paths });
   });
+}
+
+/** The QEMU command line a start of `vm` would run (`start --dry-run`); starts nothing. */
+export async function previewArgv(env: VmEnv, vm: VmRecord): Promise<string[]> {
+  const argv = launchArgv(vm, vmPaths(env.dirs, vm.id));
+  const { image, network, cloud_init, guest_agent } = vm.config;
+  if (image || network || cloud_init || guest_agent) {
+    argv.push(...(await cloudModule()).cloudArgvPreview(env, vm));
+  }
+  return argv;
 }
 
 /**
@@ -332,7 +294,7 @@ export async function launch(
       else checkDiskSize(disk, file, { made: vm.createdFiles.includes(file) });
     }
     prepareQemuFiles(paths);
-    const serialOffset = fileSize(paths.serialLog);
+    const serialOffset = serialLogEnd(paths);
     recordSerialStart(paths, serialOffset);
     const child = await new Deno.Command("/bin/sh", {
       args: ["-c", 'exec "$0" "$@" 2>>"$QVM_QEMU_LOG"', ...argv],
@@ -360,12 +322,11 @@ export async function launch(
       qmpSocketPath: paths.qmpSocket,
     });
     options.onProgress?.({ step: "wait", waitFor: options.waitFor, serialOffset, pid });
-    await waitUntilReady(vm, paths, {
+    await waitUntilReady(env, vm, {
       waitFor: options.waitFor,
       pid,
       deadline: options.deadline,
       serialOffset,
-      env,
     });
     return { vm: env.store.require(vm.id), argv, createdDisks };
   } catch (err) {

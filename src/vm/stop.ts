@@ -288,11 +288,26 @@ export async function stopLocked(
   return { vm: env.store.require(vm.id), step };
 }
 
-/** Stops `vm` under its lock, escalating per `planStop` within `deadline`. */
-export function stopVm(
+/**
+ * Stops `vm` under its lock, escalating per `planStop` within `deadline`; returns the step that
+ * ended it (`null`: it was not running). A stop the database could not record is an error.
+ */
+export async function stopVm(
   env: VmEnv,
   vm: VmRecord,
   options: { deadline: Deadline; force?: boolean; onStep?: OnStopStep },
-): Promise<Stopped> {
-  return withVm(env, vm, { deadline: options.deadline }, (seen) => stopLocked(env, seen, options));
+): Promise<StopStep | null> {
+  const { step, unrecorded } = await withVm(
+    env,
+    vm,
+    { deadline: options.deadline },
+    (seen) => stopLocked(env, seen, options),
+  );
+  if (unrecorded !== undefined) {
+    throw new QvmError(
+      `stopped ${vm.name} (${STEP_LABELS[step!]}), but the database could not be updated: ` +
+        `${unrecorded}; the next qvm command will record it`,
+    );
+  }
+  return step;
 }

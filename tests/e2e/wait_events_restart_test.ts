@@ -9,7 +9,8 @@ import {
   WAIT_READY,
 } from "../helpers/guest.ts";
 import { eventually, holdsLock, socketHasClient } from "../helpers/wait.ts";
-import { parseTarget, verdict } from "../../src/cli/wait.ts";
+import { parseWaitTarget as parseTarget } from "../../src/vm/ready.ts";
+import { verdict } from "../../src/vm/wait.ts";
 import { formatEvent } from "../../src/cli/events.ts";
 import { eventLine } from "../../src/vm/events.ts";
 

@@ -3,7 +3,7 @@ import { launchArgv } from "../../src/qemu/launch.ts";
 import { shellQuote } from "../../src/shell.ts";
 import { vmPaths } from "../../src/vm_files.ts";
 import { planStop } from "../../src/vm/stop.ts";
-import { parseWaitFor } from "../../src/vm/start.ts";
+import { parseWaitFor } from "../../src/vm/ready.ts";
 import { cmdlineHasUuid } from "../../src/qemu/process.ts";
 import type { VmConfig } from "../../src/config/mod.ts";
 
