@@ -3,8 +3,8 @@
  * where errors become one line on stderr and an exit code.
  */
 import { Context, OutputClosed } from "./src/cli/context.ts";
-import { COMMANDS, findCommand } from "./src/cli/registry.ts";
-import { formatHelp, GLOBAL_OPTIONS, parseCommandArgs, selectSubcommand } from "./src/cli/spec.ts";
+import { COMMANDS, findCommand, helpModule } from "./src/cli/registry.ts";
+import { GLOBAL_OPTIONS, parseCommandArgs, selectSubcommand } from "./src/cli/spec.ts";
 import { didYouMean, errorReport, ExitCode, UsageError } from "./src/errors.ts";
 import { refuseUnsafeDirs, resolveDirs } from "./src/state/paths.ts";
 import { VERSION } from "./src/version.ts";
@@ -77,6 +77,7 @@ async function run(argv: string[]): Promise<number> {
   const args = module.parse ? module.parse(rest) : parseCommandArgs(module.spec, rest);
   if (args.values.help) {
     const chosen = selectSubcommand(module.spec, rest);
+    const { formatHelp } = await helpModule();
     console.log(formatHelp(chosen.spec, chosen.path));
     return ExitCode.ok;
   }

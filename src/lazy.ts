@@ -29,6 +29,7 @@ export const LAZY_MODULES = [
   "src/qemu/qmp.ts",
   "src/progress.ts",
   "src/cli/_progress.ts",
+  "src/cli/_help.ts",
   "src/vm/freeze.ts",
 ] as const;
 

@@ -6,6 +6,9 @@ import type { Context } from "./context.ts";
 import type { CommandSpec, ParsedArgs } from "./spec.ts";
 import { lazyImport } from "../lazy.ts";
 
+/** The help text formatter, loaded only when `--help` asks for it. */
+export const helpModule = () => lazyImport<typeof import("./_help.ts")>("src/cli/_help.ts");
+
 /** What each `src/cli/<command>.ts` exports. */
 export interface CommandModule {
   spec: CommandSpec;
@@ -35,178 +38,58 @@ function importCommand(file: `${string}.ts`): Promise<CommandModule> {
   return lazyImport<CommandModule>(`src/cli/${file}`);
 }
 
+/** The table's row for command `name`: its module is `src/cli/<name>.ts` (`-` written `_`). */
+function command(
+  name: string,
+  summary: string,
+  flags: Pick<CommandEntry, "readOnly" | "readOnlySubcommands"> = {},
+): CommandEntry {
+  return { name, summary, ...flags, load: () => importCommand(`${name.replaceAll("-", "_")}.ts`) };
+}
+
 /** Every command, in the order `qvm --help` lists them. */
 export const COMMANDS: readonly CommandEntry[] = [
-  {
-    name: "add",
-    summary: "define a new VM from YAML configs and flags",
-    load: () => importCommand("add.ts"),
-  },
-  {
-    name: "launch",
-    summary: "define a VM from an image file, URL or catalog name, start it, wait for SSH",
-    load: () => importCommand("launch.ts"),
-  },
-  {
-    name: "apply",
-    summary: "merge configs into a VM (creating it if absent)",
-    load: () => importCommand("apply.ts"),
-  },
-  {
-    name: "ls",
-    summary: "list VMs and their real status",
+  command("add", "define a new VM from YAML configs and flags"),
+  command("launch", "define a VM from an image file, URL or catalog name, start it, wait for SSH"),
+  command("apply", "merge configs into a VM (creating it if absent)"),
+  command("ls", "list VMs and their real status", { readOnly: true }),
+  command("status", "show one VM's status", { readOnly: true }),
+  command("info", "show a VM's configuration summary", { readOnly: true }),
+  command("inspect", "show everything about a VM, process included", { readOnly: true }),
+  command("start", "start a VM (QEMU detached, QMP on a unix socket)"),
+  command("stop", "stop a VM gracefully, escalating until it is gone"),
+  command("restart", "stop a VM (escalating as stop does) and start it again, under one lock"),
+  command("wait", "wait until a VM is running, stopped, answers (ssh, agent) or prints a text", {
     readOnly: true,
-    load: () => importCommand("ls.ts"),
-  },
-  {
-    name: "status",
-    summary: "show one VM's status",
+  }),
+  command("events", "print a running VM's QMP events until it stops", { readOnly: true }),
+  command("logs", "print a VM's serial console log", { readOnly: true }),
+  command("console", "attach to a VM's serial console (Ctrl-] detaches)", { readOnly: true }),
+  command("ssh", "open a shell or run a command in a VM over SSH"),
+  command("ssh-config", "print OpenSSH config blocks for VMs (ssh -F, scp, rsync, editors)"),
+  command("cp", "copy files and folders between the host and a running VM"),
+  command("exec", "run a command in a VM through the guest agent"),
+  command("ip", "show a VM's IP addresses (from the guest agent)", { readOnly: true }),
+  command("ports", "show a VM's port forwards (host -> guest)", { readOnly: true }),
+  command("clone", "define a new VM with a stopped VM's config and disks of its own"),
+  command("rm", "remove VMs (storage kept unless --delete-storage)"),
+  command("qmp", "talk to a running VM over QMP (run, keys, type, screendump, ...)", {
     readOnly: true,
-    load: () => importCommand("status.ts"),
-  },
-  {
-    name: "info",
-    summary: "show a VM's configuration summary",
-    readOnly: true,
-    load: () => importCommand("info.ts"),
-  },
-  {
-    name: "inspect",
-    summary: "show everything about a VM, process included",
-    readOnly: true,
-    load: () => importCommand("inspect.ts"),
-  },
-  {
-    name: "start",
-    summary: "start a VM (QEMU detached, QMP on a unix socket)",
-    load: () => importCommand("start.ts"),
-  },
-  {
-    name: "stop",
-    summary: "stop a VM gracefully, escalating until it is gone",
-    load: () => importCommand("stop.ts"),
-  },
-  {
-    name: "restart",
-    summary: "stop a VM (escalating as stop does) and start it again, under one lock",
-    load: () => importCommand("restart.ts"),
-  },
-  {
-    name: "wait",
-    summary: "wait until a VM is running, stopped, answers (ssh, agent) or prints a text",
-    readOnly: true,
-    load: () => importCommand("wait.ts"),
-  },
-  {
-    name: "events",
-    summary: "print a running VM's QMP events until it stops",
-    readOnly: true,
-    load: () => importCommand("events.ts"),
-  },
-  {
-    name: "logs",
-    summary: "print a VM's serial console log",
-    readOnly: true,
-    load: () => importCommand("logs.ts"),
-  },
-  {
-    name: "console",
-    summary: "attach to a VM's serial console (Ctrl-] detaches)",
-    readOnly: true,
-    load: () => importCommand("console.ts"),
-  },
-  {
-    name: "ssh",
-    summary: "open a shell or run a command in a VM over SSH",
-    load: () => importCommand("ssh.ts"),
-  },
-  {
-    name: "ssh-config",
-    summary: "print OpenSSH config blocks for VMs (ssh -F, scp, rsync, editors)",
-    load: () => importCommand("ssh_config.ts"),
-  },
-  {
-    name: "cp",
-    summary: "copy files and folders between the host and a running VM",
-    load: () => importCommand("cp.ts"),
-  },
-  {
-    name: "exec",
-    summary: "run a command in a VM through the guest agent",
-    load: () => importCommand("exec.ts"),
-  },
-  {
-    name: "ip",
-    summary: "show a VM's IP addresses (from the guest agent)",
-    readOnly: true,
-    load: () => importCommand("ip.ts"),
-  },
-  {
-    name: "ports",
-    summary: "show a VM's port forwards (host -> guest)",
-    readOnly: true,
-    load: () => importCommand("ports.ts"),
-  },
-  {
-    name: "clone",
-    summary: "define a new VM with a stopped VM's config and disks of its own",
-    load: () => importCommand("clone.ts"),
-  },
-  {
-    name: "rm",
-    summary: "remove VMs (storage kept unless --delete-storage)",
-    load: () => importCommand("rm.ts"),
-  },
-  {
-    name: "qmp",
-    summary: "talk to a running VM over QMP (run, keys, type, screendump, ...)",
-    readOnly: true,
-    load: () => importCommand("qmp.ts"),
-  },
-  {
-    name: "snapshot",
-    summary: "create, load, list or delete disk snapshots (offline or live)",
+  }),
+  command("snapshot", "create, load, list or delete disk snapshots (offline or live)", {
     readOnlySubcommands: ["list"],
-    load: () => importCommand("snapshot.ts"),
-  },
-  {
-    name: "storage",
-    summary: "list, verify, or find orphaned disk images",
-    readOnly: true,
-    load: () => importCommand("storage.ts"),
-  },
-  {
-    name: "image",
-    summary: "list, pull or remove cached base images; show the image catalog",
+  }),
+  command("storage", "list, verify, or find orphaned disk images", { readOnly: true }),
+  command("image", "list, pull or remove cached base images; show the image catalog", {
     readOnlySubcommands: ["ls", "catalog"],
-    load: () => importCommand("image.ts"),
-  },
-  {
-    name: "export",
-    summary: "export a VM as libvirt domain XML, or define it at a libvirt URI",
+  }),
+  command("export", "export a VM as libvirt domain XML, or define it at a libvirt URI", {
     readOnly: true,
-    load: () => importCommand("export.ts"),
-  },
-  {
-    name: "import-libvirt",
-    summary: "define a VM from a libvirt domain XML file",
-    load: () => importCommand("import_libvirt.ts"),
-  },
-  {
-    name: "cleanup",
-    summary: "remove stale sockets, pid files and locks; settle dead VMs",
-    load: () => importCommand("cleanup.ts"),
-  },
-  {
-    name: "doctor",
-    summary: "check QEMU, KVM, folders, the database and stray QEMU processes",
-    load: () => importCommand("doctor.ts"),
-  },
-  {
-    name: "completions",
-    summary: "print shell completions (bash, zsh, fish)",
-    load: () => importCommand("completions.ts"),
-  },
+  }),
+  command("import-libvirt", "define a VM from a libvirt domain XML file"),
+  command("cleanup", "remove stale sockets, pid files and locks; settle dead VMs"),
+  command("doctor", "check QEMU, KVM, folders, the database and stray QEMU processes"),
+  command("completions", "print shell completions (bash, zsh, fish)"),
 ];
 
 /** The entry for `name`, or undefined. */

@@ -1,7 +1,7 @@
 /**
- * The declarative command table's types, the pure argument parser that reads it, and the help text
- * generated from the same table (completions read it too). The parser is our own, a few dozen
- * lines: `node:util` would add its whole module's start-up cost to every command.
+ * The declarative command table's types and the pure argument parser that reads it (help,
+ * `_help.ts`, and completions read the same table). The parser is our own, a few dozen lines:
+ * `node:util` would add its whole module's start-up cost to every command.
  */
 import { didYouMean, UsageError } from "../errors.ts";
 
@@ -240,53 +240,4 @@ export function parseCommandArgs(spec: CommandSpec, args: readonly string[]): Pa
     positionals,
     values,
   };
-}
-
-function optionLabel(name: string, spec: OptionSpec): string {
-  const short = spec.short ? `-${spec.short}, ` : "";
-  const value = spec.type === "string" ? ` ${spec.value ?? "VALUE"}` : "";
-  return `${short}--${name}${value}`;
-}
-
-function positionalLabel(p: PositionalSpec): string {
-  const core = p.variadic ? `${p.name}...` : p.name;
-  return p.optional ? `[${core}]` : core;
-}
-
-function columns(rows: [string, string][]): string[] {
-  const width = Math.max(...rows.map(([a]) => a.length), 0);
-  return rows.map(([a, b]) => `  ${a.padEnd(width)}  ${b}`);
-}
-
-/** The help text of a command (or subcommand, given its full path like `qmp run`). */
-export function formatHelp(spec: CommandSpec, path: string = spec.name): string {
-  const lines: string[] = [];
-  if (spec.subcommands) {
-    lines.push(`Usage: qvm ${path} <subcommand> [options]`, "", spec.summary);
-    if (spec.description) lines.push("", spec.description);
-    lines.push("", "Subcommands:");
-    lines.push(...columns(spec.subcommands.map((s) => [s.name, s.summary])));
-    lines.push("", `Run 'qvm ${path} <subcommand> --help' for details.`);
-    return lines.join("\n");
-  }
-  const usage = spec.positionals.map(positionalLabel).join(" ");
-  lines.push(`Usage: qvm ${path}${usage ? ` ${usage}` : ""} [options]`, "", spec.summary);
-  if (spec.description) lines.push("", spec.description);
-  if (spec.positionals.length > 0) {
-    lines.push("", "Arguments:");
-    lines.push(...columns(spec.positionals.map((p) => [p.name, p.description])));
-  }
-  const own = Object.entries(spec.options);
-  if (own.length > 0) {
-    lines.push("", "Options:");
-    lines.push(...columns(own.map(([n, o]) => [optionLabel(n, o), o.description])));
-  }
-  lines.push("", "Global options:");
-  lines.push(
-    ...columns(Object.entries(GLOBAL_OPTIONS).map(([n, o]) => [optionLabel(n, o), o.description])),
-  );
-  if (spec.examples?.length) {
-    lines.push("", "Examples:", ...spec.examples.map((e) => `  ${e}`));
-  }
-  return lines.join("\n");
 }
