@@ -1,13 +1,12 @@
 /** `qvm rm`: remove VMs; running ones need --force (which stops them); disks stay unless asked. */
 import type { Context } from "./context.ts";
 import type { CommandSpec, ParsedArgs } from "./spec.ts";
-import { QvmError, UsageError } from "../errors.ts";
 import { Deadline } from "../vm/env.ts";
-import { isLive, observe } from "../vm/observe.ts";
-import { removeVm } from "../vm/remove.ts";
-import { STOP_PARALLEL } from "../vm/bulk.ts";
+import { refuseLive, removeVm } from "../vm/remove.ts";
+import { selectVms, STOP_PARALLEL } from "../vm/bulk.ts";
 import type { VmRecord } from "../state/mod.ts";
 import { reportEach } from "./_bulk.ts";
+import { vmsPositional } from "./_options.ts";
 
 /** The command's arguments and flags. */
 export const spec: CommandSpec = {
@@ -20,13 +19,7 @@ export const spec: CommandSpec = {
     "or down a backing chain. On a terminal, qvm asks before removing unless --yes. Several VMs\n" +
     `are removed side by side, up to ${STOP_PARALLEL} at once; a failure is reported on its VM's\n` +
     "line and the others go on (exit code as 'stop').",
-  positionals: [{
-    name: "VM",
-    description: "ids or names",
-    optional: true,
-    variadic: true,
-    complete: "vm",
-  }],
+  positionals: [vmsPositional],
   options: {
     all: { type: "boolean", description: "remove every VM" },
     force: { type: "boolean", short: "f", description: "stop running VMs first" },
@@ -47,23 +40,13 @@ function confirm(question: string): boolean {
 
 /** Checks every VM first, then removes them (several side by side); prints what was removed. */
 export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
-  if (args.values.all && args.positionals.length > 0) {
-    throw new UsageError("rm: give VM names or --all, not both");
-  }
-  if (!args.values.all && args.positionals.length === 0) {
-    throw new UsageError("rm: missing argument VM (or --all)");
-  }
-  const vms = args.values.all ? ctx.store.list() : [
-    ...new Map(args.positionals.map((n) => ctx.store.require(n)).map((v) => [v.id, v])).values(),
-  ];
-  if (!args.values.force) {
-    for (const vm of vms) {
-      const seen = await observe(ctx, vm, { qmp: false });
-      if (isLive(seen.status)) {
-        throw new QvmError(`VM '${vm.name}' is ${seen.status}: use --force to stop and remove it`);
-      }
-    }
-  }
+  const vms = await selectVms(ctx, {
+    names: args.positionals,
+    all: args.values.all === true,
+    allOf: "any",
+    command: "rm",
+  });
+  if (!args.values.force) await refuseLive(ctx, vms);
   if (vms.length > 0 && !args.values.yes) {
     const what = vms.length === 1 ? `VM '${vms[0].name}'` : `${vms.length} VMs`;
     const storage = args.values["delete-storage"] ? " and its storage" : "";

@@ -82,13 +82,13 @@ export function bulkExitCode(outcomes: readonly Outcome<unknown>[]): number {
   return codes.size === 1 ? [...codes][0] : ExitCode.failure;
 }
 
-/** Which VMs `--all` means: every VM whose QEMU runs (`live`), or every VM without one. */
-export type AllOf = "live" | "not-live";
+/** Which VMs `--all` means: every VM whose QEMU runs (`live`), every VM without one, or all. */
+export type AllOf = "live" | "not-live" | "any";
 
 /**
  * The VMs a command names, each looked up (an unknown name is a NotFoundError, before anything
  * is done) and given once in the order named; or with `all`, every VM that is (or is not) live,
- * by name. `command` names the command in a usage error.
+ * or every VM (`any`), by name. `command` names the command in a usage error.
  */
 export async function selectVms(
   env: VmEnv,
@@ -105,6 +105,7 @@ export async function selectVms(
     }
     return [...byId.values()];
   }
+  if (options.allOf === "any") return env.store.list();
   const wanted = options.allOf === "live";
   const chosen: VmRecord[] = [];
   // Only a VM whose row claims a process needs a look at the machine; the rest are not live.

@@ -9,7 +9,7 @@ import { backingChain, qcow2Header } from "../qemu/img.ts";
 import type { VmRecord } from "../state/mod.ts";
 import type { Deadline, VmEnv } from "./env.ts";
 import { withVm } from "./guard.ts";
-import { isLive } from "./observe.ts";
+import { isLive, observe } from "./observe.ts";
 import { cloudPaths, removeQuietly, runtimeFiles, vmPaths } from "../vm_files.ts";
 import { stopLocked } from "./stop.ts";
 import { type ReachedFile, reachedFiles } from "./storage.ts";
@@ -22,6 +22,16 @@ export interface Removed {
   deleted: string[];
   /** Files qvm created but kept, with the reason (another VM uses them). */
   kept: { file: string; reason: string }[];
+}
+
+/** Refuses the removal of VMs of which any is live (checked, all of them, before any is removed). */
+export async function refuseLive(env: VmEnv, vms: readonly VmRecord[]): Promise<void> {
+  for (const vm of vms) {
+    const seen = await observe(env, vm, { qmp: false });
+    if (isLive(seen.status)) {
+      throw new QvmError(`VM '${vm.name}' is ${seen.status}: use --force to stop and remove it`);
+    }
+  }
 }
 
 function realPath(file: string): string {
