@@ -6,6 +6,7 @@ import { Deadline } from "../vm/env.ts";
 import { cloneVm } from "../vm/clone.ts";
 import { configModule } from "./_lazy.ts";
 import { progressModule } from "./_format.ts";
+import { quietOption } from "./_options.ts";
 
 /** The command's arguments and flags. */
 export const spec: CommandSpec = {
@@ -25,7 +26,7 @@ export const spec: CommandSpec = {
   ],
   options: {
     linked: { type: "boolean", description: "copy no disks: new overlays and empty disks" },
-    quiet: { type: "boolean", short: "q", description: "no progress line on a terminal" },
+    quiet: quietOption,
   },
   examples: ["qvm clone web1 web2", "qvm clone web1 web3 --linked"],
 };
