@@ -17,6 +17,16 @@ import { spec as restartSpec } from "../src/cli/restart.ts";
 import { spec as launchSpec } from "../src/cli/launch.ts";
 import { UsageError } from "../src/errors.ts";
 
+/** Runs `fn` with the path of a serial log in a fresh temporary folder, removed afterwards. */
+async function withLog(fn: (log: string) => Promise<void>): Promise<void> {
+  const dir = await Deno.makeTempDir();
+  try {
+    await fn(join(dir, "serial.log"));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
 Deno.test("one parser of wait specs takes what each command accepts, and nothing else", () => {
   for (const kind of ["process", "qmp", "ssh", "agent"]) {
     assert.deepEqual(parseWaitSpec(kind, START_WAITS), { kind });
@@ -51,10 +61,8 @@ Deno.test("start, restart and launch share one --wait-for: one help text, one re
   );
 });
 
-Deno.test("the serial scanner finds text split across two reads, even inside one UTF-8 character", async () => {
-  const dir = await Deno.makeTempDir();
-  try {
-    const log = join(dir, "serial.log");
+Deno.test("the serial scanner finds text split across two reads, even inside one UTF-8 character", () =>
+  withLog(async (log) => {
     await Deno.writeTextFile(log, "an earlier run's é-MARK\n");
     const from = (await Deno.stat(log)).size;
     const scanner = new SerialScanner(log, "é-MARK", from);
@@ -65,20 +73,12 @@ Deno.test("the serial scanner finds text split across two reads, even inside one
     assert.equal(await scanner.found(), false);
     await Deno.writeFile(log, bytes.subarray(cut), { append: true });
     assert.equal(await scanner.found(), true);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-});
+  }));
 
-Deno.test("the serial scanner reads a log that is missing, then replaced by a shorter one", async () => {
-  const dir = await Deno.makeTempDir();
-  try {
-    const log = join(dir, "serial.log");
+Deno.test("the serial scanner reads a log that is missing, then replaced by a shorter one", () =>
+  withLog(async (log) => {
     const scanner = new SerialScanner(log, "login:", 1000);
     assert.equal(await scanner.found(), false, "no log yet");
     await Deno.writeTextFile(log, "Debian login:");
     assert.equal(await scanner.found(), true, "a log shorter than the offset is read from 0");
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-});
+  }));
