@@ -10,12 +10,12 @@ import {
   SerialScanner,
   START_WAITS,
   STATE_WAITS,
-} from "../src/vm/ready.ts";
-import { parseWaitForOption } from "../src/cli/_options.ts";
-import { spec as startSpec } from "../src/cli/start.ts";
-import { spec as restartSpec } from "../src/cli/restart.ts";
-import { spec as launchSpec } from "../src/cli/launch.ts";
-import { UsageError } from "../src/errors.ts";
+} from "../../src/vm/ready.ts";
+import { parseWaitForOption } from "../../src/cli/_options.ts";
+import { spec as startSpec } from "../../src/cli/start.ts";
+import { spec as restartSpec } from "../../src/cli/restart.ts";
+import { spec as launchSpec } from "../../src/cli/launch.ts";
+import { UsageError } from "../../src/errors.ts";
 
 /** Runs `fn` with the path of a serial log in a fresh temporary folder, removed afterwards. */
 async function withLog(fn: (log: string) => Promise<void>): Promise<void> {
