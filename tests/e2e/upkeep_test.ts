@@ -12,14 +12,10 @@ import {
   runtimeFile,
   type RuntimeKind,
 } from "../../src/vm_files.ts";
-import {
-  actionFinding,
-  type DirFacts,
-  type Finding,
-  formatFinding,
-  judgeDir,
-  summarize,
-} from "../../src/cli/_findings.ts";
+import type { Finding } from "../../src/vm/doctor/mod.ts";
+import { type DirFacts, judgeDir } from "../../src/vm/doctor/dirs.ts";
+import { actionFinding } from "../../src/vm/doctor/runtime.ts";
+import { formatFinding, summarize } from "../../src/cli/doctor.ts";
 import { describeAction } from "../../src/cli/cleanup.ts";
 
 /** A real unix socket file nobody listens on: what a QEMU killed with SIGKILL leaves behind. */
@@ -160,7 +156,7 @@ Deno.test("a folder is judged by lstat: refused if a link, not ours or writable 
     writable: true,
   };
   const verdicts = (facts: Partial<DirFacts>) =>
-    judgeDir("runtime_dir", { ...good, ...facts }, 1000).map((f) =>
+    judgeDir("runtime_dir", { ...good, ...facts }, { uid: 1000 }).map((f) =>
       `${f.status}: ${f.what}${f.repair ? ` [${f.repair}]` : ""}${f.refused ? " [refused]" : ""}`
     );
   assert.deepEqual(verdicts({}), ["ok: runtime dir /q: yours, writable, mode 0700"]);
@@ -192,7 +188,7 @@ Deno.test("a folder is judged by lstat: refused if a link, not ours or writable 
     "problem: runtime dir /q is not a folder [refused]",
   ]);
   assert.match(
-    judgeDir("data_dir", { ...good, isDirectory: false }, 1000)[0].fix!,
+    judgeDir("data_dir", { ...good, isDirectory: false }, { uid: 1000 })[0].fix!,
     /--data-dir/,
   );
 });
