@@ -273,10 +273,12 @@ Deno.test("a database whose header is overwritten: every command points to qvm d
 Deno.test("a database truncated to 0 bytes or deleted is not taken as 'no VMs'", async () => {
   await withEnv(async (env) => {
     const aId = await addEmpty(env, "a");
-    await addEmpty(env, "b");
-    // What a running VM leaves in the runtime dir: evidence of a VM the database should know.
+    const bId = await addEmpty(env, "b");
+    // What running VMs leave in the runtime dir: evidence of VMs the database should know.
     Deno.mkdirSync(env.runtimeDir, { recursive: true, mode: 0o700 });
-    Deno.writeTextFileSync(join(env.runtimeDir, `${aId}.pid`), "999999\n");
+    for (const id of [aId, bId]) {
+      Deno.writeTextFileSync(join(env.runtimeDir, `${id}.pid`), "999999\n");
+    }
     for (const damage of ["truncate", "delete"]) {
       if (damage === "truncate") Deno.truncateSync(dbPath(env), 0);
       else Deno.removeSync(dbPath(env));
@@ -292,7 +294,7 @@ Deno.test("a database truncated to 0 bytes or deleted is not taken as 'no VMs'",
       assert.match(found.what, damage === "truncate" ? /is empty/ : /is missing/);
       const files = checks.find((c) => c.check === "database" && /runtime files/.test(c.what));
       assert.ok(files, JSON.stringify(checks));
-      assert.match(files.what, /the latest backup holds 1 of them \('a'\)/);
+      assert.match(files.what, /the latest backup holds 2 of them \('a', 'b'\)/);
       if (damage === "truncate") {
         assert.equal(Deno.statSync(dbPath(env)).size, 0, "nothing was written over it");
       }
@@ -309,7 +311,7 @@ Deno.test("a database truncated to 0 bytes or deleted is not taken as 'no VMs'",
     assert.equal(res.code, 1, res.stderr);
     assertOneLine(
       res,
-      /is empty, but .* holds sockets or pid files of 1 VM: run 'qvm doctor'/,
+      /is empty, but .* holds sockets or pid files of 2 VMs: run 'qvm doctor'/,
       "ls",
     );
     const { checks } = await doctorJson(env);

@@ -258,7 +258,7 @@ function unknownVmFindings(
   if (inBackup.length === 0 && !options.lost) return [];
   const ids = [...unknown].slice(0, 3).join(", ") + (unknown.size > 3 ? ", ..." : "");
   const known = inBackup.length > 0
-    ? `; the latest backup holds ${plural(inBackup.length, "of them")} (` +
+    ? `; the latest backup holds ${inBackup.length} of them (` +
       inBackup.slice(0, 3).map((vm) => `'${vm.name}'`).join(", ") + ")"
     : "";
   return [{
