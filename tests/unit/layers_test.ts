@@ -81,8 +81,12 @@ async function importGraph(root: URL): Promise<{ files: string[]; edges: Edge[] 
         }[];
       }[];
     };
-    const local = (url: string | undefined) =>
-      url?.startsWith(root.href) ? url.slice(root.href.length) : undefined;
+    // qvm's own modules only: a package under node_modules/ (a real folder in a fresh checkout,
+    // not a link out of it) is no layer of the table.
+    const local = (url: string | undefined) => {
+      const path = url?.startsWith(root.href) ? url.slice(root.href.length) : undefined;
+      return path === "main.ts" || path?.startsWith("src/") ? path : undefined;
+    };
     const edges: Edge[] = [];
     for (const module of info.modules) {
       const from = local(module.specifier);
