@@ -4,7 +4,7 @@ import type { CommandSpec, ParsedArgs } from "./spec.ts";
 import { observe } from "../vm/observe.ts";
 import { vmPaths } from "../vm_files.ts";
 import { readCmdline } from "../qemu/process.ts";
-import { summarize } from "./info.ts";
+import { summarize } from "../vm/summary.ts";
 
 /** The command's arguments and flags. */
 export const spec: CommandSpec = {
