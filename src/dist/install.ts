@@ -119,21 +119,25 @@ function pruneBuilds(root: string, keep: string): void {
   }
 }
 
+/** The text of the build at `from` (`dist/qvm`); a missing one says how to make it. */
+export async function readBuild(from: string): Promise<string> {
+  try {
+    return await Deno.readTextFile(from);
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) {
+      throw new Error(`${from} is missing: build it with deno task bundle`);
+    }
+    throw err;
+  }
+}
+
 /**
  * Installs `from` as `prefix/bin/qvm` (mode 0755, replaced atomically) with its modules in
  * `prefix/lib/qvm/<hash>/`; of earlier builds there the newest `KEPT_BUILDS` stay. Returns the
  * path of `bin/qvm`.
  */
 export async function install(options: InstallOptions): Promise<string> {
-  let text: string;
-  try {
-    text = await Deno.readTextFile(options.from);
-  } catch (err) {
-    if (err instanceof Deno.errors.NotFound) {
-      throw new Error(`${options.from} is missing: build it with deno task bundle`);
-    }
-    throw err;
-  }
+  const text = await readBuild(options.from);
   if (!text.startsWith(`${SHEBANG}\n`)) {
     throw new Error("not a qvm build (its first line is not qvm's shebang): run deno task bundle");
   }

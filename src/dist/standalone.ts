@@ -24,7 +24,7 @@ import {
   unpackBuild,
   VERIFY_SOURCE,
 } from "./bundle.ts";
-import { DEFAULT_FROM } from "./install.ts";
+import { DEFAULT_FROM, readBuild } from "./install.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
 
@@ -381,15 +381,7 @@ function isLinuxX64(bytes: Uint8Array): boolean {
 
 /** Builds the standalone file (mode 0755, written atomically); returns its size in bytes. */
 export async function buildStandalone(options: StandaloneOptions): Promise<number> {
-  let text: string;
-  try {
-    text = await Deno.readTextFile(options.from);
-  } catch (err) {
-    if (err instanceof Deno.errors.NotFound) {
-      throw new Error(`${options.from} is missing: build it with deno task bundle`);
-    }
-    throw err;
-  }
+  const text = await readBuild(options.from);
   const { files } = await unpackBuild(text);
   const version = text.match(/^\/\/ qvm (\S+):/m)?.[1] ?? "?";
   const runtime = await Deno.readFile(options.runtime);
