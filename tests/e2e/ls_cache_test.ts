@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { listCachePath } from "../../src/state/mod.ts";
 import { readProcStat } from "../../src/qemu/process.ts";
 import { type QvmEnv, withEnv } from "../helpers/qvm.ts";
-import { alive } from "../helpers/guest.ts";
+import { alive, MACHINE_NONE } from "../helpers/guest.ts";
 import { eventually } from "../helpers/wait.ts";
 
 interface Listed {
@@ -90,7 +90,7 @@ Deno.test({
     await withEnv(async (env) => {
       const config = await env.file(
         "none.yaml",
-        "memory: 16M\narguments:\n  - machine: none\n  - accel: tcg\n  - nodefaults\n",
+        MACHINE_NONE,
       );
       const cache = listCachePath(env.dataDir);
       for (const name of ["a", "b", "c"]) await env.ok(["add", config, "--name", name]);
@@ -177,7 +177,7 @@ Deno.test({
     await withEnv(async (env) => {
       const config = await env.file(
         "none.yaml",
-        "memory: 16M\narguments:\n  - machine: none\n  - accel: tcg\n  - nodefaults\n",
+        MACHINE_NONE,
       );
       await env.ok(["add", config, "--name", "v"]);
       await env.ok(["start", "v", "--wait-for", "qmp"]);
@@ -215,7 +215,7 @@ Deno.test({
     await withEnv(async (env) => {
       const config = await env.file(
         "none.yaml",
-        "memory: 16M\narguments:\n  - machine: none\n  - accel: tcg\n  - nodefaults\n",
+        MACHINE_NONE,
       );
       await env.ok(["add", config, "--name", "v"]);
       await env.ok(["start", "v", "--wait-for", "qmp"]);

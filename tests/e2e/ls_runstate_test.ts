@@ -11,7 +11,7 @@ import { Deadline } from "../../src/vm/env.ts";
 import { vmPaths } from "../../src/vm_files.ts";
 import { startVm } from "../../src/vm/start.ts";
 import { withEnv } from "../helpers/qvm.ts";
-import { alive } from "../helpers/guest.ts";
+import { alive, MACHINE_NONE } from "../helpers/guest.ts";
 import { eventually } from "../helpers/wait.ts";
 
 const COUNT = 100;
@@ -105,7 +105,7 @@ Deno.test({
     await withEnv(async (env) => {
       const config = await env.file(
         "none.yaml",
-        "memory: 16M\narguments:\n  - machine: none\n  - accel: tcg\n  - nodefaults\n",
+        MACHINE_NONE,
       );
       await env.ok(["add", config, "--name", "vm000"]);
       const dirs = { dataDir: env.dataDir, runtimeDir: env.runtimeDir };

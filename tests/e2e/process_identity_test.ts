@@ -24,7 +24,7 @@ import {
 import { launchArgv } from "../../src/qemu/launch.ts";
 import { vmPaths } from "../../src/vm_files.ts";
 import { type QvmEnv, withEnv } from "../helpers/qvm.ts";
-import { alive, pidsMentioning } from "../helpers/guest.ts";
+import { alive, MACHINE_NONE, pidsMentioning } from "../helpers/guest.ts";
 import { eventually } from "../helpers/wait.ts";
 import { needsRoot } from "../helpers/needs.ts";
 
@@ -392,7 +392,7 @@ Deno.test({
     await withEnv(async (env) => {
       const config = await env.file(
         "none.yaml",
-        "name: v3\nmemory: 16M\narguments:\n  - machine: none\n  - accel: tcg\n  - nodefaults\n",
+        `name: v3\n${MACHINE_NONE}`,
       );
       const id = JSON.parse(await env.ok(["add", config, "--json"])).id;
       const foreign = asNobody([

@@ -7,6 +7,13 @@ export { pidsMentioning };
 export { GUEST_READY_MARKER };
 
 /** `start` flags that wait until the guest has booted. */
+/**
+ * A VM that is only a QEMU process: `-machine none` under TCG, 16 MiB, no devices. It boots
+ * nothing, so a test can run many of them (or wait for no guest) and still have real QEMUs.
+ */
+export const MACHINE_NONE =
+  "memory: 16M\narguments:\n  - machine: none\n  - accel: tcg\n  - nodefaults\n";
+
 export const WAIT_READY = ["--wait-for", `serial:${GUEST_READY_MARKER}`, "--timeout", "60"];
 
 /** Writes a YAML config for the test guest (TCG; `acpi: false` ignores power-off) and returns its path. */
