@@ -187,6 +187,11 @@ export function isDeadState(state: string): boolean {
   return state === "Z" || state === "X" || state === "x";
 }
 
+/** True for a process stopped by a signal (SIGSTOP, a debugger): it answers nothing, QMP included. */
+export function isStoppedState(state: string | undefined): boolean {
+  return state === "T" || state === "t";
+}
+
 /** The executable of a live process (`/proc/<pid>/exe`), or undefined if it cannot be read. */
 export function readExe(pid: number): string | undefined {
   try {

@@ -12,6 +12,7 @@ import {
   findQemuUuids,
   isDeadState,
   isOurQemu,
+  isStoppedState,
   logRunState,
   markersIn,
   ourQemuState,
@@ -281,8 +282,7 @@ export async function observe(
   const live = freeze === "frozen" ? "frozen" : "running";
   if (options.qmp === false) return { vm, status: live, ...thawed };
   if (options.fromLog) {
-    // Stopped by a signal (SIGSTOP, a debugger): it answers nothing, QMP included.
-    if (state === "T" || state === "t") return { vm, status: "unresponsive", ...thawed };
+    if (isStoppedState(state)) return { vm, status: "unresponsive", ...thawed };
     const logged = logRunState(paths.qemuLog);
     if (logged !== undefined) {
       const status = statusFromQemu(logged);
@@ -342,8 +342,7 @@ export function glance(
   if (options.frozen.has(vm.id)) return undefined; // settled (thawed, or shown frozen) in full
   const stat = readProcStat(vm.pid);
   if (stat?.start !== vm.pidStart || isDeadState(stat.state)) return undefined;
-  // Stopped by a signal (SIGSTOP, a debugger): it answers nothing, QMP included.
-  if (stat.state === "T" || stat.state === "t") {
+  if (isStoppedState(stat.state)) {
     return { seen: { vm, status: "unresponsive", started: stat.start } };
   }
   const log = qemuLogPath(env.dirs, vm.id);
