@@ -9,7 +9,7 @@ import type { Context } from "./context.ts";
 import type { CommandSpec, ParsedArgs } from "./spec.ts";
 import { UsageError } from "../errors.ts";
 import { STATUSES } from "../vm/observe.ts";
-import { type ListedVm, listJson, listVms } from "../vm/list.ts";
+import { type ListedVm, listJson, listVms, writeOutput } from "../vm/list.ts";
 import { paintStatus, table } from "./_format.ts";
 
 /** The command's arguments and flags. */
@@ -156,7 +156,7 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
     // the output is kept for the next run (see vm/list.ts).
     const json = await listJson(ctx);
     if (json) {
-      ctx.outBytes(json);
+      writeOutput(json, (bytes) => ctx.outBytes(bytes));
       return 0;
     }
   }

@@ -4,6 +4,7 @@ import type { CommandSpec, ParsedArgs } from "./spec.ts";
 import { isLive, observe, thawedWarning } from "../vm/observe.ts";
 import { paintStatus } from "./_format.ts";
 import { lazyImport } from "../lazy.ts";
+import type { VmBrief } from "../state/mod.ts";
 
 /**
  * What `status --json` shows of a cloud VM, loaded only for one. The loader lives here, with the
@@ -41,9 +42,17 @@ export async function run(ctx: Context, args: ParsedArgs): Promise<number> {
     });
     return 0;
   }
-  let line = `${vm.name}: ${paintStatus(seen.status)}`;
-  if (live && vm.pid) line += ` (pid ${vm.pid})`;
-  else if (vm.stopReason) line += ` (last ended: ${vm.stopReason})`;
-  ctx.out(line);
+  ctx.out(statusLine(vm, seen.status, live));
   return 0;
+}
+
+/** The line `status` prints: name and status, then the pid of a live VM or how it last ended. */
+export function statusLine(
+  vm: Pick<VmBrief, "name" | "pid" | "stopReason">,
+  status: string,
+  live: boolean,
+): string {
+  const line = `${vm.name}: ${paintStatus(status)}`;
+  if (live && vm.pid) return `${line} (pid ${vm.pid})`;
+  return vm.stopReason ? `${line} (last ended: ${vm.stopReason})` : line;
 }

@@ -17,9 +17,13 @@ const ROOT = new URL("../../", import.meta.url);
 
 /**
  * How Deno runs qvm's built form: no config, lock or package.json of the folder qvm is run from
- * is read (they are the user's, not qvm's, and reading them costs start-up).
+ * is read (they are the user's, not qvm's, and reading them costs start-up). V8 keeps source
+ * positions as it compiles: by default it leaves them out and, at the first error created (a
+ * missing file's NotFound, even caught), compiles again the functions on the stack, the module
+ * of ~60 KB among them: ~1.5 ms of `status` here.
  */
-export const DENO_FLAGS = "run -A --quiet --no-config --no-lock --no-code-cache";
+export const DENO_FLAGS =
+  "run -A --quiet --no-config --no-lock --no-code-cache --v8-flags=--no-enable-lazy-source-positions";
 
 /** The first line of `dist/qvm`; `src/dist/install.ts` points it at a Deno binary. */
 export const SHEBANG = `#!/usr/bin/env -S DENO_NO_PACKAGE_JSON=1 deno ${DENO_FLAGS}`;
@@ -101,9 +105,12 @@ const PACKED = "${packed}";
 /** Every module's size in bytes and SHA-256, to check an unpacked copy against. */
 const FILES = ${JSON.stringify(files)};
 const HOT = ${JSON.stringify(HOT_COMMANDS)};
+const QUICK = ${JSON.stringify(QUICK_COMMANDS)};
 ${CACHE_SOURCE}
 ${commandSource()}
-const needed = HOT.includes(command) ? [\`hot/\${command}.js\`, "package.json"] : Object.keys(FILES);
+const needed = HOT.includes(command)
+  ? [\`hot/\${command}.js\`, "package.json", ...(QUICK.includes(command) ? ["hot/quick.js"] : [])]
+  : Object.keys(FILES);
 let dir;
 try {
   dir = await modulesDir(needed);
@@ -309,7 +316,14 @@ export function dispatchSource(lib: string, check?: string): string {
     : `(path) =>
     import(LIB + path.replace(/\\.ts$/, ".js"))`;
   return `const LIB = ${lib};
-if (${JSON.stringify(HOT_COMMANDS)}.includes(command)) {
+if (${JSON.stringify(QUICK_COMMANDS)}.includes(command)) {
+  const { quick } = await import(\`\${LIB}hot/quick.js\`);
+  const code = await quick(Deno.args);
+  if (code !== undefined) Deno.exit(code);
+}
+if (${JSON.stringify(HOT_COMMANDS)}.includes(command)) {${
+    check ? `\n  await ${check}(\`hot/\${command}.js\`);` : ""
+  }
   await import(\`\${LIB}hot/\${command}.js\`);
 } else {
   globalThis[Symbol.for("${LAZY_IMPORTER.description}")] = ${load};
@@ -335,6 +349,12 @@ export function routeSource(lib: string): string {
  * `bench/RESULTS.md` compares the installed form with running from source.
  */
 export const HOT_COMMANDS = ["status", "ls", "info"] as const;
+
+/**
+ * The hot commands a launcher first tries by their quick route (`hot/quick.js`, built from
+ * `src/cli/quick.ts`), loading their own module only when the route leaves the command to it.
+ */
+export const QUICK_COMMANDS = ["status", "ls"] as const;
 
 /** Every lazy loader in qvm's sources (`cloudModule` → `src/cloud/mod.ts`, …). */
 async function lazyLoaders(): Promise<Map<string, string>> {
@@ -404,47 +424,63 @@ async function hotBundle(command: string, loaders: Map<string, string>): Promise
     const cases = [entry, ...lazy].map((path) =>
       `    case "${path}": return import(${url(path)});`
     );
-    await Deno.writeTextFile(
-      `${tmp}/entry.ts`,
-      [
-        `import { main } from ${url("main.ts")};`,
-        `(globalThis as Record<symbol, unknown>)[Symbol.for("${LAZY_IMPORTER.description}")] = (`,
-        `  path: string,`,
-        `) => {`,
-        `  switch (path) {`,
-        ...cases,
-        `  }`,
-        `  return Promise.reject(new Error(\`\${path} is not in qvm's ${command} module\`));`,
-        `};`,
-        `Deno.exit(await main(Deno.args));`,
-        "",
-      ].join("\n"),
-    );
-    const result = await new Deno.Command(Deno.execPath(), {
-      args: [
-        "bundle",
-        "--quiet",
-        "--minify",
-        "--platform",
-        "deno",
-        "-o",
-        `${tmp}/out.js`,
-        `${tmp}/entry.ts`,
-      ],
-      cwd: ROOT.pathname,
-      stdout: "inherit",
-      stderr: "inherit",
-    }).output();
-    if (!result.success) throw new Error(`deno bundle of ${command} failed`);
-    const files = { "out.js": await Deno.readTextFile(`${tmp}/out.js`) };
-    patchChunks(files);
-    if (/from\s*"node:(?!sqlite")/.test(files["out.js"])) {
-      throw new Error(`qvm's ${command} module imports a node: module besides node:sqlite`);
-    }
-    return files["out.js"];
+    return await bundleOne(tmp, `${command} module`, [
+      `import { main } from ${url("main.ts")};`,
+      `(globalThis as Record<symbol, unknown>)[Symbol.for("${LAZY_IMPORTER.description}")] = (`,
+      `  path: string,`,
+      `) => {`,
+      `  switch (path) {`,
+      ...cases,
+      `  }`,
+      `  return Promise.reject(new Error(\`\${path} is not in qvm's ${command} module\`));`,
+      `};`,
+      `Deno.exit(await main(Deno.args));`,
+    ]);
   } finally {
     await Deno.remove(tmp, { recursive: true });
   }
+}
+
+/**
+ * The quick routes (`src/cli/quick.ts`) as one minified module, `hot/quick.js`: a launcher runs
+ * it before a command of `QUICK_COMMANDS`' own module, which it loads only when the quick route
+ * leaves the command to it. Only what the routes use is in it (~30 KB against ~60 KB).
+ */
+async function quickBundle(): Promise<string> {
+  const tmp = await Deno.makeTempDir({ prefix: "qvm-quick-" });
+  try {
+    const url = JSON.stringify(new URL("src/cli/quick.ts", ROOT).href);
+    return await bundleOne(tmp, "quick module", [`export { quick } from ${url};`]);
+  } finally {
+    await Deno.remove(tmp, { recursive: true });
+  }
+}
+
+/** The module whose source is `lines`, bundled into one minified module in `tmp`; its text. */
+async function bundleOne(tmp: string, what: string, lines: string[]): Promise<string> {
+  await Deno.writeTextFile(`${tmp}/entry.ts`, [...lines, ""].join("\n"));
+  const result = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "bundle",
+      "--quiet",
+      "--minify",
+      "--platform",
+      "deno",
+      "-o",
+      `${tmp}/out.js`,
+      `${tmp}/entry.ts`,
+    ],
+    cwd: ROOT.pathname,
+    stdout: "inherit",
+    stderr: "inherit",
+  }).output();
+  if (!result.success) throw new Error(`deno bundle of qvm's ${what} failed`);
+  const files = { "out.js": await Deno.readTextFile(`${tmp}/out.js`) };
+  patchChunks(files);
+  if (/from\s*"node:(?!sqlite")/.test(files["out.js"])) {
+    throw new Error(`qvm's ${what} imports a node: module besides node:sqlite`);
+  }
+  return files["out.js"];
 }
 
 /** The build hash and modules (`{path: text}`) inside the text of a `dist/qvm`. */
@@ -537,6 +573,7 @@ export async function buildDist(out = new URL("dist/qvm", ROOT).pathname): Promi
   for (const command of HOT_COMMANDS) {
     files[`hot/${command}.js`] = await hotBundle(command, loaders);
   }
+  files["hot/quick.js"] = await quickBundle();
   // The modules are ES modules whatever a package.json further up (say in ~) declares.
   files["package.json"] = '{"type":"module"}\n';
   const text = await packBuild(files);

@@ -32,8 +32,13 @@ const STALE_PARTIAL_MS = 10 * 60 * 1000;
 /** The installed `bin/qvm`: the shebang pointed at `deno`, then the router into the build in `lib`. */
 export function launcher(deno: string, lib: string, version: string): string {
   if (/\s/.test(deno)) throw new Error(`the path of Deno must not contain spaces: ${deno}`);
+  const shebang = `#!/usr/bin/env -S DENO_NO_PACKAGE_JSON=1 ${deno} ${DENO_FLAGS}`;
+  // Linux reads at most 255 bytes of a shebang line: a longer one would lose its last flags.
+  if (new TextEncoder().encode(shebang).length > 255) {
+    throw new Error(`the path of Deno is too long for a shebang line (255 bytes): ${deno}`);
+  }
   return [
-    `#!/usr/bin/env -S DENO_NO_PACKAGE_JSON=1 ${deno} ${DENO_FLAGS}`,
+    shebang,
     `// qvm ${version}, installed by src/dist/install.ts; its modules are in ${lib}.`,
     routeSource(JSON.stringify(`${fileUrl(lib)}/`)),
   ].join("\n");

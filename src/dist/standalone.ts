@@ -19,6 +19,7 @@ import {
   dispatchSource,
   gzipBase64,
   HOT_COMMANDS,
+  QUICK_COMMANDS,
   sha256Hex,
   UNPACK_SOURCE,
   unpackBuild,
@@ -196,8 +197,9 @@ exit
 /**
  * `qvm.mjs`, the first module the cached Deno runs: checks by identity (`VERIFY_SOURCE`) the files
  * this run loads, no more, and that its folder is private, then runs the command as the installed
- * form does. Checked before anything runs: Deno itself and, for a hot command, its one module,
- * else `main.js` and what it imports. A command's module is checked, with every module it imports
+ * form does. Checked before anything runs: Deno itself and, for `status` and `ls`, the quick
+ * routes' module (their own is checked when the route leaves the command to it), for `info` its
+ * one module, else `main.js` and what it imports. A command's module is checked, with every module it imports
  * or can load lazily (`DEPS`), when `main` loads it: before the command does anything. When a
  * check fails, the standalone file unpacks a fresh copy and runs the command from there.
  */
@@ -216,6 +218,7 @@ const NAMES = Object.keys(FILES);
 /** Per file of NAMES, the modules it imports or loads lazily (their places in NAMES). */
 const DEPS = ${JSON.stringify(deps)};
 const HOT = ${JSON.stringify(HOT_COMMANDS)};
+const QUICK = ${JSON.stringify(QUICK_COMMANDS)};
 ${VERIFY_SOURCE}
 ${commandSource()}
 const DIR = import.meta.dirname;
@@ -271,7 +274,11 @@ let safe = false;
 try {
   safe = privateDir(DIR);
 } catch { /* a folder others may write */ }
-const first = HOT.includes(command) ? \`lib/hot/\${command}.js\` : "lib/main.js";
+const first = QUICK.includes(command)
+  ? "lib/hot/quick.js"
+  : HOT.includes(command)
+  ? \`lib/hot/\${command}.js\`
+  : "lib/main.js";
 if (!safe || !(await intact(["deno", "lib/package.json", first]))) await runFresh();
 ${dispatchSource('new URL("lib/", import.meta.url).href', "check")}`;
 }

@@ -165,6 +165,27 @@ export function openDatabase<T>(path: string, options: OpenOptions & { make: Mak
 }
 
 /**
+ * A read-only connection to the database at `path` for a command that only looks (the quick
+ * routes of `status` and `ls --json`, see `src/cli/quick.ts`), or undefined when the full open
+ * must decide: no file, not one SQLite can read, a schema other than this qvm's (a migration, or
+ * a newer qvm), or any failure. No pragma beyond the busy timeout: it writes nothing, so it needs
+ * none, and it never creates, migrates or backs up anything.
+ */
+export function peekDatabase(path: string): DatabaseSync | undefined {
+  let db: DatabaseSync | undefined;
+  try {
+    db = new DatabaseSync(path, { readOnly: true });
+    db.exec(`PRAGMA busy_timeout = ${BUSY_TIMEOUT_MS}`);
+    const row = db.prepare("SELECT max(version) FROM schema_version").get() as
+      | Record<string, unknown>
+      | undefined;
+    if (row && Object.values(row)[0] === LATEST_VERSION) return db;
+  } catch { /* the full open tells what is wrong */ }
+  if (db?.isOpen) db.close();
+  return undefined;
+}
+
+/**
  * Opens a database that cannot be written: plainly read-only when its -shm can be used, else
  * immutable (only when its write-ahead log is empty, so nothing committed is missed).
  */

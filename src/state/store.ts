@@ -11,7 +11,7 @@ import type { VmConfig } from "../config/mod.ts";
 import { storedConfig } from "./stored_config.ts";
 import { translateFault } from "./_faults.ts";
 import { takeBackup } from "./backup.ts";
-import { openDatabase, type OpenOptions } from "./open.ts";
+import { openDatabase, type OpenOptions, peekDatabase } from "./open.ts";
 
 /** Statuses stored in the database; `paused`/`unresponsive` are derived on read, never stored. */
 export type StoredStatus = "created" | "starting" | "running" | "stopping" | "stopped" | "failed";
@@ -344,6 +344,15 @@ export class StateStore {
   }
 
   /**
+   * The database at `path` opened only to read, or undefined when `open` must handle it (see
+   * `peekDatabase`): for the quick routes, which look and never write (a write would fail).
+   */
+  static peek(path: string): StateStore | undefined {
+    const db = peekDatabase(path);
+    return db && new StateStore(path, db, { readOnly: true });
+  }
+
+  /**
    * Runs `fn` in a `BEGIN IMMEDIATE` transaction: all of it commits, or none of it. SQLite's
    * failures (full disk, I/O error, read-only file) come out as one-line StateWriteErrors.
    */
@@ -407,6 +416,24 @@ export class StateStore {
     );
     if (!row) return undefined;
     return this.#overlay ? toRecord(this.#overlaid(arrayToRow(row))) : arrayToRecord(row);
+  }
+
+  /** The VM with this id or name as `listBrief` gives it (its config not parsed), else undefined. */
+  brief(idOrName: string): VmBrief | undefined {
+    const [first, second] = lookupOrder(idOrName, this.#byId, this.#byName);
+    const row = this.#read(() =>
+      (first.get(idOrName) ?? second.get(idOrName)) as unknown[] | undefined
+    );
+    if (!row) return undefined;
+    const brief = {
+      id: row[0],
+      name: row[1],
+      status: row[4],
+      pid: row[5],
+      stopReason: row[9],
+      pidStart: row[11],
+    } as VmBrief;
+    return this.#overlay ? this.#overlaidBrief(brief) : brief;
   }
 
   /** Like `get`, but a missing VM is a NotFoundError (exit 3). */

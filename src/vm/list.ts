@@ -57,8 +57,26 @@ interface Kept {
   marks: Record<string, RunMark>;
   /** The VMs with a freeze marker, and the runtime dir's stamp when it was listed ("": never). */
   frozen: { stamp: string; ids: string[] };
-  output: Uint8Array;
+  output: Output;
 }
+
+/**
+ * An output as it is read: its first bytes (read with the file's head), then `rest` more bytes
+ * still in `file`, open at them, or none. Kept output goes from the file to stdout in pieces:
+ * 10,000 VMs are ~1.2 MB, and one buffer of it cost ~2 ms more than pieces of 256 KiB, in page
+ * faults and copies.
+ */
+export interface Output {
+  head: Uint8Array;
+  file?: Deno.FsFile;
+  rest: number;
+}
+
+/** What a read of the file asks for first; the pieces the rest of the output goes out in. */
+const PIECE = 256 * 1024;
+
+/** Where `ls --json`'s output goes: each piece in order, written before the next is read. */
+export type Sink = (bytes: Uint8Array) => void;
 
 let formLine: string | undefined;
 
@@ -78,42 +96,108 @@ function form(): string {
 }
 
 /**
- * The file's contents, or undefined when it is missing, of another form, or not whole: lines
+ * The file's head and its output (see `Output`; the file stays open while output is unread: close
+ * it with `closeOutput`), or undefined when it is missing, of another form, or not whole: lines
  * `form`, token, observed, marks, frozen, the output's length; then the output.
  */
 function readKept(path: string, expectedForm: string): Kept | undefined {
-  let bytes: Uint8Array;
+  let file: Deno.FsFile;
   try {
-    bytes = Deno.readFileSync(path);
+    file = Deno.openSync(path);
   } catch {
     return undefined;
   }
-  let end = -1;
-  for (let line = 0; line < 6; line++) {
-    end = bytes.indexOf(10, end + 1);
-    if (end === -1) return undefined;
+  try {
+    const kept = readHead(file, expectedForm);
+    if (kept !== undefined) return kept;
+  } catch { /* unreadable: built again */ }
+  file.close();
+  return undefined;
+}
+
+function readHead(file: Deno.FsFile, expectedForm: string): Kept | undefined {
+  const size = file.statSync().size;
+  // The head is a few lines; the marks of many running VMs can make it longer than a piece.
+  let bytes = new Uint8Array(Math.min(size, PIECE));
+  let read = 0;
+  let end: number;
+  while ((end = headEnd(bytes, read)) === -1) {
+    if (read === size) return undefined;
+    if (read === bytes.length) {
+      const more = new Uint8Array(Math.min(size, bytes.length * 2));
+      more.set(bytes);
+      bytes = more;
+    }
+    const n = file.readSync(bytes.subarray(read));
+    if (n === null) return undefined;
+    read += n;
   }
   const lines = decoder.decode(bytes.subarray(0, end)).split("\n");
   const [head, token, observed, marks, frozen, length] = lines;
-  if (head !== expectedForm || Number(length) !== bytes.length - end - 1) return undefined;
-  try {
-    return {
-      token,
-      observed,
-      marks: JSON.parse(marks),
-      frozen: JSON.parse(frozen),
-      output: bytes.subarray(end + 1),
-    };
-  } catch {
-    return undefined;
+  if (head !== expectedForm || Number(length) !== size - end - 1) return undefined;
+  const output = { head: bytes.subarray(end + 1, read), file, rest: size - read };
+  return { token, observed, marks: JSON.parse(marks), frozen: JSON.parse(frozen), output };
+}
+
+/** Where the head's last line ends in the first `read` bytes (its 6th newline), or -1. */
+function headEnd(bytes: Uint8Array, read: number): number {
+  let at = -1;
+  for (let line = 0; line < 6; line++) {
+    at = bytes.indexOf(10, at + 1);
+    if (at === -1 || at >= read) return -1;
   }
+  return at;
+}
+
+/** Writes `output` to `sink`, in pieces, and closes its file. */
+export function writeOutput(output: Output, sink: Sink): void {
+  try {
+    if (output.head.length > 0) sink(output.head);
+    let rest = output.rest;
+    const piece = new Uint8Array(Math.min(rest, PIECE));
+    while (rest > 0) {
+      const n = output.file!.readSync(piece.subarray(0, Math.min(rest, piece.length)));
+      if (n === null) throw new QvmError("the kept ls --json output ended early: run it again");
+      sink(piece.subarray(0, n));
+      rest -= n;
+    }
+  } finally {
+    closeOutput(output);
+  }
+}
+
+/** `output` whole, in one buffer (its file closed). */
+function wholeOutput(output: Output): Uint8Array {
+  if (output.rest === 0) {
+    closeOutput(output);
+    return output.head;
+  }
+  const bytes = new Uint8Array(output.head.length + output.rest);
+  let at = 0;
+  writeOutput(output, (piece) => {
+    bytes.set(piece, at);
+    at += piece.length;
+  });
+  return bytes;
+}
+
+function closeOutput(output: Output): void {
+  try {
+    output.file?.close();
+  } catch { /* closed */ }
+  output.file = undefined;
 }
 
 /**
  * Writes `kept` to `path` through a temp file renamed into place, so a reader sees a whole file,
  * old or new. Best effort: a data dir that cannot be written keeps nothing.
  */
-function writeKept(path: string, headForm: string, kept: Kept): void {
+function writeKept(
+  path: string,
+  headForm: string,
+  kept: Omit<Kept, "output">,
+  output: Uint8Array,
+): void {
   const head = encoder.encode(
     [
       headForm,
@@ -121,13 +205,13 @@ function writeKept(path: string, headForm: string, kept: Kept): void {
       kept.observed,
       JSON.stringify(kept.marks),
       JSON.stringify(kept.frozen),
-      kept.output.length,
+      output.length,
       "",
     ].join("\n"),
   );
-  const bytes = new Uint8Array(head.length + kept.output.length);
+  const bytes = new Uint8Array(head.length + output.length);
   bytes.set(head);
-  bytes.set(kept.output, head.length);
+  bytes.set(output, head.length);
   const temp = `${path}.${Deno.pid}.tmp`;
   try {
     Deno.writeFileSync(temp, bytes, { mode: 0o600 });
@@ -185,54 +269,80 @@ function sameMarks(a: Record<string, RunMark>, b: Record<string, RunMark>): bool
  * value SQLite's JSON cannot hold is in the database (a BLOB written there by hand): `listVms`
  * then lists it as the other commands would.
  */
-export async function listJson(env: VmEnv): Promise<Uint8Array | undefined> {
+export async function listJson(env: VmEnv): Promise<Output | undefined> {
   try {
-    return await keptListJson(env);
+    return await keptListJson(env, (rest) => observeAll(env, rest, { fromLog: true }));
   } catch (err) {
     if (err instanceof QvmError) throw err;
     return undefined;
   }
 }
 
-async function keptListJson(env: VmEnv): Promise<Uint8Array> {
+/**
+ * `listJson`'s output when a glance settles every VM that claims a process (the quick route of
+ * `ls --json`, see `src/cli/quick.ts`): undefined when one needs a full look (which may record a
+ * change), or on any failure, for `listJson` to handle.
+ */
+export async function quickListJson(env: VmEnv): Promise<Output | undefined> {
+  try {
+    return await keptListJson(env, () => undefined);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The output, kept or built (write it with `writeOutput`). `look` observes the VMs a glance did
+ * not settle, or returns undefined to give up (then so does this).
+ */
+async function keptListJson(
+  env: VmEnv,
+  look: (vms: VmBrief[]) => Promise<BriefObservation[]> | undefined,
+): Promise<Output | undefined> {
   const useFile = env.store.cannotWrite === undefined;
   const path = listCachePath(env.dirs.dataDir);
   const headForm = form();
   const kept = useFile ? readKept(path, headForm) : undefined;
-  const live = env.store.listLive();
-  const frozenList = live.length > 0 ? frozenNow(env, kept?.frozen) : { stamp: "", ids: [] };
-  const frozen = new Set(frozenList.ids);
-  const observed = new Map<string, ObservedRow>();
-  const marks: Record<string, RunMark> = {};
-  const rest: VmBrief[] = [];
-  for (const vm of live) {
-    const quick = glance(env, vm, { frozen, previous: kept?.marks[vm.id], measure: useFile });
-    if (quick) {
-      observed.set(vm.id, shown(quick.seen));
-      if (quick.mark) marks[vm.id] = quick.mark;
-    } else {
-      observed.set(vm.id, { status: vm.status, pid: null, stop_reason: null }); // its place
-      rest.push(vm);
+  try {
+    const live = env.store.listLive();
+    const frozenList = live.length > 0 ? frozenNow(env, kept?.frozen) : { stamp: "", ids: [] };
+    const frozen = new Set(frozenList.ids);
+    const observed = new Map<string, ObservedRow>();
+    const marks: Record<string, RunMark> = {};
+    const rest: VmBrief[] = [];
+    for (const vm of live) {
+      const quick = glance(env, vm, { frozen, previous: kept?.marks[vm.id], measure: useFile });
+      if (quick) {
+        observed.set(vm.id, shown(quick.seen));
+        if (quick.mark) marks[vm.id] = quick.mark;
+      } else {
+        observed.set(vm.id, { status: vm.status, pid: null, stop_reason: null }); // its place
+        rest.push(vm);
+      }
     }
-  }
-  for (const o of await observeAll(env, rest, { fromLog: true })) observed.set(o.vm.id, shown(o));
-  const param = observedParam(observed);
-  if (!useFile) return env.store.listJson(observed);
-  if (kept && kept.observed === (param ?? "{}") && kept.token === env.store.token()) {
-    if (!sameMarks(kept.marks, marks) || kept.frozen.stamp !== frozenList.stamp) {
-      writeKept(path, headForm, { ...kept, marks, frozen: frozenList });
+    if (rest.length > 0) {
+      const looked = look(rest);
+      if (looked === undefined) return undefined;
+      for (const o of await looked) observed.set(o.vm.id, shown(o));
     }
-    return kept.output;
+    const param = observedParam(observed);
+    if (!useFile) return { head: env.store.listJson(observed), rest: 0 };
+    if (kept && kept.observed === (param ?? "{}") && kept.token === env.store.token()) {
+      if (!sameMarks(kept.marks, marks) || kept.frozen.stamp !== frozenList.stamp) {
+        const output = wholeOutput(kept.output);
+        writeKept(path, headForm, { ...kept, marks, frozen: frozenList }, output);
+        return { head: output, rest: 0 };
+      }
+      const output = kept.output;
+      kept.output = { head: new Uint8Array(), rest: 0 }; // now the caller's, to write and close
+      return output;
+    }
+    const { token, json } = env.store.snapshotJson(param);
+    writeKept(path, headForm, { token, observed: param ?? "{}", marks, frozen: frozenList }, json);
+    return { head: json, rest: 0 };
+  } finally {
+    if (kept) closeOutput(kept.output);
   }
-  const { token, json } = env.store.snapshotJson(param);
-  writeKept(path, headForm, {
-    token,
-    observed: param ?? "{}",
-    marks,
-    frozen: frozenList,
-    output: json,
-  });
-  return json;
 }
 
 /** Linux counts process start times in USER_HZ ticks, 100 a second on every architecture qvm runs on. */

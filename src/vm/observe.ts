@@ -305,6 +305,18 @@ export function needsCheck(vm: VmBrief): boolean {
   return vm.pid !== null || STORED_LIVE.has(vm.status);
 }
 
+/**
+ * A VM's status when no look is needed, else undefined: it claims no process (`needsCheck`), its
+ * last start was not interrupted, and no pid file or QMP socket of a QEMU of it is in the runtime
+ * dir. `observe` returns the stored status for such a VM; the quick routes (`src/cli/quick.ts`)
+ * answer from this and leave every other VM to `observe`.
+ */
+export function settledStatus(env: Pick<VmEnv, "dirs">, vm: VmBrief): StoredStatus | undefined {
+  if (needsCheck(vm) || vm.stopReason === START_INTERRUPTED) return undefined;
+  const markers = markersIn(env.dirs.runtimeDir, vm);
+  return exists(markers.pidFile) || exists(markers.qmpSocket) ? undefined : vm.status;
+}
+
 /** A brief VM's status as a listing shows it. */
 export interface BriefObservation {
   vm: VmBrief;

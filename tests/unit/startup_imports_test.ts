@@ -72,6 +72,17 @@ for (const command of ["status", "ls", "info"]) {
   });
 }
 
+Deno.test("the quick routes of status and ls --json read no node: module but node:sqlite, no YAML parser, config, cloud or QMP module", async () => {
+  const graph = await moduleGraph("src/cli/quick.ts", { dynamic: true });
+  assert.deepEqual(heavyIn(graph), []);
+  assert.deepEqual(graph.filter((s) => s.startsWith("node:") && s !== "node:sqlite"), []);
+  assert.deepEqual(
+    graph.filter((s) => /\/src\/(config\/|cloud\/|libvirt\/|qemu\/(launch|qmp)\.ts)/.test(s)),
+    [],
+  );
+  assert.ok(graph.some((s) => s.endsWith("/src/cli/quick.ts")), "the graph was read");
+});
+
 /** Every `.ts` file under `dir` (relative to the repository). */
 async function sources(dir: string): Promise<{ path: string; text: string }[]> {
   const out: { path: string; text: string }[] = [];
