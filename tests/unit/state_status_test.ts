@@ -4,7 +4,13 @@
  * such UPDATE finds its row by an index SEARCH.
  */
 import assert from "node:assert/strict";
-import { databasePath, StateStore, type StatusFields } from "../../src/state/mod.ts";
+import {
+  databasePath,
+  observedParam,
+  type ObservedRow,
+  StateStore,
+  type StatusFields,
+} from "../../src/state/mod.ts";
 import { statusSql } from "../../src/state/store.ts";
 
 const COMBINATIONS: StatusFields[] = [
@@ -68,4 +74,18 @@ Deno.test("every status UPDATE, by id and by name, finds its row by an index SEA
       }
     }
   });
+});
+
+Deno.test("the observed statuses ls --json hands SQLite are the JSON of the map, whatever they hold", () => {
+  const observed = new Map<string, ObservedRow>([
+    ["0b6c4f0e-1111-4a2b-9c3d-000000000001", { status: "running", pid: 4242, stop_reason: null }],
+    ["0b6c4f0e-1111-4a2b-9c3d-000000000002", {
+      status: "stopped",
+      pid: null,
+      stop_reason: 'said "no"\n\u2603',
+    }],
+    ["a\\b", { status: "paused", pid: 0, stop_reason: "" }],
+  ]);
+  assert.equal(observedParam(observed), JSON.stringify(Object.fromEntries(observed)));
+  assert.equal(observedParam(new Map()), undefined);
 });
