@@ -12,6 +12,7 @@ import { readProcStat } from "../../src/qemu/process.ts";
 import { type QvmEnv, withEnv } from "../helpers/qvm.ts";
 import { alive, MACHINE_NONE } from "../helpers/guest.ts";
 import { eventually } from "../helpers/wait.ts";
+import { rawQmp } from "../helpers/raw_qmp.ts";
 
 interface Listed {
   id: string;
@@ -19,24 +20,6 @@ interface Listed {
   status: string;
   pid: number | null;
   stop_reason: string | null;
-}
-
-/** Sends QMP `commands` on `socket` as a client qvm knows nothing of. */
-async function rawQmp(socket: string, commands: string[]): Promise<void> {
-  const conn = await Deno.connect({ transport: "unix", path: socket });
-  try {
-    let text = "";
-    const buf = new Uint8Array(4096);
-    const all = ["qmp_capabilities", ...commands];
-    await conn.write(new TextEncoder().encode(all.map((c) => `{"execute":"${c}"}\n`).join("")));
-    while (text.split("\n").filter((l) => l.includes('"return"')).length < all.length) {
-      const n = await conn.read(buf);
-      if (n === null) throw new Error(`QMP closed: ${text}`);
-      text += new TextDecoder().decode(buf.subarray(0, n));
-    }
-  } finally {
-    conn.close();
-  }
 }
 
 async function list(env: QvmEnv): Promise<Record<string, Listed>> {

@@ -13,6 +13,7 @@ import { startVm } from "../../src/vm/start.ts";
 import { withEnv } from "../helpers/qvm.ts";
 import { alive, MACHINE_NONE } from "../helpers/guest.ts";
 import { eventually } from "../helpers/wait.ts";
+import { rawQmp } from "../helpers/raw_qmp.ts";
 
 const COUNT = 100;
 
@@ -55,28 +56,6 @@ Deno.test("the run state is the last complete runstate_set line in the last 4 Ki
     Deno.removeSync(dir, { recursive: true });
   }
 });
-
-/** Sends QMP `commands` on `socket` as a client qvm knows nothing of; returns once all answered. */
-async function rawQmp(socket: string, commands: string[]): Promise<void> {
-  const conn = await Deno.connect({ transport: "unix", path: socket });
-  try {
-    const decoder = new TextDecoder();
-    let text = "";
-    const buf = new Uint8Array(4096);
-    const answers = () => text.split("\n").filter((l) => l.includes('"return"')).length;
-    const all = ["qmp_capabilities", ...commands];
-    await conn.write(
-      new TextEncoder().encode(all.map((c) => `{"execute":"${c}"}\n`).join("")),
-    );
-    while (answers() < all.length) {
-      const n = await conn.read(buf);
-      if (n === null) throw new Error(`QMP closed: ${text}`);
-      text += decoder.decode(buf.subarray(0, n));
-    }
-  } finally {
-    conn.close();
-  }
-}
 
 /** Runs `fn` over `items`, at most `limit` at a time. */
 async function pool<T>(items: T[], limit: number, fn: (item: T) => Promise<void>) {

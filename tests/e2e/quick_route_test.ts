@@ -11,6 +11,7 @@ import { listCachePath } from "../../src/state/mod.ts";
 import { type QvmEnv, withEnv } from "../helpers/qvm.ts";
 import { MACHINE_NONE } from "../helpers/guest.ts";
 import { DECLINED } from "../helpers/quick_main.ts";
+import { rawQmp } from "../helpers/raw_qmp.ts";
 
 const QUICK_MAIN = new URL("../helpers/quick_main.ts", import.meta.url).pathname;
 
@@ -172,6 +173,23 @@ Deno.test("ls --json: the quick route prints the kept or built output, a piece a
         "c",
       ],
     );
+
+    // Paused and resumed through QMP by someone else, stopped by a signal: the route answers
+    // each from the VM's log and /proc, as the full command does.
+    const qmp = JSON.parse(await env.ok(["inspect", "a"])).process.qmp_socket as string;
+    const statusIn = (bytes: Uint8Array) => JSON.parse(new TextDecoder().decode(bytes))[0].status;
+    await rawQmp(qmp, ["stop"]);
+    assert.equal(statusIn(await sameAnswer(env, ["ls", "--json"])), "paused");
+    await rawQmp(qmp, ["cont"]);
+    assert.equal(statusIn(await sameAnswer(env, ["ls", "--json"])), "running");
+    const qemu = JSON.parse(await env.ok(["status", "a", "--json"])).pid;
+    Deno.kill(qemu, "SIGSTOP");
+    try {
+      assert.equal(statusIn(await sameAnswer(env, ["ls", "--json"])), "unresponsive");
+    } finally {
+      Deno.kill(qemu, "SIGCONT");
+    }
+    assert.equal(statusIn(await sameAnswer(env, ["ls", "--json"])), "running");
 
     // A VM killed from outside qvm: the route leaves it to ls, which looks and records it.
     const pid = JSON.parse(await env.ok(["status", "a", "--json"])).pid;
