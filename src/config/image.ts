@@ -10,6 +10,7 @@
 import { NotFoundError, PermissionError, UsageError } from "../errors.ts";
 import { isAbsolute, resolve } from "../path.ts";
 import { kindOf, show } from "./_util.ts";
+import { parseSize, sizeBytes } from "./size.ts";
 
 /**
  * `path` when it is a regular file that can be read: exit 3 when missing or not a file, 4 when it
@@ -101,26 +102,17 @@ export function pinnedImageFormat(file: string, given?: unknown): ImageFormat {
   return "raw";
 }
 
-/** `20G` → bytes; undefined when `text` is not a whole size with an optional K/M/G/T unit. */
-function diskBytes(text: string): number | undefined {
-  const match = /^(\d+)([KMGT])?$/i.exec(text.trim());
-  if (!match) return undefined;
-  const unit = match[2] ? "KMGT".indexOf(match[2].toUpperCase()) + 1 : 0;
-  const bytes = Number(match[1]) * 1024 ** unit;
-  return Number.isSafeInteger(bytes) ? bytes : undefined;
-}
-
 /** The largest `disk_size` qvm accepts (qcow2 itself allows more; no guest needs it). */
-const MAX_DISK_BYTES = 64 * 1024 ** 4;
+const MAX_DISK_BYTES = 64n * 1024n ** 4n;
 
 /** Validates `disk_size:` (the root overlay's size, e.g. `20G`): from 1M to 64T, normalized. */
 export function diskSizeOf(value: unknown): string {
-  const text = typeof value === "number" ? `${value}` : value;
-  const bytes = typeof text === "string" ? diskBytes(text) : undefined;
-  if (bytes === undefined || bytes < 1024 ** 2 || bytes > MAX_DISK_BYTES) {
+  const size = parseSize(typeof value === "string" ? value.trim() : value, "");
+  const bytes = size === undefined ? undefined : sizeBytes(size);
+  if (bytes === undefined || bytes < 1024n ** 2n || bytes > MAX_DISK_BYTES) {
     throw new UsageError(`invalid disk_size ${show(value)}: use a size like 20G (1M to 64T)`);
   }
-  return (text as string).trim().toUpperCase().replace(/^0+(?=\d)/, "");
+  return size!;
 }
 
 /**

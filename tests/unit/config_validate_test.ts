@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { UsageError } from "../../src/errors.ts";
-import { validateConfig, validateName } from "../../src/config/mod.ts";
+import { diskSizeOf, validateConfig, validateName } from "../../src/config/mod.ts";
 
 type Raw = Record<string, unknown>;
 
@@ -441,4 +441,40 @@ Deno.test("validateConfig does not change its input", () => {
   const copy = structuredClone(raw);
   validateConfig(raw);
   assert.deepEqual(raw, copy);
+});
+
+Deno.test("disk_size takes a whole size from 1M to 64T, normalized; anything else is refused", () => {
+  const ok: [unknown, string][] = [
+    ["20G", "20G"],
+    ["020g", "20G"],
+    [" 2G ", "2G"],
+    ["1M", "1M"],
+    ["1024K", "1024K"],
+    ["64T", "64T"],
+    [1048576, "1048576"],
+    ["1048576", "1048576"],
+  ];
+  for (const [value, want] of ok) assert.equal(diskSizeOf(value), want, String(value));
+  for (
+    const value of [
+      "1023K",
+      "1048575",
+      "65T",
+      "64T1",
+      "1.5G",
+      "0",
+      "",
+      "lots",
+      "2 G",
+      true,
+      null,
+      2.5,
+    ]
+  ) {
+    assert.throws(
+      () => diskSizeOf(value),
+      /^UsageError: invalid disk_size .*: use a size like 20G \(1M to 64T\)$/,
+      String(value),
+    );
+  }
 });
