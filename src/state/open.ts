@@ -176,10 +176,8 @@ export function peekDatabase(path: string): DatabaseSync | undefined {
   try {
     db = new DatabaseSync(path, { readOnly: true });
     db.exec(`PRAGMA busy_timeout = ${BUSY_TIMEOUT_MS}`);
-    const row = db.prepare("SELECT max(version) FROM schema_version").get() as
-      | Record<string, unknown>
-      | undefined;
-    if (row && Object.values(row)[0] === LATEST_VERSION) return db;
+    const row = db.prepare("SELECT max(version) AS v FROM schema_version").get();
+    if (row?.v === LATEST_VERSION) return db;
   } catch { /* the full open tells what is wrong */ }
   if (db?.isOpen) db.close();
   return undefined;

@@ -303,6 +303,7 @@ async function keptListJson(
   const path = listCachePath(env.dirs.dataDir);
   const headForm = form();
   const kept = useFile ? readKept(path, headForm) : undefined;
+  let handedOver = false; // the kept output goes to the caller, who writes and closes it
   try {
     const live = env.store.listLive();
     const frozenList = live.length > 0 ? frozenNow(env, kept?.frozen) : { stamp: "", ids: [] };
@@ -333,15 +334,14 @@ async function keptListJson(
         writeKept(path, headForm, { ...kept, marks, frozen: frozenList }, output);
         return { head: output, rest: 0 };
       }
-      const output = kept.output;
-      kept.output = { head: new Uint8Array(), rest: 0 }; // now the caller's, to write and close
-      return output;
+      handedOver = true;
+      return kept.output;
     }
     const { token, json } = env.store.snapshotJson(param);
     writeKept(path, headForm, { token, observed: param ?? "{}", marks, frozen: frozenList }, json);
     return { head: json, rest: 0 };
   } finally {
-    if (kept) closeOutput(kept.output);
+    if (kept && !handedOver) closeOutput(kept.output);
   }
 }
 
